@@ -1,0 +1,3 @@
+from otsec.cli import entry
+
+entry()

@@ -1,0 +1,169 @@
+"""Offline audit: run captures through the engine and write the contract's files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otsec import __version__
+from otsec.capture.files import CaptureError, CaptureReader
+from otsec.detect import Alert, Detector
+from otsec.detect.catalog import SEVERITIES
+from otsec.engine import Engine
+from otsec.graph.edges import Edge, Graph, merged_edges
+from otsec.inventory.assets import Asset, Inventory
+from otsec.report.html import write_report
+from otsec.sinks.documents import alert_document, asset_document, edge_document
+from otsec.sinks.files import EventFiles, write_json_atomic, write_ndjson
+from otsec.timefmt import iso
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]  # called with bytes of input consumed so far
+
+
+@dataclass
+class AuditResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    alerts: list[dict[str, Any]]
+    assets: list[Asset]
+    edges: list[Edge]
+    warnings: list[str] = field(default_factory=list)
+
+
+def open_captures(paths: Sequence[str | Path]) -> list[CaptureReader]:
+    """Open every input first, so a bad path fails before any work is done."""
+    readers: list[CaptureReader] = []
+    try:
+        for p in paths:
+            path = Path(p)
+            if path.is_dir():
+                raise CaptureError(f"{path}: is a directory, not a capture file")
+            readers.append(CaptureReader(path))
+    except CaptureError:
+        for r in readers:
+            r.close()
+        raise
+    return readers
+
+
+def run_audit(
+    paths: Sequence[str | Path],
+    out_dir: Path,
+    progress: Progress | None = None,
+    max_flows: int = 200_000,
+) -> AuditResult:
+    readers = open_captures(paths)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = EventFiles(out_dir)
+    inventory = Inventory()
+    graph = Graph()
+    detector = Detector()
+    engine = Engine([files, inventory, graph, detector], max_flows=max_flows)
+    started = time.perf_counter()
+    consumed = 0
+    warnings: list[str] = []
+    try:
+        packet = engine.packet
+        for reader in readers:
+            with reader:
+                n = 0
+                for pkt in reader:
+                    packet(*pkt)
+                    n += 1
+                    if progress is not None and not n & 0x3FFF:
+                        progress(consumed + reader.position())
+                consumed += reader.size
+                warnings.extend(reader.warnings)
+                if progress is not None:
+                    progress(consumed)
+        engine.finish()
+    finally:
+        files.close()
+        for r in readers:
+            r.close()
+    elapsed = time.perf_counter() - started
+    assets, id_of = inventory.assets()
+    edges = merged_edges(graph.edges, id_of)
+    asset_by_ip = {ip: a for a in assets for ip in a.ips}
+    ip_of = {a.id: a.ips[0] for a in assets if a.ips}
+    alerts = sorted(detector.alerts, key=lambda a: (a.start, a.rule.id))
+    alert_docs = [alert_document(a, asset_by_ip) for a in alerts]
+    write_ndjson(out_dir / "alerts.ndjson", alert_docs)
+    write_json_atomic(out_dir / "assets.json", [asset_document(a) for a in assets])
+    write_json_atomic(out_dir / "edges.json", [edge_document(e, ip_of) for e in edges])
+    summary = build_summary(engine, [str(p) for p in paths], elapsed, alerts, assets, edges,
+                            warnings, files.events.count)
+    write_json_atomic(out_dir / "summary.json", summary)
+    result = AuditResult(out_dir, summary, alert_docs, assets, edges, warnings)
+    write_report(out_dir / "report.html", result)
+    return result
+
+
+def build_summary(
+    engine: Engine,
+    files: list[str],
+    elapsed: float,
+    alerts: list[Alert],
+    assets: list[Asset],
+    edges: list[Edge],
+    warnings: list[str],
+    events_written: int,
+) -> dict[str, Any]:
+    st = engine.stats
+    by_sev = {name: 0 for name in SEVERITIES}
+    for a in alerts:
+        by_sev[a.rule.severity] += 1
+    duration = (st.last_ts - st.first_ts) if st.first_ts and st.last_ts else 0.0
+    roles: dict[str, int] = {}
+    for a in assets:
+        roles[a.role] = roles.get(a.role, 0) + 1
+    ra = engine.reassembly
+    fs = engine.flows.stats
+    return {
+        "otsec_version": __version__,
+        "files": files,
+        "packets": st.packets,
+        "bytes": st.bytes,
+        "flows": fs.created,
+        "duration": round(duration, 6),
+        "capture": {
+            "start": iso(st.first_ts) if st.first_ts else None,
+            "end": iso(st.last_ts) if st.last_ts else None,
+        },
+        "processing_seconds": round(elapsed, 3),
+        "packets_per_second": round(st.packets / elapsed) if elapsed > 0 else 0,
+        "pdus": dict(sorted(st.pdus.items())),
+        "events": events_written,
+        "anomalies": dict(sorted(st.anomalies.items())),
+        "alerts": {"total": len(alerts), **by_sev},
+        "assets": {"total": len(assets), "by_role": dict(sorted(roles.items()))},
+        "edges": len(edges),
+        "decode": {
+            "tcp_packets": st.tcp_packets,
+            "udp_packets": st.udp_packets,
+            "arp_packets": st.arp_packets,
+            "not_ip": st.not_ip,
+            "invalid": st.invalid,
+            "ip_fragments_skipped": st.ip_fragments,
+            "other_ip_protocols": st.other_ip,
+            "unrecognised_on_ot_port": st.unrecognised_on_ot_port,
+        },
+        "reassembly": {
+            "gaps": ra.gaps,
+            "skipped_bytes": ra.skipped_bytes,
+            "retransmitted_bytes": ra.retransmitted_bytes,
+            "out_of_order_segments": ra.out_of_order_segments,
+        },
+        "flow_table": {
+            "peak": fs.peak,
+            "expired": fs.expired,
+            "evicted_when_full": fs.evicted_full,
+        },
+        "warnings": warnings,
+    }

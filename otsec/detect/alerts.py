@@ -1,0 +1,161 @@
+"""Alerts: findings aggregated per rule and conversation, with the device's answer.
+
+A flood must be one alert with a count, not a million: findings with the same rule,
+source, destination and detail key fold into one ``Alert`` until it has been quiet
+for ``window`` seconds. A request's later response says whether the device accepted
+the command; that outcome is folded into the same alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from otsec.detect.catalog import Rule
+from otsec.events import Event
+from otsec.timefmt import iso
+
+MAX_WATCHED = 50_000  # requests waiting for their response to settle an alert's outcome
+
+
+@dataclass(slots=True)
+class Finding:
+    """What a detector says about one event."""
+
+    rule: Rule
+    event: Event
+    action: str  # verb phrase: "wrote 3 holding registers at 100 (FC 16)"
+    key: tuple[object, ...] = ()
+    answerable: bool = True  # the PDU is a request whose response tells the outcome
+    target: str = ""  # what on the destination: "unit 1"
+    swap: bool = False  # the receiver of the event is the actor (a scanner drawing errors)
+
+
+@dataclass(slots=True)
+class Alert:
+    rule: Rule
+    key: tuple[object, ...]
+    event: Event  # the first event that raised it (addresses, protocol fields)
+    action: str
+    answerable: bool
+    target: str
+    swap: bool
+    start: float
+    end: float
+    count: int = 1
+    accepted: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons
+
+    @property
+    def id(self) -> str:
+        text = "|".join(str(k) for k in (self.rule.id, *self.key, iso(self.start)))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    @property
+    def source_ip(self) -> str:
+        return str(self.key[0])
+
+    @property
+    def destination_ip(self) -> str:
+        return str(self.key[1])
+
+    @property
+    def message(self) -> str:
+        """One sentence: who did what to whom, how often, and what the device answered."""
+        target = f" ({self.target})" if self.target else ""
+        text = f"{self.source_ip} {self.action} {self.destination_ip}{target}"
+        if self.count > 1:
+            text += f", {self.count} times"
+        phrase = self.outcome_phrase()
+        return f"{text}; {phrase}." if phrase else f"{text}."
+
+    @property
+    def outcome(self) -> str:
+        if not self.answerable or (self.accepted == 0 and self.rejected == 0):
+            return "unknown"
+        if self.rejected == 0:
+            return "success"
+        return "failure" if self.accepted == 0 else "unknown"
+
+    def outcome_phrase(self) -> str:
+        if not self.answerable:
+            return ""
+        a, r = self.accepted, self.rejected
+        reasons = ", ".join(sorted(self.reasons))
+        if a == 0 and r == 0:
+            return "no response was seen"
+        if r == 0:
+            return "the device accepted it" if a == 1 else f"the device accepted all {a}"
+        if a == 0:
+            return f"the device rejected it ({reasons})" if r == 1 else (
+                f"the device rejected all {r} ({reasons})"
+            )
+        return f"the device accepted {a} and rejected {r} ({reasons})"
+
+
+class AlertBook:
+    """Aggregates findings into alerts and settles outcomes from responses."""
+
+    def __init__(self, window: float = 3600.0) -> None:
+        self.window = window
+        self.alerts: list[Alert] = []
+        self._open: dict[tuple[object, ...], Alert] = {}
+        self._watch: OrderedDict[int, tuple[Event, list[Alert]]] = OrderedDict()
+
+    def add(self, finding: Finding) -> Alert:
+        ev = finding.event
+        src, dst = _endpoints(ev)
+        if finding.swap:
+            src, dst = dst, src
+        key = (finding.rule.id, src, dst, *finding.key)
+        alert = self._open.get(key)
+        if alert is None or ev.ts - alert.end > self.window:
+            alert = Alert(
+                rule=finding.rule,
+                key=key[1:],
+                event=ev,
+                action=finding.action,
+                answerable=finding.answerable,
+                target=finding.target,
+                swap=finding.swap,
+                start=ev.ts,
+                end=ev.ts,
+            )
+            self._open[key] = alert
+            self.alerts.append(alert)
+        else:
+            alert.count += 1
+            alert.end = max(alert.end, ev.ts)
+        if finding.answerable:
+            watched = self._watch.get(id(ev))
+            if watched is None:
+                self._watch[id(ev)] = (ev, [alert])
+                if len(self._watch) > MAX_WATCHED:
+                    self._watch.popitem(last=False)
+            elif alert not in watched[1]:
+                watched[1].append(alert)
+        return alert
+
+    def settle(self, request: Event, accepted: bool, reason: str = "") -> None:
+        """A response arrived for ``request``: count it on the alerts it raised."""
+        watched = self._watch.pop(id(request), None)
+        if watched is None or watched[0] is not request:
+            return
+        for alert in watched[1]:
+            if accepted:
+                alert.accepted += 1
+            else:
+                alert.rejected += 1
+                if reason:
+                    alert.reasons[reason] = alert.reasons.get(reason, 0) + 1
+
+
+def _endpoints(ev: Event) -> tuple[str, str]:
+    flow = ev.flow
+    if flow is None:
+        return "", ""
+    sender = flow.sender(ev.from_client)
+    ips = flow.ip_texts
+    return ips[sender], ips[1 - sender]

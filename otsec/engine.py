@@ -1,0 +1,258 @@
+"""The packet path: decode, flows, reassembly, dissection, and fan-out of typed events.
+
+The engine only moves bytes and events. What an event means (inventory, graph, alerts,
+documents) is decided by the consumers it hands them to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from otsec.capture.linktypes import ETH_ARP, decode_link
+from otsec.events import Anomaly, Event
+from otsec.net.decode import ACK, FIN, RST, SYN, TCP, UDP, decode_arp, decode_ip
+from otsec.net.flows import Flow, FlowTable
+from otsec.net.reassembly import ReassemblyStats
+from otsec.protocols import REGISTRY, ProtocolSpec, is_other_protocol
+
+log = logging.getLogger(__name__)
+
+PROBE_TRIES = 4  # payload chunks examined before a flow is declared "not ours"
+SWEEP_EVERY = 10.0  # seconds of capture time between idle-flow sweeps
+
+
+class Consumer(Protocol):
+    def on_event(self, event: Event) -> None: ...
+    def on_flow_end(self, flow: Flow) -> None: ...
+    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None: ...
+
+
+@dataclass
+class EngineStats:
+    packets: int = 0
+    bytes: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    tcp_packets: int = 0
+    udp_packets: int = 0
+    arp_packets: int = 0
+    not_ip: int = 0
+    invalid: int = 0
+    ip_fragments: int = 0
+    other_ip: int = 0
+    pdus: Counter[str] = field(default_factory=Counter)
+    anomalies: Counter[str] = field(default_factory=Counter)
+    unrecognised_on_ot_port: int = 0
+
+
+class Engine:
+    """Feed it packets with ``packet(...)``; call ``finish()`` at the end."""
+
+    def __init__(self, consumers: Iterable[Consumer], max_flows: int = 200_000) -> None:
+        self.consumers = list(consumers)
+        self._event_handlers: list[Callable[[Event], None]] = [c.on_event for c in self.consumers]
+        self.stats = EngineStats()
+        self.reassembly = ReassemblyStats()
+        self.flows = FlowTable(self._flow_ended, max_flows=max_flows)
+        self._tcp_specs = {p: s for s in REGISTRY for p in s.tcp_ports}
+        self._udp_specs = {p: s for s in REGISTRY for p in s.udp_ports}
+        self._frame = 0
+        self._now = 0.0
+
+    # -- the hot path -------------------------------------------------------------
+
+    def packet(
+        self, ts: float, linktype: int, buf: bytes, start: int, caplen: int, wirelen: int
+    ) -> None:
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += wirelen
+        self._frame += 1
+        if ts > self._now:
+            self._now = ts
+            if stats.first_ts is None:
+                stats.first_ts = ts
+            if ts - self.flows.last_sweep > SWEEP_EVERY:
+                if self.flows.last_sweep:
+                    self.flows.sweep(ts)
+                else:
+                    self.flows.last_sweep = ts
+        link = decode_link(linktype, buf, start, start + caplen)
+        if link is None:
+            stats.not_ip += 1
+            return
+        off, etype, smac, dmac, vlan = link
+        res = decode_ip(buf, off, start + caplen, etype)
+        if type(res) is int:
+            if etype == ETH_ARP:
+                stats.arp_packets += 1
+                arp = decode_arp(buf, off, start + caplen)
+                if arp:
+                    for c in self.consumers:
+                        c.on_arp(arp[0], arp[1], ts)
+            elif res == 1:
+                if etype in (0x0800, 0x86DD):
+                    stats.invalid += 1
+                else:
+                    stats.not_ip += 1
+            elif res == 2:
+                stats.ip_fragments += 1
+            else:
+                stats.other_ip += 1
+            return
+        src, dst, proto, sport, dport, seq, ack, flags, pstart, pend = res  # type: ignore[misc]
+        hit = self.flows.index.get((src, dst, proto, sport, dport))
+        if hit is None:
+            flow = self.flows.create(src, dst, proto, sport, dport, ts)
+            side = 0
+        else:
+            flow, side = hit
+            if proto == TCP and flags & SYN and not flags & ACK and flow.closed:
+                self.flows.end(flow)  # port reuse: a new connection
+                flow = self.flows.create(src, dst, proto, sport, dport, ts)
+                side = 0
+        flow.packets += 1
+        flow.bytes += wirelen
+        flow.side_packets[side] += 1
+        flow.side_bytes[side] += wirelen
+        flow.last_ts = ts
+        if smac and not flow.macs[side]:
+            flow.macs[side] = smac
+            flow.macs[1 - side] = dmac
+            flow.vlan = vlan
+        if proto == TCP:
+            stats.tcp_packets += 1
+            self._tcp(flow, side, ts, seq, ack, flags, buf, pstart, pend)
+        elif proto == UDP:
+            stats.udp_packets += 1
+            if pend > pstart:
+                self._udp(flow, side, ts, buf[pstart:pend])
+
+    def _tcp(
+        self, flow: Flow, side: int, ts: float, seq: int, ack: int, flags: int,
+        buf: bytes, pstart: int, pend: int,
+    ) -> None:  # fmt: skip
+        if flags & SYN:
+            if not flags & ACK:
+                flow.set_client(side, "syn")
+            elif flow.client is None:
+                flow.set_client(1 - side, "syn-ack")
+            if flow.parser is not False:
+                flow.ensure_streams(self.reassembly)[side].syn(seq)
+        if flags & (FIN | RST):
+            flow.closed += 1
+        streams = flow.streams
+        if flow.parser is False:  # not a protocol we dissect
+            return
+        chunks = None
+        if streams is not None and flags & ACK:
+            chunks = streams[1 - side].ack(ack)
+            if chunks:
+                self._deliver(flow, 1 - side, ts, chunks)
+        if pend > pstart:
+            if streams is None:
+                streams = flow.ensure_streams(self.reassembly)
+            chunks = streams[side].add(seq, buf[pstart:pend])
+            if chunks:
+                self._deliver(flow, side, ts, chunks)
+
+    def _deliver(self, flow: Flow, side: int, ts: float, chunks: list[tuple[bytes, bool]]) -> None:
+        parser = flow.parser
+        for data, gap in chunks:
+            if parser is None:
+                parser = self._identify(flow, side, data, TCP)
+                if parser is None:
+                    continue
+                if parser is False:
+                    return
+                gap = True
+            events = parser.feed(data, side == flow.client, gap)
+            if events:
+                self._emit(flow, ts, events)
+
+    def _udp(self, flow: Flow, side: int, ts: float, data: bytes) -> None:
+        parser = flow.parser
+        if parser is False:
+            return
+        if parser is None:
+            parser = self._identify(flow, side, data, UDP)
+            if not parser:
+                return
+        events = parser.feed_datagram(data, side == flow.client)
+        if events:
+            self._emit(flow, ts, events)
+
+    def _emit(self, flow: Flow, ts: float, events: list[Event]) -> None:
+        frame = self._frame
+        stats = self.stats
+        handlers = self._event_handlers
+        for ev in events:
+            ev.ts = ts
+            ev.frame = frame
+            ev.flow = flow
+            if type(ev) is Anomaly:
+                stats.anomalies[f"{ev.protocol_name}.{ev.kind}"] += 1
+            else:
+                stats.pdus[ev.protocol] += 1
+            for handle in handlers:
+                handle(ev)
+
+    # -- protocol recognition -----------------------------------------------------
+
+    def _identify(self, flow: Flow, side: int, data: bytes, proto: int):  # noqa: ANN202
+        """Attach a parser when the flow is recognised; False once it never will be."""
+        specs = self._tcp_specs if proto == TCP else self._udp_specs
+        flow.probe_tries += 1
+        by_port: ProtocolSpec | None = None
+        server_side = None
+        for s in (1 - side, side):
+            spec = specs.get(flow.ports[s])
+            if spec is not None:
+                by_port, server_side = spec, s
+                break
+        chosen: ProtocolSpec | None = None
+        if by_port is not None and by_port.probe(data, False):
+            chosen = by_port
+        elif by_port is None:
+            for spec in REGISTRY:
+                if spec.probe(data, True):
+                    chosen = spec
+                    server_side = 1 - side if flow.client is None else 1 - flow.client
+                    break
+        if chosen is None:
+            if is_other_protocol(data) or flow.probe_tries >= PROBE_TRIES:
+                if by_port is not None:
+                    self.stats.unrecognised_on_ot_port += 1
+                flow.parser = False
+                flow.streams = None
+                return False
+            return None
+        if flow.client is None and server_side is not None:
+            flow.set_client(1 - server_side, "protocol")
+        flow.protocol = chosen.name
+        flow.parser = chosen.parser()
+        return flow.parser
+
+    # -- the end ------------------------------------------------------------------
+
+    def _flow_ended(self, flow: Flow) -> None:
+        if flow.streams is not None and flow.parser:
+            for side in (0, 1):
+                chunks = flow.streams[side].flush()
+                if chunks:
+                    self._deliver(flow, side, flow.last_ts, chunks)
+        if flow.parser:
+            events = flow.parser.close()
+            if events:
+                self._emit(flow, flow.last_ts, events)
+        for c in self.consumers:
+            c.on_flow_end(flow)
+
+    def finish(self) -> None:
+        """Flush every open flow; consumers then hold the final state."""
+        self.flows.close_all()
+        self.stats.last_ts = self._now or None

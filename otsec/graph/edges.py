@@ -1,0 +1,168 @@
+"""The communication graph: one edge per (client, server, transport, server port, protocol).
+
+Edges carry what a baseline needs: which functions flow in each direction, unit ids,
+the register ranges touched and how many writes, plus traffic volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from otsec.events import Event, ModbusPdu
+from otsec.inventory.assets import protocol_name
+from otsec.net.flows import Flow
+from otsec.protocols.modbus import WRITE_FUNCTIONS
+
+MAX_RANGES = 64  # intervals kept per (unit, table); closest ones merge beyond this
+
+MODBUS_TABLES = {
+    1: "coils", 5: "coils", 15: "coils", 2: "discrete_inputs", 4: "input_registers",
+    3: "holding_registers", 6: "holding_registers", 16: "holding_registers",
+    22: "holding_registers", 23: "holding_registers", 24: "holding_registers",
+}  # fmt: skip
+
+EdgeKey = tuple[str, str, str, int, str]
+
+
+@dataclass
+class Edge:
+    client: str  # IP; mapped to asset ids when written
+    server: str
+    transport: str
+    port: int
+    protocol: str
+    first_seen: float
+    last_seen: float
+    packets: int = 0
+    bytes: int = 0
+    pdus: int = 0
+    writes: int = 0
+    functions: Counter[tuple[int, str]] = field(default_factory=Counter)
+    unit_ids: set[int] = field(default_factory=set)
+    ranges: dict[tuple[int, str], list[list[int]]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> EdgeKey:
+        return (self.client, self.server, self.transport, self.port, self.protocol)
+
+    def touch(self, unit: int, table: str, start: int, count: int) -> None:
+        """Record a register range, merging overlapping and adjacent intervals."""
+        end = start + max(count, 1) - 1
+        spans = self.ranges.setdefault((unit, table), [])
+        for span in spans:
+            if start <= span[1] + 1 and end >= span[0] - 1:
+                span[0] = min(span[0], start)
+                span[1] = max(span[1], end)
+                break
+        else:
+            spans.append([start, end])
+            spans.sort()
+            if len(spans) > MAX_RANGES:
+                gaps = [spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)]
+                i = gaps.index(min(gaps))
+                spans[i : i + 2] = [[spans[i][0], max(spans[i][1], spans[i + 1][1])]]
+            return
+        spans.sort()
+        merged: list[list[int]] = []
+        for s in spans:
+            if merged and s[0] <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], s[1])
+            else:
+                merged.append(s)
+        spans[:] = merged
+
+
+def edge_id(client: str, server: str, transport: str, port: int, protocol: str) -> str:
+    text = f"{client}|{server}|{transport}|{port}|{protocol}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class Graph:
+    """Engine consumer collecting edges keyed by IP addresses."""
+
+    def __init__(self) -> None:
+        self.edges: dict[EdgeKey, Edge] = {}
+        self._by_flow: dict[int, Edge] = {}
+
+    def _edge(self, flow: Flow) -> Edge:
+        edge = self._by_flow.get(id(flow))
+        if edge is not None:
+            return edge
+        client = flow.client_side
+        server = 1 - client
+        ips = flow.ip_texts
+        key = (ips[client], ips[server], flow.transport, flow.ports[server],
+               protocol_name(flow, server))
+        edge = self.edges.get(key)
+        if edge is None:
+            edge = self.edges[key] = Edge(*key, first_seen=flow.first_ts, last_seen=flow.last_ts)
+        self._by_flow[id(flow)] = edge
+        return edge
+
+    def on_event(self, event: Event) -> None:
+        if type(event) is not ModbusPdu:
+            return
+        edge = self._edge(event.flow)
+        edge.pdus += 1
+        fc = event.function_code
+        edge.functions[(fc, "request" if event.from_client else "response")] += 1
+        if not event.from_client:
+            return
+        edge.unit_ids.add(event.unit_id)
+        if fc in WRITE_FUNCTIONS:
+            edge.writes += 1
+        table = MODBUS_TABLES.get(fc)
+        if table is not None and event.address is not None:
+            edge.touch(event.unit_id, table, event.address, event.quantity or 1)
+            if event.write_address is not None:
+                edge.touch(event.unit_id, table, event.write_address, event.write_quantity or 1)
+
+    def on_flow_end(self, flow: Flow) -> None:
+        if flow.side_packets[flow.client_side ^ 1] == 0 and not flow.protocol:
+            self._by_flow.pop(id(flow), None)
+            return  # never answered: a scan probe, not a communication path
+        edge = self._edge(flow)
+        self._by_flow.pop(id(flow), None)
+        edge.packets += flow.packets
+        edge.bytes += flow.bytes
+        edge.first_seen = min(edge.first_seen, flow.first_ts)
+        edge.last_seen = max(edge.last_seen, flow.last_ts)
+
+    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
+        pass
+
+
+def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge]:
+    """Edges re-keyed by asset id (IPs of one asset fold into one edge)."""
+    out: dict[EdgeKey, Edge] = {}
+    for e in edges.values():
+        key = (id_of.get(e.client, e.client), id_of.get(e.server, e.server), e.transport,
+               e.port, e.protocol)
+        m = out.get(key)
+        if m is None:
+            m = out[key] = Edge(*key, first_seen=e.first_seen, last_seen=e.last_seen)
+        m.first_seen = min(m.first_seen, e.first_seen)
+        m.last_seen = max(m.last_seen, e.last_seen)
+        m.packets += e.packets
+        m.bytes += e.bytes
+        m.pdus += e.pdus
+        m.writes += e.writes
+        m.functions.update(e.functions)
+        m.unit_ids |= e.unit_ids
+        for (unit, table), spans in e.ranges.items():
+            for start, end in spans:
+                m.touch(unit, table, start, end - start + 1)
+    return sorted(out.values(), key=lambda x: x.key)
+
+
+def to_networkx(edges: list[Edge]) -> nx.MultiDiGraph:
+    """The graph as networkx: nodes are asset ids, one arc per edge."""
+    g = nx.MultiDiGraph()
+    for e in edges:
+        g.add_edge(e.client, e.server, key=edge_id(*e.key), protocol=e.protocol, port=e.port,
+                   transport=e.transport, packets=e.packets, pdus=e.pdus, writes=e.writes)
+    return g

@@ -1,0 +1,156 @@
+"""report.html: one self-contained page (inline CSS and SVG) for a person to read."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from otsec.graph.edges import Edge, to_networkx
+from otsec.sinks.documents import display_name
+from otsec.timefmt import iso
+
+if TYPE_CHECKING:
+    from otsec.audit import AuditResult
+
+ROLE_COLOURS = {
+    "plc": "#d9534f", "rtu": "#f0ad4e", "hmi": "#5bc0de", "engineering_workstation": "#9b59b6",
+    "historian": "#5cb85c", "it_host": "#999999", "unknown": "#cccccc",
+}  # fmt: skip
+MAX_NODES = 150  # beyond this the picture shows the OT assets and the busiest others
+SEVERITY_COLOURS = {1: "#5bc0de", 2: "#f0ad4e", 3: "#d9534f", 4: "#8b0000"}
+CSS = """
+body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222}
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
+table{border-collapse:collapse;margin:1em 0;font-size:14px;width:100%}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}.cards{display:flex;gap:1em;flex-wrap:wrap}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:8em}
+.card b{display:block;font-size:1.6em}.sev{color:#fff;padding:1px 6px;border-radius:3px}
+svg{border:1px solid #ddd;background:#fcfcfc;max-width:100%}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
+    assets = {a.id: a for a in result.assets}
+    keep = _busiest(result, MAX_NODES)
+    edges: list[Edge] = [e for e in result.edges if e.client in keep and e.server in keep]
+    g: nx.MultiDiGraph = to_networkx(edges)
+    g.add_nodes_from(keep)
+    if g.number_of_nodes() == 0:
+        return "<p>No communication seen.</p>"
+    simple = nx.Graph(g)
+    pos = nx.spring_layout(simple, seed=7, k=1.5 / math.sqrt(max(len(simple), 1)))
+    pad = 60
+
+    def xy(node: str) -> tuple[float, float]:
+        x, y = pos[node]
+        return pad + (x + 1) / 2 * (width - 2 * pad), pad + (y + 1) / 2 * (height - 2 * pad)
+
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+             'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="communication graph">',
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="18" refY="5" markerWidth="6" '
+             'markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker>'
+             '</defs>']
+    for e in edges:
+        (x1, y1), (x2, y2) = xy(e.client), xy(e.server)
+        colour = "#d9534f" if e.writes else "#888"
+        parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+                     f'stroke="{colour}" stroke-width="1.5" marker-end="url(#arrow)">'
+                     f'<title>{_e(e.protocol)}/{e.port}: {e.pdus} PDUs, {e.writes} writes'
+                     '</title></line>')
+    for node in g.nodes:
+        x, y = xy(node)
+        asset = assets.get(node)
+        role = asset.role if asset else "unknown"
+        label = display_name(asset) if asset else node
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="{ROLE_COLOURS[role]}" '
+                     f'stroke="#333"><title>{_e(label)} ({_e(role)})</title></circle>'
+                     f'<text x="{x + 12:.1f}" y="{y + 4:.1f}" font-size="11">{_e(label)}</text>')
+    parts.append("</svg>")
+    legend = " ".join(f'<span class="sev" style="background:{c}">{_e(r)}</span>'
+                      for r, c in ROLE_COLOURS.items())
+    return "".join(parts) + f"<p>{legend}</p>"
+
+
+def _busiest(result: AuditResult, limit: int) -> set[str]:
+    """The nodes worth drawing: OT assets first, then the most connected ones."""
+    ranked = sorted(result.assets, key=lambda a: (a.role in ("it_host", "unknown"),
+                                                  -len(a.peers), a.id))
+    return {a.id for a in ranked[:limit]}
+
+
+def render(result: AuditResult) -> str:
+    s = result.summary
+    cards = [("packets", s["packets"]), ("flows", s["flows"]),
+             ("PDUs", sum(s["pdus"].values())), ("assets", s["assets"]["total"]),
+             ("edges", s["edges"]), ("alerts", s["alerts"]["total"])]
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>otsec audit report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>otsec audit report</h1>",
+        f"<p class='sub'>{_e(', '.join(s['files']))}<br>capture {_e(s['capture']['start'])} "
+        f"to {_e(s['capture']['end'])} ({s['duration']:.1f} s)</p>",
+        "<div class='cards'>",
+        *(f"<div class='card'><b>{v}</b>{_e(k)}</div>" for k, v in cards),
+        "</div>",
+        "<h2>Alerts by severity</h2><p>",
+        " ".join(f"<span class='sev' style='background:{SEVERITY_COLOURS[i + 1]}'>"
+                 f"{name}: {s['alerts'][name]}</span>"
+                 for i, name in enumerate(("low", "medium", "high", "critical"))),
+        "</p><h2>Communication graph</h2>",
+        _graph_svg(result),
+        "<h2>Alerts</h2>",
+    ]
+    if result.alerts:
+        out.append("<table id='alerts'><tr><th>time</th><th>severity</th><th>rule</th>"
+                   "<th>ATT&amp;CK</th><th>count</th><th>message</th></tr>")
+        for a in result.alerts:
+            ev = a["event"]
+            techs = ", ".join(
+                f"<a href='{_e(url)}'>{_e(tid)}</a>"
+                for tid, url in zip(a["threat"]["technique"]["id"],
+                                    a["threat"]["technique"]["reference"], strict=True))
+            out.append(
+                f"<tr><td>{_e(ev['start'])}</td><td><span class='sev' style='background:"
+                f"{SEVERITY_COLOURS[ev['severity']]}'>{_e(a['tags'][-1])}</span></td>"
+                f"<td>{_e(a['rule']['name'])}</td><td>{techs}</td>"
+                f"<td>{a['otsec']['alert']['count']}</td><td>{_e(a['message'])}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append("<p>No alerts.</p>")
+    out.append("<h2>Asset inventory</h2><table id='assets'><tr><th>asset</th><th>role</th>"
+               "<th>IP</th><th>MAC</th><th>vendor / model / firmware</th><th>services</th>"
+               "<th>first seen</th><th>last seen</th></tr>")
+    for asset in result.assets:
+        ident = asset.identity
+        device = " / ".join(x for x in (ident.manufacturer, ident.model_name or
+                                        ident.model_identifier, ident.firmware_version) if x)
+        services = ", ".join(f"{p}/{t} {n}" for t, p, n in asset.services)
+        out.append(f"<tr><td>{_e(asset.id)}</td><td>{_e(asset.role)}</td>"
+                   f"<td>{_e(', '.join(asset.ips))}</td><td>{_e(', '.join(asset.macs))}</td>"
+                   f"<td>{_e(device)}</td><td>{_e(services)}</td>"
+                   f"<td>{_e(iso(asset.first_seen))}</td><td>{_e(iso(asset.last_seen))}</td></tr>")
+    out.append("</table><h2>Edges</h2><table id='edges'><tr><th>client</th><th>server</th>"
+               "<th>protocol</th><th>packets</th><th>PDUs</th><th>functions</th>"
+               "<th>writes</th></tr>")
+    for e in result.edges:
+        funcs = ", ".join(f"{code}{'' if d == 'request' else ' (resp)'}×{n}"
+                          for (code, d), n in sorted(e.functions.items()))
+        out.append(f"<tr><td>{_e(e.client)}</td><td>{_e(e.server)}</td>"
+                   f"<td>{_e(e.protocol)}/{e.transport} {e.port}</td><td>{e.packets}</td>"
+                   f"<td>{e.pdus}</td><td>{_e(funcs)}</td><td>{e.writes}</td></tr>")
+    out.append("</table></body></html>")
+    return "\n".join(out)
+
+
+def write_report(path: Path, result: AuditResult) -> None:
+    path.write_text(render(result), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Where documents go: files, the console, and (later) search clusters."""

@@ -1,0 +1,51 @@
+"""The terminal summary printed after an audit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from otsec.audit import AuditResult
+
+SEVERITY_STYLE = {1: "cyan", 2: "yellow", 3: "red", 4: "bold white on red"}
+
+
+def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -> None:
+    s = result.summary
+    table = Table(title="otsec audit", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("packets", f"{s['packets']:,}")
+    table.add_row("flows", f"{s['flows']:,}")
+    for proto, n in s["pdus"].items():
+        table.add_row(f"{proto} PDUs", f"{n:,}")
+    table.add_row("parse anomalies", f"{sum(s['anomalies'].values()):,}")
+    table.add_row("assets", ", ".join(f"{k} {v}" for k, v in s["assets"]["by_role"].items())
+                  or "0")
+    table.add_row("edges", f"{s['edges']:,}")
+    table.add_row("alerts", " / ".join(f"{k} {s['alerts'][k]}"
+                                       for k in ("critical", "high", "medium", "low")))
+    table.add_row("capture span", f"{s['duration']:.1f} s")
+    table.add_row("processing", f"{s['processing_seconds']:.2f} s "
+                  f"({s['packets_per_second']:,} packets/s)")
+    console.print(table)
+    if result.alerts:
+        alerts = Table(title="alerts (most severe first)")
+        alerts.add_column("severity")
+        alerts.add_column("rule")
+        alerts.add_column("count", justify="right")
+        alerts.add_column("message")
+        ranked = sorted(result.alerts, key=lambda a: -a["event"]["severity"])
+        for a in ranked[:max_alerts]:
+            sev = a["event"]["severity"]
+            alerts.add_row(f"[{SEVERITY_STYLE[sev]}]{a['tags'][-1]}[/]", a["rule"]["id"],
+                           str(a["otsec"]["alert"]["count"]), a["message"])
+        if len(ranked) > max_alerts:
+            alerts.caption = f"{len(ranked) - max_alerts} more in alerts.ndjson"
+        console.print(alerts)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"outputs in {result.out_dir}/")

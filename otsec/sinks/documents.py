@@ -1,0 +1,311 @@
+"""ECS documents: PDU events, alerts, assets and edges as the outside world reads them.
+
+Field names follow output-schema.md; ICS detail lives under ``otsec.<protocol>``.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from otsec import __version__
+from otsec.detect.alerts import Alert
+from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
+from otsec.detect.catalog import RISK
+from otsec.events import Anomaly, Event, ModbusPdu
+from otsec.graph.edges import Edge, edge_id
+from otsec.inventory.assets import Asset
+from otsec.net.flows import Flow
+from otsec.timefmt import iso
+
+ECS_VERSION = "8.11.0"
+OBSERVER = {
+    "type": "ids",
+    "vendor": "otsec",
+    "product": "otsec",
+    "version": __version__,
+    "hostname": socket.gethostname(),
+    "name": socket.gethostname(),
+}
+
+
+def _endpoint(flow: Flow, side: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"ip": flow.ip_texts[side], "port": flow.ports[side]}
+    mac = flow.mac_text(side)
+    if mac:
+        doc["mac"] = mac
+    return doc
+
+
+def flow_context(flow: Flow) -> tuple[dict[str, Any], ...]:
+    """(network, side-0 endpoint, side-1 endpoint), built once per flow and reused."""
+    ctx = flow.context
+    if ctx is None:
+        network: dict[str, Any] = {
+            "transport": flow.transport,
+            "community_id": flow.community_id,
+        }
+        if flow.vlan >= 0:
+            network["vlan"] = {"id": flow.vlan}
+        ctx = flow.context = (network, _endpoint(flow, 0), _endpoint(flow, 1))
+    return ctx
+
+
+def modbus_fields(pdu: ModbusPdu) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "transaction_id": pdu.transaction_id,
+        "unit_id": pdu.unit_id,
+        "function_code": pdu.function_code,
+    }
+    if pdu.exception_code is not None:
+        d["exception_code"] = pdu.exception_code
+    if pdu.subfunction is not None:
+        d["subfunction"] = pdu.subfunction
+    if pdu.mei_type is not None:
+        d["mei_type"] = pdu.mei_type
+    if pdu.address is not None:
+        d["address"] = pdu.address
+    if pdu.quantity is not None:
+        d["quantity"] = pdu.quantity
+    if pdu.value is not None:
+        d["value"] = pdu.value
+    if pdu.write_address is not None:
+        d["write_address"] = pdu.write_address
+        d["write_quantity"] = pdu.write_quantity
+    if pdu.umas_function is not None:
+        d["umas_function"] = pdu.umas_function
+    if pdu.device_id:
+        d["device_identification"] = {str(k): v for k, v in sorted(pdu.device_id.items())}
+    if pdu.server_id is not None:
+        d["server_id"] = pdu.server_id
+        d["run_indicator"] = pdu.run_indicator
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    req = pdu.request
+    if req is not None and req.address is not None:
+        d["request"] = {"address": req.address, "quantity": req.quantity}
+    return d
+
+
+PROTOCOL_FIELDS = {ModbusPdu: modbus_fields}
+
+
+def _base(event: Event, dataset: str) -> dict[str, Any]:
+    flow = event.flow
+    network, a, b = flow_context(flow)
+    sender = flow.sender(event.from_client)
+    src, dst = (a, b) if sender == 0 else (b, a)
+    return {
+        "@timestamp": iso(event.ts),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "event", "category": ["network"], "type": ["protocol"],
+                  "dataset": dataset, "module": "otsec"},
+        "network": network,
+        "source": src,
+        "destination": dst,
+    }
+
+
+def pdu_document(event: Event) -> dict[str, Any]:
+    """One line of events.ndjson."""
+    proto = event.protocol
+    doc = _base(event, f"otsec.{proto}")
+    doc["network"] = dict(doc["network"], protocol=proto)
+    doc["otsec"] = {"direction": event.direction, proto: PROTOCOL_FIELDS[type(event)](event)}
+    return doc
+
+
+def anomaly_document(event: Anomaly) -> dict[str, Any]:
+    """One line of anomalies.ndjson: a parse anomaly with where it happened."""
+    proto = event.protocol_name
+    doc = _base(event, f"otsec.{proto}")
+    doc["event"] = dict(doc["event"], type=["protocol", "error"], action=f"{proto}-{event.kind}")
+    doc["network"] = dict(doc["network"], protocol=proto)
+    doc["otsec"] = {
+        "direction": event.direction,
+        "anomaly": {"protocol": proto, "kind": str(event.kind), "detail": event.detail},
+    }
+    return doc
+
+
+def alert_document(
+    alert: Alert, asset_of: dict[str, Asset] | None = None, baseline_state: str = "learning"
+) -> dict[str, Any]:
+    """The ECS alert for one aggregated alert."""
+    rule = alert.rule
+    ev = alert.event
+    flow = ev.flow
+    network, a, b = flow_context(flow)
+    sender = flow.sender(ev.from_client)
+    if alert.swap:
+        sender = 1 - sender
+    src, dst = (a, b) if sender == 0 else (b, a)
+    level = rule.severity_level
+    tactics = rule.tactics
+    otsec: dict[str, Any] = {
+        "alert": {"count": alert.count, "accepted": alert.accepted, "rejected": alert.rejected},
+        "baseline": {"state": baseline_state},
+    }
+    if type(ev) in PROTOCOL_FIELDS:
+        otsec[ev.protocol] = PROTOCOL_FIELDS[type(ev)](ev)
+        otsec["direction"] = ev.direction
+    elif isinstance(ev, Anomaly):
+        otsec["anomaly"] = {"protocol": ev.protocol_name, "kind": str(ev.kind),
+                            "detail": ev.detail}
+    if asset_of is not None:
+        otsec["asset"] = {
+            role: _asset_ref(asset_of.get(ep["ip"]))
+            for role, ep in (("source", src), ("destination", dst))
+        }
+    doc: dict[str, Any] = {
+        "@timestamp": iso(alert.start),
+        "ecs": {"version": ECS_VERSION},
+        "message": alert.message,
+        "event": {
+            "kind": "alert",
+            "category": ["network", "intrusion_detection"],
+            "type": ["info"],
+            "action": rule.id.removeprefix("otsec-"),
+            "severity": level,
+            "risk_score": RISK[level],
+            "id": alert.id,
+            "start": iso(alert.start),
+            "end": iso(alert.end),
+            "dataset": "otsec.alert",
+            "module": "otsec",
+            "outcome": alert.outcome,
+        },
+        "rule": {
+            "id": rule.id,
+            "name": rule.name,
+            "description": rule.description,
+            "category": rule.category,
+            "ruleset": "otsec-builtin",
+            "version": str(rule.version),
+            "reference": rule.reference,
+        },
+        "threat": {
+            "framework": "MITRE ATT&CK",
+            "tactic": {
+                "id": list(tactics),
+                "name": [TACTICS[t] for t in tactics],
+                "reference": [tactic_url(t) for t in tactics],
+            },
+            "technique": {
+                "id": list(rule.techniques),
+                "name": [TECHNIQUES[t][0] for t in rule.techniques],
+                "reference": [technique_url(t) for t in rule.techniques],
+            },
+        },
+        "observer": OBSERVER,
+        "source": src,
+        "destination": dst,
+        "network": dict(network, protocol=getattr(ev, "protocol", "") or
+                        getattr(ev, "protocol_name", "")),
+        "related": {"ip": sorted({src["ip"], dst["ip"]})},
+        "tags": ["otsec", rule.protocol, rule.category, rule.severity],
+        "labels": {},
+        "otsec": otsec,
+    }
+    return doc
+
+
+def _asset_ref(asset: Asset | None) -> dict[str, Any]:
+    if asset is None:
+        return {}
+    return {"id": asset.id, "name": display_name(asset), "role": asset.role}
+
+
+def display_name(asset: Asset) -> str:
+    ident = asset.identity
+    model = ident.model_name or ident.model_identifier
+    label = " ".join(x for x in (ident.manufacturer, model) if x)
+    return f"{label} ({asset.ips[0]})" if label and asset.ips else (asset.ips[0] if asset.ips
+                                                                   else asset.id)
+
+
+def asset_document(asset: Asset) -> dict[str, Any]:
+    ident = asset.identity
+    device: dict[str, Any] = {}
+    if ident.manufacturer:
+        device["manufacturer"] = ident.manufacturer
+    model = {k: v for k, v in (("name", ident.model_name),
+                               ("identifier", ident.model_identifier)) if v}
+    if model:
+        device["model"] = model
+    if ident.serial_number:
+        device["serial_number"] = ident.serial_number
+    doc: dict[str, Any] = {
+        "@timestamp": iso(asset.last_seen),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "asset", "dataset": "otsec.asset", "module": "otsec"},
+        "entity": {
+            "id": asset.id,
+            "type": "host",
+            "sub_type": asset.role,
+            "display_name": display_name(asset),
+            "last_seen_timestamp": iso(asset.last_seen),
+        },
+        "host": {"ip": asset.ips, "mac": asset.macs, "name": display_name(asset)},
+        "otsec": {
+            "asset": {
+                "first_seen": iso(asset.first_seen),
+                "last_seen": iso(asset.last_seen),
+                "role": asset.role,
+                "role_evidence": asset.role_evidence,
+                "firmware_version": ident.firmware_version,
+                "protocols": asset.protocols,
+                "services": [{"transport": t, "port": p, "protocol": n}
+                             for t, p, n in asset.services],
+                "peers": {"count": len(asset.peers)},
+                "identification_source": ident.source,
+                "vlan_ids": asset.vlans,
+                "packets": asset.packets,
+                "bytes": asset.bytes,
+            }
+        },
+    }
+    if device:
+        doc["device"] = device
+    return doc
+
+
+def edge_document(
+    edge: Edge, ip_of: dict[str, str] | None = None, state: str = "learned"
+) -> dict[str, Any]:
+    """An edge between assets; ``ip_of`` maps asset ids (MACs) to their address."""
+    ip_of = ip_of or {}
+    functions = [
+        {"code": code, "direction": direction, "count": count}
+        for (code, direction), count in sorted(edge.functions.items())
+    ]
+    ranges = [
+        {"unit_id": unit, "table": table, "start": s, "end": e}
+        for (unit, table), spans in sorted(edge.ranges.items())
+        for s, e in spans
+    ]
+    return {
+        "@timestamp": iso(edge.last_seen),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "state", "dataset": "otsec.edge", "module": "otsec"},
+        "source": {"ip": ip_of.get(edge.client, edge.client)},
+        "destination": {"ip": ip_of.get(edge.server, edge.server), "port": edge.port},
+        "network": {"transport": edge.transport, "protocol": edge.protocol},
+        "otsec": {
+            "edge": {
+                "id": edge_id(*edge.key),
+                "client": edge.client,
+                "server": edge.server,
+                "first_seen": iso(edge.first_seen),
+                "last_seen": iso(edge.last_seen),
+                "packets": edge.packets,
+                "bytes": edge.bytes,
+                "pdus": edge.pdus,
+                "state": state,
+                "functions": functions,
+                "unit_ids": sorted(edge.unit_ids),
+                "address_ranges": ranges,
+                "writes": edge.writes,
+            }
+        },
+    }

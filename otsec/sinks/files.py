@@ -1,0 +1,89 @@
+"""File outputs: NDJSON streams and atomically written JSON documents."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from otsec.events import Anomaly, Event
+from otsec.net.flows import Flow
+from otsec.sinks.documents import anomaly_document, pdu_document
+
+
+class NdjsonWriter:
+    """Buffered writer of one JSON document per line."""
+
+    def __init__(self, path: Path, batch: int = 2048) -> None:
+        self.path = path
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._buf: list[bytes] = []
+        self._batch = batch
+        self.count = 0
+
+    def write(self, doc: dict[str, Any]) -> None:
+        self._buf.append(orjson.dumps(doc))
+        self.count += 1
+        if len(self._buf) >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self._buf.append(b"")
+            self._fh.write(b"\n".join(self._buf))
+            self._buf.clear()
+        self._fh.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._fh.close()
+
+
+class EventFiles:
+    """Engine consumer writing events.ndjson (PDUs) and anomalies.ndjson."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.events = NdjsonWriter(out_dir / "events.ndjson")
+        self.anomalies = NdjsonWriter(out_dir / "anomalies.ndjson")
+
+    def on_event(self, event: Event) -> None:
+        if type(event) is Anomaly:
+            self.anomalies.write(anomaly_document(event))
+        else:
+            self.events.write(pdu_document(event))
+
+    def on_flow_end(self, flow: Flow) -> None:
+        pass
+
+    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
+        pass
+
+    def close(self) -> None:
+        self.events.close()
+        self.anomalies.close()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write temp, fsync, rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_ndjson(path: Path, docs: list[dict[str, Any]]) -> None:
+    with open(path, "wb") as fh:
+        for doc in docs:
+            fh.write(orjson.dumps(doc))
+            fh.write(b"\n")
