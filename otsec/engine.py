@@ -162,6 +162,8 @@ class Engine:
 
     def _deliver(self, flow: Flow, side: int, ts: float, chunks: list[tuple[bytes, bool]]) -> None:
         parser = flow.parser
+        if parser is False:
+            return
         for data, gap in chunks:
             if parser is None:
                 parser = self._identify(flow, side, data, TCP)
@@ -169,7 +171,7 @@ class Engine:
                     continue
                 if parser is False:
                     return
-                gap = True
+                gap = gap or flow.probe_tries > 1
             events = parser.feed(data, side == flow.client, gap)
             if events:
                 self._emit(flow, ts, events)

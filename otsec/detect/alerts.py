@@ -16,6 +16,7 @@ from otsec.detect.catalog import Rule
 from otsec.events import Event
 from otsec.timefmt import iso
 
+MAX_DETAILS = 16
 MAX_WATCHED = 50_000  # requests waiting for their response to settle an alert's outcome
 
 
@@ -30,6 +31,7 @@ class Finding:
     answerable: bool = True  # the PDU is a request whose response tells the outcome
     target: str = ""  # what on the destination: "unit 1"
     swap: bool = False  # the receiver of the event is the actor (a scanner drawing errors)
+    detail: str = ""  # one value folded into the alert's list, e.g. a function code
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class Alert:
     accepted: int = 0
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons
+    details: list[str] = field(default_factory=list)  # distinct finding details, capped
 
     @property
     def id(self) -> str:
@@ -65,7 +68,8 @@ class Alert:
     def message(self) -> str:
         """One sentence: who did what to whom, how often, and what the device answered."""
         target = f" ({self.target})" if self.target else ""
-        text = f"{self.source_ip} {self.action} {self.destination_ip}{target}"
+        action = self.action.replace("{details}", ", ".join(self.details))
+        text = f"{self.source_ip} {action} {self.destination_ip}{target}"
         if self.count > 1:
             text += f", {self.count} times"
         phrase = self.outcome_phrase()
@@ -128,6 +132,11 @@ class AlertBook:
         else:
             alert.count += 1
             alert.end = max(alert.end, ev.ts)
+        if finding.detail and finding.detail not in alert.details:
+            if len(alert.details) < MAX_DETAILS:
+                alert.details.append(finding.detail)
+            elif alert.details[-1] != "...":
+                alert.details.append("...")
         if finding.answerable:
             watched = self._watch.get(id(ev))
             if watched is None:

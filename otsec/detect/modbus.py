@@ -98,7 +98,7 @@ class ModbusDetector:
             Finding(
                 CATALOG["otsec-modbus-malformed"],
                 anomaly,
-                f"sent a malformed Modbus PDU ({anomaly.kind}: {anomaly.detail})",
+                f"sent a malformed Modbus PDU ({anomaly.kind}: {anomaly.detail}) to",
                 key=(str(anomaly.kind),),
                 answerable=False,
             )
@@ -114,7 +114,7 @@ class ModbusDetector:
                         CATALOG["otsec-modbus-malformed"],
                         pdu,
                         f"sent a malformed Modbus {pdu.direction} "
-                        f"(FC {pdu.function_code}: {', '.join(bad)})",
+                        f"(FC {pdu.function_code}: {', '.join(bad)}) to",
                         key=tuple(str(b) for b in bad),
                         answerable=False,
                     )
@@ -152,12 +152,12 @@ class ModbusDetector:
                                target=unit))
         elif fc in PROGRAMMING_FUNCTIONS:
             out.append(Finding(CATALOG["otsec-modbus-programming"], pdu,
-                               f"sent programming function code {fc} to", key=(fc,),
-                               target=unit))
+                               "sent programming function codes {details} to",
+                               target=unit, detail=str(fc)))
         elif 0 < fc < 0x80 and fc not in PUBLIC_FUNCTIONS:
             out.append(Finding(CATALOG["otsec-modbus-nonstandard-function"], pdu,
-                               f"sent non-standard function code {fc} to", key=(fc,),
-                               target=unit))
+                               "sent non-standard function codes {details} to",
+                               target=unit, detail=str(fc)))
         self._unit_sweep(pdu, out)
 
     def _unit_sweep(self, pdu: ModbusPdu, out: list[Finding]) -> None:

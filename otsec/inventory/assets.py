@@ -132,11 +132,14 @@ class Inventory:
             fc = event.function_code
             if fc in WRITE_FUNCTIONS:
                 host.evidence["modbus-write"] += 1
-            elif fc in PROGRAMMING_FUNCTIONS or fc == UMAS:
-                host.evidence["modbus-programming"] += 1
-            else:
+            elif fc not in PROGRAMMING_FUNCTIONS and fc != UMAS:
                 host.evidence["modbus-read"] += 1
             return
+        req = event.request
+        if req is not None and req.accepted and (req.function_code in PROGRAMMING_FUNCTIONS
+                                                 or req.function_code == UMAS):
+            # only programming the device accepted makes an engineering workstation
+            self._host(ips[client], event.ts).evidence["modbus-programming"] += 1
         server = self._host(ips[1 - client], event.ts)
         server.evidence["modbus-server"] += 1
         if event.device_id:

@@ -15,6 +15,7 @@ from otsec.events import Anomaly, Event, ModbusAnomaly, ModbusPdu
 PORT = 502
 MBAP_LEN = 7
 MAX_LENGTH = 254  # unit id + a PDU of at most 253 bytes
+OVERSIZE_LENGTH = 2048  # longer frames (some UMAS stacks) are parsed but flagged
 MAX_PENDING = 512  # outstanding requests kept per connection
 MAX_BUFFER = 4096  # bytes kept while looking for a header
 
@@ -84,7 +85,7 @@ class ModbusParser:
 
     def __init__(self) -> None:
         self._buf = [b"", b""]  # [server-bound, client-bound]
-        self._resync = [True, True]
+        self._resync = [False, False]  # set after a gap or a malformed header
         self.pending: dict[int, ModbusPdu] = {}
         self.dropped_transactions = 0
         self.skipped_bytes = 0
@@ -135,7 +136,7 @@ class ModbusParser:
                 pos = found
                 self._resync[side] = False
             tid, pid, length, unit = _MBAP(buf, pos)
-            if pid != 0 or not 2 <= length <= MAX_LENGTH:
+            if pid != 0 or not 2 <= length <= OVERSIZE_LENGTH:
                 kind = (
                     ModbusAnomaly.INVALID_PROTOCOL_ID if pid != 0 else ModbusAnomaly.INVALID_LENGTH
                 )
@@ -154,6 +155,8 @@ class ModbusParser:
             if end > n:
                 break
             pdu = _decode(buf, pos + 7, end, tid, unit, length, from_client)
+            if length > MAX_LENGTH:
+                pdu.anomalies += (ModbusAnomaly.INVALID_LENGTH,)
             out.append(pdu)
             if from_client:
                 self._open(pdu, out)

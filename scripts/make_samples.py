@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Generate the sample captures in pcaps/ from real protocol stacks (needs root).
+
+A small plant network is built on this machine only: one network namespace per host,
+veth pairs into a Linux bridge in a "switch" namespace, addresses in 10.77.0.0/24 that
+exist inside those namespaces alone (no uplink, no route out). tcpdump on the bridge
+captures everything. Everything is torn down at the end, also on failure.
+
+    sudo python scripts/make_samples.py [--out pcaps] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+STACK = ROOT / "stacks" / "modbus_stack.py"
+PREFIX = "otsec"
+SWITCH = f"{PREFIX}-sw"
+HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI
+    "plc": ("10.77.0.10", "00:80:f4:10:00:0a"),
+    "hmi": ("10.77.0.20", "00:0c:29:20:00:14"),
+    "intruder": ("10.77.0.66", "02:42:de:ad:00:42"),
+}
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def ns(name: str) -> str:
+    return f"{PREFIX}-{name}"
+
+
+def teardown() -> None:
+    for name in [*HOSTS, "sw"]:
+        sh("ip", "netns", "del", ns(name), check=False)
+
+
+@contextlib.contextmanager
+def plant() -> Iterator[None]:
+    """The namespaces, veths and bridge; removed on exit whatever happens."""
+    teardown()
+    try:
+        sh("ip", "netns", "add", SWITCH)
+        sh("ip", "-n", SWITCH, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", SWITCH, "link", "set", "br0", "up")
+        for name, (addr, mac) in HOSTS.items():
+            host = ns(name)
+            sh("ip", "netns", "add", host)
+            sh("ip", "link", "add", "eth0", "netns", host, "address", mac, "type", "veth",
+               "peer", "name", f"p-{name}", "netns", SWITCH)
+            sh("ip", "-n", host, "addr", "add", f"{addr}/24", "dev", "eth0")
+            sh("ip", "-n", host, "link", "set", "lo", "up")
+            sh("ip", "-n", host, "link", "set", "eth0", "up")
+            sh("ip", "-n", SWITCH, "link", "set", f"p-{name}", "master", "br0")
+            sh("ip", "-n", SWITCH, "link", "set", f"p-{name}", "up")
+            if shutil.which("ethtool"):  # real MTU-sized frames with real checksums
+                for where, dev in ((host, "eth0"), (SWITCH, f"p-{name}")):
+                    sh("ip", "netns", "exec", where, "ethtool", "-K", dev, "tx", "off", "rx",
+                       "off", "tso", "off", "gso", "off", "gro", "off", check=False)
+        yield
+    finally:
+        teardown()
+
+
+def run_in(name: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ip", "netns", "exec", ns(name), sys.executable, str(STACK), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_port(name: str, addr: str, port: int, timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    probe = f"import socket; socket.create_connection(('{addr}', {port}), 1).close()"
+    while time.monotonic() < end:
+        if sh("ip", "netns", "exec", ns(name), sys.executable, "-c", probe, check=False).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{addr}:{port} did not come up")
+
+
+@contextlib.contextmanager
+def capture(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", SWITCH, "tcpdump", "-i", "br0", "-U", "-s",
+                             "0", "-w", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    try:
+        yield
+    finally:
+        time.sleep(0.5)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def scenario(out: Path, seconds: float, with_intruder: bool) -> None:
+    plc_addr = HOSTS["plc"][0]
+    with capture(out):
+        server = run_in("plc", "plc", "--bind", plc_addr)
+        try:
+            wait_port("hmi", plc_addr, 502)
+            hmi = run_in("hmi", "hmi", "--server", plc_addr, "--seconds", str(seconds))
+            if with_intruder:
+                time.sleep(seconds / 2)
+                attacker = run_in("intruder", "intruder", "--server", plc_addr)
+                _, err = attacker.communicate(timeout=60)
+                if attacker.returncode:
+                    raise RuntimeError(f"intruder failed: {err.decode()[-500:]}")
+            _, err = hmi.communicate(timeout=seconds + 60)
+            if hmi.returncode:
+                raise RuntimeError(f"hmi failed: {err.decode()[-500:]}")
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT.parent / "pcaps")
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of the polling")
+    args = ap.parse_args()
+    for tool in ("ip", "tcpdump"):
+        if not shutil.which(tool):
+            print(f"make_samples: {tool} is missing (apt-get install iproute2 tcpdump)",
+                  file=sys.stderr)
+            return 2
+    with plant():
+        scenario(args.out / "modbus-normal.pcap", args.seconds, with_intruder=False)
+        scenario(args.out / "modbus-intrusion.pcap", args.seconds, with_intruder=True)
+    for f in ("modbus-normal.pcap", "modbus-intrusion.pcap"):
+        print(args.out / f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
