@@ -148,11 +148,14 @@ class Engine:
         streams = flow.streams
         if flow.parser is False:  # not a protocol we dissect
             return
-        chunks = None
         if streams is not None and flags & ACK:
-            chunks = streams[1 - side].ack(ack)
-            if chunks:
-                self._deliver(flow, 1 - side, ts, chunks)
+            peer = streams[1 - side]
+            if peer.pending:
+                chunks = peer.ack(ack)
+                if chunks:
+                    self._deliver(flow, 1 - side, ts, chunks)
+            else:
+                peer.acked = ack
         if pend > pstart:
             if streams is None:
                 streams = flow.ensure_streams(self.reassembly)

@@ -44,6 +44,7 @@ class Edge:
     functions: Counter[tuple[int, str]] = field(default_factory=Counter)
     unit_ids: set[int] = field(default_factory=set)
     ranges: dict[tuple[int, str], list[list[int]]] = field(default_factory=dict)
+    _last: tuple[int, str, int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> EdgeKey:
@@ -51,6 +52,10 @@ class Edge:
 
     def touch(self, unit: int, table: str, start: int, count: int) -> None:
         """Record a register range, merging overlapping and adjacent intervals."""
+        last = (unit, table, start, count)
+        if last == self._last:  # cyclic polling repeats the same request
+            return
+        self._last = last
         end = start + max(count, 1) - 1
         spans = self.ranges.setdefault((unit, table), [])
         for span in spans:

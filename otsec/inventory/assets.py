@@ -128,7 +128,7 @@ class Inventory:
         ips = flow.ip_texts
         client = flow.client_side
         if event.from_client:
-            host = self._host(ips[client], event.ts)
+            host = self.hosts.get(ips[client]) or self._host(ips[client], event.ts)
             fc = event.function_code
             if fc in WRITE_FUNCTIONS:
                 host.evidence["modbus-write"] += 1
@@ -140,7 +140,7 @@ class Inventory:
                                                  or req.function_code == UMAS):
             # only programming the device accepted makes an engineering workstation
             self._host(ips[client], event.ts).evidence["modbus-programming"] += 1
-        server = self._host(ips[1 - client], event.ts)
+        server = self.hosts.get(ips[1 - client]) or self._host(ips[1 - client], event.ts)
         server.evidence["modbus-server"] += 1
         if event.device_id:
             _modbus_identity(server.identity, event.device_id)

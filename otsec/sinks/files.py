@@ -12,7 +12,7 @@ import orjson
 
 from otsec.events import Anomaly, Event
 from otsec.net.flows import Flow
-from otsec.sinks.documents import anomaly_document, pdu_document
+from otsec.sinks.documents import anomaly_document, pdu_line
 
 
 class NdjsonWriter:
@@ -26,7 +26,10 @@ class NdjsonWriter:
         self.count = 0
 
     def write(self, doc: dict[str, Any]) -> None:
-        self._buf.append(orjson.dumps(doc))
+        self.write_line(orjson.dumps(doc))
+
+    def write_line(self, line: bytes) -> None:
+        self._buf.append(line)
         self.count += 1
         if len(self._buf) >= self._batch:
             self.flush()
@@ -54,7 +57,7 @@ class EventFiles:
         if type(event) is Anomaly:
             self.anomalies.write(anomaly_document(event))
         else:
-            self.events.write(pdu_document(event))
+            self.events.write_line(pdu_line(event))
 
     def on_flow_end(self, flow: Flow) -> None:
         pass
