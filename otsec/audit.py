@@ -72,10 +72,8 @@ def run_audit(
         packet = engine.packet
         for reader in readers:
             with reader:
-                n = 0
-                for pkt in reader:
+                for n, pkt in enumerate(reader, start=1):
                     packet(*pkt)
-                    n += 1
                     if progress is not None and not n & 0x3FFF:
                         progress(consumed + reader.position())
                 consumed += reader.size

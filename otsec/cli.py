@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CaptureError, UserError) as exc:
         click.echo(f"otsec: error: {exc}", err=True)
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+    except Exception as exc:
         if debug:
             raise
         click.echo(f"otsec: error: {type(exc).__name__}: {exc} (run with --debug for details)",

@@ -208,7 +208,7 @@ class Engine:
 
     # -- protocol recognition -----------------------------------------------------
 
-    def _identify(self, flow: Flow, side: int, data: bytes, proto: int):  # noqa: ANN202
+    def _identify(self, flow: Flow, side: int, data: bytes, proto: int):
         """Attach a parser when the flow is recognised; False once it never will be."""
         specs = self._tcp_specs if proto == TCP else self._udp_specs
         flow.probe_tries += 1

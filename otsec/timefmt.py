@@ -16,5 +16,5 @@ def iso(ts: float) -> str:
             _cache.clear()
         prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _cache[sec] = prefix
-    micros = min(int(round((ts - sec) * 1_000_000)), 999_999)
+    micros = min(round((ts - sec) * 1_000_000), 999_999)
     return f"{prefix}.{micros:06d}Z"

@@ -80,7 +80,8 @@ def wait_port(name: str, addr: str, port: int, timeout: float = 15.0) -> None:
     end = time.monotonic() + timeout
     probe = f"import socket; socket.create_connection(('{addr}', {port}), 1).close()"
     while time.monotonic() < end:
-        if sh("ip", "netns", "exec", ns(name), sys.executable, "-c", probe, check=False).returncode == 0:
+        done = sh("ip", "netns", "exec", ns(name), sys.executable, "-c", probe, check=False)
+        if done.returncode == 0:
             return
         time.sleep(0.2)
     raise RuntimeError(f"{addr}:{port} did not come up")

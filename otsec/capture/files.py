@@ -131,7 +131,8 @@ class CaptureReader:
                 yield sec + frac * unit, linktype, buf, pos + 16, caplen, wirelen
                 pos += 16 + caplen
         if buf and pos < len(buf):
-            self._warn(f"truncated last record ({len(buf) - pos} bytes) after {self.packets} packets")
+            self._warn(f"truncated last record ({len(buf) - pos} bytes) "
+                       f"after {self.packets} packets")
 
     # -- pcapng -------------------------------------------------------------------
 
@@ -194,7 +195,8 @@ class CaptureReader:
                     ifaces.append(_interface(buf, body, pos + blen - 4, order))
                 pos += blen
         if buf and pos < len(buf):
-            self._warn(f"truncated last block ({len(buf) - pos} bytes) after {self.packets} packets")
+            self._warn(f"truncated last block ({len(buf) - pos} bytes) "
+                       f"after {self.packets} packets")
 
 
 def _interface(buf: bytes, body: int, end: int, order: str) -> tuple[int, float, float]:

@@ -60,7 +60,7 @@ def decode_link(linktype: int, buf: bytes, start: int, end: int) -> LinkInfo | N
         if end <= start:
             return None
         return start, _raw_ip(buf, start), b"", b"", -1
-    if linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if end - start < 5:
             return None
         fam = _I_BE(buf, start)[0] if linktype == LINKTYPE_LOOP else _I_LE(buf, start)[0]

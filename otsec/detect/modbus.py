@@ -43,8 +43,9 @@ TABLES = {
 
 DIAG_RULES = {4: "otsec-modbus-listen-only", 1: "otsec-modbus-restart-comms",
               10: "otsec-modbus-clear-counters"}  # fmt: skip
-DIAG_NAMES = {0: "return query data", 1: "restart communications", 2: "return diagnostic register",
-              4: "force listen-only mode", 10: "clear counters and diagnostic register"}  # fmt: skip
+DIAG_NAMES = {0: "return query data", 1: "restart communications",
+              2: "return diagnostic register", 4: "force listen-only mode",
+              10: "clear counters and diagnostic register"}  # fmt: skip
 
 
 def exception_text(code: int | None) -> str:

@@ -78,7 +78,7 @@ def decode_ip(buf: bytes, off: int, end: int, ethertype: int) -> Transport | int
             return 1
         sport, dport = _ports(buf, off)
         ulen = _H(buf, off + 4)[0]
-        if 8 <= ulen and off + ulen < end:
+        if ulen >= 8 and off + ulen < end:
             end = off + ulen
         return src, dst, UDP, sport, dport, 0, 0, 0, off + 8, end
     return 3

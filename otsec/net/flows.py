@@ -29,9 +29,28 @@ class Flow:
     """One connection (TCP) or address/port pair (UDP)."""
 
     __slots__ = (
-        "ips", "ports", "proto", "macs", "vlan", "first_ts", "last_ts", "packets", "bytes",
-        "side_packets", "side_bytes", "client", "client_reason", "streams", "parser",
-        "protocol", "probe_tries", "closed", "_cid", "_ip_text", "context", "payload_seen",
+        "_cid",
+        "_ip_text",
+        "bytes",
+        "client",
+        "client_reason",
+        "closed",
+        "context",
+        "first_ts",
+        "ips",
+        "last_ts",
+        "macs",
+        "packets",
+        "parser",
+        "payload_seen",
+        "ports",
+        "probe_tries",
+        "proto",
+        "protocol",
+        "side_bytes",
+        "side_packets",
+        "streams",
+        "vlan",
     )  # fmt: skip
 
     def __init__(

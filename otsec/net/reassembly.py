@@ -30,7 +30,7 @@ class ReassemblyStats:
 class TcpStream:
     """Reassembles one direction. ``add`` returns the in-order chunks ready to parse."""
 
-    __slots__ = ("next_seq", "pending", "pending_bytes", "stats", "max_pending", "acked")
+    __slots__ = ("acked", "max_pending", "next_seq", "pending", "pending_bytes", "stats")
 
     def __init__(self, stats: ReassemblyStats, max_pending: int = 256 * 1024) -> None:
         self.next_seq: int | None = None

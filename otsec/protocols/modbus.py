@@ -224,7 +224,7 @@ def _find_header(buf: bytes, pos: int) -> int:
     """
     n = len(buf)
     i = buf.find(b"\x00\x00", pos + 2) - 2
-    while 0 <= i and i + 8 <= n:
+    while i >= 0 and i + 8 <= n:
         length = (buf[i + 4] << 8) | buf[i + 5]
         if 2 <= length <= MAX_LENGTH and buf[i + 7] & 0x7F:
             end = i + 6 + length

@@ -1,4 +1,4 @@
-"""Helpers that ask tshark (the oracle) what a capture holds, and run otsec the same way."""
+"""tshark as the oracle: what Wireshark's dissectors see in a capture."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from otsec.capture.files import CaptureReader
-from otsec.engine import Engine
-from otsec.events import Event, ModbusPdu
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 TSHARK = shutil.which("tshark")
 
 
 def corpus_rows() -> list[dict[str, str]]:
+    """One row per distinct capture of the corpus (empty when the corpus is absent)."""
     manifest = CORPUS / "MANIFEST.tsv"
     if not manifest.exists():
         return []
@@ -34,7 +31,7 @@ def tshark_fields(path: Path, display_filter: str, fields: list[str]) -> list[li
 
 
 def tshark_modbus(path: Path) -> Counter[tuple[int, str, str, int]]:
-    """(frame, src, dst, function code) per Modbus PDU, as tshark dissects them."""
+    """(frame, source, destination, function code) for each Modbus PDU tshark dissects."""
     out: Counter[tuple[int, str, str, int]] = Counter()
     rows = tshark_fields(path, "modbus", ["frame.number", "ip.src", "ipv6.src", "ip.dst",
                                           "ipv6.dst", "modbus.func_code"])
@@ -44,38 +41,4 @@ def tshark_modbus(path: Path) -> Counter[tuple[int, str, str, int]]:
         for fc in fcs.split(","):
             if fc:
                 out[(int(frame), src, dst, int(fc))] += 1
-    return out
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def on_event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def on_flow_end(self, flow: object) -> None:
-        pass
-
-    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
-        pass
-
-
-def otsec_events(path: Path) -> list[Event]:
-    sink = Collect()
-    engine = Engine([sink])
-    with CaptureReader(path) as reader:
-        for pkt in reader:
-            engine.packet(*pkt)
-    engine.finish()
-    return sink.events
-
-
-def otsec_modbus(path: Path) -> Counter[tuple[int, str, str, int]]:
-    out: Counter[tuple[int, str, str, int]] = Counter()
-    for ev in otsec_events(path):
-        if isinstance(ev, ModbusPdu):
-            ips = ev.flow.ip_texts
-            sender = ev.flow.sender(ev.from_client)
-            out[(ev.frame, ips[sender], ips[1 - sender], ev.function_code & 0x7F)] += 1
     return out

@@ -1,0 +1,147 @@
+"""Capture reading: every format, byte order, resolution and link type; bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otsec.capture.files import CaptureError, CaptureReader
+from otsec.capture.linktypes import decode_link
+from otsec.net.decode import decode_ip
+from tests import pcapgen as g
+
+IP = g.ipv4_tcp("10.0.0.1", "10.0.0.2", 40000, 502, 1, 1, 0x18, b"hello")
+
+
+def read_all(path: Path) -> list[tuple[float, int, bytes]]:
+    with CaptureReader(path) as r:
+        return [(ts, lt, bytes(buf[s : s + n])) for ts, lt, buf, s, n, _w in r]
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("nanos", [False, True])
+def test_pcap_orders_and_resolutions(tmp_path: Path, big_endian: bool, nanos: bool) -> None:
+    pkts = [(1700000000.123456, g.ether(IP)), (1700000001.5, g.ether(IP))]
+    f = tmp_path / "a.pcap"
+    f.write_bytes(g.pcap(pkts, big_endian=big_endian, nanos=nanos))
+    got = read_all(f)
+    assert [d for _, _, d in got] == [d for _, d in pkts]
+    assert got[0][0] == pytest.approx(1700000000.123456, abs=1e-6)
+    assert all(lt == 1 for _, lt, _ in got)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_pcapng_several_interfaces_and_link_types(tmp_path: Path, big_endian: bool) -> None:
+    pkts = [(0, 10.25, g.ether(IP)), (1, 11.5, IP), (2, 12.0, g.sll(IP))]
+    f = tmp_path / "a.pcapng"
+    f.write_bytes(g.pcapng(pkts, [1, 101, 113], big_endian=big_endian))
+    got = read_all(f)
+    assert [(lt, d) for _, lt, d in got] == [(1, pkts[0][2]), (101, IP), (113, pkts[2][2])]
+    assert got[1][0] == pytest.approx(11.5)
+
+
+def test_pcapng_nanosecond_resolution(tmp_path: Path) -> None:
+    f = tmp_path / "ns.pcapng"
+    f.write_bytes(g.pcapng([(0, 1700000000.000000123, g.ether(IP))], [1], tsresol=9))
+    (ts, _, _), = read_all(f)
+    assert ts == pytest.approx(1700000000.000000123, abs=1e-6)
+
+
+def test_gzip_of_either_format(tmp_path: Path) -> None:
+    for name, data in (("a.pcap.gz", g.pcap([(1.0, g.ether(IP))])),
+                       ("a.pcapng.gz", g.pcapng([(0, 1.0, g.ether(IP))], [1]))):
+        f = tmp_path / name
+        f.write_bytes(g.gz(data))
+        assert [d for _, _, d in read_all(f)] == [g.ether(IP)]
+
+
+def test_truncated_last_record_warns(tmp_path: Path) -> None:
+    data = g.pcap([(1.0, g.ether(IP)), (2.0, g.ether(IP))])
+    f = tmp_path / "cut.pcap"
+    f.write_bytes(data[:-10])
+    with CaptureReader(f) as r:
+        assert len(list(r)) == 1
+        assert r.warnings and "truncated" in r.warnings[0]
+
+
+def test_not_a_capture(tmp_path: Path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("hello, this is not a capture\n")
+    with pytest.raises(CaptureError, match="not a pcap"):
+        CaptureReader(f)
+    with pytest.raises(CaptureError, match="cannot open"):
+        CaptureReader(tmp_path / "missing.pcap")
+
+
+@pytest.mark.parametrize(
+    ("linktype", "frame", "mac"),
+    [
+        (1, g.ether(IP), b"\x00\x80\xf4\x00\x00\x01"),
+        (1, g.ether(IP, vlans=[10]), b"\x00\x80\xf4\x00\x00\x01"),
+        (1, g.ether(IP, vlans=[100, 10]), b"\x00\x80\xf4\x00\x00\x01"),
+        (113, g.sll(IP), b"\x00\x80\xf4\x00\x00\x01"),
+        (276, g.sll2(IP), b"\x00\x80\xf4\x00\x00\x01"),
+        (101, IP, b""),
+        (228, IP, b""),
+        (0, g.null(IP), b""),
+        (0, g.null(IP, big_endian=True), b""),
+        (108, g.null(IP, big_endian=True), b""),
+    ],
+)
+def test_link_types_reach_tcp(linktype: int, frame: bytes, mac: bytes) -> None:
+    link = decode_link(linktype, frame, 0, len(frame))
+    assert link is not None
+    off, etype, smac, _dmac, vlan = link
+    assert smac == mac
+    res = decode_ip(frame, off, len(frame), etype)
+    assert not isinstance(res, int)
+    src, dst, proto, sport, dport, *_rest, pstart, pend = res
+    assert (src, dst, proto, sport, dport) == (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 6,
+                                               40000, 502)
+    assert frame[pstart:pend] == b"hello"
+    if linktype == 1 and frame[12:14] == b"\x88\xa8":
+        assert vlan == 100  # the outer tag
+
+
+def test_ipv6_and_ethernet_padding() -> None:
+    ip6 = g.ipv6_tcp(b"\x20\x01" + bytes(13) + b"\x01", b"\x20\x01" + bytes(13) + b"\x02", 1, 502,
+                     0, 0, 0x18, b"xy")
+    frame = g.ether(ip6, ethertype=0x86DD)
+    off, etype, *_ = decode_link(1, frame, 0, len(frame))  # type: ignore[misc]
+    res = decode_ip(frame, off, len(frame), etype)
+    assert not isinstance(res, int) and frame[res[8] : res[9]] == b"xy"
+    small = g.ipv4_tcp("1.1.1.1", "2.2.2.2", 1, 2, 0, 0, 0x10) + b"\0" * 6  # padded frame
+    res4 = decode_ip(small, 0, len(small), 0x0800)
+    assert not isinstance(res4, int) and res4[8] == res4[9]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 4e9, allow_nan=False), st.binary(max_size=200)),
+                max_size=20), st.booleans(), st.booleans())
+def test_pcap_round_trip(tmp_path_factory: pytest.TempPathFactory,
+                         pkts: list[tuple[float, bytes]], big_endian: bool, nanos: bool) -> None:
+    f = tmp_path_factory.mktemp("rt") / "x.pcap"
+    f.write_bytes(g.pcap(pkts, big_endian=big_endian, nanos=nanos))
+    assert [d for _, _, d in read_all(f)] == [d for _, d in pkts]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_reader_survives_garbage_after_header(tmp_path_factory: pytest.TempPathFactory,
+                                              junk: bytes) -> None:
+    f = tmp_path_factory.mktemp("junk") / "x.pcap"
+    f.write_bytes(g.pcap([]) + junk)
+    with CaptureReader(f) as r:
+        for _ in r:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 300), st.binary(min_size=0, max_size=120))
+def test_link_decoding_never_raises(linktype: int, frame: bytes) -> None:
+    link = decode_link(linktype, frame, 0, len(frame))
+    if link is not None:
+        decode_ip(frame, link[0], len(frame), link[1])

@@ -1,0 +1,111 @@
+"""The packet path: protocol recognition, directions, flows and community ids."""
+
+from __future__ import annotations
+
+import struct
+
+import communityid
+
+from otsec.events import ModbusPdu
+from otsec.net.community_id import community_id
+from tests import pcapgen as g
+from tests.helpers import Conversation, holding_reply, read_holding, run_frames
+
+
+def modbus(sink) -> list[ModbusPdu]:
+    return [e for e in sink.events if isinstance(e, ModbusPdu)]
+
+
+def test_polling_conversation_gives_paired_pdus() -> None:
+    c = Conversation()
+    for tid in range(5):
+        c.send(True, read_holding(tid))
+        c.send(False, holding_reply(tid))
+    engine, sink = run_frames(c.frames)
+    pdus = modbus(sink)
+    assert [p.direction for p in pdus] == ["request", "response"] * 5
+    assert all(p.request is not None for p in pdus if not p.from_client)
+    assert engine.stats.pdus["modbus"] == 10
+    flow = pdus[0].flow
+    assert flow.ip_texts[flow.client_side] == "10.0.0.20"
+
+
+def test_http_and_tls_on_port_502_are_not_modbus() -> None:
+    for payload in (b"GET / HTTP/1.1\r\nHost: plc\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\x00"):
+        c = Conversation()
+        c.send(True, payload)
+        c.send(False, b"HTTP/1.1 200 OK\r\n\r\n")
+        engine, sink = run_frames(c.frames)
+        assert modbus(sink) == []
+        assert engine.stats.unrecognised_on_ot_port == 1
+
+
+def test_modbus_recognised_by_content_on_another_port() -> None:
+    c = Conversation(sport=5020)
+    c.send(True, read_holding(1))
+    c.send(False, holding_reply(1))
+    _, sink = run_frames(c.frames)
+    pdus = modbus(sink)
+    assert [p.direction for p in pdus] == ["request", "response"]
+    assert pdus[0].flow.protocol == "modbus"
+
+
+def test_binary_protocol_on_other_port_is_not_taken_for_modbus() -> None:
+    c = Conversation(sport=9999)
+    c.send(True, b"\x00\x01\x00\x00\x00\x10\x01\x03garbage-garbage")
+    _, sink = run_frames(c.frames)
+    assert modbus(sink) == []
+
+
+def test_stream_picked_up_mid_connection() -> None:
+    c = Conversation(handshake=False)
+    c.send(True, read_holding(1)[4:])  # the tail of a PDU whose start was not captured
+    c.send(True, read_holding(2))
+    c.send(False, holding_reply(2))
+    _, sink = run_frames(c.frames)
+    assert [p.transaction_id for p in modbus(sink)] == [2, 2]
+
+
+def test_retransmission_and_reordering_do_not_duplicate_or_lose() -> None:
+    c = Conversation()
+    a = c.send(True, read_holding(1))
+    b = c.send(True, read_holding(2))
+    c.frames[-2:] = [b, a, a]  # out of order, then a retransmission
+    c.send(False, holding_reply(1))
+    c.send(False, holding_reply(2))
+    _, sink = run_frames(c.frames)
+    assert [p.transaction_id for p in modbus(sink)] == [1, 2, 1, 2]
+
+
+def test_modbus_over_udp() -> None:
+    udp_payload = read_holding(3)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(udp_payload), 0, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 20]), bytes([10, 0, 0, 10]))
+    udp = struct.pack("!HHHH", 40000, 502, 8 + len(udp_payload), 0) + udp_payload
+    _, sink = run_frames([g.ether(ip + udp)])
+    (pdu,) = modbus(sink)
+    assert pdu.flow.transport == "udp" and pdu.transaction_id == 3
+
+
+def test_community_id_matches_the_reference_implementation() -> None:
+    cid = communityid.CommunityID()
+    for src, dst, sport, dport in (("10.0.0.1", "10.0.0.2", 40000, 502),
+                                   ("10.0.0.2", "10.0.0.1", 502, 40000),
+                                   ("192.168.1.1", "10.0.0.9", 1, 65535)):
+        ref = cid.calc(communityid.FlowTuple.make_tcp(src, dst, sport, dport))
+        ours = community_id(bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))), 6,
+                            sport, dport)
+        assert ours == ref
+
+
+def test_flow_table_is_bounded_and_counts_evictions() -> None:
+    frames = []
+    for i in range(300):
+        c = Conversation(cport=20000 + i)
+        c.send(True, read_holding(i))
+        frames += c.frames
+    engine, sink = run_frames(frames, max_flows=100)
+    assert len(engine.flows) == 0  # finish() ended them all
+    assert engine.flows.stats.evicted_full > 0
+    assert engine.flows.stats.peak <= 100
+    assert len(modbus(sink)) == 300  # nothing lost by evicting idle flows

@@ -1,0 +1,52 @@
+"""Regenerate the sample captures from real pymodbus stacks in network namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otsec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.netns
+
+
+def can_make_namespaces() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    for tool in ("ip", "tcpdump"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed"
+    probe = subprocess.run(["ip", "netns", "add", "otsec-probe"], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", "otsec-probe"], capture_output=True, check=False)
+    return None if probe.returncode == 0 else "cannot create network namespaces here"
+
+
+REASON = can_make_namespaces()
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_generator_makes_captures_that_alert_as_expected(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_samples.py"), "--out",
+                           str(tmp_path), "--seconds", "3"], capture_output=True, text=True,
+                          timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "normal-out"
+    assert main(["audit", str(tmp_path / "modbus-normal.pcap"), "--out", str(out),
+                 "--format", "json"]) == 0
+    assert (out / "alerts.ndjson").read_text() == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pdus"]["modbus"] > 10
+    out = tmp_path / "intrusion-out"
+    main(["audit", str(tmp_path / "modbus-intrusion.pcap"), "--out", str(out), "--format", "json"])
+    rules = {json.loads(line)["rule"]["id"] for line in (out / "alerts.ndjson").open()}
+    assert {"otsec-modbus-write", "otsec-modbus-listen-only", "otsec-modbus-function-scan",
+            "otsec-modbus-device-id"} <= rules
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    assert "otsec-" not in listed.stdout  # torn down
