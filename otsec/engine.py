@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from otsec.capture.linktypes import ETH_ARP, decode_link
 from otsec.events import Anomaly, Event
-from otsec.net.decode import ACK, FIN, RST, SYN, TCP, UDP, decode_arp, decode_ip
+from otsec.net.decode import ACK, ARP, FIN, RST, SYN, TCP, UDP, decode_arp, decode_frame
 from otsec.net.flows import Flow, FlowTable
 from otsec.net.reassembly import ReassemblyStats
 from otsec.protocols import REGISTRY, ProtocolSpec, is_other_protocol
@@ -81,30 +80,11 @@ class Engine:
                     self.flows.sweep(ts)
                 else:
                     self.flows.last_sweep = ts
-        link = decode_link(linktype, buf, start, start + caplen)
-        if link is None:
-            stats.not_ip += 1
+        res = decode_frame(linktype, buf, start, start + caplen)
+        if len(res) == 2:
+            self._not_transport(res, ts, buf, start + caplen)  # type: ignore[arg-type]
             return
-        off, etype, smac, dmac, vlan = link
-        res = decode_ip(buf, off, start + caplen, etype)
-        if type(res) is int:
-            if etype == ETH_ARP:
-                stats.arp_packets += 1
-                arp = decode_arp(buf, off, start + caplen)
-                if arp:
-                    for c in self.consumers:
-                        c.on_arp(arp[0], arp[1], ts)
-            elif res == 1:
-                if etype in (0x0800, 0x86DD):
-                    stats.invalid += 1
-                else:
-                    stats.not_ip += 1
-            elif res == 2:
-                stats.ip_fragments += 1
-            else:
-                stats.other_ip += 1
-            return
-        src, dst, proto, sport, dport, seq, ack, flags, pstart, pend = res  # type: ignore[misc]
+        smac, dmac, vlan, src, dst, proto, sport, dport, seq, ack, flags, pstart, pend = res
         hit = self.flows.index.get((src, dst, proto, sport, dport))
         if hit is None:
             flow = self.flows.create(src, dst, proto, sport, dport, ts)
@@ -115,8 +95,6 @@ class Engine:
                 self.flows.end(flow)  # port reuse: a new connection
                 flow = self.flows.create(src, dst, proto, sport, dport, ts)
                 side = 0
-        flow.packets += 1
-        flow.bytes += wirelen
         flow.side_packets[side] += 1
         flow.side_bytes[side] += wirelen
         flow.last_ts = ts
@@ -131,6 +109,24 @@ class Engine:
             stats.udp_packets += 1
             if pend > pstart:
                 self._udp(flow, side, ts, buf[pstart:pend])
+
+    def _not_transport(self, res: tuple[int, int], ts: float, buf: bytes, end: int) -> None:
+        reason, off = res
+        stats = self.stats
+        if reason == ARP:
+            stats.arp_packets += 1
+            arp = decode_arp(buf, off, end)
+            if arp:
+                for c in self.consumers:
+                    c.on_arp(arp[0], arp[1], ts)
+        elif reason == 0:
+            stats.not_ip += 1
+        elif reason == 1:
+            stats.invalid += 1
+        elif reason == 2:
+            stats.ip_fragments += 1
+        else:
+            stats.other_ip += 1
 
     def _tcp(
         self, flow: Flow, side: int, ts: float, seq: int, ack: int, flags: int,
@@ -159,7 +155,16 @@ class Engine:
         if pend > pstart:
             if streams is None:
                 streams = flow.ensure_streams(self.reassembly)
-            chunks = streams[side].add(seq, buf[pstart:pend])
+            stream = streams[side]
+            parser = flow.parser
+            if seq == stream.next_seq and parser and not stream.pending:
+                # the steady state: the next in-order segment of a dissected stream
+                stream.next_seq = (seq + pend - pstart) & 0xFFFFFFFF
+                events = parser.feed(buf[pstart:pend], side == flow.client, False)
+                if events:
+                    self._emit(flow, ts, events)
+                return
+            chunks = stream.add(seq, buf[pstart:pend])
             if chunks:
                 self._deliver(flow, side, ts, chunks)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from otsec.capture.linktypes import decode_link
+
 TCP = 6
 UDP = 17
 
@@ -89,3 +91,43 @@ def decode_arp(buf: bytes, off: int, end: int) -> tuple[bytes, bytes] | None:
     if end - off < 28 or buf[off + 4] != 6 or buf[off + 5] != 4:
         return None
     return buf[off + 8 : off + 14], buf[off + 14 : off + 18]
+
+
+_ETH_V4 = struct.Struct("!6s6sHBxHxxHxB2x4s4s").unpack_from  # Ethernet + option-less IPv4
+
+# (src_mac, dst_mac, vlan, src, dst, proto, sport, dport, seq, ack, flags, pstart, pend)
+Frame = tuple[bytes, bytes, int, bytes, bytes, int, int, int, int, int, int, int, int]
+ARP = 4  # reason code: an ARP packet (decode it with decode_arp at the returned offset)
+
+
+def decode_frame(linktype: int, buf: bytes, start: int, end: int) -> Frame | tuple[int, int]:
+    """Link, IP and transport headers in one call.
+
+    Untagged Ethernet with option-less IPv4 (nearly every packet on an OT network) takes a
+    single ``struct`` call; everything else goes through ``decode_link``/``decode_ip``.
+    On failure returns ``(reason, l3_offset)`` with the reason codes of ``decode_ip``,
+    0 for no IP at all, or ``ARP``.
+    """
+    if linktype == 1 and end - start >= 34 and buf[start + 12] == 8 and buf[start + 13] == 0:
+        dmac, smac, _et, vihl, total, frag, proto, src, dst = _ETH_V4(buf, start)
+        if vihl == 0x45 and not frag & 0x1FFF:
+            off = start + 34
+            if total >= 20 and off - 20 + total < end:
+                end = off - 20 + total
+            if proto == TCP and end - off >= 20:
+                sport, dport, seq, ack, doff, flags = _tcp(buf, off)
+                hl = (doff >> 4) * 4
+                if hl >= 20:
+                    p = off + hl
+                    return (smac, dmac, -1, src, dst, TCP, sport, dport, seq, ack, flags,
+                            p if p < end else end, end)
+    link = decode_link(linktype, buf, start, end)
+    if link is None:
+        return 0, 0
+    off, etype, smac, dmac, vlan = link
+    if etype == 0x0806:
+        return ARP, off
+    res = decode_ip(buf, off, end, etype)
+    if type(res) is int:
+        return (0 if etype not in (0x0800, 0x86DD) else res), off
+    return (smac, dmac, vlan, *res)  # type: ignore[return-value]

@@ -31,7 +31,6 @@ class Flow:
     __slots__ = (
         "_cid",
         "_ip_text",
-        "bytes",
         "client",
         "client_reason",
         "closed",
@@ -40,7 +39,6 @@ class Flow:
         "ips",
         "last_ts",
         "macs",
-        "packets",
         "parser",
         "payload_seen",
         "ports",
@@ -63,8 +61,6 @@ class Flow:
         self.vlan = -1
         self.first_ts = ts
         self.last_ts = ts
-        self.packets = 0
-        self.bytes = 0
         self.side_packets = [0, 0]
         self.side_bytes = [0, 0]
         self.client: int | None = None  # 0 or 1 once known
@@ -78,6 +74,14 @@ class Flow:
         self._ip_text: tuple[str, str] | None = None
         self.context: Any = None  # per-direction document fields, built by sinks on demand
         self.payload_seen = False
+
+    @property
+    def packets(self) -> int:
+        return self.side_packets[0] + self.side_packets[1]
+
+    @property
+    def bytes(self) -> int:
+        return self.side_bytes[0] + self.side_bytes[1]
 
     @property
     def transport(self) -> str:

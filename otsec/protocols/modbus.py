@@ -119,9 +119,20 @@ class ModbusParser:
 
     def _parse(self, side: int, from_client: bool) -> list[Event]:
         buf = self._buf[side]
+        n = len(buf)
+        if n >= 8 and not self._resync[side]:  # fast path: exactly one well-formed PDU
+            tid, pid, length, unit = _MBAP(buf, 0)
+            if pid == 0 and n == 6 + length and 2 <= length <= MAX_LENGTH:
+                self._buf[side] = b""
+                pdu = _decode(buf, 7, n, tid, unit, length, from_client)
+                one: list[Event] = [pdu]
+                if from_client:
+                    self._open(pdu, one)
+                else:
+                    self._close(pdu, one)
+                return one
         out: list[Event] = []
         pos = 0
-        n = len(buf)
         while n - pos >= 8:
             if self._resync[side]:
                 found = _find_header(buf, pos)
