@@ -159,7 +159,8 @@ def modbus_json(p: ModbusPdu) -> str:
     if p.value is not None:
         s += f',"value":{p.value}'
     if p.write_address is not None:
-        s += f',"write_address":{p.write_address},"write_quantity":{p.write_quantity}'
+        wq = "null" if p.write_quantity is None else p.write_quantity
+        s += f',"write_address":{p.write_address},"write_quantity":{wq}'
     if p.umas_function is not None:
         s += f',"umas_function":{p.umas_function}'
     req = p.request
