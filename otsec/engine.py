@@ -15,7 +15,7 @@ from typing import Protocol
 from otsec.events import Anomaly, Event
 from otsec.net.decode import ACK, ARP, FIN, RST, SYN, TCP, UDP, decode_arp, decode_frame
 from otsec.net.flows import Flow, FlowTable
-from otsec.net.reassembly import ReassemblyStats
+from otsec.net.reassembly import Chunk, ReassemblyStats
 from otsec.protocols import REGISTRY, ProtocolSpec, is_other_protocol
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Engine:
             if peer.pending:
                 chunks = peer.ack(ack)
                 if chunks:
-                    self._deliver(flow, 1 - side, ts, chunks)
+                    self._deliver(flow, 1 - side, chunks)
             else:
                 peer.acked = ack
         if pend > pstart:
@@ -162,17 +162,17 @@ class Engine:
                 stream.next_seq = (seq + pend - pstart) & 0xFFFFFFFF
                 events = parser.feed(buf[pstart:pend], side == flow.client, False)
                 if events:
-                    self._emit(flow, ts, events)
+                    self._emit(flow, ts, self._frame, events)
                 return
-            chunks = stream.add(seq, buf[pstart:pend])
+            chunks = stream.add(seq, buf[pstart:pend], (ts, self._frame))
             if chunks:
-                self._deliver(flow, side, ts, chunks)
+                self._deliver(flow, side, chunks)
 
-    def _deliver(self, flow: Flow, side: int, ts: float, chunks: list[tuple[bytes, bool]]) -> None:
+    def _deliver(self, flow: Flow, side: int, chunks: list[Chunk]) -> None:
         parser = flow.parser
         if parser is False:
             return
-        for data, gap in chunks:
+        for data, gap, (ts, frame) in chunks:
             if parser is None:
                 parser = self._identify(flow, side, data, TCP)
                 if parser is None:
@@ -182,7 +182,7 @@ class Engine:
                 gap = gap or flow.probe_tries > 1
             events = parser.feed(data, side == flow.client, gap)
             if events:
-                self._emit(flow, ts, events)
+                self._emit(flow, ts, frame, events)
 
     def _udp(self, flow: Flow, side: int, ts: float, data: bytes) -> None:
         parser = flow.parser
@@ -194,10 +194,9 @@ class Engine:
                 return
         events = parser.feed_datagram(data, side == flow.client)
         if events:
-            self._emit(flow, ts, events)
+            self._emit(flow, ts, self._frame, events)
 
-    def _emit(self, flow: Flow, ts: float, events: list[Event]) -> None:
-        frame = self._frame
+    def _emit(self, flow: Flow, ts: float, frame: int, events: list[Event]) -> None:
         stats = self.stats
         handlers = self._event_handlers
         for ev in events:
@@ -254,11 +253,11 @@ class Engine:
             for side in (0, 1):
                 chunks = flow.streams[side].flush()
                 if chunks:
-                    self._deliver(flow, side, flow.last_ts, chunks)
+                    self._deliver(flow, side, chunks)
         if flow.parser:
             events = flow.parser.close()
             if events:
-                self._emit(flow, flow.last_ts, events)
+                self._emit(flow, flow.last_ts, self._frame, events)
         for c in self.consumers:
             c.on_flow_end(flow)
 

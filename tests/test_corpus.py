@@ -8,47 +8,70 @@ from pathlib import Path
 import pytest
 
 from otsec.audit import run_audit
-from otsec.events import ModbusPdu
+from otsec.events import Dnp3Pdu, ModbusPdu, S7Pdu
 from tests.helpers import run_file
-from tests.oracle import CORPUS, TSHARK, corpus_rows, tshark_modbus
+from tests.oracle import CORPUS, TSHARK, Key, corpus_rows, tshark_dnp3, tshark_modbus, tshark_s7
 
 pytestmark = pytest.mark.corpus
 ROWS = corpus_rows()
 needs_corpus = pytest.mark.skipif(not ROWS, reason=f"corpus not found at {CORPUS}")
 
 
-def otsec_modbus(path: Path) -> Counter[tuple[int, str, str, int]]:
+def otsec_keys(path: Path, kind: type, key) -> Counter[Key]:  # noqa: ANN001
+    """The same keys as the oracle's, from otsec's events of one type."""
     _, sink = run_file(path)
-    out: Counter[tuple[int, str, str, int]] = Counter()
+    out: Counter[Key] = Counter()
     for ev in sink.events:
-        if isinstance(ev, ModbusPdu):
+        if type(ev) is kind:
             ips = ev.flow.ip_texts
             sender = ev.flow.sender(ev.from_client)
-            out[(ev.frame, ips[sender], ips[1 - sender], ev.function_code & 0x7F)] += 1
+            out[(ev.frame, ips[sender], ips[1 - sender], key(ev))] += 1
     return out
 
 
-@needs_corpus
-@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install tshark)")
-def test_modbus_agrees_with_tshark() -> None:
-    """Same frame, source, destination and function code per PDU, over every Modbus capture."""
-    files = [r for r in ROWS if int(r["mbtcp_frames"] or 0) > 0]
-    assert len(files) >= 15
+def s7_key(ev: S7Pdu) -> object:
+    if ev.rosctr == 7:
+        return (7, ev.group, ev.subfunction)
+    if ev.rosctr == 2:
+        return (2,)
+    return (ev.rosctr, -1 if ev.function_code is None else ev.function_code)
+
+
+CHECKS = {  # protocol: (manifest column, oracle, event type, key)
+    "modbus": ("mbtcp_frames", tshark_modbus, ModbusPdu, lambda e: e.function_code & 0x7F),
+    "s7comm": ("s7comm_frames", tshark_s7, S7Pdu, s7_key),
+    "dnp3": ("dnp3_frames", tshark_dnp3, Dnp3Pdu, lambda e: e.function_code),
+}
+
+
+def agreement(protocol: str) -> tuple[float, int, list[tuple[int, str]]]:
+    column, oracle, kind, key = CHECKS[protocol]
+    files = [r for r in ROWS if int(r[column] or 0) > 0]
     theirs_total = ours_total = matched = 0
     worst = []
     for row in files:
         path = CORPUS / row["local_path"]
-        theirs, ours = tshark_modbus(path), otsec_modbus(path)
+        theirs, ours = oracle(path), otsec_keys(path, kind, key)
         m = sum((theirs & ours).values())
         theirs_total += sum(theirs.values())
         ours_total += sum(ours.values())
         matched += m
         worst.append((m - max(sum(theirs.values()), sum(ours.values())), row["local_path"]))
-    agreement = matched / max(theirs_total, ours_total)
-    print(f"modbus agreement {agreement:.4%} over {theirs_total} tshark PDUs; "
-          f"worst files {sorted(worst)[:3]}")
-    assert theirs_total > 30_000
-    assert agreement >= 0.995
+    return matched / max(theirs_total, ours_total, 1), theirs_total, sorted(worst)[:3]
+
+
+@needs_corpus
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install tshark)")
+@pytest.mark.parametrize(("protocol", "minimum_pdus"),
+                         [("modbus", 30_000), ("s7comm", 30_000), ("dnp3", 1_500)])
+def test_dissection_agrees_with_tshark(protocol: str, minimum_pdus: int) -> None:
+    """Same frame, source, destination and function per PDU over every corpus capture
+    carrying the protocol (S7: rosctr and function, or group and sub-function; DNP3: the
+    application function of each fragment)."""
+    score, theirs, worst = agreement(protocol)
+    print(f"{protocol}: agreement {score:.4%} over {theirs} tshark PDUs; worst {worst}")
+    assert theirs > minimum_pdus
+    assert score >= 0.995
 
 
 @needs_corpus

@@ -19,10 +19,10 @@ def run(stream: TcpStream, isn: int, segs: list[tuple[int, bytes]]) -> tuple[byt
     out = b""
     gaps = 0
     for off, seg in segs:
-        for chunk, gap in stream.add((isn + off) & MASK, seg):
+        for chunk, gap, _tag in stream.add((isn + off) & MASK, seg):
             out += chunk
             gaps += gap
-    for chunk, gap in stream.flush():
+    for chunk, gap, _tag in stream.flush():
         out += chunk
         gaps += gap
     return out, gaps
@@ -65,9 +65,9 @@ def test_peer_ack_past_a_hole_declares_it_lost() -> None:
     stats = ReassemblyStats()
     s = TcpStream(stats)
     s.syn(99)
-    assert s.add(100, b"aaaa") == [(b"aaaa", False)]
-    assert s.add(108, b"cccc") == []  # bytes 104-107 missing so far
-    assert s.ack(112) == [(b"cccc", True)]  # the peer got them: the capture lost them
+    assert s.add(100, b"aaaa", 1) == [(b"aaaa", False, 1)]
+    assert s.add(108, b"cccc", 2) == []  # bytes 104-107 missing so far
+    assert s.ack(112) == [(b"cccc", True, 2)]  # the peer got them: the capture lost them
     assert stats.gaps == 1 and stats.skipped_bytes == 4
 
 
@@ -76,14 +76,14 @@ def test_overlap_keeps_first_bytes_and_counts_retransmission() -> None:
     s = TcpStream(stats)
     s.syn(0)
     s.add(1, b"abcdef")
-    assert s.add(4, b"XYZghi") == [(b"ghi", False)]
+    assert s.add(4, b"XYZghi") == [(b"ghi", False, None)]
     assert stats.retransmitted_bytes == 3
 
 
 def test_midstream_pickup_and_sequence_wrap() -> None:
     s = TcpStream(ReassemblyStats())
-    assert s.add(MASK - 1, b"abcd") == [(b"abcd", True)]  # no SYN seen: flagged as a gap
-    assert s.add(2, b"efgh") == [(b"efgh", False)]  # 0xFFFFFFFE + 4 wraps to 2
+    assert s.add(MASK - 1, b"abcd") == [(b"abcd", True, None)]  # no SYN seen: flagged as a gap
+    assert s.add(2, b"efgh") == [(b"efgh", False, None)]  # 0xFFFFFFFE + 4 wraps to 2
 
 
 def test_pending_is_bounded() -> None:

@@ -10,6 +10,7 @@ the dissector to resynchronise on the next PDU boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -27,14 +28,22 @@ class ReassemblyStats:
     dropped_pending_bytes: int = 0
 
 
+Chunk = tuple[bytes, bool, Any]  # (data, gap before it, tag of the segment it came in)
+
+
 class TcpStream:
-    """Reassembles one direction. ``add`` returns the in-order chunks ready to parse."""
+    """Reassembles one direction. ``add`` returns the in-order chunks ready to parse.
+
+    Every segment carries an opaque ``tag`` (the engine passes the packet's timestamp and
+    frame number) that comes back with its bytes, so a PDU released later, when a hole
+    fills, is still attributed to the packet that carried it.
+    """
 
     __slots__ = ("acked", "max_pending", "next_seq", "pending", "pending_bytes", "stats")
 
     def __init__(self, stats: ReassemblyStats, max_pending: int = 256 * 1024) -> None:
         self.next_seq: int | None = None
-        self.pending: dict[int, bytes] = {}
+        self.pending: dict[int, tuple[bytes, Any]] = {}
         self.pending_bytes = 0
         self.stats = stats
         self.max_pending = max_pending
@@ -45,19 +54,18 @@ class TcpStream:
         if self.next_seq is None or not self.pending:
             self.next_seq = (seq + 1) & MASK
 
-    def add(self, seq: int, data: bytes) -> list[tuple[bytes, bool]]:
-        """Accept one segment; return ``[(chunk, gap_before), ...]`` in stream order."""
+    def add(self, seq: int, data: bytes, tag: Any = None) -> list[Chunk]:
+        """Accept one segment; return ``[(chunk, gap_before, tag), ...]`` in stream order."""
         nxt = self.next_seq
         if nxt is None:  # picked up mid-connection
             self.next_seq = (seq + len(data)) & MASK
-            return [(data, True)]
+            return [(data, True, tag)]
         diff = (seq - nxt) & MASK
         if diff == 0:
             self.next_seq = (seq + len(data)) & MASK
-            if not self.pending:
-                return [(data, False)]
-            out = [(data, False)]
-            self._drain(out)
+            out = [(data, False, tag)]
+            if self.pending:
+                self._drain(out)
             return out
         if diff >= HALF:  # starts before what we have: retransmission or overlap
             overlap = (nxt - seq) & MASK
@@ -67,16 +75,16 @@ class TcpStream:
             self.stats.retransmitted_bytes += overlap
             data = data[overlap:]
             self.next_seq = (nxt + len(data)) & MASK
-            out = [(data, False)]
+            out = [(data, False, tag)]
             if self.pending:
                 self._drain(out)
             return out
         # a hole before this segment: keep it until the hole fills or is proven lost
         self.stats.out_of_order_segments += 1
         old = self.pending.get(seq)
-        if old is None or len(old) < len(data):
-            self.pending[seq] = data
-            self.pending_bytes += len(data) - (len(old) if old else 0)
+        if old is None or len(old[0]) < len(data):
+            self.pending[seq] = (data, tag)
+            self.pending_bytes += len(data) - (len(old[0]) if old else 0)
         if (
             self.pending_bytes > self.max_pending
             or len(self.pending) > MAX_SEGMENTS
@@ -85,7 +93,7 @@ class TcpStream:
             return self.skip_gap()
         return []
 
-    def ack(self, ack: int) -> list[tuple[bytes, bool]]:
+    def ack(self, ack: int) -> list[Chunk]:
         """The peer acknowledged up to ``ack``: a hole it acknowledged was lost by the capture."""
         if self.acked is None or ((ack - self.acked) & MASK) < HALF:
             self.acked = ack
@@ -99,7 +107,7 @@ class TcpStream:
         d = (self.acked - self.next_seq) & MASK
         return 0 < d < HALF
 
-    def skip_gap(self) -> list[tuple[bytes, bool]]:
+    def skip_gap(self) -> list[Chunk]:
         """Jump to the earliest waiting segment, counting the bytes never seen."""
         if not self.pending or self.next_seq is None:
             return []
@@ -107,14 +115,14 @@ class TcpStream:
         first = min(self.pending, key=lambda s: (s - nxt) & MASK)
         self.stats.gaps += 1
         self.stats.skipped_bytes += (first - nxt) & MASK
-        data = self.pending.pop(first)
+        data, tag = self.pending.pop(first)
         self.pending_bytes -= len(data)
         self.next_seq = (first + len(data)) & MASK
-        out = [(data, True)]
+        out = [(data, True, tag)]
         self._drain(out)
         return out
 
-    def _drain(self, out: list[tuple[bytes, bool]]) -> None:
+    def _drain(self, out: list[Chunk]) -> None:
         """Move waiting segments that now continue the stream into ``out``."""
         pending = self.pending
         while pending:
@@ -123,7 +131,7 @@ class TcpStream:
             progressed = False
             for seq in list(pending):
                 diff = (seq - nxt) & MASK
-                data = pending[seq]
+                data, tag = pending[seq]
                 if diff == 0 or diff >= HALF:
                     del pending[seq]
                     self.pending_bytes -= len(data)
@@ -131,7 +139,7 @@ class TcpStream:
                     if overlap < len(data):
                         self.stats.retransmitted_bytes += overlap
                         data = data[overlap:]
-                        out.append((data, False))
+                        out.append((data, False, tag))
                         self.next_seq = (nxt + len(data)) & MASK
                         progressed = True
                         break
@@ -139,9 +147,9 @@ class TcpStream:
             if not progressed:
                 return
 
-    def flush(self) -> list[tuple[bytes, bool]]:
+    def flush(self) -> list[Chunk]:
         """At the end of the flow: deliver whatever still waits behind holes."""
-        out: list[tuple[bytes, bool]] = []
+        out: list[Chunk] = []
         while self.pending:
             out.extend(self.skip_gap())
         return out

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from otsec.protocols.dnp3 import Dnp3Parser, looks_like_dnp3
 from otsec.protocols.modbus import ModbusParser, looks_like_modbus
+from otsec.protocols.s7comm import S7Parser, looks_like_s7
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +27,13 @@ class ProtocolSpec:
 
 REGISTRY: tuple[ProtocolSpec, ...] = (
     ProtocolSpec("modbus", frozenset({502}), frozenset({502}), looks_like_modbus, ModbusParser),
+    ProtocolSpec("s7comm", frozenset({102}), frozenset(), looks_like_s7, S7Parser),
+    ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000}), looks_like_dnp3, Dnp3Parser),
 )
 
 #: names for flows otsec does not dissect, for the inventory's service list
 WELL_KNOWN = {
-    (6, 20000): "dnp3", (17, 20000): "dnp3", (6, 102): "s7comm", (6, 2404): "iec104",
+    (6, 2404): "iec104",
     (6, 44818): "enip", (17, 44818): "enip", (17, 2222): "enip", (17, 47808): "bacnet",
     (6, 80): "http", (6, 443): "tls", (6, 22): "ssh", (6, 23): "telnet", (6, 21): "ftp",
     (17, 53): "dns", (6, 53): "dns", (17, 123): "ntp", (17, 161): "snmp", (17, 67): "dhcp",

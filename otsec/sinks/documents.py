@@ -14,10 +14,11 @@ from otsec import __version__
 from otsec.detect.alerts import Alert
 from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
 from otsec.detect.catalog import RISK
-from otsec.events import Anomaly, Event, ModbusPdu
+from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7PlusPdu, S7Pdu
 from otsec.graph.edges import Edge, edge_id
 from otsec.inventory.assets import Asset
 from otsec.net.flows import Flow
+from otsec.protocols.s7comm import PLUS_FUNCTIONS
 from otsec.timefmt import iso
 
 ECS_VERSION = "8.11.0"
@@ -49,7 +50,7 @@ def flow_context(flow: Flow) -> tuple[Any, ...]:
         }
         if flow.vlan >= 0:
             network["vlan"] = {"id": flow.vlan}
-        ctx = flow.context = (network, _endpoint(flow, 0), _endpoint(flow, 1), [None, None])
+        ctx = flow.context = (network, _endpoint(flow, 0), _endpoint(flow, 1), {})
     return ctx
 
 
@@ -89,7 +90,74 @@ def modbus_fields(pdu: ModbusPdu) -> dict[str, Any]:
     return d
 
 
-PROTOCOL_FIELDS = {ModbusPdu: modbus_fields}
+def s7_fields(pdu: S7Pdu) -> dict[str, Any]:
+    d: dict[str, Any] = {"rosctr": pdu.rosctr, "pdu_reference": pdu.pdu_reference}
+    if pdu.function_code is not None:
+        d["function_code"] = pdu.function_code
+    if pdu.group is not None:
+        ud: dict[str, Any] = {"type": pdu.userdata_type, "group": pdu.group,
+                              "subfunction": pdu.subfunction}
+        if pdu.szl_id is not None:
+            ud["szl_id"] = pdu.szl_id
+            ud["szl_index"] = pdu.szl_index
+        d["userdata"] = ud
+    if pdu.pi_service is not None:
+        d["pi_service"] = pdu.pi_service
+    if pdu.block_type is not None:
+        d["block"] = {"type": pdu.block_type, "number": pdu.block_number}
+    if pdu.error_class is not None:
+        d["error_class"] = pdu.error_class
+        d["error_code"] = pdu.error_code
+    if pdu.items:
+        d["items"] = [{"area": i.area, "db": i.db, "byte": i.byte, "bit": i.bit,
+                       "length": i.length, "transport_size": i.transport_size}
+                      for i in pdu.items[:64]]
+    if pdu.return_codes:
+        d["return_codes"] = list(pdu.return_codes[:64])
+    if pdu.identity:
+        d["identity"] = pdu.identity
+    if pdu.dst_tsap is not None:
+        d["tsap"] = {"source": pdu.src_tsap, "destination": pdu.dst_tsap}
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    return d
+
+
+def s7plus_fields(pdu: S7PlusPdu) -> dict[str, Any]:
+    d: dict[str, Any] = {"version": pdu.version, "integrity": pdu.integrity}
+    if pdu.opcode is not None:
+        d["opcode"] = pdu.opcode
+    if pdu.function_code is not None:
+        d["function_code"] = pdu.function_code
+        d["function_name"] = PLUS_FUNCTIONS.get(pdu.function_code, "unknown")
+    if pdu.sequence is not None:
+        d["sequence"] = pdu.sequence
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    return d
+
+
+def dnp3_fields(pdu: Dnp3Pdu) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "source_address": pdu.source_address,
+        "destination_address": pdu.destination_address,
+        "function_code": pdu.function_code,
+        "application_control": pdu.app_control,
+        "unsolicited": pdu.unsolicited,
+    }
+    if pdu.iin is not None:
+        d["iin"] = pdu.iin
+    if pdu.objects:
+        d["objects"] = [{"group": o.group, "variation": o.variation, "qualifier": o.qualifier,
+                         "count": o.count} for o in pdu.objects[:64]]
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    return d
+
+
+PROTOCOL_FIELDS: dict[type, Any] = {
+    ModbusPdu: modbus_fields, S7Pdu: s7_fields, S7PlusPdu: s7plus_fields, Dnp3Pdu: dnp3_fields,
+}
 
 
 def _base(event: Event, dataset: str) -> dict[str, Any]:
@@ -126,8 +194,8 @@ def pdu_line(event: Event) -> bytes:
     flow = event.flow
     ctx = flow.context or flow_context(flow)
     templates = ctx[3]
-    idx = event.from_client
-    mid = templates[idx]
+    idx = (event.protocol, event.from_client, event.direction)
+    mid = templates.get(idx)
     if mid is None:
         doc = pdu_document(event)
         doc["otsec"][event.protocol] = None
