@@ -17,7 +17,7 @@ ROWS = corpus_rows()
 needs_corpus = pytest.mark.skipif(not ROWS, reason=f"corpus not found at {CORPUS}")
 
 
-def otsec_keys(path: Path, kind: type, key) -> Counter[Key]:  # noqa: ANN001
+def otsec_keys(path: Path, kind: type, key) -> Counter[Key]:
     """The same keys as the oracle's, from otsec's events of one type."""
     _, sink = run_file(path)
     out: Counter[Key] = Counter()

@@ -143,7 +143,7 @@ def _find_tpkt(buf: bytes, pos: int) -> int:
     """Next offset holding a plausible TPKT + COTP header, or -1."""
     n = len(buf)
     i = buf.find(b"\x03\x00", pos)
-    while 0 <= i and i + 6 <= n:
+    while i >= 0 and i + 6 <= n:
         length = (buf[i + 2] << 8) | buf[i + 3]
         if length >= 7 and buf[i + 4] + 5 <= length and (buf[i + 5] & 0xF0) in COTP_TYPES:
             return i

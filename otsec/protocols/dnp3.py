@@ -257,7 +257,7 @@ def _objects(frag: bytes, pos: int, with_data: bool) -> tuple[list[Dnp3Object], 
             return out, False
         group, var, qual = frag[pos], frag[pos + 1], frag[pos + 2]
         pos += 3
-        prefix_code, range_code = (qual >> 4) & 0x07, qual & 0x0F
+        range_code = qual & 0x0F
         start: int | None = None
         if range_code in (0, 1, 2):
             w = (1, 2, 4)[range_code]

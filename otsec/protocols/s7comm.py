@@ -128,7 +128,7 @@ class S7Parser:
         if req is None:
             out.append(Anomaly(from_client=pdu.from_client, protocol_name="s7comm",
                                kind=S7Anomaly.UNSOLICITED_RESPONSE,
-                               detail=f"answer to PDU reference {pdu.pdu_reference} without a job"))
+                               detail=f"answer to PDU {pdu.pdu_reference} without a job"))
             return
         pdu.request = req
         if pdu.function_code is None and req.function_code is not None and pdu.rosctr != 7:
@@ -287,9 +287,8 @@ def szl_identity(szl_id: int, data: bytes) -> dict[str, str]:
         if base == 0x11 and rec_len >= 28:
             order = rec[2:22].decode("latin-1").strip(" \x00")
             ausbg, ausbe = _H(rec, 24)[0], _H(rec, 26)[0]
-            if index == 0x0001 and order:
-                out["order_number"] = order
-            elif index == 0x0006 and order and "order_number" not in out:
+            first = index == 0x0001 or (index == 0x0006 and "order_number" not in out)
+            if order and first:
                 out["order_number"] = order
             elif index == 0x0007 and ausbg >> 8 == ord("V"):
                 out["firmware_version"] = f"V{ausbg & 0xFF}.{ausbe >> 8}.{ausbe & 0xFF}"

@@ -14,7 +14,7 @@ from otsec import __version__
 from otsec.detect.alerts import Alert
 from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
 from otsec.detect.catalog import RISK
-from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7PlusPdu, S7Pdu
+from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, edge_id
 from otsec.inventory.assets import Asset
 from otsec.net.flows import Flow
