@@ -12,18 +12,12 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from otsec.events import Event, ModbusPdu
+from otsec.events import Event
+from otsec.graph.functions import describe
 from otsec.inventory.assets import protocol_name
 from otsec.net.flows import Flow
-from otsec.protocols.modbus import WRITE_FUNCTIONS
 
 MAX_RANGES = 64  # intervals kept per (unit, table); closest ones merge beyond this
-
-MODBUS_TABLES = {
-    1: "coils", 5: "coils", 15: "coils", 2: "discrete_inputs", 4: "input_registers",
-    3: "holding_registers", 6: "holding_registers", 16: "holding_registers",
-    22: "holding_registers", 23: "holding_registers", 24: "holding_registers",
-}  # fmt: skip
 
 EdgeKey = tuple[str, str, str, int, str]
 
@@ -44,6 +38,7 @@ class Edge:
     functions: Counter[tuple[int, str]] = field(default_factory=Counter)
     unit_ids: set[int] = field(default_factory=set)
     ranges: dict[tuple[int, str], list[list[int]]] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)  # function code -> name
     _last: tuple[int, str, int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -93,15 +88,15 @@ class Graph:
         self.edges: dict[EdgeKey, Edge] = {}
         self._by_flow: dict[int, Edge] = {}
 
-    def _edge(self, flow: Flow) -> Edge:
+    def _edge(self, flow: Flow, protocol: str | None = None) -> Edge:
         edge = self._by_flow.get(id(flow))
-        if edge is not None:
+        if edge is not None and (protocol is None or edge.protocol == protocol):
             return edge
         client = flow.client_side
         server = 1 - client
         ips = flow.ip_texts
         key = (ips[client], ips[server], flow.transport, flow.ports[server],
-               protocol_name(flow, server))
+               protocol or protocol_name(flow, server))
         edge = self.edges.get(key)
         if edge is None:
             edge = self.edges[key] = Edge(*key, first_seen=flow.first_ts, last_seen=flow.last_ts)
@@ -109,22 +104,19 @@ class Graph:
         return edge
 
     def on_event(self, event: Event) -> None:
-        if type(event) is not ModbusPdu:
+        use = describe(event)
+        if use is None:
             return
-        edge = self._edge(event.flow)
+        edge = self._edge(event.flow, event.protocol)
         edge.pdus += 1
-        fc = event.function_code
-        edge.functions[(fc, "request" if event.from_client else "response")] += 1
-        if not event.from_client:
-            return
-        edge.unit_ids.add(event.unit_id)
-        if fc in WRITE_FUNCTIONS:
+        edge.functions[(use.code, event.direction)] += 1
+        edge.names.setdefault(use.code, use.name)
+        if use.unit is not None:
+            edge.unit_ids.add(use.unit)
+        if use.writes:
             edge.writes += 1
-        table = MODBUS_TABLES.get(fc)
-        if table is not None and event.address is not None:
-            edge.touch(event.unit_id, table, event.address, event.quantity or 1)
-            if event.write_address is not None:
-                edge.touch(event.unit_id, table, event.write_address, event.write_quantity or 1)
+        for table, start, count in use.ranges:
+            edge.touch(use.unit or 0, table, start, count)
 
     def on_flow_end(self, flow: Flow) -> None:
         if flow.side_packets[flow.client_side ^ 1] == 0 and not flow.protocol:
@@ -157,6 +149,7 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
         m.pdus += e.pdus
         m.writes += e.writes
         m.functions.update(e.functions)
+        m.names.update(e.names)
         m.unit_ids |= e.unit_ids
         for (unit, table), spans in e.ranges.items():
             for start, end in spans:

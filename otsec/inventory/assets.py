@@ -11,11 +11,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from otsec.capture.linktypes import format_mac
-from otsec.events import Event, ModbusPdu
+from otsec.events import Event
+from otsec.inventory.evidence import observe
+from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import guess_role
 from otsec.net.flows import Flow, ip_text
 from otsec.protocols import WELL_KNOWN
-from otsec.protocols.modbus import PROGRAMMING_FUNCTIONS, UMAS, WRITE_FUNCTIONS
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Identity:
     model_identifier: str | None = None
     serial_number: str | None = None
     firmware_version: str | None = None
+    name: str | None = None
     source: str | None = None
 
 
@@ -45,6 +47,7 @@ class HostRecord:
     vlans: set[int] = field(default_factory=set)
     evidence: Counter[str] = field(default_factory=Counter)
     identity: Identity = field(default_factory=Identity)
+    dnp3_addresses: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Asset:
     role: str
     role_evidence: list[str]
     identity: Identity
+    mac_vendor: str | None = None
+    dnp3_addresses: list[int] = field(default_factory=list)
 
 
 def protocol_name(flow: Flow, server: int) -> str:
@@ -122,31 +127,25 @@ class Inventory:
         host.first_seen = min(host.first_seen, ts)
 
     def on_event(self, event: Event) -> None:
-        if type(event) is not ModbusPdu:
+        obs = observe(event)
+        if obs is None:
             return
         flow = event.flow
         ips = flow.ip_texts
-        client = flow.client_side
-        if event.from_client:
-            host = self.hosts.get(ips[client]) or self._host(ips[client], event.ts)
-            fc = event.function_code
-            if fc in WRITE_FUNCTIONS:
-                host.evidence["modbus-write"] += 1
-            elif fc not in PROGRAMMING_FUNCTIONS and fc != UMAS:
-                host.evidence["modbus-read"] += 1
-            return
-        req = event.request
-        if req is not None and req.accepted and (req.function_code in PROGRAMMING_FUNCTIONS
-                                                 or req.function_code == UMAS):
-            # only programming the device accepted makes an engineering workstation
-            self._host(ips[client], event.ts).evidence["modbus-programming"] += 1
-        server = self.hosts.get(ips[1 - client]) or self._host(ips[1 - client], event.ts)
-        server.evidence["modbus-server"] += 1
-        if event.device_id:
-            _modbus_identity(server.identity, event.device_id)
-        elif event.server_id and not server.identity.model_identifier:
-            server.identity.model_identifier = event.server_id
-            server.identity.source = server.identity.source or "modbus-fc17"
+        sender = flow.sender(event.from_client)
+        if event.direction == "request":  # protocol roles, not TCP roles: an outstation
+            client_ip, server_ip = ips[sender], ips[1 - sender]  # may be the one that dials
+        else:
+            client_ip, server_ip = ips[1 - sender], ips[sender]
+        if obs.client:
+            host = self.hosts.get(client_ip) or self._host(client_ip, event.ts)
+            host.evidence[obs.client] += 1
+        if obs.server or obs.identity:
+            host = self.hosts.get(server_ip) or self._host(server_ip, event.ts)
+            if obs.server:
+                host.evidence[obs.server] += 1
+            if obs.identity:
+                _merge_identity(host, obs.identity, obs.source)
 
     # -- the merged view ----------------------------------------------------------
 
@@ -196,15 +195,21 @@ class Inventory:
                 for name in vars(identity):
                     if getattr(identity, name) is None:
                         setattr(identity, name, getattr(h.identity, name))
-            role, role_evidence = guess_role(evidence, services, uses)
+            first = min(h.first_seen for h in hosts)
+            last = max(h.last_seen for h in hosts)
+            role, role_evidence = guess_role(evidence, services, uses, last - first)
             macs = [aid] if aid in owned.values() else []
+            vendor = mac_vendor(macs[0]) if macs else None
+            if identity.manufacturer is None and vendor:
+                identity.manufacturer = vendor
+                identity.source = identity.source or "mac-oui"
             out.append(
                 Asset(
                     id=aid,
                     ips=sorted(h.ip for h in hosts),
                     macs=macs,
-                    first_seen=min(h.first_seen for h in hosts),
-                    last_seen=max(h.last_seen for h in hosts),
+                    first_seen=first,
+                    last_seen=last,
                     packets=sum(h.packets for h in hosts),
                     bytes=sum(h.bytes for h in hosts),
                     services=sorted(services),
@@ -214,6 +219,8 @@ class Inventory:
                     role=role,
                     role_evidence=role_evidence,
                     identity=identity,
+                    mac_vendor=vendor,
+                    dnp3_addresses=sorted({a for h in hosts for a in h.dnp3_addresses}),
                 )
             )
         return out, id_of
@@ -224,10 +231,13 @@ def usable_mac(mac: str) -> bool:
     return mac != "00-00-00-00-00-00" and not int(mac[:2], 16) & 1
 
 
-def _modbus_identity(identity: Identity, objects: dict[int, str]) -> None:
-    """FC 43/14 basic objects: 0 vendor, 1 product code, 2 revision; 4/5 product/model."""
-    identity.manufacturer = objects.get(0) or identity.manufacturer
-    identity.model_identifier = objects.get(1) or identity.model_identifier
-    identity.firmware_version = objects.get(2) or identity.firmware_version
-    identity.model_name = objects.get(5) or objects.get(4) or identity.model_name
-    identity.source = "modbus-fc43"
+def _merge_identity(host: HostRecord, found: dict[str, str], source: str) -> None:
+    ident = host.identity
+    address = found.get("dnp3_address")
+    if address is not None:
+        host.dnp3_addresses.add(int(address))
+        return
+    for name, value in found.items():
+        if getattr(ident, name) != value:
+            setattr(ident, name, value)
+            ident.source = source

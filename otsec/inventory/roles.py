@@ -4,31 +4,42 @@ from __future__ import annotations
 
 from collections import Counter
 
-OT_SERVER_PROTOCOLS = {"modbus": "plc", "s7comm": "plc", "dnp3": "rtu", "iec104": "rtu",
-                       "enip": "plc", "bacnet": "plc", "fins": "plc"}  # fmt: skip
-OT_PROTOCOLS = set(OT_SERVER_PROTOCOLS)
+OT_SERVER_ROLES = {"modbus": "plc", "s7comm": "plc", "s7comm_plus": "plc", "dnp3": "rtu",
+                   "iec104": "rtu", "enip": "plc", "bacnet": "plc", "fins": "plc"}  # fmt: skip
+OT_PROTOCOLS = set(OT_SERVER_ROLES)
+HISTORIAN_MAX_RATE = 0.1  # requests per second: a historian reads, and not often
+HISTORIAN_MIN_SPAN = 60.0  # seconds of activity before the rate means anything
 
 
 def guess_role(
     evidence: Counter[str],
     services: set[tuple[str, int, str]],
     uses: set[tuple[str, int, str]],
+    span: float = 0.0,
 ) -> tuple[str, list[str]]:
     """Return the role and the evidence that led to it (kept for analysts)."""
     served = sorted({proto for _t, _p, proto in services if proto in OT_PROTOCOLS})
-    used = sorted({proto for _t, _p, proto in uses if proto in OT_PROTOCOLS})
-    notes: list[str] = []
-    for name in ("modbus-server", "modbus-read", "modbus-write", "modbus-programming"):
-        if evidence.get(name):
-            notes.append(f"{name}: {evidence[name]} PDUs")
-    if evidence.get("modbus-programming"):
-        notes.insert(0, "sends programming commands (UMAS / programming function codes)")
+    notes = [f"{name}: {count} PDUs" for name, count in sorted(evidence.items())]
+    programming = sorted(k for k in evidence if k.endswith("-programming"))
+    if programming:
+        notes.insert(0, "programs controllers (download/upload/stop/programming functions "
+                        "the device accepted)")
         return "engineering_workstation", notes
-    if served:
-        notes.insert(0, f"serves {', '.join(served)}")
-        return OT_SERVER_PROTOCOLS[served[0]], notes
-    if used:
-        notes.insert(0, f"polls {', '.join(used)} servers")
+    answering = sorted(k.split("-")[0] for k in evidence if k.endswith(("-server",
+                                                                        "-outstation")))
+    if answering or served:
+        proto = (answering or served)[0]
+        notes.insert(0, f"answers {', '.join(answering or served)} requests")
+        return OT_SERVER_ROLES.get(proto, "plc"), notes
+    reads = sum(v for k, v in evidence.items() if k.endswith("-read"))
+    writes = sum(v for k, v in evidence.items() if k.endswith("-write"))
+    used = sorted({proto for _t, _p, proto in uses if proto in OT_PROTOCOLS})
+    if reads and not writes and span >= HISTORIAN_MIN_SPAN and reads / span <= HISTORIAN_MAX_RATE:
+        notes.insert(0, f"only reads, {reads} requests in {span:.0f} s (slow polling)")
+        return "historian", notes
+    if reads or writes or used:
+        notes.insert(0, f"polls {', '.join(used) or 'OT'} servers"
+                        + (" and writes" if writes else ""))
         return "hmi", notes
     if services or uses:
         names = sorted({proto for _t, _p, proto in services | uses})

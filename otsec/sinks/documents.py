@@ -342,7 +342,7 @@ def _asset_ref(asset: Asset | None) -> dict[str, Any]:
 def display_name(asset: Asset) -> str:
     ident = asset.identity
     model = ident.model_name or ident.model_identifier
-    label = " ".join(x for x in (ident.manufacturer, model) if x)
+    label = ident.name or (" ".join(x for x in (ident.manufacturer, model) if x) if model else "")
     return f"{label} ({asset.ips[0]})" if label and asset.ips else (asset.ips[0] if asset.ips
                                                                    else asset.id)
 
@@ -369,7 +369,7 @@ def asset_document(asset: Asset) -> dict[str, Any]:
             "display_name": display_name(asset),
             "last_seen_timestamp": iso(asset.last_seen),
         },
-        "host": {"ip": asset.ips, "mac": asset.macs, "name": display_name(asset)},
+        "host": {"ip": asset.ips, "mac": asset.macs, "name": ident.name or display_name(asset)},
         "otsec": {
             "asset": {
                 "first_seen": iso(asset.first_seen),
@@ -383,6 +383,8 @@ def asset_document(asset: Asset) -> dict[str, Any]:
                 "peers": {"count": len(asset.peers)},
                 "identification_source": ident.source,
                 "vlan_ids": asset.vlans,
+                "mac_vendor": asset.mac_vendor,
+                "dnp3_addresses": asset.dnp3_addresses,
                 "packets": asset.packets,
                 "bytes": asset.bytes,
             }
@@ -399,7 +401,7 @@ def edge_document(
     """An edge between assets; ``ip_of`` maps asset ids (MACs) to their address."""
     ip_of = ip_of or {}
     functions = [
-        {"code": code, "direction": direction, "count": count}
+        {"code": code, "name": edge.names.get(code, ""), "direction": direction, "count": count}
         for (code, direction), count in sorted(edge.functions.items())
     ]
     ranges = [
