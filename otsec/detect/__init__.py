@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from otsec.detect import dnp3, modbus, s7comm
 from otsec.detect.alerts import Alert, AlertBook, Finding
-from otsec.detect.modbus import ModbusDetector, exception_text
-from otsec.events import Anomaly, Event, ModbusPdu
+from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.net.flows import Flow
+
+REASONS: dict[type, Callable[[Event], str]] = {
+    ModbusPdu: lambda e: modbus.exception_text(e.exception_code),  # type: ignore[attr-defined]
+    S7Pdu: s7comm.reason,  # type: ignore[dict-item]
+    Dnp3Pdu: dnp3.reason,  # type: ignore[dict-item]
+}
 
 
 class Detector:
@@ -13,24 +21,33 @@ class Detector:
 
     def __init__(self, window: float = 3600.0) -> None:
         self.book = AlertBook(window=window)
-        self.modbus = ModbusDetector()
+        self.modbus = modbus.ModbusDetector()
+        self.s7 = s7comm.S7Detector()
+        self.dnp3 = dnp3.Dnp3Detector()
+        self._pdu: dict[type, Callable[[Event], list[Finding]]] = {
+            ModbusPdu: self.modbus.pdu,  # type: ignore[dict-item]
+            S7Pdu: self.s7.pdu,  # type: ignore[dict-item]
+            S7PlusPdu: self.s7.plus,  # type: ignore[dict-item]
+            Dnp3Pdu: self.dnp3.pdu,  # type: ignore[dict-item]
+        }
+        self._anomaly = {"modbus": self.modbus.anomaly, "s7comm": self.s7.anomaly,
+                         "dnp3": self.dnp3.anomaly}
 
     @property
     def alerts(self) -> list[Alert]:
         return self.book.alerts
 
     def on_event(self, event: Event) -> None:
-        findings: list[Finding]
-        if type(event) is ModbusPdu:
-            req = event.request
-            if req is not None:
-                self.book.settle(req, event.exception_code is None,
-                                 exception_text(event.exception_code))
-            findings = self.modbus.pdu(event)
-        elif type(event) is Anomaly and event.protocol_name == "modbus":
-            findings = self.modbus.anomaly(event)
+        kind = type(event)
+        if kind is Anomaly:
+            check = self._anomaly.get(event.protocol_name)  # type: ignore[attr-defined]
+            findings = check(event) if check else []  # type: ignore[arg-type]
         else:
-            return
+            req = getattr(event, "request", None)
+            if req is not None and req.accepted is not None:
+                self.book.settle(req, req.accepted, REASONS[kind](event))
+            handler = self._pdu.get(kind)
+            findings = handler(event) if handler else []
         for finding in findings:
             self.book.add(finding)
 

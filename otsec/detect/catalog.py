@@ -94,4 +94,77 @@ _MODBUS = [
          "fuzzing traffic.", "medium", ("T0814",), "protocol", "modbus", MODBUS_SPEC),
 ]  # fmt: skip
 
-CATALOG: dict[str, Rule] = {r.id: r for r in _MODBUS}
+S7_REF = "https://wiki.wireshark.org/S7comm"
+DNP3_REF = "https://www.dnp.org/About/Overview-of-DNP3-Protocol"
+
+_S7 = [
+    Rule("otsec-s7-plc-stop", "S7 PLC stop", "Job function 0x29 stops the CPU: the process "
+         "it controls stops with it.", "critical", ("T0858", "T0816"), "operating-mode",
+         "s7comm", S7_REF),
+    Rule("otsec-s7-pi-service", "S7 PI service", "Job function 0x28 starts the CPU "
+         "(P_PROGRAM), compresses memory (_GARB), copies RAM to ROM (_MODU), deletes (_DELE) or "
+         "inserts (_INSE) blocks.", "critical", ("T0858", "T0843"), "operating-mode",
+         "s7comm", S7_REF),
+    Rule("otsec-s7-download", "S7 program download", "Functions 0x1a-0x1c load blocks into "
+         "the PLC: its logic changes.", "critical", ("T0843",), "programming", "s7comm",
+         S7_REF),
+    Rule("otsec-s7-upload", "S7 program upload", "Functions 0x1d-0x1f copy the PLC's blocks "
+         "out: the logic and know-how leave the controller.", "high", ("T0845",),
+         "programming", "s7comm", S7_REF),
+    Rule("otsec-s7-write", "S7 write variable", "Job function 0x05 writes process memory "
+         "(DB, flags, outputs).", "high", ("T0855", "T0836"), "write", "s7comm", S7_REF),
+    Rule("otsec-s7-password", "S7 set or clear password", "Userdata security functions "
+         "(group 5, sub 1/2) change the CPU's protection.", "high", ("T0892",), "security",
+         "s7comm", S7_REF),
+    Rule("otsec-s7-set-clock", "S7 set clock", "Userdata time functions (group 7, sub 2/4) "
+         "set the CPU clock that time-stamps its events.", "medium", ("T0855",), "write",
+         "s7comm", S7_REF),
+    Rule("otsec-s7-force", "S7 force or modify variables", "Programmer commands (group 1, "
+         "sub 0x08/0x09/0x0c) force I/O, modify variables or reset memory.", "critical",
+         ("T0835", "T0836"), "programming", "s7comm", S7_REF),
+    Rule("otsec-s7-szl-read", "S7 SZL read", "System status list reads reveal module, "
+         "firmware and serial numbers: reconnaissance unless an engineering tool does it.",
+         "low", ("T0888",), "recon", "s7comm", S7_REF),
+    Rule("otsec-s7-block-info", "S7 block listing", "Block functions (group 3) list and "
+         "describe the program's blocks.", "low", ("T0888",), "recon", "s7comm", S7_REF),
+    Rule("otsec-s7plus-session", "S7comm-plus object operation", "CreateObject, DeleteObject "
+         "and Invoke open sessions or run functions on S7-1200/1500 CPUs.", "low",
+         ("T0888",), "programming", "s7comm_plus", S7_REF),
+    Rule("otsec-s7-malformed", "Malformed S7comm PDU", "Broken TPKT/COTP/S7 headers or "
+         "lengths: crafted traffic or a fuzzer.", "medium", ("T0814",), "protocol", "s7comm",
+         S7_REF),
+]  # fmt: skip
+
+_DNP3 = [
+    Rule("otsec-dnp3-restart", "DNP3 cold/warm restart", "FC 13/14 restart the outstation.",
+         "critical", ("T0816",), "operating-mode", "dnp3", DNP3_REF),
+    Rule("otsec-dnp3-application", "DNP3 stop/initialize/start application", "FC 16/17/18 "
+         "change what the outstation runs.", "critical", ("T0858",), "operating-mode", "dnp3",
+         DNP3_REF),
+    Rule("otsec-dnp3-disable-unsolicited", "DNP3 disable unsolicited responses", "FC 21 "
+         "outside a master's start-up silences the outstation's event reports.", "high",
+         ("T0878",), "alarm", "dnp3", DNP3_REF),
+    Rule("otsec-dnp3-write", "DNP3 write", "FC 2 writes values (time with g50, attributes); "
+         "clearing the restart bit (g80) is routine and excluded.", "high",
+         ("T0855", "T0836"), "write", "dnp3", DNP3_REF),
+    Rule("otsec-dnp3-control", "DNP3 control operation", "Select/operate/direct operate "
+         "(FC 3-6) on relay outputs (g12) or analog outputs (g41) act on the process.",
+         "high", ("T0855", "T0831"), "control", "dnp3", DNP3_REF),
+    Rule("otsec-dnp3-freeze", "DNP3 freeze", "FC 7-12 freeze counters.", "medium",
+         ("T0855",), "control", "dnp3", DNP3_REF),
+    Rule("otsec-dnp3-file-config", "DNP3 file or configuration operation", "File transfer "
+         "(FC 25-31), save configuration (FC 19) or initialize data (FC 15).", "high",
+         ("T0843", "T0839"), "programming", "dnp3", DNP3_REF),
+    Rule("otsec-dnp3-broadcast", "DNP3 broadcast request", "Link destination 0xFFFD-0xFFFF "
+         "reaches every outstation on the line.", "high", ("T0855",), "control", "dnp3",
+         DNP3_REF),
+    Rule("otsec-dnp3-unsupported-sweep", "DNP3 unsupported-function sweep", "Three or more "
+         "responses with IIN2 'function not supported', 'object unknown' or 'parameter "
+         "error' to one master within 60 s.", "medium", ("T0846",), "scan", "dnp3",
+         DNP3_REF),
+    Rule("otsec-dnp3-malformed", "Malformed DNP3", "Bad link CRCs, reserved function codes, "
+         "inconsistent lengths or object headers.", "medium", ("T0814",), "protocol", "dnp3",
+         DNP3_REF),
+]  # fmt: skip
+
+CATALOG: dict[str, Rule] = {r.id: r for r in (*_MODBUS, *_S7, *_DNP3)}

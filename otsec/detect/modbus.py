@@ -6,10 +6,9 @@ client over a sliding 60-second window.
 
 from __future__ import annotations
 
-from collections import deque
-
 from otsec.detect.alerts import Finding
 from otsec.detect.catalog import CATALOG
+from otsec.detect.window import Threshold
 from otsec.events import MALFORMED, Anomaly, ModbusPdu
 from otsec.protocols.modbus import (
     FUNCTION_NAMES,
@@ -64,32 +63,13 @@ def umas_rule(sub: int | None) -> str:
     return "otsec-modbus-umas"
 
 
-class _Threshold:
-    """Timestamps per client in a sliding window; fires when the count reaches ``limit``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.seen: dict[str, deque[float]] = {}
-
-    def hit(self, client: str, ts: float) -> bool:
-        q = self.seen.get(client)
-        if q is None:
-            if len(self.seen) >= MAX_TRACKED_CLIENTS:
-                self.seen.clear()
-            q = self.seen[client] = deque()
-        q.append(ts)
-        while q and ts - q[0] > SCAN_WINDOW:
-            q.popleft()
-        return len(q) >= self.limit
-
-
 class ModbusDetector:
     """Turns Modbus PDUs and anomalies into findings."""
 
     def __init__(self) -> None:
-        self.function_scan = _Threshold(3)
-        self.address_scan = _Threshold(5)
-        self.unit_errors = _Threshold(5)
+        self.function_scan = Threshold(3)
+        self.address_scan = Threshold(5)
+        self.unit_errors = Threshold(5)
         self.units: dict[str, dict[int, float]] = {}
 
     def anomaly(self, anomaly: Anomaly) -> list[Finding]:
@@ -162,10 +142,9 @@ class ModbusDetector:
         self._unit_sweep(pdu, out)
 
     def _unit_sweep(self, pdu: ModbusPdu, out: list[Finding]) -> None:
-        flow = pdu.flow
-        if flow is None:
+        if pdu.flow is None:
             return
-        client = flow.ip_texts[flow.client_side]
+        client = _client(pdu)
         units = self.units.get(client)
         if units is None:
             if len(self.units) >= MAX_TRACKED_CLIENTS:
@@ -182,8 +161,7 @@ class ModbusDetector:
                 del units[u]
 
     def _exception(self, pdu: ModbusPdu, out: list[Finding]) -> None:
-        flow = pdu.flow
-        client = flow.ip_texts[flow.client_side] if flow is not None else ""
+        client = _client(pdu)
         code = pdu.exception_code
         if code == 1 and self.function_scan.hit(client, pdu.ts):
             rule, what = "otsec-modbus-function-scan", "illegal function"
@@ -208,3 +186,8 @@ def _write_phrase(pdu: ModbusPdu) -> str:
         value = " = ON" if pdu.value == 0xFF00 else " = OFF" if pdu.value == 0 else ""
     name = FUNCTION_NAMES.get(fc, f"FC {fc}")
     return f"wrote {noun}{at}{value} ({name}, FC {fc}) on"
+
+
+def _client(pdu: ModbusPdu) -> str:
+    flow = pdu.flow
+    return flow.ip_texts[flow.client_side] if flow is not None else ""

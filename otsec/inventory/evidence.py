@@ -72,12 +72,18 @@ def _modbus(pdu: ModbusPdu) -> Observation:
 
 def _s7(pdu: S7Pdu) -> Observation:
     if pdu.direction == "request":
+        if not pdu.from_client:
+            return Observation()  # the PLC's download-block jobs (see below)
         if pdu.rosctr == 1:
             behaviour = "write" if pdu.function_code == WRITE_VAR else "read"
             if pdu.function_code in S7_PROGRAMMING:
                 return Observation()
             return Observation(client=f"s7comm-{behaviour}")
         return Observation(client="s7comm-read")
+    if pdu.from_client:
+        # the engineering station answering the PLC's own download-block jobs: the PLC
+        # asks, but the station is the one programming it (its 0x1a job said so already)
+        return Observation()
     obs = Observation(server="s7comm-server")
     req = pdu.request
     if req is not None and req.accepted and (
