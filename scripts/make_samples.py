@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Generate the sample captures in pcaps/ from real protocol stacks (needs root).
 
+Stacks: pymodbus (Modbus/TCP), python-snap7 (S7comm), opendnp3 via yadnp3 (DNP3). For
+each protocol two captures: normal polling, and the same with an intruder.
+
 A small plant network is built on this machine only: one network namespace per host,
 veth pairs into a Linux bridge in a "switch" namespace, addresses in 10.77.0.0/24 that
 exist inside those namespaces alone (no uplink, no route out). tcpdump on the bridge
@@ -21,7 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-STACK = ROOT / "stacks" / "modbus_stack.py"
+STACKS = {  # protocol: (stack script, server port, serves one client at a time)
+    "modbus": (ROOT / "stacks" / "modbus_stack.py", 502, False),
+    "s7": (ROOT / "stacks" / "s7_stack.py", 102, False),
+    "dnp3": (ROOT / "stacks" / "dnp3_stack.py", 20000, True),
+}
 PREFIX = "otsec"
 SWITCH = f"{PREFIX}-sw"
 HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI
@@ -71,8 +78,8 @@ def plant() -> Iterator[None]:
         teardown()
 
 
-def run_in(name: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["ip", "netns", "exec", ns(name), sys.executable, str(STACK), *args],
+def run_in(name: str, stack: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ip", "netns", "exec", ns(name), sys.executable, str(stack), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -102,16 +109,20 @@ def capture(path: Path) -> Iterator[None]:
         proc.wait(timeout=10)
 
 
-def scenario(out: Path, seconds: float, with_intruder: bool) -> None:
+def scenario(out: Path, protocol: str, seconds: float, with_intruder: bool) -> None:
     plc_addr = HOSTS["plc"][0]
+    stack, port, exclusive = STACKS[protocol]
     with capture(out):
-        server = run_in("plc", "plc", "--bind", plc_addr)
+        server = run_in("plc", stack, "plc", "--bind", plc_addr)
         try:
-            wait_port("hmi", plc_addr, 502)
-            hmi = run_in("hmi", "hmi", "--server", plc_addr, "--seconds", str(seconds))
+            wait_port("hmi", plc_addr, port)
+            hmi = run_in("hmi", stack, "hmi", "--server", plc_addr, "--seconds", str(seconds))
             if with_intruder:
-                time.sleep(seconds / 2)
-                attacker = run_in("intruder", "intruder", "--server", plc_addr)
+                if exclusive:  # a second master would take over the only connection
+                    hmi.wait(timeout=seconds + 60)
+                else:
+                    time.sleep(seconds / 2)
+                attacker = run_in("intruder", stack, "intruder", "--server", plc_addr)
                 _, err = attacker.communicate(timeout=60)
                 if attacker.returncode:
                     raise RuntimeError(f"intruder failed: {err.decode()[-500:]}")
@@ -127,6 +138,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT.parent / "pcaps")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the polling")
+    ap.add_argument("--protocols", nargs="+", choices=sorted(STACKS), default=list(STACKS))
     args = ap.parse_args()
     for tool in ("ip", "tcpdump"):
         if not shutil.which(tool):
@@ -134,10 +146,11 @@ def main() -> int:
                   file=sys.stderr)
             return 2
     with plant():
-        scenario(args.out / "modbus-normal.pcap", args.seconds, with_intruder=False)
-        scenario(args.out / "modbus-intrusion.pcap", args.seconds, with_intruder=True)
-    for f in ("modbus-normal.pcap", "modbus-intrusion.pcap"):
-        print(args.out / f)
+        for protocol in args.protocols:
+            for kind, intruder in (("normal", False), ("intrusion", True)):
+                out = args.out / f"{protocol}-{kind}.pcap"
+                scenario(out, protocol, args.seconds, with_intruder=intruder)
+                print(out)
     return 0
 
 

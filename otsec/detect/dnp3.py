@@ -42,7 +42,9 @@ class Dnp3Detector:
                                key=tuple(str(b) for b in bad), answerable=False))
         fc = pdu.function_code
         if fc >= 0x80:
-            if pdu.iin and pdu.iin & IIN2_ERRORS and pdu.flow is not None:
+            req = pdu.request
+            routine = req is not None and req.function_code in (20, 21)  # no unsolicited support
+            if pdu.iin and pdu.iin & IIN2_ERRORS and pdu.flow is not None and not routine:
                 master = pdu.flow.ip_texts[pdu.flow.sender(not pdu.from_client)]
                 if self.sweep.hit(master, pdu.ts):
                     out.append(Finding(CATALOG["otsec-dnp3-unsupported-sweep"], pdu,
