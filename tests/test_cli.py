@@ -146,3 +146,46 @@ def test_table_output_and_report(tmp_path: Path) -> None:
     report = (tmp_path / "report.html").read_text()
     assert "<svg" in report and "10.77.0.10" in report and "T0814" in report
     assert "http://" not in report.replace("http://www.w3.org/2000/svg", "")  # no CDN
+
+
+def audit_sample(name: str, out: Path) -> tuple[list[dict], dict[str, dict]]:
+    assert main(["audit", str(ROOT / "pcaps" / name), "--out", str(out), "--format", "json"]) == 0
+    alerts = read_ndjson(out / "alerts.ndjson")
+    assets = {a["host"]["ip"][0]: a for a in json.loads((out / "assets.json").read_text())}
+    return alerts, assets
+
+
+def test_s7_sample_identity_roles_and_alerts(tmp_path: Path) -> None:
+    alerts, assets = audit_sample("s7-intrusion.pcap", tmp_path)
+    plc = assets["10.77.0.10"]
+    assert plc["entity"]["sub_type"] == "plc"
+    assert plc["device"]["manufacturer"] == "Siemens"
+    assert plc["device"]["model"]["identifier"] == "6ES7 315-2EH14-0AB0"
+    assert plc["host"]["name"] == "SNAP7-SERVER"
+    assert assets["10.77.0.66"]["entity"]["sub_type"] == "engineering_workstation"
+    stop = next(a for a in alerts if a["rule"]["id"] == "otsec-s7-plc-stop")
+    assert stop["event"]["severity"] == 4 and stop["event"]["outcome"] == "success"
+    assert stop["otsec"]["s7comm"]["function_code"] == 0x29
+    assert stop["threat"]["technique"]["id"] == ["T0858", "T0816"]
+    events = read_ndjson(tmp_path / "events.ndjson")
+    szl = [e for e in events if e["otsec"]["s7comm"].get("userdata", {}).get("szl_id") == 0x1C]
+    assert szl and all(e["event"]["dataset"] == "otsec.s7comm" for e in szl)
+
+
+def test_dnp3_sample_roles_addresses_and_alerts(tmp_path: Path) -> None:
+    alerts, assets = audit_sample("dnp3-intrusion.pcap", tmp_path)
+    rtu = assets["10.77.0.10"]
+    assert rtu["entity"]["sub_type"] == "rtu" and rtu["otsec"]["asset"]["dnp3_addresses"] == [10]
+    rules = {a["rule"]["id"] for a in alerts}
+    assert {"otsec-dnp3-restart", "otsec-dnp3-control", "otsec-dnp3-freeze"} <= rules
+    assert all(a["source"]["ip"] == "10.77.0.66" for a in alerts)  # the SCADA master is quiet
+    events = read_ndjson(tmp_path / "events.ndjson")
+    responses = [e for e in events if e["otsec"]["dnp3"]["function_code"] == 129]
+    assert responses and all("iin" in e["otsec"]["dnp3"] for e in responses)
+    assert all(e["otsec"]["direction"] == "response" for e in responses)
+
+
+@pytest.mark.parametrize("name", ["s7-normal.pcap", "dnp3-normal.pcap"])
+def test_normal_samples_raise_no_alert(name: str, tmp_path: Path) -> None:
+    alerts, _ = audit_sample(name, tmp_path)
+    assert alerts == []

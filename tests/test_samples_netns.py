@@ -31,22 +31,31 @@ def can_make_namespaces() -> str | None:
 REASON = can_make_namespaces()
 
 
+EXPECTED = {
+    "modbus": {"otsec-modbus-write", "otsec-modbus-listen-only", "otsec-modbus-function-scan",
+               "otsec-modbus-device-id"},
+    "s7": {"otsec-s7-plc-stop", "otsec-s7-write", "otsec-s7-upload", "otsec-s7-szl-read"},
+    "dnp3": {"otsec-dnp3-control", "otsec-dnp3-restart", "otsec-dnp3-freeze"},
+}
+
+
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 def test_generator_makes_captures_that_alert_as_expected(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_samples.py"), "--out",
                            str(tmp_path), "--seconds", "3"], capture_output=True, text=True,
-                          timeout=240, check=False)
+                          timeout=500, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = tmp_path / "normal-out"
-    assert main(["audit", str(tmp_path / "modbus-normal.pcap"), "--out", str(out),
-                 "--format", "json"]) == 0
-    assert (out / "alerts.ndjson").read_text() == ""
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["pdus"]["modbus"] > 10
-    out = tmp_path / "intrusion-out"
-    main(["audit", str(tmp_path / "modbus-intrusion.pcap"), "--out", str(out), "--format", "json"])
-    rules = {json.loads(line)["rule"]["id"] for line in (out / "alerts.ndjson").open()}
-    assert {"otsec-modbus-write", "otsec-modbus-listen-only", "otsec-modbus-function-scan",
-            "otsec-modbus-device-id"} <= rules
+    for protocol, rules in EXPECTED.items():
+        out = tmp_path / f"{protocol}-normal-out"
+        assert main(["audit", str(tmp_path / f"{protocol}-normal.pcap"), "--out", str(out),
+                     "--format", "json"]) == 0
+        assert (out / "alerts.ndjson").read_text() == "", protocol
+        summary = json.loads((out / "summary.json").read_text())
+        assert sum(summary["pdus"].values()) > 10, protocol
+        out = tmp_path / f"{protocol}-intrusion-out"
+        main(["audit", str(tmp_path / f"{protocol}-intrusion.pcap"), "--out", str(out),
+              "--format", "json"])
+        raised = {json.loads(line)["rule"]["id"] for line in (out / "alerts.ndjson").open()}
+        assert rules <= raised, (protocol, raised)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     assert "otsec-" not in listed.stdout  # torn down

@@ -16,7 +16,7 @@ from otsec.inventory.evidence import observe
 from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import guess_role
 from otsec.net.flows import Flow, ip_text
-from otsec.protocols import WELL_KNOWN
+from otsec.protocols import PORT_NAMES, WELL_KNOWN
 
 
 @dataclass
@@ -73,9 +73,11 @@ class Asset:
 
 
 def protocol_name(flow: Flow, server: int) -> str:
+    """The dissected protocol, else the name of the server port (a connection without data)."""
     if flow.protocol:
         return flow.protocol
-    return WELL_KNOWN.get((flow.proto, flow.ports[server]), "unknown")
+    key = (flow.proto, flow.ports[server])
+    return WELL_KNOWN.get(key) or PORT_NAMES.get(key, "unknown")
 
 
 class Inventory:

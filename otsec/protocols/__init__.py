@@ -31,6 +31,12 @@ REGISTRY: tuple[ProtocolSpec, ...] = (
     ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000}), looks_like_dnp3, Dnp3Parser),
 )
 
+#: (transport, port) -> the protocol dissected there
+PORT_NAMES = {
+    **{(6, port): spec.name for spec in REGISTRY for port in spec.tcp_ports},
+    **{(17, port): spec.name for spec in REGISTRY for port in spec.udp_ports},
+}
+
 #: names for flows otsec does not dissect, for the inventory's service list
 WELL_KNOWN = {
     (6, 2404): "iec104",

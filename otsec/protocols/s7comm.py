@@ -278,15 +278,18 @@ def szl_identity(szl_id: int, data: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
     pos = 8
     base = szl_id & 0x00FF
-    for _ in range(min(count, 64)):
+    if rec_len == 0 and base == 0x1C:  # some stacks leave the list header empty
+        rec_len = 34
+        count = (len(data) - 8) // rec_len
+    for position in range(min(count, 64)):
         rec = data[pos : pos + rec_len]
         if len(rec) < rec_len or rec_len < 4:
             break
         pos += rec_len
-        index = _H(rec, 0)[0]
-        if base == 0x11 and rec_len >= 28:
+        index = _H(rec, 0)[0] or position + 1
+        if base == 0x11 and rec_len >= 22:
             order = rec[2:22].decode("latin-1").strip(" \x00")
-            ausbg, ausbe = _H(rec, 24)[0], _H(rec, 26)[0]
+            ausbg, ausbe = (_H(rec, 24)[0], _H(rec, 26)[0]) if rec_len >= 28 else (0, 0)
             first = index == 0x0001 or (index == 0x0006 and "order_number" not in out)
             if order and first:
                 out["order_number"] = order

@@ -17,10 +17,10 @@ MASTER_ADDR = 1
 
 
 class Sink(o.ISOEHandler):
-    def BeginFragment(self, info):  # noqa: ANN001, ANN201, N802 - opendnp3's names
+    def BeginFragment(self, info):
         pass
 
-    def EndFragment(self, info):  # noqa: ANN001, ANN201, N802
+    def EndFragment(self, info):
         pass
 
 
@@ -29,10 +29,10 @@ class MasterApp(o.IMasterApplication):
 
 
 class Commands(o.ICommandHandler):
-    def Begin(self):  # noqa: ANN201, N802
+    def Begin(self):
         pass
 
-    def End(self):  # noqa: ANN201, N802
+    def End(self):
         pass
 
 
