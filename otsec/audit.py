@@ -57,10 +57,11 @@ def run_audit(
     out_dir: Path,
     progress: Progress | None = None,
     max_flows: int = 200_000,
+    write_events: bool = True,
 ) -> AuditResult:
     readers = open_captures(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = EventFiles(out_dir)
+    files = EventFiles(out_dir, pdus=write_events)
     inventory = Inventory()
     graph = Graph()
     detector = Detector()

@@ -45,8 +45,10 @@ def cli(debug: bool, verbose: bool) -> None:
               help="Exit 3 when an alert at or above this severity was raised.")
 @click.option("--max-flows", type=click.IntRange(min=100), default=200_000, show_default=True,
               help="Flow table size; the least recently seen flows are ended beyond it.")
+@click.option("--events/--no-events", default=True, show_default=True,
+              help="Write one document per PDU to events.ndjson.")
 def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
-          max_flows: int) -> int:
+          max_flows: int, events: bool) -> int:
     """Audit capture files (pcap, pcapng, gzip of either) offline."""
     from otsec.audit import open_captures, run_audit
     from otsec.sinks.console import print_summary
@@ -60,7 +62,7 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
         task = bar.add_task("audit", total=total)
         result = run_audit(list(pcaps), Path(out_dir),
                            progress=lambda done: bar.update(task, completed=done),
-                           max_flows=max_flows)
+                           max_flows=max_flows, write_events=events)
     if fmt == "json":
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True))
     else:

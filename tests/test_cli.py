@@ -189,3 +189,12 @@ def test_dnp3_sample_roles_addresses_and_alerts(tmp_path: Path) -> None:
 def test_normal_samples_raise_no_alert(name: str, tmp_path: Path) -> None:
     alerts, _ = audit_sample(name, tmp_path)
     assert alerts == []
+
+
+def test_no_events_keeps_everything_else(tmp_path: Path) -> None:
+    assert main(["audit", str(INTRUSION), "--out", str(tmp_path), "--format", "json",
+                 "--no-events"]) == 0
+    assert (tmp_path / "events.ndjson").read_text() == ""
+    assert read_ndjson(tmp_path / "alerts.ndjson")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["events"] == 0 and summary["pdus"]["modbus"] > 0
