@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from otsec import __version__
+from otsec.atomic import write_json_atomic
+from otsec.baseline.learn import learn
+from otsec.baseline.model import Baseline
 from otsec.capture.files import CaptureError, CaptureReader
 from otsec.detect import Alert, Detector
 from otsec.detect.catalog import SEVERITIES
+from otsec.detect.deviations import Deviations
 from otsec.engine import Engine
 from otsec.graph.edges import Edge, Graph, merged_edges
 from otsec.inventory.assets import Asset, Inventory
 from otsec.report.html import write_report
 from otsec.sinks.documents import alert_document, asset_document, edge_document
-from otsec.sinks.files import EventFiles, write_json_atomic, write_ndjson
+from otsec.sinks.files import EventFiles, write_ndjson
 from otsec.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -52,52 +56,104 @@ def open_captures(paths: Sequence[str | Path]) -> list[CaptureReader]:
     return readers
 
 
+def _run(readers: list[CaptureReader], engine: Engine, progress: Progress | None) -> list[str]:
+    """Feed every packet of every capture to the engine; return the readers' warnings."""
+    consumed = 0
+    warnings: list[str] = []
+    packet = engine.packet
+    for reader in readers:
+        with reader:
+            for n, pkt in enumerate(reader, start=1):
+                packet(*pkt)
+                if progress is not None and not n & 0x3FFF:
+                    progress(consumed + reader.position())
+            consumed += reader.size
+            warnings.extend(reader.warnings)
+            if progress is not None:
+                progress(consumed)
+    engine.finish()
+    return warnings
+
+
+def run_learn(paths: Sequence[str | Path], progress: Progress | None = None,
+              max_flows: int = 200_000) -> Baseline:
+    """Learn a baseline from captures known to be normal."""
+    readers = open_captures(paths)
+    inventory = Inventory()
+    graph = Graph()
+    engine = Engine([inventory, graph], max_flows=max_flows)
+    try:
+        _run(readers, engine, progress)
+    finally:
+        for r in readers:
+            r.close()
+    assets, _ = inventory.assets()
+    return learn(assets, list(graph.edges.values()), [str(p) for p in paths])
+
+
 def run_audit(
     paths: Sequence[str | Path],
     out_dir: Path,
     progress: Progress | None = None,
     max_flows: int = 200_000,
     write_events: bool = True,
+    baseline: Baseline | None = None,
+    learn_for: float | None = None,
 ) -> AuditResult:
+    """Audit captures. With a baseline (or a learning window) deviations are reported once
+    protecting starts; the baseline as it stands after learning goes to baseline.json."""
     readers = open_captures(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = EventFiles(out_dir, pdus=write_events)
     inventory = Inventory()
     graph = Graph()
     detector = Detector()
-    engine = Engine([files, inventory, graph, detector], max_flows=max_flows)
+    consumers: list[Any] = [files, inventory, graph, detector]
+    deviations = None
+    if baseline is not None or learn_for is not None:
+        base = baseline if baseline is not None else Baseline()
+
+        def learned_so_far() -> None:  # the learning window closes: fold it in
+            assets, _ = inventory.assets()
+            base.merge(learn(assets, list(graph.edges.values()), [str(p) for p in paths]))
+
+        deviations = Deviations(base, detector.book.add, learn_for=learn_for or 0.0,
+                                on_protect=learned_so_far if learn_for else None)
+        detector.protect_with(base, deviations)
+        consumers.append(deviations)
+    engine = Engine(consumers, max_flows=max_flows)
     started = time.perf_counter()
-    consumed = 0
-    warnings: list[str] = []
     try:
-        packet = engine.packet
-        for reader in readers:
-            with reader:
-                for n, pkt in enumerate(reader, start=1):
-                    packet(*pkt)
-                    if progress is not None and not n & 0x3FFF:
-                        progress(consumed + reader.position())
-                consumed += reader.size
-                warnings.extend(reader.warnings)
-                if progress is not None:
-                    progress(consumed)
-        engine.finish()
+        warnings = _run(readers, engine, progress)
     finally:
         files.close()
         for r in readers:
             r.close()
     elapsed = time.perf_counter() - started
     assets, id_of = inventory.assets()
+    if deviations is not None:
+        deviations.finish(engine.stats.last_ts or 0.0, assets)
+        deviations.baseline.save(out_dir / "baseline.json")
     edges = merged_edges(graph.edges, id_of)
     asset_by_ip = {ip: a for a in assets for ip in a.ips}
     ip_of = {a.id: a.ips[0] for a in assets if a.ips}
     alerts = sorted(detector.alerts, key=lambda a: (a.start, a.rule.id))
-    alert_docs = [alert_document(a, asset_by_ip) for a in alerts]
+
+    def state(alert: Alert) -> str:
+        return "protecting" if deviations and deviations.protecting(alert.start) else "learning"
+
+    alert_docs = [alert_document(a, asset_by_ip, state(a)) for a in alerts]
     write_ndjson(out_dir / "alerts.ndjson", alert_docs)
     write_json_atomic(out_dir / "assets.json", [asset_document(a) for a in assets])
     write_json_atomic(out_dir / "edges.json", [edge_document(e, ip_of) for e in edges])
     summary = build_summary(engine, [str(p) for p in paths], elapsed, alerts, assets, edges,
                             warnings, files.events.count)
+    summary["baseline"] = {
+        "mode": "protecting" if deviations else "learning",
+        "learn_for": learn_for,
+        "assets": len(deviations.baseline.assets) if deviations else 0,
+        "edges": len(deviations.baseline.edges) if deviations else 0,
+    }
     write_json_atomic(out_dir / "summary.json", summary)
     result = AuditResult(out_dir, summary, alert_docs, assets, edges, warnings)
     write_report(out_dir / "report.html", result)

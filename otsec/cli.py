@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from otsec import __version__
+from otsec.baseline.model import BaselineError
 from otsec.capture.files import CaptureError
 from otsec.detect.catalog import SEVERITIES
 
@@ -47,12 +48,18 @@ def cli(debug: bool, verbose: bool) -> None:
               help="Flow table size; the least recently seen flows are ended beyond it.")
 @click.option("--events/--no-events", default=True, show_default=True,
               help="Write one document per PDU to events.ndjson.")
+@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), default=None,
+              help="Protect with this baseline: report deviations from it.")
+@click.option("--learn-for", type=str, default=None, metavar="DURATION",
+              help="Learn the first DURATION of traffic (30s, 10m, 2h, 1d), then protect.")
 def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
-          max_flows: int, events: bool) -> int:
+          max_flows: int, events: bool, baseline_file: str | None, learn_for: str | None) -> int:
     """Audit capture files (pcap, pcapng, gzip of either) offline."""
     from otsec.audit import open_captures, run_audit
     from otsec.sinks.console import print_summary
 
+    window = parse_duration(learn_for) if learn_for is not None else None
+    baseline = load_baseline(baseline_file) if baseline_file else None
     for p in pcaps:  # fail fast, before any output directory is made
         open_captures([p])[0].close()
     err = Console(stderr=True)
@@ -62,7 +69,8 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
         task = bar.add_task("audit", total=total)
         result = run_audit(list(pcaps), Path(out_dir),
                            progress=lambda done: bar.update(task, completed=done),
-                           max_flows=max_flows, write_events=events)
+                           max_flows=max_flows, write_events=events, baseline=baseline,
+                           learn_for=window)
     if fmt == "json":
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True))
     else:
@@ -72,6 +80,110 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
         if any(a["event"]["severity"] >= threshold for a in result.alerts):
             return EXIT_ALERTS
     return 0
+
+
+@cli.command()
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), required=True,
+              help="Baseline file to create, or to extend when it exists.")
+def learn(pcaps: tuple[str, ...], baseline_file: str) -> int:
+    """Build (or extend) a baseline from captures of normal operation."""
+    from otsec.audit import open_captures, run_learn
+
+    for p in pcaps:
+        open_captures([p])[0].close()
+    path = Path(baseline_file)
+    base = load_baseline(baseline_file) if path.exists() else None
+    learned = run_learn(list(pcaps))
+    if base is not None:
+        base.merge(learned)
+        learned = base
+    learned.save(path)
+    click.echo(f"baseline {path}: {len(learned.assets)} assets, {len(learned.edges)} edges "
+               f"from {len(learned.sources)} capture(s)")
+    return 0
+
+
+@cli.group()
+def baseline() -> None:
+    """Inspect and change a baseline."""
+
+
+@baseline.command("show")
+@click.argument("baseline_file", type=click.Path(dir_okay=False))
+def baseline_show(baseline_file: str) -> int:
+    """Print the assets and edges a baseline holds."""
+    from rich.table import Table
+
+    base = load_baseline(baseline_file)
+    console = Console()
+    assets = Table(title=f"{len(base.assets)} assets")
+    for col in ("ip", "role", "MAC", "identity"):
+        assets.add_column(col)
+    for ip, a in sorted(base.assets.items()):
+        ident = " / ".join(x for x in (a.manufacturer, a.model, a.firmware) if x)
+        assets.add_row(ip, a.role, ", ".join(a.macs), ident)
+    console.print(assets)
+    edges = Table(title=f"{len(base.edges)} edges")
+    for col in ("edge", "request functions", "units", "period s", "requests/s"):
+        edges.add_column(col)
+    for key, e in sorted(base.edges.items()):
+        edges.add_row(key, ", ".join(map(str, e.functions.get("request", []))),
+                      ", ".join(map(str, e.units)), f"{e.period:.2f}" if e.period else "",
+                      f"{e.rate:.3f}")
+    console.print(edges)
+    return 0
+
+
+@baseline.command("diff")
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+def baseline_diff(old: str, new: str) -> int:
+    """What changed between two baselines (exit 1 when they differ)."""
+    from otsec.baseline.edit import diff
+
+    lines = diff(load_baseline(old), load_baseline(new))
+    for line in lines:
+        click.echo(line)
+    return 1 if lines else 0
+
+
+@baseline.command("approve")
+@click.argument("alert_id")
+@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), required=True)
+@click.option("--alerts", "alerts_file", type=click.Path(dir_okay=False),
+              default="otsec-out/alerts.ndjson", show_default=True)
+def baseline_approve(alert_id: str, baseline_file: str, alerts_file: str) -> int:
+    """Learn an alert's finding, so that planned change stops alerting."""
+    from otsec.baseline.edit import approve, find_alert
+
+    base = load_baseline(baseline_file)
+    for change in approve(base, find_alert(Path(alerts_file), alert_id)):
+        click.echo(f"learned {change}")
+    base.save(Path(baseline_file))
+    return 0
+
+
+def load_baseline(path: str):
+    from otsec.baseline.model import Baseline
+
+    return Baseline.load(Path(path))
+
+
+def parse_duration(text: str) -> float:
+    """'90', '30s', '10m', '2h', '1d' -> seconds; a bad value is a usage error."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:])
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 10m, 2h or 1d",
+                                 param_hint="--learn-for") from None
+    if seconds < 0:
+        raise click.BadParameter("a duration cannot be negative", param_hint="--learn-for")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(exc.format_message().split())
         click.echo(f"otsec: error: {message}", err=True)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
-    except (CaptureError, UserError) as exc:
+    except (CaptureError, UserError, BaselineError) as exc:
         click.echo(f"otsec: error: {exc}", err=True)
         return EXIT_USAGE
     except Exception as exc:

@@ -98,10 +98,15 @@ class Engine:
         flow.side_packets[side] += 1
         flow.side_bytes[side] += wirelen
         flow.last_ts = ts
-        if smac and not flow.macs[side]:
-            flow.macs[side] = smac
-            flow.macs[1 - side] = dmac
-            flow.vlan = vlan
+        if smac:
+            known = flow.macs[side]
+            if not known:
+                flow.macs[side] = smac
+                flow.macs[1 - side] = dmac
+                flow.vlan = vlan
+            elif known != smac:  # the same address now answers from another MAC
+                flow.macs[side] = smac
+                flow.context = None
         if proto == TCP:
             stats.tcp_packets += 1
             self._tcp(flow, side, ts, seq, ack, flags, buf, pstart, pend)

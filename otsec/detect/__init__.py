@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from otsec.baseline.model import Baseline
 from otsec.detect import dnp3, modbus, s7comm
 from otsec.detect.alerts import Alert, AlertBook, Finding
+from otsec.detect.deviations import Deviations, event_edge
 from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
+from otsec.graph.functions import describe
 from otsec.net.flows import Flow
+
+#: rule categories a learned function silences (scans and malformed traffic always alert)
+CONTEXTUAL = frozenset({"write", "diagnostics", "recon", "programming", "operating-mode",
+                        "control", "security", "alarm"})
 
 REASONS: dict[type, Callable[[Event], str]] = {
     ModbusPdu: lambda e: modbus.exception_text(e.exception_code),  # type: ignore[attr-defined]
@@ -32,6 +39,14 @@ class Detector:
         }
         self._anomaly = {"modbus": self.modbus.anomaly, "s7comm": self.s7.anomaly,
                          "dnp3": self.dnp3.anomaly}
+        self.baseline: Baseline | None = None
+        self.deviations: Deviations | None = None
+        self.suppressed = 0
+
+    def protect_with(self, baseline: Baseline, deviations: Deviations) -> None:
+        """Findings about functions the baseline learned on that path stop alerting."""
+        self.baseline = baseline
+        self.deviations = deviations
 
     @property
     def alerts(self) -> list[Alert]:
@@ -48,8 +63,32 @@ class Detector:
                 self.book.settle(req, req.accepted, REASONS[kind](event))
             handler = self._pdu.get(kind)
             findings = handler(event) if handler else []
+            if findings:
+                findings = self._in_context(event, findings)
         for finding in findings:
             self.book.add(finding)
+
+    def _in_context(self, event: Event, findings: list[Finding]) -> list[Finding]:
+        """Attach what approving would learn; drop what the baseline already learned."""
+        use = describe(event)
+        if use is None:
+            return findings
+        key = event_edge(event)[0]
+        payload = {"kind": "function", "edge": key, "direction": event.direction,
+                   "code": use.code}
+        learned = (self.baseline is not None and self.deviations is not None
+                   and self.deviations.protecting(event.ts)
+                   and self.baseline.knows_function(key, event.direction, use.code))
+        kept = []
+        for f in findings:
+            if f.rule.category in CONTEXTUAL and not f.swap:
+                if learned:
+                    self.suppressed += 1
+                    continue
+                if f.approve is None:
+                    f.approve = payload
+            kept.append(f)
+        return kept
 
     def on_flow_end(self, flow: Flow) -> None:
         pass

@@ -20,6 +20,17 @@ MAX_DETAILS = 16
 MAX_WATCHED = 50_000  # requests waiting for their response to settle an alert's outcome
 
 
+@dataclass(slots=True, kw_only=True)
+class Notice(Event):
+    """Carries a finding that no single packet carries (a silence, an end-of-run check)."""
+
+    protocol_name: str
+    source_ip: str
+    destination_ip: str
+    destination_port: int | None = None
+    transport: str | None = None
+
+
 @dataclass(slots=True)
 class Finding:
     """What a detector says about one event."""
@@ -32,6 +43,7 @@ class Finding:
     target: str = ""  # what on the destination: "unit 1"
     swap: bool = False  # the receiver of the event is the actor (a scanner drawing errors)
     detail: str = ""  # one value folded into the alert's list, e.g. a function code
+    approve: dict[str, object] | None = None  # what `baseline approve` adds to the baseline
 
 
 @dataclass(slots=True)
@@ -50,6 +62,7 @@ class Alert:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons
     details: list[str] = field(default_factory=list)  # distinct finding details, capped
+    approve: list[dict[str, object]] = field(default_factory=list)  # baseline additions
 
     @property
     def id(self) -> str:
@@ -69,7 +82,8 @@ class Alert:
         """One sentence: who did what to whom, how often, and what the device answered."""
         target = f" ({self.target})" if self.target else ""
         action = self.action.replace("{details}", ", ".join(self.details))
-        text = f"{self.source_ip} {action} {self.destination_ip}{target}"
+        other = "" if self.destination_ip == self.source_ip else f" {self.destination_ip}"
+        text = f"{self.source_ip} {action}{other}{target}"
         if self.count > 1:
             text += f", {self.count} times"
         phrase = self.outcome_phrase()
@@ -132,6 +146,10 @@ class AlertBook:
         else:
             alert.count += 1
             alert.end = max(alert.end, ev.ts)
+        approve = finding.approve
+        if approve is not None and approve not in alert.approve and len(
+                alert.approve) < MAX_DETAILS:
+            alert.approve.append(approve)
         if finding.detail and finding.detail not in alert.details:
             if len(alert.details) < MAX_DETAILS:
                 alert.details.append(finding.detail)
@@ -162,6 +180,8 @@ class AlertBook:
 
 
 def _endpoints(ev: Event) -> tuple[str, str]:
+    if isinstance(ev, Notice):
+        return ev.source_ip, ev.destination_ip
     flow = ev.flow
     if flow is None:
         return "", ""

@@ -167,4 +167,41 @@ _DNP3 = [
          DNP3_REF),
 ]  # fmt: skip
 
-CATALOG: dict[str, Rule] = {r.id: r for r in (*_MODBUS, *_S7, *_DNP3)}
+BASELINE_REF = "https://attack.mitre.org/matrices/ics/"
+
+_BASELINE = [
+    Rule("otsec-baseline-new-asset", "New asset", "An IP address the baseline never saw is "
+         "talking on the OT network.", "medium", ("T0846",), "baseline", "any", BASELINE_REF),
+    Rule("otsec-baseline-rogue-master", "Rogue master", "A host outside the baseline sends "
+         "commands (writes, controls, programming) to a controller.", "critical", ("T0848",),
+         "baseline", "any", BASELINE_REF),
+    Rule("otsec-baseline-new-mac", "IP address with a new MAC", "A known IP answers from a MAC "
+         "the baseline never saw for it: ARP spoofing or a swapped device.", "high",
+         ("T0830",), "baseline", "any", BASELINE_REF),
+    Rule("otsec-baseline-new-edge", "New communication path", "A client talks to a server with "
+         "a protocol the baseline never saw between them.", "medium", ("T0869",), "baseline",
+         "any", BASELINE_REF),
+    Rule("otsec-baseline-new-command", "New command on a known path", "A write, control or "
+         "programming function never learned on this edge.", "high", ("T0855",), "baseline",
+         "any", BASELINE_REF),
+    Rule("otsec-baseline-new-function", "New function on a known path", "A read or other "
+         "function never learned on this edge.", "medium", ("T0801",), "baseline", "any",
+         BASELINE_REF),
+    Rule("otsec-baseline-new-unit", "New unit or station address", "A Modbus unit id or DNP3 "
+         "address never learned on this edge.", "medium", ("T0861",), "baseline", "any",
+         BASELINE_REF),
+    Rule("otsec-baseline-new-range", "New register range", "Registers or memory outside the "
+         "ranges learned on this edge.", "medium", ("T0861",), "baseline", "any",
+         BASELINE_REF),
+    Rule("otsec-baseline-identity-change", "Device identity changed", "Vendor, model or "
+         "firmware reported by a device differs from the baseline.", "high", ("T0839",),
+         "baseline", "any", BASELINE_REF),
+    Rule("otsec-baseline-silent-edge", "Polling stopped", "A cyclic polling edge of the "
+         "baseline went silent while the network carried on.", "high", ("T0815",),
+         "baseline", "any", BASELINE_REF),
+    Rule("otsec-baseline-rate", "Request rate far above the baseline", "An edge carries far "
+         "more requests per minute than it did while learning.", "medium", ("T0814",),
+         "baseline", "any", BASELINE_REF),
+]  # fmt: skip
+
+CATALOG: dict[str, Rule] = {r.id: r for r in (*_MODBUS, *_S7, *_DNP3, *_BASELINE)}

@@ -39,6 +39,8 @@ class Edge:
     unit_ids: set[int] = field(default_factory=set)
     ranges: dict[tuple[int, str], list[list[int]]] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)  # function code -> name
+    requests: int = 0
+    cadence: dict[int, list[float]] = field(default_factory=dict)  # code -> [first, last, n]
     _last: tuple[int, str, int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -113,6 +115,14 @@ class Graph:
         edge.names.setdefault(use.code, use.name)
         if use.unit is not None:
             edge.unit_ids.add(use.unit)
+        if event.direction == "request":
+            edge.requests += 1
+            c = edge.cadence.get(use.code)
+            if c is None:
+                edge.cadence[use.code] = [event.ts, event.ts, 1]
+            else:
+                c[1] = event.ts
+                c[2] += 1
         if use.writes:
             edge.writes += 1
         for table, start, count in use.ranges:
@@ -150,6 +160,10 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
         m.writes += e.writes
         m.functions.update(e.functions)
         m.names.update(e.names)
+        m.requests += e.requests
+        for code, (first, last, n) in e.cadence.items():
+            c = m.cadence.setdefault(code, [first, last, 0])
+            c[0], c[1], c[2] = min(c[0], first), max(c[1], last), c[2] + n
         m.unit_ids |= e.unit_ids
         for (unit, table), spans in e.ranges.items():
             for start, end in spans:

@@ -15,6 +15,10 @@ MODBUS_TABLES = {
 }  # fmt: skip
 S7_AREAS = {0x81: "I", 0x82: "Q", 0x83: "M", 0x84: "DB", 0x85: "DI", 0x1C: "C", 0x1D: "T",
             0x80: "P"}  # fmt: skip
+MODBUS_COMMANDS = frozenset({8, modbus.UMAS, *modbus.PROGRAMMING_FUNCTIONS})
+S7_COMMANDS = frozenset({s7comm.WRITE_VAR, *s7comm.DOWNLOAD, *s7comm.UPLOAD, s7comm.PI_SERVICE,
+                         s7comm.PLC_STOP})
+S7_COMMAND_GROUPS = frozenset({1, 5, 7})  # programmer commands, security, time
 USERDATA_BASE = 0x1000  # S7 userdata functions are 0x1000 + group * 0x100 + sub-function
 
 
@@ -23,6 +27,7 @@ class Use:
     code: int
     name: str
     writes: bool = False
+    command: bool = False  # changes the device or process: writes, controls, programming
     unit: int | None = None  # Modbus unit id, DNP3 outstation address
     ranges: tuple[tuple[str, int, int], ...] = ()  # (table, start, count)
 
@@ -37,13 +42,14 @@ def describe(event: Event) -> Use | None:
         fc = event.function_code  # type: ignore[attr-defined]
         if fc is None:
             return None
-        return Use(fc, s7comm.PLUS_FUNCTIONS.get(fc, f"0x{fc:04x}"),
-                   writes=event.direction == "request" and fc in S7PLUS_WRITES)
+        writes = event.direction == "request" and fc in S7PLUS_WRITES
+        return Use(fc, s7comm.PLUS_FUNCTIONS.get(fc, f"0x{fc:04x}"), writes=writes,
+                   command=writes)
     if kind is Dnp3Pdu:
         fc = event.function_code  # type: ignore[attr-defined]
         outstation = event.destination_address if fc < 0x80 else event.source_address  # type: ignore[attr-defined]
         return Use(fc, dnp3.FUNCTION_NAMES.get(fc, f"function {fc}"), writes=fc in DNP3_WRITES,
-                   unit=outstation)
+                   command=1 < fc < 0x80 and fc != 23, unit=outstation)
     return None
 
 
@@ -51,6 +57,7 @@ def _modbus(pdu: ModbusPdu) -> Use:
     fc = pdu.function_code
     use = Use(fc, modbus.FUNCTION_NAMES.get(fc & 0x7F, f"function {fc & 0x7F}"),
               writes=pdu.from_client and fc in modbus.WRITE_FUNCTIONS, unit=pdu.unit_id)
+    use.command = pdu.from_client and (use.writes or fc in MODBUS_COMMANDS)
     table = MODBUS_TABLES.get(fc)
     if pdu.from_client and table and pdu.address is not None:
         spans = [(table, pdu.address, pdu.quantity or 1)]
@@ -64,12 +71,13 @@ def _s7(pdu: S7Pdu) -> Use | None:
     if pdu.rosctr == 7 and pdu.group is not None:
         code = USERDATA_BASE + pdu.group * 0x100 + (pdu.subfunction or 0)
         name = f"{s7comm.GROUP_NAMES.get(pdu.group, 'group ' + str(pdu.group))}/{pdu.subfunction}"
-        return Use(code, name)
+        return Use(code, name, command=pdu.userdata_type == 4 and pdu.group in S7_COMMAND_GROUPS)
     if pdu.function_code is None:
         return None
     fc = pdu.function_code
     use = Use(fc, s7comm.FUNCTION_NAMES.get(fc, f"0x{fc:02x}"),
-              writes=pdu.rosctr == 1 and fc == s7comm.WRITE_VAR)
+              writes=pdu.rosctr == 1 and fc == s7comm.WRITE_VAR,
+              command=pdu.rosctr == 1 and fc in S7_COMMANDS)
     if pdu.rosctr == 1 and pdu.items:
         use.ranges = tuple(
             (S7_AREAS.get(i.area, f"area{i.area}") + (str(i.db) if i.area == 0x84 else ""),

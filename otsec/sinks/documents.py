@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from otsec import __version__
-from otsec.detect.alerts import Alert
+from otsec.detect.alerts import Alert, Notice
 from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
 from otsec.detect.catalog import RISK
 from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
@@ -258,17 +258,26 @@ def alert_document(
     rule = alert.rule
     ev = alert.event
     flow = ev.flow
-    network, a, b, _ = flow_context(flow)
-    sender = flow.sender(ev.from_client)
-    if alert.swap:
-        sender = 1 - sender
-    src, dst = (a, b) if sender == 0 else (b, a)
+    if isinstance(ev, Notice):
+        src = {"ip": ev.source_ip}
+        dst: dict[str, Any] = {"ip": ev.destination_ip}
+        if ev.destination_port is not None:
+            dst["port"] = ev.destination_port
+        network: dict[str, Any] = {"transport": ev.transport} if ev.transport else {}
+    else:
+        network, a, b, _ = flow_context(flow)
+        sender = flow.sender(ev.from_client)
+        if alert.swap:
+            sender = 1 - sender
+        src, dst = (a, b) if sender == 0 else (b, a)
     level = rule.severity_level
     tactics = rule.tactics
     otsec: dict[str, Any] = {
         "alert": {"count": alert.count, "accepted": alert.accepted, "rejected": alert.rejected},
         "baseline": {"state": baseline_state},
     }
+    if alert.approve:
+        otsec["baseline"]["approve"] = alert.approve
     if type(ev) in PROTOCOL_FIELDS:
         otsec[ev.protocol] = PROTOCOL_FIELDS[type(ev)](ev)
         otsec["direction"] = ev.direction

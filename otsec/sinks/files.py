@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from otsec.atomic import write_json_atomic  # noqa: F401 - re-exported
 from otsec.events import Anomaly, Event
 from otsec.net.flows import Flow
 from otsec.sinks.documents import anomaly_document, pdu_line
@@ -73,21 +71,6 @@ class EventFiles:
     def close(self) -> None:
         self.events.close()
         self.anomalies.close()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write temp, fsync, rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_ndjson(path: Path, docs: list[dict[str, Any]]) -> None:

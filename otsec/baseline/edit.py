@@ -1,0 +1,115 @@
+"""Changing a baseline on purpose: approving an alert's finding, and comparing two files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from otsec.baseline.model import AssetEntry, Baseline, BaselineError, EdgeEntry, merge_spans
+
+
+def find_alert(alerts_file: Path, alert_id: str) -> dict[str, Any]:
+    try:
+        lines = alerts_file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise BaselineError(f"{alerts_file}: cannot read alerts ({exc.strerror})") from None
+    for line in lines:
+        if not line.strip():
+            continue
+        doc = json.loads(line)
+        if doc.get("event", {}).get("id") == alert_id:
+            return doc
+    raise BaselineError(f"no alert {alert_id} in {alerts_file}")
+
+
+def approve(base: Baseline, alert: dict[str, Any]) -> list[str]:
+    """Apply every addition an alert carries; return what changed, for the user."""
+    additions = alert.get("otsec", {}).get("baseline", {}).get("approve") or []
+    if not additions:
+        raise BaselineError(f"alert {alert['event']['id']} ({alert['rule']['id']}) carries "
+                            "nothing a baseline can learn")
+    return [_apply(base, a) for a in additions]
+
+
+def _edge(base: Baseline, item: dict[str, Any]) -> EdgeEntry:
+    key = item["edge"]
+    entry = base.edges.get(key)
+    if entry is None:  # "client -> server transport/port protocol"
+        client, _, server, tp, protocol = key.split(" ")
+        transport, port = tp.split("/")
+        entry = base.edges[key] = EdgeEntry(client, server, transport, int(port), protocol)
+    return entry
+
+
+def _apply(base: Baseline, item: dict[str, Any]) -> str:
+    kind = item.get("kind")
+    if kind == "asset":
+        base.assets.setdefault(item["ip"], AssetEntry())
+        return f"asset {item['ip']}"
+    if kind == "mac":
+        asset = base.assets.setdefault(item["ip"], AssetEntry())
+        asset.macs = sorted(set(asset.macs) | {item["mac"]})
+        return f"MAC {item['mac']} for {item['ip']}"
+    if kind == "identity":
+        asset = base.assets.setdefault(item["ip"], AssetEntry())
+        for name in ("manufacturer", "model", "firmware"):
+            if item.get(name):
+                setattr(asset, name, item[name])
+        return f"identity of {item['ip']}"
+    if kind == "edge":
+        _edge(base, item)
+        return f"edge {item['edge']}"
+    if kind == "function":
+        entry = _edge(base, item)
+        codes = set(entry.functions.get(item["direction"], [])) | {int(item["code"])}
+        entry.functions[item["direction"]] = sorted(codes)
+        return f"{item['direction']} function {item['code']} on {item['edge']}"
+    if kind == "unit":
+        entry = _edge(base, item)
+        entry.units = sorted(set(entry.units) | {int(item["unit"])})
+        return f"unit {item['unit']} on {item['edge']}"
+    if kind == "range":
+        entry = _edge(base, item)
+        table = f"{item['unit']}/{item['table']}"
+        start = int(item["start"])
+        entry.ranges[table] = merge_spans([*entry.ranges.get(table, []),
+                                           [start, start + int(item["count"]) - 1]])
+        return f"{table} {start}+{item['count']} on {item['edge']}"
+    if kind == "forget-cadence":
+        entry = _edge(base, item)
+        entry.period = None
+        return f"no polling cycle expected on {item['edge']}"
+    raise BaselineError(f"unknown baseline addition {kind!r}")
+
+
+def diff(old: Baseline, new: Baseline) -> list[str]:
+    """What ``new`` has that ``old`` has not, and the reverse, one line each."""
+    out: list[str] = []
+    for ip in sorted(set(new.assets) - set(old.assets)):
+        out.append(f"+ asset {ip}")
+    for ip in sorted(set(old.assets) - set(new.assets)):
+        out.append(f"- asset {ip}")
+    for ip in sorted(set(old.assets) & set(new.assets)):
+        a, b = old.assets[ip], new.assets[ip]
+        for name in ("macs", "manufacturer", "model", "firmware", "role"):
+            if getattr(a, name) != getattr(b, name):
+                out.append(f"~ asset {ip} {name}: {getattr(a, name)} -> {getattr(b, name)}")
+    for key in sorted(set(new.edges) - set(old.edges)):
+        out.append(f"+ edge {key}")
+    for key in sorted(set(old.edges) - set(new.edges)):
+        out.append(f"- edge {key}")
+    for key in sorted(set(old.edges) & set(new.edges)):
+        a, b = old.edges[key], new.edges[key]
+        for direction in sorted(set(a.functions) | set(b.functions)):
+            added = set(b.functions.get(direction, [])) - set(a.functions.get(direction, []))
+            removed = set(a.functions.get(direction, [])) - set(b.functions.get(direction, []))
+            if added:
+                out.append(f"+ {key} {direction} functions {sorted(added)}")
+            if removed:
+                out.append(f"- {key} {direction} functions {sorted(removed)}")
+        if set(a.units) != set(b.units):
+            out.append(f"~ {key} units {a.units} -> {b.units}")
+        if a.ranges != b.ranges:
+            out.append(f"~ {key} ranges {a.ranges} -> {b.ranges}")
+    return out

@@ -1,0 +1,249 @@
+"""Protecting: compare what flows now with the baseline and report deviations.
+
+Quiet while learning (before ``protect_from``); afterwards every deviation is a finding
+whose ``approve`` payload says exactly what `otsec baseline approve` would add.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from otsec.baseline.model import Baseline, edge_key
+from otsec.capture.linktypes import format_mac
+from otsec.detect.alerts import Finding, Notice
+from otsec.detect.catalog import CATALOG
+from otsec.events import Event
+from otsec.graph.functions import Use, describe
+from otsec.inventory.assets import Asset
+from otsec.net.flows import Flow
+
+SILENT_CYCLES = 10  # a learned cycle missed this many times in a row is silence
+SILENT_MIN = 30.0  # ... and never less than this many seconds
+RATE_WINDOW = 60.0
+RATE_FACTOR = 5.0  # "far above": this many times the learned rate
+RATE_MIN_REQUESTS = 50  # in one window, before a rate alert means anything
+
+
+def event_edge(event: Event) -> tuple[str, str, str, str, int]:
+    """(edge key, client ip, server ip, transport, server port) in the graph's terms."""
+    flow = event.flow
+    client = flow.client_side
+    ips = flow.ip_texts
+    port = flow.ports[1 - client]
+    return (edge_key(ips[client], ips[1 - client], flow.transport, port, event.protocol),
+            ips[client], ips[1 - client], flow.transport, port)
+
+
+class Deviations:
+    """Engine consumer producing baseline findings (fed to the detector's alert book)."""
+
+    def __init__(self, baseline: Baseline, add: Callable[[Finding], object],
+                 learn_for: float = 0.0, on_protect: Callable[[], None] | None = None) -> None:
+        self.baseline = baseline
+        self.add = add
+        self.learn_for = learn_for
+        self.on_protect = on_protect  # folds the learning window into the baseline
+        self.protect_from: float | None = None if learn_for else 0.0
+        self._protecting = not learn_for
+        self.reported: set[tuple[object, ...]] = set()
+        self.last_request: dict[str, float] = {}
+        self.windows: dict[str, deque[float]] = {}
+        self.now = 0.0
+        self.next_check = 0.0
+
+    def protecting(self, ts: float) -> bool:
+        if self._protecting:
+            return self.protect_from is not None and ts >= self.protect_from
+        if self.protect_from is None:
+            self.protect_from = ts + self.learn_for  # the window starts with the first PDU
+        if ts >= self.protect_from:
+            self._protecting = True
+            if self.on_protect is not None:
+                self.on_protect()
+            return True
+        return False
+
+    def _once(self, key: tuple[object, ...]) -> bool:
+        if key in self.reported:
+            return False
+        if len(self.reported) > 100_000:
+            self.reported.clear()
+        self.reported.add(key)
+        return True
+
+    # -- consumer interface ---------------------------------------------------------
+
+    def on_flow_start(self, flow: Flow) -> None:
+        pass
+
+    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
+        pass
+
+    def on_flow_end(self, flow: Flow) -> None:
+        pass
+
+    def on_event(self, event: Event) -> None:
+        ts = event.ts
+        if ts > self.now:
+            self.now = ts
+            if ts >= self.next_check:
+                self.next_check = ts + 5.0
+                self.check_silence(ts)
+        use = describe(event)
+        if use is None:
+            return
+        key, client, server, transport, port = event_edge(event)
+        request = event.direction == "request"
+        if request:
+            self.last_request[key] = ts
+        if not self.protecting(ts):
+            return
+        base = self.baseline
+        flow = event.flow
+        sender_ip = flow.ip_texts[flow.sender(event.from_client)]
+        for ip in (client, server):
+            if ip not in base.assets and self._once(("asset", ip)):
+                self.add(Finding(CATALOG["otsec-baseline-new-asset"], event,
+                                 f"(new to the baseline) exchanged {event.protocol} with",
+                                 key=(ip,), answerable=False, swap=ip != sender_ip,
+                                 approve={"kind": "asset", "ip": ip}))
+        self._macs(event)
+        entry = base.edge(key)
+        if entry is None:
+            if request and use.command and client not in base.assets and self._once(
+                    ("rogue", client, server)):
+                self.add(Finding(CATALOG["otsec-baseline-rogue-master"], event,
+                                 f"(not in the baseline) sent {use.name} "
+                                 f"({event.protocol} {use.code}) to",
+                                 approve=_function(key, event, use)))
+            if self._once(("edge", key)):
+                self.add(Finding(CATALOG["otsec-baseline-new-edge"], event,
+                                 f"opened a new {event.protocol} conversation "
+                                 f"({transport}/{port}) with", answerable=False,
+                                 approve={"kind": "edge", "edge": key, "client": client,
+                                          "server": server, "transport": transport,
+                                          "port": port, "protocol": event.protocol}))
+            return
+        direction = event.direction
+        known = use.code in entry.functions.get(direction, ())
+        if not known and self._once(("fn", key, direction, use.code)):
+            rule = "otsec-baseline-new-command" if use.command else "otsec-baseline-new-function"
+            self.add(Finding(CATALOG[rule], event,
+                             f"used {use.name} ({event.protocol} function {use.code}), "
+                             "never learned on this path, with",
+                             key=(use.code, direction), answerable=request,
+                             approve=_function(key, event, use)))
+        new_unit = use.unit is not None and entry.units and use.unit not in entry.units
+        if request and new_unit and self._once(("unit", key, use.unit)):
+            self.add(Finding(CATALOG["otsec-baseline-new-unit"], event,
+                             f"addressed unit/station {use.unit}, never learned here, on",
+                             key=(use.unit,), answerable=request,
+                             approve={"kind": "unit", "edge": key, "unit": use.unit}))
+        for table, start, count in use.ranges:
+            unit = use.unit or 0
+            if not base.covers(key, unit, table, start, count) and self._once(
+                    ("range", key, unit, table, start, count)):
+                self.add(Finding(CATALOG["otsec-baseline-new-range"], event,
+                                 "touched {details} outside the learned ranges on",
+                                 key=(unit, table), detail=f"{table} {start}-{start + count - 1}",
+                                 approve={"kind": "range", "edge": key, "unit": unit,
+                                          "table": table, "start": start, "count": count}))
+        if request and entry.rate > 0:
+            self._rate(event, key, entry.rate)
+
+    def _macs(self, event: Event) -> None:
+        flow = event.flow
+        for side in (0, 1):
+            mac = flow.macs[side]
+            if not mac:
+                continue
+            ip = flow.ip_texts[side]
+            known = self.baseline.assets.get(ip)
+            text = format_mac(mac)
+            if known and known.macs and text not in known.macs and self._once(
+                    ("mac", ip, text)):
+                self.add(Finding(CATALOG["otsec-baseline-new-mac"], event,
+                                 f"answered as {ip} from MAC {text} (baseline: "
+                                 f"{', '.join(known.macs)}); peer", key=(ip, text),
+                                 answerable=False, swap=flow.sender(event.from_client) != side,
+                                 approve={"kind": "mac", "ip": ip, "mac": text}))
+
+    def _rate(self, event: Event, key: str, learned: float) -> None:
+        q = self.windows.get(key)
+        if q is None:
+            q = self.windows[key] = deque()
+        q.append(event.ts)
+        while q and event.ts - q[0] > RATE_WINDOW:
+            q.popleft()
+        rate = len(q) / RATE_WINDOW
+        if len(q) >= RATE_MIN_REQUESTS and rate > RATE_FACTOR * learned:
+            self.add(Finding(CATALOG["otsec-baseline-rate"], event,
+                             f"sent {len(q)} requests in 60 s (learned {learned * 60:.0f}"
+                             "/min) to", answerable=False))
+
+    # -- time-driven checks ---------------------------------------------------------
+
+    def check_silence(self, now: float) -> None:
+        """Learned cyclic edges whose polling stopped while the capture goes on."""
+        if not self.protecting(now):
+            return
+        for key, entry in self.baseline.edges.items():
+            if not entry.period:
+                continue
+            limit = max(SILENT_CYCLES * entry.period, SILENT_MIN)
+            last = self.last_request.get(key, self.protect_from or now)
+            if now - last > limit and self._once(("silent", key, round(last, 3))):
+                self.add(_silent_finding(entry.client, entry.server, key, entry.period, last,
+                                         now))
+
+    def identity_changes(self, observed: dict[str, dict[str, str | None]], at: float) -> None:
+        """Compare the identities the audit found with the baseline's (at the end)."""
+        for ip, found in observed.items():
+            known = self.baseline.assets.get(ip)
+            if known is None:
+                continue
+            changed = {k: (getattr(known, k), v) for k, v in found.items()
+                       if v and getattr(known, k) and getattr(known, k) != v}
+            if changed and self._once(("identity", ip, tuple(sorted(changed)))):
+                what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+                notice = Notice(from_client=True, ts=at, protocol_name="any", source_ip=ip,
+                                destination_ip=ip)
+                self.add(Finding(CATALOG["otsec-baseline-identity-change"], notice,
+                                 f"reports a new identity ({what}):",
+                                 key=(ip,), answerable=False,
+                                 approve={"kind": "identity", "ip": ip,
+                                          **{k: v for k, (_o, v) in changed.items()}}))
+
+
+    def finish(self, last_ts: float, assets: list[Asset]) -> None:
+        """End of the run: a last silence check and the identities the run found."""
+        self.check_silence(last_ts)
+        if not self.protecting(last_ts):
+            return
+        observed: dict[str, dict[str, str | None]] = {}
+        for a in assets:
+            ident = a.identity
+            if ident.source in (None, "mac-oui"):
+                continue
+            for ip in a.ips:
+                observed[ip] = {"manufacturer": ident.manufacturer,
+                                "model": ident.model_identifier or ident.model_name,
+                                "firmware": ident.firmware_version}
+        self.identity_changes(observed, last_ts)
+
+
+def _function(key: str, event: Event, use: Use) -> dict[str, object]:
+    return {"kind": "function", "edge": key, "direction": event.direction, "code": use.code}
+
+
+def _silent_finding(client: str, server: str, key: str, period: float, last: float,
+                    now: float) -> Finding:
+    transport, port = key.split(" ")[-2].split("/")
+    notice = Notice(from_client=True, ts=now, protocol_name=key.rsplit(" ", 1)[-1],
+                    source_ip=client, destination_ip=server, destination_port=int(port),
+                    transport=transport)
+    return Finding(CATALOG["otsec-baseline-silent-edge"], notice,
+                   f"stopped polling (learned every {period:.1f} s, silent "
+                   f"{now - last:.0f} s)", answerable=False,
+                   approve={"kind": "forget-cadence", "edge": key})

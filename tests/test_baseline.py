@@ -1,0 +1,162 @@
+"""Learn, then protect: baselines from the samples, deviations, approval, merging."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from otsec.audit import run_audit, run_learn
+from otsec.baseline.model import Baseline, BaselineError
+from otsec.cli import main
+from tests import pcapgen as g
+from tests.helpers import Conversation, holding_reply, read_holding
+
+ROOT = Path(__file__).resolve().parents[1]
+PCAPS = ROOT / "pcaps"
+ATTACKS = {  # every attack step of the intrusion samples, as rules
+    "modbus": {"otsec-baseline-new-asset", "otsec-baseline-new-edge",
+               "otsec-baseline-rogue-master", "otsec-modbus-write", "otsec-modbus-listen-only",
+               "otsec-modbus-restart-comms", "otsec-modbus-device-id",
+               "otsec-modbus-function-scan"},
+    "s7": {"otsec-baseline-new-asset", "otsec-baseline-rogue-master", "otsec-s7-write",
+           "otsec-s7-szl-read", "otsec-s7-upload", "otsec-s7-plc-stop", "otsec-s7-pi-service"},
+    "dnp3": {"otsec-baseline-new-asset", "otsec-baseline-rogue-master", "otsec-dnp3-control",
+             "otsec-dnp3-freeze", "otsec-dnp3-restart"},
+}
+
+
+def alerts_of(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "alerts.ndjson").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("protocol", sorted(ATTACKS))
+def test_learn_normal_then_every_attack_step_alerts(protocol: str, tmp_path: Path) -> None:
+    base = run_learn([PCAPS / f"{protocol}-normal.pcap"])
+    assert base.edges and base.assets
+    quiet = run_audit([PCAPS / f"{protocol}-normal.pcap"], tmp_path / "n", baseline=base)
+    assert quiet.alerts == []  # a normal capture against its own baseline: silence
+    loud = run_audit([PCAPS / f"{protocol}-intrusion.pcap"], tmp_path / "i", baseline=base)
+    rules = {a["rule"]["id"] for a in loud.alerts}
+    assert ATTACKS[protocol] <= rules, rules
+    assert all(a["otsec"]["baseline"]["state"] == "protecting" for a in loud.alerts)
+    normal_hosts = {"10.77.0.10", "10.77.0.20"}
+    for a in loud.alerts:  # nothing blames the normal conversation
+        if a["rule"]["id"] != "otsec-baseline-silent-edge":
+            assert "10.77.0.66" in a["related"]["ip"] or not normal_hosts >= set(
+                a["related"]["ip"]), a["message"]
+
+
+def test_approving_a_finding_silences_it(tmp_path: Path) -> None:
+    bfile = tmp_path / "b.json"
+    assert main(["learn", str(PCAPS / "modbus-normal.pcap"), "--baseline", str(bfile)]) == 0
+    out = tmp_path / "o"
+    main(["audit", str(PCAPS / "modbus-intrusion.pcap"), "--baseline", str(bfile), "--out",
+          str(out), "--format", "json"])
+    edge = next(a for a in alerts_of(out) if a["rule"]["id"] == "otsec-baseline-new-edge")
+    write = next(a for a in alerts_of(out) if a["rule"]["id"] == "otsec-modbus-write")
+    for alert in (edge, write):
+        assert main(["baseline", "approve", alert["event"]["id"], "--baseline", str(bfile),
+                     "--alerts", str(out / "alerts.ndjson")]) == 0
+    main(["audit", str(PCAPS / "modbus-intrusion.pcap"), "--baseline", str(bfile), "--out",
+          str(out), "--format", "json"])
+    after = alerts_of(out)
+    rules = {a["rule"]["id"] for a in after}
+    assert "otsec-baseline-new-edge" not in rules
+    approved = write["otsec"]["modbus"]["function_code"]
+    assert not [a for a in after if a["rule"]["id"] == "otsec-modbus-write"
+                and a["otsec"]["modbus"]["function_code"] == approved]
+    assert "otsec-modbus-listen-only" in rules  # the rest still alerts
+    assert main(["baseline", "approve", "nope", "--baseline", str(bfile), "--alerts",
+                 str(out / "alerts.ndjson")]) == 2
+
+
+def test_baseline_file_is_sorted_versioned_and_merges(tmp_path: Path) -> None:
+    bfile = tmp_path / "b.json"
+    main(["learn", str(PCAPS / "modbus-normal.pcap"), "--baseline", str(bfile)])
+    first = bfile.read_text()
+    data = json.loads(first)
+    assert data["version"] == 1 and list(data["edges"]) == sorted(data["edges"])
+    main(["learn", str(PCAPS / "s7-normal.pcap"), "--baseline", str(bfile)])
+    merged = Baseline.load(bfile)
+    assert len(merged.sources) == 2
+    assert {e.protocol for e in merged.edges.values()} == {"modbus", "s7comm"}
+    old = tmp_path / "old.json"
+    old.write_text(first)
+    assert main(["baseline", "diff", str(old), str(bfile)]) == 1
+    assert main(["baseline", "diff", str(bfile), str(bfile)]) == 0
+    assert main(["baseline", "show", str(bfile)]) == 0
+    (tmp_path / "bad.json").write_text('{"version": 99}')
+    with pytest.raises(BaselineError):
+        Baseline.load(tmp_path / "bad.json")
+
+
+def test_learning_window_then_protecting(tmp_path: Path) -> None:
+    result = run_audit([PCAPS / "s7-intrusion.pcap"], tmp_path, learn_for=5.0)
+    rules = {a["rule"]["id"] for a in result.alerts}
+    assert {"otsec-baseline-new-edge", "otsec-baseline-rogue-master"} <= rules
+    saved = Baseline.load(tmp_path / "baseline.json")
+    assert any(e.client == "10.77.0.20" for e in saved.edges.values())  # learned in the window
+
+
+def _capture(tmp_path: Path, name: str, frames: list[tuple[float, bytes]]) -> Path:
+    path = tmp_path / name
+    path.write_bytes(g.pcap(frames))
+    return path
+
+
+def _polling(start: float, seconds: int, period: float = 1.0,
+             client_mac: bytes = b"\x00\x0c\x29\x00\x00\x14") -> list[tuple[float, bytes]]:
+    c = Conversation()
+    frames: list[tuple[float, bytes]] = []
+    t = start
+    for f in c.frames:
+        frames.append((t, f))
+    for tid in range(int(seconds / period)):
+        t = start + 1 + tid * period
+        frames.append((t, c.send(True, read_holding(tid, addr=0, count=4))))
+        frames.append((t + 0.01, c.send(False, holding_reply(tid, 4))))
+    return frames
+
+
+def test_deviations_on_a_known_edge(tmp_path: Path) -> None:
+    normal = _capture(tmp_path, "normal.pcap", _polling(1000, 30))
+    base = run_learn([normal])
+    (edge,) = base.edges.values()
+    assert edge.functions["request"] == [3] and edge.period == pytest.approx(1.0, abs=0.01)
+    c = Conversation()
+    frames = [(2000.0, f) for f in c.frames]
+    frames.append((2001.0, c.send(True, read_holding(1, addr=0, count=4))))
+    frames.append((2001.1, c.send(True, read_holding(2, addr=500, count=2))))  # new range
+    frames.append((2001.2, c.send(True, g.mbap(3, 7, bytes([3]) + struct.pack("!HH", 0, 1)))))
+    frames.append((2001.3, c.send(True, g.mbap(4, 1, bytes([6]) + struct.pack("!HH", 9, 1)))))
+    frames.append((2001.4, c.send(True, g.mbap(5, 1, bytes([4]) + struct.pack("!HH", 0, 1)))))
+    # the poller then stops while something else on the network carries on
+    other = Conversation(client="10.0.0.20", server="10.0.0.11", cport=41000)
+    frames += [(2002.0, f) for f in other.frames]
+    frames += [(2100.0 + i, other.send(True, read_holding(i))) for i in range(3)]
+    result = run_audit([_capture(tmp_path, "now.pcap", frames)], tmp_path / "o", baseline=base)
+    rules = {a["rule"]["id"] for a in result.alerts}
+    assert {"otsec-baseline-new-range", "otsec-baseline-new-unit",
+            "otsec-baseline-new-command", "otsec-baseline-new-function",
+            "otsec-baseline-silent-edge", "otsec-baseline-new-edge"} <= rules
+    command = next(a for a in result.alerts if a["rule"]["id"] == "otsec-baseline-new-command")
+    assert command["threat"]["technique"]["id"] == ["T0855"]
+
+
+def test_ip_answering_from_a_new_mac(tmp_path: Path) -> None:
+    base = run_learn([_capture(tmp_path, "normal.pcap", _polling(1000, 10))])
+    c = Conversation()
+    spoofed = []
+    for f in c.frames:
+        spoofed.append(f)
+    req = c.send(True, read_holding(1))
+    reply = c.send(False, holding_reply(1))
+    reply = b"\x00\x0c\x29\x00\x00\x14" + b"\x02\x66\x66\x66\x66\x66" + reply[12:]
+    frames = [(1100.0, f) for f in spoofed] + [(1101.0, req), (1101.1, reply)]
+    result = run_audit([_capture(tmp_path, "mitm.pcap", frames)], tmp_path / "o",
+                       baseline=base)
+    (mac,) = [a for a in result.alerts if a["rule"]["id"] == "otsec-baseline-new-mac"]
+    assert "02-66-66-66-66-66" in mac["message"] and mac["threat"]["technique"]["id"] == ["T0830"]
