@@ -17,6 +17,7 @@ from otsec.capture.files import CaptureError, CaptureReader
 from otsec.detect import Alert, Detector
 from otsec.detect.catalog import SEVERITIES
 from otsec.detect.deviations import Deviations
+from otsec.detect.ruleset import RuleSet
 from otsec.engine import Engine
 from otsec.graph.edges import Edge, Graph, merged_edges
 from otsec.inventory.assets import Asset, Inventory
@@ -99,6 +100,7 @@ def run_audit(
     write_events: bool = True,
     baseline: Baseline | None = None,
     learn_for: float | None = None,
+    ruleset: RuleSet | None = None,
 ) -> AuditResult:
     """Audit captures. With a baseline (or a learning window) deviations are reported once
     protecting starts; the baseline as it stands after learning goes to baseline.json."""
@@ -107,7 +109,7 @@ def run_audit(
     files = EventFiles(out_dir, pdus=write_events)
     inventory = Inventory()
     graph = Graph()
-    detector = Detector()
+    detector = Detector(ruleset)
     consumers: list[Any] = [files, inventory, graph, detector]
     deviations = None
     if baseline is not None or learn_for is not None:
@@ -117,7 +119,7 @@ def run_audit(
             assets, _ = inventory.assets()
             base.merge(learn(assets, list(graph.edges.values()), [str(p) for p in paths]))
 
-        deviations = Deviations(base, detector.book.add, learn_for=learn_for or 0.0,
+        deviations = Deviations(base, detector.add, detector.catalog, learn_for=learn_for or 0.0,
                                 on_protect=learned_so_far if learn_for else None)
         detector.protect_with(base, deviations)
         consumers.append(deviations)
@@ -148,6 +150,7 @@ def run_audit(
     write_json_atomic(out_dir / "edges.json", [edge_document(e, ip_of) for e in edges])
     summary = build_summary(engine, [str(p) for p in paths], elapsed, alerts, assets, edges,
                             warnings, files.events.count)
+    summary["suppressed"] = detector.suppressed
     summary["baseline"] = {
         "mode": "protecting" if deviations else "learning",
         "learn_for": learn_for,

@@ -15,6 +15,7 @@ from otsec import __version__
 from otsec.baseline.model import BaselineError
 from otsec.capture.files import CaptureError
 from otsec.detect.catalog import SEVERITIES
+from otsec.detect.ruleset import RuleError
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -52,14 +53,19 @@ def cli(debug: bool, verbose: bool) -> None:
               help="Protect with this baseline: report deviations from it.")
 @click.option("--learn-for", type=str, default=None, metavar="DURATION",
               help="Learn the first DURATION of traffic (30s, 10m, 2h, 1d), then protect.")
+@click.option("--rules", "rule_paths", multiple=True, type=click.Path(),
+              help="Extra rules/policy file or directory (repeatable); same ids override.")
 def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
-          max_flows: int, events: bool, baseline_file: str | None, learn_for: str | None) -> int:
+          max_flows: int, events: bool, baseline_file: str | None, learn_for: str | None,
+          rule_paths: tuple[str, ...]) -> int:
     """Audit capture files (pcap, pcapng, gzip of either) offline."""
     from otsec.audit import open_captures, run_audit
+    from otsec.detect.ruleset import load
     from otsec.sinks.console import print_summary
 
     window = parse_duration(learn_for) if learn_for is not None else None
     baseline = load_baseline(baseline_file) if baseline_file else None
+    ruleset = load([Path(p) for p in rule_paths])
     for p in pcaps:  # fail fast, before any output directory is made
         open_captures([p])[0].close()
     err = Console(stderr=True)
@@ -70,7 +76,7 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
         result = run_audit(list(pcaps), Path(out_dir),
                            progress=lambda done: bar.update(task, completed=done),
                            max_flows=max_flows, write_events=events, baseline=baseline,
-                           learn_for=window)
+                           learn_for=window, ruleset=ruleset)
     if fmt == "json":
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True))
     else:
@@ -101,6 +107,74 @@ def learn(pcaps: tuple[str, ...], baseline_file: str) -> int:
     learned.save(path)
     click.echo(f"baseline {path}: {len(learned.assets)} assets, {len(learned.edges)} edges "
                f"from {len(learned.sources)} capture(s)")
+    return 0
+
+
+@cli.group()
+def rules() -> None:
+    """The rule catalogue: built-in rules/*.yaml plus your own."""
+
+
+@rules.command("list")
+@click.option("--rules", "rule_paths", multiple=True, type=click.Path())
+def rules_list(rule_paths: tuple[str, ...]) -> int:
+    """One line per rule: id, severity, protocol, ATT&CK techniques, name."""
+    from rich.table import Table
+
+    from otsec.detect.ruleset import load
+
+    rs = load([Path(p) for p in rule_paths])
+    table = Table(title=f"{len(rs.rules)} rules")
+    for col in ("id", "severity", "protocol", "techniques", "name"):
+        table.add_column(col)
+    for rid, c in sorted(rs.rules.items()):
+        table.add_row(rid, c.rule.severity, c.rule.protocol, ", ".join(c.rule.techniques),
+                      c.rule.name)
+    Console(width=160).print(table)
+    return 0
+
+
+@rules.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path())
+def rules_validate(paths: tuple[str, ...]) -> int:
+    """Check rules files (the built-in ones and PATHS); errors name file and line."""
+    from otsec.detect.ruleset import load
+
+    rs = load([Path(p) for p in paths])
+    click.echo(f"{len(rs.rules)} rules, {len(rs.suppress)} suppressions, "
+               f"{len(rs.maintenance)} maintenance windows in {len(rs.files)} files: valid")
+    return 0
+
+
+@rules.command("explain")
+@click.argument("rule_id")
+@click.option("--rules", "rule_paths", multiple=True, type=click.Path())
+def rules_explain(rule_id: str, rule_paths: tuple[str, ...]) -> int:
+    """Everything about one rule: meaning, ATT&CK mapping, what it matches, where it lives."""
+    from otsec.detect.attack import TACTICS, TECHNIQUES, technique_url
+    from otsec.detect.ruleset import load
+
+    rs = load([Path(p) for p in rule_paths])
+    c = rs.rules.get(rule_id)
+    if c is None:
+        raise UserError(f"no rule {rule_id!r} (see 'otsec rules list')")
+    r = c.rule
+    lines = [f"{r.id}: {r.name}", f"  {r.description}",
+             f"  severity {r.severity}, category {r.category}, protocol {r.protocol}",
+             "  techniques: " + "; ".join(f"{t} {TECHNIQUES[t][0]} ({technique_url(t)})"
+                                          for t in r.techniques),
+             "  tactics: " + "; ".join(f"{t} {TACTICS[t]}" for t in r.tactics),
+             f"  reference: {r.reference}", f"  defined at {c.source}"]
+    if c.kind == "baseline":
+        lines.append("  raised by the baseline when protecting (quiet while learning)")
+    for cond in c.conditions:
+        value = sorted(cond.value) if isinstance(cond.value, frozenset) else cond.value
+        lines.append(f"  match {cond.field} {cond.op} {value}")
+    if c.threshold:
+        t = c.threshold
+        what = f"distinct {t.distinct}" if t.distinct else "matches"
+        lines.append(f"  fires from {t.count} {what} per {t.by} within {t.window:g} s")
+    click.echo("\n".join(lines))
     return 0
 
 
@@ -199,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(exc.format_message().split())
         click.echo(f"otsec: error: {message}", err=True)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
-    except (CaptureError, UserError, BaselineError) as exc:
+    except (CaptureError, UserError, BaselineError, RuleError) as exc:
         click.echo(f"otsec: error: {exc}", err=True)
         return EXIT_USAGE
     except Exception as exc:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from otsec.baseline.model import Baseline
-from otsec.detect import dnp3, modbus, s7comm
 from otsec.detect.alerts import Alert, AlertBook, Finding
 from otsec.detect.deviations import Deviations, event_edge
-from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
+from otsec.detect.fields import resolve
+from otsec.detect.matcher import Matcher
+from otsec.detect.ruleset import RuleSet, load
+from otsec.events import Event
 from otsec.graph.functions import describe
 from otsec.net.flows import Flow
 
@@ -16,57 +16,60 @@ from otsec.net.flows import Flow
 CONTEXTUAL = frozenset({"write", "diagnostics", "recon", "programming", "operating-mode",
                         "control", "security", "alarm"})
 
-REASONS: dict[type, Callable[[Event], str]] = {
-    ModbusPdu: lambda e: modbus.exception_text(e.exception_code),  # type: ignore[attr-defined]
-    S7Pdu: s7comm.reason,  # type: ignore[dict-item]
-    Dnp3Pdu: dnp3.reason,  # type: ignore[dict-item]
-}
-
 
 class Detector:
-    """Engine consumer: runs the protocol detectors and keeps the alert book."""
+    """Engine consumer: matches the ruleset, applies site policy, keeps the alert book."""
 
-    def __init__(self, window: float = 3600.0) -> None:
+    def __init__(self, ruleset: RuleSet | None = None, window: float = 3600.0) -> None:
+        self.ruleset = ruleset if ruleset is not None else load()
+        self.catalog = self.ruleset.catalog
+        self.matcher = Matcher(self.ruleset)
         self.book = AlertBook(window=window)
-        self.modbus = modbus.ModbusDetector()
-        self.s7 = s7comm.S7Detector()
-        self.dnp3 = dnp3.Dnp3Detector()
-        self._pdu: dict[type, Callable[[Event], list[Finding]]] = {
-            ModbusPdu: self.modbus.pdu,  # type: ignore[dict-item]
-            S7Pdu: self.s7.pdu,  # type: ignore[dict-item]
-            S7PlusPdu: self.s7.plus,  # type: ignore[dict-item]
-            Dnp3Pdu: self.dnp3.pdu,  # type: ignore[dict-item]
-        }
-        self._anomaly = {"modbus": self.modbus.anomaly, "s7comm": self.s7.anomaly,
-                         "dnp3": self.dnp3.anomaly}
         self.baseline: Baseline | None = None
         self.deviations: Deviations | None = None
-        self.suppressed = 0
+        self.suppressed = {"baseline": 0, "suppress": 0, "maintenance": 0}
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return self.book.alerts
 
     def protect_with(self, baseline: Baseline, deviations: Deviations) -> None:
         """Findings about functions the baseline learned on that path stop alerting."""
         self.baseline = baseline
         self.deviations = deviations
 
-    @property
-    def alerts(self) -> list[Alert]:
-        return self.book.alerts
-
     def on_event(self, event: Event) -> None:
-        kind = type(event)
-        if kind is Anomaly:
-            check = self._anomaly.get(event.protocol_name)  # type: ignore[attr-defined]
-            findings = check(event) if check else []  # type: ignore[arg-type]
-        else:
-            req = getattr(event, "request", None)
-            if req is not None and req.accepted is not None:
-                self.book.settle(req, req.accepted, REASONS[kind](event))
-            handler = self._pdu.get(kind)
-            findings = handler(event) if handler else []
-            if findings:
-                findings = self._in_context(event, findings)
-        for finding in findings:
-            self.book.add(finding)
+        req = getattr(event, "request", None)
+        if req is not None and req.accepted is not None:
+            self.book.settle(req, req.accepted, resolve(event, "reason"))
+        findings = self.matcher.evaluate(event)
+        if findings:
+            for finding in self._in_context(event, findings):
+                self.add(finding)
+
+    def add(self, finding: Finding) -> None:
+        """Every finding (rules and baseline deviations) passes site policy here."""
+        if self._policy_drops(finding):
+            return
+        self.book.add(finding)
+
+    def _policy_drops(self, finding: Finding) -> bool:
+        rs = self.ruleset
+        if not rs.suppress and not rs.maintenance:
+            return False
+        ev = finding.event
+        ips = set(_ips(ev))
+        for s in rs.suppress:
+            if ((s.rule is None or s.rule == finding.rule.id)
+                    and (s.source_ip is None or s.source_ip in ips)
+                    and (s.destination_ip is None or s.destination_ip in ips)):
+                self.suppressed["suppress"] += 1
+                return True
+        for m in rs.maintenance:
+            if m.start <= ev.ts <= m.end and (not m.hosts or m.hosts & ips):
+                self.suppressed["maintenance"] += 1
+                return True
+        return False
 
     def _in_context(self, event: Event, findings: list[Finding]) -> list[Finding]:
         """Attach what approving would learn; drop what the baseline already learned."""
@@ -83,7 +86,7 @@ class Detector:
         for f in findings:
             if f.rule.category in CONTEXTUAL and not f.swap:
                 if learned:
-                    self.suppressed += 1
+                    self.suppressed["baseline"] += 1
                     continue
                 if f.approve is None:
                     f.approve = payload
@@ -95,6 +98,13 @@ class Detector:
 
     def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
         pass
+
+
+def _ips(ev: Event) -> tuple[str, ...]:
+    if ev.flow is not None:
+        return ev.flow.ip_texts
+    return tuple(x for x in (getattr(ev, "source_ip", None), getattr(ev, "destination_ip", None))
+                 if x)
 
 
 __all__ = ["Alert", "Detector", "Finding"]

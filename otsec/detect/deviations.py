@@ -12,7 +12,7 @@ from collections.abc import Callable
 from otsec.baseline.model import Baseline, edge_key
 from otsec.capture.linktypes import format_mac
 from otsec.detect.alerts import Finding, Notice
-from otsec.detect.catalog import CATALOG
+from otsec.detect.catalog import Rule
 from otsec.events import Event
 from otsec.graph.functions import Use, describe
 from otsec.inventory.assets import Asset
@@ -39,7 +39,9 @@ class Deviations:
     """Engine consumer producing baseline findings (fed to the detector's alert book)."""
 
     def __init__(self, baseline: Baseline, add: Callable[[Finding], object],
-                 learn_for: float = 0.0, on_protect: Callable[[], None] | None = None) -> None:
+                 catalog: dict[str, Rule], learn_for: float = 0.0,
+                 on_protect: Callable[[], None] | None = None) -> None:
+        self.catalog = catalog
         self.baseline = baseline
         self.add = add
         self.learn_for = learn_for
@@ -104,7 +106,7 @@ class Deviations:
         sender_ip = flow.ip_texts[flow.sender(event.from_client)]
         for ip in (client, server):
             if ip not in base.assets and self._once(("asset", ip)):
-                self.add(Finding(CATALOG["otsec-baseline-new-asset"], event,
+                self.add(Finding(self.catalog["otsec-baseline-new-asset"], event,
                                  f"(new to the baseline) exchanged {event.protocol} with",
                                  key=(ip,), answerable=False, swap=ip != sender_ip,
                                  approve={"kind": "asset", "ip": ip}))
@@ -113,12 +115,12 @@ class Deviations:
         if entry is None:
             if request and use.command and client not in base.assets and self._once(
                     ("rogue", client, server)):
-                self.add(Finding(CATALOG["otsec-baseline-rogue-master"], event,
+                self.add(Finding(self.catalog["otsec-baseline-rogue-master"], event,
                                  f"(not in the baseline) sent {use.name} "
                                  f"({event.protocol} {use.code}) to",
                                  approve=_function(key, event, use)))
             if self._once(("edge", key)):
-                self.add(Finding(CATALOG["otsec-baseline-new-edge"], event,
+                self.add(Finding(self.catalog["otsec-baseline-new-edge"], event,
                                  f"opened a new {event.protocol} conversation "
                                  f"({transport}/{port}) with", answerable=False,
                                  approve={"kind": "edge", "edge": key, "client": client,
@@ -129,14 +131,14 @@ class Deviations:
         known = use.code in entry.functions.get(direction, ())
         if not known and self._once(("fn", key, direction, use.code)):
             rule = "otsec-baseline-new-command" if use.command else "otsec-baseline-new-function"
-            self.add(Finding(CATALOG[rule], event,
+            self.add(Finding(self.catalog[rule], event,
                              f"used {use.name} ({event.protocol} function {use.code}), "
                              "never learned on this path, with",
                              key=(use.code, direction), answerable=request,
                              approve=_function(key, event, use)))
         new_unit = use.unit is not None and entry.units and use.unit not in entry.units
         if request and new_unit and self._once(("unit", key, use.unit)):
-            self.add(Finding(CATALOG["otsec-baseline-new-unit"], event,
+            self.add(Finding(self.catalog["otsec-baseline-new-unit"], event,
                              f"addressed unit/station {use.unit}, never learned here, on",
                              key=(use.unit,), answerable=request,
                              approve={"kind": "unit", "edge": key, "unit": use.unit}))
@@ -144,7 +146,7 @@ class Deviations:
             unit = use.unit or 0
             if not base.covers(key, unit, table, start, count) and self._once(
                     ("range", key, unit, table, start, count)):
-                self.add(Finding(CATALOG["otsec-baseline-new-range"], event,
+                self.add(Finding(self.catalog["otsec-baseline-new-range"], event,
                                  "touched {details} outside the learned ranges on",
                                  key=(unit, table), detail=f"{table} {start}-{start + count - 1}",
                                  approve={"kind": "range", "edge": key, "unit": unit,
@@ -163,7 +165,7 @@ class Deviations:
             text = format_mac(mac)
             if known and known.macs and text not in known.macs and self._once(
                     ("mac", ip, text)):
-                self.add(Finding(CATALOG["otsec-baseline-new-mac"], event,
+                self.add(Finding(self.catalog["otsec-baseline-new-mac"], event,
                                  f"answered as {ip} from MAC {text} (baseline: "
                                  f"{', '.join(known.macs)}); peer", key=(ip, text),
                                  answerable=False, swap=flow.sender(event.from_client) != side,
@@ -178,7 +180,7 @@ class Deviations:
             q.popleft()
         rate = len(q) / RATE_WINDOW
         if len(q) >= RATE_MIN_REQUESTS and rate > RATE_FACTOR * learned:
-            self.add(Finding(CATALOG["otsec-baseline-rate"], event,
+            self.add(Finding(self.catalog["otsec-baseline-rate"], event,
                              f"sent {len(q)} requests in 60 s (learned {learned * 60:.0f}"
                              "/min) to", answerable=False))
 
@@ -194,7 +196,8 @@ class Deviations:
             limit = max(SILENT_CYCLES * entry.period, SILENT_MIN)
             last = self.last_request.get(key, self.protect_from or now)
             if now - last > limit and self._once(("silent", key, round(last, 3))):
-                self.add(_silent_finding(entry.client, entry.server, key, entry.period, last,
+                self.add(_silent_finding(self.catalog["otsec-baseline-silent-edge"],
+                                         entry.client, entry.server, key, entry.period, last,
                                          now))
 
     def identity_changes(self, observed: dict[str, dict[str, str | None]], at: float) -> None:
@@ -209,7 +212,7 @@ class Deviations:
                 what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
                 notice = Notice(from_client=True, ts=at, protocol_name="any", source_ip=ip,
                                 destination_ip=ip)
-                self.add(Finding(CATALOG["otsec-baseline-identity-change"], notice,
+                self.add(Finding(self.catalog["otsec-baseline-identity-change"], notice,
                                  f"reports a new identity ({what}):",
                                  key=(ip,), answerable=False,
                                  approve={"kind": "identity", "ip": ip,
@@ -237,13 +240,13 @@ def _function(key: str, event: Event, use: Use) -> dict[str, object]:
     return {"kind": "function", "edge": key, "direction": event.direction, "code": use.code}
 
 
-def _silent_finding(client: str, server: str, key: str, period: float, last: float,
-                    now: float) -> Finding:
+def _silent_finding(rule: Rule, client: str, server: str, key: str, period: float,
+                    last: float, now: float) -> Finding:
     transport, port = key.split(" ")[-2].split("/")
     notice = Notice(from_client=True, ts=now, protocol_name=key.rsplit(" ", 1)[-1],
                     source_ip=client, destination_ip=server, destination_port=int(port),
                     transport=transport)
-    return Finding(CATALOG["otsec-baseline-silent-edge"], notice,
+    return Finding(rule, notice,
                    f"stopped polling (learned every {period:.1f} s, silent "
                    f"{now - last:.0f} s)", answerable=False,
                    approve={"kind": "forget-cadence", "edge": key})
