@@ -110,6 +110,7 @@ def run_audit(
     inventory = Inventory()
     graph = Graph()
     detector = Detector(ruleset)
+    detector.roles = inventory.role_of
     consumers: list[Any] = [files, inventory, graph, detector]
     deviations = None
     if baseline is not None or learn_for is not None:

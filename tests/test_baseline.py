@@ -160,3 +160,40 @@ def test_ip_answering_from_a_new_mac(tmp_path: Path) -> None:
                        baseline=base)
     (mac,) = [a for a in result.alerts if a["rule"]["id"] == "otsec-baseline-new-mac"]
     assert "02-66-66-66-66-66" in mac["message"] and mac["threat"]["technique"]["id"] == ["T0830"]
+
+
+def test_identity_change_against_the_baseline(tmp_path: Path) -> None:
+    intrusion = PCAPS / "modbus-intrusion.pcap"
+    base = run_learn([intrusion])
+    assert base.assets["10.77.0.10"].firmware == "3.20"
+    base.assets["10.77.0.10"].firmware = "3.10"  # what the PLC ran when it was learned
+    result = run_audit([intrusion], tmp_path, baseline=base)
+    (change,) = [a for a in result.alerts if a["rule"]["id"] == "otsec-baseline-identity-change"]
+    assert "firmware 3.10 -> 3.20" in change["message"]
+    assert change["threat"]["technique"]["id"] == ["T0839"]
+
+
+def test_request_rate_far_above_the_learned_rate(tmp_path: Path) -> None:
+    base = run_learn([_capture(tmp_path, "normal.pcap", _polling(1000, 60, period=2.0))])
+    flood = _polling(5000, 30, period=0.1)  # twenty times the learned rate
+    result = run_audit([_capture(tmp_path, "flood.pcap", flood)], tmp_path / "o",
+                       baseline=base)
+    (rate,) = [a for a in result.alerts if a["rule"]["id"] == "otsec-baseline-rate"]
+    assert rate["otsec"]["alert"]["count"] >= 1 and "requests in 60 s" in rate["message"]
+
+
+def test_dnp3_new_object_group(tmp_path: Path) -> None:
+    from tests.test_dnp3 import app, fragment
+
+    def dnp3_capture(name: str, body: bytes) -> Path:
+        c = Conversation(sport=20000)
+        frames = [(100.0, f) for f in c.frames]
+        frames.append((101.0, c.send(True, fragment(10, 1, app(1, body)))))
+        frames.append((101.1, c.send(False, fragment(1, 10, app(129, iin=b"\0\0")))))
+        return _capture(tmp_path, name, frames)
+
+    base = run_learn([dnp3_capture("a.pcap", bytes([60, 2, 6, 60, 3, 6]))])
+    assert next(iter(base.edges.values())).objects == [60]
+    result = run_audit([dnp3_capture("b.pcap", bytes([30, 1, 6]))], tmp_path / "o",
+                       baseline=base)
+    assert "otsec-baseline-new-object" in {a["rule"]["id"] for a in result.alerts}

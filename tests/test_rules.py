@@ -157,3 +157,33 @@ def test_rules_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     ids = {json.loads(x)["rule"]["id"] for x in (main_out / "alerts.ndjson").open()}
     assert "site-setpoint-register" in ids
+
+
+ROLE_RULES = """
+rules:
+  - id: site-reads-from-plc
+    name: Reads from a PLC while protecting
+    description: Matches on the destination's role and the baseline state.
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/site-runbook
+    protocol: modbus
+    match: {direction: request, destination_role: plc, function_code: 3,
+            baseline_state: learning, function_learned: false}
+    message: "read holding registers of"
+"""
+
+
+def test_rules_match_roles_and_baseline_state(tmp_path: Path) -> None:
+    f = tmp_path / "roles.yaml"
+    f.write_text(ROLE_RULES)
+    normal = ROOT / "pcaps" / "modbus-normal.pcap"
+    result = run_audit([normal], tmp_path / "o", ruleset=load([f]))
+    (alert,) = result.alerts
+    assert alert["rule"]["id"] == "site-reads-from-plc" and alert["otsec"]["alert"]["count"] > 10
+    from otsec.audit import run_learn
+
+    protected = run_audit([normal], tmp_path / "p", ruleset=load([f]),
+                          baseline=run_learn([normal]))
+    assert protected.alerts == []  # protecting, and the function is learned

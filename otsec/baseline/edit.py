@@ -69,6 +69,10 @@ def _apply(base: Baseline, item: dict[str, Any]) -> str:
         entry = _edge(base, item)
         entry.units = sorted(set(entry.units) | {int(item["unit"])})
         return f"unit {item['unit']} on {item['edge']}"
+    if kind == "object":
+        entry = _edge(base, item)
+        entry.objects = sorted(set(entry.objects) | {int(item["group"])})
+        return f"object group {item['group']} on {item['edge']}"
     if kind == "range":
         entry = _edge(base, item)
         table = f"{item['unit']}/{item['table']}"
@@ -108,6 +112,8 @@ def diff(old: Baseline, new: Baseline) -> list[str]:
                 out.append(f"+ {key} {direction} functions {sorted(added)}")
             if removed:
                 out.append(f"- {key} {direction} functions {sorted(removed)}")
+        if set(a.objects) != set(b.objects):
+            out.append(f"~ {key} object groups {a.objects} -> {b.objects}")
         if set(a.units) != set(b.units):
             out.append(f"~ {key} units {a.units} -> {b.units}")
         if a.ranges != b.ranges:

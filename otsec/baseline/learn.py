@@ -36,6 +36,7 @@ def learn(assets: list[Asset], ip_edges: list[Edge], sources: list[str]) -> Base
         for direction in entry.functions:
             entry.functions[direction] = sorted(set(entry.functions[direction]))
         entry.units = sorted(e.unit_ids)
+        entry.objects = sorted(e.objects)
         entry.ranges = {f"{unit}/{table}": merge_spans([list(s) for s in spans])
                         for (unit, table), spans in e.ranges.items()}
         entry.writes = e.writes > 0

@@ -44,6 +44,7 @@ class EdgeEntry:
     protocol: str
     functions: dict[str, list[int]] = field(default_factory=dict)
     units: list[int] = field(default_factory=list)  # Modbus unit ids / DNP3 outstations
+    objects: list[int] = field(default_factory=list)  # DNP3 object groups requested
     ranges: dict[str, list[list[int]]] = field(default_factory=dict)  # "unit/table" -> spans
     writes: bool = False
     rate: float = 0.0  # requests per second while active
@@ -108,6 +109,7 @@ class Baseline:
                 mine_e.functions[direction] = sorted(set(mine_e.functions.get(direction, []))
                                                      | set(codes))
             mine_e.units = sorted(set(mine_e.units) | set(e.units))
+            mine_e.objects = sorted(set(mine_e.objects) | set(e.objects))
             for table, spans in e.ranges.items():
                 mine_e.ranges[table] = merge_spans(mine_e.ranges.get(table, []) + spans)
             mine_e.writes = mine_e.writes or e.writes

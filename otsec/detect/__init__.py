@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from otsec.baseline.model import Baseline
 from otsec.detect.alerts import Alert, AlertBook, Finding
 from otsec.detect.deviations import Deviations, event_edge
@@ -23,7 +25,8 @@ class Detector:
     def __init__(self, ruleset: RuleSet | None = None, window: float = 3600.0) -> None:
         self.ruleset = ruleset if ruleset is not None else load()
         self.catalog = self.ruleset.catalog
-        self.matcher = Matcher(self.ruleset)
+        self.matcher = Matcher(self.ruleset, self._context)
+        self.roles: Callable[[str], str | None] | None = None  # live role guesses by IP
         self.book = AlertBook(window=window)
         self.baseline: Baseline | None = None
         self.deviations: Deviations | None = None
@@ -37,6 +40,24 @@ class Detector:
         """Findings about functions the baseline learned on that path stop alerting."""
         self.baseline = baseline
         self.deviations = deviations
+
+    def _context(self, name: str, event: Event) -> object:
+        """Values rules can match that no single PDU holds."""
+        if name == "baseline_state":
+            protecting = self.deviations is not None and self.deviations.protecting(event.ts)
+            return "protecting" if protecting else "learning"
+        if name == "function_learned":
+            use = describe(event)
+            return bool(use and self.baseline and self.baseline.knows_function(
+                event_edge(event)[0], event.direction, use.code))
+        flow = event.flow
+        if flow is None:
+            return None
+        sender = flow.sender(event.from_client)
+        ip = flow.ip_texts[sender if name == "source_role" else 1 - sender]
+        if self.baseline is not None and ip in self.baseline.assets:
+            return self.baseline.assets[ip].role
+        return self.roles(ip) if self.roles else None
 
     def on_event(self, event: Event) -> None:
         req = getattr(event, "request", None)

@@ -21,6 +21,7 @@ class Rule:
     protocol: str
     reference: str
     version: int = 1
+    explicit_tactics: tuple[str, ...] = ()
 
     @property
     def severity_level(self) -> int:
@@ -28,6 +29,8 @@ class Rule:
 
     @property
     def tactics(self) -> tuple[str, ...]:
+        if self.explicit_tactics:
+            return self.explicit_tactics
         seen: list[str] = []
         for t in self.techniques:
             for tactic in TECHNIQUES[t][1]:

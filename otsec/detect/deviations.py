@@ -142,6 +142,13 @@ class Deviations:
                              f"addressed unit/station {use.unit}, never learned here, on",
                              key=(use.unit,), answerable=request,
                              approve={"kind": "unit", "edge": key, "unit": use.unit}))
+        new_groups = [g for g in use.groups if entry.objects and g not in entry.objects]
+        for group in new_groups:
+            if self._once(("object", key, group)):
+                self.add(Finding(self.catalog["otsec-baseline-new-object"], event,
+                                 f"requested DNP3 object group {group}, never learned here, from",
+                                 key=(group,), answerable=request,
+                                 approve={"kind": "object", "edge": key, "group": group}))
         for table, start, count in use.ranges:
             unit = use.unit or 0
             if not base.covers(key, unit, table, start, count) and self._once(

@@ -147,8 +147,13 @@ KNOWN_ATTRIBUTES = frozenset(
      "request.subfunction", "request.group", "items.area", "items.db"}
 
 
+#: fields that need the detector's context: the flow's history, roles, the baseline
+CONTEXT_FIELDS = frozenset({"request_index", "source_role", "destination_role",
+                            "baseline_state", "function_learned"})
+
+
 def known_field(name: str) -> bool:
-    return name in COMPUTED or name in KNOWN_ATTRIBUTES or name in ("request_index",)
+    return name in COMPUTED or name in KNOWN_ATTRIBUTES or name in CONTEXT_FIELDS
 
 
 def resolve(event: Event, name: str) -> Any:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from otsec.detect.alerts import Finding
-from otsec.detect.fields import resolve
+from otsec.detect.fields import CONTEXT_FIELDS, resolve
 from otsec.detect.ruleset import _TEMPLATE, CompiledRule, Condition, RuleSet
 from otsec.events import Anomaly, Event
 
@@ -48,7 +49,9 @@ def _test(op: str, value: Any, want: Any) -> bool:
 class Matcher:
     """Indexes rules by protocol, event kind and function code; keeps threshold windows."""
 
-    def __init__(self, ruleset: RuleSet) -> None:
+    def __init__(self, ruleset: RuleSet,
+                 context: Callable[[str, Event], Any] | None = None) -> None:
+        self.context = context
         self.by_code: dict[tuple[str, str], dict[Any, list[CompiledRule]]] = {}
         self.rest: dict[tuple[str, str], list[CompiledRule]] = {}
         for c in ruleset.rules.values():
@@ -89,10 +92,13 @@ class Matcher:
         return out
 
     def _holds(self, cond: Condition, event: Event) -> bool:
-        if cond.field == "request_index":
+        name = cond.field
+        if name == "request_index":
             value: Any = self.requests.get(id(event.flow), 0)
+        elif name in CONTEXT_FIELDS:
+            value = self.context(name, event) if self.context else None
         else:
-            value = resolve(event, cond.field)
+            value = resolve(event, name)
         return _test(cond.op, value, cond.value)
 
     def _count_request(self, event: Event) -> None:

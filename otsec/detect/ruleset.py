@@ -17,12 +17,13 @@ from typing import Any
 
 import yaml
 
-from otsec.detect.attack import TECHNIQUES
+from otsec.detect.attack import TACTICS, TECHNIQUES
 from otsec.detect.catalog import SEVERITIES, Rule
 from otsec.detect.fields import known_field
 
 PROTOCOLS = ("modbus", "s7comm", "s7comm_plus", "dnp3", "any")
-RULE_KEYS = {"id", "name", "description", "severity", "category", "techniques", "reference",
+RULE_KEYS = {"id", "name", "description", "severity", "category", "techniques", "tactics",
+             "reference",
              "protocol", "version", "kind", "event", "match", "message", "target", "detail",
              "group_by", "threshold", "actor", "answerable", "enabled"}
 REQUIRED = ("id", "name", "description", "severity", "category", "techniques", "reference",
@@ -217,6 +218,12 @@ def _rule(item: dict[str, Any], where: str) -> CompiledRule:
     for t in techniques:
         if t not in TECHNIQUES:
             raise fail("techniques", f"unknown ATT&CK for ICS technique {t!r}")
+    tactics = item.get("tactics") or []
+    if not isinstance(tactics, list):
+        raise fail("tactics", "'tactics' is a list of ATT&CK for ICS tactic ids")
+    for t in tactics:
+        if t not in TACTICS:
+            raise fail("tactics", f"unknown ATT&CK for ICS tactic {t!r}")
     if item["protocol"] not in PROTOCOLS:
         raise fail("protocol", f"unknown protocol {item['protocol']!r}")
     kind = item.get("kind", "signature")
@@ -244,7 +251,7 @@ def _rule(item: dict[str, Any], where: str) -> CompiledRule:
         raise fail("answerable", "'answerable' is true or false")
     rule = Rule(rid, str(item["name"]), str(item["description"]), item["severity"],
                 tuple(techniques), str(item["category"]), item["protocol"],
-                str(item["reference"]), int(item.get("version", 1)))
+                str(item["reference"]), int(item.get("version", 1)), tuple(tactics))
     return CompiledRule(rule, f"{where}:{item.line}", kind, event, conditions,
                         str(item.get("message", "")), str(item.get("target", "")),
                         str(item.get("detail", "")), tuple(group_by), threshold, actor,

@@ -40,6 +40,7 @@ class Edge:
     ranges: dict[tuple[int, str], list[list[int]]] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)  # function code -> name
     requests: int = 0
+    objects: set[int] = field(default_factory=set)  # DNP3 object groups requested
     cadence: dict[int, list[float]] = field(default_factory=dict)  # code -> [first, last, n]
     _last: tuple[int, str, int, int] | None = field(default=None, repr=False, compare=False)
 
@@ -123,6 +124,8 @@ class Graph:
             else:
                 c[1] = event.ts
                 c[2] += 1
+        if use.groups:
+            edge.objects.update(use.groups)
         if use.writes:
             edge.writes += 1
         for table, start, count in use.ranges:
@@ -161,6 +164,7 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
         m.functions.update(e.functions)
         m.names.update(e.names)
         m.requests += e.requests
+        m.objects |= e.objects
         for code, (first, last, n) in e.cadence.items():
             c = m.cadence.setdefault(code, [first, last, 0])
             c[0], c[1], c[2] = min(c[0], first), max(c[1], last), c[2] + n

@@ -30,6 +30,7 @@ class Use:
     command: bool = False  # changes the device or process: writes, controls, programming
     unit: int | None = None  # Modbus unit id, DNP3 outstation address
     ranges: tuple[tuple[str, int, int], ...] = ()  # (table, start, count)
+    groups: tuple[int, ...] = ()  # DNP3 object groups a request names
 
 
 def describe(event: Event) -> Use | None:
@@ -48,8 +49,9 @@ def describe(event: Event) -> Use | None:
     if kind is Dnp3Pdu:
         fc = event.function_code  # type: ignore[attr-defined]
         outstation = event.destination_address if fc < 0x80 else event.source_address  # type: ignore[attr-defined]
+        groups = tuple(sorted({o.group for o in event.objects})) if fc < 0x80 else ()  # type: ignore[attr-defined]
         return Use(fc, dnp3.FUNCTION_NAMES.get(fc, f"function {fc}"), writes=fc in DNP3_WRITES,
-                   command=1 < fc < 0x80 and fc != 23, unit=outstation)
+                   command=1 < fc < 0x80 and fc != 23, unit=outstation, groups=groups)
     return None
 
 

@@ -149,6 +149,14 @@ class Inventory:
             if obs.identity:
                 _merge_identity(host, obs.identity, obs.source)
 
+    def role_of(self, ip: str) -> str | None:
+        """The role the evidence so far suggests for one address (for rules, on demand)."""
+        host = self.hosts.get(ip)
+        if host is None:
+            return None
+        return guess_role(host.evidence, host.services, host.uses,
+                          host.last_seen - host.first_seen)[0]
+
     # -- the merged view ----------------------------------------------------------
 
     def owned_macs(self) -> dict[str, str]:

@@ -438,6 +438,7 @@ def edge_document(
                 "state": state,
                 "functions": functions,
                 "unit_ids": sorted(edge.unit_ids),
+                "object_groups": sorted(edge.objects),
                 "address_ranges": ranges,
                 "writes": edge.writes,
             }
