@@ -197,3 +197,19 @@ def test_dnp3_new_object_group(tmp_path: Path) -> None:
     result = run_audit([dnp3_capture("b.pcap", bytes([30, 1, 6]))], tmp_path / "o",
                        baseline=base)
     assert "otsec-baseline-new-object" in {a["rule"]["id"] for a in result.alerts}
+
+
+def test_arp_spoofing_of_a_known_address(tmp_path: Path) -> None:
+    base = run_learn([_capture(tmp_path, "normal.pcap", _polling(1000, 10))])
+
+    def arp(sender_mac: bytes, sender_ip: str) -> bytes:
+        body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, sender_mac,
+                           bytes(map(int, sender_ip.split("."))), b"\xff" * 6, bytes(4))
+        return g.ether(body, src=sender_mac, dst=b"\xff" * 6, ethertype=0x0806)
+
+    frames = [(1100.0, arp(b"\x02\x66\x66\x66\x66\x66", "10.0.0.10")),  # claims the PLC's IP
+              (1100.5, arp(b"\x02\x77\x77\x77\x77\x77", "10.0.0.99"))]  # a newcomer
+    result = run_audit([_capture(tmp_path, "arp.pcap", frames)], tmp_path / "o", baseline=base)
+    rules = {a["rule"]["id"]: a for a in result.alerts}
+    assert "02-66-66-66-66-66" in rules["otsec-baseline-new-mac"]["message"]
+    assert rules["otsec-baseline-new-asset"]["source"]["ip"] == "10.0.0.99"

@@ -16,7 +16,7 @@ from otsec.detect.catalog import Rule
 from otsec.events import Event
 from otsec.graph.functions import Use, describe
 from otsec.inventory.assets import Asset
-from otsec.net.flows import Flow
+from otsec.net.flows import Flow, ip_text
 
 SILENT_CYCLES = 10  # a learned cycle missed this many times in a row is silence
 SILENT_MIN = 30.0  # ... and never less than this many seconds
@@ -80,7 +80,25 @@ class Deviations:
         pass
 
     def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
-        pass
+        """ARP claims: a new address on the segment, or a known one claimed by another MAC."""
+        if ip == b"\x00\x00\x00\x00" or not self.protecting(ts):
+            return
+        address, text = ip_text(ip), format_mac(mac)
+        known = self.baseline.assets.get(address)
+        notice = Notice(from_client=True, ts=ts, protocol_name="arp", source_ip=address,
+                        destination_ip=address)
+        if known is None:
+            if self._once(("asset", address)):
+                self.add(Finding(self.catalog["otsec-baseline-new-asset"], notice,
+                                 f"(new to the baseline) announced itself in ARP from {text}",
+                                 key=(address,), answerable=False,
+                                 approve={"kind": "asset", "ip": address}))
+        elif known.macs and text not in known.macs and self._once(("mac", address, text)):
+            self.add(Finding(self.catalog["otsec-baseline-new-mac"], notice,
+                             f"was claimed in ARP by MAC {text} (baseline: "
+                             f"{', '.join(known.macs)})", key=(address, text),
+                             answerable=False,
+                             approve={"kind": "mac", "ip": address, "mac": text}))
 
     def on_flow_end(self, flow: Flow) -> None:
         pass
