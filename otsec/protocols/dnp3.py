@@ -11,6 +11,7 @@ decoded.
 from __future__ import annotations
 
 from otsec.events import Anomaly, Dnp3Anomaly, Dnp3Object, Dnp3Pdu, Event
+from otsec.protocols.transactions import Pending
 
 PORT = 20000
 START = b"\x05\x64"
@@ -97,7 +98,7 @@ class Dnp3Parser:
     def __init__(self) -> None:
         self._buf = [b"", b""]
         self._segments: dict[tuple[int, int], tuple[int, list[bytes], int]] = {}
-        self.pending: dict[tuple[int, int, int], Dnp3Pdu] = {}
+        self.pending: Pending[Dnp3Pdu] = Pending(MAX_PENDING)
 
     def feed(self, data: bytes, from_client: bool, gap: bool = False) -> list[Event]:
         side = 0 if from_client else 1
@@ -209,12 +210,10 @@ class Dnp3Parser:
         fc = pdu.function_code
         if fc < 0x80 and fc != 0:
             key = (pdu.source_address, pdu.destination_address, pdu.sequence)
-            self.pending[key] = pdu
-            if len(self.pending) > MAX_PENDING:
-                del self.pending[next(iter(self.pending))]
+            self.pending.open(key, pdu)
         elif fc == 0x81:
-            req = self.pending.pop((pdu.destination_address, pdu.source_address, pdu.sequence),
-                                   None)
+            req = self.pending.close((pdu.destination_address, pdu.source_address,
+                                      pdu.sequence))
             if req is not None:
                 pdu.request = req
                 # IIN2 bits 0-2: function not supported, object unknown, parameter error

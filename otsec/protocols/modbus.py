@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from otsec.events import Anomaly, Event, ModbusAnomaly, ModbusPdu
+from otsec.protocols.transactions import Pending
 
 PORT = 502
 MBAP_LEN = 7
@@ -86,8 +87,7 @@ class ModbusParser:
     def __init__(self) -> None:
         self._buf = [b"", b""]  # [server-bound, client-bound]
         self._resync = [False, False]  # set after a gap or a malformed header
-        self.pending: dict[int, ModbusPdu] = {}
-        self.dropped_transactions = 0
+        self.pending: Pending[ModbusPdu] = Pending(MAX_PENDING)
         self.skipped_bytes = 0
 
     def feed(self, data: bytes, from_client: bool, gap: bool = False) -> list[Event]:
@@ -151,14 +151,8 @@ class ModbusParser:
                 kind = (
                     ModbusAnomaly.INVALID_PROTOCOL_ID if pid != 0 else ModbusAnomaly.INVALID_LENGTH
                 )
-                out.append(
-                    Anomaly(
-                        from_client=from_client,
-                        protocol_name="modbus",
-                        kind=kind,
-                        detail=f"transaction {tid}: protocol id {pid}, length {length}",
-                    )
-                )
+                out.append(_anomaly(from_client, kind,
+                                    f"transaction {tid}: protocol id {pid}, length {length}"))
                 self._resync[side] = True
                 pos += 1
                 continue
@@ -179,50 +173,30 @@ class ModbusParser:
 
     def _skip(self, out: list[Event], from_client: bool, count: int) -> None:
         self.skipped_bytes += count
-        out.append(
-            Anomaly(
-                from_client=from_client,
-                protocol_name="modbus",
-                kind=ModbusAnomaly.RESYNCHRONISED,
-                detail=f"skipped {count} bytes to the next Modbus header",
-            )
-        )
+        out.append(_anomaly(from_client, ModbusAnomaly.RESYNCHRONISED,
+                            f"skipped {count} bytes to the next Modbus header"))
 
     # -- transactions -------------------------------------------------------------
 
     def _open(self, pdu: ModbusPdu, out: list[Event]) -> None:
-        pending = self.pending
-        pending.pop(pdu.transaction_id, None)
-        pending[pdu.transaction_id] = pdu
-        if len(pending) > MAX_PENDING:
-            del pending[next(iter(pending))]
-            self.dropped_transactions += 1
-            if self.dropped_transactions % 1000 == 1:
-                out.append(
-                    Anomaly(
-                        from_client=True,
-                        protocol_name="modbus",
-                        kind=ModbusAnomaly.FLOODED,
-                        detail=f"over {MAX_PENDING} requests without responses",
-                    )
-                )
+        if self.pending.open(pdu.transaction_id, pdu):
+            out.append(_anomaly(True, ModbusAnomaly.FLOODED,
+                                f"over {MAX_PENDING} requests without responses"))
 
     def _close(self, pdu: ModbusPdu, out: list[Event]) -> None:
-        req = self.pending.pop(pdu.transaction_id, None)
+        req = self.pending.close(pdu.transaction_id)
         if req is None:
-            out.append(
-                Anomaly(
-                    from_client=False,
-                    protocol_name="modbus",
-                    kind=ModbusAnomaly.UNSOLICITED_RESPONSE,
-                    detail=f"response to transaction {pdu.transaction_id} without a request",
-                )
-            )
+            out.append(_anomaly(False, ModbusAnomaly.UNSOLICITED_RESPONSE,
+                                f"response to transaction {pdu.transaction_id} without a request"))
             return
         pdu.request = req
         req.accepted = pdu.exception_code is None
         if req.code != pdu.code:
             pdu.anomalies += (ModbusAnomaly.FUNCTION_MISMATCH,)
+
+
+def _anomaly(from_client: bool, kind: ModbusAnomaly, detail: str) -> Anomaly:
+    return Anomaly(from_client=from_client, protocol_name="modbus", kind=kind, detail=detail)
 
 
 def _find_header(buf: bytes, pos: int) -> int:

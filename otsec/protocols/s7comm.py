@@ -18,6 +18,7 @@ import struct
 
 from otsec.events import Anomaly, Event, S7Anomaly, S7Item, S7Pdu, S7PlusPdu
 from otsec.protocols.cotp import CC, CR, DT, CotpStream, looks_like_tpkt
+from otsec.protocols.transactions import Pending
 
 looks_like_s7 = looks_like_tpkt
 
@@ -68,9 +69,8 @@ class S7Parser:
 
     def __init__(self) -> None:
         self._streams = (CotpStream(), CotpStream())
-        self.pending: dict[int, S7Pdu] = {}
+        self.pending: Pending[S7Pdu] = Pending(MAX_PENDING)
         self.tsaps: tuple[int | None, int | None] = (None, None)
-        self.dropped_transactions = 0
 
     def feed(self, data: bytes, from_client: bool, gap: bool = False) -> list[Event]:
         units, problems = self._streams[0 if from_client else 1].feed(data, gap)
@@ -112,19 +112,14 @@ class S7Parser:
         if pdu.rosctr == USERDATA and pdu.userdata_type == 0:
             return  # push messages (alarms, cyclic data) answer nothing
         if pdu.from_request:
-            self.pending.pop(pdu.pdu_reference, None)
-            self.pending[pdu.pdu_reference] = pdu
-            if len(self.pending) > MAX_PENDING:
-                del self.pending[next(iter(self.pending))]
-                self.dropped_transactions += 1
-                if self.dropped_transactions % 1000 == 1:
-                    out.append(Anomaly(from_client=pdu.from_client, protocol_name="s7comm",
-                                       kind=S7Anomaly.FLOODED,
-                                       detail=f"over {MAX_PENDING} jobs without an answer"))
+            if self.pending.open(pdu.pdu_reference, pdu):
+                out.append(Anomaly(from_client=pdu.from_client, protocol_name="s7comm",
+                                   kind=S7Anomaly.FLOODED,
+                                   detail=f"over {MAX_PENDING} jobs without an answer"))
             return
         if pdu.rosctr not in (ACK, ACK_DATA, USERDATA):
             return
-        req = self.pending.pop(pdu.pdu_reference, None)
+        req = self.pending.close(pdu.pdu_reference)
         if req is None:
             out.append(Anomaly(from_client=pdu.from_client, protocol_name="s7comm",
                                kind=S7Anomaly.UNSOLICITED_RESPONSE,

@@ -7,10 +7,10 @@ Run inside the network namespaces made by scripts/make_samples.py.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import opendnp3 as o
+from roles import run
 
 OUTSTATION_ADDR = 10
 MASTER_ADDR = 1
@@ -107,19 +107,7 @@ def intruder(server: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["plc", "hmi", "intruder"])
-    ap.add_argument("--bind", default="127.0.0.1")
-    ap.add_argument("--server", default="127.0.0.1")
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--period", type=float, default=1.0)
-    args = ap.parse_args()
-    if args.role == "plc":
-        outstation(args.bind)
-    elif args.role == "hmi":
-        scada(args.server, args.seconds, args.period)
-    else:
-        intruder(args.server)
+    run(outstation, scada, intruder, period=1.0)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@ Run inside the network namespaces made by scripts/make_samples.py, e.g.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import socket
 import struct
 import time
@@ -17,6 +15,7 @@ from pymodbus import ModbusDeviceIdentification
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import StartAsyncTcpServer
+from roles import run
 
 
 async def plc(bind: str) -> None:
@@ -86,20 +85,9 @@ def scan_function_codes(server: str, codes: list[int]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["plc", "hmi", "intruder"])
-    ap.add_argument("--bind", default="127.0.0.1")
-    ap.add_argument("--server", default="127.0.0.1")
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--period", type=float, default=0.5)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    if args.role == "plc":
-        asyncio.run(plc(args.bind))
-    elif args.role == "hmi":
-        asyncio.run(hmi(args.server, args.seconds, args.period))
-    else:
-        asyncio.run(intruder(args.server))
+    run(lambda bind: asyncio.run(plc(bind)),
+        lambda server, seconds, period: asyncio.run(hmi(server, seconds, period)),
+        lambda server: asyncio.run(intruder(server)), period=0.5)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,11 @@ Run inside the network namespaces made by scripts/make_samples.py.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import logging
 import time
 
 import snap7
+from roles import run
 from snap7.server import Server
 from snap7.type import SrvArea
 
@@ -60,20 +59,7 @@ def intruder(server: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["plc", "hmi", "intruder"])
-    ap.add_argument("--bind", default="127.0.0.1")
-    ap.add_argument("--server", default="127.0.0.1")
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--period", type=float, default=0.5)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    if args.role == "plc":
-        plc(args.bind)
-    elif args.role == "hmi":
-        hmi(args.server, args.seconds, args.period)
-    else:
-        intruder(args.server)
+    run(plc, hmi, intruder, period=0.5)
 
 
 if __name__ == "__main__":
