@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from otsec.detect.catalog import Rule
+from otsec.detect.fields import render
 from otsec.events import Event
 from otsec.timefmt import iso
 
@@ -44,6 +45,7 @@ class Finding:
     swap: bool = False  # the receiver of the event is the actor (a scanner drawing errors)
     detail: str = ""  # one value folded into the alert's list, e.g. a function code
     approve: dict[str, object] | None = None  # what `baseline approve` adds to the baseline
+    templates: tuple[str, str] | None = None  # (action, target) still to render, if any
 
 
 @dataclass(slots=True)
@@ -130,6 +132,9 @@ class AlertBook:
         key = (finding.rule.id, src, dst, *finding.key)
         alert = self._open.get(key)
         if alert is None or ev.ts - alert.end > self.window:
+            if finding.templates is not None:  # rendered once per alert, not per repeat
+                finding.action = render(finding.templates[0], ev)
+                finding.target = render(finding.templates[1], ev)
             alert = Alert(
                 rule=finding.rule,
                 key=key[1:],

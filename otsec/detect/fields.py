@@ -7,6 +7,7 @@ groups), or one of the computed names below (``direction``, ``table``, ``block``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -119,8 +120,6 @@ COMPUTED: dict[str, Callable[[Event], Any]] = {
     "tcp_client": lambda e: e.from_client,
     "kind": lambda e: str(e.kind) if isinstance(e, Anomaly) else "",
     "detail_text": lambda e: e.detail if isinstance(e, Anomaly) else "",
-    "anomalies": lambda e: [str(e.kind)] if isinstance(e, Anomaly) else [
-        str(a) for a in getattr(e, "anomalies", ())],
     "function_name": _function_name,
     "table": _table,
     "value_text": _value,
@@ -154,6 +153,30 @@ CONTEXT_FIELDS = frozenset({"request_index", "source_role", "destination_role",
 
 def known_field(name: str) -> bool:
     return name in COMPUTED or name in KNOWN_ATTRIBUTES or name in CONTEXT_FIELDS
+
+
+_TEMPLATE = re.compile(r"\{([a-z_.]+)\}")
+
+
+def template_fields(template: str) -> list[str]:
+    return _TEMPLATE.findall(template)
+
+
+def render(template: str, event: Event) -> str:
+    """Fill ``{field}`` placeholders; ``{details}`` is left for the alert to fill."""
+    if "{" not in template:
+        return template
+
+    def field(m: Any) -> str:
+        name = m.group(1)
+        if name == "details":
+            return "{details}"
+        value = resolve(event, name)
+        if isinstance(value, list | tuple):
+            return ", ".join(str(v) for v in value)
+        return "?" if value is None else str(value)
+
+    return _TEMPLATE.sub(field, template)
 
 
 def resolve(event: Event, name: str) -> Any:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from otsec.detect.alerts import Finding
-from otsec.detect.fields import CONTEXT_FIELDS, resolve
-from otsec.detect.ruleset import _TEMPLATE, CompiledRule, Condition, RuleSet
+from otsec.detect.fields import COMPUTED, CONTEXT_FIELDS, render, resolve
+from otsec.detect.ruleset import CompiledRule, Condition, RuleSet
 from otsec.events import Anomaly, Event
 
 MAX_KEYS = 20_000  # threshold and flow states kept before the oldest are forgotten
@@ -46,14 +47,31 @@ def _test(op: str, value: Any, want: Any) -> bool:
     raise ValueError(op)
 
 
+class _Plan:
+    """One rule ready to test: plain attributes first (cheap, usually decisive)."""
+
+    __slots__ = ("compiled", "tests")
+
+    def __init__(self, compiled: CompiledRule, conditions: list[Condition]) -> None:
+        self.compiled = compiled
+        plain = [c for c in conditions if "." not in c.field and c.field not in COMPUTED
+                 and c.field not in CONTEXT_FIELDS]
+        other = [c for c in conditions if c not in plain]
+        self.tests: list[tuple[Any, str, str, Any]] = [
+            (attrgetter(c.field), c.field, c.op, c.value) for c in plain] + [
+            (None, c.field, c.op, c.value) for c in other]
+
+
 class Matcher:
     """Indexes rules by protocol, event kind and function code; keeps threshold windows."""
 
     def __init__(self, ruleset: RuleSet,
                  context: Callable[[str, Event], Any] | None = None) -> None:
         self.context = context
-        self.by_code: dict[tuple[str, str], dict[Any, list[CompiledRule]]] = {}
-        self.rest: dict[tuple[str, str], list[CompiledRule]] = {}
+        # slot = (protocol, "pdu"|"anomaly", direction or None); within it rules are
+        # indexed by function code where they name one, the rest are tried in turn
+        self.by_code: dict[tuple[str, str, str | None], dict[Any, list[_Plan]]] = {}
+        self.rest: dict[tuple[str, str, str | None], list[_Plan]] = {}
         for c in ruleset.rules.values():
             if c.kind != "signature":
                 continue
@@ -61,45 +79,53 @@ class Matcher:
                          else [c.rule.protocol])
             codes = next((cond for cond in c.conditions if cond.field == "function_code"
                           and cond.op in ("eq", "in")), None)
+            direction = next((cond.value for cond in c.conditions if cond.field == "direction"
+                              and cond.op == "eq"), None)
+            plan = _Plan(c, [cond for cond in c.conditions if cond is not codes
+                             and not (cond.field == "direction" and direction is not None)])
+            directions: list[str | None] = [direction] if direction else ["request", "response"]
+            if c.event == "anomaly":
+                directions = [None]
             for proto in protocols:
-                slot = (proto, c.event)
-                if codes is None:
-                    self.rest.setdefault(slot, []).append(c)
-                    continue
-                for code in ([codes.value] if codes.op == "eq" else codes.value):
-                    self.by_code.setdefault(slot, {}).setdefault(code, []).append(c)
-        self.windows: dict[tuple[str, str], deque[tuple[float, Any]]] = {}
+                for d in directions:
+                    slot = (proto, c.event, d)
+                    if codes is None:
+                        self.rest.setdefault(slot, []).append(plan)
+                        continue
+                    for code in ([codes.value] if codes.op == "eq" else codes.value):
+                        self.by_code.setdefault(slot, {}).setdefault(code, []).append(plan)
+        self.windows: dict[tuple[str, str], Any] = {}
         self.requests: dict[int, int] = {}
 
     def evaluate(self, event: Event) -> list[Finding]:
         if type(event) is Anomaly:
-            slot = (event.protocol_name, "anomaly")
-            candidates = self.rest.get(slot, ())
+            candidates: Any = self.rest.get((event.protocol_name, "anomaly", None), ())
         else:
-            slot = (event.protocol, "pdu")
-            if event.direction == "request":
+            direction = event.direction
+            slot = (event.protocol, "pdu", direction)
+            if direction == "request":
                 self._count_request(event)
             by_code = self.by_code.get(slot)
-            code = getattr(event, "function_code", None)
-            hits = by_code.get(code, ()) if by_code else ()
+            hits = by_code.get(getattr(event, "function_code", None), ()) if by_code else ()
             rest = self.rest.get(slot, ())
             candidates = [*hits, *rest] if hits and rest else (hits or rest)
         out = []
-        for c in candidates:
-            if all(self._holds(cond, event) for cond in c.conditions) and self._crossed(
-                    c, event):
-                out.append(self._finding(c, event))
+        for plan in candidates:
+            for getter, name, op, want in plan.tests:
+                value = getter(event) if getter is not None else self._value(name, event)
+                if not _test(op, value, want):
+                    break
+            else:
+                if self._crossed(plan.compiled, event):
+                    out.append(self._finding(plan.compiled, event))
         return out
 
-    def _holds(self, cond: Condition, event: Event) -> bool:
-        name = cond.field
+    def _value(self, name: str, event: Event) -> Any:
         if name == "request_index":
-            value: Any = self.requests.get(id(event.flow), 0)
-        elif name in CONTEXT_FIELDS:
-            value = self.context(name, event) if self.context else None
-        else:
-            value = resolve(event, name)
-        return _test(cond.op, value, cond.value)
+            return self.requests.get(id(event.flow), 0)
+        if name in CONTEXT_FIELDS:
+            return self.context(name, event) if self.context else None
+        return resolve(event, name)
 
     def _count_request(self, event: Event) -> None:
         key = id(event.flow)
@@ -112,26 +138,35 @@ class Matcher:
         if t is None:
             return True
         key = (c.rule.id, _party(event, t.by))
-        q = self.windows.get(key)
-        if q is None:
+        state = self.windows.get(key)
+        if state is None:
             if len(self.windows) > MAX_KEYS:
                 self.windows.clear()
-            q = self.windows[key] = deque()
-        q.append((event.ts, resolve(event, t.distinct) if t.distinct else None))
-        while q and event.ts - q[0][0] > t.window:
-            q.popleft()
-        seen = len({v for _, v in q}) if t.distinct else len(q)
-        return seen >= t.count
+            # counts need only the last `count` times; distinct values their last time each
+            state = self.windows[key] = OrderedDict() if t.distinct else deque(maxlen=t.count)
+        ts = event.ts
+        if t.distinct:
+            value = _hashable(resolve(event, t.distinct))
+            state[value] = ts
+            state.move_to_end(value)
+            if len(state) < t.count:
+                return False
+            while state and ts - next(iter(state.values())) > t.window:
+                state.popitem(last=False)
+            return len(state) >= t.count
+        state.append(ts)
+        return len(state) == t.count and ts - state[0] <= t.window
 
     def _finding(self, c: CompiledRule, event: Event) -> Finding:
         swap = c.actor == "receiver" or (c.actor == "tcp_client" and not event.from_client)
         answerable = c.answerable
         if answerable is None:
             answerable = type(event) is not Anomaly and event.direction == "request" and not swap
-        return Finding(c.rule, event, render(c.message, event),
+        return Finding(c.rule, event, "",
                        key=tuple(_hashable(resolve(event, g)) for g in c.group_by),
-                       answerable=answerable, target=render(c.target, event),
-                       swap=swap, detail=render(c.detail, event))
+                       answerable=answerable, swap=swap,
+                       detail=render(c.detail, event) if c.detail else "",
+                       templates=(c.message, c.target))
 
 
 def _party(event: Event, by: str) -> str:
@@ -148,19 +183,3 @@ def _party(event: Event, by: str) -> str:
 
 def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
-
-
-def render(template: str, event: Event) -> str:
-    if "{" not in template:
-        return template
-
-    def field(m: Any) -> str:
-        name = m.group(1)
-        if name == "details":
-            return "{details}"  # filled in by the alert from every finding it folds
-        value = resolve(event, name)
-        if isinstance(value, list | tuple):
-            return ", ".join(str(v) for v in value)
-        return "?" if value is None else str(value)
-
-    return _TEMPLATE.sub(field, template)

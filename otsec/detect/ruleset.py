@@ -19,7 +19,7 @@ import yaml
 
 from otsec.detect.attack import TACTICS, TECHNIQUES
 from otsec.detect.catalog import SEVERITIES, Rule
-from otsec.detect.fields import known_field
+from otsec.detect.fields import known_field, template_fields
 
 PROTOCOLS = ("modbus", "s7comm", "s7comm_plus", "dnp3", "any")
 RULE_KEYS = {"id", "name", "description", "severity", "category", "techniques", "tactics",
@@ -33,7 +33,6 @@ OPERATORS = {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "a
 THRESHOLD_KEYS = {"count", "window", "by", "distinct"}
 BY = ("client", "server", "source", "destination")
 ACTORS = ("sender", "receiver", "tcp_client")
-_TEMPLATE = re.compile(r"\{([a-z_.]+)\}")
 
 
 class RuleError(Exception):
@@ -236,7 +235,7 @@ def _rule(item: dict[str, Any], where: str) -> CompiledRule:
     if kind == "signature" and not item.get("message"):
         raise fail("id", "a signature rule needs a 'message'")
     for key in ("message", "target", "detail"):
-        for name in _TEMPLATE.findall(str(item.get(key, ""))):
+        for name in template_fields(str(item.get(key, ""))):
             if name != "details" and not known_field(name):
                 raise fail(key, f"unknown field {{{name}}} in {key}")
     group_by = item.get("group_by") or []
