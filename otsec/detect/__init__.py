@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from otsec.baseline.model import Baseline
-from otsec.detect.alerts import Alert, AlertBook, Finding
+from otsec.detect.alerts import Alert, AlertBook, Finding, endpoints
 from otsec.detect.deviations import Deviations, event_edge
 from otsec.detect.fields import resolve
 from otsec.detect.matcher import Matcher
@@ -78,16 +78,16 @@ class Detector:
         rs = self.ruleset
         if not rs.suppress and not rs.maintenance:
             return False
-        ev = finding.event
-        ips = set(_ips(ev))
+        ts = finding.event.ts
+        src, dst = endpoints(finding)
         for s in rs.suppress:
             if ((s.rule is None or s.rule == finding.rule.id)
-                    and (s.source_ip is None or s.source_ip in ips)
-                    and (s.destination_ip is None or s.destination_ip in ips)):
+                    and (s.source_ip is None or s.source_ip == src)
+                    and (s.destination_ip is None or s.destination_ip == dst)):
                 self.suppressed["suppress"] += 1
                 return True
         for m in rs.maintenance:
-            if m.start <= ev.ts <= m.end and (not m.hosts or m.hosts & ips):
+            if m.start <= ts <= m.end and (not m.hosts or m.hosts & {src, dst}):
                 self.suppressed["maintenance"] += 1
                 return True
         return False
@@ -119,13 +119,6 @@ class Detector:
 
     def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
         pass
-
-
-def _ips(ev: Event) -> tuple[str, ...]:
-    if ev.flow is not None:
-        return ev.flow.ip_texts
-    return tuple(x for x in (getattr(ev, "source_ip", None), getattr(ev, "destination_ip", None))
-                 if x)
 
 
 __all__ = ["Alert", "Detector", "Finding"]

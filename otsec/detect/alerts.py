@@ -126,9 +126,7 @@ class AlertBook:
 
     def add(self, finding: Finding) -> Alert:
         ev = finding.event
-        src, dst = _endpoints(ev)
-        if finding.swap:
-            src, dst = dst, src
+        src, dst = endpoints(finding)
         key = (finding.rule.id, src, dst, *finding.key)
         alert = self._open.get(key)
         if alert is None or ev.ts - alert.end > self.window:
@@ -182,6 +180,12 @@ class AlertBook:
                 alert.rejected += 1
                 if reason:
                     alert.reasons[reason] = alert.reasons.get(reason, 0) + 1
+
+
+def endpoints(finding: Finding) -> tuple[str, str]:
+    """(source, destination) of a finding: the actor first."""
+    src, dst = _endpoints(finding.event)
+    return (dst, src) if finding.swap else (src, dst)
 
 
 def _endpoints(ev: Event) -> tuple[str, str]:
