@@ -39,6 +39,8 @@ class AuditResult:
     assets: list[Asset]
     edges: list[Edge]
     warnings: list[str] = field(default_factory=list)
+    asset_docs: list[dict[str, Any]] = field(default_factory=list)
+    edge_docs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def open_captures(paths: Sequence[str | Path]) -> list[CaptureReader]:
@@ -147,8 +149,10 @@ def run_audit(
 
     alert_docs = [alert_document(a, asset_by_ip, state(a)) for a in alerts]
     write_ndjson(out_dir / "alerts.ndjson", alert_docs)
-    write_json_atomic(out_dir / "assets.json", [asset_document(a) for a in assets])
-    write_json_atomic(out_dir / "edges.json", [edge_document(e, ip_of) for e in edges])
+    asset_docs = [asset_document(a) for a in assets]
+    edge_docs = [edge_document(e, ip_of) for e in edges]
+    write_json_atomic(out_dir / "assets.json", asset_docs)
+    write_json_atomic(out_dir / "edges.json", edge_docs)
     summary = build_summary(engine, [str(p) for p in paths], elapsed, alerts, assets, edges,
                             warnings, files.events.count)
     summary["suppressed"] = detector.suppressed
@@ -159,7 +163,8 @@ def run_audit(
         "edges": len(deviations.baseline.edges) if deviations else 0,
     }
     write_json_atomic(out_dir / "summary.json", summary)
-    result = AuditResult(out_dir, summary, alert_docs, assets, edges, warnings)
+    result = AuditResult(out_dir, summary, alert_docs, assets, edges, warnings, asset_docs,
+                         edge_docs)
     write_report(out_dir / "report.html", result)
     return result
 

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -55,9 +56,16 @@ def cli(debug: bool, verbose: bool) -> None:
               help="Learn the first DURATION of traffic (30s, 10m, 2h, 1d), then protect.")
 @click.option("--rules", "rule_paths", multiple=True, type=click.Path(),
               help="Extra rules/policy file or directory (repeatable); same ids override.")
+@click.option("--es", "es_url", default=None, metavar="URL",
+              help="Ship alerts, assets and edges to Elasticsearch/OpenSearch (credentials "
+                   "from OTSEC_ES_* environment variables).")
+@click.option("--es-events", is_flag=True, help="Ship the PDU events too.")
+@click.option("--es-namespace", default="default", show_default=True,
+              help="Data stream namespace (logs-otsec.alert-NAMESPACE).")
 def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
           max_flows: int, events: bool, baseline_file: str | None, learn_for: str | None,
-          rule_paths: tuple[str, ...]) -> int:
+          rule_paths: tuple[str, ...], es_url: str | None, es_events: bool,
+          es_namespace: str) -> int:
     """Audit capture files (pcap, pcapng, gzip of either) offline."""
     from otsec.audit import open_captures, run_audit
     from otsec.detect.ruleset import load
@@ -77,6 +85,8 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
                            progress=lambda done: bar.update(task, completed=done),
                            max_flows=max_flows, write_events=events, baseline=baseline,
                            learn_for=window, ruleset=ruleset)
+    if es_url is not None:
+        result.summary["search"] = ship_audit(result, es_url, es_events, es_namespace)
     if fmt == "json":
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True))
     else:
@@ -107,6 +117,61 @@ def learn(pcaps: tuple[str, ...], baseline_file: str) -> int:
     learned.save(path)
     click.echo(f"baseline {path}: {len(learned.assets)} assets, {len(learned.edges)} edges "
                f"from {len(learned.sources)} capture(s)")
+    return 0
+
+
+def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict[str, Any]:
+    """Send an audit's documents; what the cluster does not take is spooled, not lost."""
+    from otsec.sinks.search import Spool, audit_actions, deliver
+
+    events: list[dict[str, Any]] = []
+    if with_events:
+        with (result.out_dir / "events.ndjson").open() as fh:
+            events = [json.loads(line) for line in fh]
+    actions = list(audit_actions(result.alerts, result.asset_docs, result.edge_docs, events,
+                                 namespace))
+    outcome = deliver(url, actions, Spool())
+    for err in outcome.errors[:3]:
+        logging.getLogger("otsec").warning("search cluster: %s", err)
+    return {"delivered": outcome.delivered, "duplicates": outcome.duplicates,
+            "spooled": outcome.spooled, "dropped": outcome.dropped}
+
+
+@cli.command()
+@click.option("--es", "es_url", required=True, metavar="URL")
+@click.option("--kibana", "kibana_url", default=None, metavar="URL",
+              help="Also import the saved objects (data views, dashboard) into Kibana.")
+def setup(es_url: str, kibana_url: str | None) -> int:
+    """Install index templates, the lifecycle policy and the data streams' mappings."""
+    from otsec.sinks.search import SearchError, connect
+    from otsec.sinks.search import setup as install
+
+    try:
+        client, flavor = connect(es_url)
+        notes = install(client, flavor)
+    except SearchError as exc:
+        raise click.ClickException(str(exc)) from None
+    for note in notes:
+        click.echo(f"{flavor}: {note}")
+    if kibana_url:
+        raise click.ClickException("Kibana saved objects are not shipped yet")
+    return 0
+
+
+@cli.command()
+@click.option("--es", "es_url", required=True, metavar="URL")
+def ship(es_url: str) -> int:
+    """Deliver documents spooled while the cluster was unreachable (OTSEC_SPOOL_DIR)."""
+    from otsec.sinks.search import Spool, deliver
+
+    spool = Spool()
+    before = len(spool.files())
+    outcome = deliver(es_url, [], spool)
+    click.echo(f"delivered {outcome.delivered} ({outcome.duplicates} already there) from "
+               f"{before} spool file(s); {len(spool.files())} left")
+    if spool.files():
+        raise click.ClickException("the cluster did not take everything; the rest stays "
+                                   f"spooled in {spool.dir}")
     return 0
 
 

@@ -1,0 +1,147 @@
+"""Index templates for Elasticsearch and OpenSearch: every field otsec writes, mapped.
+
+ECS fields are mapped ``strict`` (a field otsec forgot to map is rejected, so tests see
+it); product detail under ``otsec.*`` maps its searchable keys and keeps the rest in
+``_source`` only (``dynamic: false``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ECS_VERSION = "8.11.0"
+POLICY = "otsec"
+STREAMS = ("alert", "event", "asset", "edge")  # logs-otsec.<stream>-<namespace>
+LATEST = ("otsec-assets-latest", "otsec-edges-latest")
+
+K, L, D, IP, F, T = "keyword", "long", "date", "ip", "float", "text"
+
+ECS_FIELDS: dict[str, str] = {
+    "@timestamp": D, "message": T, "ecs.version": K, "tags": K,
+    "event.kind": K, "event.category": K, "event.type": K, "event.action": K,
+    "event.dataset": K, "event.module": K, "event.outcome": K, "event.id": K,
+    "event.severity": L, "event.risk_score": F, "event.start": D, "event.end": D,
+    "rule.id": K, "rule.name": K, "rule.description": T, "rule.category": K,
+    "rule.ruleset": K, "rule.version": K, "rule.reference": K,
+    "threat.framework": K, "threat.tactic.id": K, "threat.tactic.name": K,
+    "threat.tactic.reference": K, "threat.technique.id": K, "threat.technique.name": K,
+    "threat.technique.reference": K,
+    "observer.type": K, "observer.vendor": K, "observer.product": K, "observer.version": K,
+    "observer.hostname": K, "observer.name": K,
+    "source.ip": IP, "source.port": L, "source.mac": K,
+    "destination.ip": IP, "destination.port": L, "destination.mac": K,
+    "network.transport": K, "network.protocol": K, "network.community_id": K,
+    "network.vlan.id": K, "related.ip": IP,
+    "entity.id": K, "entity.type": K, "entity.sub_type": K, "entity.display_name": K,
+    "entity.last_seen_timestamp": D,
+    "host.ip": IP, "host.mac": K, "host.name": K,
+    "device.manufacturer": K, "device.model.name": K, "device.model.identifier": K,
+    "device.serial_number": K,
+}  # fmt: skip
+
+OTSEC_FIELDS: dict[str, str] = {
+    "otsec.direction": K, "otsec.alert.count": L, "otsec.alert.accepted": L,
+    "otsec.alert.rejected": L, "otsec.baseline.state": K,
+    "otsec.asset.source.id": K, "otsec.asset.source.name": K, "otsec.asset.source.role": K,
+    "otsec.asset.destination.id": K, "otsec.asset.destination.name": K,
+    "otsec.asset.destination.role": K,
+    "otsec.asset.first_seen": D, "otsec.asset.last_seen": D, "otsec.asset.role": K,
+    "otsec.asset.role_evidence": K, "otsec.asset.firmware_version": K,
+    "otsec.asset.protocols": K, "otsec.asset.services.transport": K,
+    "otsec.asset.services.port": L, "otsec.asset.services.protocol": K,
+    "otsec.asset.peers.count": L, "otsec.asset.identification_source": K,
+    "otsec.asset.vlan_ids": L, "otsec.asset.mac_vendor": K, "otsec.asset.dnp3_addresses": L,
+    "otsec.asset.packets": L, "otsec.asset.bytes": L,
+    "otsec.edge.id": K, "otsec.edge.client": K, "otsec.edge.server": K,
+    "otsec.edge.first_seen": D, "otsec.edge.last_seen": D, "otsec.edge.packets": L,
+    "otsec.edge.bytes": L, "otsec.edge.pdus": L, "otsec.edge.writes": L, "otsec.edge.state": K,
+    "otsec.edge.functions.code": L, "otsec.edge.functions.name": K,
+    "otsec.edge.functions.direction": K, "otsec.edge.functions.count": L,
+    "otsec.edge.unit_ids": L, "otsec.edge.object_groups": L,
+    "otsec.edge.address_ranges.unit_id": L, "otsec.edge.address_ranges.table": K,
+    "otsec.edge.address_ranges.start": L, "otsec.edge.address_ranges.end": L,
+    "otsec.modbus.transaction_id": L, "otsec.modbus.unit_id": L,
+    "otsec.modbus.function_code": L, "otsec.modbus.exception_code": L,
+    "otsec.modbus.subfunction": L, "otsec.modbus.mei_type": L, "otsec.modbus.address": L,
+    "otsec.modbus.quantity": L, "otsec.modbus.umas_function": L,
+    "otsec.s7comm.rosctr": L, "otsec.s7comm.pdu_reference": L, "otsec.s7comm.function_code": L,
+    "otsec.s7comm.userdata.group": L, "otsec.s7comm.userdata.subfunction": L,
+    "otsec.s7comm.userdata.szl_id": L, "otsec.s7comm.pi_service": K,
+    "otsec.s7comm.error_class": L, "otsec.s7comm.error_code": L,
+    "otsec.s7comm.block.type": K, "otsec.s7comm.block.number": L,
+    "otsec.s7comm_plus.version": L, "otsec.s7comm_plus.opcode": L,
+    "otsec.s7comm_plus.function_code": L, "otsec.s7comm_plus.function_name": K,
+    "otsec.dnp3.source_address": L, "otsec.dnp3.destination_address": L,
+    "otsec.dnp3.function_code": L, "otsec.dnp3.iin": L, "otsec.dnp3.objects.group": L,
+    "otsec.dnp3.objects.variation": L, "otsec.dnp3.objects.qualifier": L,
+    "otsec.dnp3.objects.count": L,
+    "otsec.anomaly.protocol": K, "otsec.anomaly.kind": K, "otsec.anomaly.detail": T,
+}  # fmt: skip
+
+
+def _properties(fields: dict[str, str]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for path, kind in fields.items():
+        node = root
+        *parents, leaf = path.split(".") if path != "@timestamp" else ["@timestamp"]
+        for p in parents:
+            node = node.setdefault(p, {"properties": {}})["properties"]
+        node[leaf] = {"type": kind}
+    return root
+
+
+def component_templates() -> dict[str, dict[str, Any]]:
+    ecs = _properties(ECS_FIELDS)
+    ecs["labels"] = {"type": "object", "dynamic": True}
+    otsec = _properties(OTSEC_FIELDS)["otsec"]
+    otsec["dynamic"] = False
+    return {
+        "otsec-ecs": {"template": {"mappings": {"dynamic": "strict", "properties": ecs}},
+                      "_meta": {"ecs_version": ECS_VERSION}},
+        "otsec-fields": {"template": {"mappings": {"properties": {"otsec": otsec}}}},
+    }
+
+
+def index_templates(flavor: str) -> dict[str, dict[str, Any]]:
+    """Composable templates: one per data stream kind, one for the -latest indices."""
+    settings: dict[str, Any] = {"number_of_shards": 1}
+    if flavor == "elasticsearch":
+        settings["index.lifecycle.name"] = POLICY
+    out = {}
+    for stream in STREAMS:
+        out[f"logs-otsec.{stream}"] = {
+            "index_patterns": [f"logs-otsec.{stream}-*"],
+            "data_stream": {},
+            "priority": 200,
+            "composed_of": ["otsec-ecs", "otsec-fields"],
+            "template": {"settings": settings},
+            "_meta": {"managed_by": "otsec"},
+        }
+    out["otsec-latest"] = {
+        "index_patterns": list(LATEST),
+        "priority": 200,
+        "composed_of": ["otsec-ecs", "otsec-fields"],
+        "template": {"settings": {"number_of_shards": 1}},
+        "_meta": {"managed_by": "otsec"},
+    }
+    return out
+
+
+def lifecycle_policy(flavor: str, delete_after: str = "90d") -> dict[str, Any]:
+    """Roll over daily or at 10 GB, delete after ``delete_after`` (ILM or ISM)."""
+    if flavor == "elasticsearch":
+        return {"policy": {"phases": {
+            "hot": {"actions": {"rollover": {"max_age": "1d", "max_primary_shard_size": "10gb"}}},
+            "delete": {"min_age": delete_after, "actions": {"delete": {}}},
+        }}}  # fmt: skip
+    return {"policy": {
+        "description": "otsec: roll over daily, delete after " + delete_after,
+        "default_state": "hot",
+        "states": [
+            {"name": "hot", "actions": [{"rollover": {"min_index_age": "1d"}}],
+             "transitions": [{"state_name": "delete",
+                              "conditions": {"min_index_age": delete_after}}]},
+            {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
+        ],
+        "ism_template": [{"index_patterns": [".ds-logs-otsec.*"], "priority": 200}],
+    }}  # fmt: skip

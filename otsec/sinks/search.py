@@ -1,0 +1,292 @@
+"""Elasticsearch / OpenSearch: templates, bulk delivery, and a spool so nothing is lost.
+
+Alerts go to data stream ``logs-otsec.alert-<namespace>`` with ``create`` and their
+deterministic ``event.id`` as ``_id`` (a retry answered 409 counts as delivered, so
+delivery is exactly-once); the current inventory and graph overwrite documents in
+``otsec-assets-latest`` / ``otsec-edges-latest``. Whatever the cluster does not take
+goes to a bounded on-disk spool, delivered in order by the next run or `otsec ship`.
+Credentials come from the environment (or files it names), never from the command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otsec.sinks.mappings import POLICY, component_templates, index_templates, lifecycle_policy
+
+log = logging.getLogger(__name__)
+for _noisy in ("opensearch", "elastic_transport.transport"):  # they log every refused request
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+SPOOL_MAX_BYTES = int(os.environ.get("OTSEC_SPOOL_MAX_BYTES", str(1 << 30)))
+
+
+class SearchError(Exception):
+    """The cluster cannot be used (unreachable, refused, misconfigured)."""
+
+
+Action = dict[str, Any]  # {"_op_type", "_index", "_id"?, "_source"}
+
+
+def _secret(name: str) -> str | None:
+    value = os.environ.get(name)
+    path = os.environ.get(f"{name}_FILE")
+    if value is None and path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SearchError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+    return value
+
+
+def _options(url: str) -> dict[str, Any]:
+    """Client options from the environment: auth, CA, fingerprint; TLS verified by default."""
+    opts: dict[str, Any] = {"hosts": [url], "request_timeout": 30}
+    api_key = _secret("OTSEC_ES_API_KEY")
+    user, password = os.environ.get("OTSEC_ES_USERNAME"), _secret("OTSEC_ES_PASSWORD")
+    if api_key:
+        opts["api_key"] = api_key
+    elif user and password:
+        opts["basic_auth"] = (user, password)
+    if url.startswith("https"):
+        verify = os.environ.get("OTSEC_ES_VERIFY", "true").lower() not in ("0", "false", "no")
+        opts["verify_certs"] = verify
+        if os.environ.get("OTSEC_ES_CA_FILE"):
+            opts["ca_certs"] = os.environ["OTSEC_ES_CA_FILE"]
+        if os.environ.get("OTSEC_ES_FINGERPRINT"):
+            opts["ssl_assert_fingerprint"] = os.environ["OTSEC_ES_FINGERPRINT"]
+    return opts
+
+
+def connect(url: str, flavor: str | None = None) -> tuple[Any, str]:
+    """The official client for the cluster behind ``url``: asked, unless ``flavor`` is given."""
+    opts = _options(url)
+    if flavor is None:
+        from opensearchpy import OpenSearch
+        from opensearchpy.exceptions import OpenSearchException
+
+        probe = _opensearch_client(OpenSearch, opts)
+        try:
+            info = probe.info()
+        except (OpenSearchException, OSError) as exc:
+            raise SearchError(f"{url}: not reachable ({type(exc).__name__})") from None
+        flavor = ("opensearch" if info.get("version", {}).get("distribution") == "opensearch"
+                  else "elasticsearch")
+        if flavor == "opensearch":
+            return probe, flavor
+    if flavor == "opensearch":
+        from opensearchpy import OpenSearch
+
+        return _opensearch_client(OpenSearch, opts), flavor
+    from elasticsearch import Elasticsearch
+
+    return Elasticsearch(**opts), "elasticsearch"
+
+
+def _opensearch_client(cls: Any, opts: dict[str, Any]) -> Any:
+    os_opts = dict(opts)
+    os_opts["timeout"] = os_opts.pop("request_timeout")
+    if "basic_auth" in os_opts:
+        os_opts["http_auth"] = os_opts.pop("basic_auth")
+    if "api_key" in os_opts:
+        os_opts["headers"] = {"Authorization": f"ApiKey {os_opts.pop('api_key')}"}
+    return cls(**os_opts)
+
+
+# -- setup --------------------------------------------------------------------------
+
+
+def setup(client: Any, flavor: str) -> list[str]:
+    """Install component and index templates and the lifecycle policy (idempotent)."""
+    notes = []
+    for name, body in component_templates().items():
+        if flavor == "opensearch":
+            client.cluster.put_component_template(name=name, body=body)
+        else:
+            client.cluster.put_component_template(name=name, **body)
+        notes.append(f"component template {name}")
+    notes.append(_policy(client, flavor))
+    for name, body in index_templates(flavor).items():
+        if flavor == "opensearch":
+            client.indices.put_index_template(name=name, body=body)
+        else:
+            client.indices.put_index_template(name=name, **body)
+        notes.append(f"index template {name}")
+    return notes
+
+
+def _policy(client: Any, flavor: str) -> str:
+    body = lifecycle_policy(flavor)
+    try:
+        if flavor == "elasticsearch":
+            client.ilm.put_lifecycle(name=POLICY, **body)
+            return f"ILM policy {POLICY}"
+        path = f"/_plugins/_ism/policies/{POLICY}"
+        try:
+            current = client.transport.perform_request("GET", path)
+            params = {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
+        except Exception:
+            params = {}
+        client.transport.perform_request("PUT", path, body=body, params=params)
+        return f"ISM policy {POLICY}"
+    except Exception as exc:
+        log.warning("lifecycle policy not installed: %s", exc)
+        return (f"lifecycle policy {POLICY} NOT installed ({type(exc).__name__}): "
+                "indices keep growing")
+
+
+# -- documents to actions -------------------------------------------------------------
+
+
+def _digest(doc: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
+                  edges: list[dict[str, Any]], events: Iterable[dict[str, Any]] = (),
+                  namespace: str = "default") -> Iterator[Action]:
+    for doc in alerts:
+        yield {"_op_type": "create", "_index": f"logs-otsec.alert-{namespace}",
+               "_id": doc["event"]["id"], "_source": doc}
+    for kind, docs, latest, key in (("asset", assets, "otsec-assets-latest", "entity"),
+                                    ("edge", edges, "otsec-edges-latest", "otsec")):
+        for doc in docs:
+            doc_id = doc["entity"]["id"] if key == "entity" else doc["otsec"]["edge"]["id"]
+            yield {"_op_type": "index", "_index": latest, "_id": doc_id, "_source": doc}
+            yield {"_op_type": "create", "_index": f"logs-otsec.{kind}-{namespace}",
+                   "_id": _digest(doc), "_source": doc}  # history: one per change
+    for doc in events:
+        yield {"_op_type": "create", "_index": f"logs-otsec.event-{namespace}",
+               "_id": _digest(doc), "_source": doc}
+
+
+# -- delivery and the spool -----------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    delivered: int = 0
+    duplicates: int = 0  # 409 on create: delivered before
+    spooled: int = 0
+    dropped: int = 0  # spool full
+    errors: list[str] = field(default_factory=list)
+
+
+class Spool:
+    """Append-only NDJSON files, delivered oldest first; bounded in bytes."""
+
+    def __init__(self, directory: Path | None = None, max_bytes: int = SPOOL_MAX_BYTES) -> None:
+        default = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+        self.dir = directory or Path(os.environ.get("OTSEC_SPOOL_DIR", default / "otsec" /
+                                                    "spool"))
+        self.max_bytes = max_bytes
+
+    def files(self) -> list[Path]:
+        return sorted(self.dir.glob("spool-*.ndjson")) if self.dir.is_dir() else []
+
+    def size(self) -> int:
+        return sum(f.stat().st_size for f in self.files())
+
+    def put(self, actions: list[Action]) -> tuple[int, int]:
+        """Write actions to a new spool file; return (spooled, dropped for lack of room)."""
+        if not actions:
+            return 0, 0
+        self.dir.mkdir(parents=True, exist_ok=True)
+        room = self.max_bytes - self.size()
+        lines = []
+        for a in actions:
+            line = json.dumps(a, separators=(",", ":")) + "\n"
+            if room < len(line):
+                break
+            room -= len(line)
+            lines.append(line)
+        seq = len(self.files())
+        name = self.dir / f"spool-{os.getpid()}-{seq:06d}-{_digest({'n': lines[:1]})[:8]}.ndjson"
+        tmp = name.with_suffix(".tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, name)
+        return len(lines), len(actions) - len(lines)
+
+    @staticmethod
+    def read(path: Path) -> list[Action]:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+
+
+def send(client: Any, flavor: str, actions: list[Action]) -> tuple[Delivery, list[Action]]:
+    """Bulk with retries and backoff on 429/5xx; returns the result and what failed."""
+    if flavor == "opensearch":
+        from opensearchpy import helpers
+    else:
+        from elasticsearch import helpers  # type: ignore[no-redef]
+    result = Delivery()
+    failed: list[Action] = []
+    try:
+        for (ok, item), action in zip(helpers.streaming_bulk(
+                client, actions, chunk_size=500, max_retries=5, initial_backoff=1,
+                max_backoff=30, raise_on_error=False, raise_on_exception=False), actions,
+                strict=False):
+            info = next(iter(item.values()))
+            if ok:
+                result.delivered += 1
+            elif info.get("status") == 409:
+                result.duplicates += 1
+            else:
+                failed.append(action)
+                if len(result.errors) < 5:
+                    result.errors.append(str(info.get("error"))[:300])
+    except Exception as exc:
+        done = result.delivered + result.duplicates + len(failed)
+        failed.extend(actions[done:])
+        result.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+    return result, failed
+
+
+def deliver(url: str | None, actions: list[Action], spool: Spool,
+            flavor: str | None = None) -> Delivery:
+    """Ship the spool first (order), then ``actions``; spool whatever does not get through."""
+    total = Delivery()
+    client = None
+    if url is not None:
+        try:
+            client, flavor = connect(url, flavor)
+        except SearchError as exc:
+            total.errors.append(str(exc))
+    for path in spool.files():
+        if client is None:
+            break
+        pending = Spool.read(path)
+        result, failed = send(client, flavor or "opensearch", pending)
+        _add(total, result)
+        if failed:
+            _rewrite(path, failed)
+            client = None  # keep the order: nothing newer goes before what is still spooled
+            break
+        path.unlink()
+    if client is not None and actions:
+        result, failed = send(client, flavor or "opensearch", actions)
+        _add(total, result)
+        actions = failed
+    elif client is not None:
+        actions = []
+    total.spooled, total.dropped = spool.put(actions) if actions else (0, 0)
+    return total
+
+
+def _rewrite(path: Path, actions: list[Action]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions),
+                   encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _add(total: Delivery, part: Delivery) -> None:
+    total.delivered += part.delivered
+    total.duplicates += part.duplicates
+    total.errors.extend(part.errors)

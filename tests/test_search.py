@@ -1,0 +1,110 @@
+"""Shipping to a real OpenSearch node started by scripts/search-node (skipped without Java)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otsec.cli import main
+from otsec.sinks.search import Spool, audit_actions, deliver
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "search-node"
+# a port per test worker, so parallel workers never share a node
+PORT = str(9262 + 20 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0))
+URL = f"http://127.0.0.1:{PORT}"
+MISSING = next((t for t in ("java", "javac", "mvn") if not shutil.which(t)), None)
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"{MISSING} is not installed")
+INTRUSION = ROOT / "pcaps" / "modbus-intrusion.pcap"
+
+
+def node(command: str) -> str:
+    env = dict(os.environ, OTSEC_SEARCH_PORT=PORT)
+    proc = subprocess.run([str(SCRIPT), command], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    node("down")  # a clean slate, whatever an interrupted run left
+    url = node("up")
+    try:
+        yield url
+    finally:
+        node("down")
+
+
+def get(path: str) -> dict:
+    with urllib.request.urlopen(f"{URL}{path}", timeout=10) as r:
+        return json.load(r)
+
+
+def count(index: str) -> int:
+    urllib.request.urlopen(urllib.request.Request(f"{URL}/{index}/_refresh", method="POST"),
+                           timeout=10).read()
+    return get(f"/{index}/_count")["count"]
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("OTSEC_SPOOL_DIR", str(tmp_path / "spool"))
+    return tmp_path / "spool"
+
+
+def test_setup_is_idempotent_and_alerts_arrive_once(cluster: str, tmp_path: Path,
+                                                    spool_dir: Path) -> None:
+    assert main(["setup", "--es", cluster]) == 0
+    assert main(["setup", "--es", cluster]) == 0
+    templates = {t["name"] for t in get("/_index_template")["index_templates"]}
+    assert {"logs-otsec.alert", "logs-otsec.event", "otsec-latest"} <= templates
+    out = tmp_path / "o"
+    assert main(["audit", str(INTRUSION), "--out", str(out), "--format", "json", "--es",
+                 cluster, "--es-events", "--es-namespace", "t1"]) == 0
+    alerts = (out / "alerts.ndjson").read_text().splitlines()
+    events = (out / "events.ndjson").read_text().splitlines()
+    assert count("logs-otsec.alert-t1") == len(alerts)
+    assert count("logs-otsec.event-t1") == len(events)  # the strict mapping rejected nothing
+    assert main(["audit", str(INTRUSION), "--out", str(out), "--format", "json", "--es",
+                 cluster, "--es-namespace", "t1"]) == 0
+    assert count("logs-otsec.alert-t1") == len(alerts)  # a rerun adds no duplicates
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["alerts"]["total"] == len(alerts)
+    assert not spool_dir.exists() or not list(spool_dir.iterdir())
+
+
+def test_node_down_spools_then_ship_delivers_exactly(cluster: str, tmp_path: Path,
+                                                     spool_dir: Path) -> None:
+    main(["setup", "--es", cluster])
+    out = tmp_path / "o"
+    main(["audit", str(INTRUSION), "--out", str(out), "--format", "json"])
+    alerts = [json.loads(x) for x in (out / "alerts.ndjson").read_text().splitlines()]
+    actions = list(audit_actions(alerts, [], [], namespace="t2"))
+    half = len(actions) // 2
+    assert deliver(cluster, actions[:half], Spool()).delivered == half
+    node("stop")  # the cluster goes away mid-run
+    lost = deliver(cluster, actions[half:], Spool())
+    assert lost.spooled == len(actions) - half and lost.delivered == 0
+    assert node("up") == cluster
+    time.sleep(1)
+    assert main(["ship", "--es", cluster]) == 0
+    assert count("logs-otsec.alert-t2") == len(alerts)
+    assert main(["ship", "--es", cluster]) == 0  # nothing left, nothing doubled
+    assert count("logs-otsec.alert-t2") == len(alerts)
+
+
+def test_spool_is_bounded(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s", max_bytes=2000)
+    actions = [{"_op_type": "create", "_index": "x", "_id": str(i), "_source": {"n": "y" * 50}}
+               for i in range(100)]
+    stored, dropped = spool.put(actions)
+    assert stored + dropped == 100 and dropped > 0 and spool.size() <= 2000
