@@ -1,0 +1,113 @@
+"""The Elasticsearch client path, checked by the requests it sends.
+
+No Elasticsearch can run here, so a small HTTP server on 127.0.0.1 answers as
+Elasticsearch 9 does (product header, bulk item statuses, 409 on a repeated create) and
+records every request otsec's official-client code sends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from otsec.cli import main
+from otsec.sinks.search import Spool, audit_actions, connect, deliver, setup
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Recorder(BaseHTTPRequestHandler):
+    requests: list[tuple[str, str, dict[str, str], bytes]] = []
+    seen_ids: set[str] = set()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, body: object, status: int = 200) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        Recorder.requests.append((self.command, self.path, headers, body))
+        if self.path.startswith("/_bulk"):
+            items = []
+            lines = [json.loads(x) for x in body.splitlines() if x.strip()]
+            for action in lines[::2]:
+                op, meta = next(iter(action.items()))
+                key = f"{meta['_index']}/{meta.get('_id')}"
+                status = 409 if op == "create" and key in Recorder.seen_ids else (
+                    201 if op == "create" else 200)
+                Recorder.seen_ids.add(key)
+                items.append({op: {"_index": meta["_index"], "_id": meta.get("_id"),
+                                   "status": status}})
+            self._answer({"took": 1, "errors": any(i for i in items
+                                                   if next(iter(i.values()))["status"] >= 300),
+                          "items": items})
+        elif self.path == "/":
+            self._answer({"name": "es", "cluster_name": "test", "tagline": "You Know, for Search",
+                          "version": {"number": "9.1.0", "build_flavor": "default"}})
+        else:
+            self._answer({"acknowledged": True})
+
+    do_GET = do_PUT = do_POST = do_HEAD = _handle
+
+
+@pytest.fixture
+def es(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    Recorder.requests, Recorder.seen_ids = [], set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OTSEC_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("OTSEC_ES_API_KEY", "c2VjcmV0")
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_client_is_chosen_by_asking_and_setup_sends_ilm(es: str) -> None:
+    client, flavor = connect(es)
+    assert flavor == "elasticsearch"
+    notes = setup(client, flavor)
+    assert "ILM policy otsec" in notes
+    paths = {(m, p.split("?")[0]) for m, p, _h, _b in Recorder.requests}
+    assert ("PUT", "/_component_template/otsec-ecs") in paths
+    assert ("PUT", "/_ilm/policy/otsec") in paths
+    template = next(json.loads(b) for m, p, _h, b in Recorder.requests
+                    if p.startswith("/_index_template/logs-otsec.alert"))
+    assert template["data_stream"] == {} and template["priority"] > 100
+    assert template["template"]["settings"]["index.lifecycle.name"] == "otsec"
+    assert all(h.get("authorization") == "ApiKey c2VjcmV0" for _m, _p, h, _b in
+               Recorder.requests)  # credentials from the environment, on every request
+
+
+def test_bulk_creates_alerts_with_their_ids_and_counts_409_as_delivered(es: str,
+                                                                       tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    main(["audit", str(ROOT / "pcaps" / "modbus-intrusion.pcap"), "--out", str(out),
+          "--format", "json"])
+    alerts = [json.loads(x) for x in (out / "alerts.ndjson").read_text().splitlines()]
+    actions = list(audit_actions(alerts, [], [], namespace="prod"))
+    first = deliver(es, actions, Spool())
+    assert first.delivered == len(alerts) and first.spooled == 0
+    bulk = [b for _m, p, _h, b in Recorder.requests if p.startswith("/_bulk")]
+    lines = [json.loads(x) for body in bulk for x in body.splitlines() if x.strip()]
+    metas = [line["create"] for line in lines[::2]]
+    assert {m["_index"] for m in metas} == {"logs-otsec.alert-prod"}
+    assert [m["_id"] for m in metas] == [a["event"]["id"] for a in alerts]
+    again = deliver(es, actions, Spool())
+    assert again.duplicates == len(alerts) and again.delivered == 0 and again.spooled == 0
