@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Recorder(BaseHTTPRequestHandler):
-    requests: list[tuple[str, str, dict[str, str], bytes]] = []
-    seen_ids: set[str] = set()
+    requests: ClassVar[list[tuple[str, str, dict[str, str], bytes]]] = []
+    seen_ids: ClassVar[set[str]] = set()
 
     def log_message(self, *args: object) -> None:
         pass
