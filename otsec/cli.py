@@ -154,7 +154,13 @@ def setup(es_url: str, kibana_url: str | None) -> int:
     for note in notes:
         click.echo(f"{flavor}: {note}")
     if kibana_url:
-        raise click.ClickException("Kibana saved objects are not shipped yet")
+        from otsec.sinks.kibana import import_objects
+
+        try:
+            result = import_objects(kibana_url)
+        except SearchError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"kibana: imported {result.get('successCount', 0)} saved objects")
     return 0
 
 

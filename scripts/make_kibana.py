@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Write kibana/otsec.ndjson: data views, searches, visualisations and the overview dashboard.
+
+Kept as code so the saved objects stay consistent with the index mappings; the tests
+check every field they name exists in otsec's templates. Import with
+`otsec setup --es URL --kibana URL` or Kibana's Saved Objects page.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "kibana" / "otsec.ndjson"
+VERSION = {"coreMigrationVersion": "8.8.0"}
+
+VIEWS = {
+    "otsec-alerts": ("logs-otsec.alert-*", "@timestamp", "otsec alerts"),
+    "otsec-events": ("logs-otsec.event-*", "@timestamp", "otsec PDU events"),
+    "otsec-assets": ("otsec-assets-latest", "otsec.asset.last_seen", "otsec assets (current)"),
+    "otsec-edges": ("otsec-edges-latest", "otsec.edge.last_seen", "otsec edges (current)"),
+}
+
+
+def view(vid: str) -> dict:
+    title, time_field, name = VIEWS[vid]
+    return {"type": "index-pattern", "id": vid, **VERSION, "references": [],
+            "attributes": {"title": title, "timeFieldName": time_field, "name": name}}
+
+
+def source(vid: str, query: str = "") -> dict:
+    search = {"query": {"query": query, "language": "kuery"}, "filter": [],
+              "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index"}
+    return {"searchSourceJSON": json.dumps(search)}
+
+
+def ref(vid: str) -> list[dict]:
+    return [{"name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern",
+             "id": vid}]
+
+
+def vis(vid: str, title: str, view_id: str, vis_type: str, aggs: list[dict],
+        params: dict | None = None) -> dict:
+    state = {"title": title, "type": vis_type, "aggs": aggs, "params": params or {}}
+    return {"type": "visualization", "id": vid, **VERSION, "references": ref(view_id),
+            "attributes": {"title": title, "visState": json.dumps(state), "uiStateJSON": "{}",
+                           "description": "", "kibanaSavedObjectMeta": source(view_id)}}
+
+
+def terms(field: str, size: int = 10, schema: str = "segment", aid: str = "2") -> dict:
+    return {"id": aid, "enabled": True, "type": "terms", "schema": schema,
+            "params": {"field": field, "size": size, "order": "desc", "orderBy": "1"}}
+
+
+COUNT = {"id": "1", "enabled": True, "type": "count", "schema": "metric", "params": {}}
+
+
+def search(sid: str, title: str, view_id: str, columns: list[str], sort: str) -> dict:
+    return {"type": "search", "id": sid, **VERSION, "references": ref(view_id),
+            "attributes": {"title": title, "columns": columns, "sort": [[sort, "desc"]],
+                           "kibanaSavedObjectMeta": source(view_id)}}
+
+
+VEGA = {
+    "$schema": "https://vega.github.io/schema/vega/v5.json",
+    "description": "otsec communication graph: assets as nodes, edges as links",
+    "autosize": "none",
+    "data": [
+        {"name": "edges",
+         "url": {"index": "otsec-edges-latest",
+                 "body": {"size": 1000, "_source": ["otsec.edge.client", "otsec.edge.server",
+                                                     "network.protocol", "otsec.edge.writes"]}},
+         "format": {"property": "hits.hits"},
+         "transform": [
+             {"type": "formula", "as": "source", "expr": "datum._source.otsec.edge.client"},
+             {"type": "formula", "as": "target", "expr": "datum._source.otsec.edge.server"},
+             {"type": "formula", "as": "protocol", "expr": "datum._source.network.protocol"},
+             {"type": "formula", "as": "writes", "expr": "datum._source.otsec.edge.writes"}]},
+        {"name": "node-data", "source": "edges",
+         "transform": [{"type": "fold", "fields": ["source", "target"]},
+                       {"type": "aggregate", "groupby": ["value"]}]},
+    ],
+    "scales": [{"name": "color", "type": "ordinal", "domain": {"data": "edges",
+                                                              "field": "protocol"},
+                "range": {"scheme": "category10"}}],
+    "marks": [
+        {"name": "nodes", "type": "symbol", "from": {"data": "node-data"}, "zindex": 1,
+         "encode": {"enter": {"fill": {"value": "#4c78a8"}, "size": {"value": 300},
+                              "tooltip": {"field": "value"}}},
+         "transform": [{"type": "force", "iterations": 300, "static": True,
+                        "forces": [{"force": "center", "x": {"signal": "width / 2"},
+                                    "y": {"signal": "height / 2"}},
+                                   {"force": "collide", "radius": 20},
+                                   {"force": "nbody", "strength": -60},
+                                   {"force": "link", "links": "links", "id": "datum.value",
+                                    "distance": 90}]}]},
+        {"type": "text", "from": {"data": "nodes"},
+         "encode": {"update": {"x": {"field": "x"}, "y": {"field": "y"},
+                               "text": {"field": "datum.value"}, "dx": {"value": 10}}}},
+        {"type": "path", "from": {"data": "links"},
+         "encode": {"update": {"stroke": {"scale": "color", "field": "datum.protocol"},
+                               "strokeWidth": {"signal": "datum.datum.writes > 0 ? 3 : 1"}}},
+         "transform": [{"type": "linkpath", "shape": "line",
+                        "sourceX": "datum.source.x", "sourceY": "datum.source.y",
+                        "targetX": "datum.target.x", "targetY": "datum.target.y"}]},
+    ],
+}
+VEGA["data"].append({"name": "links", "source": "edges",
+                     "transform": [{"type": "lookup", "from": "nodes", "key": "datum.value",
+                                    "fields": ["source", "target"],
+                                    "as": ["source", "target"]}]})
+
+
+def objects() -> list[dict]:
+    out = [view(v) for v in VIEWS]
+    out += [
+        vis("otsec-alerts-over-time", "otsec: alerts over time", "otsec-alerts", "histogram",
+            [COUNT, {"id": "2", "enabled": True, "type": "date_histogram", "schema": "segment",
+                     "params": {"field": "@timestamp", "interval": "auto"}},
+             terms("event.severity", 4, "group", "3")]),
+        vis("otsec-alerts-by-rule", "otsec: alerts by rule", "otsec-alerts", "table",
+            [COUNT, terms("rule.id", 25, "bucket")]),
+        vis("otsec-alerts-by-technique", "otsec: alerts by ATT&CK technique", "otsec-alerts",
+            "pie", [COUNT, terms("threat.technique.id", 15)]),
+        vis("otsec-top-talkers", "otsec: top talkers (PDUs)", "otsec-events", "horizontal_bar",
+            [COUNT, terms("source.ip", 15)]),
+        search("otsec-asset-inventory", "otsec: asset inventory", "otsec-assets",
+               ["entity.display_name", "entity.sub_type", "host.ip", "host.mac",
+                "device.manufacturer", "device.model.name", "otsec.asset.firmware_version",
+                "otsec.asset.last_seen"], "otsec.asset.last_seen"),
+        search("otsec-edges-table", "otsec: communication edges", "otsec-edges",
+               ["source.ip", "destination.ip", "destination.port", "network.protocol",
+                "otsec.edge.pdus", "otsec.edge.writes", "otsec.edge.state"],
+               "otsec.edge.last_seen"),
+        {"type": "visualization", "id": "otsec-network-graph", **VERSION, "references": [],
+         "attributes": {"title": "otsec: network graph", "uiStateJSON": "{}",
+                        "description": "",
+                        "visState": json.dumps({"title": "otsec: network graph", "type": "vega",
+                                                "aggs": [],
+                                                "params": {"spec": json.dumps(VEGA, indent=2)}}),
+                        "kibanaSavedObjectMeta": {"searchSourceJSON": "{}"}}},
+    ]
+    panels, refs = [], []
+    grid = [("otsec-alerts-over-time", "visualization", 0, 0, 48, 12),
+            ("otsec-alerts-by-rule", "visualization", 0, 12, 24, 15),
+            ("otsec-alerts-by-technique", "visualization", 24, 12, 24, 15),
+            ("otsec-top-talkers", "visualization", 0, 27, 24, 15),
+            ("otsec-network-graph", "visualization", 24, 27, 24, 15),
+            ("otsec-asset-inventory", "search", 0, 42, 48, 15),
+            ("otsec-edges-table", "search", 0, 57, 48, 15)]
+    for i, (oid, otype, x, y, w, h) in enumerate(grid):
+        panels.append({"panelIndex": str(i), "gridData": {"x": x, "y": y, "w": w, "h": h,
+                                                          "i": str(i)},
+                       "panelRefName": f"panel_{i}", "embeddableConfig": {}, "version": "8.8.0"})
+        refs.append({"name": f"panel_{i}", "type": otype, "id": oid})
+    out.append({"type": "dashboard", "id": "otsec-overview", **VERSION, "references": refs,
+                "attributes": {"title": "otsec: OT security overview",
+                               "description": "Alerts, ATT&CK techniques, talkers, the "
+                                              "network graph, assets and edges",
+                               "panelsJSON": json.dumps(panels), "timeRestore": False,
+                               "optionsJSON": json.dumps({"useMargins": True}),
+                               "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
+                                   {"query": {"query": "", "language": "kuery"},
+                                    "filter": []})}}})
+    return out
+
+
+def main() -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("".join(json.dumps(o, sort_keys=True) + "\n" for o in objects()))
+    print(OUT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Kibana saved objects: valid, self-consistent, and naming only fields otsec maps."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from otsec.cli import main
+from otsec.sinks.kibana import saved_objects
+from otsec.sinks.mappings import ECS_FIELDS, OTSEC_FIELDS
+
+MAPPED = set(ECS_FIELDS) | set(OTSEC_FIELDS)
+
+
+def objects() -> list[dict]:
+    return [json.loads(line) for line in saved_objects().read_text().splitlines()]
+
+
+def fields_named(obj: dict) -> set[str]:
+    attrs = obj["attributes"]
+    out: set[str] = set()
+    if obj["type"] == "index-pattern":
+        out.add(attrs["timeFieldName"])
+    if obj["type"] == "search":
+        out |= set(attrs["columns"]) | {s[0] for s in attrs["sort"]}
+    if obj["type"] == "visualization":
+        state = json.loads(attrs["visState"])
+        out |= {a["params"]["field"] for a in state["aggs"] if "field" in a.get("params", {})}
+        if state["type"] == "vega":
+            spec = json.loads(state["params"]["spec"])
+            out |= set(spec["data"][0]["url"]["body"]["_source"])
+    return out
+
+
+def test_saved_objects_are_valid_and_reference_each_other() -> None:
+    objs = objects()
+    ids = {(o["type"], o["id"]) for o in objs}
+    assert {"index-pattern", "visualization", "search", "dashboard"} <= {o["type"] for o in objs}
+    for o in objs:
+        for r in o["references"]:
+            assert (r["type"], r["id"]) in ids, (o["id"], r)
+        json.loads(o["attributes"].get("panelsJSON", "[]"))
+    dashboard = next(o for o in objs if o["type"] == "dashboard")
+    titles = {o["id"] for o in objs}
+    assert {"otsec-alerts-over-time", "otsec-alerts-by-rule", "otsec-alerts-by-technique",
+            "otsec-top-talkers", "otsec-asset-inventory", "otsec-edges-table",
+            "otsec-network-graph"} <= titles
+    assert len(json.loads(dashboard["attributes"]["panelsJSON"])) == len(dashboard["references"])
+
+
+def test_every_field_they_name_is_mapped() -> None:
+    for o in objects():
+        missing = fields_named(o) - MAPPED
+        assert not missing, (o["id"], missing)
+
+
+def test_setup_imports_them_into_kibana(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[tuple[str, dict, bytes]] = []
+
+    class Kibana(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            data = json.dumps({"success": True, "successCount": 12}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Kibana)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from otsec.sinks.kibana import import_objects
+
+        monkeypatch.setenv("OTSEC_KIBANA_API_KEY", "a2V5")
+        result = import_objects(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    assert result["successCount"] == 12
+    path, headers, body = received[0]
+    assert path == "/api/saved_objects/_import?overwrite=true"
+    assert headers["kbn-xsrf"] and headers["authorization"] == "ApiKey a2V5"
+    assert b'"otsec-overview"' in body and b"multipart" not in body[:2]
+    assert main(["setup", "--es", "http://127.0.0.1:9", "--kibana", "http://127.0.0.1:9"]) == 1
