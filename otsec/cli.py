@@ -99,6 +99,42 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
 
 
 @cli.command()
+@click.option("-i", "--interface", "iface", required=True, help="The mirror/SPAN port.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="otsec-out",
+              show_default=True, help="Directory kept current with the audit's files.")
+@click.option("--bpf", default=None, help="Kernel filter (tcpdump syntax); default: the OT "
+              "ports, ARP, DNS and DHCP. An empty string captures everything.")
+@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), default=None,
+              help="Protect with this baseline (and save what a learning window adds).")
+@click.option("--learn-for", type=str, default=None, metavar="DURATION",
+              help="Learn for DURATION (10m, 2h, 7d), then protect.")
+@click.option("--rules", "rule_paths", multiple=True, type=click.Path())
+@click.option("--es", "es_url", default=None, metavar="URL")
+@click.option("--flush-every", type=float, default=5.0, show_default=True,
+              help="Seconds between rewrites of the output files.")
+def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None,
+            learn_for: str | None, rule_paths: tuple[str, ...], es_url: str | None,
+            flush_every: float) -> int:
+    """Passive live sensor on a mirror port (receive-only; needs root or CAP_NET_RAW)."""
+    from otsec.capture.live import DEFAULT_FILTER
+    from otsec.detect.ruleset import load
+    from otsec.monitor import Monitor, MonitorOptions
+
+    logging.getLogger().setLevel(logging.INFO)
+    path = Path(baseline_file) if baseline_file else None
+    baseline = load_baseline(baseline_file) if path is not None and path.exists() else None
+    opts = MonitorOptions(
+        iface=iface, out_dir=Path(out_dir), bpf=DEFAULT_FILTER if bpf is None else bpf,
+        baseline=baseline, baseline_file=path,
+        learn_for=parse_duration(learn_for) if learn_for else None,
+        rule_paths=tuple(Path(p) for p in rule_paths), es_url=es_url, flush_every=flush_every)
+    summary = Monitor(opts, load(list(opts.rule_paths))).run()
+    click.echo(f"stopped: {summary['packets']} packets, {sum(summary['pdus'].values())} PDUs, "
+               f"{summary['alerts']['total']} alerts in {out_dir}/")
+    return 0
+
+
+@cli.command()
 @click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), required=True,
               help="Baseline file to create, or to extend when it exists.")

@@ -32,6 +32,12 @@ class Detector:
         self.deviations: Deviations | None = None
         self.suppressed = {"baseline": 0, "suppress": 0, "maintenance": 0}
 
+    def reload(self, ruleset: RuleSet) -> None:
+        """New rules from now on; the alerts raised so far stay."""
+        self.ruleset = ruleset
+        self.catalog = ruleset.catalog
+        self.matcher = Matcher(ruleset, self._context)
+
     @property
     def alerts(self) -> list[Alert]:
         return self.book.alerts
