@@ -112,9 +112,13 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
 @click.option("--es", "es_url", default=None, metavar="URL")
 @click.option("--flush-every", type=float, default=5.0, show_default=True,
               help="Seconds between rewrites of the output files.")
+@click.option("--user", default="nobody", show_default=True,
+              help="Unprivileged user to become once the capture socket is open.")
+@click.option("--stay-root", is_flag=True,
+              help="Keep running as root (not recommended; prefer CAP_NET_RAW or --user).")
 def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None,
             learn_for: str | None, rule_paths: tuple[str, ...], es_url: str | None,
-            flush_every: float) -> int:
+            flush_every: float, user: str, stay_root: bool) -> int:
     """Passive live sensor on a mirror port (receive-only; needs root or CAP_NET_RAW)."""
     from otsec.capture.live import DEFAULT_FILTER
     from otsec.detect.ruleset import load
@@ -127,7 +131,8 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
         iface=iface, out_dir=Path(out_dir), bpf=DEFAULT_FILTER if bpf is None else bpf,
         baseline=baseline, baseline_file=path,
         learn_for=parse_duration(learn_for) if learn_for else None,
-        rule_paths=tuple(Path(p) for p in rule_paths), es_url=es_url, flush_every=flush_every)
+        rule_paths=tuple(Path(p) for p in rule_paths), es_url=es_url, flush_every=flush_every,
+        user=None if stay_root else user)
     summary = Monitor(opts, load(list(opts.rule_paths))).run()
     click.echo(f"stopped: {summary['packets']} packets, {sum(summary['pdus'].values())} PDUs, "
                f"{summary['alerts']['total']} alerts in {out_dir}/")

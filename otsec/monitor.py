@@ -9,6 +9,8 @@ reloads the rules. A stats line goes to the log every minute.
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import signal
 import time
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from otsec.detect.ruleset import RuleSet, load
 from otsec.engine import Engine
 from otsec.graph.edges import Graph, merged_edges
 from otsec.inventory.assets import Inventory
+from otsec.inventory.oui import mac_vendor
 from otsec.sinks.documents import alert_document, asset_document, edge_document
 from otsec.sinks.files import EventFiles, write_ndjson
 
@@ -46,6 +49,7 @@ class MonitorOptions:
     max_flows: int = 200_000
     es_url: str | None = None
     promiscuous: bool = True
+    user: str | None = "nobody"  # drop root to this user once the socket is open; None: stay
 
 
 class Monitor:
@@ -93,6 +97,12 @@ class Monitor:
     def run(self) -> dict[str, Any]:
         opts = self.opts
         self.capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)
+        if opts.es_url:
+            import otsec.sinks.search  # noqa: F401 - load before privileges go
+        mac_vendor("00-1B-1B-00-00-00")  # the vendor registry's index, likewise
+        if os.geteuid() == 0 and opts.user:
+            drop_privileges(opts.user, [opts.out_dir, *( [opts.baseline_file.parent]
+                                                         if opts.baseline_file else [])])
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hup)
         log.info("monitoring %s (filter: %s)", opts.iface, opts.bpf or "none")
@@ -182,3 +192,19 @@ class Monitor:
         self.shipped.update(a["event"]["id"] for a in new)
         if outcome.spooled:
             log.warning("search cluster: %d documents spooled", outcome.spooled)
+
+
+def drop_privileges(user: str, writable: list[Path]) -> None:
+    """Give up root for good once the capture socket is open (it stays usable)."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise PermissionError(f"no such user {user!r} to run as (see --user)") from None
+    for directory in writable:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in [directory, *directory.iterdir()]:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    log.info("dropped root: running as %s (uid %d)", user, pw.pw_uid)

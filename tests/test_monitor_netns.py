@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +63,13 @@ def veth() -> object:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
+def sensor_pid(parent: int) -> int:
+    """The python process under `ip netns exec` (it execs, so usually the same pid)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return int(kids[0]) if kids else parent
+
+
 REPLAY = """
 import socket, sys, time
 sys.path.insert(0, {root!r})
@@ -78,7 +86,7 @@ with CaptureReader({pcap!r}) as r:
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Path) -> None:
-    out = tmp_path / "live"
+    out = Path(tempfile.mkdtemp(prefix="otsec-live-", dir="/tmp"))  # reachable by nobody
     sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
                                "monitor", "-i", "mirror0", "--out", str(out),
                                "--flush-every", "1"], stdout=subprocess.PIPE,
@@ -89,6 +97,9 @@ def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Pa
                 break
             time.sleep(0.1)
         assert sensor.poll() is None, sensor.stderr.read() if sensor.stderr else ""
+        uids = [line for line in Path(f"/proc/{sensor_pid(sensor.pid)}/status").read_text()
+                .splitlines() if line.startswith("Uid:")]
+        assert uids and uids[0].split()[1] != "0"  # root was dropped after opening the ring
         subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
                         REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True,
                        timeout=120)

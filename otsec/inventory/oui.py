@@ -15,5 +15,5 @@ def mac_vendor(mac: str) -> str | None:
         if int(mac[:2].replace("-", ""), 16) & 0x02:
             return None  # locally administered: no vendor behind it
         return str(eui.oui.registration().org).strip().rstrip(",.") or None
-    except (AddrFormatError, NotRegisteredError, ValueError, IndexError):
-        return None
+    except (AddrFormatError, NotRegisteredError, ValueError, IndexError, OSError):
+        return None  # OSError: the registry file became unreadable (privileges dropped)
