@@ -51,27 +51,6 @@ class Dnp3Anomaly(StrEnum):
     RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next 0x05 0x64
 
 
-#: anomalies that mean the PDU itself is malformed (as opposed to odd conversation state)
-MALFORMED = frozenset(
-    {
-        ModbusAnomaly.INVALID_PROTOCOL_ID,
-        ModbusAnomaly.INVALID_LENGTH,
-        ModbusAnomaly.LENGTH_MISMATCH,
-        ModbusAnomaly.INVALID_FUNCTION_CODE,
-        S7Anomaly.INVALID_TPKT,
-        S7Anomaly.INVALID_COTP,
-        S7Anomaly.INVALID_HEADER,
-        S7Anomaly.TRUNCATED_PDU,
-        S7Anomaly.UNKNOWN_ROSCTR,
-        Dnp3Anomaly.BAD_HEADER_CRC,
-        Dnp3Anomaly.BAD_DATA_CRC,
-        Dnp3Anomaly.INVALID_LENGTH,
-        Dnp3Anomaly.RESERVED_FUNCTION,
-        Dnp3Anomaly.TRUNCATED_OBJECTS,
-    }
-)
-
-
 @dataclass(slots=True, kw_only=True)
 class Event:
     """Common envelope: where and when. ``flow`` is the engine's Flow object."""

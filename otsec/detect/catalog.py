@@ -37,16 +37,3 @@ class Rule:
                 if tactic not in seen:
                     seen.append(tactic)
         return tuple(seen)
-
-
-def builtin_catalog() -> dict[str, Rule]:
-    """The shipped rules by id (loaded once from the YAML ruleset)."""
-    global _BUILTIN
-    if _BUILTIN is None:
-        from otsec.detect.ruleset import load  # the ruleset module builds on this one
-
-        _BUILTIN = load().catalog
-    return _BUILTIN
-
-
-_BUILTIN: dict[str, Rule] | None = None
