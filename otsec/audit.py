@@ -170,19 +170,21 @@ def run_audit(
 
 
 def build_summary(
-    engine: Engine,
+    engine: Any,
     files: list[str],
     elapsed: float,
-    alerts: list[Alert],
+    alerts: list[Alert] | list[str],
     assets: list[Asset],
     edges: list[Edge],
     warnings: list[str],
     events_written: int,
 ) -> dict[str, Any]:
+    """``engine`` needs ``stats``, ``reassembly`` and ``flows.stats``; ``alerts`` may be given
+    as their severity names."""
     st = engine.stats
     by_sev = {name: 0 for name in SEVERITIES}
     for a in alerts:
-        by_sev[a.rule.severity] += 1
+        by_sev[a if isinstance(a, str) else a.rule.severity] += 1
     duration = (st.last_ts - st.first_ts) if st.first_ts and st.last_ts else 0.0
     roles: dict[str, int] = {}
     for a in assets:

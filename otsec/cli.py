@@ -116,9 +116,11 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
               help="Unprivileged user to become once the capture socket is open.")
 @click.option("--stay-root", is_flag=True,
               help="Keep running as root (not recommended; prefer CAP_NET_RAW or --user).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Capture processes sharing the interface by flow hash (PACKET_FANOUT).")
 def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None,
             learn_for: str | None, rule_paths: tuple[str, ...], es_url: str | None,
-            flush_every: float, user: str, stay_root: bool) -> int:
+            flush_every: float, user: str, stay_root: bool, workers: int) -> int:
     """Passive live sensor on a mirror port (receive-only; needs root or CAP_NET_RAW)."""
     from otsec.capture.live import DEFAULT_FILTER
     from otsec.detect.ruleset import load
@@ -132,7 +134,9 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
         baseline=baseline, baseline_file=path,
         learn_for=parse_duration(learn_for) if learn_for else None,
         rule_paths=tuple(Path(p) for p in rule_paths), es_url=es_url, flush_every=flush_every,
-        user=None if stay_root else user)
+        user=None if stay_root else user, workers=workers)
+    if workers > 1 and opts.learn_for is not None:
+        raise UserError("learning needs one process: use --workers 1 with --learn-for")
     summary = Monitor(opts, load(list(opts.rule_paths))).run()
     click.echo(f"stopped: {summary['packets']} packets, {sum(summary['pdus'].values())} PDUs, "
                f"{summary['alerts']['total']} alerts in {out_dir}/")

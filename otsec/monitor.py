@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otsec import workers
 from otsec.atomic import write_json_atomic
 from otsec.audit import build_summary
 from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
 from otsec.detect import Detector
+from otsec.detect.catalog import SEVERITIES
 from otsec.detect.deviations import Deviations
 from otsec.detect.ruleset import RuleSet, load
 from otsec.engine import Engine
@@ -31,6 +33,8 @@ from otsec.inventory.assets import Inventory
 from otsec.inventory.oui import mac_vendor
 from otsec.sinks.documents import alert_document, asset_document, edge_document
 from otsec.sinks.files import EventFiles, write_ndjson
+
+SEVERITY_NAMES = {level: name for name, level in SEVERITIES.items()}
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +54,18 @@ class MonitorOptions:
     es_url: str | None = None
     promiscuous: bool = True
     user: str | None = "nobody"  # drop root to this user once the socket is open; None: stay
+    workers: int = 1
 
 
-class Monitor:
-    def __init__(self, opts: MonitorOptions, ruleset: RuleSet | None = None) -> None:
+class Pipeline:
+    """Engine and consumers for one capture process (the sensor, or one of its workers)."""
+
+    def __init__(self, opts: MonitorOptions, ruleset: RuleSet, append: bool = False) -> None:
         self.opts = opts
-        opts.out_dir.mkdir(parents=True, exist_ok=True)
-        self.files = EventFiles(opts.out_dir)
+        self.files = EventFiles(opts.out_dir, append=append)
         self.inventory = Inventory()
         self.graph = Graph()
-        self.detector = Detector(ruleset if ruleset is not None else load(list(opts.rule_paths)))
+        self.detector = Detector(ruleset)
         self.detector.roles = self.inventory.role_of
         consumers: list[Any] = [self.files, self.inventory, self.graph, self.detector]
         self.deviations: Deviations | None = None
@@ -69,7 +75,7 @@ class Monitor:
             def learned_so_far() -> None:
                 assets, _ = self.inventory.assets()
                 base.merge(learn(assets, list(self.graph.edges.values()), [f"live:{opts.iface}"]))
-                self._save_baseline()
+                self.save_baseline()
 
             self.deviations = Deviations(base, self.detector.add, self.detector.catalog,
                                          learn_for=opts.learn_for or 0.0,
@@ -77,38 +83,83 @@ class Monitor:
             self.detector.protect_with(base, self.deviations)
             consumers.append(self.deviations)
         self.engine = Engine(consumers, max_flows=opts.max_flows)
+
+    def save_baseline(self) -> None:
+        if self.deviations is not None and self.opts.baseline_file is not None:
+            self.deviations.baseline.save(self.opts.baseline_file)
+
+    def alert_docs(self, asset_by_ip: dict[str, Any]) -> list[dict[str, Any]]:
+        dev = self.deviations
+        alerts = sorted(self.detector.alerts, key=lambda a: (a.start, a.rule.id))
+        return [alert_document(a, asset_by_ip, "protecting" if dev and dev.protecting(a.start)
+                               else "learning") for a in alerts]
+
+    def view(self, drops: int) -> dict[str, Any]:
+        """Assets, edges, alert documents and counters as they stand."""
+        self.files.events.flush()
+        self.files.anomalies.flush()
+        assets, id_of = self.inventory.assets()
+        return {"assets": assets, "edges": merged_edges(self.graph.edges, id_of),
+                "alerts": self.alert_docs({ip: a for a in assets for ip in a.ips}),
+                "engine": self.engine, "events": self.files.events.count, "drops": drops}
+
+    def snapshot(self, drops: int) -> dict[str, Any]:
+        """What a worker sends its parent (picklable)."""
+        self.files.events.flush()
+        self.files.anomalies.flush()
+        assets, _ = self.inventory.assets()
+        return {"hosts": self.inventory.hosts, "arp": self.inventory.arp,
+                "edges": self.graph.edges,
+                "alerts": self.alert_docs({ip: a for a in assets for ip in a.ips}),
+                "stats": self.engine.stats, "reassembly": self.engine.reassembly,
+                "flows": self.engine.flows.stats, "events": self.files.events.count,
+                "drops": drops}
+
+
+class Monitor:
+    def __init__(self, opts: MonitorOptions, ruleset: RuleSet | None = None) -> None:
+        self.opts = opts
+        opts.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ruleset = ruleset if ruleset is not None else load(list(opts.rule_paths))
+        self.pipe = Pipeline(opts, self.ruleset) if opts.workers <= 1 else None
         self.capture: LiveCapture | None = None
         self.started = time.monotonic()
         self.reload = False
+        self.stopping = False
         self.shipped: set[str] = set()
 
     # -- signals ----------------------------------------------------------------------
 
     def _stop(self, signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
+        self.stopping = True
         if self.capture is not None:
             self.capture.stop()
 
     def _hup(self, _signum: int, _frame: object) -> None:
         self.reload = True
 
-    # -- the loop ---------------------------------------------------------------------
-
-    def run(self) -> dict[str, Any]:
-        opts = self.opts
-        self.capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)
-        if opts.es_url:
-            import otsec.sinks.search  # noqa: F401 - load before privileges go
-        mac_vendor("00-1B-1B-00-00-00")  # the vendor registry's index, likewise
-        if os.geteuid() == 0 and opts.user:
-            drop_privileges(opts.user, [opts.out_dir, *( [opts.baseline_file.parent]
-                                                         if opts.baseline_file else [])])
+    def _signals(self) -> dict[int, Any]:
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hup)
+        return previous
+
+    # -- one process ------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        if self.opts.workers > 1:
+            return self._run_workers()
+        opts, pipe = self.opts, self.pipe
+        assert pipe is not None
+        self.capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)
+        _before_dropping(opts)
+        if os.geteuid() == 0 and opts.user:
+            drop_privileges(opts.user, _writable(opts))
+        previous = self._signals()
         log.info("monitoring %s (filter: %s)", opts.iface, opts.bpf or "none")
         next_flush = time.monotonic() + opts.flush_every
         next_stats = time.monotonic() + opts.stats_every
-        packet = self.engine.packet
+        packet = pipe.engine.packet
         try:
             for pkt in self.capture:
                 if pkt is not None:
@@ -125,62 +176,98 @@ class Monitor:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.engine.finish()
-            summary = self.flush(final=True)
-            self.files.close()
+            pipe.engine.finish()
+            summary = self.flush()
+            pipe.files.close()
+            pipe.save_baseline()
             self.capture.close()
         return summary
 
     def _reload(self) -> None:
         self.reload = False
         try:
-            self.detector.reload(load(list(self.opts.rule_paths)))
+            assert self.pipe is not None
+            self.pipe.detector.reload(load(list(self.opts.rule_paths)))
             log.info("rules reloaded")
         except Exception as exc:
             log.error("rules not reloaded, keeping the old ones: %s", exc)
 
     def _stats(self) -> None:
+        assert self.pipe is not None
         received, dropped = self.capture.stats() if self.capture else (0, 0)
-        st = self.engine.stats
+        st = self.pipe.engine.stats
         log.info("stats: packets %d (kernel %d, dropped %d), flows %d, pdus %s, alerts %d",
-                 st.packets, received, dropped, len(self.engine.flows), dict(st.pdus),
-                 len(self.detector.alerts))
+                 st.packets, received, dropped, len(self.pipe.engine.flows), dict(st.pdus),
+                 len(self.pipe.detector.alerts))
 
-    def _save_baseline(self) -> None:
-        if self.deviations is not None and self.opts.baseline_file is not None:
-            self.deviations.baseline.save(self.opts.baseline_file)
+    def flush(self) -> dict[str, Any]:
+        assert self.pipe is not None
+        if self.capture is not None:
+            self.capture.stats()
+        return self.write(self.pipe.view(self.capture.drops if self.capture else 0))
 
-    def flush(self, final: bool = False) -> dict[str, Any]:
-        """Rewrite the state files (atomically) from what was seen so far."""
+    # -- several processes ------------------------------------------------------------
+
+    def _run_workers(self) -> dict[str, Any]:
+        opts = self.opts
+        if opts.learn_for is not None:
+            raise ValueError("learning needs one process: drop --workers or --learn-for")
+        for name in ("events.ndjson", "anomalies.ndjson"):
+            (opts.out_dir / name).write_bytes(b"")
+        procs, results, stop = workers.start(opts.workers, _worker, (opts, self.ruleset))
+        latest: dict[int, dict[str, Any]] = {}
+        ready = 0
+        end = time.monotonic() + 60
+        while ready < opts.workers and time.monotonic() < end:
+            ready += workers.collect(results, latest, 0.5).count("ready")
+            if any(not p.is_alive() for p in procs):
+                raise RuntimeError("a capture worker failed to start")
+        _before_dropping(opts)
+        if os.geteuid() == 0 and opts.user:
+            drop_privileges(opts.user, _writable(opts))
+        previous = self._signals()
+        log.info("monitoring %s with %d workers", opts.iface, opts.workers)
+        next_flush = time.monotonic() + opts.flush_every
+        try:
+            while not self.stopping:
+                workers.collect(results, latest, 0.5)
+                if time.monotonic() >= next_flush and len(latest) == opts.workers:
+                    next_flush = time.monotonic() + opts.flush_every
+                    self.write(workers.merge(list(latest.values())))
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            stop.set()
+            finals = 0
+            end = time.monotonic() + 30
+            while finals < opts.workers and time.monotonic() < end:
+                finals += workers.collect(results, latest, 0.5).count("final")
+            for p in procs:
+                p.join(timeout=5)
+        return self.write(workers.merge(list(latest.values())))
+
+    # -- the files ----------------------------------------------------------------------
+
+    def write(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite the state files (atomically) from a view of what was seen so far."""
         out = self.opts.out_dir
-        self.files.events.flush()
-        self.files.anomalies.flush()
-        assets, id_of = self.inventory.assets()
-        edges = merged_edges(self.graph.edges, id_of)
-        asset_by_ip = {ip: a for a in assets for ip in a.ips}
+        assets, edges, alert_docs = view["assets"], view["edges"], view["alerts"]
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
-        alerts = sorted(self.detector.alerts, key=lambda a: (a.start, a.rule.id))
-        dev = self.deviations
-
-        def state(alert: Any) -> str:
-            return "protecting" if dev and dev.protecting(alert.start) else "learning"
-
-        alert_docs = [alert_document(a, asset_by_ip, state(a)) for a in alerts]
         asset_docs = [asset_document(a) for a in assets]
         edge_docs = [edge_document(e, ip_of) for e in edges]
         write_ndjson(out / "alerts.ndjson.tmp", alert_docs)
         (out / "alerts.ndjson.tmp").replace(out / "alerts.ndjson")
         write_json_atomic(out / "assets.json", asset_docs)
         write_json_atomic(out / "edges.json", edge_docs)
-        summary = build_summary(self.engine, [f"live:{self.opts.iface}"],
-                                time.monotonic() - self.started, alerts, assets, edges, [],
-                                self.files.events.count)
-        summary["kernel_drops"] = self.capture.drops if self.capture else 0
+        severities = [SEVERITY_NAMES[a["event"]["severity"]] for a in alert_docs]
+        summary = build_summary(view["engine"], [f"live:{self.opts.iface}"],
+                                time.monotonic() - self.started, severities, assets, edges, [],
+                                view["events"])
+        summary["kernel_drops"] = view["drops"]
+        summary["workers"] = self.opts.workers
         write_json_atomic(out / "summary.json", summary)
         if self.opts.es_url:
             self._ship(alert_docs, asset_docs, edge_docs)
-        if final:
-            self._save_baseline()
         return summary
 
     def _ship(self, alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
@@ -192,6 +279,44 @@ class Monitor:
         self.shipped.update(a["event"]["id"] for a in new)
         if outcome.spooled:
             log.warning("search cluster: %d documents spooled", outcome.spooled)
+
+
+def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOptions,
+            ruleset: RuleSet) -> None:
+    """One capture process of a fanout group: its share of the flows, its own engine."""
+    capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous, fanout=group)
+    pipe = Pipeline(opts, ruleset, append=True)
+    _before_dropping(opts)
+    if os.geteuid() == 0 and opts.user:
+        drop_privileges(opts.user, [])
+    results.put(("ready", index, None))
+    next_snap = time.monotonic() + opts.flush_every / 2
+    packet = pipe.engine.packet
+    for pkt in capture:
+        if pkt is not None:
+            packet(*pkt)
+        if stop.is_set():
+            capture.stop()
+        if time.monotonic() >= next_snap:
+            next_snap = time.monotonic() + opts.flush_every / 2
+            capture.stats()
+            results.put(("snap", index, pipe.snapshot(capture.drops)))
+    pipe.engine.finish()
+    capture.stats()
+    results.put(("final", index, pipe.snapshot(capture.drops)))
+    pipe.files.close()
+    capture.close()
+
+
+def _before_dropping(opts: MonitorOptions) -> None:
+    """Load what is read lazily from disk while the files are still readable."""
+    if opts.es_url:
+        import otsec.sinks.search  # noqa: F401
+    mac_vendor("00-1B-1B-00-00-00")
+
+
+def _writable(opts: MonitorOptions) -> list[Path]:
+    return [opts.out_dir, *([opts.baseline_file.parent] if opts.baseline_file else [])]
 
 
 def drop_privileges(user: str, writable: list[Path]) -> None:

@@ -85,12 +85,14 @@ with CaptureReader({pcap!r}) as r:
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
-def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Path,
+                                                      workers: int) -> None:
     out = Path(tempfile.mkdtemp(prefix="otsec-live-", dir="/tmp"))  # reachable by nobody
     sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
                                "monitor", "-i", "mirror0", "--out", str(out),
-                               "--flush-every", "1"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                               "--flush-every", "1", "--workers", str(workers)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(100):  # the ring is up once the first flush wrote summary.json
             if (out / "summary.json").exists():
@@ -115,7 +117,10 @@ def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Pa
     assert "stopped:" in stdout
     offline = run_audit([SAMPLE], tmp_path / "offline")
     live = json.loads((out / "summary.json").read_text())
+    assert live["workers"] == workers
     assert live["pdus"] == offline.summary["pdus"]  # every PDU the audit sees is seen live
+    events = (out / "events.ndjson").read_text().splitlines()
+    assert len(events) == sum(offline.summary["pdus"].values())  # none twice, none lost
     live_rules = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
     assert live_rules == {a["rule"]["id"] for a in offline.alerts}
     with CaptureReader(SAMPLE) as reader:

@@ -16,9 +16,10 @@ from otsec.sinks.documents import anomaly_document, pdu_line
 class NdjsonWriter:
     """Buffered writer of one JSON document per line."""
 
-    def __init__(self, path: Path, batch: int = 2048) -> None:
+    def __init__(self, path: Path, batch: int = 2048, append: bool = False) -> None:
         self.path = path
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in close()
+        # append: several writer processes share the file; each batch is one write()
+        self._fh = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed in close()
         self._buf: list[bytes] = []
         self._batch = batch
         self.count = 0
@@ -51,9 +52,9 @@ class EventFiles:
     inventory and graph skip the biggest file and a third of the work.
     """
 
-    def __init__(self, out_dir: Path, pdus: bool = True) -> None:
-        self.events = NdjsonWriter(out_dir / "events.ndjson")
-        self.anomalies = NdjsonWriter(out_dir / "anomalies.ndjson")
+    def __init__(self, out_dir: Path, pdus: bool = True, append: bool = False) -> None:
+        self.events = NdjsonWriter(out_dir / "events.ndjson", append=append)
+        self.anomalies = NdjsonWriter(out_dir / "anomalies.ndjson", append=append)
         self.pdus = pdus
 
     def on_event(self, event: Event) -> None:

@@ -1,0 +1,120 @@
+"""Several capture processes on one interface (AF_PACKET fanout by flow hash), one view.
+
+The kernel hashes each flow, both directions alike, to one worker, so every worker sees
+whole conversations and nothing is counted twice. Workers send snapshots of what they
+hold (hosts, edges, alert documents, counters); the parent merges them into the same
+files a single process writes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import time
+from collections import Counter
+from dataclasses import fields
+from types import SimpleNamespace
+from typing import Any
+
+from otsec.engine import EngineStats
+from otsec.graph.edges import merged_edges
+from otsec.inventory.assets import HostRecord, Inventory
+from otsec.net.flows import FlowStats
+from otsec.net.reassembly import ReassemblyStats
+
+
+def merge_host(into: HostRecord, other: HostRecord) -> None:
+    into.first_seen = min(into.first_seen, other.first_seen)
+    into.last_seen = max(into.last_seen, other.last_seen)
+    into.packets += other.packets
+    into.bytes += other.bytes
+    into.macs.update(other.macs)
+    into.evidence.update(other.evidence)
+    for name in ("services", "uses", "peers", "protocols", "vlans", "dnp3_addresses"):
+        getattr(into, name).update(getattr(other, name))
+    for name in vars(into.identity):
+        if getattr(into.identity, name) is None:
+            setattr(into.identity, name, getattr(other.identity, name))
+
+
+def _sum(items: list[Any], cls: type) -> Any:
+    total = cls()
+    for item in items:
+        for f in fields(cls):
+            a, b = getattr(total, f.name), getattr(item, f.name)
+            if isinstance(a, Counter):
+                a.update(b)
+            elif f.name in ("first_ts",):
+                setattr(total, f.name, b if a is None else min(a, b or a))
+            elif f.name in ("last_ts",):
+                setattr(total, f.name, b if a is None else max(a, b or a))
+            elif f.name == "peak" or isinstance(a, int | float):
+                setattr(total, f.name, a + b)
+    return total
+
+
+def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """One inventory, graph, alert list and set of counters from every worker's snapshot."""
+    inventory = Inventory()
+    for snap in snapshots:
+        for ip, host in snap["hosts"].items():
+            mine = inventory.hosts.get(ip)
+            if mine is None:
+                inventory.hosts[ip] = host
+            else:
+                merge_host(mine, host)
+        for ip, macs in snap["arp"].items():
+            inventory.arp.setdefault(ip, set()).update(macs)
+    assets, id_of = inventory.assets()
+    all_edges = {(i, key): e for i, snap in enumerate(snapshots)
+                 for key, e in snap["edges"].items()}
+    engine = SimpleNamespace(
+        stats=_sum([s["stats"] for s in snapshots], EngineStats),
+        reassembly=_sum([s["reassembly"] for s in snapshots], ReassemblyStats),
+        flows=SimpleNamespace(stats=_sum([s["flows"] for s in snapshots], FlowStats)),
+    )
+    alerts = sorted((a for s in snapshots for a in s["alerts"]),
+                    key=lambda a: (a["event"]["start"], a["rule"]["id"]))
+    return {"assets": assets, "edges": merged_edges(all_edges, id_of), "alerts": alerts,
+            "engine": engine, "events": sum(s["events"] for s in snapshots),
+            "drops": sum(s["drops"] for s in snapshots)}
+
+
+def start(count: int, target: Any, args: tuple[Any, ...]) -> tuple[list[Any], Any, Any]:
+    """Fork ``count`` workers running ``target(index, group, queue, stop, *args)``."""
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    stop = ctx.Event()
+    group = os.getpid() & 0xFFFF
+    procs = []
+    for index in range(count):
+        p = ctx.Process(target=_guarded, args=(target, index, group, results, stop, *args),
+                        daemon=True)
+        p.start()
+        procs.append(p)
+    return procs, results, stop
+
+
+def _guarded(target: Any, *args: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    target(*args)
+
+
+def collect(results: Any, latest: dict[int, dict[str, Any]], timeout: float) -> list[str]:
+    """Drain snapshots into ``latest``; return the kinds of messages seen."""
+    kinds = []
+    end = time.monotonic() + timeout
+    while True:
+        remaining = end - time.monotonic()
+        try:
+            kind, index, payload = results.get(timeout=max(remaining, 0.0)) \
+                if remaining > 0 else results.get_nowait()
+        except queue_mod.Empty:
+            return kinds
+        kinds.append(kind)
+        if payload is not None:
+            latest[index] = payload
