@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Highest replay rate the live sensor takes with zero kernel drops, for 1 and 2 workers.
+
+Needs root (it builds two network namespaces joined by a veth pair). The bench capture
+(bench/make_capture.py) is replayed through an AF_PACKET socket at a paced rate into
+`otsec monitor`, then the sensor's summary is read: kernel drops and packets seen.
+
+    sudo python3 bench/live.py [--packets 200000] [--rates 20000 50000 100000 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from make_capture import write  # noqa: E402
+
+TX, RX = "otsec-btx", "otsec-brx"
+SENDER = """
+import socket, sys, time
+sys.path.insert(0, {root!r})
+from otsec.capture.files import CaptureReader
+frames = []
+with CaptureReader({pcap!r}) as r:
+    frames = [bytes(b[s:s + n]) for _t, _l, b, s, n, _w in r]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("feed0", 0))
+rate, burst = {rate}, 100
+start = time.perf_counter()
+for i in range(0, len(frames), burst):
+    for f in frames[i:i + burst]:
+        s.send(f)
+    ahead = (i + burst) / rate - (time.perf_counter() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+print(len(frames) / (time.perf_counter() - start))
+"""
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def setup() -> None:
+    teardown()
+    sh("ip", "netns", "add", TX)
+    sh("ip", "netns", "add", RX)
+    sh("ip", "link", "add", "mirror0", "netns", RX, "type", "veth", "peer", "name", "feed0",
+       "netns", TX)
+    for ns, dev in ((TX, "feed0"), (RX, "mirror0")):
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+
+
+def teardown() -> None:
+    for ns in (TX, RX):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def trial(pcap: Path, rate: int, workers: int) -> tuple[float, int, int]:
+    out = Path(tempfile.mkdtemp(prefix="otsec-bench-", dir="/tmp"))
+    sensor = subprocess.Popen(["ip", "netns", "exec", RX, sys.executable, "-m", "otsec",
+                               "monitor", "-i", "mirror0", "--out", str(out), "--bpf", "",
+                               "--flush-every", "2", "--workers", str(workers), "--stay-root"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if (out / "summary.json").exists():
+            break
+        time.sleep(0.1)
+    sent = subprocess.run(["ip", "netns", "exec", TX, sys.executable, "-c",
+                           SENDER.format(root=str(ROOT), pcap=str(pcap), rate=rate)],
+                          capture_output=True, text=True, check=True)
+    time.sleep(3)
+    sensor.send_signal(signal.SIGTERM)
+    sensor.wait(timeout=120)
+    summary = json.loads((out / "summary.json").read_text())
+    return float(sent.stdout.strip()), summary["packets"], summary.get("kernel_drops", 0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--packets", type=int, default=200_000)
+    ap.add_argument("--rates", type=int, nargs="+", default=[20_000, 50_000, 100_000, 200_000])
+    args = ap.parse_args()
+    pcap = HERE / "out" / f"modbus-{args.packets}.pcap"
+    if not pcap.exists():
+        pcap.parent.mkdir(parents=True, exist_ok=True)
+        write(pcap, args.packets)
+    setup()
+    try:
+        for workers in (1, 2):
+            best = 0.0
+            for rate in args.rates:
+                achieved, seen, drops = trial(pcap, rate, workers)
+                ok = drops == 0 and seen >= args.packets
+                print(f"workers {workers}: asked {rate:>7} pkt/s, sent {achieved:>9.0f} pkt/s, "
+                      f"seen {seen}, kernel drops {drops} {'ok' if ok else 'LOSS'}")
+                if ok:
+                    best = max(best, achieved)
+            print(f"workers {workers}: highest rate with zero drops: {best:.0f} pkt/s")
+    finally:
+        teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
