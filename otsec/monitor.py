@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otsec import workers
+from otsec import state, workers
 from otsec.atomic import write_json_atomic
 from otsec.audit import build_summary
 from otsec.baseline.learn import learn
@@ -27,10 +27,12 @@ from otsec.detect import Detector
 from otsec.detect.catalog import SEVERITIES
 from otsec.detect.deviations import Deviations
 from otsec.detect.ruleset import RuleSet, load
-from otsec.engine import Engine
+from otsec.engine import Engine, EngineStats
 from otsec.graph.edges import Graph, merged_edges
 from otsec.inventory.assets import Inventory
 from otsec.inventory.oui import mac_vendor
+from otsec.net.flows import FlowStats
+from otsec.net.reassembly import ReassemblyStats
 from otsec.sinks.documents import alert_document, asset_document, edge_document
 from otsec.sinks.files import EventFiles, write_ndjson
 
@@ -122,6 +124,14 @@ class Monitor:
         opts.out_dir.mkdir(parents=True, exist_ok=True)
         self.ruleset = ruleset if ruleset is not None else load(list(opts.rule_paths))
         self.pipe = Pipeline(opts, self.ruleset) if opts.workers <= 1 else None
+        self.state_file = opts.out_dir / "state.json"
+        self.restored = state.load(self.state_file)  # hosts, ARP and edges a past run saw
+        if self.pipe is not None:
+            hosts, arp, edges = self.restored
+            self.pipe.inventory.hosts.update(hosts)
+            self.pipe.inventory.arp.update(arp)
+            self.pipe.graph.edges.update(edges)
+            self.restored = ({}, {}, {})
         self.capture: LiveCapture | None = None
         self.started = time.monotonic()
         self.reload = False
@@ -204,6 +214,8 @@ class Monitor:
         assert self.pipe is not None
         if self.capture is not None:
             self.capture.stats()
+        inv, graph = self.pipe.inventory, self.pipe.graph
+        state.save(self.state_file, inv.hosts, inv.arp, graph.edges)
         return self.write(self.pipe.view(self.capture.drops if self.capture else 0))
 
     # -- several processes ------------------------------------------------------------
@@ -233,7 +245,7 @@ class Monitor:
                 workers.collect(results, latest, 0.5)
                 if time.monotonic() >= next_flush and len(latest) == opts.workers:
                     next_flush = time.monotonic() + opts.flush_every
-                    self.write(workers.merge(list(latest.values())))
+                    self.write(self._merged(latest))
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -244,7 +256,17 @@ class Monitor:
                 finals += workers.collect(results, latest, 0.5).count("final")
             for p in procs:
                 p.join(timeout=5)
-        return self.write(workers.merge(list(latest.values())))
+        return self.write(self._merged(latest))
+
+    def _merged(self, latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """The workers' snapshots and what a previous run saw, merged and saved."""
+        hosts, arp, edges = self.restored
+        past = {"hosts": hosts, "arp": arp, "edges": edges, "alerts": [],
+                "stats": EngineStats(), "reassembly": ReassemblyStats(), "flows": FlowStats(),
+                "events": 0, "drops": 0}
+        view, inventory, all_edges = workers.merge([past, *latest.values()], keep=True)
+        state.save(self.state_file, inventory.hosts, inventory.arp, all_edges)
+        return view
 
     # -- the files ----------------------------------------------------------------------
 

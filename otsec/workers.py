@@ -8,6 +8,7 @@ files a single process writes.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -55,14 +56,15 @@ def _sum(items: list[Any], cls: type) -> Any:
     return total
 
 
-def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """One inventory, graph, alert list and set of counters from every worker's snapshot."""
+def merge(snapshots: list[dict[str, Any]], keep: bool = False) -> Any:
+    """One inventory, graph, alert list and set of counters from every worker's snapshot
+    (with ``keep``, also the merged inventory and IP-keyed edges, to save them)."""
     inventory = Inventory()
     for snap in snapshots:
         for ip, host in snap["hosts"].items():
             mine = inventory.hosts.get(ip)
             if mine is None:
-                inventory.hosts[ip] = host
+                inventory.hosts[ip] = copy.deepcopy(host)  # snapshots stay untouched
             else:
                 merge_host(mine, host)
         for ip, macs in snap["arp"].items():
@@ -77,9 +79,13 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     )
     alerts = sorted((a for s in snapshots for a in s["alerts"]),
                     key=lambda a: (a["event"]["start"], a["rule"]["id"]))
-    return {"assets": assets, "edges": merged_edges(all_edges, id_of), "alerts": alerts,
+    view = {"assets": assets, "edges": merged_edges(all_edges, id_of), "alerts": alerts,
             "engine": engine, "events": sum(s["events"] for s in snapshots),
             "drops": sum(s["drops"] for s in snapshots)}
+    if not keep:
+        return view
+    identity = {ip: ip for ip in inventory.hosts}  # keep the IP-keyed graph for the state file
+    return view, inventory, {e.key: e for e in merged_edges(all_edges, identity)}
 
 
 def start(count: int, target: Any, args: tuple[Any, ...]) -> tuple[list[Any], Any, Any]:

@@ -19,7 +19,8 @@ from otsec.capture.files import CaptureReader
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "pcaps" / "modbus-intrusion.pcap"
-NS_TX, NS_RX = "otsec-tx", "otsec-rx"
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # parallel workers: own namespaces
+NS_TX, NS_RX = f"otsec-tx-{_WORKER}", f"otsec-rx-{_WORKER}"
 pytestmark = pytest.mark.netns
 
 
@@ -28,9 +29,10 @@ def reason() -> str | None:
         return "needs root to create network namespaces"
     if not shutil.which("ip"):
         return "ip (iproute2) is not installed"
-    probe = subprocess.run(["ip", "netns", "add", "otsec-probe2"], capture_output=True,
+    name = f"otsec-probe-{os.getpid()}"  # workers collect at the same time
+    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True,
                            check=False)
-    subprocess.run(["ip", "netns", "del", "otsec-probe2"], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     return None if probe.returncode == 0 else "cannot create network namespaces here"
 
 
@@ -150,3 +152,33 @@ def test_sensor_never_transmits(veth: object, tmp_path: Path) -> None:
         sensor.send_signal(signal.SIGTERM)
         sensor.wait(timeout=30)
     assert tx_packets() == before  # receive-only: nothing left the monitored interface
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_state_survives_a_restart(veth: object, workers: int) -> None:
+    out = Path(tempfile.mkdtemp(prefix="otsec-state-", dir="/tmp"))
+
+    def run(replay: bool) -> dict:
+        sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                                   "monitor", "-i", "mirror0", "--out", str(out),
+                                   "--flush-every", "1", "--workers", str(workers)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.5)
+        if replay:
+            subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
+                            REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True,
+                           timeout=120)
+            time.sleep(2.5)
+        sensor.send_signal(signal.SIGTERM)
+        _, err = sensor.communicate(timeout=60)
+        assert sensor.returncode == 0, err[-2000:]
+        return {a["entity"]["id"]: a for a in json.loads((out / "assets.json").read_text())}
+
+    first = run(replay=True)
+    assert len(first) == 3 and (out / "state.json").exists()
+    second = run(replay=False)  # no traffic at all this time
+    assert second.keys() == first.keys()
+    plc = "00-80-F4-10-00-0A"
+    assert second[plc]["entity"]["sub_type"] == "plc"
+    assert second[plc]["otsec"]["asset"]["packets"] == first[plc]["otsec"]["asset"]["packets"]

@@ -23,8 +23,9 @@ def can_make_namespaces() -> str | None:
     for tool in ("ip", "tcpdump"):
         if not shutil.which(tool):
             return f"{tool} is not installed"
-    probe = subprocess.run(["ip", "netns", "add", "otsec-probe"], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "del", "otsec-probe"], capture_output=True, check=False)
+    name = f"otsec-probe-{os.getpid()}"  # workers collect at the same time
+    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     return None if probe.returncode == 0 else "cannot create network namespaces here"
 
 
