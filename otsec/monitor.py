@@ -240,12 +240,23 @@ class Monitor:
         previous = self._signals()
         log.info("monitoring %s with %d workers", opts.iface, opts.workers)
         next_flush = time.monotonic() + opts.flush_every
+        next_stats = time.monotonic() + opts.stats_every
         try:
             while not self.stopping:
                 workers.collect(results, latest, 0.5)
+                if self.reload:  # each worker reloads its own rules
+                    self.reload = False
+                    for p in procs:
+                        os.kill(p.pid, signal.SIGHUP)
                 if time.monotonic() >= next_flush and len(latest) == opts.workers:
                     next_flush = time.monotonic() + opts.flush_every
-                    self.write(self._merged(latest))
+                    summary = self.write(self._merged(latest))
+                    if time.monotonic() >= next_stats:
+                        next_stats = time.monotonic() + opts.stats_every
+                        log.info("stats: packets %d, kernel drops %d, flows %d, pdus %s, "
+                                 "alerts %d (%d workers)", summary["packets"],
+                                 summary["kernel_drops"], summary["flows"], summary["pdus"],
+                                 summary["alerts"]["total"], opts.workers)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -323,6 +334,12 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
             next_snap = time.monotonic() + opts.flush_every / 2
             capture.stats()
             results.put(("snap", index, pipe.snapshot(capture.drops)))
+        if workers.Reload.wanted:
+            workers.Reload.wanted = False
+            try:
+                pipe.detector.reload(load(list(opts.rule_paths)))
+            except Exception as exc:
+                log.error("worker %d: rules not reloaded: %s", index, exc)
     pipe.engine.finish()
     capture.stats()
     results.put(("final", index, pipe.snapshot(capture.drops)))

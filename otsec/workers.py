@@ -103,10 +103,16 @@ def start(count: int, target: Any, args: tuple[Any, ...]) -> tuple[list[Any], An
     return procs, results, stop
 
 
+class Reload:
+    """Set in a worker process by the SIGHUP its parent forwards (each process its own)."""
+
+    wanted = False
+
+
 def _guarded(target: Any, *args: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, lambda *_: setattr(Reload, "wanted", True))
     target(*args)
 
 

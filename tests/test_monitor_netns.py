@@ -182,3 +182,43 @@ def test_state_survives_a_restart(veth: object, workers: int) -> None:
     plc = "00-80-F4-10-00-0A"
     assert second[plc]["entity"]["sub_type"] == "plc"
     assert second[plc]["otsec"]["asset"]["packets"] == first[plc]["otsec"]["asset"]["packets"]
+
+
+SITE_RULE = """
+rules:
+  - id: site-any-read
+    name: Holding registers read
+    description: Added while the sensor runs, picked up on SIGHUP.
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/runbook
+    protocol: modbus
+    match: {direction: request, function_code: 3}
+    message: "read holding registers of"
+"""
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_rules(veth: object, workers: int) -> None:
+    out = Path(tempfile.mkdtemp(prefix="otsec-hup-", dir="/tmp"))
+    rules = out.parent / f"{out.name}-rules.yaml"
+    rules.write_text("rules: []\n")
+    rules.chmod(0o644)
+    sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                               "monitor", "-i", "mirror0", "--out", str(out), "--rules",
+                               str(rules), "--flush-every", "1", "--workers", str(workers)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    rules.write_text(SITE_RULE)
+    os.kill(sensor.pid, signal.SIGHUP)
+    time.sleep(1.5)
+    subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
+                    REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True, timeout=120)
+    time.sleep(2)
+    sensor.send_signal(signal.SIGTERM)
+    _, err = sensor.communicate(timeout=60)
+    assert sensor.returncode == 0, err[-2000:]
+    rules_seen = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
+    assert "site-any-read" in rules_seen
