@@ -276,10 +276,7 @@ def _request_fields(pdu: ModbusPdu, buf: bytes, d: int, size: int, fc: int) -> b
         pdu.address, pdu.quantity = _HH(buf, d)
         return size == 5 + buf[d + 4]
     if fc == 8:
-        if size < 2:
-            return False
-        pdu.subfunction = _H(buf, d)[0]
-        return True
+        return _diagnostics(pdu, buf, d, size)
     if fc == 43:
         if size < 1:
             return False
@@ -332,10 +329,7 @@ def _response_fields(pdu: ModbusPdu, buf: bytes, d: int, size: int, fc: int) -> 
             pdu.quantity = second
         return size == 4
     if fc == 8:
-        if size < 2:
-            return False
-        pdu.subfunction = _H(buf, d)[0]
-        return True
+        return _diagnostics(pdu, buf, d, size)
     if fc == 43:
         if size < 1:
             return False
@@ -365,6 +359,14 @@ def _response_fields(pdu: ModbusPdu, buf: bytes, d: int, size: int, fc: int) -> 
         if size >= 2:
             pdu.umas_function = buf[d + 1]
         return size >= 2
+    return True
+
+
+def _diagnostics(pdu: ModbusPdu, buf: bytes, d: int, size: int) -> bool:
+    """FC 8, either way: a sub-function code, then data."""
+    if size < 2:
+        return False
+    pdu.subfunction = _H(buf, d)[0]
     return True
 
 
