@@ -213,3 +213,13 @@ def test_arp_spoofing_of_a_known_address(tmp_path: Path) -> None:
     rules = {a["rule"]["id"]: a for a in result.alerts}
     assert "02-66-66-66-66-66" in rules["otsec-baseline-new-mac"]["message"]
     assert rules["otsec-baseline-new-asset"]["source"]["ip"] == "10.0.0.99"
+
+
+def test_report_shows_graph_timeline_matrix_and_changes(tmp_path: Path) -> None:
+    base = run_learn([PCAPS / "modbus-normal.pcap"])
+    run_audit([PCAPS / "modbus-intrusion.pcap"], tmp_path, baseline=base)
+    html = (tmp_path / "report.html").read_text()
+    for marker in ('class="zoom"', 'id="timeline"', "id='matrix'", "id='changes'",
+                   "table.sortable", "What changed since the baseline"):
+        assert marker in html, marker
+    assert "<rect" in html and "class=\"hot\"" in html  # controllers square, intruder ringed

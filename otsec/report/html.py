@@ -31,7 +31,49 @@ th{background:#f4f4f4}.cards{display:flex;gap:1em;flex-wrap:wrap}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:8em}
 .card b{display:block;font-size:1.6em}.sev{color:#fff;padding:1px 6px;border-radius:3px}
 svg{border:1px solid #ddd;background:#fcfcfc;max-width:100%}
+th.sortable{cursor:pointer}th.sortable:after{content:" \\2195";color:#aaa}
+.matrix td{text-align:center}.w{background:#f8d7da}.hot{stroke:#d00;stroke-width:3}
 """
+SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (t) {
+  t.querySelectorAll('th').forEach(function (th, i) {
+    th.classList.add('sortable');
+    th.addEventListener('click', function () {
+      var rows = Array.from(t.querySelectorAll('tr')).slice(1);
+      var asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+      rows.sort(function (a, b) {
+        var x = a.cells[i].innerText, y = b.cells[i].innerText;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { t.appendChild(r); });
+    });
+  });
+});
+document.querySelectorAll('svg.zoom').forEach(function (svg) {
+  var vb = svg.viewBox.baseVal, drag = null;
+  svg.addEventListener('wheel', function (e) {
+    e.preventDefault();
+    var k = e.deltaY > 0 ? 1.15 : 1 / 1.15, r = svg.getBoundingClientRect();
+    var px = vb.x + (e.clientX - r.left) / r.width * vb.width;
+    var py = vb.y + (e.clientY - r.top) / r.height * vb.height;
+    vb.x = px - (px - vb.x) * k; vb.y = py - (py - vb.y) * k;
+    vb.width *= k; vb.height *= k;
+  });
+  svg.addEventListener('mousedown', function (e) { drag = [e.clientX, e.clientY]; });
+  window.addEventListener('mouseup', function () { drag = null; });
+  svg.addEventListener('mousemove', function (e) {
+    if (!drag) return;
+    var r = svg.getBoundingClientRect();
+    vb.x -= (e.clientX - drag[0]) / r.width * vb.width;
+    vb.y -= (e.clientY - drag[1]) / r.height * vb.height;
+    drag = [e.clientX, e.clientY];
+  });
+});
+"""
+PROTOCOL_COLOURS = {"modbus": "#1f77b4", "s7comm": "#2ca02c", "s7comm_plus": "#17becf",
+                    "dnp3": "#ff7f0e"}
 
 
 def _e(value: Any) -> str:
@@ -54,30 +96,93 @@ def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
         x, y = pos[node]
         return pad + (x + 1) / 2 * (width - 2 * pad), pad + (y + 1) / 2 * (height - 2 * pad)
 
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-             'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="communication graph">',
+    hot = {ip for a in result.alerts if a["event"]["severity"] >= 3
+           for ip in (a["source"].get("ip"),)}
+    parts = [f'<svg class="zoom" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" xmlns="http://www.w3.org/2000/svg" role="img" '
+             'aria-label="communication graph">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="18" refY="5" markerWidth="6" '
              'markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker>'
              '</defs>']
     for e in edges:
         (x1, y1), (x2, y2) = xy(e.client), xy(e.server)
-        colour = "#d9534f" if e.writes else "#888"
+        colour = PROTOCOL_COLOURS.get(e.protocol, "#888")
+        funcs = ", ".join(f"{e.names.get(c, c)}" for (c, d), _n in sorted(e.functions.items())
+                          if d == "request")
         parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-                     f'stroke="{colour}" stroke-width="1.5" marker-end="url(#arrow)">'
-                     f'<title>{_e(e.protocol)}/{e.port}: {e.pdus} PDUs, {e.writes} writes'
-                     '</title></line>')
+                     f'stroke="{colour}" stroke-width="{3 if e.writes else 1.5}" '
+                     'marker-end="url(#arrow)">'
+                     f'<title>{_e(e.protocol)}/{e.port}: {e.pdus} PDUs, {e.writes} writes; '
+                     f'{_e(funcs)}</title></line>')
     for node in g.nodes:
         x, y = xy(node)
         asset = assets.get(node)
         role = asset.role if asset else "unknown"
         label = display_name(asset) if asset else node
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="{ROLE_COLOURS[role]}" '
-                     f'stroke="#333"><title>{_e(label)} ({_e(role)})</title></circle>'
+        ring = ' class="hot"' if asset and hot & set(asset.ips) else ' stroke="#333"'
+        shape = (f'<rect x="{x - 9:.1f}" y="{y - 9:.1f}" width="18" height="18"'
+                 if role in ("plc", "rtu") else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9"')
+        parts.append(f'{shape} fill="{ROLE_COLOURS[role]}"{ring}>'
+                     f'<title>{_e(label)} ({_e(role)})</title></{shape.split()[0][1:]}>'
                      f'<text x="{x + 12:.1f}" y="{y + 4:.1f}" font-size="11">{_e(label)}</text>')
     parts.append("</svg>")
     legend = " ".join(f'<span class="sev" style="background:{c}">{_e(r)}</span>'
                       for r, c in ROLE_COLOURS.items())
-    return "".join(parts) + f"<p>{legend}</p>"
+    protocols = " ".join(f'<span style="color:{c}">&#9473; {_e(p)}</span>'
+                         for p, c in PROTOCOL_COLOURS.items())
+    return ("".join(parts) + f"<p>{legend}<br>{protocols}; squares: controllers; red ring: "
+            "source of a high or critical alert; thick: writes. Scroll to zoom, drag to pan.</p>")
+
+
+def _timeline(result: AuditResult, width: int = 900, height: int = 90) -> str:
+    """Alerts on a time axis, one dot per alert, coloured by severity."""
+    alerts = result.alerts
+    if not alerts:
+        return ""
+    from datetime import datetime
+
+    def t(a: dict) -> float:
+        return datetime.fromisoformat(a["event"]["start"].replace("Z", "+00:00")).timestamp()
+
+    times = [t(a) for a in alerts]
+    lo, hi = min(times), max(times)
+    span = max(hi - lo, 1.0)
+    dots = []
+    for a, ts in zip(alerts, times, strict=True):
+        x = 20 + (ts - lo) / span * (width - 40)
+        y = height - 20 - a["event"]["severity"] * 14
+        dots.append(f'<circle cx="{x:.1f}" cy="{y}" r="5" '
+                    f'fill="{SEVERITY_COLOURS[a["event"]["severity"]]}"><title>'
+                    f'{_e(a["event"]["start"])} {_e(a["message"])}</title></circle>')
+    axis = (f'<line x1="20" y1="{height - 15}" x2="{width - 20}" y2="{height - 15}" '
+            'stroke="#999"/>'
+            f'<text x="20" y="{height - 2}" font-size="10">{_e(alerts[0]["event"]["start"])}'
+            f'</text><text x="{width - 20}" y="{height - 2}" font-size="10" '
+            f'text-anchor="end">{_e(max(a["event"]["start"] for a in alerts))}</text>')
+    return (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'xmlns="http://www.w3.org/2000/svg" id="timeline">{axis}{"".join(dots)}</svg>')
+
+
+def _matrix(result: AuditResult) -> str:
+    """Who asks what: request function codes per edge; writes shaded."""
+    edges = [e for e in result.edges if e.pdus]
+    if not edges:
+        return "<p>No application traffic.</p>"
+    codes = sorted({(e.protocol, c) for e in edges for (c, d) in e.functions if d == "request"})
+    names = {c: n for e in edges for c, n in e.names.items()}
+    head = "".join(f"<th>{_e(names.get(c, c))}<br><small>{_e(p)} {c}</small></th>"
+                   for p, c in codes)
+    rows = []
+    for e in edges:
+        cells = []
+        for proto, c in codes:
+            n = e.functions.get((c, "request"), 0) if proto == e.protocol else 0
+            cls = " class='w'" if n and c in WRITE_CODES.get(proto, ()) else ""
+            cells.append(f"<td{cls}>{n or ''}</td>")
+        rows.append(f"<tr><td>{_e(e.client)}</td><td>{_e(e.server)}</td>"
+                    f"<td>{_e(e.protocol)}</td>{''.join(cells)}</tr>")
+    return (f"<table class='sortable matrix' id='matrix'><tr><th>client</th><th>server</th>"
+            f"<th>protocol</th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _busiest(result: AuditResult, limit: int) -> set[str]:
@@ -108,10 +213,14 @@ def render(result: AuditResult) -> str:
                  for i, name in enumerate(("low", "medium", "high", "critical"))),
         "</p><h2>Communication graph</h2>",
         _graph_svg(result),
+        "<h2>Alert timeline</h2>",
+        _timeline(result) or "<p>No alerts.</p>",
+        _changes(result),
         "<h2>Alerts</h2>",
     ]
     if result.alerts:
-        out.append("<table id='alerts'><tr><th>time</th><th>severity</th><th>rule</th>"
+        out.append("<table id='alerts' class='sortable'><tr><th>time</th><th>severity</th>"
+                   "<th>rule</th>"
                    "<th>ATT&amp;CK</th><th>count</th><th>message</th></tr>")
         for a in result.alerts:
             ev = a["event"]
@@ -127,7 +236,8 @@ def render(result: AuditResult) -> str:
         out.append("</table>")
     else:
         out.append("<p>No alerts.</p>")
-    out.append("<h2>Asset inventory</h2><table id='assets'><tr><th>asset</th><th>role</th>"
+    out.append("<h2>Asset inventory</h2><table id='assets' class='sortable'><tr><th>asset</th>"
+               "<th>role</th>"
                "<th>IP</th><th>MAC</th><th>vendor / model / firmware</th><th>services</th>"
                "<th>first seen</th><th>last seen</th></tr>")
     for asset in result.assets:
@@ -139,7 +249,8 @@ def render(result: AuditResult) -> str:
                    f"<td>{_e(', '.join(asset.ips))}</td><td>{_e(', '.join(asset.macs))}</td>"
                    f"<td>{_e(device)}</td><td>{_e(services)}</td>"
                    f"<td>{_e(iso(asset.first_seen))}</td><td>{_e(iso(asset.last_seen))}</td></tr>")
-    out.append("</table><h2>Edges</h2><table id='edges'><tr><th>client</th><th>server</th>"
+    out.append("</table><h2>Who asks what</h2>" + _matrix(result))
+    out.append("<h2>Edges</h2><table id='edges' class='sortable'><tr><th>client</th><th>server</th>"
                "<th>protocol</th><th>packets</th><th>PDUs</th><th>functions</th>"
                "<th>writes</th></tr>")
     for e in result.edges:
@@ -148,8 +259,21 @@ def render(result: AuditResult) -> str:
         out.append(f"<tr><td>{_e(e.client)}</td><td>{_e(e.server)}</td>"
                    f"<td>{_e(e.protocol)}/{e.transport} {e.port}</td><td>{e.packets}</td>"
                    f"<td>{e.pdus}</td><td>{_e(funcs)}</td><td>{e.writes}</td></tr>")
-    out.append("</table></body></html>")
+    out.append(f"</table><script>{SCRIPT}</script></body></html>")
     return "\n".join(out)
+
+
+def _changes(result: AuditResult) -> str:
+    """When audited against a baseline: what deviated from it."""
+    changed = [a for a in result.alerts if a["rule"]["id"].startswith("otsec-baseline-")]
+    if not changed:
+        return ""
+    items = "".join(f"<li><b>{_e(a['rule']['name'])}</b>: {_e(a['message'])}</li>"
+                    for a in changed[:200])
+    return f"<h2>What changed since the baseline</h2><ul id='changes'>{items}</ul>"
+
+
+WRITE_CODES = {"modbus": (5, 6, 15, 16, 21, 22, 23), "s7comm": (5,), "dnp3": (2, 3, 4, 5, 6)}
 
 
 def write_report(path: Path, result: AuditResult) -> None:
