@@ -247,7 +247,10 @@ def _merge_identity(host: HostRecord, found: dict[str, str], source: str) -> Non
     if address is not None:
         host.dnp3_addresses.add(int(address))
         return
+    weak = source == "modbus-fc17"  # a vendor-specific id never replaces a product code
     for name, value in found.items():
+        if weak and getattr(ident, name):
+            continue
         if getattr(ident, name) != value:
             setattr(ident, name, value)
             ident.source = source

@@ -65,7 +65,10 @@ def _modbus(pdu: ModbusPdu) -> Observation:
         obs.identity = {k: v for k, v in ident.items() if v}
         obs.source = "modbus-fc43"
     elif pdu.server_id:
-        obs.identity = {"model_identifier": pdu.server_id}
+        raw = bytes.fromhex(pdu.server_id)
+        text = raw.decode("ascii", "replace").strip("\x00 ")
+        printable = raw and all(32 <= b < 127 for b in raw.rstrip(b"\x00"))
+        obs.identity = {"model_identifier": text if printable else pdu.server_id}
         obs.source = "modbus-fc17"
     return obs
 

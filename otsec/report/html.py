@@ -92,9 +92,9 @@ def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
     pos = nx.spring_layout(simple, seed=7, k=1.5 / math.sqrt(max(len(simple), 1)))
     pad = 60
 
-    def xy(node: str) -> tuple[float, float]:
+    def xy(node: str) -> tuple[float, float]:  # room on the right for the labels
         x, y = pos[node]
-        return pad + (x + 1) / 2 * (width - 2 * pad), pad + (y + 1) / 2 * (height - 2 * pad)
+        return pad + (x + 1) / 2 * (width - 4 * pad), pad + (y + 1) / 2 * (height - 2 * pad)
 
     hot = {ip for a in result.alerts if a["event"]["severity"] >= 3
            for ip in (a["source"].get("ip"),)}
