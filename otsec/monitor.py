@@ -19,7 +19,7 @@ from typing import Any
 
 from otsec import state, workers
 from otsec.atomic import write_json_atomic
-from otsec.audit import build_summary
+from otsec.audit import AuditResult, build_summary
 from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
@@ -33,10 +33,12 @@ from otsec.inventory.assets import Inventory
 from otsec.inventory.oui import mac_vendor
 from otsec.net.flows import FlowStats
 from otsec.net.reassembly import ReassemblyStats
+from otsec.report.html import write_report
 from otsec.sinks.documents import alert_document, asset_document, edge_document
 from otsec.sinks.files import EventFiles, write_ndjson
 
 SEVERITY_NAMES = {level: name for name, level in SEVERITIES.items()}
+REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ class Monitor:
         self.reload = False
         self.stopping = False
         self.shipped: set[str] = set()
+        self.next_report = 0.0
 
     # -- signals ----------------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class Monitor:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             pipe.engine.finish()
-            summary = self.flush()
+            summary = self.flush(final=True)
             pipe.files.close()
             pipe.save_baseline()
             self.capture.close()
@@ -210,13 +213,13 @@ class Monitor:
                  st.packets, received, dropped, len(self.pipe.engine.flows), dict(st.pdus),
                  len(self.pipe.detector.alerts))
 
-    def flush(self) -> dict[str, Any]:
+    def flush(self, final: bool = False) -> dict[str, Any]:
         assert self.pipe is not None
         if self.capture is not None:
             self.capture.stats()
         inv, graph = self.pipe.inventory, self.pipe.graph
         state.save(self.state_file, inv.hosts, inv.arp, graph.edges)
-        return self.write(self.pipe.view(self.capture.drops if self.capture else 0))
+        return self.write(self.pipe.view(self.capture.drops if self.capture else 0), final)
 
     # -- several processes ------------------------------------------------------------
 
@@ -267,7 +270,7 @@ class Monitor:
                 finals += workers.collect(results, latest, 0.5).count("final")
             for p in procs:
                 p.join(timeout=5)
-        return self.write(self._merged(latest))
+        return self.write(self._merged(latest), final=True)
 
     def _merged(self, latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """The workers' snapshots and what a previous run saw, merged and saved."""
@@ -281,7 +284,7 @@ class Monitor:
 
     # -- the files ----------------------------------------------------------------------
 
-    def write(self, view: dict[str, Any]) -> dict[str, Any]:
+    def write(self, view: dict[str, Any], final: bool = False) -> dict[str, Any]:
         """Rewrite the state files (atomically) from a view of what was seen so far."""
         out = self.opts.out_dir
         assets, edges, alert_docs = view["assets"], view["edges"], view["alerts"]
@@ -299,6 +302,12 @@ class Monitor:
         summary["kernel_drops"] = view["drops"]
         summary["workers"] = self.opts.workers
         write_json_atomic(out / "summary.json", summary)
+        now = time.monotonic()
+        if final or now >= self.next_report:  # the layout costs more than the rest: rarer
+            self.next_report = now + REPORT_EVERY
+            result = AuditResult(out, summary, alert_docs, assets, edges, [], asset_docs,
+                                 edge_docs)
+            write_report(out / "report.html", result)
         if self.opts.es_url:
             self._ship(alert_docs, asset_docs, edge_docs)
         return summary
@@ -352,6 +361,9 @@ def _before_dropping(opts: MonitorOptions) -> None:
     if opts.es_url:
         import otsec.sinks.search  # noqa: F401
     mac_vendor("00-1B-1B-00-00-00")
+    import networkx as nx
+
+    nx.spring_layout(nx.path_graph(3), seed=1)  # the report's layout loads numpy lazily
 
 
 def _writable(opts: MonitorOptions) -> list[Path]:

@@ -120,6 +120,7 @@ def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Pa
     offline = run_audit([SAMPLE], tmp_path / "offline")
     live = json.loads((out / "summary.json").read_text())
     assert live["workers"] == workers
+    assert "<svg" in (out / "report.html").read_text()  # the report is kept for a monitor too
     assert live["pdus"] == offline.summary["pdus"]  # every PDU the audit sees is seen live
     events = (out / "events.ndjson").read_text().splitlines()
     assert len(events) == sum(offline.summary["pdus"].values())  # none twice, none lost

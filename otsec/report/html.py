@@ -98,6 +98,9 @@ def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
 
     hot = {ip for a in result.alerts if a["event"]["severity"] >= 3
            for ip in (a["source"].get("ip"),)}
+    new_paths = {(a["source"].get("ip"), a["destination"].get("ip")) for a in result.alerts
+                 if a["rule"]["id"] == "otsec-baseline-new-edge"}
+    ip_of = {a.id: a.ips[0] for a in result.assets if a.ips}
     parts = [f'<svg class="zoom" viewBox="0 0 {width} {height}" width="{width}" '
              f'height="{height}" xmlns="http://www.w3.org/2000/svg" role="img" '
              'aria-label="communication graph">',
@@ -111,7 +114,10 @@ def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
                           if d == "request")
         parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
                      f'stroke="{colour}" stroke-width="{3 if e.writes else 1.5}" '
-                     'marker-end="url(#arrow)">'
+                     + ('stroke-dasharray="6 4" ' if (ip_of.get(e.client, e.client),
+                                                      ip_of.get(e.server, e.server)) in new_paths
+                        else "")
+                     + 'marker-end="url(#arrow)">'
                      f'<title>{_e(e.protocol)}/{e.port}: {e.pdus} PDUs, {e.writes} writes; '
                      f'{_e(funcs)}</title></line>')
     for node in g.nodes:
@@ -131,7 +137,8 @@ def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
     protocols = " ".join(f'<span style="color:{c}">&#9473; {_e(p)}</span>'
                          for p, c in PROTOCOL_COLOURS.items())
     return ("".join(parts) + f"<p>{legend}<br>{protocols}; squares: controllers; red ring: "
-            "source of a high or critical alert; thick: writes. Scroll to zoom, drag to pan.</p>")
+            "source of a high or critical alert; thick: writes; dashed: not in the baseline. "
+            "Scroll to zoom, drag to pan.</p>")
 
 
 def _timeline(result: AuditResult, width: int = 900, height: int = 90) -> str:
@@ -211,6 +218,10 @@ def render(result: AuditResult) -> str:
         " ".join(f"<span class='sev' style='background:{SEVERITY_COLOURS[i + 1]}'>"
                  f"{name}: {s['alerts'][name]}</span>"
                  for i, name in enumerate(("low", "medium", "high", "critical"))),
+        "</p><p>Protocols: " + _e(", ".join(f"{k} {v} PDUs" for k, v in s["pdus"].items())
+                                  or "none dissected")
+        + "<br>Assets by role: " + _e(", ".join(f"{k} {v}" for k, v in
+                                               s["assets"]["by_role"].items()) or "none"),
         "</p><h2>Communication graph</h2>",
         _graph_svg(result),
         "<h2>Alert timeline</h2>",
