@@ -1,3 +1,3 @@
 """otsec: a passive security monitor for industrial (OT) networks."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

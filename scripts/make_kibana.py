@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "kibana" / "otsec.ndjson"
+OUT = Path(__file__).resolve().parents[1] / "otsec" / "kibana" / "otsec.ndjson"
 VERSION = {"coreMigrationVersion": "8.8.0"}
 
 VIEWS = {

@@ -127,11 +127,8 @@ class RuleSet:
 
 
 def builtin_dir() -> Path:
-    """The shipped rules: inside the installed package, or rules/ of a source checkout."""
-    packaged = resources.files("otsec") / "_rules"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "rules"
+    """The shipped rules, inside the package (``rules/`` in a checkout links to them)."""
+    return Path(str(resources.files("otsec") / "rules"))
 
 
 def load(paths: list[Path] | None = None, builtin: bool = True) -> RuleSet:

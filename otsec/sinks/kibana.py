@@ -15,11 +15,8 @@ from otsec.sinks.search import SearchError, _secret
 
 
 def saved_objects() -> Path:
-    """kibana/otsec.ndjson: in the installed package, or in a source checkout."""
-    packaged = resources.files("otsec") / "_kibana" / "otsec.ndjson"
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "kibana" / "otsec.ndjson"
+    """The saved objects shipped inside the package (``kibana/`` in a checkout links there)."""
+    return Path(str(resources.files("otsec") / "kibana" / "otsec.ndjson"))
 
 
 def import_objects(kibana_url: str, path: Path | None = None) -> dict:

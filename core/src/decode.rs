@@ -1,0 +1,401 @@
+//! Link, IP and transport headers on buffer offsets (nothing is copied).
+//!
+//! Link types: Ethernet (802.1Q/802.1ad tags), Linux cooked v1/v2, raw IPv4/IPv6, BSD
+//! null/loopback. IPv6 extension headers are walked; non-first IP fragments are skipped.
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
+pub const LINKTYPE_NULL: u32 = 0;
+pub const LINKTYPE_ETHERNET: u32 = 1;
+pub const LINKTYPE_RAW: u32 = 101;
+pub const LINKTYPE_LOOP: u32 = 108;
+pub const LINKTYPE_SLL: u32 = 113;
+pub const LINKTYPE_IPV4: u32 = 228;
+pub const LINKTYPE_IPV6: u32 = 229;
+pub const LINKTYPE_SLL2: u32 = 276;
+
+/// The link types the decoder reads.
+pub fn supported(linktype: u32) -> bool {
+    matches!(
+        linktype,
+        0 | 1 | 12 | 14 | 101 | 108 | 113 | 228 | 229 | 276
+    )
+}
+
+/// An IPv4 or IPv6 address as raw bytes (4 or 16 of them).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct Addr {
+    pub len: u8,
+    pub bytes: [u8; 16],
+}
+
+impl Addr {
+    pub fn new(raw: &[u8]) -> Addr {
+        let mut bytes = [0u8; 16];
+        bytes[..raw.len()].copy_from_slice(raw);
+        Addr {
+            len: raw.len() as u8,
+            bytes,
+        }
+    }
+
+    pub fn raw(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// Text as `inet_ntop` writes it (IPv6 compressed, embedded IPv4 dotted).
+    pub fn text(&self) -> String {
+        let b = self.raw();
+        if b.len() == 4 {
+            return format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
+        }
+        let w: Vec<u16> = (0..8)
+            .map(|i| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]))
+            .collect();
+        // the longest run of zero words (at least two), the first one on ties
+        let (mut best, mut best_len, mut cur, mut cur_len) = (usize::MAX, 0, 0, 0);
+        for (i, &x) in w.iter().enumerate() {
+            if x == 0 {
+                if cur_len == 0 {
+                    cur = i;
+                }
+                cur_len += 1;
+                if cur_len > best_len {
+                    best = cur;
+                    best_len = cur_len;
+                }
+            } else {
+                cur_len = 0;
+            }
+        }
+        if best_len < 2 {
+            best = usize::MAX;
+        }
+        let mut s = String::new();
+        let mut i = 0;
+        while i < 8 {
+            if i == best {
+                s.push(':');
+                if i == 0 {
+                    s.push(':');
+                }
+                i += best_len;
+                continue;
+            }
+            if i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)) {
+                s.push_str(&format!("{}.{}.{}.{}", b[12], b[13], b[14], b[15]));
+                break;
+            }
+            s.push_str(&format!("{:x}", w[i]));
+            if i < 7 {
+                s.push(':');
+            }
+            i += 1;
+        }
+        if s.ends_with(':') && !s.ends_with("::") {
+            s.pop();
+        }
+        s
+    }
+}
+
+/// What the link layer says: where the network layer starts and its ethertype.
+pub struct Link<'a> {
+    pub off: usize,
+    pub ethertype: u16,
+    pub src_mac: &'a [u8],
+    pub dst_mac: &'a [u8],
+    pub vlan: i32,
+}
+
+fn be16(b: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([b[off], b[off + 1]])
+}
+
+fn be32(b: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+fn raw_ip(b: &[u8], off: usize) -> u16 {
+    match b[off] >> 4 {
+        4 => 0x0800,
+        6 => 0x86DD,
+        _ => 0,
+    }
+}
+
+pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link<'_>> {
+    let end = b.len();
+    match linktype {
+        LINKTYPE_ETHERNET => {
+            if end < 14 {
+                return None;
+            }
+            let mut etype = be16(b, 12);
+            let mut off = 14;
+            let mut vlan = -1;
+            while matches!(etype, 0x8100 | 0x88A8 | 0x9100 | 0x9200) && off + 4 <= end {
+                if vlan < 0 {
+                    vlan = (be16(b, off) & 0x0FFF) as i32;
+                }
+                etype = be16(b, off + 2);
+                off += 4;
+            }
+            Some(Link {
+                off,
+                ethertype: etype,
+                src_mac: &b[6..12],
+                dst_mac: &b[0..6],
+                vlan,
+            })
+        }
+        LINKTYPE_RAW | 12 | 14 | LINKTYPE_IPV4 | LINKTYPE_IPV6 => {
+            if end == 0 {
+                return None;
+            }
+            Some(Link {
+                off: 0,
+                ethertype: raw_ip(b, 0),
+                src_mac: &[],
+                dst_mac: &[],
+                vlan: -1,
+            })
+        }
+        LINKTYPE_NULL | LINKTYPE_LOOP => {
+            if end < 5 {
+                return None;
+            }
+            let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let mut fam = if linktype == LINKTYPE_LOOP {
+                be32(b, 0)
+            } else {
+                le
+            };
+            if fam > 0xFFFF {
+                fam = be32(b, 0);
+            }
+            let etype = match fam {
+                2 => 0x0800,
+                10 | 24 | 28 | 30 => 0x86DD,
+                _ => return None,
+            };
+            Some(Link {
+                off: 4,
+                ethertype: etype,
+                src_mac: &[],
+                dst_mac: &[],
+                vlan: -1,
+            })
+        }
+        LINKTYPE_SLL => {
+            if end < 16 {
+                return None;
+            }
+            let mac: &[u8] = if be16(b, 4) == 6 { &b[6..12] } else { &[] };
+            Some(Link {
+                off: 16,
+                ethertype: be16(b, 14),
+                src_mac: mac,
+                dst_mac: &[],
+                vlan: -1,
+            })
+        }
+        LINKTYPE_SLL2 => {
+            if end < 20 {
+                return None;
+            }
+            let mac: &[u8] = if b[11] == 6 { &b[12..18] } else { &[] };
+            Some(Link {
+                off: 20,
+                ethertype: be16(b, 0),
+                src_mac: mac,
+                dst_mac: &[],
+                vlan: -1,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A TCP or UDP packet, with where its payload lies in the frame.
+pub struct Transport {
+    pub src: Addr,
+    pub dst: Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub pstart: usize,
+    pub pend: usize,
+}
+
+/// Why a packet is not a TCP/UDP packet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NotTransport {
+    NotIp,
+    Invalid,
+    Fragment,
+    OtherIp,
+    Arp(usize),
+}
+
+pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotTransport> {
+    let mut end = b.len();
+    let mut off = off;
+    let (proto, src, dst);
+    if ethertype == 0x0800 {
+        if end < off + 20 {
+            return Err(NotTransport::Invalid);
+        }
+        let vihl = b[off];
+        let ihl = ((vihl & 0x0F) as usize) * 4;
+        if vihl >> 4 != 4 || ihl < 20 {
+            return Err(NotTransport::Invalid);
+        }
+        let total = be16(b, off + 2) as usize;
+        if total >= ihl && off + total < end {
+            end = off + total;
+        }
+        if be16(b, off + 6) & 0x1FFF != 0 {
+            return Err(NotTransport::Fragment);
+        }
+        proto = b[off + 9];
+        src = Addr::new(&b[off + 12..off + 16]);
+        dst = Addr::new(&b[off + 16..off + 20]);
+        off += ihl;
+    } else if ethertype == 0x86DD {
+        if end < off + 40 {
+            return Err(NotTransport::Invalid);
+        }
+        let plen = be16(b, off + 4) as usize;
+        let mut p = b[off + 6];
+        src = Addr::new(&b[off + 8..off + 24]);
+        dst = Addr::new(&b[off + 24..off + 40]);
+        if plen != 0 && off + 40 + plen < end {
+            end = off + 40 + plen;
+        }
+        off += 40;
+        while matches!(p, 0 | 43 | 60 | 44) {
+            if off + 8 > end {
+                return Err(NotTransport::Invalid);
+            }
+            if p == 44 {
+                if be16(b, off + 2) & 0xFFF8 != 0 {
+                    return Err(NotTransport::Fragment);
+                }
+                p = b[off];
+                off += 8;
+            } else {
+                let hlen = (b[off + 1] as usize + 1) * 8;
+                p = b[off];
+                off += hlen;
+            }
+        }
+        proto = p;
+    } else {
+        return Err(NotTransport::Invalid);
+    }
+    if proto == TCP {
+        if end < off + 20 {
+            return Err(NotTransport::Invalid);
+        }
+        let hl = ((b[off + 12] >> 4) as usize) * 4;
+        if hl < 20 {
+            return Err(NotTransport::Invalid);
+        }
+        let start = off + hl;
+        return Ok(Transport {
+            src,
+            dst,
+            proto,
+            sport: be16(b, off),
+            dport: be16(b, off + 2),
+            seq: be32(b, off + 4),
+            ack: be32(b, off + 8),
+            flags: b[off + 13],
+            pstart: start.min(end),
+            pend: end,
+        });
+    }
+    if proto == UDP {
+        if end < off + 8 {
+            return Err(NotTransport::Invalid);
+        }
+        let ulen = be16(b, off + 4) as usize;
+        if ulen >= 8 && off + ulen < end {
+            end = off + ulen;
+        }
+        return Ok(Transport {
+            src,
+            dst,
+            proto,
+            sport: be16(b, off),
+            dport: be16(b, off + 2),
+            seq: 0,
+            ack: 0,
+            flags: 0,
+            pstart: off + 8,
+            pend: end,
+        });
+    }
+    Err(NotTransport::OtherIp)
+}
+
+/// Link, IP and transport headers of one frame.
+pub fn decode_frame(linktype: u32, b: &[u8]) -> Result<(Link<'_>, Transport), NotTransport> {
+    let link = decode_link(linktype, b).ok_or(NotTransport::NotIp)?;
+    if link.ethertype == 0x0806 {
+        return Err(NotTransport::Arp(link.off));
+    }
+    let et = link.ethertype;
+    match decode_ip(b, link.off, et) {
+        Ok(t) => Ok((link, t)),
+        Err(_) if et != 0x0800 && et != 0x86DD => Err(NotTransport::NotIp),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sender (MAC, IPv4 address) of an Ethernet/IPv4 ARP packet.
+pub fn decode_arp(b: &[u8], off: usize) -> Option<([u8; 6], [u8; 4])> {
+    if b.len() < off + 28 || b[off + 4] != 6 || b[off + 5] != 4 {
+        return None;
+    }
+    let mac: [u8; 6] = b[off + 8..off + 14].try_into().ok()?;
+    let ip: [u8; 4] = b[off + 14..off + 18].try_into().ok()?;
+    Some((mac, ip))
+}
+
+/// ECS form of a MAC: upper-case, hyphen separated.
+pub fn mac_text(mac: &[u8]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02X}")).collect();
+    parts.join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6(s: &str) -> String {
+        let a: std::net::Ipv6Addr = s.parse().unwrap();
+        Addr::new(&a.octets()).text()
+    }
+
+    #[test]
+    fn ipv6_text_like_inet_ntop() {
+        assert_eq!(v6("2001:db8::1"), "2001:db8::1");
+        assert_eq!(v6("::1"), "::1");
+        assert_eq!(v6("::"), "::");
+        assert_eq!(v6("fe80::"), "fe80::");
+        assert_eq!(v6("::ffff:10.0.0.1"), "::ffff:10.0.0.1");
+        assert_eq!(v6("::10.0.0.1"), "::10.0.0.1");
+        assert_eq!(v6("1:0:0:2:0:0:0:3"), "1:0:0:2::3");
+        assert_eq!(v6("1:0:2:3:4:5:6:7"), "1:0:2:3:4:5:6:7");
+    }
+}

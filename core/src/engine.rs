@@ -1,0 +1,458 @@
+//! The packet path: decode, flows, reassembly, recognition, dissection, output.
+//!
+//! The engine moves bytes and records. What a record means for the inventory, the graph
+//! and the alerts is decided after it, never inside a dissector.
+
+use std::collections::BTreeMap;
+
+use crate::decode::{
+    decode_arp, decode_frame, NotTransport, Transport, ACK, FIN, RST, SYN, TCP, UDP,
+};
+use crate::events::{Body, Event};
+use crate::flows::{Flow, FlowKey, FlowStats, FlowTable, ParserState};
+use crate::output::{AnomalyCount, Lines};
+use crate::protocols::{is_other_protocol, Kind, REGISTRY};
+use crate::reader::Packet;
+use crate::reassembly::{Chunk, ReassemblyStats, Tag, TcpStream};
+
+/// payload chunks examined before a flow is declared "not ours"
+const PROBE_TRIES: u32 = 4;
+/// seconds of capture time between idle-flow sweeps
+const SWEEP_EVERY: f64 = 10.0;
+/// anomaly kinds counted per flow before the rest are only counted globally
+const MAX_ANOMALY_KINDS: usize = 32;
+
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ts: Option<f64>,
+    pub last_ts: Option<f64>,
+    pub tcp_packets: u64,
+    pub udp_packets: u64,
+    pub arp_packets: u64,
+    pub not_ip: u64,
+    pub invalid: u64,
+    pub ip_fragments: u64,
+    pub other_ip: u64,
+    pub unrecognised_on_ot_port: u64,
+    pub pdus: BTreeMap<&'static str, u64>,
+    pub anomalies: BTreeMap<String, u64>,
+    pub linktypes_unknown: u64,
+}
+
+pub struct Config {
+    pub max_flows: usize,
+}
+
+pub struct Engine {
+    pub stats: Stats,
+    pub reassembly: ReassemblyStats,
+    pub flows: FlowTable,
+    frame: u64,
+    now: f64,
+    pub events: Option<Lines>,
+    pub anomalies: Option<Lines>,
+    pub io_error: Option<String>,
+    scratch: Vec<Event>,
+    chunks: Vec<Chunk>,
+}
+
+impl Engine {
+    pub fn new(cfg: Config) -> Engine {
+        Engine {
+            stats: Stats::default(),
+            reassembly: ReassemblyStats::default(),
+            flows: FlowTable::new(cfg.max_flows.max(1)),
+            frame: 0,
+            now: 0.0,
+            events: None,
+            anomalies: None,
+            io_error: None,
+            scratch: Vec::new(),
+            chunks: Vec::new(),
+        }
+    }
+
+    pub fn flow_stats(&self) -> FlowStats {
+        self.flows.stats
+    }
+
+    /// One packet of a capture or of the live ring.
+    pub fn packet(&mut self, pkt: Packet<'_>) {
+        let st = &mut self.stats;
+        st.packets += 1;
+        st.bytes += pkt.wirelen as u64;
+        self.frame += 1;
+        let ts = pkt.ts;
+        if ts > self.now {
+            self.now = ts;
+            if st.first_ts.is_none() {
+                st.first_ts = Some(ts);
+            }
+            if ts - self.flows.last_sweep > SWEEP_EVERY {
+                if self.flows.last_sweep != 0.0 {
+                    self.sweep(ts);
+                } else {
+                    self.flows.last_sweep = ts;
+                }
+            }
+        }
+        if !crate::decode::supported(pkt.linktype) {
+            self.stats.linktypes_unknown += 1;
+        }
+        let (link, t) = match decode_frame(pkt.linktype, pkt.data) {
+            Ok(v) => v,
+            Err(reason) => {
+                let st = &mut self.stats;
+                match reason {
+                    NotTransport::Arp(off) => {
+                        st.arp_packets += 1;
+                        let _ = decode_arp(pkt.data, off);
+                    }
+                    NotTransport::NotIp => st.not_ip += 1,
+                    NotTransport::Invalid => st.invalid += 1,
+                    NotTransport::Fragment => st.ip_fragments += 1,
+                    NotTransport::OtherIp => st.other_ip += 1,
+                }
+                return;
+            }
+        };
+        let key = FlowKey {
+            src: t.src,
+            dst: t.dst,
+            proto: t.proto,
+            sport: t.sport,
+            dport: t.dport,
+        };
+        let (slot, side) = match self.flows.index.get(&key).copied() {
+            None => (self.create(key, ts), 0usize),
+            Some((slot, side)) => {
+                let reuse = t.proto == TCP
+                    && t.flags & SYN != 0
+                    && t.flags & ACK == 0
+                    && self.flows.slots[slot as usize].as_ref().unwrap().closed > 0;
+                if reuse {
+                    self.end(slot); // port reuse: a new connection
+                    (self.create(key, ts), 0)
+                } else {
+                    (slot, side as usize)
+                }
+            }
+        };
+        let mut flow = self.flows.slots[slot as usize].take().unwrap();
+        flow.side_packets[side] += 1;
+        flow.side_bytes[side] += pkt.wirelen as u64;
+        flow.last_ts = ts;
+        if link.src_mac.len() == 6 {
+            let smac: [u8; 6] = link.src_mac.try_into().unwrap();
+            match flow.macs[side] {
+                None => {
+                    flow.macs[side] = Some(smac);
+                    flow.macs[1 - side] = link.dst_mac.try_into().ok();
+                    flow.vlan = link.vlan;
+                }
+                Some(known) if known != smac => {
+                    // the same address now answers from another MAC
+                    flow.macs[side] = Some(smac);
+                    flow.forget_templates();
+                }
+                _ => {}
+            }
+        }
+        if t.proto == TCP {
+            self.stats.tcp_packets += 1;
+            self.tcp(&mut flow, side, ts, &t, pkt.data);
+        } else if t.proto == UDP {
+            self.stats.udp_packets += 1;
+            if t.pend > t.pstart {
+                self.udp(&mut flow, side, ts, &pkt.data[t.pstart..t.pend]);
+            }
+        }
+        self.flows.slots[slot as usize] = Some(flow);
+    }
+
+    fn create(&mut self, key: FlowKey, ts: f64) -> u32 {
+        if self.flows.live >= self.flows.max_flows {
+            self.make_room(ts);
+        }
+        self.flows.insert(key, ts)
+    }
+
+    fn make_room(&mut self, now: f64) {
+        self.sweep(now);
+        if self.flows.live < self.flows.max_flows {
+            return;
+        }
+        for slot in self.flows.victims() {
+            self.flows.stats.evicted_full += 1;
+            self.end(slot);
+        }
+    }
+
+    /// End flows idle past their timeout.
+    pub fn sweep(&mut self, now: f64) {
+        self.flows.last_sweep = now;
+        for slot in self.flows.expired(now) {
+            self.flows.stats.expired += 1;
+            self.end(slot);
+        }
+    }
+
+    fn tcp(&mut self, flow: &mut Flow, side: usize, ts: f64, t: &Transport, data: &[u8]) {
+        let flags = t.flags;
+        let not_ours = matches!(flow.parser, ParserState::NotOurs);
+        if flags & SYN != 0 {
+            if flags & ACK == 0 {
+                flow.set_client(side);
+            } else if flow.client.is_none() {
+                flow.set_client(1 - side);
+            }
+            if !not_ours {
+                streams(flow)[side].syn(t.seq);
+            }
+        }
+        if flags & (FIN | RST) != 0 {
+            flow.closed += 1;
+        }
+        if not_ours {
+            return;
+        }
+        if flow.streams.is_some() && flags & ACK != 0 {
+            let peer = &mut flow.streams.as_mut().unwrap()[1 - side];
+            if peer.has_pending() {
+                let mut chunks = std::mem::take(&mut self.chunks);
+                peer.ack(&mut self.reassembly, t.ack, &mut chunks);
+                if !chunks.is_empty() {
+                    self.deliver(flow, 1 - side, &mut chunks);
+                }
+                self.chunks = chunks;
+            } else {
+                peer.acked = Some(t.ack);
+            }
+        }
+        if t.pend > t.pstart {
+            let payload = &data[t.pstart..t.pend];
+            let active = matches!(flow.parser, ParserState::Active(_));
+            let stream = &mut streams(flow)[side];
+            let steady = stream.next_seq == Some(t.seq) && !stream.has_pending();
+            if steady && active {
+                // the steady state: the next in-order segment of a dissected stream
+                stream.next_seq = Some(t.seq.wrapping_add(payload.len() as u32));
+                let from_client = Some(side) == flow.client;
+                let mut events = std::mem::take(&mut self.scratch);
+                if let ParserState::Active(p) = &mut flow.parser {
+                    p.feed(payload, from_client, false, &mut events);
+                }
+                if !events.is_empty() {
+                    self.emit(flow, ts, self.frame, &mut events);
+                }
+                self.scratch = events;
+                return;
+            }
+            let mut chunks = std::mem::take(&mut self.chunks);
+            let tag = Tag {
+                ts,
+                frame: self.frame,
+            };
+            streams(flow)[side].add(&mut self.reassembly, t.seq, payload, tag, &mut chunks);
+            if !chunks.is_empty() {
+                self.deliver(flow, side, &mut chunks);
+            }
+            self.chunks = chunks;
+        }
+    }
+
+    fn deliver(&mut self, flow: &mut Flow, side: usize, chunks: &mut Vec<Chunk>) {
+        let mut events = std::mem::take(&mut self.scratch);
+        for chunk in chunks.drain(..) {
+            if matches!(flow.parser, ParserState::NotOurs) {
+                break;
+            }
+            let mut gap = chunk.gap;
+            if matches!(flow.parser, ParserState::Unknown) {
+                if !self.identify(flow, side, &chunk.data, true) {
+                    continue;
+                }
+                if matches!(flow.parser, ParserState::NotOurs) {
+                    break;
+                }
+                gap = gap || flow.probe_tries > 1;
+            }
+            let from_client = Some(side) == flow.client;
+            if let ParserState::Active(p) = &mut flow.parser {
+                p.feed(&chunk.data, from_client, gap, &mut events);
+            }
+            if !events.is_empty() {
+                self.emit(flow, chunk.tag.ts, chunk.tag.frame, &mut events);
+            }
+        }
+        chunks.clear();
+        self.scratch = events;
+    }
+
+    fn udp(&mut self, flow: &mut Flow, side: usize, ts: f64, data: &[u8]) {
+        match flow.parser {
+            ParserState::NotOurs => return,
+            ParserState::Unknown => {
+                if !self.identify(flow, side, data, false)
+                    || matches!(flow.parser, ParserState::NotOurs)
+                {
+                    return;
+                }
+            }
+            ParserState::Active(_) => {}
+        }
+        let from_client = Some(side) == flow.client;
+        let mut events = std::mem::take(&mut self.scratch);
+        if let ParserState::Active(p) = &mut flow.parser {
+            p.feed_datagram(data, from_client, &mut events);
+        }
+        if !events.is_empty() {
+            self.emit(flow, ts, self.frame, &mut events);
+        }
+        self.scratch = events;
+    }
+
+    /// Attach a dissector when the flow is recognised (true), or mark it as never going
+    /// to be (true, NotOurs); false: not decided yet.
+    fn identify(&mut self, flow: &mut Flow, side: usize, data: &[u8], tcp: bool) -> bool {
+        flow.probe_tries += 1;
+        let mut by_port = None;
+        let mut server_side = None;
+        for s in [1 - side, side] {
+            if let Some(k) = Kind::by_port(tcp, flow.ports[s]) {
+                by_port = Some(k);
+                server_side = Some(s);
+                break;
+            }
+        }
+        let mut chosen = None;
+        match by_port {
+            Some(k) if k.probe(data, false) => chosen = Some(k),
+            Some(_) => {}
+            None => {
+                for k in REGISTRY {
+                    if k.probe(data, true) {
+                        chosen = Some(k);
+                        server_side = Some(match flow.client {
+                            None => 1 - side,
+                            Some(c) => 1 - c,
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(kind) = chosen else {
+            if is_other_protocol(data) || flow.probe_tries >= PROBE_TRIES {
+                if by_port.is_some() {
+                    self.stats.unrecognised_on_ot_port += 1;
+                }
+                flow.parser = ParserState::NotOurs;
+                flow.streams = None;
+                return true;
+            }
+            return false;
+        };
+        if flow.client.is_none() {
+            if let Some(s) = server_side {
+                flow.set_client(1 - s);
+            }
+        }
+        flow.protocol = Some(kind);
+        flow.parser = ParserState::Active(kind.parser());
+        true
+    }
+
+    fn emit(&mut self, flow: &mut Flow, ts: f64, _frame: u64, events: &mut Vec<Event>) {
+        for ev in events.drain(..) {
+            if let Body::Anomaly(a) = &ev.body {
+                *self
+                    .stats
+                    .anomalies
+                    .entry(format!("{}.{}", a.protocol.name(), a.kind))
+                    .or_insert(0) += 1;
+                count_anomaly(flow, &ev, ts);
+                continue;
+            }
+            *self.stats.pdus.entry(ev.protocol().name()).or_insert(0) += 1;
+            if let Some(lines) = &mut self.events {
+                if let Err(e) = lines.pdu(flow, &ev, ts) {
+                    self.io_error.get_or_insert(format!("events.ndjson: {e}"));
+                }
+            }
+        }
+    }
+
+    /// A flow leaves the table: what waits behind holes is parsed, anomalies are written.
+    pub fn end(&mut self, slot: u32) {
+        let Some(mut flow) = self.flows.remove(slot) else {
+            return;
+        };
+        if flow.streams.is_some() && matches!(flow.parser, ParserState::Active(_)) {
+            for side in 0..2 {
+                let mut chunks = std::mem::take(&mut self.chunks);
+                flow.streams.as_mut().unwrap()[side].flush(&mut self.reassembly, &mut chunks);
+                if !chunks.is_empty() {
+                    self.deliver(&mut flow, side, &mut chunks);
+                }
+                self.chunks = chunks;
+            }
+        }
+        if let Some(lines) = &mut self.anomalies {
+            for agg in std::mem::take(&mut flow.anomalies) {
+                if let Err(e) = lines.anomaly(&mut flow, &agg) {
+                    self.io_error
+                        .get_or_insert(format!("anomalies.ndjson: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Flush every open flow; the counters then hold the final state.
+    pub fn finish(&mut self) {
+        for slot in self.flows.all() {
+            self.end(slot);
+        }
+        self.stats.last_ts = if self.now != 0.0 {
+            Some(self.now)
+        } else {
+            None
+        };
+        for lines in [&mut self.events, &mut self.anomalies]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = lines.flush() {
+                self.io_error.get_or_insert(format!("output: {e}"));
+            }
+        }
+    }
+}
+
+fn streams(flow: &mut Flow) -> &mut [TcpStream; 2] {
+    flow.streams.get_or_insert_with(Default::default)
+}
+
+fn count_anomaly(flow: &mut Flow, ev: &Event, ts: f64) {
+    let Body::Anomaly(a) = &ev.body else { return };
+    if let Some(agg) = flow
+        .anomalies
+        .iter_mut()
+        .find(|x| x.first.kind == a.kind && x.first.protocol == a.protocol)
+    {
+        agg.count += 1;
+        agg.last_ts = agg.last_ts.max(ts);
+        return;
+    }
+    if flow.anomalies.len() < MAX_ANOMALY_KINDS {
+        flow.anomalies.push(AnomalyCount {
+            first: a.clone(),
+            from_client: ev.from_client,
+            count: 1,
+            first_ts: ts,
+            last_ts: ts,
+        });
+    }
+}

@@ -1,0 +1,190 @@
+//! The records dissectors emit: one per application PDU, or one per parse anomaly.
+//!
+//! Field names and meanings are those of the `otsec.<protocol>` object of the PDU event
+//! document (see `output.rs`).
+
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Modbus,
+    S7comm,
+    S7commPlus,
+    Dnp3,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Modbus => "modbus",
+            Proto::S7comm => "s7comm",
+            Proto::S7commPlus => "s7comm_plus",
+            Proto::Dnp3 => "dnp3",
+        }
+    }
+}
+
+/// A deviation found while parsing; the flow goes on being parsed.
+#[derive(Clone, Debug)]
+pub struct Anomaly {
+    /// the protocol family that found it (S7comm-plus anomalies are `s7comm`)
+    pub protocol: Proto,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ModbusPdu {
+    pub transaction_id: u16,
+    pub unit_id: u8,
+    /// the raw byte: exception responses carry code | 0x80
+    pub function_code: u8,
+    pub length: u16,
+    pub exception_code: Option<u8>,
+    pub subfunction: Option<u16>,
+    pub mei_type: Option<u8>,
+    pub address: Option<u16>,
+    pub quantity: Option<u16>,
+    pub value: Option<u16>,
+    pub write_address: Option<u16>,
+    pub write_quantity: Option<u16>,
+    pub umas_function: Option<u8>,
+    pub device_id: Option<BTreeMap<u8, String>>,
+    pub server_id: Option<String>,
+    pub run_indicator: Option<bool>,
+    pub anomalies: Vec<&'static str>,
+    /// on a response: (address, quantity) of the request it answers
+    pub request: Option<(Option<u16>, Option<u16>)>,
+    /// on a response: the request's function code (paired)
+    pub request_function: Option<u8>,
+}
+
+/// The TSAPs of a COTP connection (source, destination), as big-endian bytes.
+pub type Tsaps = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct S7Item {
+    pub area: u8,
+    pub db: u16,
+    pub byte: u32,
+    pub bit: u8,
+    pub length: u16,
+    pub transport_size: u8,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct S7Pdu {
+    pub rosctr: u8,
+    pub pdu_reference: u16,
+    pub function_code: Option<u8>,
+    pub error_class: Option<u8>,
+    pub error_code: Option<u8>,
+    pub group: Option<u8>,
+    pub subfunction: Option<u8>,
+    pub userdata_type: Option<u8>,
+    pub szl_id: Option<u16>,
+    pub szl_index: Option<u16>,
+    pub pi_service: Option<String>,
+    pub block_type: Option<String>,
+    pub block_number: Option<u32>,
+    pub items: Vec<S7Item>,
+    pub return_codes: Vec<u8>,
+    /// from SZL 0x0011 / 0x001C answers, in the order found
+    pub identity: Option<Vec<(&'static str, String)>>,
+    /// TSAPs of the COTP connection request (big-endian bytes)
+    pub tsaps: Option<Tsaps>,
+    pub anomalies: Vec<&'static str>,
+    pub paired: bool,
+}
+
+impl S7Pdu {
+    /// Job, or userdata of type request (the client side of the exchange).
+    pub fn from_request(&self) -> bool {
+        self.rosctr == 1 || (self.rosctr == 7 && self.userdata_type == Some(4))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct S7PlusPdu {
+    pub version: u8,
+    pub opcode: Option<u8>,
+    pub function_code: Option<u16>,
+    pub sequence: Option<u16>,
+    pub integrity: bool,
+    pub anomalies: Vec<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dnp3Object {
+    pub group: u8,
+    pub variation: u8,
+    pub qualifier: u8,
+    pub count: u64,
+    pub start: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Dnp3Pdu {
+    pub source_address: u16,
+    pub destination_address: u16,
+    pub function_code: u8,
+    pub app_control: u8,
+    pub iin: Option<u16>,
+    pub objects: Vec<Dnp3Object>,
+    pub link_function: u8,
+    pub anomalies: Vec<&'static str>,
+    pub paired: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Body {
+    Modbus(ModbusPdu),
+    S7(S7Pdu),
+    S7Plus(S7PlusPdu),
+    Dnp3(Dnp3Pdu),
+    Anomaly(Anomaly),
+}
+
+/// One record out of a dissector, with the direction it travelled.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// sent by the flow's client (TCP or protocol role)
+    pub from_client: bool,
+    pub body: Body,
+}
+
+impl Event {
+    pub fn anomaly(from_client: bool, protocol: Proto, kind: &'static str, detail: String) -> Self {
+        Event {
+            from_client,
+            body: Body::Anomaly(Anomaly {
+                protocol,
+                kind,
+                detail,
+            }),
+        }
+    }
+
+    pub fn protocol(&self) -> Proto {
+        match &self.body {
+            Body::Modbus(_) => Proto::Modbus,
+            Body::S7(_) => Proto::S7comm,
+            Body::S7Plus(_) => Proto::S7commPlus,
+            Body::Dnp3(_) => Proto::Dnp3,
+            Body::Anomaly(a) => a.protocol,
+        }
+    }
+
+    /// Request or response, from the protocol's own semantics.
+    pub fn is_request(&self) -> bool {
+        match &self.body {
+            Body::Modbus(_) | Body::Anomaly(_) => self.from_client,
+            Body::S7(p) => p.from_request(),
+            Body::S7Plus(p) => match p.opcode {
+                None => self.from_client,
+                Some(op) => op == 0x31,
+            },
+            Body::Dnp3(p) => p.function_code < 0x80,
+        }
+    }
+}

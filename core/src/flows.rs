@@ -1,0 +1,284 @@
+//! The flow table: one flow per 5-tuple (both directions), bounded, with idle expiry.
+//!
+//! Each flow is indexed under both directional keys so the hot path needs one hash lookup
+//! and no key normalisation. Side 0 sent the first packet seen; which side is the client
+//! is decided from the SYN, the protocol's well-known port, or the first payload.
+
+use rustc_hash::FxHashMap;
+
+use crate::community_id::community_id;
+use crate::decode::{Addr, TCP};
+use crate::output::AnomalyCount;
+use crate::protocols::{Kind, Parser};
+use crate::reassembly::TcpStream;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+pub enum ParserState {
+    /// not recognised yet
+    Unknown,
+    /// never will be: not a protocol otsec dissects
+    NotOurs,
+    Active(Parser),
+}
+
+pub struct Flow {
+    pub seq: u64,
+    pub ips: [Addr; 2],
+    pub ports: [u16; 2],
+    pub proto: u8,
+    pub macs: [Option<[u8; 6]>; 2],
+    pub vlan: i32,
+    pub first_ts: f64,
+    pub last_ts: f64,
+    pub side_packets: [u64; 2],
+    pub side_bytes: [u64; 2],
+    pub client: Option<usize>,
+    pub streams: Option<Box<[TcpStream; 2]>>,
+    pub parser: ParserState,
+    pub protocol: Option<Kind>,
+    pub probe_tries: u32,
+    pub closed: u32,
+    cid: Option<String>,
+    /// the flow's network and endpoint objects, rendered at its first event (and again
+    /// when a MAC changes), then line parts per (protocol, direction): see output.rs
+    pub context: Option<Box<[Vec<u8>; 3]>>,
+    pub templates: [Option<Vec<u8>>; 16],
+    pub anomalies: Vec<AnomalyCount>,
+}
+
+impl Flow {
+    pub fn new(seq: u64, key: &FlowKey, ts: f64) -> Flow {
+        Flow {
+            seq,
+            ips: [key.src, key.dst],
+            ports: [key.sport, key.dport],
+            proto: key.proto,
+            macs: [None, None],
+            vlan: -1,
+            first_ts: ts,
+            last_ts: ts,
+            side_packets: [0, 0],
+            side_bytes: [0, 0],
+            client: None,
+            streams: None,
+            parser: ParserState::Unknown,
+            protocol: None,
+            probe_tries: 0,
+            closed: 0,
+            cid: None,
+            context: None,
+            templates: Default::default(),
+            anomalies: Vec::new(),
+        }
+    }
+
+    pub fn key(&self) -> FlowKey {
+        FlowKey {
+            src: self.ips[0],
+            dst: self.ips[1],
+            proto: self.proto,
+            sport: self.ports[0],
+            dport: self.ports[1],
+        }
+    }
+
+    pub fn transport(&self) -> &'static str {
+        match self.proto {
+            6 => "tcp",
+            17 => "udp",
+            _ => "ip",
+        }
+    }
+
+    pub fn community_id(&mut self) -> &str {
+        if self.cid.is_none() {
+            self.cid = Some(community_id(
+                &self.ips[0],
+                &self.ips[1],
+                self.proto,
+                self.ports[0],
+                self.ports[1],
+            ));
+        }
+        self.cid.as_deref().unwrap()
+    }
+
+    pub fn ip_text(&self, side: usize) -> String {
+        self.ips[side].text()
+    }
+
+    pub fn set_client(&mut self, side: usize) {
+        if self.client.is_none() {
+            self.client = Some(side);
+        }
+    }
+
+    /// The client side, guessing that the lower port is the server's when unknown.
+    pub fn client_side(&self) -> usize {
+        match self.client {
+            Some(c) => c,
+            None => {
+                if self.ports[0] >= self.ports[1] {
+                    0
+                } else {
+                    1
+                }
+            }
+        }
+    }
+
+    /// The side that sent a record travelling client-to-server or back.
+    pub fn sender(&self, from_client: bool) -> usize {
+        let c = self.client_side();
+        if from_client {
+            c
+        } else {
+            1 - c
+        }
+    }
+
+    pub fn forget_templates(&mut self) {
+        self.context = None;
+        self.templates = Default::default();
+    }
+}
+
+#[derive(Default, Clone, Copy, Debug)]
+pub struct FlowStats {
+    pub created: u64,
+    pub expired: u64,
+    pub evicted_full: u64,
+    pub peak: u64,
+}
+
+pub const TCP_IDLE: f64 = 600.0;
+pub const UDP_IDLE: f64 = 120.0;
+pub const CLOSED_IDLE: f64 = 30.0;
+
+/// The live flows, by slot, and the index from either directional key to (slot, side).
+pub struct FlowTable {
+    pub index: FxHashMap<FlowKey, (u32, u8)>,
+    pub slots: Vec<Option<Box<Flow>>>,
+    free: Vec<u32>,
+    pub live: usize,
+    pub max_flows: usize,
+    pub stats: FlowStats,
+    pub last_sweep: f64,
+    next_seq: u64,
+}
+
+impl FlowTable {
+    pub fn new(max_flows: usize) -> FlowTable {
+        FlowTable {
+            index: FxHashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            max_flows,
+            stats: FlowStats::default(),
+            last_sweep: 0.0,
+            next_seq: 0,
+        }
+    }
+
+    /// Insert a new flow (the caller has made room).
+    pub fn insert(&mut self, key: FlowKey, ts: f64) -> u32 {
+        let flow = Box::new(Flow::new(self.next_seq, &key, ts));
+        self.next_seq += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(flow);
+                s
+            }
+            None => {
+                self.slots.push(Some(flow));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, (slot, 0));
+        let rev = FlowKey {
+            src: key.dst,
+            dst: key.src,
+            proto: key.proto,
+            sport: key.dport,
+            dport: key.sport,
+        };
+        self.index.insert(rev, (slot, 1));
+        self.live += 1;
+        self.stats.created += 1;
+        self.stats.peak = self.stats.peak.max(self.live as u64);
+        slot
+    }
+
+    /// Take a flow out of the table for good.
+    pub fn remove(&mut self, slot: u32) -> Option<Box<Flow>> {
+        let flow = self.slots[slot as usize].take()?;
+        let key = flow.key();
+        self.index.remove(&key);
+        let rev = FlowKey {
+            src: key.dst,
+            dst: key.src,
+            proto: key.proto,
+            sport: key.dport,
+            dport: key.sport,
+        };
+        self.index.remove(&rev);
+        self.free.push(slot);
+        self.live -= 1;
+        Some(flow)
+    }
+
+    /// Slots of flows idle past their timeout, oldest created first.
+    pub fn expired(&self, now: f64) -> Vec<u32> {
+        let mut out: Vec<(u64, u32)> = Vec::new();
+        for (i, f) in self.slots.iter().enumerate() {
+            if let Some(f) = f {
+                let limit = if f.closed > 0 {
+                    CLOSED_IDLE
+                } else if f.proto == TCP {
+                    TCP_IDLE
+                } else {
+                    UDP_IDLE
+                };
+                if now - f.last_ts > limit {
+                    out.push((f.seq, i as u32));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The least recently seen tenth of the table, for making room.
+    pub fn victims(&self) -> Vec<u32> {
+        let mut all: Vec<(f64, u64, u32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.as_ref().map(|f| (f.last_ts, f.seq, i as u32)))
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let n = (self.max_flows / 10).max(1);
+        all.into_iter().take(n).map(|(_, _, s)| s).collect()
+    }
+
+    /// Every live flow, oldest created first.
+    pub fn all(&self) -> Vec<u32> {
+        let mut all: Vec<(u64, u32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.as_ref().map(|f| (f.seq, i as u32)))
+            .collect();
+        all.sort_unstable();
+        all.into_iter().map(|(_, s)| s).collect()
+    }
+}

@@ -1,0 +1,21 @@
+//! otsec's compiled core: every per-packet step, from capture bytes to PDU records.
+//!
+//! `reader` (pcap, pcapng, gzip, streams) -> `decode` (link, IP, TCP/UDP, ARP) ->
+//! `flows` + `reassembly` -> `protocols` (Modbus/TCP, S7comm/S7comm-plus, DNP3) ->
+//! `output` (events.ndjson lines, aggregated anomalies). `python` is the binding.
+
+pub mod community_id;
+pub mod decode;
+pub mod engine;
+pub mod events;
+pub mod flows;
+pub mod json;
+pub mod output;
+pub mod pending;
+pub mod protocols;
+pub mod reader;
+pub mod reassembly;
+pub mod timefmt;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,456 @@
+//! DNP3 (IEEE 1815) over TCP and UDP: link frames, transport, application layer.
+//!
+//! Link frames are found by their 0x05 0x64 start bytes and checked block by block (a
+//! CRC every 16 bytes). A bad data CRC is an anomaly and the frame is still used when its
+//! header is sound, so one corrupted block does not blind the sensor. Transport segments
+//! are reassembled per address pair into fragments, whose function code, IIN bits and
+//! object headers (group, variation, qualifier, range) are decoded.
+
+use rustc_hash::FxHashMap;
+
+use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto};
+use crate::pending::Pending;
+
+pub const PORT: u16 = 20000;
+const MAX_FRAGMENT: usize = 64 * 1024;
+const MAX_OBJECTS: usize = 256;
+pub const MAX_PENDING: usize = 64;
+const MAX_REASSEMBLIES: usize = 256;
+
+pub const BAD_HEADER_CRC: &str = "bad_header_crc";
+pub const BAD_DATA_CRC: &str = "bad_data_crc";
+pub const INVALID_LENGTH: &str = "invalid_length";
+pub const TRANSPORT_SEQUENCE: &str = "transport_sequence";
+pub const FRAGMENT_TOO_LONG: &str = "fragment_too_long";
+pub const RESERVED_FUNCTION: &str = "reserved_function";
+pub const TRUNCATED_OBJECTS: &str = "truncated_objects";
+pub const RESYNCHRONISED: &str = "resynchronised";
+
+/// Function codes with a name (the rest are reserved).
+pub fn assigned(fc: u8) -> bool {
+    fc <= 33 || matches!(fc, 129..=131)
+}
+
+/// Requests whose object headers carry no object data.
+fn headers_only(fc: u8) -> bool {
+    matches!(fc, 0 | 1 | 7..=14 | 20..=24)
+}
+
+const fn crc_table() -> [u16; 256] {
+    let mut table = [0u16; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut crc = byte as u16;
+        let mut i = 0;
+        while i < 8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA6BC
+            } else {
+                crc >> 1
+            };
+            i += 1;
+        }
+        table[byte] = crc;
+        byte += 1;
+    }
+    table
+}
+
+static TABLE: [u16; 256] = crc_table();
+
+/// DNP3's CRC-16 (polynomial 0x3D65, reflected, complemented).
+pub fn crc(data: &[u8]) -> u16 {
+    let mut c: u16 = 0;
+    for &b in data {
+        c = (c >> 8) ^ TABLE[((c ^ b as u16) & 0xFF) as usize];
+    }
+    !c
+}
+
+/// Bytes on the wire of a link frame whose LEN field is `length` (>= 5).
+pub fn frame_size(length: usize) -> usize {
+    let user = length - 5;
+    10 + user + 2 * user.div_ceil(16)
+}
+
+/// Start bytes, a sane length and (`strict`) a valid header CRC.
+pub fn looks_like(p: &[u8], strict: bool) -> bool {
+    if p.len() < 10 || p[0] != 0x05 || p[1] != 0x64 || p[2] < 5 {
+        return false;
+    }
+    !strict || crc(&p[..8]) == u16::from_le_bytes([p[8], p[9]])
+}
+
+/// Per-connection (or per UDP flow) state: buffers, transport reassembly, requests.
+pub struct Parser {
+    buf: [Vec<u8>; 2],
+    segments: FxHashMap<(u16, u16), (u8, Vec<u8>)>,
+    pending: Pending<(u16, u16, u8), ()>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            buf: [Vec::new(), Vec::new()],
+            segments: FxHashMap::default(),
+            pending: Pending::new(MAX_PENDING),
+        }
+    }
+}
+
+fn anomaly(from_client: bool, kind: &'static str, detail: String) -> Event {
+    Event::anomaly(from_client, Proto::Dnp3, kind, detail)
+}
+
+impl Parser {
+    pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
+        let side = if from_client { 0 } else { 1 };
+        if gap {
+            self.buf[side].clear();
+        }
+        self.buf[side].extend_from_slice(data);
+        let buf = std::mem::take(&mut self.buf[side]);
+        let n = buf.len();
+        let mut pos = 0;
+        while n - pos >= 10 {
+            if buf[pos] != 0x05 || buf[pos + 1] != 0x64 {
+                let found = buf[pos + 1..]
+                    .windows(2)
+                    .position(|w| w == [0x05, 0x64])
+                    .map(|i| i + pos + 1);
+                let skipped = found.unwrap_or(n - 1) - pos;
+                out.push(anomaly(
+                    from_client,
+                    RESYNCHRONISED,
+                    format!("skipped {skipped} bytes to the next 0x05 0x64"),
+                ));
+                pos += skipped;
+                continue;
+            }
+            let length = buf[pos + 2] as usize;
+            if length < 5 {
+                out.push(anomaly(
+                    from_client,
+                    INVALID_LENGTH,
+                    format!("link length {length}"),
+                ));
+                pos += 2;
+                continue;
+            }
+            let size = frame_size(length);
+            if pos + size > n {
+                break;
+            }
+            self.frame(&buf[pos..pos + size], from_client, out);
+            pos += size;
+        }
+        let mut buf = buf;
+        buf.drain(..pos);
+        self.buf[side] = buf;
+    }
+
+    pub fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
+        self.feed(data, from_client, true, out);
+    }
+
+    fn frame(&mut self, frame: &[u8], from_client: bool, out: &mut Vec<Event>) {
+        let control = frame[3];
+        let dst = u16::from_le_bytes([frame[4], frame[5]]);
+        let src = u16::from_le_bytes([frame[6], frame[7]]);
+        if crc(&frame[..8]) != u16::from_le_bytes([frame[8], frame[9]]) {
+            out.push(anomaly(
+                from_client,
+                BAD_HEADER_CRC,
+                format!("link header {src}->{dst}"),
+            ));
+            return; // addresses and length cannot be trusted
+        }
+        let mut user = Vec::with_capacity(frame.len());
+        let mut bad_blocks = 0;
+        let mut pos = 10;
+        while pos < frame.len() {
+            let end = (pos + 16).min(frame.len() - 2);
+            let block = &frame[pos..end];
+            let check = u16::from_le_bytes([frame[end], frame[end + 1]]);
+            if crc(block) != check {
+                bad_blocks += 1;
+            }
+            user.extend_from_slice(block);
+            pos = end + 2;
+        }
+        if bad_blocks > 0 {
+            out.push(anomaly(
+                from_client,
+                BAD_DATA_CRC,
+                format!("{bad_blocks} user data block(s) {src}->{dst}"),
+            ));
+        }
+        if user.is_empty() || control & 0x40 == 0 {
+            return; // link-layer only (reset, link status) or a secondary frame (ack)
+        }
+        self.transport(&user, src, dst, control & 0x0F, from_client, out);
+    }
+
+    fn transport(
+        &mut self,
+        seg: &[u8],
+        src: u16,
+        dst: u16,
+        link_fn: u8,
+        from_client: bool,
+        out: &mut Vec<Event>,
+    ) {
+        let th = seg[0];
+        let (fir, fin, seq) = (th & 0x40 != 0, th & 0x80 != 0, th & 0x3F);
+        let key = (src, dst);
+        let mut parts: Vec<u8>;
+        let mut held = 0; // the entry taken out below still counts towards the bound
+        if fir {
+            if self.segments.contains_key(&key) {
+                out.push(anomaly(
+                    from_client,
+                    TRANSPORT_SEQUENCE,
+                    "new first segment before the last one ended".into(),
+                ));
+            }
+            parts = seg[1..].to_vec();
+        } else {
+            match self.segments.remove(&key) {
+                Some((last, p)) if (last + 1) & 0x3F == seq => {
+                    held = 1;
+                    parts = p;
+                    parts.extend_from_slice(&seg[1..]);
+                }
+                _ => {
+                    out.push(anomaly(
+                        from_client,
+                        TRANSPORT_SEQUENCE,
+                        format!("segment {seq} out of sequence {src}->{dst}"),
+                    ));
+                    return;
+                }
+            }
+        }
+        if parts.len() > MAX_FRAGMENT {
+            self.segments.remove(&key);
+            out.push(anomaly(
+                from_client,
+                FRAGMENT_TOO_LONG,
+                format!("fragment over {MAX_FRAGMENT} bytes"),
+            ));
+            return;
+        }
+        if !fin {
+            if self.segments.len() + held > MAX_REASSEMBLIES {
+                self.segments.clear();
+            }
+            self.segments.insert(key, (seq, parts));
+            return;
+        }
+        self.segments.remove(&key);
+        if parts.len() >= 2 {
+            let mut pdu = decode_fragment(&parts, src, dst);
+            pdu.link_function = link_fn;
+            self.pair(&mut pdu);
+            out.push(Event {
+                from_client,
+                body: Body::Dnp3(pdu),
+            });
+        }
+    }
+
+    fn pair(&mut self, pdu: &mut Dnp3Pdu) {
+        let fc = pdu.function_code;
+        let seq = pdu.app_control & 0x0F;
+        if fc < 0x80 && fc != 0 {
+            self.pending
+                .open((pdu.source_address, pdu.destination_address, seq), ());
+        } else if fc == 0x81 {
+            let key = (pdu.destination_address, pdu.source_address, seq);
+            if self.pending.close(&key).is_some() {
+                pdu.paired = true;
+            }
+        }
+    }
+}
+
+/// Decode an application fragment (at least 2 bytes).
+pub fn decode_fragment(frag: &[u8], src: u16, dst: u16) -> Dnp3Pdu {
+    let (control, fc) = (frag[0], frag[1]);
+    let mut pdu = Dnp3Pdu {
+        source_address: src,
+        destination_address: dst,
+        function_code: fc,
+        app_control: control,
+        ..Default::default()
+    };
+    let mut pos = 2;
+    if fc >= 0x80 {
+        if frag.len() < 4 {
+            pdu.anomalies = vec![TRUNCATED_OBJECTS];
+            return pdu;
+        }
+        pdu.iin = Some(((frag[2] as u16) << 8) | frag[3] as u16);
+        pos = 4;
+    }
+    if !assigned(fc) {
+        pdu.anomalies.push(RESERVED_FUNCTION);
+    }
+    let ok = objects(frag, pos, !headers_only(fc), &mut pdu.objects);
+    if !ok {
+        pdu.anomalies.push(TRUNCATED_OBJECTS);
+    }
+    pdu
+}
+
+fn le(b: &[u8], pos: usize, w: usize) -> u64 {
+    b[pos..pos + w]
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &x| (acc << 8) | x as u64)
+}
+
+/// Object headers in order; stops (still ok) at an object whose size it cannot know.
+fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Object>) -> bool {
+    let n = frag.len();
+    while pos < n && out.len() < MAX_OBJECTS {
+        if pos + 3 > n {
+            return false;
+        }
+        let (group, var, qual) = (frag[pos], frag[pos + 1], frag[pos + 2]);
+        pos += 3;
+        let range_code = qual & 0x0F;
+        let mut start = None;
+        let count: u64;
+        match range_code {
+            0..=2 => {
+                let w = [1, 2, 4][range_code as usize];
+                if pos + 2 * w > n {
+                    return false;
+                }
+                let a = le(frag, pos, w);
+                let b = le(frag, pos + w, w);
+                start = Some(a);
+                pos += 2 * w;
+                count = if b >= a { b - a + 1 } else { 0 };
+            }
+            7 | 8 | 9 | 0x0B => {
+                let w = match range_code {
+                    8 => 2,
+                    9 => 4,
+                    _ => 1,
+                };
+                if pos + w > n {
+                    return false;
+                }
+                count = le(frag, pos, w);
+                pos += w;
+            }
+            6 => count = 0,
+            _ => {
+                out.push(Dnp3Object {
+                    group,
+                    variation: var,
+                    qualifier: qual,
+                    count: 0,
+                    start: None,
+                });
+                return true;
+            }
+        }
+        out.push(Dnp3Object {
+            group,
+            variation: var,
+            qualifier: qual,
+            count,
+            start,
+        });
+        if !with_data || range_code == 6 || group == 60 {
+            continue;
+        }
+        match data_size(group, var, qual, count, frag, pos) {
+            None => return true, // unknown object size: the headers after it stay unread
+            Some(size) => {
+                pos = pos.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
+                if pos > n {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+fn fixed_size(group: u8, var: u8) -> Option<u64> {
+    Some(match (group, var) {
+        (1, 2) | (2, 1) | (3, 2) | (4, 1) | (10, 2) | (11, 1) | (13, 1) => 1,
+        (2, 2) | (4, 2) | (11, 2) | (13, 2) => 7,
+        (2, 3) | (4, 3) => 3,
+        (12, 1) | (12, 2) => 11,
+        (20, 1) | (21, 1) | (22, 1) | (23, 1) | (30, 1) | (30, 5) | (31, 1) | (31, 7) => 5,
+        (20, 2) | (21, 2) | (22, 2) | (23, 2) | (30, 2) | (31, 2) => 3,
+        (20, 5) | (30, 3) | (31, 5) => 4,
+        (20, 6) | (30, 4) | (31, 6) => 2,
+        (21, 5) | (22, 5) | (23, 5) | (31, 3) => 11,
+        (21, 6) | (22, 6) | (23, 6) | (30, 6) | (31, 4) | (31, 8) => 9,
+        (21, 9) => 4,
+        (21, 10) => 2,
+        (32, 1) | (33, 1) | (32, 5) | (33, 5) | (40, 1) | (41, 1) | (40, 3) | (41, 3) => 5,
+        (32, 2) | (33, 2) | (40, 2) | (41, 2) => 3,
+        (32, 3) | (33, 3) | (32, 7) | (33, 7) => 11,
+        (32, 4) | (33, 4) | (32, 6) | (33, 6) | (40, 4) | (41, 4) => 9,
+        (32, 8) | (33, 8) => 15,
+        (34, 1) => 2,
+        (34, 2) | (34, 3) => 4,
+        (42, 1) | (43, 1) | (42, 5) | (43, 5) => 5,
+        (42, 2) | (43, 2) => 3,
+        (42, 3) | (43, 3) | (42, 7) | (43, 7) => 11,
+        (42, 4) | (43, 4) | (42, 6) | (43, 6) => 9,
+        (42, 8) | (43, 8) => 15,
+        (50, 1) | (50, 3) | (51, 1) | (51, 2) => 6,
+        (50, 2) => 10,
+        (50, 4) => 11,
+        (52, 1) | (52, 2) => 2,
+        _ => return None,
+    })
+}
+
+fn data_size(group: u8, var: u8, qual: u8, count: u64, frag: &[u8], pos: usize) -> Option<u64> {
+    let pcode = (qual >> 4) & 0x07;
+    let prefix: u64 = match pcode {
+        0 => 0,
+        1 | 4 => 1,
+        2 | 5 => 2,
+        3 | 6 => 4,
+        _ => return None,
+    };
+    if matches!(pcode, 4..=6) {
+        // each object preceded by its own size
+        let mut total: u64 = 0;
+        let n = frag.len() as u64;
+        for _ in 0..count {
+            let at = pos as u64 + total;
+            if at + prefix > n {
+                return Some(n - pos as u64 + 1);
+            }
+            total += prefix + le(frag, at as usize, prefix as usize);
+        }
+        return Some(total);
+    }
+    let bits = match (group, var) {
+        (1, 1) | (10, 1) | (12, 3) | (80, 1) => Some(1),
+        (3, 1) => Some(2),
+        _ => None,
+    };
+    if let Some(bits) = bits {
+        return Some(if prefix == 0 {
+            (count * bits).div_ceil(8)
+        } else {
+            count * (prefix + 1)
+        });
+    }
+    if (110..=113).contains(&group) {
+        return Some(count * (prefix + var as u64)); // octet strings: the variation is the length
+    }
+    fixed_size(group, var).map(|size| count * (prefix + size))
+}

@@ -1,0 +1,518 @@
+//! Modbus/TCP (sans-IO): reassembled stream bytes in, PDUs and anomalies out.
+//!
+//! PDUs are framed by their MBAP header across and within segments; every public
+//! function code's fields are decoded; responses are paired with requests by transaction
+//! id; a malformation becomes an anomaly and parsing resynchronises on the next header.
+
+use std::collections::BTreeMap;
+
+use crate::events::{Body, Event, ModbusPdu, Proto};
+use crate::json::latin1;
+use crate::pending::Pending;
+
+pub const PORT: u16 = 502;
+pub const MAX_LENGTH: usize = 254;
+/// longer frames (some UMAS stacks) are parsed but flagged
+pub const OVERSIZE_LENGTH: usize = 2048;
+pub const MAX_PENDING: usize = 512;
+/// bytes kept while looking for a header
+pub const MAX_BUFFER: usize = 4096;
+pub const UMAS: u8 = 90;
+
+pub const INVALID_PROTOCOL_ID: &str = "invalid_protocol_id";
+pub const INVALID_LENGTH: &str = "invalid_length";
+pub const LENGTH_MISMATCH: &str = "length_mismatch";
+pub const INVALID_FUNCTION_CODE: &str = "invalid_function_code";
+pub const UNSOLICITED_RESPONSE: &str = "unsolicited_response";
+pub const FUNCTION_MISMATCH: &str = "function_mismatch";
+pub const FLOODED: &str = "flooded";
+pub const RESYNCHRONISED: &str = "resynchronised";
+
+pub fn is_public(fc: u8) -> bool {
+    matches!(fc, 1..=8 | 11 | 12 | 15 | 16 | 17 | 20..=24 | 43)
+}
+
+fn probe_function(fc: u8) -> bool {
+    is_public(fc) || matches!(fc, UMAS | 40 | 41 | 42 | 125 | 126)
+}
+
+fn be16(b: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([b[off], b[off + 1]])
+}
+
+/// Does this first payload of a flow start with Modbus/TCP PDUs? `strict` (used off port
+/// 502) also wants known function codes and whole PDUs exactly.
+pub fn looks_like(payload: &[u8], strict: bool) -> bool {
+    let n = payload.len();
+    let mut pos = 0;
+    while pos + 8 <= n {
+        let pid = be16(payload, pos + 2);
+        let length = be16(payload, pos + 4) as usize;
+        if pid != 0 || !(2..=MAX_LENGTH).contains(&length) {
+            return false;
+        }
+        if strict && !probe_function(payload[pos + 7] & 0x7F) {
+            return false;
+        }
+        pos += 6 + length;
+        if !strict {
+            return true;
+        }
+    }
+    if strict {
+        pos == n
+    } else {
+        false
+    }
+}
+
+/// What a response needs of its request.
+struct Open {
+    function_code: u8,
+    address: Option<u16>,
+    quantity: Option<u16>,
+}
+
+/// Per-connection state: one buffer per direction and the open transactions.
+pub struct Parser {
+    buf: [Vec<u8>; 2],
+    resync: [bool; 2],
+    pending: Pending<u16, Open>,
+    pub skipped_bytes: u64,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            buf: [Vec::new(), Vec::new()],
+            resync: [false, false],
+            pending: Pending::new(MAX_PENDING),
+            skipped_bytes: 0,
+        }
+    }
+}
+
+fn anomaly(from_client: bool, kind: &'static str, detail: String) -> Event {
+    Event::anomaly(from_client, Proto::Modbus, kind, detail)
+}
+
+impl Parser {
+    /// Parse what the stream delivered; `gap` says bytes before `data` were lost.
+    pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
+        let side = if from_client { 0 } else { 1 };
+        if gap {
+            self.buf[side].clear();
+            self.resync[side] = true;
+        }
+        if self.buf[side].is_empty() && !self.resync[side] {
+            // fast path: exactly one well-formed PDU, parsed in place
+            let n = data.len();
+            if n >= 8 {
+                let length = be16(data, 4) as usize;
+                if be16(data, 2) == 0 && n == 6 + length && (2..=MAX_LENGTH).contains(&length) {
+                    self.one(data, 0, n, from_client, out);
+                    return;
+                }
+            }
+        }
+        self.buf[side].extend_from_slice(data);
+        let buf = std::mem::take(&mut self.buf[side]);
+        let pos = self.parse(&buf, side, from_client, out);
+        let mut buf = buf;
+        buf.drain(..pos);
+        self.buf[side] = buf;
+    }
+
+    /// Modbus over UDP: every datagram stands alone.
+    pub fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
+        let side = if from_client { 0 } else { 1 };
+        self.resync[side] = false;
+        self.buf[side].clear();
+        self.parse(data, side, from_client, out);
+    }
+
+    fn one(&mut self, buf: &[u8], pos: usize, end: usize, from_client: bool, out: &mut Vec<Event>) {
+        let tid = be16(buf, pos);
+        let length = be16(buf, pos + 4);
+        let mut pdu = decode(buf, pos + 7, end, tid, buf[pos + 6], length, from_client);
+        if length as usize > MAX_LENGTH {
+            pdu.anomalies.push(INVALID_LENGTH);
+        }
+        let idx = out.len();
+        if from_client {
+            let open = Open {
+                function_code: pdu.function_code,
+                address: pdu.address,
+                quantity: pdu.quantity,
+            };
+            out.push(Event {
+                from_client,
+                body: Body::Modbus(pdu),
+            });
+            if self.pending.open(tid, open) {
+                out.push(anomaly(
+                    true,
+                    FLOODED,
+                    format!("over {MAX_PENDING} requests without responses"),
+                ));
+            }
+            return;
+        }
+        match self.pending.close(&tid) {
+            None => {
+                out.push(Event {
+                    from_client,
+                    body: Body::Modbus(pdu),
+                });
+                out.push(anomaly(
+                    false,
+                    UNSOLICITED_RESPONSE,
+                    format!("response to transaction {tid} without a request"),
+                ));
+            }
+            Some(req) => {
+                pdu.request = Some((req.address, req.quantity));
+                pdu.request_function = Some(req.function_code);
+                if req.function_code & 0x7F != pdu.function_code & 0x7F {
+                    pdu.anomalies.push(FUNCTION_MISMATCH);
+                }
+                out.push(Event {
+                    from_client,
+                    body: Body::Modbus(pdu),
+                });
+            }
+        }
+        let _ = idx;
+    }
+
+    /// Frame PDUs out of `buf`; returns how many bytes were consumed.
+    fn parse(&mut self, buf: &[u8], side: usize, from_client: bool, out: &mut Vec<Event>) -> usize {
+        let n = buf.len();
+        let mut pos = 0;
+        while n - pos >= 8 {
+            if self.resync[side] {
+                match find_header(buf, pos) {
+                    None => {
+                        let keep = if n - pos > MAX_BUFFER {
+                            pos.max(n - MAX_BUFFER)
+                        } else {
+                            pos
+                        };
+                        if keep > pos {
+                            self.skip(out, from_client, keep - pos);
+                        }
+                        pos = keep;
+                        break;
+                    }
+                    Some(found) => {
+                        if found > pos {
+                            self.skip(out, from_client, found - pos);
+                        }
+                        pos = found;
+                        self.resync[side] = false;
+                    }
+                }
+            }
+            let tid = be16(buf, pos);
+            let pid = be16(buf, pos + 2);
+            let length = be16(buf, pos + 4) as usize;
+            if pid != 0 || !(2..=OVERSIZE_LENGTH).contains(&length) {
+                let kind = if pid != 0 {
+                    INVALID_PROTOCOL_ID
+                } else {
+                    INVALID_LENGTH
+                };
+                out.push(anomaly(
+                    from_client,
+                    kind,
+                    format!("transaction {tid}: protocol id {pid}, length {length}"),
+                ));
+                self.resync[side] = true;
+                pos += 1;
+                continue;
+            }
+            let end = pos + 6 + length;
+            if end > n {
+                break;
+            }
+            self.one(buf, pos, end, from_client, out);
+            pos = end;
+        }
+        pos
+    }
+
+    fn skip(&mut self, out: &mut Vec<Event>, from_client: bool, count: usize) {
+        self.skipped_bytes += count as u64;
+        out.push(anomaly(
+            from_client,
+            RESYNCHRONISED,
+            format!("skipped {count} bytes to the next Modbus header"),
+        ));
+    }
+}
+
+/// Offset of the next plausible MBAP header at or after `pos`: protocol id 0, a valid
+/// length and function code, ending exactly at the end of the buffer or followed by
+/// another candidate (one that runs past the buffer is accepted only at `pos` itself).
+fn find_header(buf: &[u8], pos: usize) -> Option<usize> {
+    let n = buf.len();
+    let find = |from: usize| -> Option<usize> {
+        if from >= n {
+            return None;
+        }
+        buf[from..]
+            .windows(2)
+            .position(|w| w == [0, 0])
+            .map(|i| i + from)
+    };
+    let mut at = find(pos + 2);
+    while let Some(f) = at {
+        let i = f - 2;
+        if i + 8 > n {
+            break;
+        }
+        let length = be16(buf, i + 4) as usize;
+        if (2..=MAX_LENGTH).contains(&length) && buf[i + 7] & 0x7F != 0 {
+            let end = i + 6 + length;
+            if end == n || (end > n && i == pos) {
+                return Some(i);
+            }
+            if end + 8 <= n && buf[end + 2] == 0 && buf[end + 3] == 0 {
+                let nxt = be16(buf, end + 4) as usize;
+                if (2..=MAX_LENGTH).contains(&nxt) {
+                    return Some(i);
+                }
+            }
+        }
+        at = find(i + 3);
+    }
+    None
+}
+
+fn decode(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    tid: u16,
+    unit: u8,
+    length: u16,
+    request: bool,
+) -> ModbusPdu {
+    let fc = buf[start];
+    let d = start + 1;
+    let size = end - d;
+    let mut pdu = ModbusPdu {
+        transaction_id: tid,
+        unit_id: unit,
+        function_code: fc,
+        length,
+        ..Default::default()
+    };
+    let code = fc & 0x7F;
+    if code == 0 || (request && fc & 0x80 != 0) {
+        pdu.anomalies.push(INVALID_FUNCTION_CODE);
+    }
+    let ok = if !request && fc & 0x80 != 0 {
+        if size >= 1 {
+            pdu.exception_code = Some(buf[d]);
+        }
+        size == 1
+    } else if request {
+        request_fields(&mut pdu, buf, d, size, fc)
+    } else {
+        response_fields(&mut pdu, buf, d, size, fc)
+    };
+    if !ok {
+        pdu.anomalies.push(LENGTH_MISMATCH);
+    }
+    pdu
+}
+
+/// Fill request fields; false when the body does not fit the function's layout.
+fn request_fields(pdu: &mut ModbusPdu, buf: &[u8], d: usize, size: usize, fc: u8) -> bool {
+    match fc {
+        1..=4 => {
+            if size < 4 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            pdu.quantity = Some(be16(buf, d + 2));
+            size == 4
+        }
+        5 | 6 => {
+            if size < 4 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            pdu.value = Some(be16(buf, d + 2));
+            pdu.quantity = Some(1);
+            size == 4
+        }
+        15 | 16 => {
+            if size < 5 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            pdu.quantity = Some(be16(buf, d + 2));
+            size == 5 + buf[d + 4] as usize
+        }
+        8 => diagnostics(pdu, buf, d, size),
+        43 => {
+            if size < 1 {
+                return false;
+            }
+            pdu.mei_type = Some(buf[d]);
+            buf[d] != 14 || size == 3
+        }
+        23 => {
+            if size < 9 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            pdu.quantity = Some(be16(buf, d + 2));
+            pdu.write_address = Some(be16(buf, d + 4));
+            pdu.write_quantity = Some(be16(buf, d + 6));
+            size == 9 + buf[d + 8] as usize
+        }
+        22 => {
+            if size < 2 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            pdu.quantity = Some(1);
+            size == 6
+        }
+        24 => {
+            if size < 2 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            size == 2
+        }
+        20 | 21 => {
+            if size < 1 {
+                return false;
+            }
+            if size >= 7 {
+                // the first sub-request: reference type, file, record, length
+                pdu.address = Some(be16(buf, d + 4));
+                pdu.quantity = Some(be16(buf, d + 6));
+            }
+            size == 1 + buf[d] as usize
+        }
+        UMAS => {
+            if size >= 2 {
+                pdu.umas_function = Some(buf[d + 1]);
+            }
+            size >= 2
+        }
+        7 | 11 | 12 | 17 => size == 0,
+        _ => true,
+    }
+}
+
+/// Fill response fields; false when the body does not fit the function's layout.
+fn response_fields(pdu: &mut ModbusPdu, buf: &[u8], d: usize, size: usize, fc: u8) -> bool {
+    match fc {
+        1..=4 | 23 | 12 => size >= 1 && size == 1 + buf[d] as usize,
+        5 | 6 | 15 | 16 => {
+            if size < 4 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            let second = be16(buf, d + 2);
+            if fc == 5 || fc == 6 {
+                pdu.value = Some(second);
+                pdu.quantity = Some(1);
+            } else {
+                pdu.quantity = Some(second);
+            }
+            size == 4
+        }
+        8 => diagnostics(pdu, buf, d, size),
+        43 => {
+            if size < 1 {
+                return false;
+            }
+            pdu.mei_type = Some(buf[d]);
+            if buf[d] == 14 {
+                return device_id(pdu, buf, d, d + size);
+            }
+            true
+        }
+        17 => {
+            if size < 1 || size != 1 + buf[d] as usize {
+                return false;
+            }
+            let count = buf[d] as usize;
+            if count > 0 {
+                let body = &buf[d + 1..d + 1 + count];
+                pdu.server_id = Some(if count > 1 {
+                    body[..count - 1]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                } else {
+                    String::new()
+                });
+                pdu.run_indicator = Some(body[count - 1] == 0xFF);
+            }
+            true
+        }
+        22 => {
+            if size < 2 {
+                return false;
+            }
+            pdu.address = Some(be16(buf, d));
+            size == 6
+        }
+        7 => size == 1,
+        11 => size == 4,
+        UMAS => {
+            if size >= 2 {
+                pdu.umas_function = Some(buf[d + 1]);
+            }
+            size >= 2
+        }
+        _ => true,
+    }
+}
+
+/// FC 8, either way: a sub-function code, then data.
+fn diagnostics(pdu: &mut ModbusPdu, buf: &[u8], d: usize, size: usize) -> bool {
+    if size < 2 {
+        return false;
+    }
+    pdu.subfunction = Some(be16(buf, d));
+    true
+}
+
+fn strip_nul_space(s: &str) -> &str {
+    s.trim_matches(|c| c == '\0' || c == ' ')
+}
+
+/// FC 43/14 read device identification: the objects (0 vendor, 1 product, 2 revision...).
+fn device_id(pdu: &mut ModbusPdu, buf: &[u8], d: usize, end: usize) -> bool {
+    if end - d < 6 {
+        return false;
+    }
+    let count = buf[d + 5];
+    let mut pos = d + 6;
+    let mut objects: BTreeMap<u8, String> = BTreeMap::new();
+    for _ in 0..count {
+        if pos + 2 > end {
+            pdu.device_id = Some(objects);
+            return false;
+        }
+        let (oid, olen) = (buf[pos], buf[pos + 1] as usize);
+        if pos + 2 + olen > end {
+            pdu.device_id = Some(objects);
+            return false;
+        }
+        let text = latin1(&buf[pos + 2..pos + 2 + olen]);
+        objects.insert(oid, strip_nul_space(&text).to_string());
+        pos += 2 + olen;
+    }
+    pdu.device_id = Some(objects);
+    pos == end
+}

@@ -1,0 +1,691 @@
+//! Siemens S7comm and S7comm-plus over ISO-on-TCP (RFC 1006 TPKT + ISO 8073 COTP).
+//!
+//! S7comm (0x32) is decoded in depth: job/ack/ack_data/userdata, read/write var items,
+//! block download/upload, PI services, PLC stop, userdata groups with SZL ids, and the
+//! device identity in SZL 0x0011/0x001C answers; jobs are paired with answers by PDU
+//! reference. S7comm-plus (0x72): version, integrity digest, opcode and function from the
+//! clear header; the object model behind it is not decoded.
+
+use crate::events::{Body, Event, Proto, S7Item, S7Pdu, S7PlusPdu, Tsaps};
+use crate::json::latin1;
+use crate::pending::Pending;
+
+pub const PORT: u16 = 102;
+const CR: u8 = 0xE0;
+const CC: u8 = 0xD0;
+const DT: u8 = 0xF0;
+const MAX_REASSEMBLY: usize = 64 * 1024;
+pub const MAX_PENDING: usize = 256;
+
+pub const INVALID_TPKT: &str = "invalid_tpkt";
+pub const INVALID_COTP: &str = "invalid_cotp";
+pub const INVALID_HEADER: &str = "invalid_header";
+pub const TRUNCATED_PDU: &str = "truncated_pdu";
+pub const UNKNOWN_ROSCTR: &str = "unknown_rosctr";
+pub const FRAGMENT_OVERFLOW: &str = "fragment_overflow";
+pub const UNSOLICITED_RESPONSE: &str = "unsolicited_response";
+pub const FLOODED: &str = "flooded";
+pub const RESYNCHRONISED: &str = "resynchronised";
+
+fn cotp_type(b: u8) -> bool {
+    matches!(
+        b & 0xF0,
+        0xE0 | 0xD0 | 0xF0 | 0x80 | 0xC0 | 0x10 | 0x20 | 0x50 | 0x60 | 0x70
+    )
+}
+
+fn be16(b: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([b[off], b[off + 1]])
+}
+
+/// TPKT version 3 with a COTP header inside; `strict` wants a whole TPKT of a connection
+/// request, or a data TPDU carrying S7comm (0x32) or S7comm-plus (0x72).
+pub fn looks_like(p: &[u8], strict: bool) -> bool {
+    if p.len() < 7 || p[0] != 3 || p[1] != 0 {
+        return false;
+    }
+    let length = be16(p, 2) as usize;
+    let li = p[4] as usize;
+    if length < 7 || li + 5 > length || !cotp_type(p[5]) {
+        return false;
+    }
+    if !strict {
+        return true;
+    }
+    if length > p.len() {
+        return false;
+    }
+    let tpdu = p[5] & 0xF0;
+    if tpdu == CR {
+        return true;
+    }
+    tpdu == DT && li == 2 && length > 7 && (p[7] == 0x32 || p[7] == 0x72)
+}
+
+enum Unit {
+    Data(Vec<u8>),
+    Connect {
+        cr: bool,
+        src: Option<Vec<u8>>,
+        dst: Option<Vec<u8>>,
+    },
+    Other,
+}
+
+fn tsap(params: &[u8], code: u8) -> Option<Vec<u8>> {
+    let mut pos = 0;
+    while pos + 2 <= params.len() {
+        let (pcode, plen) = (params[pos], params[pos + 1] as usize);
+        let value = &params[(pos + 2).min(params.len())..(pos + 2 + plen).min(params.len())];
+        if pcode == code && !value.is_empty() {
+            return Some(value.to_vec());
+        }
+        pos += 2 + plen;
+    }
+    None
+}
+
+/// TPKT/COTP framer for one direction.
+#[derive(Default)]
+struct CotpStream {
+    buf: Vec<u8>,
+    fragments: Vec<u8>,
+    fragmenting: bool,
+    resync: bool,
+}
+
+fn find_tpkt(buf: &[u8], pos: usize) -> Option<usize> {
+    let n = buf.len();
+    let mut i = pos;
+    while i + 1 < n {
+        if buf[i] == 3 && buf[i + 1] == 0 {
+            if i + 6 > n {
+                return None;
+            }
+            let length = be16(buf, i + 2) as usize;
+            if length >= 7 && buf[i + 4] as usize + 5 <= length && cotp_type(buf[i + 5]) {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+impl CotpStream {
+    fn feed(
+        &mut self,
+        data: &[u8],
+        gap: bool,
+        units: &mut Vec<Unit>,
+        problems: &mut Vec<&'static str>,
+    ) {
+        if gap {
+            self.buf.clear();
+            self.fragments.clear();
+            self.fragmenting = false;
+            self.resync = true;
+        }
+        self.buf.extend_from_slice(data);
+        let buf = std::mem::take(&mut self.buf);
+        let n = buf.len();
+        let mut pos = 0;
+        while n - pos >= 4 {
+            if self.resync || buf[pos] != 3 || buf[pos + 1] != 0 {
+                match find_tpkt(&buf, pos) {
+                    None => {
+                        if n - pos > 4096 {
+                            problems.push(RESYNCHRONISED);
+                            pos = n - 4;
+                        }
+                        break;
+                    }
+                    Some(found) => {
+                        if found > pos {
+                            problems.push(RESYNCHRONISED);
+                        }
+                        pos = found;
+                        self.resync = false;
+                    }
+                }
+            }
+            let length = be16(&buf, pos + 2) as usize;
+            if length < 7 {
+                problems.push(INVALID_TPKT);
+                self.resync = true;
+                pos += 1;
+                continue;
+            }
+            if pos + length > n {
+                break;
+            }
+            if let Some(u) = self.cotp(&buf[pos + 4..pos + length], problems) {
+                units.push(u);
+            }
+            pos += length;
+        }
+        let mut buf = buf;
+        buf.drain(..pos);
+        self.buf = buf;
+    }
+
+    fn cotp(&mut self, b: &[u8], problems: &mut Vec<&'static str>) -> Option<Unit> {
+        let li = b[0] as usize;
+        if 1 + li > b.len() || li < 1 {
+            problems.push(INVALID_COTP);
+            return None;
+        }
+        let tpdu = b[1] & 0xF0;
+        if tpdu == DT {
+            let eot = li >= 2 && b[2] & 0x80 != 0;
+            let part = &b[1 + li..];
+            if self.fragmenting || !eot {
+                if self.fragments.len() + part.len() > MAX_REASSEMBLY {
+                    problems.push(FRAGMENT_OVERFLOW);
+                    self.fragments.clear();
+                    self.fragmenting = false;
+                    return None;
+                }
+                self.fragments.extend_from_slice(part);
+                self.fragmenting = true;
+                if !eot {
+                    return None;
+                }
+                self.fragmenting = false;
+                return Some(Unit::Data(std::mem::take(&mut self.fragments)));
+            }
+            return Some(Unit::Data(part.to_vec()));
+        }
+        if tpdu == CR || tpdu == CC {
+            let params = &b[7.min(1 + li)..1 + li];
+            return Some(Unit::Connect {
+                cr: tpdu == CR,
+                src: tsap(params, 0xC1),
+                dst: tsap(params, 0xC2),
+            });
+        }
+        Some(Unit::Other)
+    }
+}
+
+/// Per-connection state: a COTP framer per direction and the open jobs.
+pub struct Parser {
+    streams: [CotpStream; 2],
+    pending: Pending<u16, Option<u8>>,
+    tsaps: Option<Tsaps>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            streams: Default::default(),
+            pending: Pending::new(MAX_PENDING),
+            tsaps: None,
+        }
+    }
+}
+
+impl Parser {
+    pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
+        let mut units = Vec::new();
+        let mut problems = Vec::new();
+        self.streams[if from_client { 0 } else { 1 }].feed(data, gap, &mut units, &mut problems);
+        for p in problems {
+            out.push(Event::anomaly(
+                from_client,
+                Proto::S7comm,
+                p,
+                "TPKT/COTP framing".into(),
+            ));
+        }
+        for unit in units {
+            match unit {
+                Unit::Connect { cr, src, dst } => {
+                    let unset = matches!(&self.tsaps, None | Some((None, None)));
+                    if cr || unset {
+                        self.tsaps = Some((src, dst));
+                    }
+                }
+                Unit::Data(d) if !d.is_empty() => self.data(&d, from_client, out),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
+        self.feed(data, from_client, true, out);
+    }
+
+    fn data(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
+        match data[0] {
+            0x32 => {
+                let mut pdu = decode_s7(data);
+                pdu.tsaps = self.tsaps.clone();
+                self.pair(pdu, from_client, out);
+            }
+            0x72 => {
+                out.push(Event {
+                    from_client,
+                    body: Body::S7Plus(decode_plus(data)),
+                });
+            }
+            other => out.push(Event::anomaly(
+                from_client,
+                Proto::S7comm,
+                INVALID_HEADER,
+                format!("protocol id 0x{other:02x} in a COTP data unit"),
+            )),
+        }
+    }
+
+    fn pair(&mut self, mut pdu: S7Pdu, from_client: bool, out: &mut Vec<Event>) {
+        if pdu.rosctr == 7 && pdu.userdata_type == Some(0) {
+            out.push(Event {
+                from_client,
+                body: Body::S7(pdu),
+            });
+            return; // push messages (alarms, cyclic data) answer nothing
+        }
+        if pdu.from_request() {
+            let (r, fc) = (pdu.pdu_reference, pdu.function_code);
+            out.push(Event {
+                from_client,
+                body: Body::S7(pdu),
+            });
+            if self.pending.open(r, fc) {
+                out.push(Event::anomaly(
+                    from_client,
+                    Proto::S7comm,
+                    FLOODED,
+                    format!("over {MAX_PENDING} jobs without an answer"),
+                ));
+            }
+            return;
+        }
+        if !matches!(pdu.rosctr, 2 | 3 | 7) {
+            out.push(Event {
+                from_client,
+                body: Body::S7(pdu),
+            });
+            return;
+        }
+        match self.pending.close(&pdu.pdu_reference) {
+            None => {
+                let r = pdu.pdu_reference;
+                out.push(Event {
+                    from_client,
+                    body: Body::S7(pdu),
+                });
+                out.push(Event::anomaly(
+                    from_client,
+                    Proto::S7comm,
+                    UNSOLICITED_RESPONSE,
+                    format!("answer to PDU {r} without a job"),
+                ));
+            }
+            Some(req_fc) => {
+                pdu.paired = true;
+                if pdu.function_code.is_none() && req_fc.is_some() && pdu.rosctr != 7 {
+                    pdu.function_code = req_fc;
+                }
+                out.push(Event {
+                    from_client,
+                    body: Body::S7(pdu),
+                });
+            }
+        }
+    }
+}
+
+/// Python's `str.isdigit` over Latin-1 text: ASCII digits and the superscripts.
+fn latin_isdigit(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b.iter()
+            .all(|&c| c.is_ascii_digit() || matches!(c, 0xB2 | 0xB3 | 0xB9))
+}
+
+struct Truncated;
+
+/// Decode one S7comm PDU; problems become anomalies on the PDU, never errors.
+pub fn decode_s7(data: &[u8]) -> S7Pdu {
+    let n = data.len();
+    if n < 10 {
+        return S7Pdu {
+            rosctr: if n > 1 { data[1] } else { 0 },
+            anomalies: vec![TRUNCATED_PDU],
+            ..Default::default()
+        };
+    }
+    let rosctr = data[1];
+    let mut pdu = S7Pdu {
+        rosctr,
+        pdu_reference: be16(data, 4),
+        ..Default::default()
+    };
+    let (plen, dlen) = (be16(data, 6) as usize, be16(data, 8) as usize);
+    let mut hlen = 10;
+    if rosctr == 2 || rosctr == 3 {
+        if n < 12 {
+            pdu.anomalies = vec![TRUNCATED_PDU];
+            return pdu;
+        }
+        pdu.error_class = Some(data[10]);
+        pdu.error_code = Some(data[11]);
+        hlen = 12;
+    } else if rosctr != 1 && rosctr != 7 {
+        pdu.anomalies = vec![UNKNOWN_ROSCTR];
+        return pdu;
+    }
+    let mut bad = false;
+    if hlen + plen + dlen > n {
+        bad = true;
+    }
+    let params = &data[hlen.min(n)..(hlen + plen).min(n)];
+    let body = &data[(hlen + plen).min(n)..(hlen + plen + dlen).min(n)];
+    let result = if rosctr == 7 {
+        userdata(&mut pdu, params, body)
+    } else if !params.is_empty() {
+        pdu.function_code = Some(params[0]);
+        if rosctr == 1 {
+            job(&mut pdu, params)
+        } else if rosctr == 3 {
+            ack_data(&mut pdu, params, body);
+            Ok(())
+        } else {
+            Ok(())
+        }
+    } else {
+        Ok(())
+    };
+    if result.is_err() {
+        bad = true;
+    }
+    if bad {
+        pdu.anomalies = vec![TRUNCATED_PDU];
+    }
+    pdu
+}
+
+fn at(p: &[u8], i: usize) -> Result<u8, Truncated> {
+    p.get(i).copied().ok_or(Truncated)
+}
+
+fn job(pdu: &mut S7Pdu, p: &[u8]) -> Result<(), Truncated> {
+    let fc = p[0];
+    match fc {
+        0x04 | 0x05 => pdu.items = items(p)?,
+        0x1A..=0x1D if p.len() > 9 => {
+            let end = (9 + p[8] as usize).min(p.len());
+            block(pdu, &p[9..end])?;
+        }
+        0x28 if p.len() >= 10 => {
+            let blen = be16(p, 8) as usize;
+            let block_arg = &p[10.min(p.len())..(10 + blen).min(p.len())];
+            let pos = 10 + blen;
+            if pos < p.len() {
+                let len = p[pos] as usize;
+                pdu.pi_service = Some(latin1(
+                    &p[(pos + 1).min(p.len())..(pos + 1 + len).min(p.len())],
+                ));
+            }
+            // a block named in the arguments: "0A00001P"
+            let t = block_arg;
+            if t.len() > 7 {
+                for start in 0..t.len() - 7 {
+                    let ty = &t[start..start + 2];
+                    let known = matches!(ty, b"08" | b"0A" | b"0B" | b"0C" | b"0D" | b"0E" | b"0F");
+                    if known && latin_isdigit(&t[start + 2..start + 7]) {
+                        let mut name = vec![b'_'];
+                        name.extend_from_slice(&t[start..start + 8]);
+                        block(pdu, &name)?;
+                        break;
+                    }
+                }
+            }
+        }
+        0x29 if p.len() > 6 => {
+            let len = p[6] as usize;
+            pdu.pi_service = Some(latin1(&p[7.min(p.len())..(7 + len).min(p.len())]));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn items(p: &[u8]) -> Result<Vec<S7Item>, Truncated> {
+    let mut out = Vec::new();
+    let mut pos = 2;
+    for _ in 0..at(p, 1)? {
+        if pos + 2 > p.len() {
+            return Err(Truncated);
+        }
+        let spec_len = p[pos + 1] as usize;
+        if p[pos] == 0x12 && spec_len >= 10 && at(p, pos + 2)? == 0x10 {
+            let s = pos + 3;
+            if s + 9 > p.len() {
+                return Err(Truncated);
+            }
+            let address = ((p[s + 6] as u32) << 16) | ((p[s + 7] as u32) << 8) | p[s + 8] as u32;
+            out.push(S7Item {
+                transport_size: p[s],
+                length: be16(p, s + 1),
+                db: be16(p, s + 3),
+                area: p[s + 5],
+                byte: address >> 3,
+                bit: (address & 7) as u8,
+            });
+        }
+        pos += 2 + spec_len;
+    }
+    Ok(out)
+}
+
+fn block_name(code: &[u8]) -> String {
+    match code {
+        b"08" => "OB".into(),
+        b"0A" => "DB".into(),
+        b"0B" => "SDB".into(),
+        b"0C" => "FC".into(),
+        b"0D" => "SFC".into(),
+        b"0E" => "FB".into(),
+        b"0F" => "SFB".into(),
+        other => latin1(other),
+    }
+}
+
+/// A block file name: '_' + type (2 hex characters) + number (5 digits) + file system.
+fn block(pdu: &mut S7Pdu, name: &[u8]) -> Result<(), Truncated> {
+    if name.len() >= 8 && name[0] == b'_' {
+        pdu.block_type = Some(block_name(&name[1..3]));
+        let digits = &name[3..8];
+        if latin_isdigit(digits) {
+            if !digits.iter().all(|c| c.is_ascii_digit()) {
+                return Err(Truncated); // Python's int() refuses superscript digits
+            }
+            pdu.block_number = Some(std::str::from_utf8(digits).unwrap().parse().unwrap());
+        }
+    }
+    Ok(())
+}
+
+fn ack_data(pdu: &mut S7Pdu, p: &[u8], body: &[u8]) {
+    let fc = p[0];
+    if fc == 0x04 {
+        pdu.return_codes = read_results(body, if p.len() > 1 { p[1] } else { 0 });
+    } else if fc == 0x05 && p.len() > 1 {
+        pdu.return_codes = body[..(p[1] as usize).min(body.len())].to_vec();
+    }
+}
+
+fn read_results(body: &[u8], count: u8) -> Vec<u8> {
+    let mut codes = Vec::new();
+    let mut pos = 0usize;
+    for i in 0..count {
+        if pos + 4 > body.len() {
+            if pos < body.len() {
+                codes.push(body[pos]);
+            }
+            break;
+        }
+        let (rc, ts, length) = (body[pos], body[pos + 1], be16(body, pos + 2) as usize);
+        codes.push(rc);
+        let size = if matches!(ts, 3..=5) {
+            length.div_ceil(8)
+        } else {
+            length
+        };
+        pos += 4 + size;
+        if size % 2 == 1 && i < count - 1 {
+            pos += 1;
+        }
+    }
+    codes
+}
+
+fn userdata(pdu: &mut S7Pdu, p: &[u8], body: &[u8]) -> Result<(), Truncated> {
+    if p.len() < 8 {
+        return Err(Truncated);
+    }
+    let tg = p[5];
+    pdu.userdata_type = Some(tg >> 4);
+    pdu.group = Some(tg & 0x0F);
+    pdu.subfunction = Some(p[6]);
+    if p.len() >= 12 {
+        let code = be16(p, 10);
+        if code != 0 {
+            pdu.error_class = Some((code >> 8) as u8);
+            pdu.error_code = Some((code & 0xFF) as u8);
+        }
+    }
+    if body.len() < 4 {
+        return Ok(());
+    }
+    let rc = body[0];
+    pdu.return_codes = vec![rc];
+    if pdu.group == Some(4) && pdu.subfunction == Some(1) && body.len() >= 8 {
+        let id = be16(body, 4);
+        pdu.szl_id = Some(id);
+        pdu.szl_index = Some(be16(body, 6));
+        if pdu.userdata_type == Some(8) && rc == 0xFF {
+            let found = szl_identity(id, &body[4..]);
+            pdu.identity = if found.is_empty() { None } else { Some(found) };
+        }
+    }
+    Ok(())
+}
+
+/// Python's `str.isspace` over Latin-1 characters.
+fn latin_space(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r' | '\x1c'..='\x1f' | '\u{85}' | '\u{a0}'
+    )
+}
+
+fn set(out: &mut Vec<(&'static str, String)>, k: &'static str, v: String) {
+    match out.iter_mut().find(|(n, _)| *n == k) {
+        Some(slot) => slot.1 = v,
+        None => out.push((k, v)),
+    }
+}
+
+/// Device identity from SZL 0x0011 (module identification) and 0x001C (components).
+pub fn szl_identity(szl_id: u16, data: &[u8]) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    if data.len() < 8 {
+        return out;
+    }
+    let mut rec_len = be16(data, 4) as usize;
+    let mut count = be16(data, 6) as usize;
+    let base = szl_id & 0xFF;
+    if rec_len == 0 && base == 0x1C {
+        rec_len = 34; // some stacks leave the list header empty
+        count = (data.len() - 8) / rec_len;
+    }
+    let mut pos = 8;
+    for position in 0..count.min(64) {
+        let end = (pos + rec_len).min(data.len());
+        let rec = &data[pos.min(end)..end];
+        if rec.len() < rec_len || rec_len < 4 {
+            break;
+        }
+        pos += rec_len;
+        let mut index = be16(rec, 0) as usize;
+        if index == 0 {
+            index = position + 1;
+        }
+        if base == 0x11 && rec_len >= 22 {
+            let order = latin1(&rec[2..22]);
+            let order = order.trim_matches(|c| c == ' ' || c == '\0').to_string();
+            let (ausbg, ausbe) = if rec_len >= 28 {
+                (be16(rec, 24), be16(rec, 26))
+            } else {
+                (0, 0)
+            };
+            let has_order = out.iter().any(|(k, _)| *k == "order_number");
+            let first = index == 1 || (index == 6 && !has_order);
+            if !order.is_empty() && first {
+                set(&mut out, "order_number", order);
+            } else if index == 7 && ausbg >> 8 == b'V' as u16 {
+                set(
+                    &mut out,
+                    "firmware_version",
+                    format!("V{}.{}.{}", ausbg & 0xFF, ausbe >> 8, ausbe & 0xFF),
+                );
+            }
+        } else if base == 0x1C {
+            let raw = &rec[2..];
+            let raw = match raw.iter().position(|&b| b == 0) {
+                Some(i) => &raw[..i],
+                None => raw,
+            };
+            let text = latin1(raw);
+            let text = text.trim_matches(latin_space).to_string();
+            let field = match index {
+                1 => Some("plant_name"),
+                2 => Some("module_name"),
+                3 => Some("plant_designation"),
+                4 => Some("copyright"),
+                5 => Some("serial_number"),
+                7 => Some("module_type"),
+                8 => Some("memory_card_serial"),
+                11 => Some("location"),
+                _ => None,
+            };
+            if let (Some(f), false) = (field, text.is_empty()) {
+                set(&mut out, f, text);
+            }
+        }
+    }
+    out
+}
+
+/// The header of an S7comm-plus PDU: version, integrity digest, opcode and function.
+pub fn decode_plus(data: &[u8]) -> S7PlusPdu {
+    let version = if data.len() > 1 { data[1] } else { 0 };
+    let mut pdu = S7PlusPdu {
+        version,
+        ..Default::default()
+    };
+    if data.len() < 4 {
+        pdu.anomalies = vec![TRUNCATED_PDU];
+        return pdu;
+    }
+    let mut pos = 4;
+    if version == 3 && data.len() > pos && data[pos] == 0x20 {
+        pdu.integrity = true; // a 32-byte integrity digest
+        pos += 33;
+    }
+    if version == 0xFE || version == 0xFF || data.len() < pos + 5 {
+        return pdu; // keep-alive frames carry no opcode
+    }
+    let op = data[pos];
+    pdu.opcode = Some(op);
+    if matches!(op, 0x31 | 0x32 | 0x02) {
+        pdu.function_code = Some(be16(data, pos + 3));
+        if data.len() >= pos + 9 {
+            pdu.sequence = Some(be16(data, pos + 7));
+        }
+    }
+    pdu
+}

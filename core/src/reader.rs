@@ -1,0 +1,571 @@
+//! Capture readers: pcap (both byte orders, µs/ns) and pcapng (several interfaces), either
+//! of them gzipped, from a file, a FIFO or standard input (read as a stream, never seeked).
+//!
+//! Records are handed out as slices of one chunk buffer: no allocation per packet.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+
+pub const CHUNK: usize = 4 * 1024 * 1024;
+/// Larger records mean a corrupt file, not a jumbo frame.
+pub const MAX_RECORD: usize = 16 * 1024 * 1024;
+
+/// One packet as the reader sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    pub ts: f64,
+    pub linktype: u32,
+    pub data: &'a [u8],
+    pub wirelen: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Pcap,
+    Pcapng,
+}
+
+/// Counts the bytes taken from the underlying source (compressed bytes for gzip).
+struct Counting<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Iface {
+    linktype: u32,
+    unit: f64,
+    offset: f64,
+}
+
+enum State {
+    Pcap { big: bool, unit: f64, linktype: u32 },
+    Pcapng { big: bool, ifaces: Vec<Iface> },
+}
+
+/// The reader: feed it with `next_chunk`, which calls back once per packet.
+pub struct Reader {
+    name: String,
+    src: Box<dyn Read + Send + Sync>,
+    consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    done: bool,
+    state: State,
+    pub format: Format,
+    pub compressed: bool,
+    pub packets: u64,
+    pub warnings: Vec<String>,
+    pub size: u64,
+}
+
+fn u32_at(b: &[u8], off: usize, big: bool) -> u32 {
+    let a = [b[off], b[off + 1], b[off + 2], b[off + 3]];
+    if big {
+        u32::from_be_bytes(a)
+    } else {
+        u32::from_le_bytes(a)
+    }
+}
+
+fn u16_at(b: &[u8], off: usize, big: bool) -> u16 {
+    let a = [b[off], b[off + 1]];
+    if big {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
+    }
+}
+
+impl Reader {
+    /// Open a capture file; `-` is standard input. Errors are one line for the user.
+    pub fn open(path: &str) -> Result<Reader, String> {
+        let (src, size): (Box<dyn Read + Send + Sync>, u64) = if path == "-" {
+            (Box::new(io::stdin()), 0)
+        } else {
+            let p = Path::new(path);
+            if p.is_dir() {
+                return Err(format!("{path}: is a directory, not a capture file"));
+            }
+            let f = File::open(p).map_err(|e| format!("cannot open {path}: {}", io_text(&e)))?;
+            let size = f
+                .metadata()
+                .map(|m| if m.is_file() { m.len() } else { 0 })
+                .unwrap_or(0);
+            (Box::new(f), size)
+        };
+        Reader::from_reader(path.to_string(), src, size)
+    }
+
+    pub fn from_reader(
+        name: String,
+        raw: Box<dyn Read + Send + Sync>,
+        size: u64,
+    ) -> Result<Reader, String> {
+        let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut counting = BufReader::with_capacity(
+            1 << 20,
+            Counting {
+                inner: raw,
+                count: consumed.clone(),
+            },
+        );
+        let mut head = [0u8; 2];
+        let got = read_full(&mut counting, &mut head).map_err(|e| format!("{name}: {e}"))?;
+        let compressed = got == 2 && head == [0x1f, 0x8b];
+        let chained = io::Cursor::new(head[..got].to_vec()).chain(counting);
+        let mut src: Box<dyn Read + Send + Sync> = if compressed {
+            Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+                1 << 20,
+                chained,
+            )))
+        } else {
+            Box::new(chained)
+        };
+        let mut magic = [0u8; 4];
+        let got = read_full(&mut src, &mut magic)
+            .map_err(|e| format!("{name}: corrupt gzip data ({e})"))?;
+        let (format, state) = match &magic[..got] {
+            [0xd4, 0xc3, 0xb2, 0xa1] => (
+                Format::Pcap,
+                State::Pcap {
+                    big: false,
+                    unit: 1e-6,
+                    linktype: 0,
+                },
+            ),
+            [0xa1, 0xb2, 0xc3, 0xd4] => (
+                Format::Pcap,
+                State::Pcap {
+                    big: true,
+                    unit: 1e-6,
+                    linktype: 0,
+                },
+            ),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (
+                Format::Pcap,
+                State::Pcap {
+                    big: false,
+                    unit: 1e-9,
+                    linktype: 0,
+                },
+            ),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (
+                Format::Pcap,
+                State::Pcap {
+                    big: true,
+                    unit: 1e-9,
+                    linktype: 0,
+                },
+            ),
+            [0x0a, 0x0d, 0x0d, 0x0a] => (
+                Format::Pcapng,
+                State::Pcapng {
+                    big: false,
+                    ifaces: Vec::new(),
+                },
+            ),
+            _ => return Err(format!("{name}: not a pcap or pcapng capture")),
+        };
+        let mut r = Reader {
+            name,
+            src,
+            consumed,
+            buf: magic[..got].to_vec(),
+            pos: 0,
+            eof: false,
+            done: false,
+            state,
+            format,
+            compressed,
+            packets: 0,
+            warnings: Vec::new(),
+            size,
+        };
+        if r.format == Format::Pcap {
+            r.fill(24);
+            if r.buf.len() < 24 {
+                return Err(format!("{}: pcap header truncated", r.name));
+            }
+            let big = matches!(r.state, State::Pcap { big: true, .. });
+            let lt = u32_at(&r.buf, 20, big) & 0x0FFF_FFFF;
+            if let State::Pcap { linktype, .. } = &mut r.state {
+                *linktype = lt;
+            }
+            r.pos = 24;
+        }
+        Ok(r)
+    }
+
+    /// Bytes of the source consumed so far (compressed bytes for gzip), for progress.
+    pub fn position(&self) -> u64 {
+        self.consumed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn warn(&mut self, msg: String) {
+        self.warnings.push(format!("{}: {}", self.name, msg));
+    }
+
+    /// Read until at least `want` bytes are buffered past `pos`, or the source ends.
+    fn fill(&mut self, want: usize) {
+        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        while !self.eof && self.buf.len() - self.pos < want {
+            let old = self.buf.len();
+            let step = CHUNK.max(want);
+            self.buf.resize(old + step, 0);
+            match self.src.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(old + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
+                Err(e) => {
+                    self.buf.truncate(old);
+                    self.eof = true;
+                    let n = self.packets;
+                    self.warn(format!("read error after {n} packets: {}", io_text(&e)));
+                }
+            }
+        }
+    }
+
+    /// Read one chunk of the source and call `f` for every whole record in it.
+    /// Returns false once the capture has ended.
+    pub fn next_chunk(&mut self, f: &mut dyn FnMut(Packet<'_>)) -> bool {
+        if self.done {
+            return false;
+        }
+        self.fill(CHUNK);
+        let more = loop {
+            let before = (self.pos, self.buf.len());
+            let more = match self.format {
+                Format::Pcap => self.pcap_records(f),
+                Format::Pcapng => self.pcapng_blocks(f),
+            };
+            // a record longer than what is buffered: read on until it fits or the source ends
+            if !more || self.eof || self.pos != before.0 {
+                break more;
+            }
+            let have = self.buf.len() - self.pos;
+            self.fill(have + CHUNK);
+        };
+        if !more {
+            self.done = true;
+            return false;
+        }
+        if self.eof && self.pos >= self.buf.len() {
+            self.done = true;
+        } else if self.eof {
+            // what is left cannot form a record
+            let left = self.buf.len() - self.pos;
+            let what = if self.format == Format::Pcap {
+                "record"
+            } else {
+                "block"
+            };
+            let n = self.packets;
+            self.warn(format!(
+                "truncated last {what} ({left} bytes) after {n} packets"
+            ));
+            self.done = true;
+        }
+        !self.done
+    }
+
+    fn pcap_records(&mut self, f: &mut dyn FnMut(Packet<'_>)) -> bool {
+        let (big, unit, linktype) = match self.state {
+            State::Pcap {
+                big,
+                unit,
+                linktype,
+            } => (big, unit, linktype),
+            _ => unreachable!(),
+        };
+        let buf = &self.buf;
+        let end = buf.len();
+        let mut pos = self.pos;
+        let mut packets = self.packets;
+        let mut stop = false;
+        while pos + 16 <= end {
+            let sec = u32_at(buf, pos, big);
+            let frac = u32_at(buf, pos + 4, big);
+            let caplen = u32_at(buf, pos + 8, big) as usize;
+            let wirelen = u32_at(buf, pos + 12, big);
+            if caplen > MAX_RECORD {
+                stop = true;
+                break;
+            }
+            if pos + 16 + caplen > end {
+                break;
+            }
+            packets += 1;
+            let ts = sec as f64 + frac as f64 * unit;
+            f(Packet {
+                ts,
+                linktype,
+                data: &buf[pos + 16..pos + 16 + caplen],
+                wirelen,
+            });
+            pos += 16 + caplen;
+        }
+        self.pos = pos;
+        self.packets = packets;
+        if stop {
+            let n = self.packets + 1;
+            self.warn(format!("corrupt record header at packet {n}; stopping"));
+            return false;
+        }
+        true
+    }
+
+    fn pcapng_blocks(&mut self, f: &mut dyn FnMut(Packet<'_>)) -> bool {
+        let (mut big, mut ifaces) = match &mut self.state {
+            State::Pcapng { big, ifaces } => (*big, std::mem::take(ifaces)),
+            _ => unreachable!(),
+        };
+        let end = self.buf.len();
+        let mut pos = self.pos;
+        let mut result = true;
+        let mut warnings: Vec<String> = Vec::new();
+        let mut packets = self.packets;
+        {
+            let buf = &self.buf;
+            while pos + 12 <= end {
+                if buf[pos..pos + 4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+                    match &buf[pos + 8..pos + 12] {
+                        [0x4d, 0x3c, 0x2b, 0x1a] => big = false,
+                        [0x1a, 0x2b, 0x3c, 0x4d] => big = true,
+                        _ => {
+                            warnings.push("bad pcapng byte-order magic; stopping".into());
+                            result = false;
+                            break;
+                        }
+                    }
+                    ifaces.clear();
+                }
+                let btype = u32_at(buf, pos, big);
+                let blen = u32_at(buf, pos + 4, big) as usize;
+                if blen < 12 || !blen.is_multiple_of(4) || blen > MAX_RECORD {
+                    let n = packets + 1;
+                    warnings.push(format!("corrupt pcapng block at packet {n}; stopping"));
+                    result = false;
+                    break;
+                }
+                if pos + blen > end {
+                    break;
+                }
+                let body = pos + 8;
+                let bend = pos + blen;
+                match btype {
+                    6 => {
+                        let ok = blen >= 32;
+                        let iface = if ok {
+                            u32_at(buf, body, big) as usize
+                        } else {
+                            usize::MAX
+                        };
+                        let caplen = if ok {
+                            u32_at(buf, body + 12, big) as usize
+                        } else {
+                            0
+                        };
+                        if !ok || iface >= ifaces.len() || body + 20 + caplen > bend {
+                            let n = packets + 1;
+                            warnings.push(format!("bad enhanced packet block at packet {n}"));
+                        } else {
+                            let hi = u32_at(buf, body + 4, big) as u64;
+                            let lo = u32_at(buf, body + 8, big) as u64;
+                            let wirelen = u32_at(buf, body + 16, big);
+                            let i = ifaces[iface];
+                            packets += 1;
+                            let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
+                            let data = &buf[body + 20..body + 20 + caplen];
+                            f(Packet {
+                                ts,
+                                linktype: i.linktype,
+                                data,
+                                wirelen,
+                            });
+                        }
+                    }
+                    3 if !ifaces.is_empty() && blen >= 16 => {
+                        let wirelen = u32_at(buf, body, big);
+                        let caplen = (wirelen as usize).min(blen - 16);
+                        packets += 1;
+                        let data = &buf[body + 4..body + 4 + caplen];
+                        f(Packet {
+                            ts: 0.0,
+                            linktype: ifaces[0].linktype,
+                            data,
+                            wirelen,
+                        });
+                    }
+                    2 if blen >= 32 => {
+                        let iface = u16_at(buf, body, big) as usize;
+                        let hi = u32_at(buf, body + 4, big) as u64;
+                        let lo = u32_at(buf, body + 8, big) as u64;
+                        let caplen = u32_at(buf, body + 12, big) as usize;
+                        let wirelen = u32_at(buf, body + 16, big);
+                        if iface < ifaces.len() && body + 20 + caplen <= bend {
+                            let i = ifaces[iface];
+                            packets += 1;
+                            let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
+                            let data = &buf[body + 20..body + 20 + caplen];
+                            f(Packet {
+                                ts,
+                                linktype: i.linktype,
+                                data,
+                                wirelen,
+                            });
+                        }
+                    }
+                    1 if blen >= 16 => ifaces.push(interface(buf, body, bend - 4, big)),
+                    _ => {}
+                }
+                pos += blen;
+            }
+        }
+        self.pos = pos;
+        self.packets = packets;
+        for w in warnings {
+            self.warn(w);
+        }
+        self.state = State::Pcapng { big, ifaces };
+        result
+    }
+}
+
+/// An interface description block: link type, timestamp unit and offset.
+fn interface(buf: &[u8], body: usize, end: usize, big: bool) -> Iface {
+    let linktype = u16_at(buf, body, big) as u32;
+    let mut unit = 1e-6;
+    let mut offset = 0.0;
+    let mut pos = body + 8;
+    while pos + 4 <= end {
+        let code = u16_at(buf, pos, big);
+        let length = u16_at(buf, pos + 2, big) as usize;
+        if code == 0 {
+            break;
+        }
+        let vend = (pos + 4 + length).min(buf.len());
+        let value = &buf[(pos + 4).min(vend)..vend];
+        if code == 9 && !value.is_empty() {
+            let v = value[0];
+            unit = if v & 0x80 != 0 {
+                2f64.powf(-((v & 0x7f) as f64))
+            } else {
+                10f64.powf(-(v as f64))
+            };
+        } else if code == 14 && length == 8 && value.len() == 8 {
+            let a: [u8; 8] = value.try_into().unwrap();
+            offset = if big {
+                i64::from_be_bytes(a)
+            } else {
+                i64::from_le_bytes(a)
+            } as f64;
+        }
+        pos += 4 + ((length + 3) & !3);
+    }
+    Iface {
+        linktype,
+        unit,
+        offset,
+    }
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn io_text(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcap(records: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut v = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&65535u32.to_le_bytes());
+        v.extend_from_slice(&1u32.to_le_bytes());
+        for (sec, data) in records {
+            v.extend_from_slice(&sec.to_le_bytes());
+            v.extend_from_slice(&0u32.to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(data);
+        }
+        v
+    }
+
+    fn all(bytes: Vec<u8>) -> (Vec<(f64, usize)>, Vec<String>) {
+        let mut r = Reader::from_reader("t".into(), Box::new(io::Cursor::new(bytes)), 0).unwrap();
+        let mut out = Vec::new();
+        while r.next_chunk(&mut |p| out.push((p.ts, p.data.len()))) {}
+        (out, r.warnings)
+    }
+
+    #[test]
+    fn reads_pcap_and_warns_on_a_truncated_tail() {
+        let mut bytes = pcap(&[(1, b"abc"), (2, b"defg")]);
+        let (pkts, warns) = all(bytes.clone());
+        assert_eq!(pkts, vec![(1.0, 3), (2.0, 4)]);
+        assert!(warns.is_empty());
+        bytes.truncate(bytes.len() - 2);
+        let (pkts, warns) = all(bytes);
+        assert_eq!(pkts.len(), 1);
+        assert!(warns[0].contains("truncated last record"));
+    }
+
+    #[test]
+    fn reads_gzip_of_pcap() {
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&pcap(&[(5, b"xy")])).unwrap();
+        let (pkts, _) = all(enc.finish().unwrap());
+        assert_eq!(pkts, vec![(5.0, 2)]);
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_capture() {
+        let r = Reader::from_reader("t".into(), Box::new(io::Cursor::new(b"hello".to_vec())), 0);
+        assert!(r.err().unwrap().contains("not a pcap or pcapng"));
+    }
+}
