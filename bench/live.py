@@ -28,10 +28,11 @@ TX, RX = "otsec-btx", "otsec-brx"
 SENDER = """
 import socket, sys, time
 sys.path.insert(0, {root!r})
-from otsec.capture.files import CaptureReader
+from otsec import _core
+cap = _core.Capture({pcap!r})
 frames = []
-with CaptureReader({pcap!r}) as r:
-    frames = [bytes(b[s:s + n]) for _t, _l, b, s, n, _w in r]
+while not cap.finished:
+    frames += [data for _t, _l, data, _w in cap.read()]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("feed0", 0))
 rate, burst = {rate}, 100

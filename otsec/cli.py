@@ -14,7 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from otsec import __version__
 from otsec.baseline.model import BaselineError
-from otsec.capture.files import CaptureError
+from otsec.capture import CaptureError
 from otsec.detect.catalog import SEVERITIES
 from otsec.detect.ruleset import RuleError
 
@@ -39,7 +39,7 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 @cli.command()
-@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="otsec-out",
               show_default=True, help="Directory for events, alerts, assets, edges, report.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
@@ -67,17 +67,16 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
           rule_paths: tuple[str, ...], es_url: str | None, es_events: bool,
           es_namespace: str) -> int:
     """Audit capture files (pcap, pcapng, gzip of either) offline."""
-    from otsec.audit import open_captures, run_audit
+    from otsec.audit import check_captures, run_audit
     from otsec.detect.ruleset import load
     from otsec.sinks.console import print_summary
 
     window = parse_duration(learn_for) if learn_for is not None else None
     baseline = load_baseline(baseline_file) if baseline_file else None
     ruleset = load([Path(p) for p in rule_paths])
-    for p in pcaps:  # fail fast, before any output directory is made
-        open_captures([p])[0].close()
+    check_captures(pcaps)  # fail fast, before any output directory is made
     err = Console(stderr=True)
-    total = sum(Path(p).stat().st_size for p in pcaps)
+    total = sum(Path(p).stat().st_size for p in pcaps if p != "-" and Path(p).is_file())
     with Progress(TextColumn("auditing"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("audit", total=total)
@@ -144,15 +143,14 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
 
 
 @cli.command()
-@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), required=True,
               help="Baseline file to create, or to extend when it exists.")
 def learn(pcaps: tuple[str, ...], baseline_file: str) -> int:
     """Build (or extend) a baseline from captures of normal operation."""
-    from otsec.audit import open_captures, run_learn
+    from otsec.audit import check_captures, run_learn
 
-    for p in pcaps:
-        open_captures([p])[0].close()
+    check_captures(pcaps)
     path = Path(baseline_file)
     base = load_baseline(baseline_file) if path.exists() else None
     learned = run_learn(list(pcaps))

@@ -19,26 +19,20 @@ from typing import Any
 
 from otsec import state, workers
 from otsec.atomic import write_json_atomic
-from otsec.audit import AuditResult, build_summary
-from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
-from otsec.detect import Detector
 from otsec.detect.catalog import SEVERITIES
-from otsec.detect.deviations import Deviations
 from otsec.detect.ruleset import RuleSet, load
-from otsec.engine import Engine, EngineStats
-from otsec.graph.edges import Graph, merged_edges
-from otsec.inventory.assets import Inventory
 from otsec.inventory.oui import mac_vendor
-from otsec.net.flows import FlowStats
-from otsec.net.reassembly import ReassemblyStats
+from otsec.pipeline import Pipeline
 from otsec.report.html import write_report
 from otsec.sinks.documents import alert_document, asset_document, edge_document
-from otsec.sinks.files import EventFiles, write_ndjson
+from otsec.sinks.ndjson import write_ndjson
+from otsec.summary import AuditResult, build_summary
 
 SEVERITY_NAMES = {level: name for name, level in SEVERITIES.items()}
 REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
+DRAIN_EVERY = 0.2  # seconds between hand-overs from the core to the policy
 
 log = logging.getLogger(__name__)
 
@@ -61,63 +55,34 @@ class MonitorOptions:
     workers: int = 1
 
 
-class Pipeline:
-    """Engine and consumers for one capture process (the sensor, or one of its workers)."""
+def start_pipeline(opts: MonitorOptions, ruleset: RuleSet, append: bool = False) -> Pipeline:
+    """The pipeline of one capture process (the sensor, or one of its workers)."""
 
-    def __init__(self, opts: MonitorOptions, ruleset: RuleSet, append: bool = False) -> None:
-        self.opts = opts
-        self.files = EventFiles(opts.out_dir, append=append)
-        self.inventory = Inventory()
-        self.graph = Graph()
-        self.detector = Detector(ruleset)
-        self.detector.roles = self.inventory.role_of
-        consumers: list[Any] = [self.files, self.inventory, self.graph, self.detector]
-        self.deviations: Deviations | None = None
-        if opts.baseline is not None or opts.learn_for is not None:
-            base = opts.baseline if opts.baseline is not None else Baseline()
+    def save(base: Baseline) -> None:
+        if opts.baseline_file is not None:
+            base.save(opts.baseline_file)
 
-            def learned_so_far() -> None:
-                assets, _ = self.inventory.assets()
-                base.merge(learn(assets, list(self.graph.edges.values()), [f"live:{opts.iface}"]))
-                self.save_baseline()
+    return Pipeline(opts.out_dir, events=True, ruleset=ruleset, baseline=opts.baseline,
+                    learn_for=opts.learn_for, sources=[f"live:{opts.iface}"],
+                    max_flows=opts.max_flows, append=append, on_learned=save)
 
-            self.deviations = Deviations(base, self.detector.add, self.detector.catalog,
-                                         learn_for=opts.learn_for or 0.0,
-                                         on_protect=learned_so_far if opts.learn_for else None)
-            self.detector.protect_with(base, self.deviations)
-            consumers.append(self.deviations)
-        self.engine = Engine(consumers, max_flows=opts.max_flows)
 
-    def save_baseline(self) -> None:
-        if self.deviations is not None and self.opts.baseline_file is not None:
-            self.deviations.baseline.save(self.opts.baseline_file)
+def save_baseline(pipe: Pipeline, opts: MonitorOptions) -> None:
+    if pipe.deviations is not None and opts.baseline_file is not None:
+        pipe.deviations.baseline.save(opts.baseline_file)
 
-    def alert_docs(self, asset_by_ip: dict[str, Any]) -> list[dict[str, Any]]:
-        dev = self.deviations
-        alerts = sorted(self.detector.alerts, key=lambda a: (a.start, a.rule.id))
-        return [alert_document(a, asset_by_ip, "protecting" if dev and dev.protecting(a.start)
-                               else "learning") for a in alerts]
 
-    def view(self, drops: int) -> dict[str, Any]:
-        """Assets, edges, alert documents and counters as they stand."""
-        self.files.events.flush()
-        self.files.anomalies.flush()
-        assets, id_of = self.inventory.assets()
-        return {"assets": assets, "edges": merged_edges(self.graph.edges, id_of),
-                "alerts": self.alert_docs({ip: a for a in assets for ip in a.ips}),
-                "engine": self.engine, "events": self.files.events.count, "drops": drops}
-
-    def snapshot(self, drops: int) -> dict[str, Any]:
-        """What a worker sends its parent (picklable)."""
-        self.files.events.flush()
-        self.files.anomalies.flush()
-        assets, _ = self.inventory.assets()
-        return {"hosts": self.inventory.hosts, "arp": self.inventory.arp,
-                "edges": self.graph.edges,
-                "alerts": self.alert_docs({ip: a for a in assets for ip in a.ips}),
-                "stats": self.engine.stats, "reassembly": self.engine.reassembly,
-                "flows": self.engine.flows.stats, "events": self.files.events.count,
-                "drops": drops}
+def snapshot(pipe: Pipeline, drops: int) -> dict[str, Any]:
+    """What a capture process knows, as plain data (a worker sends it to its parent)."""
+    view = pipe.view()
+    dev = pipe.deviations
+    asset_by_ip = {ip: a for a in view.assets for ip in a.ips}
+    alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
+    docs = [alert_document(a, asset_by_ip, "protecting" if dev and dev.protecting(a.start)
+                           else "learning") for a in alerts]
+    stats = pipe.stats()
+    return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": view.ip_edges,
+            "alerts": docs, "stats": stats, "drops": drops}
 
 
 class Monitor:
@@ -125,15 +90,9 @@ class Monitor:
         self.opts = opts
         opts.out_dir.mkdir(parents=True, exist_ok=True)
         self.ruleset = ruleset if ruleset is not None else load(list(opts.rule_paths))
-        self.pipe = Pipeline(opts, self.ruleset) if opts.workers <= 1 else None
+        self.pipe = start_pipeline(opts, self.ruleset) if opts.workers <= 1 else None
         self.state_file = opts.out_dir / "state.json"
         self.restored = state.load(self.state_file)  # hosts, ARP and edges a past run saw
-        if self.pipe is not None:
-            hosts, arp, edges = self.restored
-            self.pipe.inventory.hosts.update(hosts)
-            self.pipe.inventory.arp.update(arp)
-            self.pipe.graph.edges.update(edges)
-            self.restored = ({}, {}, {})
         self.capture: LiveCapture | None = None
         self.started = time.monotonic()
         self.reload = False
@@ -172,12 +131,16 @@ class Monitor:
         log.info("monitoring %s (filter: %s)", opts.iface, opts.bpf or "none")
         next_flush = time.monotonic() + opts.flush_every
         next_stats = time.monotonic() + opts.stats_every
-        packet = pipe.engine.packet
+        next_drain = 0.0
+        feed = pipe.core.feed_block
         try:
-            for pkt in self.capture:
-                if pkt is not None:
-                    packet(*pkt)
+            for block in self.capture:
+                if block is not None:
+                    self.capture.packets += feed(block)
                 now = time.monotonic()
+                if block is None or now >= next_drain:
+                    next_drain = now + DRAIN_EVERY
+                    pipe.drain()
                 if now >= next_flush:
                     next_flush = now + opts.flush_every
                     self.flush()
@@ -189,10 +152,9 @@ class Monitor:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            pipe.engine.finish()
+            pipe.finish()
             summary = self.flush(final=True)
-            pipe.files.close()
-            pipe.save_baseline()
+            save_baseline(pipe, opts)
             self.capture.close()
         return summary
 
@@ -208,18 +170,18 @@ class Monitor:
     def _stats(self) -> None:
         assert self.pipe is not None
         received, dropped = self.capture.stats() if self.capture else (0, 0)
-        st = self.pipe.engine.stats
+        st = self.pipe.stats()
         log.info("stats: packets %d (kernel %d, dropped %d), flows %d, pdus %s, alerts %d",
-                 st.packets, received, dropped, len(self.pipe.engine.flows), dict(st.pdus),
+                 st["packets"], received, dropped, st["flows"]["live"], st["pdus"],
                  len(self.pipe.detector.alerts))
 
     def flush(self, final: bool = False) -> dict[str, Any]:
         assert self.pipe is not None
         if self.capture is not None:
             self.capture.stats()
-        inv, graph = self.pipe.inventory, self.pipe.graph
-        state.save(self.state_file, inv.hosts, inv.arp, graph.edges)
-        return self.write(self.pipe.view(self.capture.drops if self.capture else 0), final)
+        self.pipe.drain()
+        drops = self.capture.drops if self.capture else 0
+        return self.write(self._merged({0: snapshot(self.pipe, drops)}), final)
 
     # -- several processes ------------------------------------------------------------
 
@@ -275,9 +237,8 @@ class Monitor:
     def _merged(self, latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """The workers' snapshots and what a previous run saw, merged and saved."""
         hosts, arp, edges = self.restored
-        past = {"hosts": hosts, "arp": arp, "edges": edges, "alerts": [],
-                "stats": EngineStats(), "reassembly": ReassemblyStats(), "flows": FlowStats(),
-                "events": 0, "drops": 0}
+        past = {"hosts": hosts, "arp": arp, "edges": edges, "alerts": [], "stats": None,
+                "drops": 0}
         view, inventory, all_edges = workers.merge([past, *latest.values()], keep=True)
         state.save(self.state_file, inventory.hosts, inventory.arp, all_edges)
         return view
@@ -296,9 +257,8 @@ class Monitor:
         write_json_atomic(out / "assets.json", asset_docs)
         write_json_atomic(out / "edges.json", edge_docs)
         severities = [SEVERITY_NAMES[a["event"]["severity"]] for a in alert_docs]
-        summary = build_summary(view["engine"], [f"live:{self.opts.iface}"],
-                                time.monotonic() - self.started, severities, assets, edges, [],
-                                view["events"])
+        summary = build_summary(view["stats"], [f"live:{self.opts.iface}"],
+                                time.monotonic() - self.started, severities, assets, edges, [])
         summary["kernel_drops"] = view["drops"]
         summary["workers"] = self.opts.workers
         write_json_atomic(out / "summary.json", summary)
@@ -327,32 +287,36 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
             ruleset: RuleSet) -> None:
     """One capture process of a fanout group: its share of the flows, its own engine."""
     capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous, fanout=group)
-    pipe = Pipeline(opts, ruleset, append=True)
+    pipe = start_pipeline(opts, ruleset, append=True)
     _before_dropping(opts)
     if os.geteuid() == 0 and opts.user:
         drop_privileges(opts.user, [])
     results.put(("ready", index, None))
     next_snap = time.monotonic() + opts.flush_every / 2
-    packet = pipe.engine.packet
-    for pkt in capture:
-        if pkt is not None:
-            packet(*pkt)
+    next_drain = 0.0
+    feed = pipe.core.feed_block
+    for block in capture:
+        if block is not None:
+            capture.packets += feed(block)
         if stop.is_set():
             capture.stop()
-        if time.monotonic() >= next_snap:
+        now = time.monotonic()
+        if block is None or now >= next_drain:
+            next_drain = now + DRAIN_EVERY
+            pipe.drain()
+        if now >= next_snap:
             next_snap = time.monotonic() + opts.flush_every / 2
             capture.stats()
-            results.put(("snap", index, pipe.snapshot(capture.drops)))
+            results.put(("snap", index, snapshot(pipe, capture.drops)))
         if workers.Reload.wanted:
             workers.Reload.wanted = False
             try:
                 pipe.detector.reload(load(list(opts.rule_paths)))
             except Exception as exc:
                 log.error("worker %d: rules not reloaded: %s", index, exc)
-    pipe.engine.finish()
+    pipe.finish()
     capture.stats()
-    results.put(("final", index, pipe.snapshot(capture.drops)))
-    pipe.files.close()
+    results.put(("final", index, snapshot(pipe, capture.drops)))
     capture.close()
 
 

@@ -14,16 +14,10 @@ import os
 import queue as queue_mod
 import signal
 import time
-from collections import Counter
-from dataclasses import fields
-from types import SimpleNamespace
 from typing import Any
 
-from otsec.engine import EngineStats
 from otsec.graph.edges import merged_edges
 from otsec.inventory.assets import HostRecord, Inventory
-from otsec.net.flows import FlowStats
-from otsec.net.reassembly import ReassemblyStats
 
 
 def merge_host(into: HostRecord, other: HostRecord) -> None:
@@ -40,19 +34,25 @@ def merge_host(into: HostRecord, other: HostRecord) -> None:
             setattr(into.identity, name, getattr(other.identity, name))
 
 
-def _sum(items: list[Any], cls: type) -> Any:
-    total = cls()
+def sum_stats(items: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The core's counters of several processes as one (times: the widest span)."""
+    total: dict[str, Any] = {}
     for item in items:
-        for f in fields(cls):
-            a, b = getattr(total, f.name), getattr(item, f.name)
-            if isinstance(a, Counter):
-                a.update(b)
-            elif f.name in ("first_ts",):
-                setattr(total, f.name, b if a is None else min(a, b or a))
-            elif f.name in ("last_ts",):
-                setattr(total, f.name, b if a is None else max(a, b or a))
-            elif f.name == "peak" or isinstance(a, int | float):
-                setattr(total, f.name, a + b)
+        if item is None:
+            continue
+        for key, value in item.items():
+            mine = total.get(key)
+            if mine is None:
+                total[key] = dict(value) if isinstance(value, dict) else value
+            elif key == "first_ts":
+                total[key] = min(mine, value) if value is not None else mine
+            elif key == "last_ts":
+                total[key] = max(mine, value) if value is not None else mine
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    mine[k] = mine.get(k, 0) + v
+            elif value is not None:
+                total[key] = mine + value
     return total
 
 
@@ -72,15 +72,10 @@ def merge(snapshots: list[dict[str, Any]], keep: bool = False) -> Any:
     assets, id_of = inventory.assets()
     all_edges = {(i, key): e for i, snap in enumerate(snapshots)
                  for key, e in snap["edges"].items()}
-    engine = SimpleNamespace(
-        stats=_sum([s["stats"] for s in snapshots], EngineStats),
-        reassembly=_sum([s["reassembly"] for s in snapshots], ReassemblyStats),
-        flows=SimpleNamespace(stats=_sum([s["flows"] for s in snapshots], FlowStats)),
-    )
     alerts = sorted((a for s in snapshots for a in s["alerts"]),
                     key=lambda a: (a["event"]["start"], a["rule"]["id"]))
     view = {"assets": assets, "edges": merged_edges(all_edges, id_of), "alerts": alerts,
-            "engine": engine, "events": sum(s["events"] for s in snapshots),
+            "stats": sum_stats([s["stats"] for s in snapshots]),
             "drops": sum(s["drops"] for s in snapshots)}
     if not keep:
         return view

@@ -1,48 +1,100 @@
-"""Shared test helpers: run the engine over packets and collect what comes out."""
+"""Shared test helpers: run the compiled core over packets and collect what comes out."""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from otsec.capture.files import CaptureReader
-from otsec.engine import Engine
+from otsec import _core
+from otsec.core import Facts
 from otsec.events import Event
 from tests import pcapgen as g
 
 
+@dataclass
 class Collect:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.flows: list[object] = []
-
-    def on_event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def on_flow_end(self, flow: object) -> None:
-        self.flows.append(flow)
-
-    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
-        pass
+    events: list[Event] = field(default_factory=list)
+    arp: list[tuple[str, str, float]] = field(default_factory=list)
 
 
-def run_frames(frames: list[bytes], linktype: int = 1, **kw: object) -> tuple[Engine, Collect]:
-    sink = Collect()
-    engine = Engine([sink], **kw)  # type: ignore[arg-type]
+def _collect(core: Any) -> tuple[dict[str, Any], Collect]:
+    facts, sink = Facts(), Collect()
+    for fact in core.take_facts():
+        if fact[0] == "arp":
+            sink.arp.append(fact[1:])
+        else:
+            sink.events.append(facts.event(fact))
+    return core.stats(), sink
+
+
+def run_frames(frames: list[bytes], linktype: int = 1,
+               max_flows: int = 200_000) -> tuple[dict[str, Any], Collect]:
+    """Every record the core makes of these frames (one second apart), typed."""
+    core = _core.Engine(max_flows=max_flows, cross_all=True)
     for i, frame in enumerate(frames):
-        engine.packet(1000.0 + i, linktype, frame, 0, len(frame), len(frame))
-    engine.finish()
-    return engine, sink
+        core.packet(1000.0 + i, linktype, frame, len(frame))
+    core.finish()
+    return _collect(core)
 
 
-def run_file(path: Path) -> tuple[Engine, Collect]:
-    sink = Collect()
-    engine = Engine([sink])
-    with CaptureReader(path) as reader:
-        for pkt in reader:
-            engine.packet(*pkt)
-    engine.finish()
-    return engine, sink
+def run_file(path: Path) -> tuple[dict[str, Any], Collect]:
+    core = _core.Engine(cross_all=True)
+    capture = _core.Capture(str(path))
+    while core.feed(capture):
+        pass
+    core.finish()
+    return _collect(core)
+
+
+class Parser:
+    """One dissector of the core, on its own: stream bytes in, typed records out."""
+
+    def __init__(self, protocol: str) -> None:
+        self.dissector = _core.Dissector(protocol)
+        self.facts = Facts()
+
+    def feed(self, data: bytes, from_client: bool, gap: bool = False) -> list[Event]:
+        return [self.facts.event(f) for f in self.dissector.feed(data, from_client, gap)]
+
+    def held(self) -> tuple[int, int, int]:
+        """(bytes buffered in the larger direction, open requests, partial reassemblies)"""
+        return self.dissector.held()
+
+    def feed_datagram(self, data: bytes, from_client: bool) -> list[Event]:
+        return [self.facts.event(f) for f in self.dissector.feed_datagram(data, from_client)]
+
+
+def ModbusParser() -> Parser:
+    return Parser("modbus")
+
+
+def S7Parser() -> Parser:
+    return Parser("s7comm")
+
+
+def Dnp3Parser() -> Parser:
+    return Parser("dnp3")
+
+
+def looks_like_modbus(payload: bytes, strict: bool) -> bool:
+    return _core.looks_like("modbus", payload, strict)
+
+
+def looks_like_tpkt(payload: bytes, strict: bool) -> bool:
+    return _core.looks_like("s7comm", payload, strict)
+
+
+def looks_like_dnp3(payload: bytes, strict: bool) -> bool:
+    return _core.looks_like("dnp3", payload, strict)
+
+
+def szl_identity(szl_id: int, data: bytes) -> dict[str, str]:
+    return dict(_core.szl_identity(szl_id, data))
+
+
+crc = _core.dnp3_crc
 
 
 class Conversation:

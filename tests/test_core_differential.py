@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from otsec import _core
-from otsec.capture.files import CaptureReader
-from otsec.engine import Engine
-from otsec.sinks.files import EventFiles
 from tests.oracle import CORPUS, corpus_rows
+from tests.pyengine.capture_files import CaptureReader
+from tests.pyengine.engine import Engine
+from tests.pyengine.files import EventFiles
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))
 ROWS = corpus_rows()

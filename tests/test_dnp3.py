@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otsec.events import Anomaly, Dnp3Anomaly, Dnp3Pdu
-from otsec.protocols.dnp3 import Dnp3Parser, crc, looks_like_dnp3
+from tests.helpers import Dnp3Parser, crc, looks_like_dnp3
 
 
 def frame(dst: int, src: int, user: bytes, control: int = 0xC4) -> bytes:
@@ -125,8 +125,8 @@ def test_random_bytes_never_raise_and_stay_bounded(chunks: list) -> None:
     p = Dnp3Parser()
     for data, from_client, gap in chunks:
         p.feed(data, from_client, gap)
-    assert all(len(b) <= 300 * 8 + 300 for b in p._buf)
-    assert len(p._segments) <= 257 and len(p.pending) <= 64
+    buffered, pending, partial = p.held()
+    assert buffered <= 300 * 8 + 300 and partial <= 257 and pending <= 64
 
 
 @settings(max_examples=500, deadline=None)

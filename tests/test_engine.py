@@ -1,4 +1,4 @@
-"""The packet path: protocol recognition, directions, flows and community ids."""
+"""The packet path in the core: protocol recognition, directions, flows, community ids."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import struct
 import communityid
 
 from otsec.events import ModbusPdu
-from otsec.net.community_id import community_id
 from tests import pcapgen as g
 from tests.helpers import Conversation, holding_reply, read_holding, run_frames
 
@@ -21,11 +20,11 @@ def test_polling_conversation_gives_paired_pdus() -> None:
     for tid in range(5):
         c.send(True, read_holding(tid))
         c.send(False, holding_reply(tid))
-    engine, sink = run_frames(c.frames)
+    stats, sink = run_frames(c.frames)
     pdus = modbus(sink)
     assert [p.direction for p in pdus] == ["request", "response"] * 5
     assert all(p.request is not None for p in pdus if not p.from_client)
-    assert engine.stats.pdus["modbus"] == 10
+    assert stats["pdus"]["modbus"] == 10
     flow = pdus[0].flow
     assert flow.ip_texts[flow.client_side] == "10.0.0.20"
 
@@ -35,9 +34,9 @@ def test_http_and_tls_on_port_502_are_not_modbus() -> None:
         c = Conversation()
         c.send(True, payload)
         c.send(False, b"HTTP/1.1 200 OK\r\n\r\n")
-        engine, sink = run_frames(c.frames)
+        stats, sink = run_frames(c.frames)
         assert modbus(sink) == []
-        assert engine.stats.unrecognised_on_ot_port == 1
+        assert stats["unrecognised_on_ot_port"] == 1
 
 
 def test_modbus_recognised_by_content_on_another_port() -> None:
@@ -92,10 +91,11 @@ def test_community_id_matches_the_reference_implementation() -> None:
     for src, dst, sport, dport in (("10.0.0.1", "10.0.0.2", 40000, 502),
                                    ("10.0.0.2", "10.0.0.1", 502, 40000),
                                    ("192.168.1.1", "10.0.0.9", 1, 65535)):
+        c = Conversation(client=src, server=dst, cport=sport, sport=dport)
+        c.send(True, read_holding(1))
+        _, sink = run_frames(c.frames)
         ref = cid.calc(communityid.FlowTuple.make_tcp(src, dst, sport, dport))
-        ours = community_id(bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))), 6,
-                            sport, dport)
-        assert ours == ref
+        assert modbus(sink)[0].flow.community_id == ref
 
 
 def test_flow_table_is_bounded_and_counts_evictions() -> None:
@@ -104,8 +104,8 @@ def test_flow_table_is_bounded_and_counts_evictions() -> None:
         c = Conversation(cport=20000 + i)
         c.send(True, read_holding(i))
         frames += c.frames
-    engine, sink = run_frames(frames, max_flows=100)
-    assert len(engine.flows) == 0  # finish() ended them all
-    assert engine.flows.stats.evicted_full > 0
-    assert engine.flows.stats.peak <= 100
+    stats, sink = run_frames(frames, max_flows=100)
+    assert stats["flows"]["live"] == 0  # finish() ended them all
+    assert stats["flows"]["evicted_when_full"] > 0
+    assert stats["flows"]["peak"] <= 100
     assert len(modbus(sink)) == 300  # nothing lost by evicting idle flows

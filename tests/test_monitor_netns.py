@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from otsec import _core
 from otsec.audit import run_audit
-from otsec.capture.files import CaptureReader
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "pcaps" / "modbus-intrusion.pcap"
@@ -75,13 +75,16 @@ def sensor_pid(parent: int) -> int:
 REPLAY = """
 import socket, sys, time
 sys.path.insert(0, {root!r})
-from otsec.capture.files import CaptureReader
+from otsec import _core
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("feed0", 0))
-with CaptureReader({pcap!r}) as r:
-    for i, (ts, lt, buf, start, n, wl) in enumerate(r):
-        s.send(bytes(buf[start:start + n]))
-        if i % 50 == 49:
+cap = _core.Capture({pcap!r})
+i = 0
+while not cap.finished:
+    for ts, lt, data, wl in cap.read():
+        s.send(data)
+        i += 1
+        if i % 50 == 0:
             time.sleep(0.002)
 """
 
@@ -126,8 +129,10 @@ def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Pa
     assert len(events) == sum(offline.summary["pdus"].values())  # none twice, none lost
     live_rules = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
     assert live_rules == {a["rule"]["id"] for a in offline.alerts}
-    with CaptureReader(SAMPLE) as reader:
-        sent = sum(1 for _ in reader)
+    cap = _core.Capture(str(SAMPLE))
+    sent = 0
+    while not cap.finished:
+        sent += len(cap.read())
     assert live["packets"] <= sent  # the kernel filter kept only what otsec needs
 
 

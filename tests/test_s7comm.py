@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otsec.events import Anomaly, S7Anomaly, S7Pdu, S7PlusPdu
-from otsec.protocols.cotp import looks_like_tpkt
-from otsec.protocols.s7comm import S7Parser, szl_identity
+from tests.helpers import S7Parser, looks_like_tpkt, szl_identity
 
 
 def tpkt(payload: bytes) -> bytes:
@@ -78,13 +77,13 @@ def test_cotp_fragments_are_reassembled_and_tsaps_kept() -> None:
     cr = bytes.fromhex("0300001611e00000000100c0010ac1020100c2020102")
     p = S7Parser()
     assert p.feed(cr, True) == []
-    assert p.tsaps == (0x0100, 0x0102)
     whole = s7(1, 9, bytes([0x29, 0, 0, 0, 0, 0, 9]) + b"P_PROGRAM")
     first = struct.pack("!BBH", 3, 0, 7 + 10) + b"\x02\xf0\x00" + whole[:10]
     last = struct.pack("!BBH", 3, 0, 7 + len(whole) - 10) + b"\x02\xf0\x80" + whole[10:]
     assert pdus(p.feed(first, True)) == []
     (stop,) = p.feed(last[:5], True) + p.feed(last[5:], True)
-    assert (stop.function_code, stop.pi_service, stop.dst_tsap) == (0x29, "P_PROGRAM", 0x0102)
+    assert (stop.function_code, stop.pi_service) == (0x29, "P_PROGRAM")
+    assert (stop.src_tsap, stop.dst_tsap) == (0x0100, 0x0102)
 
 
 def test_szl_identity_records() -> None:
@@ -147,9 +146,8 @@ def test_random_bytes_never_raise_and_stay_bounded(chunks: list) -> None:
     p = S7Parser()
     for data, from_client, gap in chunks:
         p.feed(data, from_client, gap)
-    assert all(len(s.buf) <= 65535 + 400 for s in p._streams)
-    assert all(s.fragment_bytes <= 64 * 1024 for s in p._streams)
-    assert len(p.pending) <= 256
+    buffered, pending, fragments = p.held()
+    assert buffered <= 65535 + 400 and fragments <= 64 * 1024 and pending <= 256
 
 
 @settings(max_examples=500, deadline=None)

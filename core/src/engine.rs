@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::aggregate::Aggregates;
 use crate::decode::{
     decode_arp, decode_frame, NotTransport, Transport, ACK, FIN, RST, SYN, TCP, UDP,
 };
@@ -43,6 +44,35 @@ pub struct Stats {
 
 pub struct Config {
     pub max_flows: usize,
+    /// hand every record to Python (the policy still reads them one by one)
+    pub cross_all: bool,
+    /// the learning window: reading pauses once it closes, so Python can fold what was
+    /// learned into the baseline at that point of the capture
+    pub learn_for: Option<f64>,
+}
+
+/// How a flow looked when its last record crossed to Python.
+pub type ViewKey = (
+    [Option<[u8; 6]>; 2],
+    i32,
+    Option<usize>,
+    Option<crate::protocols::Kind>,
+);
+
+/// What crosses into Python: records the policy must see, and ARP claims.
+pub enum Fact {
+    Event {
+        flow: u64,
+        view: Option<Box<FlowSnapshot>>,
+        ts: f64,
+        frame: u64,
+        ev: Box<Event>,
+    },
+    Arp {
+        mac: [u8; 6],
+        ip: [u8; 4],
+        ts: f64,
+    },
 }
 
 pub struct Engine {
@@ -56,6 +86,26 @@ pub struct Engine {
     pub io_error: Option<String>,
     scratch: Vec<Event>,
     chunks: Vec<Chunk>,
+    pub aggregates: Aggregates,
+    pub facts: Vec<Fact>,
+    cross_all: bool,
+    learn_for: Option<f64>,
+    /// time of the first record (PDU, anomaly, ARP claim): the learning window starts there
+    first_record: Option<f64>,
+    /// the learning window closed at the last packet: the caller stops reading there
+    pub paused: bool,
+}
+
+/// The flow fields Python's documents and policy read.
+pub struct FlowSnapshot {
+    pub ips: [String; 2],
+    pub ports: [u16; 2],
+    pub proto: u8,
+    pub macs: [Option<[u8; 6]>; 2],
+    pub vlan: i32,
+    pub client: Option<usize>,
+    pub protocol: Option<&'static str>,
+    pub community_id: String,
 }
 
 impl Engine {
@@ -71,6 +121,12 @@ impl Engine {
             io_error: None,
             scratch: Vec::new(),
             chunks: Vec::new(),
+            aggregates: Aggregates::default(),
+            facts: Vec::new(),
+            cross_all: cfg.cross_all,
+            learn_for: cfg.learn_for,
+            first_record: None,
+            paused: false,
         }
     }
 
@@ -78,8 +134,21 @@ impl Engine {
         self.flows.stats
     }
 
-    /// One packet of a capture or of the live ring.
-    pub fn packet(&mut self, pkt: Packet<'_>) {
+    /// One packet of a capture or of the live ring; false when the learning window closed
+    /// with it (stop reading, let Python take the baseline, then go on).
+    pub fn packet(&mut self, pkt: Packet<'_>) -> bool {
+        self.process(pkt);
+        if let (Some(window), Some(first)) = (self.learn_for, self.first_record) {
+            if pkt.ts >= first + window {
+                self.learn_for = None;
+                self.paused = true;
+                return false;
+            }
+        }
+        true
+    }
+
+    fn process(&mut self, pkt: Packet<'_>) {
         let st = &mut self.stats;
         st.packets += 1;
         st.bytes += pkt.wirelen as u64;
@@ -108,7 +177,15 @@ impl Engine {
                 match reason {
                     NotTransport::Arp(off) => {
                         st.arp_packets += 1;
-                        let _ = decode_arp(pkt.data, off);
+                        if let Some((mac, ip)) = decode_arp(pkt.data, off) {
+                            self.aggregates.on_arp(mac, ip, ts);
+                            if ip != [0; 4] && self.first_record.is_none() {
+                                self.first_record = Some(ts);
+                            }
+                            if self.cross_all && ip != [0; 4] {
+                                self.facts.push(Fact::Arp { mac, ip, ts });
+                            }
+                        }
                     }
                     NotTransport::NotIp => st.not_ip += 1,
                     NotTransport::Invalid => st.invalid += 1,
@@ -365,24 +442,54 @@ impl Engine {
         true
     }
 
-    fn emit(&mut self, flow: &mut Flow, ts: f64, _frame: u64, events: &mut Vec<Event>) {
+    fn emit(&mut self, flow: &mut Flow, ts: f64, frame: u64, events: &mut Vec<Event>) {
+        if self.first_record.is_none() && !events.is_empty() {
+            self.first_record = Some(ts);
+        }
         for ev in events.drain(..) {
             if let Body::Anomaly(a) = &ev.body {
-                *self
-                    .stats
-                    .anomalies
-                    .entry(format!("{}.{}", a.protocol.name(), a.kind))
-                    .or_insert(0) += 1;
+                let key = format!("{}.{}", a.protocol.name(), a.kind);
+                *self.stats.anomalies.entry(key).or_insert(0) += 1;
                 count_anomaly(flow, &ev, ts);
-                continue;
-            }
-            *self.stats.pdus.entry(ev.protocol().name()).or_insert(0) += 1;
-            if let Some(lines) = &mut self.events {
-                if let Err(e) = lines.pdu(flow, &ev, ts) {
-                    self.io_error.get_or_insert(format!("events.ndjson: {e}"));
+            } else {
+                *self.stats.pdus.entry(ev.protocol().name()).or_insert(0) += 1;
+                if let Some(lines) = &mut self.events {
+                    if let Err(e) = lines.pdu(flow, &ev, ts) {
+                        self.io_error.get_or_insert(format!("events.ndjson: {e}"));
+                    }
                 }
+                self.aggregates.on_event(flow, &ev, ts);
+            }
+            if self.cross_all {
+                self.cross(flow, ts, frame, ev);
             }
         }
+    }
+
+    /// Hand a record to Python, with the flow's view when Python has not seen it as is.
+    fn cross(&mut self, flow: &mut Flow, ts: f64, frame: u64, ev: Event) {
+        let now: ViewKey = (flow.macs, flow.vlan, flow.client, flow.protocol);
+        let mut view = None;
+        if flow.sent_view != Some(now) {
+            flow.sent_view = Some(now);
+            view = Some(Box::new(FlowSnapshot {
+                ips: [flow.ip_text(0), flow.ip_text(1)],
+                ports: flow.ports,
+                proto: flow.proto,
+                macs: flow.macs,
+                vlan: flow.vlan,
+                client: flow.client,
+                protocol: flow.protocol.map(|k| k.name()),
+                community_id: flow.community_id().to_string(),
+            }));
+        }
+        self.facts.push(Fact::Event {
+            flow: flow.seq,
+            view,
+            ts,
+            frame,
+            ev: Box::new(ev),
+        });
     }
 
     /// A flow leaves the table: what waits behind holes is parsed, anomalies are written.
@@ -400,6 +507,7 @@ impl Engine {
                 self.chunks = chunks;
             }
         }
+        self.aggregates.on_flow_end(&mut flow);
         if let Some(lines) = &mut self.anomalies {
             for agg in std::mem::take(&mut flow.anomalies) {
                 if let Err(e) = lines.anomaly(&mut flow, &agg) {

@@ -53,10 +53,6 @@ pub struct ModbusPdu {
     pub server_id: Option<String>,
     pub run_indicator: Option<bool>,
     pub anomalies: Vec<&'static str>,
-    /// on a response: (address, quantity) of the request it answers
-    pub request: Option<(Option<u16>, Option<u16>)>,
-    /// on a response: the request's function code (paired)
-    pub request_function: Option<u8>,
 }
 
 /// The TSAPs of a COTP connection (source, destination), as big-endian bytes.
@@ -94,7 +90,6 @@ pub struct S7Pdu {
     /// TSAPs of the COTP connection request (big-endian bytes)
     pub tsaps: Option<Tsaps>,
     pub anomalies: Vec<&'static str>,
-    pub paired: bool,
 }
 
 impl S7Pdu {
@@ -133,7 +128,6 @@ pub struct Dnp3Pdu {
     pub objects: Vec<Dnp3Object>,
     pub link_function: u8,
     pub anomalies: Vec<&'static str>,
-    pub paired: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -145,24 +139,52 @@ pub enum Body {
     Anomaly(Anomaly),
 }
 
+/// What a response knows of the request it answers (paired by the dissector).
+#[derive(Clone, Debug, Default)]
+pub struct Req {
+    /// the request's transaction token (see `Event::txn`)
+    pub txn: u32,
+    pub rosctr: u8,
+    pub function_code: Option<u16>,
+    pub subfunction: Option<u16>,
+    pub group: Option<u8>,
+    pub address: Option<u16>,
+    pub quantity: Option<u16>,
+    /// the device accepted it (no exception, error class or failing IIN bits)
+    pub accepted: bool,
+}
+
 /// One record out of a dissector, with the direction it travelled.
 #[derive(Clone, Debug)]
 pub struct Event {
     /// sent by the flow's client (TCP or protocol role)
     pub from_client: bool,
     pub body: Body,
+    /// a request waiting for its answer: its token within the flow (0: none)
+    pub txn: u32,
+    /// a response: the request it answers
+    pub req: Option<Box<Req>>,
 }
 
 impl Event {
-    pub fn anomaly(from_client: bool, protocol: Proto, kind: &'static str, detail: String) -> Self {
+    pub fn new(from_client: bool, body: Body) -> Self {
         Event {
             from_client,
-            body: Body::Anomaly(Anomaly {
+            body,
+            txn: 0,
+            req: None,
+        }
+    }
+
+    pub fn anomaly(from_client: bool, protocol: Proto, kind: &'static str, detail: String) -> Self {
+        Event::new(
+            from_client,
+            Body::Anomaly(Anomaly {
                 protocol,
                 kind,
                 detail,
             }),
-        }
+        )
     }
 
     pub fn protocol(&self) -> Proto {

@@ -52,6 +52,10 @@ pub struct Flow {
     pub context: Option<Box<[Vec<u8>; 3]>>,
     pub templates: [Option<Vec<u8>>; 16],
     pub anomalies: Vec<AnomalyCount>,
+    /// the graph edge this flow's records last counted on
+    pub edge: Option<crate::aggregate::EdgeKey>,
+    /// how the flow looked when a record of it last crossed to Python
+    pub sent_view: Option<crate::engine::ViewKey>,
 }
 
 impl Flow {
@@ -77,6 +81,8 @@ impl Flow {
             context: None,
             templates: Default::default(),
             anomalies: Vec::new(),
+            edge: None,
+            sent_view: None,
         }
     }
 

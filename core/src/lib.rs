@@ -4,17 +4,20 @@
 //! `flows` + `reassembly` -> `protocols` (Modbus/TCP, S7comm/S7comm-plus, DNP3) ->
 //! `output` (events.ndjson lines, aggregated anomalies). `python` is the binding.
 
+pub mod aggregate;
 pub mod community_id;
 pub mod decode;
 pub mod engine;
 pub mod events;
 pub mod flows;
 pub mod json;
+pub mod meaning;
 pub mod output;
 pub mod pending;
 pub mod protocols;
 pub mod reader;
 pub mod reassembly;
+pub mod ring;
 pub mod timefmt;
 
 #[cfg(feature = "python")]

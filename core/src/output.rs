@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
-use crate::events::{Anomaly, Body, Dnp3Pdu, Event, ModbusPdu, Proto, S7Pdu, S7PlusPdu};
+use crate::events::{Anomaly, Body, Dnp3Pdu, Event, ModbusPdu, Proto, Req, S7Pdu, S7PlusPdu};
 use crate::flows::Flow;
 use crate::json::*;
 use crate::timefmt::IsoCache;
@@ -116,7 +116,7 @@ fn middle(
     m
 }
 
-pub fn modbus_fields(out: &mut Vec<u8>, p: &ModbusPdu) {
+pub fn modbus_fields(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
     out.push(b'{');
     field_u(out, "transaction_id", p.transaction_id as u64);
     field_u(out, "unit_id", p.unit_id as u64);
@@ -168,11 +168,16 @@ pub fn modbus_fields(out: &mut Vec<u8>, p: &ModbusPdu) {
     if !p.anomalies.is_empty() {
         str_list(out, "anomalies", &p.anomalies);
     }
-    if let Some((Some(addr), qty)) = p.request {
+    if let Some(Req {
+        address: Some(addr),
+        quantity,
+        ..
+    }) = req
+    {
         key(out, "request");
         out.push(b'{');
-        field_u(out, "address", addr as u64);
-        field_opt_u(out, "quantity", qty.map(|q| q as u64));
+        field_u(out, "address", *addr as u64);
+        field_opt_u(out, "quantity", quantity.map(|q| q as u64));
         out.push(b'}');
     }
     out.push(b'}');
@@ -331,8 +336,16 @@ pub struct Lines {
 }
 
 impl Lines {
-    pub fn create(path: &str) -> io::Result<Lines> {
-        let f = File::create(path)?;
+    /// A new file, or (`append`: several sensor processes share it) the end of one.
+    pub fn create(path: &str, append: bool) -> io::Result<Lines> {
+        let f = if append {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?
+        } else {
+            File::create(path)?
+        };
         Ok(Lines {
             out: BufWriter::with_capacity(1 << 20, f),
             count: 0,
@@ -356,7 +369,7 @@ impl Lines {
         }
         line.extend_from_slice(flow.templates[slot].as_ref().unwrap());
         match &ev.body {
-            Body::Modbus(p) => modbus_fields(line, p),
+            Body::Modbus(p) => modbus_fields(line, p, ev.req.as_deref()),
             Body::S7(p) => s7_fields(line, p),
             Body::S7Plus(p) => s7plus_fields(line, p),
             Body::Dnp3(p) => dnp3_fields(line, p),

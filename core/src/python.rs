@@ -1,11 +1,14 @@
 //! The Python binding: `otsec._core`. Python keeps policy and output; this module hands it
 //! counters and writes the per-PDU lines itself.
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use crate::engine::{Config, Engine as CoreEngine};
+use crate::aggregate::Service;
+use crate::decode::{mac_text, Addr};
+use crate::engine::{Config, Engine as CoreEngine, Fact, FlowSnapshot};
+use crate::events::{Body, Event, Req};
 use crate::output::Lines;
 use crate::reader::{Format, Packet, Reader};
 
@@ -66,6 +69,146 @@ impl Capture {
     fn finished(&self) -> bool {
         self.reader.finished()
     }
+
+    /// The packets of the next chunk as (ts, linktype, bytes, wirelen) (tests, replays).
+    fn read<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.reader.next_chunk(&mut |p| {
+            match (p.ts, p.linktype, PyBytes::new(py, p.data), p.wirelen).into_pyobject(py) {
+                Ok(t) => out.push(t),
+                Err(e) => err = Some(e),
+            }
+            true
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+/// One dissector on its own (unit and property tests of the parsers).
+#[pyclass(module = "otsec._core")]
+pub struct Dissector {
+    parser: crate::protocols::Parser,
+}
+
+#[pymethods]
+impl Dissector {
+    #[new]
+    fn new(protocol: &str) -> PyResult<Self> {
+        let kind = crate::protocols::REGISTRY
+            .into_iter()
+            .find(|k| k.name() == protocol)
+            .ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("no dissector {protocol}"))
+            })?;
+        Ok(Dissector {
+            parser: kind.parser(),
+        })
+    }
+
+    /// Stream bytes of one direction; `gap`: bytes before them were lost. Fact tuples out.
+    #[pyo3(signature = (data, from_client, gap=false))]
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        from_client: bool,
+        gap: bool,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let mut events = Vec::new();
+        self.parser.feed(data, from_client, gap, &mut events);
+        loose(py, events)
+    }
+
+    /// (bytes buffered in the larger direction, open requests, partial reassemblies)
+    fn held(&self) -> (usize, usize, usize) {
+        self.parser.held()
+    }
+
+    fn feed_datagram<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        from_client: bool,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let mut events = Vec::new();
+        self.parser.feed_datagram(data, from_client, &mut events);
+        loose(py, events)
+    }
+}
+
+fn loose<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    events
+        .into_iter()
+        .map(|ev| {
+            fact(
+                py,
+                &Fact::Event {
+                    flow: 0,
+                    view: None,
+                    ts: 0.0,
+                    frame: 0,
+                    ev: Box::new(ev),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Does this first payload look like the protocol? (`strict`: off its well-known port)
+#[pyfunction]
+fn looks_like(protocol: &str, payload: &[u8], strict: bool) -> bool {
+    crate::protocols::REGISTRY
+        .into_iter()
+        .any(|k| k.name() == protocol && k.probe(payload, strict))
+}
+
+/// Link, IP and transport headers of one frame: (source, destination, transport, source
+/// port, destination port, source MAC, VLAN, payload), or why it is no TCP/UDP packet.
+#[pyfunction]
+fn decode<'py>(py: Python<'py>, linktype: u32, frame: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    use crate::decode::{decode_frame, NotTransport};
+    Ok(match decode_frame(linktype, frame) {
+        Ok((link, t)) => {
+            let smac = (link.src_mac.len() == 6).then(|| mac_text(link.src_mac));
+            (
+                t.src.text(),
+                t.dst.text(),
+                t.proto,
+                t.sport,
+                t.dport,
+                smac,
+                link.vlan,
+                PyBytes::new(py, &frame[t.pstart..t.pend]),
+            )
+                .into_pyobject(py)?
+                .into_any()
+        }
+        Err(reason) => match reason {
+            NotTransport::NotIp => "not_ip",
+            NotTransport::Invalid => "invalid",
+            NotTransport::Fragment => "fragment",
+            NotTransport::OtherIp => "other_ip",
+            NotTransport::Arp(_) => "arp",
+        }
+        .into_pyobject(py)?
+        .into_any(),
+    })
+}
+
+/// DNP3's link-layer CRC.
+#[pyfunction]
+fn dnp3_crc(data: &[u8]) -> u16 {
+    crate::protocols::dnp3::crc(data)
+}
+
+/// Identity fields of an SZL 0x0011 / 0x001C answer (from its SZL header on).
+#[pyfunction]
+fn szl_identity(szl_id: u16, data: &[u8]) -> Vec<(&'static str, String)> {
+    crate::protocols::s7comm::szl_identity(szl_id, data)
 }
 
 /// The packet path for one capture process.
@@ -74,19 +217,31 @@ pub struct Engine {
     engine: CoreEngine,
 }
 
-fn lines(path: Option<&str>) -> PyResult<Option<Lines>> {
-    path.map(|p| Lines::create(p).map_err(|e| PyOSError::new_err(format!("{p}: {e}"))))
+fn lines(path: Option<&str>, append: bool) -> PyResult<Option<Lines>> {
+    path.map(|p| Lines::create(p, append).map_err(|e| PyOSError::new_err(format!("{p}: {e}"))))
         .transpose()
 }
 
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (max_flows=200_000, events=None, anomalies=None))]
-    fn new(max_flows: usize, events: Option<&str>, anomalies: Option<&str>) -> PyResult<Self> {
-        let mut engine = CoreEngine::new(Config { max_flows });
-        engine.events = lines(events)?;
-        engine.anomalies = lines(anomalies)?;
+    #[pyo3(signature = (max_flows=200_000, events=None, anomalies=None, cross_all=false,
+                        append=false, learn_for=None))]
+    fn new(
+        max_flows: usize,
+        events: Option<&str>,
+        anomalies: Option<&str>,
+        cross_all: bool,
+        append: bool,
+        learn_for: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut engine = CoreEngine::new(Config {
+            max_flows,
+            cross_all,
+            learn_for,
+        });
+        engine.events = lines(events, append)?;
+        engine.anomalies = lines(anomalies, append)?;
         Ok(Engine { engine })
     }
 
@@ -104,10 +259,11 @@ impl Engine {
             let mut more = true;
             for _ in 0..chunks.max(1) {
                 more = reader.next_chunk(&mut |p| engine.packet(p));
-                if !more {
+                if !more || engine.paused {
                     break;
                 }
             }
+            engine.paused = false;
             more
         });
         if let Some(e) = self.engine.io_error.take() {
@@ -116,7 +272,17 @@ impl Engine {
         Ok(more)
     }
 
-    /// One packet (the live sensor, tests).
+    /// One retired block of a TPACKET_V3 ring (the live sensor); returns its packets.
+    fn feed_block(&mut self, py: Python<'_>, block: &[u8]) -> u32 {
+        let engine = &mut self.engine;
+        py.detach(|| {
+            crate::ring::walk_block(block, &mut |p| {
+                engine.packet(p);
+            })
+        })
+    }
+
+    /// One packet (tests).
     fn packet(&mut self, ts: f64, linktype: u32, data: &[u8], wirelen: u32) {
         self.engine.packet(Packet {
             ts,
@@ -174,6 +340,109 @@ impl Engine {
         d.set_item("events_written", events)?;
         Ok(d)
     }
+    /// What crossed into Python since the last call, as tuples (see otsec/core.py).
+    fn take_facts<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let facts = std::mem::take(&mut self.engine.facts);
+        facts.iter().map(|f| fact(py, f)).collect()
+    }
+
+    /// Names of the services on ports otsec does not dissect: {(transport, port): name}.
+    fn set_service_names(&mut self, names: std::collections::HashMap<(u8, u16), String>) {
+        let agg = &mut self.engine.aggregates;
+        for ((t, p), n) in names {
+            let id = agg.names.id(&n);
+            agg.services.insert((t, p), id);
+        }
+    }
+
+    /// Every host as a tuple (see otsec/core.py for the fields).
+    fn hosts<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let agg = &self.engine.aggregates;
+        agg.hosts
+            .iter()
+            .map(|(ip, h)| host_tuple(py, agg, ip, h))
+            .collect()
+    }
+
+    /// One host as it stands now (rules that ask for roles), or None.
+    fn host<'py>(&self, py: Python<'py>, ip: &str) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
+            return Ok(None);
+        };
+        let addr = match addr {
+            std::net::IpAddr::V4(a) => Addr::new(&a.octets()),
+            std::net::IpAddr::V6(a) => Addr::new(&a.octets()),
+        };
+        let agg = &self.engine.aggregates;
+        agg.hosts
+            .get(&addr)
+            .map(|h| host_tuple(py, agg, &addr, h))
+            .transpose()
+    }
+
+    /// ARP claims: {ip: [mac, ...]}.
+    fn arp(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.engine
+            .aggregates
+            .arp
+            .iter()
+            .map(|(ip, macs)| {
+                (
+                    Addr::new(ip).text(),
+                    macs.iter().map(|m| mac_text(m)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every edge as a tuple (see otsec/core.py for the fields).
+    fn edges<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let agg = &self.engine.aggregates;
+        let mut out = Vec::with_capacity(agg.edges.len());
+        for (k, e) in &agg.edges {
+            let functions: Vec<(u32, &str, u64)> = e
+                .functions
+                .iter()
+                .map(|((c, req), n)| (*c, if *req { "request" } else { "response" }, *n))
+                .collect();
+            let units: Vec<u32> = e.unit_ids.iter().copied().collect();
+            let ranges: Vec<(u32, String, Vec<[i64; 2]>)> = e
+                .ranges
+                .iter()
+                .map(|((u, t), spans)| (*u, t.name(), spans.clone()))
+                .collect();
+            let objects: Vec<u8> = e.objects.iter().copied().collect();
+            let cadence: Vec<(u32, f64, f64, u64)> = e
+                .cadence
+                .iter()
+                .map(|(c, (f, l, n))| (*c, *f, *l, *n))
+                .collect();
+            let transport = match k.transport {
+                6 => "tcp",
+                17 => "udp",
+                _ => "ip",
+            };
+            let key = (
+                k.client.text(),
+                k.server.text(),
+                transport,
+                k.port,
+                agg.names.name(k.protocol).to_string(),
+            );
+            let counts = (
+                e.first_seen,
+                e.last_seen,
+                e.packets,
+                e.bytes,
+                e.pdus,
+                e.writes,
+                e.requests,
+            );
+            let t = (key, counts, functions, units, ranges, objects, cadence);
+            out.push(t.into_pyobject(py)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Human-readable version of the core, for `otsec --version` and the summary.
@@ -186,8 +455,235 @@ fn version() -> &'static str {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Capture>()?;
     m.add_class::<Engine>()?;
+    m.add_class::<Dissector>()?;
+    m.add_function(wrap_pyfunction!(looks_like, m)?)?;
+    m.add_function(wrap_pyfunction!(dnp3_crc, m)?)?;
+    m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add_function(wrap_pyfunction!(szl_identity, m)?)?;
     m.add("CaptureError", m.py().get_type::<CaptureError>())?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
-    let _ = PyValueError::new_err("");
     Ok(())
+}
+
+fn opt<'py, T: IntoPyObject<'py>>(d: &Bound<'py, PyDict>, k: &str, v: Option<T>) -> PyResult<()> {
+    if let Some(v) = v {
+        d.set_item(k, v)?;
+    }
+    Ok(())
+}
+
+/// The record's fields, named as the attributes of the Python event types.
+fn fields<'py>(py: Python<'py>, ev: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    match &ev.body {
+        Body::Modbus(p) => {
+            d.set_item("transaction_id", p.transaction_id)?;
+            d.set_item("unit_id", p.unit_id)?;
+            d.set_item("function_code", p.function_code)?;
+            d.set_item("length", p.length)?;
+            opt(&d, "exception_code", p.exception_code)?;
+            opt(&d, "subfunction", p.subfunction)?;
+            opt(&d, "mei_type", p.mei_type)?;
+            opt(&d, "address", p.address)?;
+            opt(&d, "quantity", p.quantity)?;
+            opt(&d, "value", p.value)?;
+            opt(&d, "write_address", p.write_address)?;
+            opt(&d, "write_quantity", p.write_quantity)?;
+            opt(&d, "umas_function", p.umas_function)?;
+            opt(&d, "device_id", p.device_id.clone())?;
+            opt(&d, "server_id", p.server_id.clone())?;
+            opt(&d, "run_indicator", p.run_indicator)?;
+            if !p.anomalies.is_empty() {
+                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+            }
+        }
+        Body::S7(p) => {
+            d.set_item("rosctr", p.rosctr)?;
+            d.set_item("pdu_reference", p.pdu_reference)?;
+            opt(&d, "function_code", p.function_code)?;
+            opt(&d, "error_class", p.error_class)?;
+            opt(&d, "error_code", p.error_code)?;
+            opt(&d, "group", p.group)?;
+            opt(&d, "subfunction", p.subfunction)?;
+            opt(&d, "userdata_type", p.userdata_type)?;
+            opt(&d, "szl_id", p.szl_id)?;
+            opt(&d, "szl_index", p.szl_index)?;
+            opt(&d, "pi_service", p.pi_service.clone())?;
+            opt(&d, "block_type", p.block_type.clone())?;
+            opt(&d, "block_number", p.block_number)?;
+            if !p.items.is_empty() {
+                let items: Vec<(u8, u16, u32, u8, u16, u8)> = p
+                    .items
+                    .iter()
+                    .map(|i| (i.area, i.db, i.byte, i.bit, i.length, i.transport_size))
+                    .collect();
+                d.set_item("items", items)?;
+            }
+            if !p.return_codes.is_empty() {
+                d.set_item("return_codes", PyTuple::new(py, &p.return_codes)?)?;
+            }
+            if let Some(ident) = &p.identity {
+                let id = PyDict::new(py);
+                for (k, v) in ident {
+                    id.set_item(*k, v)?;
+                }
+                d.set_item("identity", id)?;
+            }
+            if let Some((src, dst)) = &p.tsaps {
+                opt(&d, "src_tsap", src.as_ref().map(|b| PyBytes::new(py, b)))?;
+                opt(&d, "dst_tsap", dst.as_ref().map(|b| PyBytes::new(py, b)))?;
+            }
+            if !p.anomalies.is_empty() {
+                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+            }
+        }
+        Body::S7Plus(p) => {
+            d.set_item("version", p.version)?;
+            opt(&d, "opcode", p.opcode)?;
+            opt(&d, "function_code", p.function_code)?;
+            opt(&d, "sequence", p.sequence)?;
+            d.set_item("integrity", p.integrity)?;
+            if !p.anomalies.is_empty() {
+                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+            }
+        }
+        Body::Dnp3(p) => {
+            d.set_item("source_address", p.source_address)?;
+            d.set_item("destination_address", p.destination_address)?;
+            d.set_item("function_code", p.function_code)?;
+            d.set_item("app_control", p.app_control)?;
+            opt(&d, "iin", p.iin)?;
+            if !p.objects.is_empty() {
+                let objs: Vec<(u8, u8, u8, u64, Option<u64>)> = p
+                    .objects
+                    .iter()
+                    .map(|o| (o.group, o.variation, o.qualifier, o.count, o.start))
+                    .collect();
+                d.set_item("objects", objs)?;
+            }
+            d.set_item("link_function", p.link_function)?;
+            if !p.anomalies.is_empty() {
+                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+            }
+        }
+        Body::Anomaly(a) => {
+            d.set_item("protocol_name", a.protocol.name())?;
+            d.set_item("kind", a.kind)?;
+            d.set_item("detail", &a.detail)?;
+        }
+    }
+    Ok(d)
+}
+
+fn req_dict<'py>(py: Python<'py>, r: &Req) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("txn", r.txn)?;
+    d.set_item("rosctr", r.rosctr)?;
+    opt(&d, "function_code", r.function_code)?;
+    opt(&d, "subfunction", r.subfunction)?;
+    opt(&d, "group", r.group)?;
+    opt(&d, "address", r.address)?;
+    opt(&d, "quantity", r.quantity)?;
+    d.set_item("accepted", r.accepted)?;
+    Ok(d)
+}
+
+fn host_tuple<'py>(
+    py: Python<'py>,
+    agg: &crate::aggregate::Aggregates,
+    ip: &Addr,
+    h: &crate::aggregate::Host,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let svc = |s: &Service| {
+        let t = match s.0 {
+            6 => "tcp",
+            17 => "udp",
+            _ => "ip",
+        };
+        (t, s.1, agg.names.name(s.2).to_string())
+    };
+    let macs: Vec<(String, u64)> = h.macs.iter().map(|(m, n)| (mac_text(m), *n)).collect();
+    let services: Vec<_> = h.services.iter().map(svc).collect();
+    let uses: Vec<_> = h.uses.iter().map(svc).collect();
+    let peers: Vec<String> = h.peers.iter().map(|p| p.text()).collect();
+    let protocols: Vec<String> = h
+        .protocols
+        .iter()
+        .map(|p| agg.names.name(*p).to_string())
+        .collect();
+    let vlans: Vec<i32> = h.vlans.iter().copied().collect();
+    let evidence: Vec<(&str, u64)> = h.evidence.iter().map(|(k, v)| (*k, *v)).collect();
+    let dnp3: Vec<u16> = h.dnp3_addresses.iter().copied().collect();
+    (
+        ip.text(),
+        (h.first_seen, h.last_seen, h.packets, h.bytes),
+        macs,
+        services,
+        uses,
+        peers,
+        protocols,
+        vlans,
+        evidence,
+        dnp3,
+    )
+        .into_pyobject(py)
+}
+
+fn mac(m: &Option<[u8; 6]>) -> Option<String> {
+    m.as_ref().map(|m| mac_text(m))
+}
+
+fn view<'py>(py: Python<'py>, v: &FlowSnapshot) -> PyResult<Bound<'py, PyTuple>> {
+    (
+        (v.ips[0].clone(), v.ips[1].clone()),
+        (v.ports[0], v.ports[1]),
+        v.proto,
+        (mac(&v.macs[0]), mac(&v.macs[1])),
+        v.vlan,
+        v.client,
+        v.protocol,
+        v.community_id.clone(),
+    )
+        .into_pyobject(py)
+}
+
+fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
+    match f {
+        Fact::Event {
+            flow,
+            view: v,
+            ts,
+            frame,
+            ev,
+        } => {
+            let v = match v {
+                Some(v) => Some(view(py, v)?),
+                None => None,
+            };
+            let req = match &ev.req {
+                Some(r) => Some(req_dict(py, r)?),
+                None => None,
+            };
+            let proto = if matches!(ev.body, Body::Anomaly(_)) {
+                "anomaly"
+            } else {
+                ev.protocol().name()
+            };
+            (
+                proto,
+                *flow,
+                v,
+                *ts,
+                *frame,
+                ev.from_client,
+                fields(py, ev)?,
+                ev.txn,
+                req,
+            )
+                .into_pyobject(py)
+        }
+        Fact::Arp { mac, ip, ts } => {
+            ("arp", mac_text(mac), Addr::new(ip).text(), *ts).into_pyobject(py)
+        }
+    }
 }

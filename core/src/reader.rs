@@ -70,6 +70,8 @@ pub struct Reader {
     pub packets: u64,
     pub warnings: Vec<String>,
     pub size: u64,
+    /// the callback asked to stop before the end of the buffered records
+    interrupted: bool,
 }
 
 fn u32_at(b: &[u8], off: usize, big: bool) -> u32 {
@@ -194,6 +196,7 @@ impl Reader {
             packets: 0,
             warnings: Vec::new(),
             size,
+            interrupted: false,
         };
         if r.format == Format::Pcap {
             r.fill(24);
@@ -250,9 +253,9 @@ impl Reader {
         }
     }
 
-    /// Read one chunk of the source and call `f` for every whole record in it.
-    /// Returns false once the capture has ended.
-    pub fn next_chunk(&mut self, f: &mut dyn FnMut(Packet<'_>)) -> bool {
+    /// Read one chunk of the source and call `f` for every whole record in it, until `f`
+    /// says stop (false). Returns false once the capture has ended.
+    pub fn next_chunk(&mut self, f: &mut dyn FnMut(Packet<'_>) -> bool) -> bool {
         if self.done {
             return false;
         }
@@ -264,7 +267,7 @@ impl Reader {
                 Format::Pcapng => self.pcapng_blocks(f),
             };
             // a record longer than what is buffered: read on until it fits or the source ends
-            if !more || self.eof || self.pos != before.0 {
+            if !more || self.eof || self.pos != before.0 || self.interrupted {
                 break more;
             }
             let have = self.buf.len() - self.pos;
@@ -273,6 +276,9 @@ impl Reader {
         if !more {
             self.done = true;
             return false;
+        }
+        if std::mem::take(&mut self.interrupted) {
+            return true;
         }
         if self.eof && self.pos >= self.buf.len() {
             self.done = true;
@@ -293,7 +299,7 @@ impl Reader {
         !self.done
     }
 
-    fn pcap_records(&mut self, f: &mut dyn FnMut(Packet<'_>)) -> bool {
+    fn pcap_records(&mut self, f: &mut dyn FnMut(Packet<'_>) -> bool) -> bool {
         let (big, unit, linktype) = match self.state {
             State::Pcap {
                 big,
@@ -321,13 +327,17 @@ impl Reader {
             }
             packets += 1;
             let ts = sec as f64 + frac as f64 * unit;
-            f(Packet {
+            let go = f(Packet {
                 ts,
                 linktype,
                 data: &buf[pos + 16..pos + 16 + caplen],
                 wirelen,
             });
             pos += 16 + caplen;
+            if !go {
+                self.interrupted = true;
+                break;
+            }
         }
         self.pos = pos;
         self.packets = packets;
@@ -339,7 +349,7 @@ impl Reader {
         true
     }
 
-    fn pcapng_blocks(&mut self, f: &mut dyn FnMut(Packet<'_>)) -> bool {
+    fn pcapng_blocks(&mut self, f: &mut dyn FnMut(Packet<'_>) -> bool) -> bool {
         let (mut big, mut ifaces) = match &mut self.state {
             State::Pcapng { big, ifaces } => (*big, std::mem::take(ifaces)),
             _ => unreachable!(),
@@ -349,8 +359,10 @@ impl Reader {
         let mut result = true;
         let mut warnings: Vec<String> = Vec::new();
         let mut packets = self.packets;
+        let mut interrupted = false;
         {
             let buf = &self.buf;
+            let mut go = true;
             while pos + 12 <= end {
                 if buf[pos..pos + 4] == [0x0a, 0x0d, 0x0d, 0x0a] {
                     match &buf[pos + 8..pos + 12] {
@@ -401,7 +413,7 @@ impl Reader {
                             packets += 1;
                             let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
                             let data = &buf[body + 20..body + 20 + caplen];
-                            f(Packet {
+                            go = f(Packet {
                                 ts,
                                 linktype: i.linktype,
                                 data,
@@ -414,7 +426,7 @@ impl Reader {
                         let caplen = (wirelen as usize).min(blen - 16);
                         packets += 1;
                         let data = &buf[body + 4..body + 4 + caplen];
-                        f(Packet {
+                        go = f(Packet {
                             ts: 0.0,
                             linktype: ifaces[0].linktype,
                             data,
@@ -432,7 +444,7 @@ impl Reader {
                             packets += 1;
                             let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
                             let data = &buf[body + 20..body + 20 + caplen];
-                            f(Packet {
+                            go = f(Packet {
                                 ts,
                                 linktype: i.linktype,
                                 data,
@@ -444,6 +456,10 @@ impl Reader {
                     _ => {}
                 }
                 pos += blen;
+                if !go {
+                    interrupted = true;
+                    break;
+                }
             }
         }
         self.pos = pos;
@@ -452,6 +468,7 @@ impl Reader {
             self.warn(w);
         }
         self.state = State::Pcapng { big, ifaces };
+        self.interrupted = interrupted;
         result
     }
 }
@@ -537,7 +554,10 @@ mod tests {
     fn all(bytes: Vec<u8>) -> (Vec<(f64, usize)>, Vec<String>) {
         let mut r = Reader::from_reader("t".into(), Box::new(io::Cursor::new(bytes)), 0).unwrap();
         let mut out = Vec::new();
-        while r.next_chunk(&mut |p| out.push((p.ts, p.data.len()))) {}
+        while r.next_chunk(&mut |p| {
+            out.push((p.ts, p.data.len()));
+            true
+        }) {}
         (out, r.warnings)
     }
 

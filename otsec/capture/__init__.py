@@ -1,6 +1,5 @@
-"""Packet sources: capture files and link-layer decoding."""
+"""Packet sources: capture files are read by the compiled core; the live ring is set up here."""
 
-from otsec.capture.files import CaptureError, CaptureReader
-from otsec.capture.linktypes import decode_link, format_mac
+from otsec._core import CaptureError
 
-__all__ = ["CaptureError", "CaptureReader", "decode_link", "format_mac"]
+__all__ = ["CaptureError"]

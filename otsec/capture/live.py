@@ -1,10 +1,10 @@
 """Live, receive-only capture from a mirror port: an AF_PACKET TPACKET_V3 ring (mmap).
 
-The socket is never written to. Packets arrive in blocks the kernel fills; each block is
-walked with ``struct`` offsets and handed back to the kernel. VLAN tags the kernel
-stripped into the ring metadata are put back into the frame, so decoding is the same as
-for a capture file. A classic BPF filter (compiled by tcpdump when installed) keeps the
-kernel from copying traffic otsec does not need.
+The socket is never written to. Packets arrive in blocks the kernel fills; each retired
+block is copied out, handed back to the kernel, and walked by the compiled core (which
+puts back the VLAN tags the kernel stripped into the ring's metadata). A classic BPF
+filter (compiled by tcpdump when installed) keeps the kernel from copying traffic otsec
+does not need.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import struct
 import subprocess
 from collections.abc import Iterator
 
-from otsec.capture.files import CaptureError
+from otsec.capture import CaptureError
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -31,7 +31,6 @@ PACKET_MR_PROMISC = 1
 SO_ATTACH_FILTER = 26
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
-TP_STATUS_VLAN_VALID = 1 << 4
 
 #: the OT protocols, and what the inventory needs beside them
 DEFAULT_FILTER = ("tcp port 502 or udp port 502 or tcp port 102 or tcp port 20000 or "
@@ -39,8 +38,6 @@ DEFAULT_FILTER = ("tcp port 502 or udp port 502 or tcp port 102 or tcp port 2000
                   "udp port 47808 or arp or port 53 or port 67 or port 68 or "
                   "(vlan and (tcp port 502 or tcp port 102 or tcp port 20000 or arp))")
 
-_BLOCK = struct.Struct("=IIIIIQIIII")  # version, priv, status, pkts, first, len, seq, ts...
-_PKT = struct.Struct("=IIIIIIHHIIHH")  # next, sec, nsec, snaplen, len, status, mac, net, ...
 
 
 def compile_filter(expression: str, iface: str) -> bytes | None:
@@ -112,8 +109,8 @@ class LiveCapture:
         self.ring.close()
         self.sock.close()
 
-    def __iter__(self) -> Iterator[tuple[float, int, bytes, int, int, int] | None]:
-        """Packets, and None whenever 200 ms pass without any (time for housekeeping)."""
+    def __iter__(self) -> Iterator[bytes | None]:
+        """Retired blocks, and None whenever 200 ms pass without one (for housekeeping)."""
         ring, bs = self.ring, self.block_size
         block = 0
         poller = select.poll()
@@ -125,18 +122,8 @@ class LiveCapture:
                 if not poller.poll(200):
                     yield None
                 continue
-            num = struct.unpack_from("=I", ring, base + 12)[0]
-            off = base + struct.unpack_from("=I", ring, base + 16)[0]
-            for _ in range(num):
-                (nxt, sec, nsec, snap, length, pstatus, mac, _net, _hash, tci, tpid,
-                 _pad) = _PKT.unpack_from(ring, off)
-                data = ring[off + mac : off + mac + snap]
-                if pstatus & TP_STATUS_VLAN_VALID and len(data) >= 12:
-                    tag = struct.pack("!HH", tpid or 0x8100, tci & 0xFFFF)
-                    data = data[:12] + tag + data[12:]
-                    length += 4
-                self.packets += 1
-                yield sec + nsec * 1e-9, 1, data, 0, len(data), length
-                off += nxt
+            used = struct.unpack_from("=I", ring, base + 20)[0]  # blk_len
+            data = ring[base : base + min(max(used, 48), bs)]
             struct.pack_into("=I", ring, base + 8, TP_STATUS_KERNEL)
             block = (block + 1) % self.blocks
+            yield data

@@ -12,7 +12,6 @@ from otsec.detect.matcher import Matcher
 from otsec.detect.ruleset import RuleSet, load
 from otsec.events import Event
 from otsec.graph.functions import describe
-from otsec.net.flows import Flow
 
 #: rule categories a learned function silences (scans and malformed traffic always alert)
 CONTEXTUAL = frozenset({"write", "diagnostics", "recon", "programming", "operating-mode",
@@ -119,12 +118,6 @@ class Detector:
                     f.approve = payload
             kept.append(f)
         return kept
-
-    def on_flow_end(self, flow: Flow) -> None:
-        pass
-
-    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
-        pass
 
 
 __all__ = ["Alert", "Detector", "Finding"]

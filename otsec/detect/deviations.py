@@ -10,13 +10,11 @@ from collections import deque
 from collections.abc import Callable
 
 from otsec.baseline.model import Baseline, edge_key
-from otsec.capture.linktypes import format_mac
 from otsec.detect.alerts import Finding, Notice
 from otsec.detect.catalog import Rule
 from otsec.events import Event
 from otsec.graph.functions import Use, describe
 from otsec.inventory.assets import Asset
-from otsec.net.flows import Flow, ip_text
 
 SILENT_CYCLES = 10  # a learned cycle missed this many times in a row is silence
 SILENT_MIN = 30.0  # ... and never less than this many seconds
@@ -76,14 +74,10 @@ class Deviations:
 
     # -- consumer interface ---------------------------------------------------------
 
-    def on_flow_start(self, flow: Flow) -> None:
-        pass
-
-    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
+    def on_arp(self, text: str, address: str, ts: float) -> None:
         """ARP claims: a new address on the segment, or a known one claimed by another MAC."""
-        if ip == b"\x00\x00\x00\x00" or not self.protecting(ts):
+        if address == "0.0.0.0" or not self.protecting(ts):
             return
-        address, text = ip_text(ip), format_mac(mac)
         known = self.baseline.assets.get(address)
         notice = Notice(from_client=True, ts=ts, protocol_name="arp", source_ip=address,
                         destination_ip=address)
@@ -99,9 +93,6 @@ class Deviations:
                              f"{', '.join(known.macs)})", key=(address, text),
                              answerable=False,
                              approve={"kind": "mac", "ip": address, "mac": text}))
-
-    def on_flow_end(self, flow: Flow) -> None:
-        pass
 
     def on_event(self, event: Event) -> None:
         ts = event.ts
@@ -182,12 +173,11 @@ class Deviations:
     def _macs(self, event: Event) -> None:
         flow = event.flow
         for side in (0, 1):
-            mac = flow.macs[side]
-            if not mac:
+            text = flow.mac_texts[side]
+            if not text:
                 continue
             ip = flow.ip_texts[side]
             known = self.baseline.assets.get(ip)
-            text = format_mac(mac)
             if known and known.macs and text not in known.macs and self._once(
                     ("mac", ip, text)):
                 self.add(Finding(self.catalog["otsec-baseline-new-mac"], event,

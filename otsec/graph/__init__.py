@@ -1,5 +1,5 @@
 """The communication graph (edges between assets) and its networkx form."""
 
-from otsec.graph.edges import Edge, Graph, edge_id, merged_edges, to_networkx
+from otsec.graph.edges import Edge, edge_id, merged_edges, to_networkx
 
-__all__ = ["Edge", "Graph", "edge_id", "merged_edges", "to_networkx"]
+__all__ = ["Edge", "edge_id", "merged_edges", "to_networkx"]

@@ -1,7 +1,8 @@
 """The communication graph: one edge per (client, server, transport, server port, protocol).
 
 Edges carry what a baseline needs: which functions flow in each direction, unit ids,
-the register ranges touched and how many writes, plus traffic volume.
+the register ranges touched and how many writes, plus traffic volume. The compiled core
+counts them; this module holds them, merges them by asset and draws them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import networkx as nx
-
-from otsec.events import Event
-from otsec.graph.functions import describe
-from otsec.inventory.assets import protocol_name
-from otsec.net.flows import Flow
 
 MAX_RANGES = 64  # intervals kept per (unit, table); closest ones merge beyond this
 
@@ -82,68 +78,6 @@ class Edge:
 def edge_id(client: str, server: str, transport: str, port: int, protocol: str) -> str:
     text = f"{client}|{server}|{transport}|{port}|{protocol}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-class Graph:
-    """Engine consumer collecting edges keyed by IP addresses."""
-
-    def __init__(self) -> None:
-        self.edges: dict[EdgeKey, Edge] = {}
-        self._by_flow: dict[int, Edge] = {}
-
-    def _edge(self, flow: Flow, protocol: str | None = None) -> Edge:
-        edge = self._by_flow.get(id(flow))
-        if edge is not None and (protocol is None or edge.protocol == protocol):
-            return edge
-        client = flow.client_side
-        server = 1 - client
-        ips = flow.ip_texts
-        key = (ips[client], ips[server], flow.transport, flow.ports[server],
-               protocol or protocol_name(flow, server))
-        edge = self.edges.get(key)
-        if edge is None:
-            edge = self.edges[key] = Edge(*key, first_seen=flow.first_ts, last_seen=flow.last_ts)
-        self._by_flow[id(flow)] = edge
-        return edge
-
-    def on_event(self, event: Event) -> None:
-        use = describe(event)
-        if use is None:
-            return
-        edge = self._edge(event.flow, event.protocol)
-        edge.pdus += 1
-        edge.functions[(use.code, event.direction)] += 1
-        edge.names.setdefault(use.code, use.name)
-        if use.unit is not None:
-            edge.unit_ids.add(use.unit)
-        if event.direction == "request":
-            edge.requests += 1
-            c = edge.cadence.get(use.code)
-            if c is None:
-                edge.cadence[use.code] = [event.ts, event.ts, 1]
-            else:
-                c[1] = event.ts
-                c[2] += 1
-        if use.groups:
-            edge.objects.update(use.groups)
-        if use.writes:
-            edge.writes += 1
-        for table, start, count in use.ranges:
-            edge.touch(use.unit or 0, table, start, count)
-
-    def on_flow_end(self, flow: Flow) -> None:
-        if flow.side_packets[flow.client_side ^ 1] == 0 and not flow.protocol:
-            self._by_flow.pop(id(flow), None)
-            return  # never answered: a scan probe, not a communication path
-        edge = self._edge(flow)
-        self._by_flow.pop(id(flow), None)
-        edge.packets += flow.packets
-        edge.bytes += flow.bytes
-        edge.first_seen = min(edge.first_seen, flow.first_ts)
-        edge.last_seen = max(edge.last_seen, flow.last_ts)
-
-    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
-        pass
 
 
 def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge]:

@@ -85,3 +85,19 @@ def _s7(pdu: S7Pdu) -> Use | None:
             (S7_AREAS.get(i.area, f"area{i.area}") + (str(i.db) if i.area == 0x84 else ""),
              i.byte, max(i.length, 1)) for i in pdu.items[:32])
     return use
+
+
+def function_name(protocol: str, code: int) -> str:
+    """The name of a function code as the graph shows it (see ``Use.code``)."""
+    if protocol == "modbus":
+        return modbus.FUNCTION_NAMES.get(code & 0x7F, f"function {code & 0x7F}")
+    if protocol == "s7comm":
+        if code >= USERDATA_BASE:
+            group, sub = (code - USERDATA_BASE) >> 8, code & 0xFF
+            return f"{s7comm.GROUP_NAMES.get(group, 'group ' + str(group))}/{sub}"
+        return s7comm.FUNCTION_NAMES.get(code, f"0x{code:02x}")
+    if protocol == "s7comm_plus":
+        return s7comm.PLUS_FUNCTIONS.get(code, f"0x{code:04x}")
+    if protocol == "dnp3":
+        return dnp3.FUNCTION_NAMES.get(code, f"function {code}")
+    return str(code)

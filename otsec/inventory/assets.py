@@ -1,22 +1,21 @@
 """The asset inventory: every host seen, what it serves and uses, and who it is.
 
-Assets are collected per IP address while packets flow; at output time IPs that share
-a MAC address the capture shows they own are merged into one asset identified by that
-MAC (a router's MAC, seen in front of many IPs, is not an identity).
+The compiled core counts hosts per IP address (MACs, services, peers, behaviour
+evidence); this module adds who they are (identity records that cross from the core) and,
+at output time, merges IPs that share a MAC address the capture shows they own into one
+asset identified by that MAC (a router's MAC, seen in front of many IPs, is not one).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from otsec.capture.linktypes import format_mac
 from otsec.events import Event
 from otsec.inventory.evidence import observe
 from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import guess_role
-from otsec.net.flows import Flow, ip_text
-from otsec.protocols import PORT_NAMES, WELL_KNOWN
 
 
 @dataclass
@@ -72,86 +71,44 @@ class Asset:
     dnp3_addresses: list[int] = field(default_factory=list)
 
 
-def protocol_name(flow: Flow, server: int) -> str:
-    """The dissected protocol, else the name of the server port (a connection without data)."""
-    if flow.protocol:
-        return flow.protocol
-    key = (flow.proto, flow.ports[server])
-    return WELL_KNOWN.get(key) or PORT_NAMES.get(key, "unknown")
-
-
 class Inventory:
-    """Engine consumer building host records; ``assets()`` gives the merged view."""
+    """Hosts as the core counted them, plus the identities the policy has read."""
 
     def __init__(self) -> None:
         self.hosts: dict[str, HostRecord] = {}
         self.arp: dict[str, set[str]] = {}  # ip -> macs claimed in ARP
+        self.identities: dict[str, Identity] = {}
+        self.live: Callable[[str], HostRecord | None] | None = None  # the core, by IP
 
-    def _host(self, ip: str, ts: float) -> HostRecord:
-        host = self.hosts.get(ip)
-        if host is None:
-            host = self.hosts[ip] = HostRecord(ip=ip, first_seen=ts, last_seen=ts)
-        return host
-
-    # -- consumer interface -------------------------------------------------------
-
-    def on_flow_end(self, flow: Flow) -> None:
-        ips = flow.ip_texts
-        client = flow.client_side
-        server = 1 - client
-        proto = protocol_name(flow, server)
-        service = (flow.transport, flow.ports[server], proto)
-        answered = flow.side_packets[server] > 0
-        for side in (0, 1):
-            host = self._host(ips[side], flow.first_ts)
-            host.first_seen = min(host.first_seen, flow.first_ts)
-            host.last_seen = max(host.last_seen, flow.last_ts)
-            host.packets += flow.packets
-            host.bytes += flow.bytes
-            host.peers.add(ips[1 - side])
-            if flow.macs[side]:
-                host.macs[format_mac(flow.macs[side])] += flow.side_packets[side]
-            if flow.vlan >= 0:
-                host.vlans.add(flow.vlan)
-            if proto != "unknown" and answered:
-                host.protocols.add(proto)
-        if answered and (flow.client is not None or flow.protocol):
-            self.hosts[ips[server]].services.add(service)
-            self.hosts[ips[client]].uses.add(service)
-
-    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
-        if ip == b"\x00\x00\x00\x00":
-            return
-        text = ip_text(ip)
-        self.arp.setdefault(text, set()).add(format_mac(mac))
-        host = self._host(text, ts)
-        host.last_seen = max(host.last_seen, ts)
-        host.first_seen = min(host.first_seen, ts)
+    def load(self, hosts: dict[str, HostRecord], arp: dict[str, list[str]]) -> None:
+        """Take the core's hosts and ARP claims (a snapshot), with the identities known."""
+        for ip, ident in self.identities.items():
+            host = hosts.get(ip)
+            if host is not None:
+                host.identity = ident
+        self.hosts = hosts
+        self.arp = {ip: set(macs) for ip, macs in arp.items()}
 
     def on_event(self, event: Event) -> None:
+        """Identity from a record that crossed: FC 43/17 answers, SZL lists."""
         obs = observe(event)
-        if obs is None:
+        if obs is None or not obs.identity or "dnp3_address" in obs.identity:
             return
         flow = event.flow
         ips = flow.ip_texts
         sender = flow.sender(event.from_client)
-        if event.direction == "request":  # protocol roles, not TCP roles: an outstation
-            client_ip, server_ip = ips[sender], ips[1 - sender]  # may be the one that dials
-        else:
-            client_ip, server_ip = ips[1 - sender], ips[sender]
-        if obs.client:
-            host = self.hosts.get(client_ip) or self._host(client_ip, event.ts)
-            host.evidence[obs.client] += 1
-        if obs.server or obs.identity:
-            host = self.hosts.get(server_ip) or self._host(server_ip, event.ts)
-            if obs.server:
-                host.evidence[obs.server] += 1
-            if obs.identity:
-                _merge_identity(host, obs.identity, obs.source)
+        server_ip = ips[sender] if event.direction == "response" else ips[1 - sender]
+        ident = self.identities.get(server_ip)
+        if ident is None:
+            ident = self.identities[server_ip] = Identity()
+        merge_identity(ident, obs.identity, obs.source)
+        host = self.hosts.get(server_ip)
+        if host is not None:
+            host.identity = ident
 
     def role_of(self, ip: str) -> str | None:
         """The role the evidence so far suggests for one address (for rules, on demand)."""
-        host = self.hosts.get(ip)
+        host = self.live(ip) if self.live is not None else self.hosts.get(ip)
         if host is None:
             return None
         return guess_role(host.evidence, host.services, host.uses,
@@ -241,12 +198,7 @@ def usable_mac(mac: str) -> bool:
     return mac != "00-00-00-00-00-00" and not int(mac[:2], 16) & 1
 
 
-def _merge_identity(host: HostRecord, found: dict[str, str], source: str) -> None:
-    ident = host.identity
-    address = found.get("dnp3_address")
-    if address is not None:
-        host.dnp3_addresses.add(int(address))
-        return
+def merge_identity(ident: Identity, found: dict[str, str], source: str) -> None:
     weak = source == "modbus-fc17"  # a vendor-specific id never replaces a product code
     for name, value in found.items():
         if weak and getattr(ident, name):

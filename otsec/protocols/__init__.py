@@ -1,19 +1,13 @@
-"""The dissectors otsec knows, and how a flow is matched to one.
+"""The protocols otsec dissects (in the compiled core), with their well-known ports.
 
-A flow is matched on the protocol's well-known port first (then the first payload must
-still look like the protocol, so HTTP or TLS on port 502 is not taken for Modbus), and
-by content alone on any other port.
+The core matches a flow on a protocol's well-known port first (its first payload must
+still look like the protocol, so HTTP or TLS on port 502 is not Modbus) and by content
+alone on any other port.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from otsec.protocols.dnp3 import Dnp3Parser, looks_like_dnp3
-from otsec.protocols.modbus import ModbusParser, looks_like_modbus
-from otsec.protocols.s7comm import S7Parser, looks_like_s7
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +15,12 @@ class ProtocolSpec:
     name: str
     tcp_ports: frozenset[int]
     udp_ports: frozenset[int]
-    probe: Callable[[bytes, bool], bool]  # (first payload, strict) -> looks like it
-    parser: Callable[[], Any]
 
 
 REGISTRY: tuple[ProtocolSpec, ...] = (
-    ProtocolSpec("modbus", frozenset({502}), frozenset({502}), looks_like_modbus, ModbusParser),
-    ProtocolSpec("s7comm", frozenset({102}), frozenset(), looks_like_s7, S7Parser),
-    ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000}), looks_like_dnp3, Dnp3Parser),
+    ProtocolSpec("modbus", frozenset({502}), frozenset({502})),
+    ProtocolSpec("s7comm", frozenset({102}), frozenset()),
+    ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000})),
 )
 
 #: (transport, port) -> the protocol dissected there
@@ -46,10 +38,3 @@ WELL_KNOWN = {
     (17, 68): "dhcp", (6, 3389): "rdp", (6, 445): "smb", (6, 4840): "opcua",
     (6, 1883): "mqtt", (6, 5900): "vnc", (6, 9600): "fins", (17, 9600): "fins",
 }  # fmt: skip
-
-_NOT_OT_PREFIXES = (b"GET ", b"POST", b"HEAD", b"PUT ", b"HTTP", b"\x16\x03", b"SSH-", b"OPTI")
-
-
-def is_other_protocol(payload: bytes) -> bool:
-    """Clearly something else (HTTP, TLS, SSH), whatever the port says."""
-    return payload.startswith(_NOT_OT_PREFIXES)

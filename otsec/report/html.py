@@ -14,7 +14,7 @@ from otsec.sinks.documents import display_name
 from otsec.timefmt import iso
 
 if TYPE_CHECKING:
-    from otsec.audit import AuditResult
+    from otsec.summary import AuditResult
 
 ROLE_COLOURS = {
     "plc": "#d9534f", "rtu": "#f0ad4e", "hmi": "#5bc0de", "engineering_workstation": "#9b59b6",

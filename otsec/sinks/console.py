@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from otsec.audit import AuditResult
+    from otsec.summary import AuditResult
 
 SEVERITY_STYLE = {1: "cyan", 2: "yellow", 3: "red", 4: "bold white on red"}
 

@@ -8,7 +8,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto};
+use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto, Req};
 use crate::pending::Pending;
 
 pub const PORT: u16 = 20000;
@@ -85,7 +85,9 @@ pub fn looks_like(p: &[u8], strict: bool) -> bool {
 pub struct Parser {
     buf: [Vec<u8>; 2],
     segments: FxHashMap<(u16, u16), (u8, Vec<u8>)>,
-    pending: Pending<(u16, u16, u8), ()>,
+    /// open requests: (source, destination, sequence) -> (token, function)
+    pending: Pending<(u16, u16, u8), (u32, u8)>,
+    txns: u32,
 }
 
 impl Default for Parser {
@@ -94,6 +96,7 @@ impl Default for Parser {
             buf: [Vec::new(), Vec::new()],
             segments: FxHashMap::default(),
             pending: Pending::new(MAX_PENDING),
+            txns: 0,
         }
     }
 }
@@ -103,6 +106,14 @@ fn anomaly(from_client: bool, kind: &'static str, detail: String) -> Event {
 }
 
 impl Parser {
+    pub fn held(&self) -> super::Held {
+        (
+            self.buf[0].len().max(self.buf[1].len()),
+            self.pending.len(),
+            self.segments.len(),
+        )
+    }
+
     pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
         let side = if from_client { 0 } else { 1 };
         if gap {
@@ -251,24 +262,32 @@ impl Parser {
         if parts.len() >= 2 {
             let mut pdu = decode_fragment(&parts, src, dst);
             pdu.link_function = link_fn;
-            self.pair(&mut pdu);
-            out.push(Event {
-                from_client,
-                body: Body::Dnp3(pdu),
-            });
+            let mut ev = Event::new(from_client, Body::Dnp3(pdu));
+            self.pair(&mut ev);
+            out.push(ev);
         }
     }
 
-    fn pair(&mut self, pdu: &mut Dnp3Pdu) {
+    fn pair(&mut self, ev: &mut Event) {
+        let Body::Dnp3(pdu) = &ev.body else { return };
         let fc = pdu.function_code;
         let seq = pdu.app_control & 0x0F;
         if fc < 0x80 && fc != 0 {
-            self.pending
-                .open((pdu.source_address, pdu.destination_address, seq), ());
+            self.txns = self.txns.wrapping_add(1).max(1);
+            ev.txn = self.txns;
+            let key = (pdu.source_address, pdu.destination_address, seq);
+            self.pending.open(key, (self.txns, fc));
         } else if fc == 0x81 {
             let key = (pdu.destination_address, pdu.source_address, seq);
-            if self.pending.close(&key).is_some() {
-                pdu.paired = true;
+            if let Some((txn, req_fc)) = self.pending.close(&key) {
+                // IIN2 bits 0-2: function not supported, object unknown, parameter error
+                let accepted = pdu.iin.is_none_or(|iin| iin & 0x0007 == 0);
+                ev.req = Some(Box::new(Req {
+                    txn,
+                    function_code: Some(req_fc as u16),
+                    accepted,
+                    ..Default::default()
+                }));
             }
         }
     }

@@ -94,7 +94,19 @@ pub enum Parser {
     Dnp3(Box<dnp3::Parser>),
 }
 
+/// What a dissector holds: (bytes buffered in the larger direction, requests waiting for
+/// an answer, partial reassemblies). Every one of them is bounded.
+pub type Held = (usize, usize, usize);
+
 impl Parser {
+    pub fn held(&self) -> Held {
+        match self {
+            Parser::Modbus(p) => p.held(),
+            Parser::S7(p) => p.held(),
+            Parser::Dnp3(p) => p.held(),
+        }
+    }
+
     pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
         match self {
             Parser::Modbus(p) => p.feed(data, from_client, gap, out),

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::events::{Body, Event, ModbusPdu, Proto};
+use crate::events::{Body, Event, ModbusPdu, Proto, Req};
 use crate::json::latin1;
 use crate::pending::Pending;
 
@@ -68,7 +68,9 @@ pub fn looks_like(payload: &[u8], strict: bool) -> bool {
 
 /// What a response needs of its request.
 struct Open {
+    txn: u32,
     function_code: u8,
+    subfunction: Option<u16>,
     address: Option<u16>,
     quantity: Option<u16>,
 }
@@ -78,6 +80,7 @@ pub struct Parser {
     buf: [Vec<u8>; 2],
     resync: [bool; 2],
     pending: Pending<u16, Open>,
+    txns: u32,
     pub skipped_bytes: u64,
 }
 
@@ -87,6 +90,7 @@ impl Default for Parser {
             buf: [Vec::new(), Vec::new()],
             resync: [false, false],
             pending: Pending::new(MAX_PENDING),
+            txns: 0,
             skipped_bytes: 0,
         }
     }
@@ -97,6 +101,14 @@ fn anomaly(from_client: bool, kind: &'static str, detail: String) -> Event {
 }
 
 impl Parser {
+    pub fn held(&self) -> super::Held {
+        (
+            self.buf[0].len().max(self.buf[1].len()),
+            self.pending.len(),
+            0,
+        )
+    }
+
     /// Parse what the stream delivered; `gap` says bytes before `data` were lost.
     pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
         let side = if from_client { 0 } else { 1 };
@@ -138,51 +150,49 @@ impl Parser {
         if length as usize > MAX_LENGTH {
             pdu.anomalies.push(INVALID_LENGTH);
         }
-        let idx = out.len();
         if from_client {
+            self.txns = self.txns.wrapping_add(1).max(1);
             let open = Open {
+                txn: self.txns,
                 function_code: pdu.function_code,
+                subfunction: pdu.subfunction,
                 address: pdu.address,
                 quantity: pdu.quantity,
             };
-            out.push(Event {
-                from_client,
-                body: Body::Modbus(pdu),
-            });
+            let mut ev = Event::new(from_client, Body::Modbus(pdu));
+            ev.txn = self.txns;
+            out.push(ev);
             if self.pending.open(tid, open) {
-                out.push(anomaly(
-                    true,
-                    FLOODED,
-                    format!("over {MAX_PENDING} requests without responses"),
-                ));
+                let detail = format!("over {MAX_PENDING} requests without responses");
+                out.push(anomaly(true, FLOODED, detail));
             }
             return;
         }
         match self.pending.close(&tid) {
             None => {
-                out.push(Event {
-                    from_client,
-                    body: Body::Modbus(pdu),
-                });
-                out.push(anomaly(
-                    false,
-                    UNSOLICITED_RESPONSE,
-                    format!("response to transaction {tid} without a request"),
-                ));
+                out.push(Event::new(from_client, Body::Modbus(pdu)));
+                let detail = format!("response to transaction {tid} without a request");
+                out.push(anomaly(false, UNSOLICITED_RESPONSE, detail));
             }
             Some(req) => {
-                pdu.request = Some((req.address, req.quantity));
-                pdu.request_function = Some(req.function_code);
                 if req.function_code & 0x7F != pdu.function_code & 0x7F {
                     pdu.anomalies.push(FUNCTION_MISMATCH);
                 }
-                out.push(Event {
-                    from_client,
-                    body: Body::Modbus(pdu),
-                });
+                let info = Req {
+                    txn: req.txn,
+                    rosctr: 0,
+                    function_code: Some(req.function_code as u16),
+                    subfunction: req.subfunction,
+                    group: None,
+                    address: req.address,
+                    quantity: req.quantity,
+                    accepted: pdu.exception_code.is_none(),
+                };
+                let mut ev = Event::new(from_client, Body::Modbus(pdu));
+                ev.req = Some(Box::new(info));
+                out.push(ev);
             }
         }
-        let _ = idx;
     }
 
     /// Frame PDUs out of `buf`; returns how many bytes were consumed.

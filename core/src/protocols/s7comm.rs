@@ -6,7 +6,7 @@
 //! reference. S7comm-plus (0x72): version, integrity digest, opcode and function from the
 //! clear header; the object model behind it is not decoded.
 
-use crate::events::{Body, Event, Proto, S7Item, S7Pdu, S7PlusPdu, Tsaps};
+use crate::events::{Body, Event, Proto, Req, S7Item, S7Pdu, S7PlusPdu, Tsaps};
 use crate::json::latin1;
 use crate::pending::Pending;
 
@@ -211,7 +211,9 @@ impl CotpStream {
 /// Per-connection state: a COTP framer per direction and the open jobs.
 pub struct Parser {
     streams: [CotpStream; 2],
-    pending: Pending<u16, Option<u8>>,
+    /// open jobs: reference -> (token, rosctr, function, userdata group)
+    pending: Pending<u16, (u32, u8, Option<u8>, Option<u8>)>,
+    txns: u32,
     tsaps: Option<Tsaps>,
 }
 
@@ -220,12 +222,24 @@ impl Default for Parser {
         Parser {
             streams: Default::default(),
             pending: Pending::new(MAX_PENDING),
+            txns: 0,
             tsaps: None,
         }
     }
 }
 
 impl Parser {
+    pub fn held(&self) -> super::Held {
+        let buffered = self.streams.iter().map(|s| s.buf.len()).max().unwrap_or(0);
+        let fragments = self
+            .streams
+            .iter()
+            .map(|s| s.fragments.len())
+            .max()
+            .unwrap_or(0);
+        (buffered, self.pending.len(), fragments)
+    }
+
     pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
         let mut units = Vec::new();
         let mut problems = Vec::new();
@@ -264,10 +278,7 @@ impl Parser {
                 self.pair(pdu, from_client, out);
             }
             0x72 => {
-                out.push(Event {
-                    from_client,
-                    body: Body::S7Plus(decode_plus(data)),
-                });
+                out.push(Event::new(from_client, Body::S7Plus(decode_plus(data))));
             }
             other => out.push(Event::anomaly(
                 from_client,
@@ -280,58 +291,56 @@ impl Parser {
 
     fn pair(&mut self, mut pdu: S7Pdu, from_client: bool, out: &mut Vec<Event>) {
         if pdu.rosctr == 7 && pdu.userdata_type == Some(0) {
-            out.push(Event {
-                from_client,
-                body: Body::S7(pdu),
-            });
+            out.push(Event::new(from_client, Body::S7(pdu)));
             return; // push messages (alarms, cyclic data) answer nothing
         }
         if pdu.from_request() {
-            let (r, fc) = (pdu.pdu_reference, pdu.function_code);
-            out.push(Event {
-                from_client,
-                body: Body::S7(pdu),
-            });
-            if self.pending.open(r, fc) {
-                out.push(Event::anomaly(
-                    from_client,
-                    Proto::S7comm,
-                    FLOODED,
-                    format!("over {MAX_PENDING} jobs without an answer"),
-                ));
+            self.txns = self.txns.wrapping_add(1).max(1);
+            let open = (self.txns, pdu.rosctr, pdu.function_code, pdu.group);
+            let r = pdu.pdu_reference;
+            let mut ev = Event::new(from_client, Body::S7(pdu));
+            ev.txn = self.txns;
+            out.push(ev);
+            if self.pending.open(r, open) {
+                let detail = format!("over {MAX_PENDING} jobs without an answer");
+                out.push(Event::anomaly(from_client, Proto::S7comm, FLOODED, detail));
             }
             return;
         }
         if !matches!(pdu.rosctr, 2 | 3 | 7) {
-            out.push(Event {
-                from_client,
-                body: Body::S7(pdu),
-            });
+            out.push(Event::new(from_client, Body::S7(pdu)));
             return;
         }
         match self.pending.close(&pdu.pdu_reference) {
             None => {
                 let r = pdu.pdu_reference;
-                out.push(Event {
-                    from_client,
-                    body: Body::S7(pdu),
-                });
+                out.push(Event::new(from_client, Body::S7(pdu)));
+                let detail = format!("answer to PDU {r} without a job");
                 out.push(Event::anomaly(
                     from_client,
                     Proto::S7comm,
                     UNSOLICITED_RESPONSE,
-                    format!("answer to PDU {r} without a job"),
+                    detail,
                 ));
             }
-            Some(req_fc) => {
-                pdu.paired = true;
+            Some((txn, rosctr, req_fc, group)) => {
                 if pdu.function_code.is_none() && req_fc.is_some() && pdu.rosctr != 7 {
                     pdu.function_code = req_fc;
                 }
-                out.push(Event {
-                    from_client,
-                    body: Body::S7(pdu),
-                });
+                let accepted = pdu.error_class.unwrap_or(0) == 0
+                    && pdu.error_code.unwrap_or(0) == 0
+                    && pdu.return_codes.iter().all(|&rc| rc == 0xFF);
+                let info = Req {
+                    txn,
+                    rosctr,
+                    function_code: req_fc.map(u16::from),
+                    group,
+                    accepted,
+                    ..Default::default()
+                };
+                let mut ev = Event::new(from_client, Body::S7(pdu));
+                ev.req = Some(Box::new(info));
+                out.push(ev);
             }
         }
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from otsec.capture.linktypes import decode_link
+from tests.pyengine.linktypes import decode_link
 
 TCP = 6
 UDP = 17

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from otsec.events import Anomaly, Event
-from otsec.net.decode import ACK, ARP, FIN, RST, SYN, TCP, UDP, decode_arp, decode_frame
-from otsec.net.flows import Flow, FlowTable
-from otsec.net.reassembly import Chunk, ReassemblyStats
-from otsec.protocols import REGISTRY, ProtocolSpec, is_other_protocol
+from tests.pyengine.net.decode import ACK, ARP, FIN, RST, SYN, TCP, UDP, decode_arp, decode_frame
+from tests.pyengine.net.flows import Flow, FlowTable
+from tests.pyengine.net.reassembly import Chunk, ReassemblyStats
+from tests.pyengine.protocols import REGISTRY, ProtocolSpec, is_other_protocol
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import orjson
 
 from otsec.atomic import write_json_atomic  # noqa: F401 - re-exported
 from otsec.events import Anomaly, Event
-from otsec.net.flows import Flow
-from otsec.sinks.documents import anomaly_document, pdu_line
+from tests.pyengine.documents import anomaly_document, pdu_line
+from tests.pyengine.net.flows import Flow
 
 
 class NdjsonWriter:

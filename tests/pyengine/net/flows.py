@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from otsec.capture.linktypes import format_mac
-from otsec.net.community_id import community_id
-from otsec.net.decode import TCP
-from otsec.net.reassembly import ReassemblyStats, TcpStream
+from tests.pyengine.linktypes import format_mac
+from tests.pyengine.net.community_id import community_id
+from tests.pyengine.net.decode import TCP
+from tests.pyengine.net.reassembly import ReassemblyStats, TcpStream
 
 TRANSPORT_NAMES = {6: "tcp", 17: "udp"}
 

@@ -1,0 +1,345 @@
+//! What the core counts so that steady traffic never reaches Python: hosts (addresses,
+//! MACs, services, peers, behaviour evidence) and the communication graph's edges
+//! (functions per direction, units, ranges, object groups, writes, cadence, volume).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::decode::Addr;
+use crate::events::{Body, Event};
+use crate::flows::Flow;
+use crate::meaning::{describe, evidence, Table};
+
+/// Register ranges kept per (unit, table); the closest ones merge beyond this.
+pub const MAX_RANGES: usize = 64;
+
+/// Interned names (protocols and services), so keys stay small and `Copy`.
+#[derive(Default)]
+pub struct Names {
+    names: Vec<String>,
+    index: FxHashMap<String, u16>,
+}
+
+impl Names {
+    pub fn id(&mut self, name: &str) -> u16 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u16;
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), i);
+        i
+    }
+
+    pub fn name(&self, id: u16) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// (transport, port, protocol name id)
+pub type Service = (u8, u16, u16);
+
+pub struct Host {
+    pub first_seen: f64,
+    pub last_seen: f64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub macs: Vec<([u8; 6], u64)>,
+    pub services: BTreeSet<Service>,
+    pub uses: BTreeSet<Service>,
+    pub peers: FxHashSet<Addr>,
+    pub protocols: BTreeSet<u16>,
+    pub vlans: BTreeSet<i32>,
+    pub evidence: BTreeMap<&'static str, u64>,
+    pub dnp3_addresses: BTreeSet<u16>,
+}
+
+impl Host {
+    fn new(ts: f64) -> Host {
+        Host {
+            first_seen: ts,
+            last_seen: ts,
+            packets: 0,
+            bytes: 0,
+            macs: Vec::new(),
+            services: BTreeSet::new(),
+            uses: BTreeSet::new(),
+            peers: FxHashSet::default(),
+            protocols: BTreeSet::new(),
+            vlans: BTreeSet::new(),
+            evidence: BTreeMap::new(),
+            dnp3_addresses: BTreeSet::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct EdgeKey {
+    pub client: Addr,
+    pub server: Addr,
+    pub transport: u8,
+    pub port: u16,
+    pub protocol: u16,
+}
+
+pub struct Edge {
+    pub first_seen: f64,
+    pub last_seen: f64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub pdus: u64,
+    pub writes: u64,
+    pub requests: u64,
+    /// (code, request?) -> count
+    pub functions: BTreeMap<(u32, bool), u64>,
+    pub unit_ids: BTreeSet<u32>,
+    pub ranges: BTreeMap<(u32, Table), Vec<[i64; 2]>>,
+    pub objects: BTreeSet<u8>,
+    /// code -> (first, last, count) of requests
+    pub cadence: BTreeMap<u32, (f64, f64, u64)>,
+    last_touch: Option<(u32, Table, i64, i64)>,
+}
+
+impl Edge {
+    fn new(first: f64, last: f64) -> Edge {
+        Edge {
+            first_seen: first,
+            last_seen: last,
+            packets: 0,
+            bytes: 0,
+            pdus: 0,
+            writes: 0,
+            requests: 0,
+            functions: BTreeMap::new(),
+            unit_ids: BTreeSet::new(),
+            ranges: BTreeMap::new(),
+            objects: BTreeSet::new(),
+            cadence: BTreeMap::new(),
+            last_touch: None,
+        }
+    }
+
+    /// Record a range, merging overlapping and adjacent intervals.
+    fn touch(&mut self, unit: u32, table: Table, start: i64, count: i64) {
+        let last = (unit, table, start, count);
+        if self.last_touch == Some(last) {
+            return; // cyclic polling repeats the same request
+        }
+        self.last_touch = Some(last);
+        let end = start + count.max(1) - 1;
+        let spans = self.ranges.entry((unit, table)).or_default();
+        let mut merged_into = false;
+        for span in spans.iter_mut() {
+            if start <= span[1] + 1 && end >= span[0] - 1 {
+                span[0] = span[0].min(start);
+                span[1] = span[1].max(end);
+                merged_into = true;
+                break;
+            }
+        }
+        if !merged_into {
+            spans.push([start, end]);
+            spans.sort();
+            if spans.len() > MAX_RANGES {
+                let mut best = 0;
+                for i in 0..spans.len() - 1 {
+                    if spans[i + 1][0] - spans[i][1] < spans[best + 1][0] - spans[best][1] {
+                        best = i;
+                    }
+                }
+                let hi = spans[best][1].max(spans[best + 1][1]);
+                spans[best][1] = hi;
+                spans.remove(best + 1);
+            }
+            return;
+        }
+        spans.sort();
+        let mut merged: Vec<[i64; 2]> = Vec::with_capacity(spans.len());
+        for s in spans.iter() {
+            match merged.last_mut() {
+                Some(m) if s[0] <= m[1] + 1 => m[1] = m[1].max(s[1]),
+                _ => merged.push(*s),
+            }
+        }
+        *spans = merged;
+    }
+}
+
+/// Hosts, ARP claims and edges.
+#[derive(Default)]
+pub struct Aggregates {
+    pub names: Names,
+    /// (transport, port) -> name of the service there, for flows otsec does not dissect
+    pub services: FxHashMap<(u8, u16), u16>,
+    pub hosts: FxHashMap<Addr, Host>,
+    pub arp: BTreeMap<[u8; 4], BTreeSet<[u8; 6]>>,
+    pub edges: FxHashMap<EdgeKey, Edge>,
+}
+
+impl Aggregates {
+    fn host(&mut self, ip: Addr, ts: f64) -> &mut Host {
+        self.hosts.entry(ip).or_insert_with(|| Host::new(ts))
+    }
+
+    /// The dissected protocol, else the name of the server's port ("unknown").
+    fn protocol_name(&mut self, flow: &Flow, server: usize) -> u16 {
+        if let Some(k) = flow.protocol {
+            return self.names.id(k.name());
+        }
+        match self.services.get(&(flow.proto, flow.ports[server])) {
+            Some(&id) => id,
+            None => self.names.id("unknown"),
+        }
+    }
+
+    pub fn on_arp(&mut self, mac: [u8; 6], ip: [u8; 4], ts: f64) {
+        if ip == [0; 4] {
+            return;
+        }
+        self.arp.entry(ip).or_default().insert(mac);
+        let h = self.host(Addr::new(&ip), ts);
+        h.last_seen = h.last_seen.max(ts);
+        h.first_seen = h.first_seen.min(ts);
+    }
+
+    /// The edge a flow's records count on (the flow remembers the last one it used).
+    fn edge(&mut self, flow: &mut Flow, protocol: Option<u16>) -> EdgeKey {
+        if let Some(k) = flow.edge {
+            if protocol.is_none_or(|p| p == k.protocol) {
+                return k;
+            }
+        }
+        let client = flow.client_side();
+        let server = 1 - client;
+        let protocol = match protocol {
+            Some(p) => p,
+            None => self.protocol_name(flow, server),
+        };
+        let key = EdgeKey {
+            client: flow.ips[client],
+            server: flow.ips[server],
+            transport: flow.proto,
+            port: flow.ports[server],
+            protocol,
+        };
+        let (first, last) = (flow.first_ts, flow.last_ts);
+        self.edges
+            .entry(key)
+            .or_insert_with(|| Edge::new(first, last));
+        flow.edge = Some(key);
+        key
+    }
+
+    pub fn on_event(&mut self, flow: &mut Flow, ev: &Event, ts: f64) {
+        if matches!(ev.body, Body::Anomaly(_)) {
+            return;
+        }
+        // inventory: behaviour evidence by protocol role, not TCP role
+        let sender = flow.sender(ev.from_client);
+        let request = ev.is_request();
+        let (client, server) = if request {
+            (sender, 1 - sender)
+        } else {
+            (1 - sender, sender)
+        };
+        let obs = evidence(ev);
+        if let Some(name) = obs.client {
+            *self
+                .host(flow.ips[client], ts)
+                .evidence
+                .entry(name)
+                .or_insert(0) += 1;
+        }
+        if let Some(name) = obs.server {
+            let h = self.host(flow.ips[server], ts);
+            *h.evidence.entry(name).or_insert(0) += 1;
+            if let Body::Dnp3(p) = &ev.body {
+                h.dnp3_addresses.insert(p.source_address);
+            }
+        }
+        // graph
+        let Some(u) = describe(ev) else { return };
+        let proto = self.names.id(ev.protocol().name());
+        let key = self.edge(flow, Some(proto));
+        let e = self.edges.get_mut(&key).unwrap();
+        e.pdus += 1;
+        *e.functions.entry((u.code, request)).or_insert(0) += 1;
+        if let Some(unit) = u.unit {
+            e.unit_ids.insert(unit);
+        }
+        if request {
+            e.requests += 1;
+            e.cadence
+                .entry(u.code)
+                .and_modify(|c| {
+                    c.1 = ts;
+                    c.2 += 1;
+                })
+                .or_insert((ts, ts, 1));
+        }
+        e.objects.extend(u.groups.iter().copied());
+        if u.writes {
+            e.writes += 1;
+        }
+        for (table, start, count) in &u.ranges {
+            e.touch(u.unit.unwrap_or(0), *table, *start, *count);
+        }
+    }
+
+    pub fn on_flow_end(&mut self, flow: &mut Flow) {
+        let client = flow.client_side();
+        let server = 1 - client;
+        let proto = self.protocol_name(flow, server);
+        let unknown = self.names.id("unknown");
+        let service: Service = (flow.proto, flow.ports[server], proto);
+        let answered = flow.side_packets[server] > 0;
+        let packets = flow.side_packets[0] + flow.side_packets[1];
+        let bytes = flow.side_bytes[0] + flow.side_bytes[1];
+        for side in 0..2 {
+            let (first, last) = (flow.first_ts, flow.last_ts);
+            let h = self.host(flow.ips[side], first);
+            h.first_seen = h.first_seen.min(first);
+            h.last_seen = h.last_seen.max(last);
+            h.packets += packets;
+            h.bytes += bytes;
+            h.peers.insert(flow.ips[1 - side]);
+            if let Some(mac) = flow.macs[side] {
+                match h.macs.iter_mut().find(|(m, _)| *m == mac) {
+                    Some(slot) => slot.1 += flow.side_packets[side],
+                    None => h.macs.push((mac, flow.side_packets[side])),
+                }
+            }
+            if flow.vlan >= 0 {
+                h.vlans.insert(flow.vlan);
+            }
+            if proto != unknown && answered {
+                h.protocols.insert(proto);
+            }
+        }
+        if answered && (flow.client.is_some() || flow.protocol.is_some()) {
+            self.hosts
+                .get_mut(&flow.ips[server])
+                .unwrap()
+                .services
+                .insert(service);
+            self.hosts
+                .get_mut(&flow.ips[client])
+                .unwrap()
+                .uses
+                .insert(service);
+        }
+        // graph: a flow nobody answered is a probe, not a communication path
+        if flow.side_packets[client ^ 1] == 0 && flow.protocol.is_none() {
+            flow.edge = None;
+            return;
+        }
+        let key = self.edge(flow, None);
+        flow.edge = None;
+        let e = self.edges.get_mut(&key).unwrap();
+        e.packets += packets;
+        e.bytes += bytes;
+        e.first_seen = e.first_seen.min(flow.first_ts);
+        e.last_seen = e.last_seen.max(flow.last_ts);
+    }
+}

@@ -1,0 +1,196 @@
+"""The bridge to the compiled core (``otsec._core``): what crosses into Python, typed.
+
+The core reads, decodes, reassembles, dissects, writes the PDU lines and counts hosts and
+edges. What it hands over are *facts*: records the policy must read (typed events below,
+each with a ``FlowView`` of its connection), ARP claims, and snapshots of its aggregates
+turned into the inventory's ``HostRecord`` and the graph's ``Edge``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from otsec import _core
+from otsec.events import (
+    Anomaly,
+    Dnp3Anomaly,
+    Dnp3Object,
+    Dnp3Pdu,
+    Event,
+    ModbusAnomaly,
+    ModbusPdu,
+    S7Anomaly,
+    S7Item,
+    S7Pdu,
+    S7PlusPdu,
+)
+from otsec.graph.edges import Edge
+from otsec.graph.functions import function_name
+from otsec.inventory.assets import HostRecord
+
+CaptureError = _core.CaptureError
+TRANSPORT_NAMES = {6: "tcp", 17: "udp"}
+ANOMALY_KINDS = {"modbus": ModbusAnomaly, "s7comm": S7Anomaly, "dnp3": Dnp3Anomaly}
+
+
+class FlowView:
+    """The fields of a connection that documents and policy read (the core owns the flow)."""
+
+    __slots__ = ("client", "community_id", "context", "id", "ip_texts", "mac_texts", "ports",
+                 "proto", "protocol", "vlan")
+
+    def __init__(self, flow_id: int) -> None:
+        self.id = flow_id
+        self.context: Any = None  # document fields, built by sinks on demand
+
+    def update(self, view: tuple[Any, ...]) -> None:
+        (self.ip_texts, self.ports, self.proto, self.mac_texts, self.vlan, self.client,
+         self.protocol, self.community_id) = view
+        self.context = None
+
+    @property
+    def transport(self) -> str:
+        return TRANSPORT_NAMES.get(self.proto, str(self.proto))
+
+    @property
+    def client_side(self) -> int:
+        """The client side, guessing the lower-port side is the server when unknown."""
+        if self.client is not None:
+            return self.client
+        return 0 if self.ports[0] >= self.ports[1] else 1
+
+    def sender(self, from_client: bool) -> int:
+        client = self.client_side
+        return client if from_client else 1 - client
+
+    def mac_text(self, side: int) -> str | None:
+        return self.mac_texts[side]
+
+
+def _modbus(fields: dict[str, Any]) -> dict[str, Any]:
+    if "anomalies" in fields:
+        fields["anomalies"] = tuple(ModbusAnomaly(a) for a in fields["anomalies"])
+    return fields
+
+
+def _s7(fields: dict[str, Any]) -> dict[str, Any]:
+    if "items" in fields:
+        fields["items"] = tuple(S7Item(*i) for i in fields["items"])
+    for name in ("src_tsap", "dst_tsap"):
+        if name in fields:
+            fields[name] = int.from_bytes(fields[name], "big")
+    if "anomalies" in fields:
+        fields["anomalies"] = tuple(S7Anomaly(a) for a in fields["anomalies"])
+    return fields
+
+
+def _s7plus(fields: dict[str, Any]) -> dict[str, Any]:
+    if "anomalies" in fields:
+        fields["anomalies"] = tuple(S7Anomaly(a) for a in fields["anomalies"])
+    return fields
+
+
+def _dnp3(fields: dict[str, Any]) -> dict[str, Any]:
+    if "objects" in fields:
+        fields["objects"] = tuple(Dnp3Object(*o) for o in fields["objects"])
+    if "anomalies" in fields:
+        fields["anomalies"] = tuple(Dnp3Anomaly(a) for a in fields["anomalies"])
+    return fields
+
+
+TYPES: dict[str, tuple[type, Any]] = {
+    "modbus": (ModbusPdu, _modbus), "s7comm": (S7Pdu, _s7), "s7comm_plus": (S7PlusPdu, _s7plus),
+    "dnp3": (Dnp3Pdu, _dnp3),
+}
+
+
+class Facts:
+    """Turns the core's fact tuples into typed events; keeps flows and open requests."""
+
+    def __init__(self, max_requests: int = 50_000) -> None:
+        self.flows: dict[int, FlowView] = {}
+        self.requests: dict[tuple[int, int], Event] = {}  # (flow, txn) -> crossed request
+        self.max_requests = max_requests
+
+    def event(self, fact: tuple[Any, ...]) -> Event:
+        kind, flow_id, view, ts, frame, from_client, fields, txn, req = fact
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            flow = self.flows[flow_id] = FlowView(flow_id)
+        if view is not None:
+            flow.update(view)
+        if kind == "anomaly":
+            fields["kind"] = ANOMALY_KINDS[fields["protocol_name"]](fields["kind"])
+            ev: Event = Anomaly(from_client=from_client, **fields)
+        else:
+            cls, fix = TYPES[kind]
+            ev = cls(from_client=from_client, **fix(fields))
+            if txn:
+                if len(self.requests) >= self.max_requests:
+                    self.requests.pop(next(iter(self.requests)))
+                self.requests[(flow_id, txn)] = ev
+            if req is not None:
+                ev.request = self._request(cls, flow_id, from_client, req)  # type: ignore[attr-defined]
+        ev.ts, ev.frame, ev.flow = ts, frame, flow
+        return ev
+
+    def _request(self, cls: type, flow_id: int, from_client: bool,
+                 req: dict[str, Any]) -> Event:
+        """The request a response answers: the one that crossed, or what the core kept."""
+        accepted = req.pop("accepted")
+        crossed = self.requests.pop((flow_id, req.pop("txn")), None)
+        if crossed is None:
+            crossed = _stub(cls, not from_client, req)
+        crossed.accepted = accepted  # type: ignore[attr-defined]
+        return crossed
+
+    def forget(self, flow_id: int) -> None:
+        self.flows.pop(flow_id, None)
+
+
+def _stub(cls: type, from_client: bool, req: dict[str, Any]) -> Event:
+    """A request that did not cross, rebuilt from what its response carries."""
+    fc = req.get("function_code")
+    if cls is ModbusPdu:
+        return ModbusPdu(from_client=from_client, transaction_id=0, unit_id=0,
+                         function_code=fc or 0, subfunction=req.get("subfunction"),
+                         address=req.get("address"), quantity=req.get("quantity"))
+    if cls is S7Pdu:
+        return S7Pdu(from_client=from_client, rosctr=req.get("rosctr", 1), pdu_reference=0,
+                     function_code=fc, group=req.get("group"))
+    return Dnp3Pdu(from_client=from_client, source_address=0, destination_address=0,
+                   function_code=fc or 0, app_control=0)
+
+
+def host_record(row: tuple[Any, ...]) -> HostRecord:
+    """One of the core's hosts as the inventory's record (the inventory adds identity)."""
+    (ip, (first, last, packets, nbytes), macs, services, uses, peers, protocols, vlans,
+     evidence, dnp3) = row
+    return HostRecord(ip=ip, first_seen=first, last_seen=last, packets=packets, bytes=nbytes,
+                      macs=Counter(dict(macs)), services=set(services), uses=set(uses),
+                      peers=set(peers), protocols=set(protocols), vlans=set(vlans),
+                      evidence=Counter(dict(evidence)), dnp3_addresses=set(dnp3))
+
+
+def host_records(core: Any) -> dict[str, HostRecord]:
+    return {row[0]: host_record(row) for row in core.hosts()}
+
+
+def edges(core: Any) -> dict[tuple[str, str, str, int, str], Edge]:
+    """The core's edges (keyed by IP addresses) as the graph's records."""
+    out = {}
+    for (key, (first, last, packets, nbytes, pdus, writes, requests), functions, units, ranges,
+         objects, cadence) in core.edges():
+        e = Edge(*key, first_seen=first, last_seen=last, packets=packets, bytes=nbytes,
+                 pdus=pdus, writes=writes, requests=requests)
+        protocol = key[4]
+        for code, direction, count in functions:
+            e.functions[(code, direction)] = count
+            e.names.setdefault(code, function_name(protocol, code))
+        e.unit_ids = set(units)
+        e.ranges = {(unit, table): [list(s) for s in spans] for unit, table, spans in ranges}
+        e.objects = set(objects)
+        e.cadence = {code: [f, last_, n] for code, f, last_, n in cadence}
+        out[e.key] = e
+    return out

@@ -1,0 +1,133 @@
+"""The one place that wires the compiled core to the policy; audit, learn and the live
+sensor all run through it.
+
+The core reads packets and writes the per-PDU lines; what crosses into Python goes to the
+inventory (identities), the detector (rules, site policy, alerts) and, with a baseline,
+the deviations. Hosts and edges are read from the core's counters when a view is wanted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from otsec import _core
+from otsec.baseline.learn import learn
+from otsec.baseline.model import Baseline
+from otsec.core import Facts, edges, host_record, host_records
+from otsec.detect import Detector
+from otsec.detect.deviations import Deviations
+from otsec.detect.ruleset import RuleSet
+from otsec.graph.edges import Edge, merged_edges
+from otsec.inventory.assets import Asset, Inventory
+from otsec.protocols import PORT_NAMES, WELL_KNOWN
+
+Progress = Callable[[int], None]  # called with bytes of input consumed so far
+
+
+@dataclass
+class View:
+    """What the sensor knows at one moment: assets, edges (by asset and by IP)."""
+
+    assets: list[Asset]
+    id_of: dict[str, str]
+    edges: list[Edge]
+    ip_edges: dict[tuple[str, str, str, int, str], Edge]
+
+
+class Pipeline:
+    """One capture process: the core, and the consumers of what crosses from it."""
+
+    def __init__(self, out_dir: Path | None = None, *, events: bool = True,
+                 ruleset: RuleSet | None = None, baseline: Baseline | None = None,
+                 learn_for: float | None = None, sources: Sequence[str] = (),
+                 max_flows: int = 200_000, append: bool = False,
+                 on_learned: Callable[[Baseline], None] | None = None) -> None:
+        self.sources = list(sources)
+        if out_dir is not None and not events and not append:
+            (out_dir / "events.ndjson").write_bytes(b"")  # the file exists, and is empty
+        self.core = _core.Engine(
+            max_flows=max_flows,
+            events=str(out_dir / "events.ndjson") if out_dir is not None and events else None,
+            anomalies=str(out_dir / "anomalies.ndjson") if out_dir is not None else None,
+            cross_all=True, append=append, learn_for=learn_for)
+        self.core.set_service_names({**PORT_NAMES, **WELL_KNOWN})
+        self.facts = Facts()
+        self.inventory = Inventory()
+        self.inventory.live = self._host
+        self.detector = Detector(ruleset)
+        self.detector.roles = self.inventory.role_of
+        self.deviations: Deviations | None = None
+        if baseline is not None or learn_for is not None:
+            base = baseline if baseline is not None else Baseline()
+
+            def learned_so_far() -> None:  # the learning window closes: fold it in
+                view = self.view()
+                base.merge(learn(view.assets, list(view.ip_edges.values()), self.sources))
+                if on_learned is not None:
+                    on_learned(base)
+
+            self.deviations = Deviations(base, self.detector.add, self.detector.catalog,
+                                         learn_for=learn_for or 0.0,
+                                         on_protect=learned_so_far if learn_for else None)
+            self.detector.protect_with(base, self.deviations)
+
+    # -- feeding --------------------------------------------------------------------
+
+    def run(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[str]:
+        """Read captures to their end; return the readers' warnings."""
+        warnings: list[str] = []
+        consumed = 0
+        for path in paths:
+            capture = _core.Capture(str(path))
+            while self.core.feed(capture, 1):
+                self.drain()
+                if progress is not None:
+                    progress(consumed + capture.position)
+            self.drain()
+            consumed += capture.size or capture.position
+            warnings.extend(capture.warnings)
+            if progress is not None:
+                progress(consumed)
+        return warnings
+
+    def packet(self, ts: float, linktype: int, data: bytes, wirelen: int) -> None:
+        """One live packet (call ``drain`` now and then)."""
+        self.core.packet(ts, linktype, data, wirelen)
+
+    def drain(self) -> None:
+        """Hand what crossed from the core to the policy, in capture order."""
+        inventory, detector, deviations = self.inventory, self.detector, self.deviations
+        event = self.facts.event
+        for fact in self.core.take_facts():
+            if fact[0] == "arp":
+                if deviations is not None:
+                    deviations.on_arp(fact[1], fact[2], fact[3])
+                continue
+            ev = event(fact)
+            inventory.on_event(ev)
+            detector.on_event(ev)
+            if deviations is not None:
+                deviations.on_event(ev)
+
+    def finish(self) -> None:
+        """End every flow (what waits behind holes is parsed) and flush the files."""
+        self.core.finish()
+        self.drain()
+
+    # -- what is known ----------------------------------------------------------------
+
+    def view(self) -> View:
+        self.inventory.load(host_records(self.core), self.core.arp())
+        assets, id_of = self.inventory.assets()
+        ip_edges = edges(self.core)
+        return View(assets, id_of, merged_edges(ip_edges, id_of), ip_edges)
+
+    def _host(self, ip: str) -> Any:
+        row = self.core.host(ip)
+        return None if row is None else host_record(row)
+
+    def stats(self) -> dict[str, Any]:
+        return self.core.stats()

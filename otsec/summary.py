@@ -1,0 +1,73 @@
+"""What a run produced, and its summary.json: shared by audit, the live sensor and the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otsec import __version__
+from otsec.detect.catalog import SEVERITIES
+from otsec.graph.edges import Edge
+from otsec.inventory.assets import Asset
+from otsec.timefmt import iso
+
+
+@dataclass
+class AuditResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    alerts: list[dict[str, Any]]
+    assets: list[Asset]
+    edges: list[Edge]
+    warnings: list[str] = field(default_factory=list)
+    asset_docs: list[dict[str, Any]] = field(default_factory=list)
+    edge_docs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_summary(stats: dict[str, Any], files: list[str], elapsed: float,
+                  severities: list[str], assets: list[Asset], edges: list[Edge],
+                  warnings: list[str]) -> dict[str, Any]:
+    """summary.json from the core's counters (``stats``) and what the policy made."""
+    by_sev = {name: 0 for name in SEVERITIES}
+    for s in severities:
+        by_sev[s] += 1
+    first, last = stats["first_ts"], stats["last_ts"]
+    duration = (last - first) if first and last else 0.0
+    roles: dict[str, int] = {}
+    for a in assets:
+        roles[a.role] = roles.get(a.role, 0) + 1
+    flows = stats["flows"]
+    packets = stats["packets"]
+    return {
+        "otsec_version": __version__,
+        "files": files,
+        "packets": packets,
+        "bytes": stats["bytes"],
+        "flows": flows["created"],
+        "duration": round(duration, 6),
+        "capture": {"start": iso(first) if first else None, "end": iso(last) if last else None},
+        "processing_seconds": round(elapsed, 3),
+        "packets_per_second": round(packets / elapsed) if elapsed > 0 else 0,
+        "pdus": dict(sorted(stats["pdus"].items())),
+        "events": stats["events_written"],
+        "anomalies": dict(sorted(stats["anomalies"].items())),
+        "alerts": {"total": len(severities), **by_sev},
+        "assets": {"total": len(assets), "by_role": dict(sorted(roles.items()))},
+        "edges": len(edges),
+        "decode": {
+            "tcp_packets": stats["tcp_packets"],
+            "udp_packets": stats["udp_packets"],
+            "arp_packets": stats["arp_packets"],
+            "not_ip": stats["not_ip"],
+            "invalid": stats["invalid"],
+            "ip_fragments_skipped": stats["ip_fragments"],
+            "other_ip_protocols": stats["other_ip"],
+            "unrecognised_on_ot_port": stats["unrecognised_on_ot_port"],
+            "unknown_link_type": stats["unknown_linktype"],
+        },
+        "reassembly": dict(stats["reassembly"]),
+        "flow_table": {"peak": flows["peak"], "expired": flows["expired"],
+                       "evicted_when_full": flows["evicted_when_full"]},
+        "warnings": warnings,
+    }
