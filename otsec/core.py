@@ -145,8 +145,11 @@ class Facts:
         crossed.accepted = accepted  # type: ignore[attr-defined]
         return crossed
 
-    def forget(self, flow_id: int) -> None:
-        self.flows.pop(flow_id, None)
+    def view(self, fact: tuple[Any, ...]) -> None:
+        """A flow's MACs changed after its last record: its documents show the new ones."""
+        flow = self.flows.get(fact[1])
+        if flow is not None:
+            flow.update(fact[2])
 
 
 def _stub(cls: type, from_client: bool, req: dict[str, Any]) -> Event:

@@ -102,9 +102,13 @@ class Pipeline:
         inventory, detector, deviations = self.inventory, self.detector, self.deviations
         event = self.facts.event
         for fact in self.core.take_facts():
-            if fact[0] == "arp":
+            kind = fact[0]
+            if kind == "arp":
                 if deviations is not None:
                     deviations.on_arp(fact[1], fact[2], fact[3])
+                continue
+            if kind == "view":
+                self.facts.view(fact)
                 continue
             ev = event(fact)
             inventory.on_event(ev)

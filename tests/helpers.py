@@ -24,6 +24,8 @@ def _collect(core: Any) -> tuple[dict[str, Any], Collect]:
     for fact in core.take_facts():
         if fact[0] == "arp":
             sink.arp.append(fact[1:])
+        elif fact[0] == "view":
+            facts.view(fact)
         else:
             sink.events.append(facts.event(fact))
     return core.stats(), sink

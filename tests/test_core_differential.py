@@ -1,20 +1,34 @@
-"""The compiled core against the Python engine it replaces: the same PDU events, counters
-and flows on every sample and every corpus capture (fields compared as parsed JSON)."""
+"""The compiled core against the Python engine it replaces: the same PDU events, counters,
+flows, assets, edges and alerts on every sample and every corpus capture (documents
+compared as parsed JSON)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
 import pytest
 
 from otsec import _core
+from otsec.audit import run_audit, run_learn
+from otsec.baseline.learn import learn
+from otsec.baseline.model import Baseline
+from otsec.detect import Detector
+from otsec.detect.deviations import Deviations
+from otsec.graph.edges import merged_edges
+from otsec.inventory.assets import Inventory
+from otsec.sinks.documents import alert_document, asset_document, edge_document
 from tests.oracle import CORPUS, corpus_rows
 from tests.pyengine.capture_files import CaptureReader
+from tests.pyengine.consumers import OldGraph, OldInventory
 from tests.pyengine.engine import Engine
 from tests.pyengine.files import EventFiles
+from tests.pyengine.linktypes import format_mac
+from tests.pyengine.net.flows import ip_text
 
-SAMPLES = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))
+PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
+SAMPLES = sorted(PCAPS.glob("*.pcap"))
 ROWS = corpus_rows()
 
 
@@ -68,3 +82,116 @@ def test_samples_give_the_same_events(path: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("row", ROWS, ids=[r["local_path"] for r in ROWS])
 def test_corpus_gives_the_same_events(row: dict[str, str], tmp_path: Path) -> None:
     compare(CORPUS / row["local_path"], tmp_path)
+
+
+class _Policy:
+    """The detector, as the former engine's consumer."""
+
+    def __init__(self) -> None:
+        self.detector = Detector()
+
+    def on_event(self, event: object) -> None:
+        self.detector.on_event(event)  # type: ignore[arg-type]
+
+    def on_flow_end(self, flow: object) -> None:
+        pass
+
+    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
+        pass
+
+
+def former_audit(path: Path, out: Path) -> tuple[list, list, list]:
+    """Assets, edges and alerts as the Python engine and its consumers made them."""
+    files, inventory, graph, policy = EventFiles(out), OldInventory(), OldGraph(), _Policy()
+    engine = Engine([files, inventory, graph, policy])
+    with CaptureReader(path) as reader:
+        for pkt in reader:
+            engine.packet(*pkt)
+    engine.finish()
+    files.close()
+    inv = Inventory()
+    inv.hosts, inv.arp = inventory.hosts, inventory.arp
+    assets, id_of = inv.assets()
+    edges = merged_edges(graph.edges, id_of)
+    asset_by_ip = {ip: a for a in assets for ip in a.ips}
+    ip_of = {a.id: a.ips[0] for a in assets if a.ips}
+    alerts = sorted(policy.detector.alerts, key=lambda a: (a.start, a.rule.id))
+    return ([asset_document(a) for a in assets], [edge_document(e, ip_of) for e in edges],
+            [alert_document(a, asset_by_ip) for a in alerts])
+
+
+def compare_audit(path: Path, tmp: Path) -> None:
+    (tmp / "former").mkdir()
+    assets, edges, alerts = former_audit(path, tmp / "former")
+    run_audit([path], tmp)
+    assert json.loads((tmp / "assets.json").read_text()) == orjson.loads(orjson.dumps(assets))
+    assert json.loads((tmp / "edges.json").read_text()) == orjson.loads(orjson.dumps(edges))
+    ours = [orjson.loads(x) for x in (tmp / "alerts.ndjson").read_bytes().splitlines()]
+    assert ours == orjson.loads(orjson.dumps(alerts))
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_samples_give_the_same_assets_edges_and_alerts(path: Path, tmp_path: Path) -> None:
+    compare_audit(path, tmp_path)
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not ROWS, reason=f"corpus not found at {CORPUS}")
+@pytest.mark.parametrize("row", ROWS, ids=[r["local_path"] for r in ROWS])
+def test_corpus_gives_the_same_assets_edges_and_alerts(row: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    compare_audit(CORPUS / row["local_path"], tmp_path)
+
+
+def former_learn(path: Path, out: Path) -> Baseline:
+    files, inventory, graph = EventFiles(out), OldInventory(), OldGraph()
+    engine = Engine([files, inventory, graph])
+    with CaptureReader(path) as reader:
+        for pkt in reader:
+            engine.packet(*pkt)
+    engine.finish()
+    files.close()
+    inv = Inventory()
+    inv.hosts, inv.arp = inventory.hosts, inventory.arp
+    assets, _ = inv.assets()
+    return learn(assets, list(graph.edges.values()), [str(path)])
+
+
+class _Protecting(_Policy):
+    """The detector and the baseline's deviations, as the former engine's consumers."""
+
+    def __init__(self, baseline: Baseline) -> None:
+        super().__init__()
+        self.deviations = Deviations(baseline, self.detector.add, self.detector.catalog)
+        self.detector.protect_with(baseline, self.deviations)
+
+    def on_event(self, event: object) -> None:
+        super().on_event(event)
+        self.deviations.on_event(event)  # type: ignore[arg-type]
+
+    def on_arp(self, mac: bytes, ip: bytes, ts: float) -> None:
+        self.deviations.on_arp(format_mac(mac), ip_text(ip), ts)
+
+
+@pytest.mark.parametrize("protocol", ["modbus", "s7", "dnp3"])
+def test_learning_and_protecting_give_the_same_baseline_and_alerts(protocol: str,
+                                                                   tmp_path: Path) -> None:
+    normal = PCAPS / f"{protocol}-normal.pcap"
+    intrusion = PCAPS / f"{protocol}-intrusion.pcap"
+    (tmp_path / "a").mkdir()
+    former = former_learn(normal, tmp_path / "a")
+    ours = run_learn([normal])
+    assert ours.to_json() == former.to_json()
+    files, policy = EventFiles(tmp_path / "a"), _Protecting(former)
+    engine = Engine([files, policy])
+    with CaptureReader(intrusion) as reader:
+        for pkt in reader:
+            engine.packet(*pkt)
+    engine.finish()
+    files.close()
+    policy.deviations.finish(engine.stats.last_ts or 0.0, [])
+    result = run_audit([intrusion], tmp_path / "b", baseline=ours)
+    theirs = sorted((a.rule.id, a.count, a.message) for a in policy.detector.alerts)
+    mine = sorted((a["rule"]["id"], a["otsec"]["alert"]["count"], a["message"])
+                  for a in result.alerts)
+    assert mine == theirs and len(mine) > 3

@@ -73,6 +73,11 @@ pub enum Fact {
         ip: [u8; 4],
         ts: f64,
     },
+    /// a flow's MACs changed after its last record crossed: documents show the new ones
+    View {
+        flow: u64,
+        view: Box<FlowSnapshot>,
+    },
 }
 
 pub struct Engine {
@@ -446,6 +451,9 @@ impl Engine {
         if self.first_record.is_none() && !events.is_empty() {
             self.first_record = Some(ts);
         }
+        if flow.view_macs.is_none() {
+            flow.view_macs = Some(flow.macs);
+        }
         for ev in events.drain(..) {
             if let Body::Anomaly(a) = &ev.body {
                 let key = format!("{}.{}", a.protocol.name(), a.kind);
@@ -468,21 +476,7 @@ impl Engine {
 
     /// Hand a record to Python, with the flow's view when Python has not seen it as is.
     fn cross(&mut self, flow: &mut Flow, ts: f64, frame: u64, ev: Event) {
-        let now: ViewKey = (flow.macs, flow.vlan, flow.client, flow.protocol);
-        let mut view = None;
-        if flow.sent_view != Some(now) {
-            flow.sent_view = Some(now);
-            view = Some(Box::new(FlowSnapshot {
-                ips: [flow.ip_text(0), flow.ip_text(1)],
-                ports: flow.ports,
-                proto: flow.proto,
-                macs: flow.macs,
-                vlan: flow.vlan,
-                client: flow.client,
-                protocol: flow.protocol.map(|k| k.name()),
-                community_id: flow.community_id().to_string(),
-            }));
-        }
+        let view = changed_view(flow);
         self.facts.push(Fact::Event {
             flow: flow.seq,
             view,
@@ -508,6 +502,14 @@ impl Engine {
             }
         }
         self.aggregates.on_flow_end(&mut flow);
+        if self.cross_all && flow.sent_view.is_some() && flow.view_macs.is_none() {
+            if let Some(view) = changed_view(&mut flow) {
+                self.facts.push(Fact::View {
+                    flow: flow.seq,
+                    view,
+                });
+            }
+        }
         if let Some(lines) = &mut self.anomalies {
             for agg in std::mem::take(&mut flow.anomalies) {
                 if let Err(e) = lines.anomaly(&mut flow, &agg) {
@@ -537,6 +539,26 @@ impl Engine {
             }
         }
     }
+}
+
+/// The flow as documents show it, when that changed since the last record crossed.
+fn changed_view(flow: &mut Flow) -> Option<Box<FlowSnapshot>> {
+    let macs = flow.view_macs.unwrap_or(flow.macs);
+    let now: ViewKey = (macs, flow.vlan, flow.client, flow.protocol);
+    if flow.sent_view == Some(now) {
+        return None;
+    }
+    flow.sent_view = Some(now);
+    Some(Box::new(FlowSnapshot {
+        ips: [flow.ip_text(0), flow.ip_text(1)],
+        ports: flow.ports,
+        proto: flow.proto,
+        macs,
+        vlan: flow.vlan,
+        client: flow.client,
+        protocol: flow.protocol.map(|k| k.name()),
+        community_id: flow.community_id().to_string(),
+    }))
 }
 
 fn streams(flow: &mut Flow) -> &mut [TcpStream; 2] {

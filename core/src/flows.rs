@@ -56,6 +56,8 @@ pub struct Flow {
     pub edge: Option<crate::aggregate::EdgeKey>,
     /// how the flow looked when a record of it last crossed to Python
     pub sent_view: Option<crate::engine::ViewKey>,
+    /// the MACs documents show: those at the flow's first record, until one changes
+    pub view_macs: Option<[Option<[u8; 6]>; 2]>,
 }
 
 impl Flow {
@@ -83,6 +85,7 @@ impl Flow {
             anomalies: Vec::new(),
             edge: None,
             sent_view: None,
+            view_macs: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl Flow {
 
     pub fn forget_templates(&mut self) {
         self.context = None;
+        self.view_macs = None;
         self.templates = Default::default();
     }
 }

@@ -682,6 +682,7 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             )
                 .into_pyobject(py)
         }
+        Fact::View { flow, view: v } => ("view", *flow, view(py, v)?).into_pyobject(py),
         Fact::Arp { mac, ip, ts } => {
             ("arp", mac_text(mac), Addr::new(ip).text(), *ts).into_pyobject(py)
         }

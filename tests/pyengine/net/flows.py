@@ -99,6 +99,10 @@ class Flow:
             self._ip_text = (ip_text(self.ips[0]), ip_text(self.ips[1]))
         return self._ip_text
 
+    @property
+    def mac_texts(self) -> tuple[str | None, str | None]:
+        return self.mac_text(0), self.mac_text(1)
+
     def mac_text(self, side: int) -> str | None:
         return format_mac(self.macs[side]) if self.macs[side] else None
 
