@@ -112,9 +112,14 @@ class Facts:
         self.flows: dict[int, FlowView] = {}
         self.requests: dict[tuple[int, int], Event] = {}  # (flow, txn) -> crossed request
         self.max_requests = max_requests
+        self.hits: list[tuple[int, int]] = []
+        self.request_index = 0
 
     def event(self, fact: tuple[Any, ...]) -> Event:
-        kind, flow_id, view, ts, frame, from_client, fields, txn, req = fact
+        """The typed record of a fact; its hits and request index are left in ``hits`` and
+        ``request_index``."""
+        kind, flow_id, view, ts, frame, from_client, fields, txn, req, hits, index = fact
+        self.hits, self.request_index = hits, index
         flow = self.flows.get(flow_id)
         if flow is None:
             flow = self.flows[flow_id] = FlowView(flow_id)

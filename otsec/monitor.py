@@ -162,7 +162,7 @@ class Monitor:
         self.reload = False
         try:
             assert self.pipe is not None
-            self.pipe.detector.reload(load(list(self.opts.rule_paths)))
+            self.pipe.reload(load(list(self.opts.rule_paths)))
             log.info("rules reloaded")
         except Exception as exc:
             log.error("rules not reloaded, keeping the old ones: %s", exc)
@@ -311,7 +311,7 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
         if workers.Reload.wanted:
             workers.Reload.wanted = False
             try:
-                pipe.detector.reload(load(list(opts.rule_paths)))
+                pipe.reload(load(list(opts.rule_paths)))
             except Exception as exc:
                 log.error("worker %d: rules not reloaded: %s", index, exc)
     pipe.finish()

@@ -18,6 +18,7 @@ from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.core import Facts, edges, host_record, host_records
 from otsec.detect import Detector
+from otsec.detect.compiled import boundaries, compile_rules
 from otsec.detect.deviations import Deviations
 from otsec.detect.ruleset import RuleSet
 from otsec.graph.edges import Edge, merged_edges
@@ -46,18 +47,24 @@ class Pipeline:
                  max_flows: int = 200_000, append: bool = False,
                  on_learned: Callable[[Baseline], None] | None = None) -> None:
         self.sources = list(sources)
+        # without a baseline only findings, identities and their answers need Python;
+        # with one, the deviations read every record
+        selective = baseline is None and learn_for is None
         if out_dir is not None and not events and not append:
             (out_dir / "events.ndjson").write_bytes(b"")  # the file exists, and is empty
         self.core = _core.Engine(
             max_flows=max_flows,
             events=str(out_dir / "events.ndjson") if out_dir is not None and events else None,
             anomalies=str(out_dir / "anomalies.ndjson") if out_dir is not None else None,
-            cross_all=True, append=append, learn_for=learn_for)
+            cross_all=not selective, append=append, learn_for=learn_for)
         self.core.set_service_names({**PORT_NAMES, **WELL_KNOWN})
         self.facts = Facts()
         self.inventory = Inventory()
         self.inventory.live = self._host
+        self.selective = selective
         self.detector = Detector(ruleset)
+        if selective:
+            self.reload(self.detector.ruleset)
         self.detector.roles = self.inventory.role_of
         self.deviations: Deviations | None = None
         if baseline is not None or learn_for is not None:
@@ -73,6 +80,16 @@ class Pipeline:
                                          learn_for=learn_for or 0.0,
                                          on_protect=learned_so_far if learn_for else None)
             self.detector.protect_with(base, self.deviations)
+
+    def reload(self, ruleset: RuleSet) -> None:
+        """New rules from now on (in the core too); the alerts raised so far stay."""
+        if self.selective:
+            self.detector.sync(self.core.hit_counts())  # the core's counters start again
+            specs, compiled = compile_rules(ruleset)
+            passthrough = {c.rule.id for c, spec in zip(compiled, specs, strict=True) if spec[3]}
+            self.detector.use_core(compiled, passthrough)
+            self.core.set_rules(specs, self.detector.book.window, boundaries(ruleset))
+        self.detector.reload(ruleset)
 
     # -- feeding --------------------------------------------------------------------
 
@@ -112,7 +129,7 @@ class Pipeline:
                 continue
             ev = event(fact)
             inventory.on_event(ev)
-            detector.on_event(ev)
+            detector.on_event(ev, self.facts.hits, self.facts.request_index)
             if deviations is not None:
                 deviations.on_event(ev)
 
@@ -124,6 +141,7 @@ class Pipeline:
     # -- what is known ----------------------------------------------------------------
 
     def view(self) -> View:
+        self.detector.sync(self.core.hit_counts())
         self.inventory.load(host_records(self.core), self.core.arp())
         assets, id_of = self.inventory.assets()
         ip_edges = edges(self.core)

@@ -67,6 +67,10 @@ pub enum Fact {
         ts: f64,
         frame: u64,
         ev: Box<Event>,
+        /// findings of core rules first seen on this record: (rule, key)
+        hits: Vec<crate::rules::Hit>,
+        /// the record's request index in its connection
+        request_index: u64,
     },
     Arp {
         mac: [u8; 6],
@@ -92,6 +96,7 @@ pub struct Engine {
     scratch: Vec<Event>,
     chunks: Vec<Chunk>,
     pub aggregates: Aggregates,
+    pub matcher: crate::rules::Matcher,
     pub facts: Vec<Fact>,
     cross_all: bool,
     learn_for: Option<f64>,
@@ -127,6 +132,7 @@ impl Engine {
             scratch: Vec::new(),
             chunks: Vec::new(),
             aggregates: Aggregates::default(),
+            matcher: crate::rules::Matcher::default(),
             facts: Vec::new(),
             cross_all: cfg.cross_all,
             learn_for: cfg.learn_for,
@@ -468,14 +474,71 @@ impl Engine {
                 }
                 self.aggregates.on_event(flow, &ev, ts);
             }
-            if self.cross_all {
-                self.cross(flow, ts, frame, ev);
-            }
+            self.decide(flow, ts, frame, ev);
         }
     }
 
+    /// Does this record cross into Python? Everything does with `cross_all` (the baseline
+    /// reads every record); otherwise what a rule found first, what a passthrough rule may
+    /// match, identities, and the answers to requests that crossed.
+    fn decide(&mut self, flow: &mut Flow, ts: f64, frame: u64, ev: Event) {
+        const MAX_OPEN: usize = 512;
+        let request = ev.is_request() && !matches!(ev.body, Body::Anomaly(_));
+        if request {
+            flow.requests += 1;
+        }
+        let mut cross = self.cross_all;
+        let mut hits = Vec::new();
+        if !self.matcher.is_empty() {
+            let v = self.matcher.evaluate(flow, &ev, ts, flow.requests);
+            cross |= v.candidate || !v.hits.is_empty();
+            hits = v.hits;
+            if !v.repeats.is_empty() {
+                if flow.repeated.len() >= MAX_OPEN {
+                    flow.repeated.remove(0);
+                }
+                flow.repeated.push((ev.txn, v.repeats));
+            }
+        }
+        if let Some(r) = &ev.req {
+            if let Some(i) = flow.repeated.iter().position(|(t, _)| *t == r.txn) {
+                let (_, keys) = flow.repeated.remove(i);
+                self.matcher
+                    .settle(&keys, r.accepted, crate::rules::reason(&ev));
+            }
+            if let Some(i) = flow.crossed.iter().position(|&t| t == r.txn) {
+                flow.crossed.remove(i);
+                cross = true;
+            }
+        }
+        cross |= match &ev.body {
+            Body::Modbus(p) => p.device_id.is_some() || p.server_id.is_some(),
+            Body::S7(p) => p.identity.is_some(),
+            _ => false,
+        };
+        if !cross {
+            return;
+        }
+        if ev.txn != 0 {
+            if flow.crossed.len() >= MAX_OPEN {
+                flow.crossed.remove(0);
+            }
+            flow.crossed.push(ev.txn);
+        }
+        let request_index = flow.requests;
+        self.cross(flow, ts, frame, ev, hits, request_index);
+    }
+
     /// Hand a record to Python, with the flow's view when Python has not seen it as is.
-    fn cross(&mut self, flow: &mut Flow, ts: f64, frame: u64, ev: Event) {
+    fn cross(
+        &mut self,
+        flow: &mut Flow,
+        ts: f64,
+        frame: u64,
+        ev: Event,
+        hits: Vec<crate::rules::Hit>,
+        request_index: u64,
+    ) {
         let view = changed_view(flow);
         self.facts.push(Fact::Event {
             flow: flow.seq,
@@ -483,6 +546,8 @@ impl Engine {
             ts,
             frame,
             ev: Box::new(ev),
+            hits,
+            request_index,
         });
     }
 
@@ -502,7 +567,7 @@ impl Engine {
             }
         }
         self.aggregates.on_flow_end(&mut flow);
-        if self.cross_all && flow.sent_view.is_some() && flow.view_macs.is_none() {
+        if flow.sent_view.is_some() {
             if let Some(view) = changed_view(&mut flow) {
                 self.facts.push(Fact::View {
                     flow: flow.seq,

@@ -58,6 +58,12 @@ pub struct Flow {
     pub sent_view: Option<crate::engine::ViewKey>,
     /// the MACs documents show: those at the flow's first record, until one changes
     pub view_macs: Option<[Option<[u8; 6]>; 2]>,
+    /// requests so far (rules can ask for a request's index in its connection)
+    pub requests: u64,
+    /// requests that crossed into Python (their answers cross too)
+    pub crossed: Vec<u32>,
+    /// requests that counted repeats of findings in the core: (token, keys)
+    pub repeated: Vec<(u32, Vec<u32>)>,
 }
 
 impl Flow {
@@ -86,6 +92,9 @@ impl Flow {
             edge: None,
             sent_view: None,
             view_macs: None,
+            requests: 0,
+            crossed: Vec::new(),
+            repeated: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod protocols;
 pub mod reader;
 pub mod reassembly;
 pub mod ring;
+pub mod rules;
 pub mod timefmt;
 
 #[cfg(feature = "python")]

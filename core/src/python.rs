@@ -147,6 +147,8 @@ fn loose<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Vec<Bound<'py, Py
             fact(
                 py,
                 &Fact::Event {
+                    hits: Vec::new(),
+                    request_index: 0,
                     flow: 0,
                     view: None,
                     ts: 0.0,
@@ -346,6 +348,120 @@ impl Engine {
         facts.iter().map(|f| fact(py, f)).collect()
     }
 
+    /// The rule set (see otsec/detect/compiled.py): rules as (protocols, anomaly?,
+    /// conditions, passthrough?, threshold, key fields, actor, answerable); the alert
+    /// window; the times at which site policy changes.
+    #[allow(clippy::type_complexity)]
+    fn set_rules(
+        &mut self,
+        rules: Vec<(
+            Vec<String>,
+            bool,
+            Vec<(String, String, Bound<'_, PyAny>)>,
+            bool,
+            Option<(usize, f64, String, Option<String>)>,
+            Vec<String>,
+            String,
+            Option<bool>,
+        )>,
+        window: f64,
+        boundaries: Vec<f64>,
+    ) -> PyResult<()> {
+        use crate::rules::{Actor, By, Matcher, Op, Rule, Threshold};
+        let mut out = Vec::new();
+        for (
+            protocols,
+            anomaly,
+            conditions,
+            passthrough,
+            threshold,
+            key_fields,
+            actor,
+            answerable,
+        ) in rules
+        {
+            let protocols = protocols
+                .iter()
+                .filter_map(|p| match p.as_str() {
+                    "modbus" => Some(crate::events::Proto::Modbus),
+                    "s7comm" => Some(crate::events::Proto::S7comm),
+                    "s7comm_plus" => Some(crate::events::Proto::S7commPlus),
+                    "dnp3" => Some(crate::events::Proto::Dnp3),
+                    _ => None,
+                })
+                .collect();
+            let mut conds = Vec::new();
+            for (f, op, v) in conditions {
+                let op = Op::parse(&op).ok_or_else(|| {
+                    pyo3::exceptions::PyValueError::new_err(format!("operator {op}"))
+                })?;
+                conds.push((f, op, to_val(&v)?));
+            }
+            let threshold = threshold.map(|(count, window, by, distinct)| Threshold {
+                count,
+                window,
+                by: match by.as_str() {
+                    "server" => By::Server,
+                    "source" => By::Source,
+                    "destination" => By::Destination,
+                    _ => By::Client,
+                },
+                distinct,
+            });
+            let actor = match actor.as_str() {
+                "receiver" => Actor::Receiver,
+                "tcp_client" => Actor::TcpClient,
+                _ => Actor::Sender,
+            };
+            out.push(Rule {
+                protocols,
+                anomaly,
+                conditions: conds,
+                passthrough,
+                threshold,
+                key_fields,
+                actor,
+                answerable,
+            });
+        }
+        let mut boundaries = boundaries;
+        boundaries.sort_by(f64::total_cmp);
+        self.engine.matcher = Matcher::new(out, window, boundaries);
+        Ok(())
+    }
+
+    /// Repeats of the findings that crossed, counted here: (key, repeats, last time,
+    /// accepted, rejected, {reason: count}) for every key with something to add.
+    #[allow(clippy::type_complexity)]
+    fn hit_counts(
+        &self,
+    ) -> Vec<(
+        u32,
+        u64,
+        f64,
+        u64,
+        u64,
+        std::collections::BTreeMap<String, u64>,
+    )> {
+        self.engine
+            .matcher
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.repeats > 0 || c.accepted > 0 || c.rejected > 0)
+            .map(|(i, c)| {
+                (
+                    i as u32,
+                    c.repeats,
+                    c.last,
+                    c.accepted,
+                    c.rejected,
+                    c.reasons.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// Names of the services on ports otsec does not dissect: {(transport, port): name}.
     fn set_service_names(&mut self, names: std::collections::HashMap<(u8, u16), String>) {
         let agg = &mut self.engine.aggregates;
@@ -459,10 +575,38 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(looks_like, m)?)?;
     m.add_function(wrap_pyfunction!(dnp3_crc, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add("FIELDS", crate::rules::FIELDS.to_vec())?;
     m.add_function(wrap_pyfunction!(szl_identity, m)?)?;
     m.add("CaptureError", m.py().get_type::<CaptureError>())?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     Ok(())
+}
+
+/// A rule's value from Python: int, bool, str, None, or a list/set of them.
+fn to_val(v: &Bound<'_, PyAny>) -> PyResult<crate::rules::Val> {
+    use crate::rules::Val;
+    if v.is_none() {
+        return Ok(Val::None);
+    }
+    if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+        return Ok(Val::Int(b.is_true() as i64));
+    }
+    if let Ok(i) = v.extract::<i64>() {
+        return Ok(Val::Int(i));
+    }
+    if let Ok(s) = v.extract::<String>() {
+        return Ok(Val::Str(s));
+    }
+    if let Ok(items) = v.try_iter() {
+        let mut out = Vec::new();
+        for item in items {
+            out.push(to_val(&item?)?);
+        }
+        return Ok(Val::List(out));
+    }
+    Err(pyo3::exceptions::PyValueError::new_err(format!(
+        "unsupported rule value {v}"
+    )))
 }
 
 fn opt<'py, T: IntoPyObject<'py>>(d: &Bound<'py, PyDict>, k: &str, v: Option<T>) -> PyResult<()> {
@@ -655,6 +799,8 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             ts,
             frame,
             ev,
+            hits,
+            request_index,
         } => {
             let v = match v {
                 Some(v) => Some(view(py, v)?),
@@ -679,6 +825,8 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
                 fields(py, ev)?,
                 ev.txn,
                 req,
+                hits.clone(),
+                *request_index,
             )
                 .into_pyobject(py)
         }

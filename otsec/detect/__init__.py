@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from otsec.baseline.model import Baseline
 from otsec.detect.alerts import Alert, AlertBook, Finding, endpoints
 from otsec.detect.deviations import Deviations, event_edge
-from otsec.detect.fields import resolve
+from otsec.detect.fields import reason_text, resolve
 from otsec.detect.matcher import Matcher
-from otsec.detect.ruleset import RuleSet, load
+from otsec.detect.ruleset import CompiledRule, RuleSet, load
 from otsec.events import Event
 from otsec.graph.functions import describe
 
@@ -19,23 +19,41 @@ CONTEXTUAL = frozenset({"write", "diagnostics", "recon", "programming", "operati
 
 
 class Detector:
-    """Engine consumer: matches the ruleset, applies site policy, keeps the alert book."""
+    """Matches the ruleset, applies site policy, keeps the alert book.
 
-    def __init__(self, ruleset: RuleSet | None = None, window: float = 3600.0) -> None:
+    With ``core_rules`` (the rules the compiled core applies, in its order) the core hands
+    over findings as hits and counts their repeats; the Python matcher then only runs the
+    passthrough rules on the records that cross.
+    """
+
+    def __init__(self, ruleset: RuleSet | None = None, window: float = 3600.0,
+                 core_rules: list[CompiledRule] | None = None,
+                 passthrough: set[str] | None = None) -> None:
         self.ruleset = ruleset if ruleset is not None else load()
         self.catalog = self.ruleset.catalog
-        self.matcher = Matcher(self.ruleset, self._context)
+        self.core_rules = core_rules or []
+        self.passthrough = passthrough
+        self.matcher = Matcher(self.ruleset, self._context, only=passthrough)
+        self.hit_alerts: dict[int, Alert | str] = {}  # core key -> alert, or why it was dropped
+        self._applied: dict[int, tuple[int, int, int, dict[str, int]]] = {}
         self.roles: Callable[[str], str | None] | None = None  # live role guesses by IP
         self.book = AlertBook(window=window)
         self.baseline: Baseline | None = None
         self.deviations: Deviations | None = None
         self.suppressed = {"baseline": 0, "suppress": 0, "maintenance": 0}
 
+    def use_core(self, core_rules: list[CompiledRule], passthrough: set[str]) -> None:
+        """The core applies ``core_rules`` (in this order) from now on, with fresh counters."""
+        self.core_rules = core_rules
+        self.passthrough = passthrough
+        self.hit_alerts.clear()
+        self._applied.clear()
+
     def reload(self, ruleset: RuleSet) -> None:
         """New rules from now on; the alerts raised so far stay."""
         self.ruleset = ruleset
         self.catalog = ruleset.catalog
-        self.matcher = Matcher(ruleset, self._context)
+        self.matcher = Matcher(ruleset, self._context, only=self.passthrough)
 
     @property
     def alerts(self) -> list[Alert]:
@@ -64,38 +82,69 @@ class Detector:
             return self.baseline.assets[ip].role
         return self.roles(ip) if self.roles else None
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event, hits: Sequence[tuple[int, int]] = (),
+                 request_index: int | None = None) -> None:
+        """One record that crossed; ``hits`` are the core rules' first findings on it."""
         req = getattr(event, "request", None)
         if req is not None and req.accepted is not None:
             self.book.settle(req, req.accepted, resolve(event, "reason"))
-        findings = self.matcher.evaluate(event)
-        if findings:
-            for finding in self._in_context(event, findings):
-                self.add(finding)
-
-    def add(self, finding: Finding) -> None:
-        """Every finding (rules and baseline deviations) passes site policy here."""
-        if self._policy_drops(finding):
+        findings = self.matcher.evaluate(event, request_index)
+        keys: list[int | None] = [None] * len(findings)
+        for rule, key in hits:
+            findings.append(self.matcher.finding(self.core_rules[rule], event))
+            keys.append(key)
+        if not findings:
             return
-        self.book.add(finding)
+        kept = self._in_context(event, findings)
+        for finding, key in zip(findings, keys, strict=True):
+            outcome = self.add(finding) if finding in kept else "baseline"
+            if key is not None:
+                self.hit_alerts[key] = outcome
 
-    def _policy_drops(self, finding: Finding) -> bool:
+    def add(self, finding: Finding) -> Alert | str:
+        """Every finding (rules and baseline deviations) passes site policy here; returns
+        its alert, or why policy dropped it."""
+        dropped = self._policy_drops(finding)
+        if dropped:
+            self.suppressed[dropped] += 1
+            return dropped
+        return self.book.add(finding)
+
+    def sync(self, counts: Iterable[tuple[int, int, float, int, int, dict[str, int]]]) -> None:
+        """Fold the repeats the core counted into the alerts (again and again: only what is
+        new since the last call is added)."""
+        for key, repeats, last, accepted, rejected, reasons in counts:
+            target = self.hit_alerts.get(key)
+            if target is None:
+                continue
+            before = self._applied.get(key, (0, 0, 0, {}))
+            self._applied[key] = (repeats, accepted, rejected, dict(reasons))
+            if isinstance(target, str):
+                self.suppressed[target] += repeats - before[0]
+                continue
+            target.count += repeats - before[0]
+            target.end = max(target.end, last)
+            target.accepted += accepted - before[1]
+            target.rejected += rejected - before[2]
+            for reason, n in reasons.items():
+                text = reason_text(reason)
+                target.reasons[text] = target.reasons.get(text, 0) + n - before[3].get(reason, 0)
+
+    def _policy_drops(self, finding: Finding) -> str | None:
         rs = self.ruleset
         if not rs.suppress and not rs.maintenance:
-            return False
+            return None
         ts = finding.event.ts
         src, dst = endpoints(finding)
         for s in rs.suppress:
             if ((s.rule is None or s.rule == finding.rule.id)
                     and (s.source_ip is None or s.source_ip == src)
                     and (s.destination_ip is None or s.destination_ip == dst)):
-                self.suppressed["suppress"] += 1
-                return True
+                return "suppress"
         for m in rs.maintenance:
             if m.start <= ts <= m.end and (not m.hosts or m.hosts & {src, dst}):
-                self.suppressed["maintenance"] += 1
-                return True
-        return False
+                return "maintenance"
+        return None
 
     def _in_context(self, event: Event, findings: list[Finding]) -> list[Finding]:
         """Attach what approving would learn; drop what the baseline already learned."""

@@ -191,3 +191,19 @@ def resolve(event: Event, name: str) -> Any:
     if isinstance(value, tuple | list):
         return [getattr(v, rest, None) for v in value]
     return None if value is None else resolve(value, rest)
+
+
+def reason_text(key: str) -> str:
+    """Words for the core's short refusal keys ("modbus:2", "s7:129:4", "dnp3:1")."""
+    kind, _, rest = key.partition(":")
+    numbers = [int(x) for x in rest.split(":") if x.isdigit()]
+    if kind == "modbus" and numbers:
+        return MODBUS_EXCEPTIONS.get(numbers[0], f"exception {numbers[0]}")
+    if kind == "dnp3" and numbers:
+        return ", ".join(n for b, n in ((1, "function not supported"), (2, "object unknown"),
+                                        (4, "parameter error")) if numbers[0] & b)
+    if kind == "s7" and len(numbers) == 2:
+        return f"error class {_hex(numbers[0])} code {_hex(numbers[1])}"
+    if kind == "s7rc" and numbers:
+        return f"return code {_hex(numbers[0])}"
+    return key

@@ -65,15 +65,16 @@ class _Plan:
 class Matcher:
     """Indexes rules by protocol, event kind and function code; keeps threshold windows."""
 
-    def __init__(self, ruleset: RuleSet,
-                 context: Callable[[str, Event], Any] | None = None) -> None:
+    def __init__(self, ruleset: RuleSet, context: Callable[[str, Event], Any] | None = None,
+                 only: set[str] | None = None) -> None:
+        """``only``: the ids of the rules to match here (default: every signature rule)."""
         self.context = context
         # slot = (protocol, "pdu"|"anomaly", direction or None); within it rules are
         # indexed by function code where they name one, the rest are tried in turn
         self.by_code: dict[tuple[str, str, str | None], dict[Any, list[_Plan]]] = {}
         self.rest: dict[tuple[str, str, str | None], list[_Plan]] = {}
         for c in ruleset.rules.values():
-            if c.kind != "signature":
+            if c.kind != "signature" or (only is not None and c.rule.id not in only):
                 continue
             protocols = (["modbus", "s7comm", "s7comm_plus", "dnp3"] if c.rule.protocol == "any"
                          else [c.rule.protocol])
@@ -96,8 +97,12 @@ class Matcher:
                         self.by_code.setdefault(slot, {}).setdefault(code, []).append(plan)
         self.windows: dict[tuple[str, str], Any] = {}
         self.requests: dict[int, int] = {}
+        self._index: int | None = None
 
-    def evaluate(self, event: Event) -> list[Finding]:
+    def evaluate(self, event: Event, request_index: int | None = None) -> list[Finding]:
+        """Findings of the rules on this record (``request_index``: its index in the
+        connection, when the core counted the requests that did not cross)."""
+        self._index = request_index
         if type(event) is Anomaly:
             candidates: Any = self.rest.get((event.protocol_name, "anomaly", None), ())
         else:
@@ -117,11 +122,13 @@ class Matcher:
                     break
             else:
                 if self._crossed(plan.compiled, event):
-                    out.append(self._finding(plan.compiled, event))
+                    out.append(self.finding(plan.compiled, event))
         return out
 
     def _value(self, name: str, event: Event) -> Any:
         if name == "request_index":
+            if self._index is not None:
+                return self._index
             return self.requests.get(id(event.flow), 0)
         if name in CONTEXT_FIELDS:
             return self.context(name, event) if self.context else None
@@ -157,7 +164,7 @@ class Matcher:
         state.append(ts)
         return len(state) == t.count and ts - state[0] <= t.window
 
-    def _finding(self, c: CompiledRule, event: Event) -> Finding:
+    def finding(self, c: CompiledRule, event: Event) -> Finding:
         swap = c.actor == "receiver" or (c.actor == "tcp_client" and not event.from_client)
         answerable = c.answerable
         if answerable is None:
