@@ -64,6 +64,8 @@ pub struct Flow {
     pub crossed: Vec<u32>,
     /// requests that counted repeats of findings in the core: (token, keys)
     pub repeated: Vec<(u32, Vec<u32>)>,
+    /// the last finding of each rule on this flow: (rule, fingerprint, key)
+    pub hits: Vec<(u32, u64, u32)>,
 }
 
 impl Flow {
@@ -95,6 +97,7 @@ impl Flow {
             requests: 0,
             crossed: Vec::new(),
             repeated: Vec::new(),
+            hits: Vec::new(),
         }
     }
 

@@ -73,6 +73,22 @@ fn s7_programming(fc: u8) -> bool {
     matches!(fc, 0x1A..=0x1F | 0x28 | 0x29)
 }
 
+/// The function code of a record as the graph counts it (see `Use::code`).
+pub fn code(ev: &Event) -> Option<u32> {
+    match &ev.body {
+        Body::Modbus(p) => Some(p.function_code as u32),
+        Body::S7(p) => match (p.rosctr, p.group) {
+            (7, Some(group)) => {
+                Some(USERDATA_BASE + group as u32 * 0x100 + p.subfunction.unwrap_or(0) as u32)
+            }
+            _ => p.function_code.map(u32::from),
+        },
+        Body::S7Plus(p) => p.function_code.map(u32::from),
+        Body::Dnp3(p) => Some(p.function_code as u32),
+        Body::Anomaly(_) => None,
+    }
+}
+
 pub fn describe(ev: &Event) -> Option<Use> {
     match &ev.body {
         Body::Modbus(p) => {

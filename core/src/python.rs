@@ -390,14 +390,28 @@ impl Engine {
                     _ => None,
                 })
                 .collect();
+            let id = |name: &str| {
+                crate::rules::field_id(name).ok_or_else(|| {
+                    pyo3::exceptions::PyValueError::new_err(format!("no core field {name}"))
+                })
+            };
             let mut conds = Vec::new();
             for (f, op, v) in conditions {
+                let f = id(&f)?;
                 let op = Op::parse(&op).ok_or_else(|| {
                     pyo3::exceptions::PyValueError::new_err(format!("operator {op}"))
                 })?;
                 conds.push((f, op, to_val(&v)?));
             }
-            let threshold = threshold.map(|(count, window, by, distinct)| Threshold {
+            let key_fields = key_fields
+                .iter()
+                .map(|k| id(k))
+                .collect::<PyResult<Vec<u8>>>()?;
+            let distinct = match threshold.as_ref().and_then(|t| t.3.as_deref()) {
+                Some(d) => Some(id(d)?),
+                None => None,
+            };
+            let threshold = threshold.map(|(count, window, by, _)| Threshold {
                 count,
                 window,
                 by: match by.as_str() {
@@ -414,6 +428,8 @@ impl Engine {
                 _ => Actor::Sender,
             };
             out.push(Rule {
+                codes: None,
+                request: None,
                 protocols,
                 anomaly,
                 conditions: conds,

@@ -14,15 +14,82 @@ use rustc_hash::FxHashMap;
 use crate::decode::Addr;
 use crate::events::{Body, Event, Proto};
 use crate::flows::Flow;
-use crate::meaning::describe;
 
 /// A value as rules see it: Python's `int`, `bool` (as 0/1), `str`, `None` or a list.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Names the core knows (directions, protocols, anomaly kinds) are static strings, so
+/// matching them allocates nothing.
+#[derive(Clone, Debug)]
 pub enum Val {
     None,
     Int(i64),
+    Sym(&'static str),
     Str(String),
     List(Vec<Val>),
+}
+
+impl Val {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Val::Sym(s) => Some(s),
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Val::None => 0,
+            Val::Int(_) => 1,
+            Val::Sym(_) | Val::Str(_) => 2,
+            Val::List(_) => 3,
+        }
+    }
+}
+
+impl PartialEq for Val {
+    fn eq(&self, other: &Val) -> bool {
+        match (self, other) {
+            (Val::None, Val::None) => true,
+            (Val::Int(a), Val::Int(b)) => a == b,
+            (Val::List(a), Val::List(b)) => a == b,
+            _ => match (self.text(), other.text()) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+        }
+    }
+}
+
+impl Eq for Val {}
+
+impl std::hash::Hash for Val {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.rank().hash(h);
+        match self {
+            Val::Int(i) => i.hash(h),
+            Val::List(l) => l.hash(h),
+            other => other.text().hash(h),
+        }
+    }
+}
+
+impl PartialOrd for Val {
+    fn partial_cmp(&self, other: &Val) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Val {
+    fn cmp(&self, other: &Val) -> std::cmp::Ordering {
+        match (self, other) {
+            (Val::Int(a), Val::Int(b)) => a.cmp(b),
+            (Val::List(a), Val::List(b)) => a.cmp(b),
+            _ => match (self.text(), other.text()) {
+                (Some(a), Some(b)) => a.cmp(b),
+                _ => self.rank().cmp(&other.rank()),
+            },
+        }
+    }
 }
 
 impl Val {
@@ -30,6 +97,7 @@ impl Val {
         match self {
             Val::None => true,
             Val::Str(s) => s.is_empty(),
+            Val::Sym(s) => s.is_empty(),
             Val::List(l) => l.is_empty(),
             Val::Int(_) => false,
         }
@@ -135,41 +203,97 @@ pub const FIELDS: &[&str] = &[
     "request.group",
 ];
 
+/// Field ids: positions in `FIELDS`.
+pub mod f {
+    pub const PROTOCOL: u8 = 0;
+    pub const DIRECTION: u8 = 1;
+    pub const TCP_CLIENT: u8 = 2;
+    pub const KIND: u8 = 3;
+    pub const DETAIL_TEXT: u8 = 4;
+    pub const REQUEST_INDEX: u8 = 5;
+    pub const TRANSACTION_ID: u8 = 6;
+    pub const UNIT_ID: u8 = 7;
+    pub const FUNCTION_CODE: u8 = 8;
+    pub const LENGTH: u8 = 9;
+    pub const EXCEPTION_CODE: u8 = 10;
+    pub const SUBFUNCTION: u8 = 11;
+    pub const MEI_TYPE: u8 = 12;
+    pub const ADDRESS: u8 = 13;
+    pub const QUANTITY: u8 = 14;
+    pub const VALUE: u8 = 15;
+    pub const WRITE_ADDRESS: u8 = 16;
+    pub const WRITE_QUANTITY: u8 = 17;
+    pub const UMAS_FUNCTION: u8 = 18;
+    pub const SERVER_ID: u8 = 19;
+    pub const RUN_INDICATOR: u8 = 20;
+    pub const ANOMALIES: u8 = 21;
+    pub const ROSCTR: u8 = 22;
+    pub const PDU_REFERENCE: u8 = 23;
+    pub const ERROR_CLASS: u8 = 24;
+    pub const ERROR_CODE: u8 = 25;
+    pub const GROUP: u8 = 26;
+    pub const USERDATA_TYPE: u8 = 27;
+    pub const SZL_ID: u8 = 28;
+    pub const SZL_INDEX: u8 = 29;
+    pub const PI_SERVICE: u8 = 30;
+    pub const BLOCK_TYPE: u8 = 31;
+    pub const BLOCK_NUMBER: u8 = 32;
+    pub const ITEMS_AREA: u8 = 33;
+    pub const ITEMS_DB: u8 = 34;
+    pub const VERSION: u8 = 35;
+    pub const OPCODE: u8 = 36;
+    pub const SEQUENCE: u8 = 37;
+    pub const INTEGRITY: u8 = 38;
+    pub const SOURCE_ADDRESS: u8 = 39;
+    pub const DESTINATION_ADDRESS: u8 = 40;
+    pub const APP_CONTROL: u8 = 41;
+    pub const IIN: u8 = 42;
+    pub const LINK_FUNCTION: u8 = 43;
+    pub const OBJECTS_GROUP: u8 = 44;
+    pub const OBJECTS_VARIATION: u8 = 45;
+    pub const OBJECTS_QUALIFIER: u8 = 46;
+    pub const REQUEST_FUNCTION_CODE: u8 = 47;
+    pub const REQUEST_SUBFUNCTION: u8 = 48;
+    pub const REQUEST_GROUP: u8 = 49;
+}
+
+/// The id of a field name (see `FIELDS`).
+pub fn field_id(name: &str) -> Option<u8> {
+    FIELDS.iter().position(|&n| n == name).map(|i| i as u8)
+}
+
 fn int<T: Into<i64>>(v: Option<T>) -> Val {
     v.map_or(Val::None, |x| Val::Int(x.into()))
 }
 
-fn strs(v: &[&str]) -> Val {
-    Val::List(v.iter().map(|s| Val::Str(s.to_string())).collect())
+fn strs(v: &[&'static str]) -> Val {
+    Val::List(v.iter().map(|s| Val::Sym(s)).collect())
 }
 
-/// The value of a named field for one record (`None` when the record has no such field).
-pub fn field(ev: &Event, name: &str, request_index: u64) -> Val {
+/// The value of a field (by id) for one record (`None` when the record has no such field).
+pub fn field(ev: &Event, name: u8, request_index: u64) -> Val {
     match name {
-        "protocol" => {
+        f::PROTOCOL => {
             let p = match &ev.body {
                 Body::Anomaly(a) => a.protocol.name(),
                 _ => ev.protocol().name(),
             };
-            return Val::Str(p.into());
+            return Val::Sym(p);
         }
-        "direction" => {
-            return Val::Str(
-                if ev.is_request() {
-                    "request"
-                } else {
-                    "response"
-                }
-                .into(),
-            )
+        f::DIRECTION => {
+            return Val::Sym(if ev.is_request() {
+                "request"
+            } else {
+                "response"
+            })
         }
-        "tcp_client" => return Val::Int(ev.from_client as i64),
-        "request_index" => return Val::Int(request_index as i64),
-        "request.function_code" | "request.subfunction" | "request.group" => {
+        f::TCP_CLIENT => return Val::Int(ev.from_client as i64),
+        f::REQUEST_INDEX => return Val::Int(request_index as i64),
+        f::REQUEST_FUNCTION_CODE | f::REQUEST_SUBFUNCTION | f::REQUEST_GROUP => {
             let Some(r) = &ev.req else { return Val::None };
             return match name {
-                "request.function_code" => int(r.function_code),
-                "request.subfunction" => int(r.subfunction),
+                f::REQUEST_FUNCTION_CODE => int(r.function_code),
+                f::REQUEST_SUBFUNCTION => int(r.subfunction),
                 _ => int(r.group),
             };
         }
@@ -177,84 +301,84 @@ pub fn field(ev: &Event, name: &str, request_index: u64) -> Val {
     }
     match &ev.body {
         Body::Anomaly(a) => match name {
-            "kind" => Val::Str(a.kind.into()),
-            "detail_text" => Val::Str(a.detail.clone()),
+            f::KIND => Val::Sym(a.kind),
+            f::DETAIL_TEXT => Val::Str(a.detail.clone()),
             _ => Val::None,
         },
         Body::Modbus(p) => match name {
-            "transaction_id" => Val::Int(p.transaction_id.into()),
-            "unit_id" => Val::Int(p.unit_id.into()),
-            "function_code" => Val::Int(p.function_code.into()),
-            "length" => Val::Int(p.length.into()),
-            "exception_code" => int(p.exception_code),
-            "subfunction" => int(p.subfunction),
-            "mei_type" => int(p.mei_type),
-            "address" => int(p.address),
-            "quantity" => int(p.quantity),
-            "value" => int(p.value),
-            "write_address" => int(p.write_address),
-            "write_quantity" => int(p.write_quantity),
-            "umas_function" => int(p.umas_function),
-            "server_id" => p.server_id.clone().map_or(Val::None, Val::Str),
-            "run_indicator" => int(p.run_indicator.map(i64::from)),
-            "anomalies" => strs(&p.anomalies),
-            "kind" | "detail_text" => Val::Str(String::new()),
+            f::TRANSACTION_ID => Val::Int(p.transaction_id.into()),
+            f::UNIT_ID => Val::Int(p.unit_id.into()),
+            f::FUNCTION_CODE => Val::Int(p.function_code.into()),
+            f::LENGTH => Val::Int(p.length.into()),
+            f::EXCEPTION_CODE => int(p.exception_code),
+            f::SUBFUNCTION => int(p.subfunction),
+            f::MEI_TYPE => int(p.mei_type),
+            f::ADDRESS => int(p.address),
+            f::QUANTITY => int(p.quantity),
+            f::VALUE => int(p.value),
+            f::WRITE_ADDRESS => int(p.write_address),
+            f::WRITE_QUANTITY => int(p.write_quantity),
+            f::UMAS_FUNCTION => int(p.umas_function),
+            f::SERVER_ID => p.server_id.clone().map_or(Val::None, Val::Str),
+            f::RUN_INDICATOR => int(p.run_indicator.map(i64::from)),
+            f::ANOMALIES => strs(&p.anomalies),
+            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
             _ => Val::None,
         },
         Body::S7(p) => match name {
-            "rosctr" => Val::Int(p.rosctr.into()),
-            "pdu_reference" => Val::Int(p.pdu_reference.into()),
-            "function_code" => int(p.function_code),
-            "error_class" => int(p.error_class),
-            "error_code" => int(p.error_code),
-            "group" => int(p.group),
-            "subfunction" => int(p.subfunction),
-            "userdata_type" => int(p.userdata_type),
-            "szl_id" => int(p.szl_id),
-            "szl_index" => int(p.szl_index),
-            "pi_service" => p.pi_service.clone().map_or(Val::None, Val::Str),
-            "block_type" => p.block_type.clone().map_or(Val::None, Val::Str),
-            "block_number" => int(p.block_number),
-            "items.area" => Val::List(p.items.iter().map(|i| Val::Int(i.area.into())).collect()),
-            "items.db" => Val::List(p.items.iter().map(|i| Val::Int(i.db.into())).collect()),
-            "anomalies" => strs(&p.anomalies),
-            "kind" | "detail_text" => Val::Str(String::new()),
+            f::ROSCTR => Val::Int(p.rosctr.into()),
+            f::PDU_REFERENCE => Val::Int(p.pdu_reference.into()),
+            f::FUNCTION_CODE => int(p.function_code),
+            f::ERROR_CLASS => int(p.error_class),
+            f::ERROR_CODE => int(p.error_code),
+            f::GROUP => int(p.group),
+            f::SUBFUNCTION => int(p.subfunction),
+            f::USERDATA_TYPE => int(p.userdata_type),
+            f::SZL_ID => int(p.szl_id),
+            f::SZL_INDEX => int(p.szl_index),
+            f::PI_SERVICE => p.pi_service.clone().map_or(Val::None, Val::Str),
+            f::BLOCK_TYPE => p.block_type.clone().map_or(Val::None, Val::Str),
+            f::BLOCK_NUMBER => int(p.block_number),
+            f::ITEMS_AREA => Val::List(p.items.iter().map(|i| Val::Int(i.area.into())).collect()),
+            f::ITEMS_DB => Val::List(p.items.iter().map(|i| Val::Int(i.db.into())).collect()),
+            f::ANOMALIES => strs(&p.anomalies),
+            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
             _ => Val::None,
         },
         Body::S7Plus(p) => match name {
-            "version" => Val::Int(p.version.into()),
-            "opcode" => int(p.opcode),
-            "function_code" => int(p.function_code),
-            "sequence" => int(p.sequence),
-            "integrity" => Val::Int(p.integrity as i64),
-            "anomalies" => strs(&p.anomalies),
-            "kind" | "detail_text" => Val::Str(String::new()),
+            f::VERSION => Val::Int(p.version.into()),
+            f::OPCODE => int(p.opcode),
+            f::FUNCTION_CODE => int(p.function_code),
+            f::SEQUENCE => int(p.sequence),
+            f::INTEGRITY => Val::Int(p.integrity as i64),
+            f::ANOMALIES => strs(&p.anomalies),
+            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
             _ => Val::None,
         },
         Body::Dnp3(p) => match name {
-            "source_address" => Val::Int(p.source_address.into()),
-            "destination_address" => Val::Int(p.destination_address.into()),
-            "function_code" => Val::Int(p.function_code.into()),
-            "app_control" => Val::Int(p.app_control.into()),
-            "iin" => int(p.iin),
-            "link_function" => Val::Int(p.link_function.into()),
-            "objects.group" => {
+            f::SOURCE_ADDRESS => Val::Int(p.source_address.into()),
+            f::DESTINATION_ADDRESS => Val::Int(p.destination_address.into()),
+            f::FUNCTION_CODE => Val::Int(p.function_code.into()),
+            f::APP_CONTROL => Val::Int(p.app_control.into()),
+            f::IIN => int(p.iin),
+            f::LINK_FUNCTION => Val::Int(p.link_function.into()),
+            f::OBJECTS_GROUP => {
                 Val::List(p.objects.iter().map(|o| Val::Int(o.group.into())).collect())
             }
-            "objects.variation" => Val::List(
+            f::OBJECTS_VARIATION => Val::List(
                 p.objects
                     .iter()
                     .map(|o| Val::Int(o.variation.into()))
                     .collect(),
             ),
-            "objects.qualifier" => Val::List(
+            f::OBJECTS_QUALIFIER => Val::List(
                 p.objects
                     .iter()
                     .map(|o| Val::Int(o.qualifier.into()))
                     .collect(),
             ),
-            "anomalies" => strs(&p.anomalies),
-            "kind" | "detail_text" => Val::Str(String::new()),
+            f::ANOMALIES => strs(&p.anomalies),
+            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
             _ => Val::None,
         },
     }
@@ -265,11 +389,17 @@ pub fn test(op: Op, value: &Val, want: &Val) -> bool {
     match op {
         Op::Eq => value == want,
         Op::Ne => value != want,
-        Op::In => want.items().contains(value),
-        Op::NotIn => !want.items().contains(value),
+        Op::In => want.items().binary_search(value).is_ok(),
+        Op::NotIn => want.items().binary_search(value).is_err(),
         Op::Exists => !value.is_empty() == matches!(want, Val::Int(x) if *x != 0),
-        Op::AnyIn => value.items().iter().any(|v| want.items().contains(v)),
-        Op::AnyNotIn => value.items().iter().any(|v| !want.items().contains(v)),
+        Op::AnyIn => value
+            .items()
+            .iter()
+            .any(|v| want.items().binary_search(v).is_ok()),
+        Op::AnyNotIn => value
+            .items()
+            .iter()
+            .any(|v| want.items().binary_search(v).is_err()),
         _ => {
             if *value == Val::None {
                 return false;
@@ -312,18 +442,22 @@ pub struct Threshold {
     pub count: usize,
     pub window: f64,
     pub by: By,
-    pub distinct: Option<String>,
+    pub distinct: Option<u8>,
 }
 
 pub struct Rule {
+    /// function codes the rule names (checked first: most records fail here)
+    pub codes: Option<Vec<i64>>,
+    /// the direction the rule names (true: requests)
+    pub request: Option<bool>,
     pub protocols: Vec<Proto>,
     pub anomaly: bool,
-    pub conditions: Vec<(String, Op, Val)>,
+    pub conditions: Vec<(u8, Op, Val)>,
     /// the core cannot decide this rule alone: every candidate crosses, nothing folds
     pub passthrough: bool,
     pub threshold: Option<Threshold>,
     /// fields whose values tell findings of this rule apart (grouping, detail)
-    pub key_fields: Vec<String>,
+    pub key_fields: Vec<u8>,
     pub actor: Actor,
     pub answerable: Option<bool>,
 }
@@ -372,6 +506,9 @@ enum Window {
 #[derive(Default)]
 pub struct Matcher {
     pub rules: Vec<Rule>,
+    /// rule indices per (protocol, anomaly?): by function code, and the rest
+    by_code: FxHashMap<(Proto, bool, i64), Vec<u32>>,
+    rest: FxHashMap<(Proto, bool), Vec<u32>>,
     /// findings of one key closer than this fold together (the alert window)
     pub window: f64,
     /// sorted times at which policy changes (maintenance windows open or close)
@@ -392,32 +529,107 @@ pub struct Verdict {
 }
 
 impl Matcher {
-    pub fn new(rules: Vec<Rule>, window: f64, boundaries: Vec<f64>) -> Matcher {
-        Matcher {
-            rules,
+    pub fn new(mut rules: Vec<Rule>, window: f64, boundaries: Vec<f64>) -> Matcher {
+        let mut m = Matcher {
             window,
             boundaries,
             ..Default::default()
+        };
+        for (i, r) in rules.iter_mut().enumerate() {
+            let mut codes: Option<Vec<i64>> = None;
+            let mut request: Option<bool> = None;
+            // the function code and direction conditions become the rule's index and filter
+            r.conditions.retain(|(field, op, want)| {
+                let ints = |l: &[Val]| -> Option<Vec<i64>> {
+                    l.iter()
+                        .map(|v| match v {
+                            Val::Int(i) => Some(*i),
+                            _ => None,
+                        })
+                        .collect()
+                };
+                match (*field, op, want) {
+                    (f::FUNCTION_CODE, Op::Eq, Val::Int(c)) if codes.is_none() => {
+                        codes = Some(vec![*c]);
+                        false
+                    }
+                    (f::FUNCTION_CODE, Op::In, Val::List(l))
+                        if codes.is_none() && ints(l).is_some() =>
+                    {
+                        codes = ints(l);
+                        false
+                    }
+                    (f::DIRECTION, Op::Eq, v) if request.is_none() && v.text().is_some() => {
+                        request = Some(v.text() == Some("request"));
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            for (_, op, want) in &mut r.conditions {
+                if let (Op::In | Op::NotIn | Op::AnyIn | Op::AnyNotIn, Val::List(items)) =
+                    (op, want)
+                {
+                    items.sort(); // membership tests search it
+                }
+            }
+            r.codes = codes;
+            r.request = request;
+            for &p in &r.protocols {
+                match &r.codes {
+                    Some(codes) => {
+                        for &c in codes {
+                            m.by_code
+                                .entry((p, r.anomaly, c))
+                                .or_default()
+                                .push(i as u32);
+                        }
+                    }
+                    None => m.rest.entry((p, r.anomaly)).or_default().push(i as u32),
+                }
+            }
         }
+        m.rules = rules;
+        m
     }
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
-    pub fn evaluate(&mut self, flow: &Flow, ev: &Event, ts: f64, request_index: u64) -> Verdict {
+    pub fn evaluate(
+        &mut self,
+        flow: &mut Flow,
+        ev: &Event,
+        ts: f64,
+        request_index: u64,
+    ) -> Verdict {
         let mut out = Verdict::default();
         let anomaly = matches!(ev.body, Body::Anomaly(_));
         let proto = ev.protocol();
-        for i in 0..self.rules.len() {
+        let request = ev.is_request();
+        let code = match field(ev, f::FUNCTION_CODE, request_index) {
+            Val::Int(c) => Some(c),
+            _ => None,
+        };
+        let coded = code.and_then(|c| self.by_code.get(&(proto, anomaly, c)));
+        let rest = self.rest.get(&(proto, anomaly));
+        let candidates: Vec<u32> = coded
+            .into_iter()
+            .flatten()
+            .chain(rest.into_iter().flatten())
+            .copied()
+            .collect();
+        for i in candidates {
+            let i = i as usize;
             let rule = &self.rules[i];
-            if rule.anomaly != anomaly || !rule.protocols.contains(&proto) {
+            if rule.request.is_some_and(|r| r != request) {
                 continue;
             }
             let ok = rule
                 .conditions
                 .iter()
-                .all(|(f, op, want)| test(*op, &field(ev, f, request_index), want));
+                .all(|(id, op, want)| test(*op, &field(ev, *id, request_index), want));
             if !ok {
                 continue;
             }
@@ -459,7 +671,7 @@ impl Matcher {
         });
         match state {
             Window::Distinct(seen) => {
-                let value = field(ev, t.distinct.as_deref().unwrap(), request_index);
+                let value = field(ev, t.distinct.unwrap(), request_index);
                 if let Some(i) = seen.iter().position(|(v, _)| *v == value) {
                     seen.remove(i);
                 }
@@ -482,55 +694,94 @@ impl Matcher {
         }
     }
 
+    /// The key of a finding, recognised without building it when the flow's last finding
+    /// of this rule had the same fingerprint (steady repeats: no allocation, one hash).
     fn found(
         &mut self,
         rule: u32,
-        flow: &Flow,
+        flow: &mut Flow,
         ev: &Event,
         ts: f64,
         request_index: u64,
         out: &mut Verdict,
     ) {
+        use std::hash::{Hash, Hasher};
         let r = &self.rules[rule as usize];
-        let sender = flow.sender(ev.from_client);
         let swap = r.actor == Actor::Receiver || (r.actor == Actor::TcpClient && !ev.from_client);
-        let (src, dst) = if swap {
-            (1 - sender, sender)
-        } else {
-            (sender, 1 - sender)
-        };
-        let client = flow.client_side();
         let request = ev.is_request();
         let answerable = r
             .answerable
             .unwrap_or(!matches!(ev.body, Body::Anomaly(_)) && request && !swap);
-        let key = Key {
-            rule,
-            source: flow.ips[src],
-            destination: flow.ips[dst],
-            values: r
-                .key_fields
-                .iter()
-                .map(|f| field(ev, f, request_index))
-                .collect(),
-            client: flow.ips[client],
-            server: flow.ips[1 - client],
-            port: flow.ports[1 - client],
-            protocol: ev.protocol(),
-            request,
-            code: describe(ev).map_or(u32::MAX, |u| u.code),
-            epoch: self.boundaries.partition_point(|&b| b <= ts) as u32,
-        };
-        let window = self.window;
-        if let Some(&id) = self.keys.get(&key) {
-            let c = &mut self.counts[id as usize];
-            if ts - c.last <= window {
+        let epoch = self.boundaries.partition_point(|&b| b <= ts) as u32;
+        let mut h = rustc_hash::FxHasher::default();
+        (swap, ev.from_client, request, epoch).hash(&mut h);
+        crate::meaning::code(ev).hash(&mut h);
+        for &id in &r.key_fields {
+            field(ev, id, request_index).hash(&mut h);
+        }
+        let print = h.finish();
+        let cached = flow
+            .hits
+            .iter()
+            .find(|(r, p, _)| *r == rule && *p == print)
+            .map(|x| x.2);
+        let id = match cached {
+            Some(id) if ts - self.counts[id as usize].last <= self.window => {
+                let c = &mut self.counts[id as usize];
                 c.repeats += 1;
                 c.last = c.last.max(ts);
-                if answerable && ev.txn != 0 {
-                    out.repeats.push(id);
+                id
+            }
+            _ => {
+                let sender = flow.sender(ev.from_client);
+                let (src, dst) = if swap {
+                    (1 - sender, sender)
+                } else {
+                    (sender, 1 - sender)
+                };
+                let client = flow.client_side();
+                let key = Key {
+                    rule,
+                    source: flow.ips[src],
+                    destination: flow.ips[dst],
+                    values: r
+                        .key_fields
+                        .iter()
+                        .map(|&id| field(ev, id, request_index))
+                        .collect(),
+                    client: flow.ips[client],
+                    server: flow.ips[1 - client],
+                    port: flow.ports[1 - client],
+                    protocol: ev.protocol(),
+                    request,
+                    code: crate::meaning::code(ev).unwrap_or(u32::MAX),
+                    epoch,
+                };
+                let (id, new) = self.key(key, ts, rule, out);
+                flow.hits.retain(|(r, _, _)| *r != rule);
+                if flow.hits.len() >= 8 {
+                    flow.hits.remove(0);
                 }
-                return;
+                flow.hits.push((rule, print, id));
+                if new {
+                    return; // a first finding: it crosses, and Python settles it
+                }
+                id
+            }
+        };
+        if answerable && ev.txn != 0 {
+            out.repeats.push(id);
+        }
+    }
+
+    /// The id of a finding's key, and whether it is new (a hit) rather than a repeat.
+    fn key(&mut self, key: Key, ts: f64, rule: u32, out: &mut Verdict) -> (u32, bool) {
+        if let Some(&id) = self.keys.get(&key) {
+            let c = &mut self.counts[id as usize];
+            if ts - c.last <= self.window {
+                c.repeats += 1;
+                c.last = c.last.max(ts);
+                return (id, false);
             }
         }
         if self.keys.len() >= MAX_KEYS {
@@ -543,6 +794,7 @@ impl Matcher {
         });
         self.keys.insert(key, id);
         out.hits.push((rule, id));
+        (id, true)
     }
 
     /// A response to a request that counted repeats: the device's answer, on those keys.
