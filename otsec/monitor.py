@@ -325,9 +325,6 @@ def _before_dropping(opts: MonitorOptions) -> None:
     if opts.es_url:
         import otsec.sinks.search  # noqa: F401
     mac_vendor("00-1B-1B-00-00-00")
-    import networkx as nx
-
-    nx.spring_layout(nx.path_graph(3), seed=1)  # the report's layout loads numpy lazily
 
 
 def _writable(opts: MonitorOptions) -> list[Path]:

@@ -39,8 +39,8 @@ class RuleError(Exception):
     """A rules file that cannot be used; the message names file and line."""
 
 
-class _Loader(yaml.SafeLoader):
-    """Keeps the line of every mapping and of every key."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Keeps the line of every mapping and of every key (libyaml's parser when present)."""
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-
-import networkx as nx
+from typing import Any
 
 MAX_RANGES = 64  # intervals kept per (unit, table); closest ones merge beyond this
 
@@ -109,8 +108,10 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
     return sorted(out.values(), key=lambda x: x.key)
 
 
-def to_networkx(edges: list[Edge]) -> nx.MultiDiGraph:
-    """The graph as networkx: nodes are asset ids, one arc per edge."""
+def to_networkx(edges: list[Edge]) -> Any:
+    """The graph as a networkx MultiDiGraph: nodes are asset ids, one arc per edge."""
+    import networkx as nx  # only for those who analyse the graph further
+
     g = nx.MultiDiGraph()
     for e in edges:
         g.add_edge(e.client, e.server, key=edge_id(*e.key), protocol=e.protocol, port=e.port,

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
-from otsec.graph.edges import Edge, to_networkx
+from otsec.graph.edges import Edge
 from otsec.sinks.documents import display_name
 from otsec.timefmt import iso
 
@@ -80,16 +77,36 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
+#: rows of the graph, top to bottom: who programs, who supervises, what controls
+LEVELS = {"engineering_workstation": 0, "it_host": 0, "unknown": 0, "hmi": 1, "historian": 1,
+          "plc": 2, "rtu": 2}
+
+
+def _layers(nodes: list[str], roles: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Positions in [-1, 1]: one row per level, nodes spread evenly along it (neighbours
+    alternate a little up and down so that their labels do not run into each other)."""
+    rows: dict[int, list[str]] = {}
+    for n in nodes:
+        rows.setdefault(LEVELS.get(roles[n], 0), []).append(n)
+    pos: dict[str, tuple[float, float]] = {}
+    levels = sorted(rows)
+    for r, level in enumerate(levels):
+        row = rows[level]
+        y = -1 + 2 * (r + 0.5) / len(levels)
+        for i, n in enumerate(row):
+            stagger = (0.12 if i % 2 else -0.12) if len(row) > 6 else 0.0
+            pos[n] = (-1 + 2 * (i + 0.5) / len(row), max(-1.0, min(1.0, y + stagger)))
+    return pos
+
+
 def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
     assets = {a.id: a for a in result.assets}
     keep = _busiest(result, MAX_NODES)
     edges: list[Edge] = [e for e in result.edges if e.client in keep and e.server in keep]
-    g: nx.MultiDiGraph = to_networkx(edges)
-    g.add_nodes_from(keep)
-    if g.number_of_nodes() == 0:
+    nodes = sorted(keep | {e.client for e in edges} | {e.server for e in edges})
+    if not nodes:
         return "<p>No communication seen.</p>"
-    simple = nx.Graph(g)
-    pos = nx.spring_layout(simple, seed=7, k=1.5 / math.sqrt(max(len(simple), 1)))
+    pos = _layers(nodes, {n: assets[n].role if n in assets else "unknown" for n in nodes})
     pad = 60
 
     def xy(node: str) -> tuple[float, float]:  # room on the right for the labels
@@ -120,7 +137,7 @@ def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
                      + 'marker-end="url(#arrow)">'
                      f'<title>{_e(e.protocol)}/{e.port}: {e.pdus} PDUs, {e.writes} writes; '
                      f'{_e(funcs)}</title></line>')
-    for node in g.nodes:
+    for node in nodes:
         x, y = xy(node)
         asset = assets.get(node)
         role = asset.role if asset else "unknown"
