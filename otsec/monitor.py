@@ -74,6 +74,7 @@ def save_baseline(pipe: Pipeline, opts: MonitorOptions) -> None:
 
 def snapshot(pipe: Pipeline, drops: int) -> dict[str, Any]:
     """What a capture process knows, as plain data (a worker sends it to its parent)."""
+    pipe.core.flush()  # the events written so far are in the file
     view = pipe.view()
     dev = pipe.deviations
     asset_by_ip = {ip: a for a in view.assets for ip in a.ips}

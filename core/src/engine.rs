@@ -585,6 +585,18 @@ impl Engine {
         }
     }
 
+    /// Everything written so far reaches the files (the live sensor calls it every flush).
+    pub fn flush(&mut self) {
+        for lines in [&mut self.events, &mut self.anomalies]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = lines.flush() {
+                self.io_error.get_or_insert(format!("output: {e}"));
+            }
+        }
+    }
+
     /// Flush every open flow; the counters then hold the final state.
     pub fn finish(&mut self) {
         for slot in self.flows.all() {

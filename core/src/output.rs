@@ -328,8 +328,96 @@ pub fn dnp3_fields(out: &mut Vec<u8>, p: &Dnp3Pdu) {
 }
 
 /// A buffered NDJSON file.
+/// Writes buffers to a file on a thread of its own, so that the packet path never waits
+/// for the kernel's copy; an error comes back at the next write or at the flush.
+struct Writer {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    done: Option<std::thread::JoinHandle<io::Result<()>>>,
+    buf: Vec<u8>,
+    error: Option<io::Error>,
+}
+
+const WRITE_CHUNK: usize = 1 << 20;
+
+impl Writer {
+    fn new(file: File) -> Writer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let done = std::thread::spawn(move || {
+            let mut out = BufWriter::with_capacity(WRITE_CHUNK, file);
+            let mut result = Ok(());
+            for buf in rx {
+                if result.is_ok() {
+                    result = out.write_all(&buf);
+                }
+            }
+            result.and_then(|_| out.flush())
+        });
+        Writer {
+            tx: Some(tx),
+            done: Some(done),
+            buf: Vec::with_capacity(WRITE_CHUNK),
+            error: None,
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK));
+        if let Some(tx) = &self.tx {
+            if tx.send(buf).is_err() {
+                // the writer stopped: its error is what the join reports
+                self.tx = None;
+                return self.join();
+            }
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        self.tx = None;
+        if let Some(done) = self.done.take() {
+            match done.join() {
+                Ok(Err(e)) => self.error = Some(e),
+                Err(_) => self.error = Some(io::Error::other("the writer thread failed")),
+                Ok(Ok(())) => {}
+            }
+        }
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Everything written so far reaches the file (the thread ends; a new one follows).
+    fn flush(&mut self, file: impl FnOnce() -> io::Result<File>) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.join()?;
+        *self = Writer::new(file()?);
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.send();
+        }
+        let _ = self.join();
+    }
+}
+
 pub struct Lines {
-    out: BufWriter<File>,
+    out: Writer,
+    path: String,
     pub count: u64,
     iso: IsoCache,
     line: Vec<u8>,
@@ -347,7 +435,8 @@ impl Lines {
             File::create(path)?
         };
         Ok(Lines {
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: Writer::new(f),
+            path: path.to_string(),
             count: 0,
             iso: IsoCache::default(),
             line: Vec::with_capacity(1024),
@@ -415,7 +504,9 @@ impl Lines {
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        let path = self.path.clone();
+        self.out
+            .flush(|| std::fs::OpenOptions::new().append(true).open(&path))
     }
 }
 

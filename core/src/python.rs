@@ -294,6 +294,16 @@ impl Engine {
         });
     }
 
+    /// Everything written so far reaches the files.
+    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
+        let engine = &mut self.engine;
+        py.detach(|| engine.flush());
+        match self.engine.io_error.take() {
+            Some(e) => Err(PyOSError::new_err(e)),
+            None => Ok(()),
+        }
+    }
+
     /// End every flow and flush the files.
     fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
         let engine = &mut self.engine;

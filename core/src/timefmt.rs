@@ -56,9 +56,14 @@ impl IsoCache {
                 self.prefix = full[..19].to_string();
                 self.sec = s;
             }
-            let micros = ((ts - sec) * 1_000_000.0).round_ties_even().min(999_999.0) as u32;
+            let mut micros = ((ts - sec) * 1_000_000.0).round_ties_even().min(999_999.0) as u32;
             out.extend_from_slice(self.prefix.as_bytes());
-            out.extend_from_slice(format!(".{:06}Z", micros).as_bytes());
+            let mut digits = *b".000000Z";
+            for d in digits[1..7].iter_mut().rev() {
+                *d = b'0' + (micros % 10) as u8;
+                micros /= 10;
+            }
+            out.extend_from_slice(&digits);
         } else {
             out.extend_from_slice(b"1970-01-01T00:00:00.000000Z");
         }

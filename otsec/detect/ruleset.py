@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +127,7 @@ class RuleSet:
 
 def builtin_dir() -> Path:
     """The shipped rules, inside the package (``rules/`` in a checkout links to them)."""
-    return Path(str(resources.files("otsec") / "rules"))
+    return Path(__file__).resolve().parents[1] / "rules"
 
 
 def load(paths: list[Path] | None = None, builtin: bool = True) -> RuleSet:
