@@ -329,12 +329,13 @@ pub fn dnp3_fields(out: &mut Vec<u8>, p: &Dnp3Pdu) {
 
 /// A buffered NDJSON file.
 /// Writes buffers to a file on a thread of its own, so that the packet path never waits
-/// for the kernel's copy; an error comes back at the next write or at the flush.
+/// for the kernel's copy. An empty buffer asks the thread to flush and answer; an error
+/// comes back at the next flush.
 struct Writer {
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    done: Option<std::thread::JoinHandle<io::Result<()>>>,
+    acks: std::sync::Mutex<std::sync::mpsc::Receiver<io::Result<()>>>,
+    done: Option<std::thread::JoinHandle<()>>,
     buf: Vec<u8>,
-    error: Option<io::Error>,
 }
 
 const WRITE_CHUNK: usize = 1 << 20;
@@ -342,82 +343,78 @@ const WRITE_CHUNK: usize = 1 << 20;
 impl Writer {
     fn new(file: File) -> Writer {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (ack, acks) = std::sync::mpsc::channel();
         let done = std::thread::spawn(move || {
             let mut out = BufWriter::with_capacity(WRITE_CHUNK, file);
-            let mut result = Ok(());
+            let mut error: Option<io::Error> = None;
             for buf in rx {
-                if result.is_ok() {
-                    result = out.write_all(&buf);
+                if buf.is_empty() {
+                    let flushed = out.flush();
+                    let _ = ack.send(match error.take() {
+                        Some(e) => Err(e),
+                        None => flushed,
+                    });
+                } else if error.is_none() {
+                    error = out.write_all(&buf).err();
                 }
             }
-            result.and_then(|_| out.flush())
+            let _ = out.flush();
         });
         Writer {
             tx: Some(tx),
+            acks: acks.into(),
             done: Some(done),
             buf: Vec::with_capacity(WRITE_CHUNK),
-            error: None,
         }
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_CHUNK {
-            self.send()?;
+            let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK));
+            self.send(buf)?;
         }
         Ok(())
     }
 
-    fn send(&mut self) -> io::Result<()> {
-        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK));
-        if let Some(tx) = &self.tx {
-            if tx.send(buf).is_err() {
-                // the writer stopped: its error is what the join reports
-                self.tx = None;
-                return self.join();
-            }
-        }
-        Ok(())
-    }
-
-    fn join(&mut self) -> io::Result<()> {
-        self.tx = None;
-        if let Some(done) = self.done.take() {
-            match done.join() {
-                Ok(Err(e)) => self.error = Some(e),
-                Err(_) => self.error = Some(io::Error::other("the writer thread failed")),
-                Ok(Ok(())) => {}
-            }
-        }
-        match self.error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
+    fn send(&mut self, buf: Vec<u8>) -> io::Result<()> {
+        match &self.tx {
+            Some(tx) if tx.send(buf).is_ok() => Ok(()),
+            _ => Err(io::Error::other("the writer thread stopped")),
         }
     }
 
-    /// Everything written so far reaches the file (the thread ends; a new one follows).
-    fn flush(&mut self, file: impl FnOnce() -> io::Result<File>) -> io::Result<()> {
+    /// Everything written so far reaches the file.
+    fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            self.send()?;
+            let buf = std::mem::take(&mut self.buf);
+            self.send(buf)?;
         }
-        self.join()?;
-        *self = Writer::new(file()?);
-        Ok(())
+        self.send(Vec::new())?;
+        let acks = self
+            .acks
+            .lock()
+            .map_err(|_| io::Error::other("the writer thread failed"))?;
+        acks.recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the writer thread stopped")))
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
         if !self.buf.is_empty() {
-            let _ = self.send();
+            let buf = std::mem::take(&mut self.buf);
+            let _ = self.send(buf);
         }
-        let _ = self.join();
+        self.tx = None;
+        if let Some(done) = self.done.take() {
+            let _ = done.join();
+        }
     }
 }
 
 pub struct Lines {
     out: Writer,
-    path: String,
     pub count: u64,
     iso: IsoCache,
     line: Vec<u8>,
@@ -436,7 +433,6 @@ impl Lines {
         };
         Ok(Lines {
             out: Writer::new(f),
-            path: path.to_string(),
             count: 0,
             iso: IsoCache::default(),
             line: Vec::with_capacity(1024),
@@ -504,9 +500,7 @@ impl Lines {
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        let path = self.path.clone();
-        self.out
-            .flush(|| std::fs::OpenOptions::new().append(true).open(&path))
+        self.out.flush()
     }
 }
 
