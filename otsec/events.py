@@ -22,6 +22,7 @@ class ModbusAnomaly(StrEnum):
     FUNCTION_MISMATCH = "function_mismatch"  # response function differs from the request's
     FLOODED = "flooded"  # too many requests waiting for responses on one flow
     RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next PDU header
+    DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
 
 
 class S7Anomaly(StrEnum):
@@ -36,6 +37,7 @@ class S7Anomaly(StrEnum):
     UNSOLICITED_RESPONSE = "unsolicited_response"  # ack/ack_data for no job we saw
     FLOODED = "flooded"  # too many jobs waiting for an answer
     RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next TPKT header
+    DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
 
 
 class Dnp3Anomaly(StrEnum):
@@ -49,6 +51,7 @@ class Dnp3Anomaly(StrEnum):
     RESERVED_FUNCTION = "reserved_function"  # application function code not assigned
     TRUNCATED_OBJECTS = "truncated_objects"  # an object header or its data is cut short
     RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next 0x05 0x64
+    DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
 
 
 @dataclass(slots=True, kw_only=True)

@@ -69,5 +69,6 @@ def build_summary(stats: dict[str, Any], files: list[str], elapsed: float,
         "reassembly": dict(stats["reassembly"]),
         "flow_table": {"peak": flows["peak"], "expired": flows["expired"],
                        "evicted_when_full": flows["evicted_when_full"]},
+        "tracking": dict(stats.get("tracking", {})),
         "warnings": warnings,
     }

@@ -13,6 +13,12 @@ use crate::meaning::{describe, evidence, Table};
 
 /// Register ranges kept per (unit, table); the closest ones merge beyond this.
 pub const MAX_RANGES: usize = 64;
+/// Hosts and edges tracked; what lies beyond is counted, not kept (a spoofed flood
+/// must not grow memory without bound).
+pub const MAX_HOSTS: usize = 50_000;
+pub const MAX_EDGES: usize = 50_000;
+/// Peers remembered per host (the count of those beyond is kept).
+pub const MAX_PEERS: usize = 10_000;
 
 /// Interned names (protocols and services), so keys stay small and `Copy`.
 #[derive(Default)]
@@ -167,7 +173,6 @@ impl Edge {
 }
 
 /// Hosts, ARP claims and edges.
-#[derive(Default)]
 pub struct Aggregates {
     pub names: Names,
     /// (transport, port) -> name of the service there, for flows otsec does not dissect
@@ -175,11 +180,38 @@ pub struct Aggregates {
     pub hosts: FxHashMap<Addr, Host>,
     pub arp: BTreeMap<[u8; 4], BTreeSet<[u8; 6]>>,
     pub edges: FxHashMap<EdgeKey, Edge>,
+    pub max_hosts: usize,
+    pub max_edges: usize,
+    /// records and flows whose host or edge was not tracked (bounds reached)
+    pub untracked_hosts: u64,
+    pub untracked_edges: u64,
+    pub untracked_peers: u64,
+}
+
+impl Default for Aggregates {
+    fn default() -> Self {
+        Aggregates {
+            names: Names::default(),
+            services: FxHashMap::default(),
+            hosts: FxHashMap::default(),
+            arp: BTreeMap::new(),
+            edges: FxHashMap::default(),
+            max_hosts: MAX_HOSTS,
+            max_edges: MAX_EDGES,
+            untracked_hosts: 0,
+            untracked_edges: 0,
+            untracked_peers: 0,
+        }
+    }
 }
 
 impl Aggregates {
-    fn host(&mut self, ip: Addr, ts: f64) -> &mut Host {
-        self.hosts.entry(ip).or_insert_with(|| Host::new(ts))
+    fn host(&mut self, ip: Addr, ts: f64) -> Option<&mut Host> {
+        if !self.hosts.contains_key(&ip) && self.hosts.len() >= self.max_hosts {
+            self.untracked_hosts += 1;
+            return None;
+        }
+        Some(self.hosts.entry(ip).or_insert_with(|| Host::new(ts)))
     }
 
     /// The dissected protocol, else the name of the server's port ("unknown").
@@ -197,17 +229,19 @@ impl Aggregates {
         if ip == [0; 4] {
             return;
         }
-        self.arp.entry(ip).or_default().insert(mac);
-        let h = self.host(Addr::new(&ip), ts);
+        let Some(h) = self.host(Addr::new(&ip), ts) else {
+            return;
+        };
         h.last_seen = h.last_seen.max(ts);
         h.first_seen = h.first_seen.min(ts);
+        self.arp.entry(ip).or_default().insert(mac);
     }
 
     /// The edge a flow's records count on (the flow remembers the last one it used).
-    fn edge(&mut self, flow: &mut Flow, protocol: Option<u16>) -> EdgeKey {
+    fn edge(&mut self, flow: &mut Flow, protocol: Option<u16>) -> Option<EdgeKey> {
         if let Some(k) = flow.edge {
             if protocol.is_none_or(|p| p == k.protocol) {
-                return k;
+                return Some(k);
             }
         }
         let client = flow.client_side();
@@ -223,12 +257,16 @@ impl Aggregates {
             port: flow.ports[server],
             protocol,
         };
+        if !self.edges.contains_key(&key) && self.edges.len() >= self.max_edges {
+            self.untracked_edges += 1;
+            return None;
+        }
         let (first, last) = (flow.first_ts, flow.last_ts);
         self.edges
             .entry(key)
             .or_insert_with(|| Edge::new(first, last));
         flow.edge = Some(key);
-        key
+        Some(key)
     }
 
     pub fn on_event(&mut self, flow: &mut Flow, ev: &Event, ts: f64) {
@@ -245,23 +283,24 @@ impl Aggregates {
         };
         let obs = evidence(ev);
         if let Some(name) = obs.client {
-            *self
-                .host(flow.ips[client], ts)
-                .evidence
-                .entry(name)
-                .or_insert(0) += 1;
+            if let Some(h) = self.host(flow.ips[client], ts) {
+                *h.evidence.entry(name).or_insert(0) += 1;
+            }
         }
         if let Some(name) = obs.server {
-            let h = self.host(flow.ips[server], ts);
-            *h.evidence.entry(name).or_insert(0) += 1;
-            if let Body::Dnp3(p) = &ev.body {
-                h.dnp3_addresses.insert(p.source_address);
+            if let Some(h) = self.host(flow.ips[server], ts) {
+                *h.evidence.entry(name).or_insert(0) += 1;
+                if let Body::Dnp3(p) = &ev.body {
+                    h.dnp3_addresses.insert(p.source_address);
+                }
             }
         }
         // graph
         let Some(u) = describe(ev) else { return };
         let proto = self.names.id(ev.protocol().name());
-        let key = self.edge(flow, Some(proto));
+        let Some(key) = self.edge(flow, Some(proto)) else {
+            return;
+        };
         let e = self.edges.get_mut(&key).unwrap();
         e.pdus += 1;
         *e.functions.entry((u.code, request)).or_insert(0) += 1;
@@ -298,12 +337,17 @@ impl Aggregates {
         let bytes = flow.side_bytes[0] + flow.side_bytes[1];
         for side in 0..2 {
             let (first, last) = (flow.first_ts, flow.last_ts);
-            let h = self.host(flow.ips[side], first);
+            let Some(h) = self.host(flow.ips[side], first) else {
+                continue;
+            };
             h.first_seen = h.first_seen.min(first);
             h.last_seen = h.last_seen.max(last);
             h.packets += packets;
             h.bytes += bytes;
-            h.peers.insert(flow.ips[1 - side]);
+            let peer_dropped = h.peers.len() >= MAX_PEERS && !h.peers.contains(&flow.ips[1 - side]);
+            if !peer_dropped {
+                h.peers.insert(flow.ips[1 - side]);
+            }
             if let Some(mac) = flow.macs[side] {
                 match h.macs.iter_mut().find(|(m, _)| *m == mac) {
                     Some(slot) => slot.1 += flow.side_packets[side],
@@ -316,18 +360,17 @@ impl Aggregates {
             if proto != unknown && answered {
                 h.protocols.insert(proto);
             }
+            if peer_dropped {
+                self.untracked_peers += 1;
+            }
         }
         if answered && (flow.client.is_some() || flow.protocol.is_some()) {
-            self.hosts
-                .get_mut(&flow.ips[server])
-                .unwrap()
-                .services
-                .insert(service);
-            self.hosts
-                .get_mut(&flow.ips[client])
-                .unwrap()
-                .uses
-                .insert(service);
+            if let Some(h) = self.hosts.get_mut(&flow.ips[server]) {
+                h.services.insert(service);
+            }
+            if let Some(h) = self.hosts.get_mut(&flow.ips[client]) {
+                h.uses.insert(service);
+            }
         }
         // graph: a flow nobody answered is a probe, not a communication path
         if flow.side_packets[client ^ 1] == 0 && flow.protocol.is_none() {
@@ -336,6 +379,7 @@ impl Aggregates {
         }
         let key = self.edge(flow, None);
         flow.edge = None;
+        let Some(key) = key else { return };
         let e = self.edges.get_mut(&key).unwrap();
         e.packets += packets;
         e.bytes += bytes;

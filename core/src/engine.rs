@@ -329,9 +329,9 @@ impl Engine {
                 stream.next_seq = Some(t.seq.wrapping_add(payload.len() as u32));
                 let from_client = Some(side) == flow.client;
                 let mut events = std::mem::take(&mut self.scratch);
-                if let ParserState::Active(p) = &mut flow.parser {
-                    p.feed(payload, from_client, false, &mut events);
-                }
+                guarded(flow, from_client, &mut events, |p, out| {
+                    p.feed(payload, from_client, false, out)
+                });
                 if !events.is_empty() {
                     self.emit(flow, ts, self.frame, &mut events);
                 }
@@ -368,9 +368,9 @@ impl Engine {
                 gap = gap || flow.probe_tries > 1;
             }
             let from_client = Some(side) == flow.client;
-            if let ParserState::Active(p) = &mut flow.parser {
-                p.feed(&chunk.data, from_client, gap, &mut events);
-            }
+            guarded(flow, from_client, &mut events, |p, out| {
+                p.feed(&chunk.data, from_client, gap, out)
+            });
             if !events.is_empty() {
                 self.emit(flow, chunk.tag.ts, chunk.tag.frame, &mut events);
             }
@@ -393,9 +393,9 @@ impl Engine {
         }
         let from_client = Some(side) == flow.client;
         let mut events = std::mem::take(&mut self.scratch);
-        if let ParserState::Active(p) = &mut flow.parser {
-            p.feed_datagram(data, from_client, &mut events);
-        }
+        guarded(flow, from_client, &mut events, |p, out| {
+            p.feed_datagram(data, from_client, out)
+        });
         if !events.is_empty() {
             self.emit(flow, ts, self.frame, &mut events);
         }
@@ -636,6 +636,36 @@ fn changed_view(flow: &mut Flow) -> Option<Box<FlowSnapshot>> {
         protocol: flow.protocol.map(|k| k.name()),
         community_id: flow.community_id().to_string(),
     }))
+}
+
+/// Run the flow's dissector; should it ever panic, the process goes on: the failure is
+/// an anomaly and the flow is no longer parsed.
+fn guarded(
+    flow: &mut Flow,
+    from_client: bool,
+    out: &mut Vec<Event>,
+    feed: impl FnOnce(&mut crate::protocols::Parser, &mut Vec<Event>),
+) {
+    let ParserState::Active(parser) = &mut flow.parser else {
+        return;
+    };
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| feed(parser, out)));
+    if done.is_err() {
+        let proto = match flow.protocol {
+            Some(crate::protocols::Kind::S7comm) => crate::events::Proto::S7comm,
+            Some(crate::protocols::Kind::Dnp3) => crate::events::Proto::Dnp3,
+            _ => crate::events::Proto::Modbus,
+        };
+        let detail = "the dissector failed on this flow; it is no longer parsed".to_string();
+        out.push(Event::anomaly(
+            from_client,
+            proto,
+            "dissector_failure",
+            detail,
+        ));
+        flow.parser = ParserState::NotOurs;
+        flow.streams = None;
+    }
 }
 
 fn streams(flow: &mut Flow) -> &mut [TcpStream; 2] {

@@ -331,6 +331,14 @@ impl Engine {
         d.set_item("other_ip", s.other_ip)?;
         d.set_item("unrecognised_on_ot_port", s.unrecognised_on_ot_port)?;
         d.set_item("unknown_linktype", s.linktypes_unknown)?;
+        let agg = &self.engine.aggregates;
+        let bounds = PyDict::new(py);
+        bounds.set_item("hosts", agg.hosts.len())?;
+        bounds.set_item("edges", agg.edges.len())?;
+        bounds.set_item("untracked_hosts", agg.untracked_hosts)?;
+        bounds.set_item("untracked_edges", agg.untracked_edges)?;
+        bounds.set_item("untracked_peers", agg.untracked_peers)?;
+        d.set_item("tracking", bounds)?;
         d.set_item("pdus", s.pdus.clone())?;
         d.set_item("anomalies", s.anomalies.clone())?;
         let r = &self.engine.reassembly;
