@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
-"""Throughput of ``otsec audit`` against tshark's full dissection, on the same file, same run.
+"""Throughput and memory of ``otsec audit`` against tshark's full dissection, on the same
+files in the same run.
 
-    python bench/run.py [--packets 500000] [--repeat 3]
+    python bench/run.py [--repeat 3] [--memory]
 
-Prints packets/s for each and the ratio tshark time / otsec time (higher is better).
+Captures (built under bench/out/ when missing): the 500k-packet Modbus/TCP benchmark and a
+500k-packet mixed plant capture made from the real-stack samples (Modbus, S7comm, DNP3).
+Prints seconds, packets/s and the ratio tshark time / otsec time (higher is better).
+``--memory`` adds peak RSS on 10M packets of steady polling and on a flood of 1M one-shot
+flows from 200k spoofed sources.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -19,43 +27,91 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from make_capture import write  # noqa: E402
+from make_capture import frame  # noqa: E402
+from make_capture import write as write_modbus  # noqa: E402
+from make_mixed import write as write_mixed  # noqa: E402
 
 
-def best_of(cmd: list[str], repeat: int) -> float:
-    times = []
+def best_of(cmd: list[str], repeat: int) -> tuple[float, int]:
+    """Best wall time of ``repeat`` runs, and the largest peak RSS (KiB) seen."""
+    times, peak = [], 0
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
         times.append(time.perf_counter() - start)
-    return min(times)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"bench: {' '.join(cmd)} failed")
+        peak = max(peak, usage.ru_maxrss)
+    return min(times), peak
+
+
+def write_flood(path: Path, flows: int = 1_000_000, sources: int = 200_000) -> int:
+    """One-shot TCP flows (a SYN each) from spoofed sources to one PLC's port 502."""
+    rnd = random.Random(3)
+    smac, dmac = bytes([0, 0x0C, 0x29, 9, 9, 9]), bytes([0, 0x80, 0xF4, 0, 2, 1])
+    plc = bytes([10, 1, 0, 10])
+    ts = 1_700_000_000.0
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(flows):
+            s = rnd.randrange(sources)
+            src = bytes([10, 200 + (s >> 16), (s >> 8) & 0xFF, s & 0xFF])
+            data = frame(smac, dmac, src, plc, 1024 + (i % 60000), 502, rnd.randrange(1 << 32),
+                         0, 0x02, b"")
+            ts += 0.00005
+            sec = int(ts)
+            fh.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)))
+            fh.write(data)
+    return flows
+
+
+def line(name: str, seconds: float, packets: int, tshark: float | None = None,
+         rss: int | None = None) -> str:
+    text = f"{name:<34}: {seconds:6.2f} s {packets / seconds:>11,.0f} packets/s"
+    if tshark is not None:
+        text += f"  tshark/otsec {tshark / seconds:4.2f}x"
+    if rss is not None:
+        text += f"  peak RSS {rss / 1024:,.0f} MB"
+    return text
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--packets", type=int, default=500_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--capture", type=Path, default=HERE / "out" / "modbus-500k.pcap")
+    ap.add_argument("--memory", action="store_true", help="also the 10M and flood runs")
     args = ap.parse_args()
     if not shutil.which("tshark"):
         print("bench: tshark is missing (apt-get install tshark)", file=sys.stderr)
         return 2
-    cap: Path = args.capture
-    if not cap.exists():
-        cap.parent.mkdir(parents=True, exist_ok=True)
-        write(cap, args.packets)
-    packets = args.packets
-    audit = [sys.executable, "-m", "otsec", "audit", str(cap), "--format", "json", "--out"]
-    with tempfile.TemporaryDirectory() as out:
-        full = best_of([*audit, out], args.repeat)
-        lean = best_of([*audit, out, "--no-events"], args.repeat)
-    tshark = best_of(["tshark", "-q", "-z", "io,phs", "-r", str(cap)], args.repeat)
-    print(f"capture: {cap} ({packets} packets, {cap.stat().st_size / 1e6:.1f} MB)")
-    print(f"tshark -q -z io,phs        : {tshark:6.2f} s {packets / tshark:>10,.0f} packets/s")
-    print(f"otsec audit                : {full:6.2f} s {packets / full:>10,.0f} packets/s"
-          f"  ratio tshark/otsec {tshark / full:.2f}x")
-    print(f"otsec audit --no-events    : {lean:6.2f} s {packets / lean:>10,.0f} packets/s"
-          f"  ratio tshark/otsec {tshark / lean:.2f}x")
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    captures = {"modbus-500k.pcap": write_modbus, "mixed-500k.pcap": write_mixed}
+    audit = [sys.executable, "-m", "otsec", "audit", "--format", "json", "--out"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, make in captures.items():
+            cap = out / name
+            if not cap.exists():
+                make(cap, 500_000)
+            packets = 500_000
+            tshark, _ = best_of(["tshark", "-q", "-z", "io,phs", "-r", str(cap)], args.repeat)
+            full, rss = best_of([*audit, tmp, str(cap)], args.repeat)
+            lean, _ = best_of([*audit, tmp, str(cap), "--no-events"], args.repeat)
+            print(f"{cap.name} ({cap.stat().st_size / 1e6:.1f} MB)")
+            print(line("  tshark -q -z io,phs", tshark, packets))
+            print(line("  otsec audit", full, packets, tshark, rss))
+            print(line("  otsec audit --no-events", lean, packets, tshark))
+        if args.memory:
+            steady = out / "modbus-10m.pcap"
+            if not steady.exists():
+                write_modbus(steady, 10_000_000)
+            flood = out / "flood-1m.pcap"
+            if not flood.exists():
+                write_flood(flood)
+            for cap, packets in ((steady, 10_000_000), (flood, 1_000_000)):
+                seconds, rss = best_of([*audit, tmp, str(cap), "--no-events"], 1)
+                print(f"{cap.name}")
+                print(line("  otsec audit --no-events", seconds, packets, rss=rss))
     return 0
 
 

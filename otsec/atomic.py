@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write temp, fsync, rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+                                  | orjson.OPT_NON_STR_KEYS))
+            fh.write(b"\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -15,8 +15,8 @@ use crate::meaning::{describe, evidence, Table};
 pub const MAX_RANGES: usize = 64;
 /// Hosts and edges tracked; what lies beyond is counted, not kept (a spoofed flood
 /// must not grow memory without bound).
-pub const MAX_HOSTS: usize = 50_000;
-pub const MAX_EDGES: usize = 50_000;
+pub const MAX_HOSTS: usize = 20_000;
+pub const MAX_EDGES: usize = 20_000;
 /// Peers remembered per host (the count of those beyond is kept).
 pub const MAX_PEERS: usize = 10_000;
 

@@ -50,7 +50,7 @@ pub struct Flow {
     /// the flow's network and endpoint objects, rendered at its first event (and again
     /// when a MAC changes), then line parts per (protocol, direction): see output.rs
     pub context: Option<Box<[Vec<u8>; 3]>>,
-    pub templates: [Option<Vec<u8>>; 16],
+    pub templates: Option<Box<[Option<Vec<u8>>; 16]>>,
     pub anomalies: Vec<AnomalyCount>,
     /// the graph edge this flow's records last counted on
     pub edge: Option<crate::aggregate::EdgeKey>,
@@ -89,7 +89,7 @@ impl Flow {
             closed: 0,
             cid: None,
             context: None,
-            templates: Default::default(),
+            templates: None,
             anomalies: Vec::new(),
             edge: None,
             sent_view: None,
@@ -169,7 +169,7 @@ impl Flow {
     pub fn forget_templates(&mut self) {
         self.context = None;
         self.view_macs = None;
-        self.templates = Default::default();
+        self.templates = None;
     }
 }
 
@@ -279,7 +279,8 @@ impl FlowTable {
         out.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// The least recently seen tenth of the table, for making room.
+    /// The least recently seen tenth of the table, for making room (a partial sort: only
+    /// the victims are ordered).
     pub fn victims(&self) -> Vec<u32> {
         let mut all: Vec<(f64, u64, u32)> = self
             .slots
@@ -287,9 +288,15 @@ impl FlowTable {
             .enumerate()
             .filter_map(|(i, f)| f.as_ref().map(|f| (f.last_ts, f.seq, i as u32)))
             .collect();
-        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let n = (self.max_flows / 10).max(1);
-        all.into_iter().take(n).map(|(_, _, s)| s).collect()
+        let order =
+            |a: &(f64, u64, u32), b: &(f64, u64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let n = (self.max_flows / 10).max(1).min(all.len());
+        if n < all.len() {
+            all.select_nth_unstable_by(n, order);
+            all.truncate(n);
+        }
+        all.sort_by(order);
+        all.into_iter().map(|(_, _, s)| s).collect()
     }
 
     /// Every live flow, oldest created first.

@@ -449,10 +449,11 @@ impl Lines {
         line.clear();
         line.extend_from_slice(b"{\"@timestamp\":\"");
         self.iso.format(ts, line);
-        if flow.templates[slot].is_none() {
-            flow.templates[slot] = Some(middle(flow, proto, sender, request, None));
+        if flow.templates.as_ref().is_none_or(|t| t[slot].is_none()) {
+            let m = middle(flow, proto, sender, request, None);
+            flow.templates.get_or_insert_with(Default::default)[slot] = Some(m);
         }
-        line.extend_from_slice(flow.templates[slot].as_ref().unwrap());
+        line.extend_from_slice(flow.templates.as_ref().unwrap()[slot].as_ref().unwrap());
         match &ev.body {
             Body::Modbus(p) => modbus_fields(line, p, ev.req.as_deref()),
             Body::S7(p) => s7_fields(line, p),
