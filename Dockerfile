@@ -1,10 +1,11 @@
-# otsec sensor image: build the wheel, then a slim runtime with a non-root user.
+# otsec sensor image: build the wheel (with the compiled core), then a slim non-root runtime.
 FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends rustc-web cargo-web gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY otsec ./otsec
-COPY rules ./rules
-COPY kibana ./kibana
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
