@@ -114,12 +114,13 @@ class Facts:
         self.max_requests = max_requests
         self.hits: list[tuple[int, int]] = []
         self.request_index = 0
+        self.rate: int | None = None
 
     def event(self, fact: tuple[Any, ...]) -> Event:
-        """The typed record of a fact; its hits and request index are left in ``hits`` and
-        ``request_index``."""
-        kind, flow_id, view, ts, frame, from_client, fields, txn, req, hits, index = fact
-        self.hits, self.request_index = hits, index
+        """The typed record of a fact; its hits, request index and rate (requests in the
+        window when over the learned rate) are left in ``hits``, ``request_index``, ``rate``."""
+        kind, flow_id, view, ts, frame, from_client, fields, txn, req, hits, extra = fact
+        self.hits, (self.request_index, self.rate) = hits, extra
         flow = self.flows.get(flow_id)
         if flow is None:
             flow = self.flows[flow_id] = FlowView(flow_id)

@@ -47,24 +47,21 @@ class Pipeline:
                  max_flows: int = 200_000, append: bool = False,
                  on_learned: Callable[[Baseline], None] | None = None) -> None:
         self.sources = list(sources)
-        # without a baseline only findings, identities and their answers need Python;
-        # with one, the deviations read every record
-        selective = baseline is None and learn_for is None
+        # Python needs findings, identities and their answers; with a baseline also what
+        # is new, rates over the learned ones and silence checks (the core watches)
         if out_dir is not None and not events and not append:
             (out_dir / "events.ndjson").write_bytes(b"")  # the file exists, and is empty
         self.core = _core.Engine(
             max_flows=max_flows,
             events=str(out_dir / "events.ndjson") if out_dir is not None and events else None,
             anomalies=str(out_dir / "anomalies.ndjson") if out_dir is not None else None,
-            cross_all=not selective, append=append, learn_for=learn_for)
+            append=append, learn_for=learn_for)
         self.core.set_service_names({**PORT_NAMES, **WELL_KNOWN})
         self.facts = Facts()
         self.inventory = Inventory()
         self.inventory.live = self._host
-        self.selective = selective
         self.detector = Detector(ruleset)
-        if selective:
-            self.reload(self.detector.ruleset)
+        self.reload(self.detector.ruleset)
         self.detector.roles = self.inventory.role_of
         self.deviations: Deviations | None = None
         if baseline is not None or learn_for is not None:
@@ -73,22 +70,29 @@ class Pipeline:
             def learned_so_far() -> None:  # the learning window closes: fold it in
                 view = self.view()
                 base.merge(learn(view.assets, list(view.ip_edges.values()), self.sources))
+                self._watch(base)
                 if on_learned is not None:
                     on_learned(base)
 
             self.deviations = Deviations(base, self.detector.add, self.detector.catalog,
                                          learn_for=learn_for or 0.0,
-                                         on_protect=learned_so_far if learn_for else None)
+                                         on_protect=learned_so_far if learn_for else None,
+                                         core_fed=True)
             self.detector.protect_with(base, self.deviations)
+            self._watch(base if learn_for is None else Baseline())
+
+    def _watch(self, base: Baseline) -> None:
+        """What the core watches for the deviations: learned rates and cyclic edges."""
+        self.core.watch({k: e.rate for k, e in base.edges.items() if e.rate > 0},
+                        [k for k, e in base.edges.items() if e.period])
 
     def reload(self, ruleset: RuleSet) -> None:
         """New rules from now on (in the core too); the alerts raised so far stay."""
-        if self.selective:
-            self.detector.sync(self.core.hit_counts())  # the core's counters start again
-            specs, compiled = compile_rules(ruleset)
-            passthrough = {c.rule.id for c, spec in zip(compiled, specs, strict=True) if spec[3]}
-            self.detector.use_core(compiled, passthrough)
-            self.core.set_rules(specs, self.detector.book.window, boundaries(ruleset))
+        self.detector.sync(self.core.hit_counts())  # the core's counters start again
+        specs, compiled = compile_rules(ruleset)
+        passthrough = {c.rule.id for c, spec in zip(compiled, specs, strict=True) if spec[3]}
+        self.detector.use_core(compiled, passthrough)
+        self.core.set_rules(specs, self.detector.book.window, boundaries(ruleset))
         self.detector.reload(ruleset)
 
     # -- feeding --------------------------------------------------------------------
@@ -118,8 +122,13 @@ class Pipeline:
         """Hand what crossed from the core to the policy, in capture order."""
         inventory, detector, deviations = self.inventory, self.detector, self.deviations
         event = self.facts.event
+        self._learning_window_start()
         for fact in self.core.take_facts():
             kind = fact[0]
+            if kind == "tick":
+                if deviations is not None:
+                    deviations.on_tick(fact[1], dict(fact[2]))
+                continue
             if kind == "arp":
                 if deviations is not None:
                     deviations.on_arp(fact[1], fact[2], fact[3])
@@ -131,7 +140,27 @@ class Pipeline:
             inventory.on_event(ev)
             detector.on_event(ev, self.facts.hits, self.facts.request_index)
             if deviations is not None:
-                deviations.on_event(ev)
+                deviations.on_event(ev, self.facts.rate)
+        self._learning_window()
+
+    def _learning_window_start(self) -> None:
+        """The learning window opens at the core's first record (which may not cross)."""
+        dev = self.deviations
+        if dev is not None and dev.learn_for and dev.protect_from is None:
+            first = self.core.first_record
+            if first is not None:
+                dev.protect_from = first + dev.learn_for
+
+    def _learning_window(self) -> None:
+        """The core paused where the learning window closed: protect from there (the
+        records around that point need not have crossed)."""
+        dev = self.deviations
+        if dev is None or not dev.learn_for or dev.protecting_now:
+            return
+        self._learning_window_start()
+        closed = self.core.take_pause()
+        if closed is not None:
+            dev.protecting(closed)
 
     def finish(self) -> None:
         """End every flow (what waits behind holes is parsed) and flush the files."""
@@ -142,6 +171,9 @@ class Pipeline:
 
     def view(self) -> View:
         self.detector.sync(self.core.hit_counts())
+        if self.deviations is not None:
+            self.deviations.sync_rates(self.core.rate_repeats())
+            self.deviations.last_request.update(self.core.last_requests())
         self.inventory.load(host_records(self.core), self.core.arp())
         assets, id_of = self.inventory.assets()
         ip_edges = edges(self.core)

@@ -71,6 +71,13 @@ pub enum Fact {
         hits: Vec<crate::rules::Hit>,
         /// the record's request index in its connection
         request_index: u64,
+        /// requests in the rate window, when this one went over the learned rate
+        rate: Option<u64>,
+    },
+    /// a silence check is due: the time, and the last request of learned cyclic edges
+    Tick {
+        now: f64,
+        last: Vec<(crate::watch::EdgeRef, f64)>,
     },
     Arp {
         mac: [u8; 6],
@@ -97,13 +104,16 @@ pub struct Engine {
     chunks: Vec<Chunk>,
     pub aggregates: Aggregates,
     pub matcher: crate::rules::Matcher,
+    pub watch: crate::watch::Watch,
     pub facts: Vec<Fact>,
     cross_all: bool,
     learn_for: Option<f64>,
     /// time of the first record (PDU, anomaly, ARP claim): the learning window starts there
-    first_record: Option<f64>,
+    pub first_record: Option<f64>,
     /// the learning window closed at the last packet: the caller stops reading there
     pub paused: bool,
+    /// when it closed (until the caller takes it)
+    pub pause_ts: Option<f64>,
 }
 
 /// The flow fields Python's documents and policy read.
@@ -133,11 +143,13 @@ impl Engine {
             chunks: Vec::new(),
             aggregates: Aggregates::default(),
             matcher: crate::rules::Matcher::default(),
+            watch: crate::watch::Watch::default(),
             facts: Vec::new(),
             cross_all: cfg.cross_all,
             learn_for: cfg.learn_for,
             first_record: None,
             paused: false,
+            pause_ts: None,
         }
     }
 
@@ -153,6 +165,8 @@ impl Engine {
             if pkt.ts >= first + window {
                 self.learn_for = None;
                 self.paused = true;
+                self.pause_ts = Some(pkt.ts);
+                self.watch.forget_seen(); // protecting: what is new is reported from here
                 return false;
             }
         }
@@ -191,9 +205,9 @@ impl Engine {
                         if let Some((mac, ip)) = decode_arp(pkt.data, off) {
                             self.aggregates.on_arp(mac, ip, ts);
                             if ip != [0; 4] && self.first_record.is_none() {
-                                self.first_record = Some(ts);
+                                self.started(ts);
                             }
-                            if self.cross_all && ip != [0; 4] {
+                            if (self.cross_all || self.watch.on) && ip != [0; 4] {
                                 self.facts.push(Fact::Arp { mac, ip, ts });
                             }
                         }
@@ -455,12 +469,17 @@ impl Engine {
 
     fn emit(&mut self, flow: &mut Flow, ts: f64, frame: u64, events: &mut Vec<Event>) {
         if self.first_record.is_none() && !events.is_empty() {
-            self.first_record = Some(ts);
+            self.started(ts);
         }
         if flow.view_macs.is_none() {
             flow.view_macs = Some(flow.macs);
         }
         for ev in events.drain(..) {
+            if self.watch.on {
+                if let Some(last) = self.watch.tick(ts) {
+                    self.facts.push(Fact::Tick { now: ts, last });
+                }
+            }
             if let Body::Anomaly(a) = &ev.body {
                 let key = format!("{}.{}", a.protocol.name(), a.kind);
                 *self.stats.anomalies.entry(key).or_insert(0) += 1;
@@ -475,6 +494,17 @@ impl Engine {
                 self.aggregates.on_event(flow, &ev, ts);
             }
             self.decide(flow, ts, frame, ev);
+        }
+    }
+
+    /// The first record (or ARP claim): the learning window starts, and with it the phase
+    /// findings are told apart by (learning, then protecting).
+    fn started(&mut self, ts: f64) {
+        self.first_record = Some(ts);
+        if let Some(window) = self.learn_for {
+            let b = &mut self.matcher.boundaries;
+            let at = b.partition_point(|&x| x <= ts + window);
+            b.insert(at, ts + window);
         }
     }
 
@@ -516,6 +546,12 @@ impl Engine {
             Body::S7(p) => p.identity.is_some(),
             _ => false,
         };
+        let mut rate = None;
+        if self.watch.on {
+            let (new, over) = self.watch.observe(flow, &ev, ts);
+            cross |= new || over.is_some();
+            rate = over;
+        }
         if !cross {
             return;
         }
@@ -526,10 +562,11 @@ impl Engine {
             flow.crossed.push(ev.txn);
         }
         let request_index = flow.requests;
-        self.cross(flow, ts, frame, ev, hits, request_index);
+        self.cross(flow, ts, frame, ev, hits, request_index, rate);
     }
 
     /// Hand a record to Python, with the flow's view when Python has not seen it as is.
+    #[allow(clippy::too_many_arguments)]
     fn cross(
         &mut self,
         flow: &mut Flow,
@@ -538,6 +575,7 @@ impl Engine {
         ev: Event,
         hits: Vec<crate::rules::Hit>,
         request_index: u64,
+        rate: Option<u64>,
     ) {
         let view = changed_view(flow);
         self.facts.push(Fact::Event {
@@ -548,6 +586,7 @@ impl Engine {
             ev: Box::new(ev),
             hits,
             request_index,
+            rate,
         });
     }
 

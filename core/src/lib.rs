@@ -20,6 +20,7 @@ pub mod reassembly;
 pub mod ring;
 pub mod rules;
 pub mod timefmt;
+pub mod watch;
 
 #[cfg(feature = "python")]
 mod python;

@@ -149,6 +149,7 @@ fn loose<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Vec<Bound<'py, Py
                 &Fact::Event {
                     hits: Vec::new(),
                     request_index: 0,
+                    rate: None,
                     flow: 0,
                     view: None,
                     ts: 0.0,
@@ -496,6 +497,51 @@ impl Engine {
             .collect()
     }
 
+    /// Protecting with a baseline: report what is new, watch the learned rates
+    /// ({edge key: requests/s}) and the last request of learned cyclic edges ([edge key]).
+    fn watch(&mut self, rates: std::collections::HashMap<String, f64>, cyclic: Vec<String>) {
+        let w = &mut self.engine.watch;
+        w.on = true;
+        w.set_rates(
+            rates
+                .iter()
+                .filter_map(|(k, r)| parse_edge(k).map(|e| (e, *r)))
+                .collect(),
+        );
+        w.set_cyclic(cyclic.iter().filter_map(|k| parse_edge(k)).collect());
+    }
+
+    /// The time of the first record (the learning window starts there), or None.
+    #[getter]
+    fn first_record(&self) -> Option<f64> {
+        self.engine.first_record
+    }
+
+    /// The time the learning window closed, once (None when it has not, or was taken).
+    fn take_pause(&mut self) -> Option<f64> {
+        self.engine.pause_ts.take()
+    }
+
+    /// The last request of each learned cyclic edge: {edge key: time}.
+    fn last_requests(&self) -> std::collections::HashMap<String, f64> {
+        self.engine
+            .watch
+            .last_requests()
+            .iter()
+            .map(|(e, t)| (edge_ref(e), *t))
+            .collect()
+    }
+
+    /// Requests over the learned rate after the first one that crossed: {edge key: n}.
+    fn rate_repeats(&self) -> std::collections::HashMap<String, u64> {
+        self.engine
+            .watch
+            .rate_repeats
+            .iter()
+            .map(|(e, n)| (edge_ref(e), *n))
+            .collect()
+    }
+
     /// Names of the services on ports otsec does not dissect: {(transport, port): name}.
     fn set_service_names(&mut self, names: std::collections::HashMap<(u8, u16), String>) {
         let agg = &mut self.engine.aggregates;
@@ -807,6 +853,57 @@ fn host_tuple<'py>(
         .into_pyobject(py)
 }
 
+/// An edge as the baseline names it: "client -> server transport/port protocol".
+fn edge_ref(e: &crate::watch::EdgeRef) -> String {
+    let t = match e.2 {
+        6 => "tcp",
+        17 => "udp",
+        _ => "ip",
+    };
+    format!(
+        "{} -> {} {}/{} {}",
+        e.0.text(),
+        e.1.text(),
+        t,
+        e.3,
+        e.4.name()
+    )
+}
+
+fn parse_edge(key: &str) -> Option<crate::watch::EdgeRef> {
+    // "client -> server transport/port protocol"
+    let parts: Vec<&str> = key.split(' ').collect();
+    let [client, "->", server, tp, protocol] = parts[..] else {
+        return None;
+    };
+    let (transport, port) = tp.split_once('/')?;
+    let addr = |s: &str| -> Option<Addr> {
+        Some(match s.parse::<std::net::IpAddr>().ok()? {
+            std::net::IpAddr::V4(a) => Addr::new(&a.octets()),
+            std::net::IpAddr::V6(a) => Addr::new(&a.octets()),
+        })
+    };
+    let proto = match protocol {
+        "modbus" => crate::events::Proto::Modbus,
+        "s7comm" => crate::events::Proto::S7comm,
+        "s7comm_plus" => crate::events::Proto::S7commPlus,
+        "dnp3" => crate::events::Proto::Dnp3,
+        _ => return None,
+    };
+    let transport = match transport {
+        "tcp" => 6,
+        "udp" => 17,
+        _ => return None,
+    };
+    Some((
+        addr(client)?,
+        addr(server)?,
+        transport,
+        port.parse().ok()?,
+        proto,
+    ))
+}
+
 fn mac(m: &Option<[u8; 6]>) -> Option<String> {
     m.as_ref().map(|m| mac_text(m))
 }
@@ -835,6 +932,7 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             ev,
             hits,
             request_index,
+            rate,
         } => {
             let v = match v {
                 Some(v) => Some(view(py, v)?),
@@ -860,11 +958,19 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
                 ev.txn,
                 req,
                 hits.clone(),
-                *request_index,
+                (*request_index, *rate),
             )
                 .into_pyobject(py)
         }
         Fact::View { flow, view: v } => ("view", *flow, view(py, v)?).into_pyobject(py),
+        Fact::Tick { now, last } => (
+            "tick",
+            *now,
+            last.iter()
+                .map(|(e, t)| (edge_ref(e), *t))
+                .collect::<Vec<_>>(),
+        )
+            .into_pyobject(py),
         Fact::Arp { mac, ip, ts } => {
             ("arp", mac_text(mac), Addr::new(ip).text(), *ts).into_pyobject(py)
         }

@@ -38,7 +38,13 @@ class Deviations:
 
     def __init__(self, baseline: Baseline, add: Callable[[Finding], object],
                  catalog: dict[str, Rule], learn_for: float = 0.0,
-                 on_protect: Callable[[], None] | None = None) -> None:
+                 on_protect: Callable[[], None] | None = None, core_fed: bool = False) -> None:
+        """``core_fed``: the compiled core watches rates and polling and hands over what is
+        new, rates over the learned ones and silence checks (``on_tick``); otherwise every
+        record is read here."""
+        self.core_fed = core_fed
+        self.rate_alerts: dict[str, object] = {}
+        self._rate_applied: dict[str, int] = {}
         self.catalog = catalog
         self.baseline = baseline
         self.add = add
@@ -51,6 +57,10 @@ class Deviations:
         self.windows: dict[str, deque[float]] = {}
         self.now = 0.0
         self.next_check = 0.0
+
+    @property
+    def protecting_now(self) -> bool:
+        return self._protecting
 
     def protecting(self, ts: float) -> bool:
         if self._protecting:
@@ -94,9 +104,11 @@ class Deviations:
                              answerable=False,
                              approve={"kind": "mac", "ip": address, "mac": text}))
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event, rate: int | None = None) -> None:
+        """One record; ``rate``: requests in the window when the core found this one over
+        the learned rate."""
         ts = event.ts
-        if ts > self.now:
+        if ts > self.now and not self.core_fed:
             self.now = ts
             if ts >= self.next_check:
                 self.next_check = ts + 5.0
@@ -168,7 +180,24 @@ class Deviations:
                                  approve={"kind": "range", "edge": key, "unit": unit,
                                           "table": table, "start": start, "count": count}))
         if request and entry.rate > 0:
-            self._rate(event, key, entry.rate)
+            if not self.core_fed:
+                self._rate(event, key, entry.rate)
+            elif rate is not None:
+                self._rate_finding(event, key, entry.rate, rate)
+
+    def on_tick(self, now: float, last_requests: dict[str, float]) -> None:
+        """A silence check the core found due (it kept the last requests)."""
+        self.last_request.update(last_requests)
+        self.now = max(self.now, now)
+        self.check_silence(now)
+
+    def sync_rates(self, repeats: dict[str, int]) -> None:
+        """Requests the core counted over the learned rate after the first one."""
+        for key, n in repeats.items():
+            alert = self.rate_alerts.get(key)
+            if alert is not None and not isinstance(alert, str):
+                alert.count += n - self._rate_applied.get(key, 0)  # type: ignore[attr-defined]
+                self._rate_applied[key] = n
 
     def _macs(self, event: Event) -> None:
         flow = event.flow
@@ -195,9 +224,13 @@ class Deviations:
             q.popleft()
         rate = len(q) / RATE_WINDOW
         if len(q) >= RATE_MIN_REQUESTS and rate > RATE_FACTOR * learned:
-            self.add(Finding(self.catalog["otsec-baseline-rate"], event,
-                             f"sent {len(q)} requests in 60 s (learned {learned * 60:.0f}"
-                             "/min) to", answerable=False))
+            self._rate_finding(event, key, learned, len(q))
+
+    def _rate_finding(self, event: Event, key: str, learned: float, count: int) -> None:
+        alert = self.add(Finding(self.catalog["otsec-baseline-rate"], event,
+                                 f"sent {count} requests in 60 s (learned {learned * 60:.0f}"
+                                 "/min) to", answerable=False))
+        self.rate_alerts.setdefault(key, alert)
 
     # -- time-driven checks ---------------------------------------------------------
 

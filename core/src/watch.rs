@@ -1,0 +1,167 @@
+//! What the baseline asks the core to watch while protecting, so that steady traffic
+//! still never reaches Python: the first time something is seen (a host, a MAC for an
+//! address, a function, unit, object group or range on an edge), request rates on edges
+//! with a learned rate, and the last request of learned cyclic edges (for silence checks).
+
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::decode::Addr;
+use crate::events::{Body, Event, Proto};
+use crate::flows::Flow;
+use crate::meaning::{describe, Table};
+
+/// An edge as the baseline names it: client, server, transport, server port, protocol.
+pub type EdgeRef = (Addr, Addr, u8, u16, Proto);
+
+/// Things remembered before the sets start again (Python's own memory is bounded too).
+const MAX_SEEN: usize = 200_000;
+pub const RATE_WINDOW: f64 = 60.0;
+pub const RATE_FACTOR: f64 = 5.0;
+pub const RATE_MIN_REQUESTS: usize = 50;
+pub const TICK: f64 = 5.0;
+
+#[derive(Default)]
+pub struct Watch {
+    pub on: bool,
+    functions: FxHashSet<(EdgeRef, bool, u32)>,
+    units: FxHashSet<(EdgeRef, u32)>,
+    groups: FxHashSet<(EdgeRef, u8)>,
+    ranges: FxHashSet<(EdgeRef, u32, Table, i64, i64)>,
+    hosts: FxHashSet<Addr>,
+    macs: FxHashSet<(Addr, [u8; 6])>,
+    /// learned rates: edge -> (requests per second, times of recent requests)
+    rates: FxHashMap<EdgeRef, (f64, VecDeque<f64>)>,
+    /// the first request over its learned rate that crossed, and the ones after it
+    pub rate_repeats: FxHashMap<EdgeRef, u64>,
+    /// learned cyclic edges: the time of their last request
+    cyclic: FxHashMap<EdgeRef, Option<f64>>,
+    next_tick: f64,
+    last_event: f64,
+}
+
+impl Watch {
+    /// What is new starts again (the learning window closed: Python reports from now).
+    pub fn forget_seen(&mut self) {
+        self.functions.clear();
+        self.units.clear();
+        self.groups.clear();
+        self.ranges.clear();
+        self.hosts.clear();
+        self.macs.clear();
+    }
+
+    pub fn set_rates(&mut self, rates: Vec<(EdgeRef, f64)>) {
+        self.rates = rates
+            .into_iter()
+            .filter(|(_, r)| *r > 0.0)
+            .map(|(e, r)| (e, (r, VecDeque::new())))
+            .collect();
+        self.rate_repeats.clear();
+    }
+
+    /// The last request of each learned cyclic edge seen so far.
+    pub fn last_requests(&self) -> Vec<(EdgeRef, f64)> {
+        self.cyclic
+            .iter()
+            .filter_map(|(e, t)| t.map(|t| (*e, t)))
+            .collect()
+    }
+
+    pub fn set_cyclic(&mut self, edges: Vec<EdgeRef>) {
+        self.cyclic = edges.into_iter().map(|e| (e, None)).collect();
+    }
+
+    /// A silence check is due (every few seconds of record time): the last requests.
+    pub fn tick(&mut self, ts: f64) -> Option<Vec<(EdgeRef, f64)>> {
+        if ts <= self.last_event {
+            return None;
+        }
+        self.last_event = ts;
+        if ts < self.next_tick {
+            return None;
+        }
+        self.next_tick = ts + TICK;
+        if self.cyclic.is_empty() {
+            return None;
+        }
+        Some(
+            self.cyclic
+                .iter()
+                .filter_map(|(e, t)| t.map(|t| (*e, t)))
+                .collect(),
+        )
+    }
+
+    fn remember<T: std::hash::Hash + Eq>(set: &mut FxHashSet<T>, item: T) -> bool {
+        if set.len() >= MAX_SEEN {
+            set.clear();
+        }
+        set.insert(item)
+    }
+
+    /// Does this record show something new, or a rate over the learned one? Returns
+    /// (new, requests in the rate window when over the learned rate).
+    pub fn observe(&mut self, flow: &Flow, ev: &Event, ts: f64) -> (bool, Option<u64>) {
+        if matches!(ev.body, Body::Anomaly(_)) {
+            return (false, None);
+        }
+        let Some(u) = describe(ev) else {
+            return (false, None);
+        };
+        let client = flow.client_side();
+        let edge: EdgeRef = (
+            flow.ips[client],
+            flow.ips[1 - client],
+            flow.proto,
+            flow.ports[1 - client],
+            ev.protocol(),
+        );
+        let request = ev.is_request();
+        let mut new = false;
+        new |= Self::remember(&mut self.hosts, edge.0);
+        new |= Self::remember(&mut self.hosts, edge.1);
+        for side in 0..2 {
+            if let Some(mac) = flow.macs[side] {
+                new |= Self::remember(&mut self.macs, (flow.ips[side], mac));
+            }
+        }
+        new |= Self::remember(&mut self.functions, (edge, request, u.code));
+        if let (true, Some(unit)) = (request, u.unit) {
+            new |= Self::remember(&mut self.units, (edge, unit));
+        }
+        for &g in &u.groups {
+            new |= Self::remember(&mut self.groups, (edge, g));
+        }
+        for &(table, start, count) in &u.ranges {
+            new |= Self::remember(
+                &mut self.ranges,
+                (edge, u.unit.unwrap_or(0), table, start, count),
+            );
+        }
+        let mut over = None;
+        if request {
+            if let Some(last) = self.cyclic.get_mut(&edge) {
+                *last = Some(ts);
+            }
+            if let Some((rate, times)) = self.rates.get_mut(&edge) {
+                times.push_back(ts);
+                while times.front().is_some_and(|&t| ts - t > RATE_WINDOW) {
+                    times.pop_front();
+                }
+                let n = times.len();
+                if n >= RATE_MIN_REQUESTS && n as f64 / RATE_WINDOW > RATE_FACTOR * *rate {
+                    match self.rate_repeats.get_mut(&edge) {
+                        Some(repeats) => *repeats += 1,
+                        None => {
+                            self.rate_repeats.insert(edge, 0);
+                            over = Some(n as u64);
+                        }
+                    }
+                }
+            }
+        }
+        (new, over)
+    }
+}
