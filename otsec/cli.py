@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from otsec import __version__
 from otsec.baseline.model import BaselineError
@@ -69,19 +69,14 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
     """Audit capture files (pcap, pcapng, gzip of either) offline."""
     from otsec.audit import check_captures, run_audit
     from otsec.detect.ruleset import load
-    from otsec.sinks.console import print_summary
 
     window = parse_duration(learn_for) if learn_for is not None else None
     baseline = load_baseline(baseline_file) if baseline_file else None
     ruleset = load([Path(p) for p in rule_paths])
     check_captures(pcaps)  # fail fast, before any output directory is made
-    err = Console(stderr=True)
     total = sum(Path(p).stat().st_size for p in pcaps if p != "-" and Path(p).is_file())
-    with Progress(TextColumn("auditing"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("audit", total=total)
-        result = run_audit(list(pcaps), Path(out_dir),
-                           progress=lambda done: bar.update(task, completed=done),
+    with progress_bar("auditing", total) as progress:
+        result = run_audit(list(pcaps), Path(out_dir), progress=progress,
                            max_flows=max_flows, write_events=events, baseline=baseline,
                            learn_for=window, ruleset=ruleset)
     if es_url is not None:
@@ -89,6 +84,10 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
     if fmt == "json":
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True))
     else:
+        from rich.console import Console
+
+        from otsec.sinks.console import print_summary
+
         print_summary(result, Console())
     if fail_on is not None:
         threshold = SEVERITIES[fail_on]
@@ -244,6 +243,8 @@ def rules_list(rule_paths: tuple[str, ...]) -> int:
     for rid, c in sorted(rs.rules.items()):
         table.add_row(rid, c.rule.severity, c.rule.protocol, ", ".join(c.rule.techniques),
                       c.rule.name)
+    from rich.console import Console
+
     Console(width=160).print(table)
     return 0
 
@@ -304,6 +305,8 @@ def baseline_show(baseline_file: str) -> int:
     from rich.table import Table
 
     base = load_baseline(baseline_file)
+    from rich.console import Console
+
     console = Console()
     assets = Table(title=f"{len(base.assets)} assets")
     for col in ("ip", "role", "MAC", "identity"):
@@ -350,6 +353,21 @@ def baseline_approve(alert_id: str, baseline_file: str, alerts_file: str) -> int
         click.echo(f"learned {change}")
     base.save(Path(baseline_file))
     return 0
+
+
+@contextlib.contextmanager
+def progress_bar(what: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on a terminal (given bytes read so far); nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def load_baseline(path: str):
