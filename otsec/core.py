@@ -26,7 +26,7 @@ from otsec.events import (
     S7PlusPdu,
 )
 from otsec.graph.edges import Edge
-from otsec.graph.functions import function_name
+from otsec.graph.functions import Use, function_name
 from otsec.inventory.assets import HostRecord
 
 CaptureError = _core.CaptureError
@@ -120,7 +120,7 @@ class Facts:
         """The typed record of a fact; its hits, request index and rate (requests in the
         window when over the learned rate) are left in ``hits``, ``request_index``, ``rate``."""
         kind, flow_id, view, ts, frame, from_client, fields, txn, req, hits, extra = fact
-        self.hits, (self.request_index, self.rate) = hits, extra
+        self.hits, (self.request_index, self.rate, meaning) = hits, extra
         flow = self.flows.get(flow_id)
         if flow is None:
             flow = self.flows[flow_id] = FlowView(flow_id)
@@ -139,6 +139,10 @@ class Facts:
             if req is not None:
                 ev.request = self._request(cls, flow_id, from_client, req)  # type: ignore[attr-defined]
         ev.ts, ev.frame, ev.flow = ts, frame, flow
+        if meaning is not None:
+            code, writes, command, unit, ranges, groups = meaning
+            ev.meaning = Use(code, function_name(kind, code), writes, command, unit,
+                             tuple(ranges), tuple(groups))
         return ev
 
     def _request(self, cls: type, flow_id: int, from_client: bool,

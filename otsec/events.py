@@ -63,6 +63,7 @@ class Event:
     ts: float = 0.0
     frame: int = 0
     flow: Any = None
+    meaning: Any = None  # what the PDU does (graph.functions.Use), decided by the core
 
     @property
     def direction(self) -> str:

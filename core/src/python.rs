@@ -853,6 +853,15 @@ fn host_tuple<'py>(
         .into_pyobject(py)
 }
 
+/// What the record means, as decided when it was parsed: (code, writes, command, unit,
+/// ranges [(table, start, count)], object groups), or None.
+#[allow(clippy::type_complexity)]
+fn meaning(ev: &Event) -> Option<(u32, bool, bool, Option<u32>, Vec<(String, i64, i64)>, Vec<u8>)> {
+    let u = crate::meaning::describe(ev)?;
+    let ranges = u.ranges.iter().map(|(t, s, c)| (t.name(), *s, *c)).collect();
+    Some((u.code, u.writes, u.command, u.unit, ranges, u.groups))
+}
+
 /// An edge as the baseline names it: "client -> server transport/port protocol".
 fn edge_ref(e: &crate::watch::EdgeRef) -> String {
     let t = match e.2 {
@@ -958,7 +967,7 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
                 ev.txn,
                 req,
                 hits.clone(),
-                (*request_index, *rate),
+                (*request_index, *rate, meaning(ev)),
             )
                 .into_pyobject(py)
         }

@@ -1,24 +1,15 @@
-"""What an edge records about one PDU: the function, whether it writes, and what it touched."""
+"""What one PDU does (the function, whether it writes or commands, what it touched), as
+the compiled core decided when it parsed it, and the names of functions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otsec.events import Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
-from otsec.inventory.evidence import DNP3_WRITES, S7PLUS_WRITES
+from otsec.events import Event
 from otsec.protocols import dnp3, modbus, s7comm
 
-MODBUS_TABLES = {
-    1: "coils", 5: "coils", 15: "coils", 2: "discrete_inputs", 4: "input_registers",
-    3: "holding_registers", 6: "holding_registers", 16: "holding_registers",
-    22: "holding_registers", 23: "holding_registers", 24: "holding_registers",
-}  # fmt: skip
 S7_AREAS = {0x81: "I", 0x82: "Q", 0x83: "M", 0x84: "DB", 0x85: "DI", 0x1C: "C", 0x1D: "T",
             0x80: "P"}  # fmt: skip
-MODBUS_COMMANDS = frozenset({8, modbus.UMAS, *modbus.PROGRAMMING_FUNCTIONS})
-S7_COMMANDS = frozenset({s7comm.WRITE_VAR, *s7comm.DOWNLOAD, *s7comm.UPLOAD, s7comm.PI_SERVICE,
-                         s7comm.PLC_STOP})
-S7_COMMAND_GROUPS = frozenset({1, 5, 7})  # programmer commands, security, time
 USERDATA_BASE = 0x1000  # S7 userdata functions are 0x1000 + group * 0x100 + sub-function
 
 
@@ -34,57 +25,9 @@ class Use:
 
 
 def describe(event: Event) -> Use | None:
-    kind = type(event)
-    if kind is ModbusPdu:
-        return _modbus(event)  # type: ignore[arg-type]
-    if kind is S7Pdu:
-        return _s7(event)  # type: ignore[arg-type]
-    if kind is S7PlusPdu:
-        fc = event.function_code  # type: ignore[attr-defined]
-        if fc is None:
-            return None
-        writes = event.direction == "request" and fc in S7PLUS_WRITES
-        return Use(fc, s7comm.PLUS_FUNCTIONS.get(fc, f"0x{fc:04x}"), writes=writes,
-                   command=writes)
-    if kind is Dnp3Pdu:
-        fc = event.function_code  # type: ignore[attr-defined]
-        outstation = event.destination_address if fc < 0x80 else event.source_address  # type: ignore[attr-defined]
-        groups = tuple(sorted({o.group for o in event.objects})) if fc < 0x80 else ()  # type: ignore[attr-defined]
-        return Use(fc, dnp3.FUNCTION_NAMES.get(fc, f"function {fc}"), writes=fc in DNP3_WRITES,
-                   command=1 < fc < 0x80 and fc != 23, unit=outstation, groups=groups)
-    return None
-
-
-def _modbus(pdu: ModbusPdu) -> Use:
-    fc = pdu.function_code
-    use = Use(fc, modbus.FUNCTION_NAMES.get(fc & 0x7F, f"function {fc & 0x7F}"),
-              writes=pdu.from_client and fc in modbus.WRITE_FUNCTIONS, unit=pdu.unit_id)
-    use.command = pdu.from_client and (use.writes or fc in MODBUS_COMMANDS)
-    table = MODBUS_TABLES.get(fc)
-    if pdu.from_client and table and pdu.address is not None:
-        spans = [(table, pdu.address, pdu.quantity or 1)]
-        if pdu.write_address is not None:
-            spans.append((table, pdu.write_address, pdu.write_quantity or 1))
-        use.ranges = tuple(spans)
-    return use
-
-
-def _s7(pdu: S7Pdu) -> Use | None:
-    if pdu.rosctr == 7 and pdu.group is not None:
-        code = USERDATA_BASE + pdu.group * 0x100 + (pdu.subfunction or 0)
-        name = f"{s7comm.GROUP_NAMES.get(pdu.group, 'group ' + str(pdu.group))}/{pdu.subfunction}"
-        return Use(code, name, command=pdu.userdata_type == 4 and pdu.group in S7_COMMAND_GROUPS)
-    if pdu.function_code is None:
-        return None
-    fc = pdu.function_code
-    use = Use(fc, s7comm.FUNCTION_NAMES.get(fc, f"0x{fc:02x}"),
-              writes=pdu.rosctr == 1 and fc == s7comm.WRITE_VAR,
-              command=pdu.rosctr == 1 and fc in S7_COMMANDS)
-    if pdu.rosctr == 1 and pdu.items:
-        use.ranges = tuple(
-            (S7_AREAS.get(i.area, f"area{i.area}") + (str(i.db) if i.area == 0x84 else ""),
-             i.byte, max(i.length, 1)) for i in pdu.items[:32])
-    return use
+    """What the PDU does, as the core decided when it parsed it (None: an anomaly, or a
+    PDU that uses no function)."""
+    return event.meaning
 
 
 def function_name(protocol: str, code: int) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from otsec.events import Anomaly, Event
+from tests.pyengine.meaning import derive
 from tests.pyengine.net.decode import ACK, ARP, FIN, RST, SYN, TCP, UDP, decode_arp, decode_frame
 from tests.pyengine.net.flows import Flow, FlowTable
 from tests.pyengine.net.reassembly import Chunk, ReassemblyStats
@@ -212,6 +213,7 @@ class Engine:
                 stats.anomalies[f"{ev.protocol_name}.{ev.kind}"] += 1
             else:
                 stats.pdus[ev.protocol] += 1
+                ev.meaning = derive(ev)
             for handle in handlers:
                 handle(ev)
 
