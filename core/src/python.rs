@@ -856,9 +856,22 @@ fn host_tuple<'py>(
 /// What the record means, as decided when it was parsed: (code, writes, command, unit,
 /// ranges [(table, start, count)], object groups), or None.
 #[allow(clippy::type_complexity)]
-fn meaning(ev: &Event) -> Option<(u32, bool, bool, Option<u32>, Vec<(String, i64, i64)>, Vec<u8>)> {
+fn meaning(
+    ev: &Event,
+) -> Option<(
+    u32,
+    bool,
+    bool,
+    Option<u32>,
+    Vec<(String, i64, i64)>,
+    Vec<u8>,
+)> {
     let u = crate::meaning::describe(ev)?;
-    let ranges = u.ranges.iter().map(|(t, s, c)| (t.name(), *s, *c)).collect();
+    let ranges = u
+        .ranges
+        .iter()
+        .map(|(t, s, c)| (t.name(), *s, *c))
+        .collect();
     Some((u.code, u.writes, u.command, u.unit, ranges, u.groups))
 }
 
