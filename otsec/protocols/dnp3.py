@@ -4,10 +4,6 @@ link frames, transport segments and object headers)."""
 from __future__ import annotations
 
 PORT = 20000
-START = b"\x05\x64"
-MAX_FRAGMENT = 64 * 1024
-MAX_OBJECTS = 256
-MAX_PENDING = 64
 
 FUNCTION_NAMES = {
     0: "confirm", 1: "read", 2: "write", 3: "select", 4: "operate", 5: "direct operate",
@@ -22,5 +18,3 @@ FUNCTION_NAMES = {
     32: "authenticate request", 33: "authenticate request no ack", 129: "response",
     130: "unsolicited response", 131: "authenticate response",
 }  # fmt: skip
-#: requests whose object headers carry no object data
-HEADERS_ONLY = frozenset({1, 7, 8, 9, 10, 11, 12, 13, 14, 20, 21, 22, 23, 24, 0})

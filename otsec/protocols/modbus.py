@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 PORT = 502
-MBAP_LEN = 7
-MAX_LENGTH = 254  # unit id + a PDU of at most 253 bytes
-OVERSIZE_LENGTH = 2048  # longer frames (some UMAS stacks) are parsed but flagged
-MAX_PENDING = 512  # outstanding requests kept per connection
-MAX_BUFFER = 4096  # bytes kept while looking for a header
-
-PUBLIC_FUNCTIONS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43})
 WRITE_FUNCTIONS = frozenset({5, 6, 15, 16, 21, 22, 23})
 UMAS = 90
 PROGRAMMING_FUNCTIONS = frozenset({40, 41, 42, 125, 126})
-#: functions accepted when recognising Modbus by content on a non-standard port
-PROBE_FUNCTIONS = PUBLIC_FUNCTIONS | {UMAS} | PROGRAMMING_FUNCTIONS
 
 FUNCTION_NAMES = {
     1: "read coils",

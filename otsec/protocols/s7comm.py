@@ -4,13 +4,10 @@ compiled core parses the bytes; see the README for what S7comm-plus V3 sessions 
 from __future__ import annotations
 
 PORT = 102
-JOB, ACK, ACK_DATA, USERDATA = 1, 2, 3, 7
 READ_VAR, WRITE_VAR = 0x04, 0x05
-SETUP = 0xF0
 PI_SERVICE, PLC_STOP = 0x28, 0x29
 DOWNLOAD = (0x1A, 0x1B, 0x1C)
 UPLOAD = (0x1D, 0x1E, 0x1F)
-MAX_PENDING = 256
 
 FUNCTION_NAMES = {
     0x00: "CPU services", 0x04: "read var", 0x05: "write var", 0x1A: "request download",
@@ -22,13 +19,6 @@ GROUP_NAMES = {
     4: "CPU functions", 5: "security", 6: "PBC BSEND/BRECV", 7: "time functions",
     15: "NC programming",
 }  # fmt: skip
-BLOCK_TYPES = {"08": "OB", "0A": "DB", "0B": "SDB", "0C": "FC", "0D": "SFC", "0E": "FB",
-               "0F": "SFB"}  # fmt: skip
-AREAS = {0x03: "system info", 0x05: "system flags", 0x06: "analog inputs",
-         0x07: "analog outputs", 0x1C: "counters", 0x1D: "timers", 0x1E: "IEC counters",
-         0x1F: "IEC timers", 0x80: "direct peripheral", 0x81: "inputs", 0x82: "outputs",
-         0x83: "flags", 0x84: "data blocks", 0x85: "instance data blocks",
-         0x86: "local data", 0x87: "previous local data"}  # fmt: skip
 PLUS_FUNCTIONS = {
     0x04B1: "Error", 0x04BB: "Explore", 0x04CA: "CreateObject", 0x04D4: "DeleteObject",
     0x04F2: "SetVariable", 0x04FC: "GetVariable", 0x0506: "AddLink", 0x051A: "RemoveLink",

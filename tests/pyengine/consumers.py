@@ -6,7 +6,7 @@ from __future__ import annotations
 from otsec.events import Event
 from otsec.graph.edges import Edge, EdgeKey
 from otsec.graph.functions import describe
-from otsec.inventory.assets import HostRecord
+from otsec.inventory.assets import HostRecord, merge_identity
 from otsec.inventory.evidence import observe
 from otsec.protocols import PORT_NAMES, WELL_KNOWN
 from tests.pyengine.linktypes import format_mac
@@ -92,18 +92,11 @@ class OldInventory:
 
 
 def _merge_identity(host: HostRecord, found: dict[str, str], source: str) -> None:
-    ident = host.identity
     address = found.get("dnp3_address")
     if address is not None:
         host.dnp3_addresses.add(int(address))
         return
-    weak = source == "modbus-fc17"  # a vendor-specific id never replaces a product code
-    for name, value in found.items():
-        if weak and getattr(ident, name):
-            continue
-        if getattr(ident, name) != value:
-            setattr(ident, name, value)
-            ident.source = source
+    merge_identity(host.identity, found, source)
 
 
 class OldGraph:

@@ -31,22 +31,6 @@ REGISTRY: tuple[ProtocolSpec, ...] = (
     ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000}), looks_like_dnp3, Dnp3Parser),
 )
 
-#: (transport, port) -> the protocol dissected there
-PORT_NAMES = {
-    **{(6, port): spec.name for spec in REGISTRY for port in spec.tcp_ports},
-    **{(17, port): spec.name for spec in REGISTRY for port in spec.udp_ports},
-}
-
-#: names for flows otsec does not dissect, for the inventory's service list
-WELL_KNOWN = {
-    (6, 2404): "iec104",
-    (6, 44818): "enip", (17, 44818): "enip", (17, 2222): "enip", (17, 47808): "bacnet",
-    (6, 80): "http", (6, 443): "tls", (6, 22): "ssh", (6, 23): "telnet", (6, 21): "ftp",
-    (17, 53): "dns", (6, 53): "dns", (17, 123): "ntp", (17, 161): "snmp", (17, 67): "dhcp",
-    (17, 68): "dhcp", (6, 3389): "rdp", (6, 445): "smb", (6, 4840): "opcua",
-    (6, 1883): "mqtt", (6, 5900): "vnc", (6, 9600): "fins", (17, 9600): "fins",
-}  # fmt: skip
-
 _NOT_OT_PREFIXES = (b"GET ", b"POST", b"HEAD", b"PUT ", b"HTTP", b"\x16\x03", b"SSH-", b"OPTI")
 
 

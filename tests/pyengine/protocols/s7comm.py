@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 
 from otsec.events import Anomaly, Event, S7Anomaly, S7Item, S7Pdu, S7PlusPdu
+from otsec.protocols.s7comm import FUNCTION_NAMES, GROUP_NAMES, PLUS_FUNCTIONS  # noqa: F401
 from tests.pyengine.protocols.cotp import CC, CR, DT, CotpStream, looks_like_tpkt
 from tests.pyengine.protocols.transactions import Pending
 
@@ -31,16 +32,6 @@ DOWNLOAD = (0x1A, 0x1B, 0x1C)
 UPLOAD = (0x1D, 0x1E, 0x1F)
 MAX_PENDING = 256
 
-FUNCTION_NAMES = {
-    0x00: "CPU services", 0x04: "read var", 0x05: "write var", 0x1A: "request download",
-    0x1B: "download block", 0x1C: "download ended", 0x1D: "start upload", 0x1E: "upload",
-    0x1F: "end upload", 0x28: "PI service", 0x29: "PLC stop", 0xF0: "setup communication",
-}  # fmt: skip
-GROUP_NAMES = {
-    0: "mode transition", 1: "programmer commands", 2: "cyclic data", 3: "block functions",
-    4: "CPU functions", 5: "security", 6: "PBC BSEND/BRECV", 7: "time functions",
-    15: "NC programming",
-}  # fmt: skip
 BLOCK_TYPES = {"08": "OB", "0A": "DB", "0B": "SDB", "0C": "FC", "0D": "SFC", "0E": "FB",
                "0F": "SFB"}  # fmt: skip
 AREAS = {0x03: "system info", 0x05: "system flags", 0x06: "analog inputs",
@@ -48,14 +39,6 @@ AREAS = {0x03: "system info", 0x05: "system flags", 0x06: "analog inputs",
          0x1F: "IEC timers", 0x80: "direct peripheral", 0x81: "inputs", 0x82: "outputs",
          0x83: "flags", 0x84: "data blocks", 0x85: "instance data blocks",
          0x86: "local data", 0x87: "previous local data"}  # fmt: skip
-PLUS_FUNCTIONS = {
-    0x04B1: "Error", 0x04BB: "Explore", 0x04CA: "CreateObject", 0x04D4: "DeleteObject",
-    0x04F2: "SetVariable", 0x04FC: "GetVariable", 0x0506: "AddLink", 0x051A: "RemoveLink",
-    0x0524: "GetLink", 0x0542: "SetMultiVariables", 0x054C: "GetMultiVariables",
-    0x0556: "BeginSequence", 0x0560: "EndSequence", 0x056B: "Invoke",
-    0x057C: "SetVarSubStreamed", 0x0586: "GetVarSubStreamed", 0x0590: "GetVariablesAddress",
-    0x059A: "Abort", 0x05A9: "Error2", 0x05B3: "InitSsl",
-}  # fmt: skip
 
 _HDR = struct.Struct("!BBHHHH").unpack_from
 _H = struct.Struct("!H").unpack_from
