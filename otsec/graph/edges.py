@@ -86,8 +86,14 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
         key = (id_of.get(e.client, e.client), id_of.get(e.server, e.server), e.transport,
                e.port, e.protocol)
         m = out.get(key)
-        if m is None:
-            m = out[key] = Edge(*key, first_seen=e.first_seen, last_seen=e.last_seen)
+        if m is None:  # the first of its asset pair: a copy (its ranges are merged already)
+            out[key] = Edge(*key, first_seen=e.first_seen, last_seen=e.last_seen,
+                            packets=e.packets, bytes=e.bytes, pdus=e.pdus, writes=e.writes,
+                            functions=Counter(e.functions), unit_ids=set(e.unit_ids),
+                            ranges={k: [list(s) for s in v] for k, v in e.ranges.items()},
+                            names=dict(e.names), requests=e.requests, objects=set(e.objects),
+                            cadence={c: list(v) for c, v in e.cadence.items()})
+            continue
         m.first_seen = min(m.first_seen, e.first_seen)
         m.last_seen = max(m.last_seen, e.last_seen)
         m.packets += e.packets

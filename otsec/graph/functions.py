@@ -4,6 +4,7 @@ the compiled core decided when it parsed it, and the names of functions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from otsec.events import Event
 from otsec.protocols import dnp3, modbus, s7comm
@@ -30,6 +31,7 @@ def describe(event: Event) -> Use | None:
     return event.meaning
 
 
+@lru_cache(maxsize=4096)
 def function_name(protocol: str, code: int) -> str:
     """The name of a function code as the graph shows it (see ``Use.code``)."""
     if protocol == "modbus":
