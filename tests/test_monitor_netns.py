@@ -228,3 +228,42 @@ def test_sighup_reloads_rules(veth: object, workers: int) -> None:
     assert sensor.returncode == 0, err[-2000:]
     rules_seen = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
     assert "site-any-read" in rules_seen
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_live_sensor_protects_with_a_baseline(veth: object, tmp_path: Path) -> None:
+    """With a learned baseline the sensor reports what the offline audit reports: the
+    core watches what is new and hands it over."""
+    from otsec.audit import run_learn
+
+    baseline = Path(tempfile.mkdtemp(prefix="otsec-base-", dir="/tmp")) / "base.json"
+    run_learn([ROOT / "pcaps" / "modbus-normal.pcap"]).save(baseline)
+    baseline.parent.chmod(0o777)
+    baseline.chmod(0o666)
+    out = Path(tempfile.mkdtemp(prefix="otsec-live-", dir="/tmp"))
+    sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                               "monitor", "-i", "mirror0", "--out", str(out),
+                               "--baseline", str(baseline), "--flush-every", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if (out / "summary.json").exists():
+                break
+            time.sleep(0.1)
+        assert sensor.poll() is None, sensor.stderr.read() if sensor.stderr else ""
+        subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
+                        REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True,
+                       timeout=120)
+        time.sleep(1.5)
+        sensor.send_signal(signal.SIGTERM)
+        _stdout, stderr = sensor.communicate(timeout=30)
+    finally:
+        if sensor.poll() is None:
+            sensor.kill()
+    assert sensor.returncode == 0, stderr[-2000:]
+    offline = run_audit([SAMPLE], tmp_path / "offline",
+                        baseline=run_learn([ROOT / "pcaps" / "modbus-normal.pcap"]))
+    live_rules = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
+    expected = {a["rule"]["id"] for a in offline.alerts}
+    assert {"otsec-baseline-new-asset", "otsec-baseline-rogue-master"} <= expected
+    assert live_rules == expected
