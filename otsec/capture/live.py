@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Iterator
 
 from otsec.capture import CaptureError
+from otsec.protocols import capture_filter
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -33,10 +34,7 @@ TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 
 #: the OT protocols, and what the inventory needs beside them
-DEFAULT_FILTER = ("tcp port 502 or udp port 502 or tcp port 102 or tcp port 20000 or "
-                  "udp port 20000 or tcp port 2404 or tcp port 44818 or udp port 44818 or "
-                  "udp port 47808 or arp or port 53 or port 67 or port 68 or "
-                  "(vlan and (tcp port 502 or tcp port 102 or tcp port 20000 or arp))")
+DEFAULT_FILTER = capture_filter()
 
 
 

@@ -38,3 +38,19 @@ WELL_KNOWN = {
     (17, 68): "dhcp", (6, 3389): "rdp", (6, 445): "smb", (6, 4840): "opcua",
     (6, 1883): "mqtt", (6, 5900): "vnc", (6, 9600): "fins", (17, 9600): "fins",
 }  # fmt: skip
+
+#: other OT protocols whose conversations the live sensor keeps (inventory, graph)
+OTHER_OT_PORTS = ((6, 2404), (6, 44818), (17, 44818), (17, 47808))
+
+
+def capture_filter() -> str:
+    """The live sensor's default kernel filter: the dissected protocols' ports, the other
+    OT ports, and what the inventory needs beside them (ARP, DNS, DHCP); VLAN-tagged
+    traffic of the dissected protocols too."""
+    names = {6: "tcp", 17: "udp"}
+    ports = sorted({(6, p) for spec in REGISTRY for p in spec.tcp_ports}
+                   | {(17, p) for spec in REGISTRY for p in spec.udp_ports}
+                   | set(OTHER_OT_PORTS), key=lambda tp: (tp[1], tp[0]))
+    ot = " or ".join(f"{names[t]} port {p}" for t, p in ports)
+    tagged = " or ".join(f"tcp port {p}" for spec in REGISTRY for p in sorted(spec.tcp_ports))
+    return f"{ot} or arp or port 53 or port 67 or port 68 or (vlan and ({tagged} or arp))"
