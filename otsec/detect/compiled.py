@@ -13,8 +13,8 @@ from typing import Any
 from otsec import _core
 from otsec.detect.fields import template_fields
 from otsec.detect.ruleset import CompiledRule, RuleSet
+from otsec.protocols import RECORD_PROTOCOLS
 
-PROTOCOLS = ("modbus", "s7comm", "s7comm_plus", "dnp3")
 CORE_FIELDS = frozenset(_core.FIELDS)
 #: computed text fields, told apart in the core by the record fields they are made of
 SOURCES = {
@@ -47,7 +47,7 @@ def _spec(c: CompiledRule) -> tuple[Any, ...]:
     if c.threshold is not None:
         t = c.threshold
         threshold = (t.count, t.window, t.by, t.distinct)
-    protocols = list(PROTOCOLS) if rule.protocol == "any" else [rule.protocol]
+    protocols = list(RECORD_PROTOCOLS) if rule.protocol == "any" else [rule.protocol]
     return (protocols, c.event == "anomaly", conditions, passthrough, threshold, keys or [],
             c.actor, c.answerable)
 

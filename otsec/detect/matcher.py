@@ -11,6 +11,7 @@ from otsec.detect.alerts import Finding
 from otsec.detect.fields import COMPUTED, CONTEXT_FIELDS, render, resolve
 from otsec.detect.ruleset import CompiledRule, Condition, RuleSet
 from otsec.events import Anomaly, Event
+from otsec.protocols import RECORD_PROTOCOLS
 
 MAX_KEYS = 20_000  # threshold and flow states kept before the oldest are forgotten
 
@@ -76,7 +77,7 @@ class Matcher:
         for c in ruleset.rules.values():
             if c.kind != "signature" or (only is not None and c.rule.id not in only):
                 continue
-            protocols = (["modbus", "s7comm", "s7comm_plus", "dnp3"] if c.rule.protocol == "any"
+            protocols = (list(RECORD_PROTOCOLS) if c.rule.protocol == "any"
                          else [c.rule.protocol])
             codes = next((cond for cond in c.conditions if cond.field == "function_code"
                           and cond.op in ("eq", "in")), None)

@@ -19,8 +19,9 @@ import yaml
 from otsec.detect.attack import TACTICS, TECHNIQUES
 from otsec.detect.catalog import SEVERITIES, Rule
 from otsec.detect.fields import known_field, template_fields
+from otsec.protocols import RECORD_PROTOCOLS
 
-PROTOCOLS = ("modbus", "s7comm", "s7comm_plus", "dnp3", "any")
+PROTOCOLS = (*RECORD_PROTOCOLS, "any")
 RULE_KEYS = {"id", "name", "description", "severity", "category", "techniques", "tactics",
              "reference",
              "protocol", "version", "kind", "event", "match", "message", "target", "detail",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-OT_SERVER_ROLES = {"modbus": "plc", "s7comm": "plc", "s7comm_plus": "plc", "dnp3": "rtu",
-                   "iec104": "rtu", "enip": "plc", "bacnet": "plc", "fins": "plc"}  # fmt: skip
+from otsec.protocols import SERVER_ROLES
+
+OT_SERVER_ROLES = {**SERVER_ROLES, "iec104": "rtu", "enip": "plc", "bacnet": "plc",
+                   "fins": "plc"}
 OT_PROTOCOLS = set(OT_SERVER_ROLES)
 HISTORIAN_MAX_RATE = 0.1  # requests per second: a historian reads, and not often
 HISTORIAN_MIN_SPAN = 60.0  # seconds of activity before the rate means anything

@@ -15,13 +15,26 @@ class ProtocolSpec:
     name: str
     tcp_ports: frozenset[int]
     udp_ports: frozenset[int]
+    #: the names its records carry (S7comm's connections also carry S7comm-plus)
+    records: tuple[str, ...]
+    #: the role of a host that answers it
+    server_role: str
+    #: the colour of each of its record protocols in the report
+    colours: tuple[str, ...]
 
 
 REGISTRY: tuple[ProtocolSpec, ...] = (
-    ProtocolSpec("modbus", frozenset({502}), frozenset({502})),
-    ProtocolSpec("s7comm", frozenset({102}), frozenset()),
-    ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000})),
+    ProtocolSpec("modbus", frozenset({502}), frozenset({502}), ("modbus",), "plc", ("#1f77b4",)),
+    ProtocolSpec("s7comm", frozenset({102}), frozenset(), ("s7comm", "s7comm_plus"), "plc",
+                 ("#2ca02c", "#17becf")),
+    ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000}), ("dnp3",), "rtu", ("#ff7f0e",)),
 )
+
+#: every record protocol, in registry order (rules name these, or "any")
+RECORD_PROTOCOLS: tuple[str, ...] = tuple(p for spec in REGISTRY for p in spec.records)
+#: record protocol -> its colour in the report, and the role of a host that answers it
+COLOURS = {p: c for spec in REGISTRY for p, c in zip(spec.records, spec.colours, strict=True)}
+SERVER_ROLES = {p: spec.server_role for spec in REGISTRY for p in spec.records}
 
 #: (transport, port) -> the protocol dissected there
 PORT_NAMES = {

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from otsec.graph.edges import Edge
+from otsec.protocols import COLOURS
 from otsec.sinks.documents import display_name
 from otsec.timefmt import iso
 
@@ -69,8 +70,7 @@ document.querySelectorAll('svg.zoom').forEach(function (svg) {
   });
 });
 """
-PROTOCOL_COLOURS = {"modbus": "#1f77b4", "s7comm": "#2ca02c", "s7comm_plus": "#17becf",
-                    "dnp3": "#ff7f0e"}
+PROTOCOL_COLOURS = COLOURS
 
 
 def _e(value: Any) -> str:
