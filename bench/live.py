@@ -6,12 +6,14 @@ Needs root (it builds two network namespaces joined by a veth pair). The bench c
 `otsec monitor`, then the sensor's summary is read: kernel drops and packets seen.
 
     sudo python3 bench/live.py [--packets 200000] [--rates 20000 50000 100000 200000]
+                               [--tcpreplay] [--workers 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -67,7 +69,21 @@ def teardown() -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-def trial(pcap: Path, rate: int, workers: int) -> tuple[float, int, int]:
+def send(pcap: Path, rate: int, tcpreplay: bool) -> float:
+    """Replay the capture into the veth pair at ``rate``; return the rate achieved."""
+    if tcpreplay:
+        done = subprocess.run(["ip", "netns", "exec", TX, "tcpreplay", "-i", "feed0",
+                               f"--pps={rate}", str(pcap)], capture_output=True, text=True,
+                              check=True)
+        rated = re.search(r"Rated: .*?([0-9.]+) pps", done.stdout)
+        return float(rated.group(1)) if rated else 0.0
+    done = subprocess.run(["ip", "netns", "exec", TX, sys.executable, "-c",
+                           SENDER.format(root=str(ROOT), pcap=str(pcap), rate=rate)],
+                          capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
+
+
+def trial(pcap: Path, rate: int, workers: int, tcpreplay: bool) -> tuple[float, int, int]:
     out = Path(tempfile.mkdtemp(prefix="otsec-bench-", dir="/tmp"))
     sensor = subprocess.Popen(["ip", "netns", "exec", RX, sys.executable, "-m", "otsec",
                                "monitor", "-i", "mirror0", "--out", str(out), "--bpf", "",
@@ -77,20 +93,21 @@ def trial(pcap: Path, rate: int, workers: int) -> tuple[float, int, int]:
         if (out / "summary.json").exists():
             break
         time.sleep(0.1)
-    sent = subprocess.run(["ip", "netns", "exec", TX, sys.executable, "-c",
-                           SENDER.format(root=str(ROOT), pcap=str(pcap), rate=rate)],
-                          capture_output=True, text=True, check=True)
+    sent = send(pcap, rate, tcpreplay)
     time.sleep(3)
     sensor.send_signal(signal.SIGTERM)
     sensor.wait(timeout=120)
     summary = json.loads((out / "summary.json").read_text())
-    return float(sent.stdout.strip()), summary["packets"], summary.get("kernel_drops", 0)
+    return sent, summary["packets"], summary.get("kernel_drops", 0)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--rates", type=int, nargs="+", default=[20_000, 50_000, 100_000, 200_000])
+    ap.add_argument("--tcpreplay", action="store_true",
+                    help="replay with tcpreplay (apt-get install tcpreplay), not Python")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     pcap = HERE / "out" / f"modbus-{args.packets}.pcap"
     if not pcap.exists():
@@ -98,10 +115,10 @@ def main() -> int:
         write(pcap, args.packets)
     setup()
     try:
-        for workers in (1, 2):
+        for workers in args.workers:
             best = 0.0
             for rate in args.rates:
-                achieved, seen, drops = trial(pcap, rate, workers)
+                achieved, seen, drops = trial(pcap, rate, workers, args.tcpreplay)
                 ok = drops == 0 and seen >= args.packets
                 print(f"workers {workers}: asked {rate:>7} pkt/s, sent {achieved:>9.0f} pkt/s, "
                       f"seen {seen}, kernel drops {drops} {'ok' if ok else 'LOSS'}")
