@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,9 @@ def main() -> int:
                     help="replay with tcpreplay (apt-get install tcpreplay), not Python")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
+    if args.tcpreplay and not shutil.which("tcpreplay"):
+        print("bench: tcpreplay is missing (apt-get install tcpreplay)", file=sys.stderr)
+        return 2
     pcap = HERE / "out" / f"modbus-{args.packets}.pcap"
     if not pcap.exists():
         pcap.parent.mkdir(parents=True, exist_ok=True)
