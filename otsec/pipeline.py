@@ -47,10 +47,10 @@ class Pipeline:
                  max_flows: int = 200_000, append: bool = False,
                  on_learned: Callable[[Baseline], None] | None = None) -> None:
         self.sources = list(sources)
-        # Python needs findings, identities and their answers; with a baseline also what
-        # is new, rates over the learned ones and silence checks (the core watches)
         if out_dir is not None and not events and not append:
             (out_dir / "events.ndjson").write_bytes(b"")  # the file exists, and is empty
+        # Python needs findings, identities and their answers; with a baseline also what
+        # is new, rates over the learned ones and silence checks (the core watches)
         self.core = _core.Engine(
             max_flows=max_flows,
             events=str(out_dir / "events.ndjson") if out_dir is not None and events else None,
@@ -113,10 +113,6 @@ class Pipeline:
             if progress is not None:
                 progress(consumed)
         return warnings
-
-    def packet(self, ts: float, linktype: int, data: bytes, wirelen: int) -> None:
-        """One live packet (call ``drain`` now and then)."""
-        self.core.packet(ts, linktype, data, wirelen)
 
     def drain(self) -> None:
         """Hand what crossed from the core to the policy, in capture order."""
