@@ -7,39 +7,12 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
-use crate::events::{Anomaly, Body, Dnp3Pdu, Event, ModbusPdu, Proto, Req, S7Pdu, S7PlusPdu};
+use crate::events::{Anomaly, Body, Event, Proto};
 use crate::flows::Flow;
 use crate::json::*;
 use crate::timefmt::IsoCache;
 
 pub const ECS_VERSION: &str = "8.11.0";
-
-/// Names of S7comm-plus functions, for the event's `function_name`.
-pub fn plus_function_name(fc: u16) -> &'static str {
-    match fc {
-        0x04B1 => "Error",
-        0x04BB => "Explore",
-        0x04CA => "CreateObject",
-        0x04D4 => "DeleteObject",
-        0x04F2 => "SetVariable",
-        0x04FC => "GetVariable",
-        0x0506 => "AddLink",
-        0x051A => "RemoveLink",
-        0x0524 => "GetLink",
-        0x0542 => "SetMultiVariables",
-        0x054C => "GetMultiVariables",
-        0x0556 => "BeginSequence",
-        0x0560 => "EndSequence",
-        0x056B => "Invoke",
-        0x057C => "SetVarSubStreamed",
-        0x0586 => "GetVarSubStreamed",
-        0x0590 => "GetVariablesAddress",
-        0x059A => "Abort",
-        0x05A9 => "Error2",
-        0x05B3 => "InitSsl",
-        _ => "unknown",
-    }
-}
 
 fn endpoint(out: &mut Vec<u8>, flow: &Flow, side: usize) {
     out.push(b'{');
@@ -116,218 +89,6 @@ fn middle(
     m
 }
 
-pub fn modbus_fields(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
-    out.push(b'{');
-    field_u(out, "transaction_id", p.transaction_id as u64);
-    field_u(out, "unit_id", p.unit_id as u64);
-    field_u(out, "function_code", p.function_code as u64);
-    if let Some(v) = p.exception_code {
-        field_u(out, "exception_code", v as u64);
-    }
-    if let Some(v) = p.subfunction {
-        field_u(out, "subfunction", v as u64);
-    }
-    if let Some(v) = p.mei_type {
-        field_u(out, "mei_type", v as u64);
-    }
-    if let Some(v) = p.address {
-        field_u(out, "address", v as u64);
-    }
-    if let Some(v) = p.quantity {
-        field_u(out, "quantity", v as u64);
-    }
-    if let Some(v) = p.value {
-        field_u(out, "value", v as u64);
-    }
-    if let Some(v) = p.write_address {
-        field_u(out, "write_address", v as u64);
-        field_opt_u(out, "write_quantity", p.write_quantity.map(|q| q as u64));
-    }
-    if let Some(v) = p.umas_function {
-        field_u(out, "umas_function", v as u64);
-    }
-    if let Some(objects) = &p.device_id {
-        if !objects.is_empty() {
-            key(out, "device_identification");
-            out.push(b'{');
-            for (k, v) in objects {
-                field_s(out, &k.to_string(), v);
-            }
-            out.push(b'}');
-        }
-    }
-    if let Some(id) = &p.server_id {
-        field_s(out, "server_id", id);
-        key(out, "run_indicator");
-        out.extend_from_slice(match p.run_indicator {
-            Some(true) => b"true",
-            Some(false) => b"false",
-            None => b"null",
-        });
-    }
-    if !p.anomalies.is_empty() {
-        str_list(out, "anomalies", &p.anomalies);
-    }
-    if let Some(Req {
-        address: Some(addr),
-        quantity,
-        ..
-    }) = req
-    {
-        key(out, "request");
-        out.push(b'{');
-        field_u(out, "address", *addr as u64);
-        field_opt_u(out, "quantity", quantity.map(|q| q as u64));
-        out.push(b'}');
-    }
-    out.push(b'}');
-}
-
-fn tsap_value(out: &mut Vec<u8>, v: &Option<Vec<u8>>) {
-    match v {
-        Some(b) => big_uint(out, b),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-pub fn s7_fields(out: &mut Vec<u8>, p: &S7Pdu) {
-    out.push(b'{');
-    field_u(out, "rosctr", p.rosctr as u64);
-    field_u(out, "pdu_reference", p.pdu_reference as u64);
-    if let Some(v) = p.function_code {
-        field_u(out, "function_code", v as u64);
-    }
-    if let Some(g) = p.group {
-        key(out, "userdata");
-        out.push(b'{');
-        field_opt_u(out, "type", p.userdata_type.map(u64::from));
-        field_u(out, "group", g as u64);
-        field_opt_u(out, "subfunction", p.subfunction.map(u64::from));
-        if let Some(id) = p.szl_id {
-            field_u(out, "szl_id", id as u64);
-            field_opt_u(out, "szl_index", p.szl_index.map(u64::from));
-        }
-        out.push(b'}');
-    }
-    if let Some(s) = &p.pi_service {
-        field_s(out, "pi_service", s);
-    }
-    if let Some(t) = &p.block_type {
-        key(out, "block");
-        out.push(b'{');
-        field_s(out, "type", t);
-        field_opt_u(out, "number", p.block_number.map(u64::from));
-        out.push(b'}');
-    }
-    if let Some(c) = p.error_class {
-        field_u(out, "error_class", c as u64);
-        field_opt_u(out, "error_code", p.error_code.map(u64::from));
-    }
-    if !p.items.is_empty() {
-        key(out, "items");
-        out.push(b'[');
-        for (i, it) in p.items.iter().take(64).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'{');
-            field_u(out, "area", it.area as u64);
-            field_u(out, "db", it.db as u64);
-            field_u(out, "byte", it.byte as u64);
-            field_u(out, "bit", it.bit as u64);
-            field_u(out, "length", it.length as u64);
-            field_u(out, "transport_size", it.transport_size as u64);
-            out.push(b'}');
-        }
-        out.push(b']');
-    }
-    if !p.return_codes.is_empty() {
-        key(out, "return_codes");
-        out.push(b'[');
-        for (i, rc) in p.return_codes.iter().take(64).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            uint(out, *rc as u64);
-        }
-        out.push(b']');
-    }
-    if let Some(ident) = &p.identity {
-        key(out, "identity");
-        out.push(b'{');
-        for (k, v) in ident {
-            field_s(out, k, v);
-        }
-        out.push(b'}');
-    }
-    if let Some((src, Some(dst))) = &p.tsaps {
-        key(out, "tsap");
-        out.push(b'{');
-        key(out, "source");
-        tsap_value(out, src);
-        key(out, "destination");
-        big_uint(out, dst);
-        out.push(b'}');
-    }
-    if !p.anomalies.is_empty() {
-        str_list(out, "anomalies", &p.anomalies);
-    }
-    out.push(b'}');
-}
-
-pub fn s7plus_fields(out: &mut Vec<u8>, p: &S7PlusPdu) {
-    out.push(b'{');
-    field_u(out, "version", p.version as u64);
-    field_b(out, "integrity", p.integrity);
-    if let Some(v) = p.opcode {
-        field_u(out, "opcode", v as u64);
-    }
-    if let Some(v) = p.function_code {
-        field_u(out, "function_code", v as u64);
-        field_s(out, "function_name", plus_function_name(v));
-    }
-    if let Some(v) = p.sequence {
-        field_u(out, "sequence", v as u64);
-    }
-    if !p.anomalies.is_empty() {
-        str_list(out, "anomalies", &p.anomalies);
-    }
-    out.push(b'}');
-}
-
-pub fn dnp3_fields(out: &mut Vec<u8>, p: &Dnp3Pdu) {
-    out.push(b'{');
-    field_u(out, "source_address", p.source_address as u64);
-    field_u(out, "destination_address", p.destination_address as u64);
-    field_u(out, "function_code", p.function_code as u64);
-    field_u(out, "application_control", p.app_control as u64);
-    field_b(out, "unsolicited", p.app_control & 0x10 != 0);
-    if let Some(v) = p.iin {
-        field_u(out, "iin", v as u64);
-    }
-    if !p.objects.is_empty() {
-        key(out, "objects");
-        out.push(b'[');
-        for (i, o) in p.objects.iter().take(64).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'{');
-            field_u(out, "group", o.group as u64);
-            field_u(out, "variation", o.variation as u64);
-            field_u(out, "qualifier", o.qualifier as u64);
-            field_u(out, "count", o.count);
-            out.push(b'}');
-        }
-        out.push(b']');
-    }
-    if !p.anomalies.is_empty() {
-        str_list(out, "anomalies", &p.anomalies);
-    }
-    out.push(b'}');
-}
-
-/// A buffered NDJSON file.
 /// Writes buffers to a file on a thread of its own, so that the packet path never waits
 /// for the kernel's copy. An empty buffer asks the thread to flush and answer; an error
 /// comes back at the next flush.
@@ -455,10 +216,10 @@ impl Lines {
         }
         line.extend_from_slice(flow.templates.as_ref().unwrap()[slot].as_ref().unwrap());
         match &ev.body {
-            Body::Modbus(p) => modbus_fields(line, p, ev.req.as_deref()),
-            Body::S7(p) => s7_fields(line, p),
-            Body::S7Plus(p) => s7plus_fields(line, p),
-            Body::Dnp3(p) => dnp3_fields(line, p),
+            Body::Modbus(p) => crate::protocols::modbus::json(line, p, ev.req.as_deref()),
+            Body::S7(p) => crate::protocols::s7comm::json(line, p),
+            Body::S7Plus(p) => crate::protocols::s7comm::plus_json(line, p),
+            Body::Dnp3(p) => crate::protocols::dnp3::json(line, p),
             Body::Anomaly(_) => return Ok(()),
         }
         line.extend_from_slice(b"}}\n");

@@ -9,6 +9,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto, Req};
+use crate::json::*;
 use crate::pending::Pending;
 
 pub const PORT: u16 = 20000;
@@ -472,4 +473,38 @@ fn data_size(group: u8, var: u8, qual: u8, count: u64, frag: &[u8], pos: usize) 
         return Some(count * (prefix + var as u64)); // octet strings: the variation is the length
     }
     fixed_size(group, var).map(|size| count * (prefix + size))
+}
+
+// -- the `otsec.dnp3` object of the PDU event document ------------------------------
+
+pub fn json(out: &mut Vec<u8>, p: &Dnp3Pdu) {
+    out.push(b'{');
+    field_u(out, "source_address", p.source_address as u64);
+    field_u(out, "destination_address", p.destination_address as u64);
+    field_u(out, "function_code", p.function_code as u64);
+    field_u(out, "application_control", p.app_control as u64);
+    field_b(out, "unsolicited", p.app_control & 0x10 != 0);
+    if let Some(v) = p.iin {
+        field_u(out, "iin", v as u64);
+    }
+    if !p.objects.is_empty() {
+        key(out, "objects");
+        out.push(b'[');
+        for (i, o) in p.objects.iter().take(64).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            field_u(out, "group", o.group as u64);
+            field_u(out, "variation", o.variation as u64);
+            field_u(out, "qualifier", o.qualifier as u64);
+            field_u(out, "count", o.count);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    if !p.anomalies.is_empty() {
+        str_list(out, "anomalies", &p.anomalies);
+    }
+    out.push(b'}');
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::events::{Body, Event, ModbusPdu, Proto, Req};
 use crate::json::latin1;
+use crate::json::*;
 use crate::pending::Pending;
 
 pub const PORT: u16 = 502;
@@ -525,4 +526,73 @@ fn device_id(pdu: &mut ModbusPdu, buf: &[u8], d: usize, end: usize) -> bool {
     }
     pdu.device_id = Some(objects);
     pos == end
+}
+
+// -- the `otsec.modbus` object of the PDU event document ------------------------------
+
+pub fn json(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
+    out.push(b'{');
+    field_u(out, "transaction_id", p.transaction_id as u64);
+    field_u(out, "unit_id", p.unit_id as u64);
+    field_u(out, "function_code", p.function_code as u64);
+    if let Some(v) = p.exception_code {
+        field_u(out, "exception_code", v as u64);
+    }
+    if let Some(v) = p.subfunction {
+        field_u(out, "subfunction", v as u64);
+    }
+    if let Some(v) = p.mei_type {
+        field_u(out, "mei_type", v as u64);
+    }
+    if let Some(v) = p.address {
+        field_u(out, "address", v as u64);
+    }
+    if let Some(v) = p.quantity {
+        field_u(out, "quantity", v as u64);
+    }
+    if let Some(v) = p.value {
+        field_u(out, "value", v as u64);
+    }
+    if let Some(v) = p.write_address {
+        field_u(out, "write_address", v as u64);
+        field_opt_u(out, "write_quantity", p.write_quantity.map(|q| q as u64));
+    }
+    if let Some(v) = p.umas_function {
+        field_u(out, "umas_function", v as u64);
+    }
+    if let Some(objects) = &p.device_id {
+        if !objects.is_empty() {
+            key(out, "device_identification");
+            out.push(b'{');
+            for (k, v) in objects {
+                field_s(out, &k.to_string(), v);
+            }
+            out.push(b'}');
+        }
+    }
+    if let Some(id) = &p.server_id {
+        field_s(out, "server_id", id);
+        key(out, "run_indicator");
+        out.extend_from_slice(match p.run_indicator {
+            Some(true) => b"true",
+            Some(false) => b"false",
+            None => b"null",
+        });
+    }
+    if !p.anomalies.is_empty() {
+        str_list(out, "anomalies", &p.anomalies);
+    }
+    if let Some(Req {
+        address: Some(addr),
+        quantity,
+        ..
+    }) = req
+    {
+        key(out, "request");
+        out.push(b'{');
+        field_u(out, "address", *addr as u64);
+        field_opt_u(out, "quantity", quantity.map(|q| q as u64));
+        out.push(b'}');
+    }
+    out.push(b'}');
 }

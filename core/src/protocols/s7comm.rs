@@ -8,6 +8,7 @@
 
 use crate::events::{Body, Event, Proto, Req, S7Item, S7Pdu, S7PlusPdu, Tsaps};
 use crate::json::latin1;
+use crate::json::*;
 use crate::pending::Pending;
 
 pub const PORT: u16 = 102;
@@ -697,4 +698,145 @@ pub fn decode_plus(data: &[u8]) -> S7PlusPdu {
         }
     }
     pdu
+}
+
+// -- the `otsec.s7comm` object of the PDU event document ------------------------------
+
+fn tsap_value(out: &mut Vec<u8>, v: &Option<Vec<u8>>) {
+    match v {
+        Some(b) => big_uint(out, b),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+pub fn json(out: &mut Vec<u8>, p: &S7Pdu) {
+    out.push(b'{');
+    field_u(out, "rosctr", p.rosctr as u64);
+    field_u(out, "pdu_reference", p.pdu_reference as u64);
+    if let Some(v) = p.function_code {
+        field_u(out, "function_code", v as u64);
+    }
+    if let Some(g) = p.group {
+        key(out, "userdata");
+        out.push(b'{');
+        field_opt_u(out, "type", p.userdata_type.map(u64::from));
+        field_u(out, "group", g as u64);
+        field_opt_u(out, "subfunction", p.subfunction.map(u64::from));
+        if let Some(id) = p.szl_id {
+            field_u(out, "szl_id", id as u64);
+            field_opt_u(out, "szl_index", p.szl_index.map(u64::from));
+        }
+        out.push(b'}');
+    }
+    if let Some(s) = &p.pi_service {
+        field_s(out, "pi_service", s);
+    }
+    if let Some(t) = &p.block_type {
+        key(out, "block");
+        out.push(b'{');
+        field_s(out, "type", t);
+        field_opt_u(out, "number", p.block_number.map(u64::from));
+        out.push(b'}');
+    }
+    if let Some(c) = p.error_class {
+        field_u(out, "error_class", c as u64);
+        field_opt_u(out, "error_code", p.error_code.map(u64::from));
+    }
+    if !p.items.is_empty() {
+        key(out, "items");
+        out.push(b'[');
+        for (i, it) in p.items.iter().take(64).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            field_u(out, "area", it.area as u64);
+            field_u(out, "db", it.db as u64);
+            field_u(out, "byte", it.byte as u64);
+            field_u(out, "bit", it.bit as u64);
+            field_u(out, "length", it.length as u64);
+            field_u(out, "transport_size", it.transport_size as u64);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    if !p.return_codes.is_empty() {
+        key(out, "return_codes");
+        out.push(b'[');
+        for (i, rc) in p.return_codes.iter().take(64).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            uint(out, *rc as u64);
+        }
+        out.push(b']');
+    }
+    if let Some(ident) = &p.identity {
+        key(out, "identity");
+        out.push(b'{');
+        for (k, v) in ident {
+            field_s(out, k, v);
+        }
+        out.push(b'}');
+    }
+    if let Some((src, Some(dst))) = &p.tsaps {
+        key(out, "tsap");
+        out.push(b'{');
+        key(out, "source");
+        tsap_value(out, src);
+        key(out, "destination");
+        big_uint(out, dst);
+        out.push(b'}');
+    }
+    if !p.anomalies.is_empty() {
+        str_list(out, "anomalies", &p.anomalies);
+    }
+    out.push(b'}');
+}
+
+/// Names of S7comm-plus functions, for the event's `function_name`.
+pub fn plus_function_name(fc: u16) -> &'static str {
+    match fc {
+        0x04B1 => "Error",
+        0x04BB => "Explore",
+        0x04CA => "CreateObject",
+        0x04D4 => "DeleteObject",
+        0x04F2 => "SetVariable",
+        0x04FC => "GetVariable",
+        0x0506 => "AddLink",
+        0x051A => "RemoveLink",
+        0x0524 => "GetLink",
+        0x0542 => "SetMultiVariables",
+        0x054C => "GetMultiVariables",
+        0x0556 => "BeginSequence",
+        0x0560 => "EndSequence",
+        0x056B => "Invoke",
+        0x057C => "SetVarSubStreamed",
+        0x0586 => "GetVarSubStreamed",
+        0x0590 => "GetVariablesAddress",
+        0x059A => "Abort",
+        0x05A9 => "Error2",
+        0x05B3 => "InitSsl",
+        _ => "unknown",
+    }
+}
+
+pub fn plus_json(out: &mut Vec<u8>, p: &S7PlusPdu) {
+    out.push(b'{');
+    field_u(out, "version", p.version as u64);
+    field_b(out, "integrity", p.integrity);
+    if let Some(v) = p.opcode {
+        field_u(out, "opcode", v as u64);
+    }
+    if let Some(v) = p.function_code {
+        field_u(out, "function_code", v as u64);
+        field_s(out, "function_name", plus_function_name(v));
+    }
+    if let Some(v) = p.sequence {
+        field_u(out, "sequence", v as u64);
+    }
+    if !p.anomalies.is_empty() {
+        str_list(out, "anomalies", &p.anomalies);
+    }
+    out.push(b'}');
 }
