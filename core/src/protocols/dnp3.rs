@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto, Req};
 use crate::json::*;
+use crate::meaning::{Evidence, Use};
 use crate::pending::Pending;
 
 pub const PORT: u16 = 20000;
@@ -507,4 +508,55 @@ pub fn json(out: &mut Vec<u8>, p: &Dnp3Pdu) {
         str_list(out, "anomalies", &p.anomalies);
     }
     out.push(b'}');
+}
+
+// -- what a PDU does (see meaning.rs) --------------------------------------------
+
+const WRITES: [u8; 13] = [2, 3, 4, 5, 6, 15, 16, 17, 18, 19, 25, 27, 31];
+
+pub fn describe(p: &Dnp3Pdu) -> Use {
+    let fc = p.function_code;
+    let request = fc < 0x80;
+    let unit = if request {
+        p.destination_address
+    } else {
+        p.source_address
+    };
+    let mut groups: Vec<u8> = if request {
+        p.objects.iter().map(|o| o.group).collect()
+    } else {
+        Vec::new()
+    };
+    groups.sort_unstable();
+    groups.dedup();
+    Use {
+        code: fc as u32,
+        writes: WRITES.contains(&fc),
+        command: fc > 1 && fc < 0x80 && fc != 23,
+        unit: Some(unit as u32),
+        ranges: Vec::new(),
+        groups,
+    }
+}
+
+pub fn evidence(p: &Dnp3Pdu) -> Evidence {
+    let fc = p.function_code;
+    if fc >= 0x80 {
+        Evidence {
+            client: None,
+            server: Some("dnp3-outstation"),
+        }
+    } else if fc == 0 {
+        Evidence::default() // a confirm says nothing about roles
+    } else if WRITES.contains(&fc) {
+        Evidence {
+            client: Some("dnp3-write"),
+            server: None,
+        }
+    } else {
+        Evidence {
+            client: Some("dnp3-read"),
+            server: None,
+        }
+    }
 }

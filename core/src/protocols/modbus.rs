@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::events::{Body, Event, ModbusPdu, Proto, Req};
 use crate::json::latin1;
 use crate::json::*;
+use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
 
 pub const PORT: u16 = 502;
@@ -595,4 +596,69 @@ pub fn json(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
         out.push(b'}');
     }
     out.push(b'}');
+}
+
+// -- what a PDU does (see meaning.rs) --------------------------------------------
+
+const WRITES: [u8; 7] = [5, 6, 15, 16, 21, 22, 23];
+const PROGRAMMING: [u8; 5] = [40, 41, 42, 125, 126];
+
+fn table(fc: u8) -> Option<&'static str> {
+    Some(match fc {
+        1 | 5 | 15 => "coils",
+        2 => "discrete_inputs",
+        4 => "input_registers",
+        3 | 6 | 16 | 22 | 23 | 24 => "holding_registers",
+        _ => return None,
+    })
+}
+
+pub fn describe(p: &ModbusPdu, from_client: bool) -> Use {
+    let fc = p.function_code;
+    let writes = from_client && WRITES.contains(&fc);
+    let command = from_client && (writes || fc == 8 || fc == UMAS || PROGRAMMING.contains(&fc));
+    let mut ranges = Vec::new();
+    if let (true, Some(t), Some(addr)) = (from_client, table(fc), p.address) {
+        let count = p.quantity.filter(|&q| q != 0).unwrap_or(1);
+        ranges.push((Table::Modbus(t), addr as i64, count as i64));
+        if let Some(wa) = p.write_address {
+            let wq = p.write_quantity.filter(|&q| q != 0).unwrap_or(1);
+            ranges.push((Table::Modbus(t), wa as i64, wq as i64));
+        }
+    }
+    Use {
+        code: fc as u32,
+        writes,
+        command,
+        unit: Some(p.unit_id as u32),
+        ranges,
+        groups: Vec::new(),
+    }
+}
+
+pub fn evidence(p: &ModbusPdu, from_client: bool, req: Option<&Req>) -> Evidence {
+    if from_client {
+        let fc = p.function_code;
+        if WRITES.contains(&fc) {
+            return Evidence {
+                client: Some("modbus-write"),
+                server: None,
+            };
+        }
+        if PROGRAMMING.contains(&fc) || fc == UMAS {
+            return Evidence::default();
+        }
+        return Evidence {
+            client: Some("modbus-read"),
+            server: None,
+        };
+    }
+    let programming = req
+        .filter(|r| r.accepted)
+        .and_then(|r| r.function_code)
+        .is_some_and(|fc| fc == UMAS as u16 || PROGRAMMING.iter().any(|&p| p as u16 == fc));
+    Evidence {
+        client: programming.then_some("modbus-programming"),
+        server: Some("modbus-server"),
+    }
 }

@@ -9,6 +9,7 @@
 use crate::events::{Body, Event, Proto, Req, S7Item, S7Pdu, S7PlusPdu, Tsaps};
 use crate::json::latin1;
 use crate::json::*;
+use crate::meaning::{Evidence, Table, Use, USERDATA_BASE};
 use crate::pending::Pending;
 
 pub const PORT: u16 = 102;
@@ -839,4 +840,112 @@ pub fn plus_json(out: &mut Vec<u8>, p: &S7PlusPdu) {
         str_list(out, "anomalies", &p.anomalies);
     }
     out.push(b'}');
+}
+
+// -- what a PDU does (see meaning.rs) --------------------------------------------
+
+const PLUS_WRITES: [u16; 5] = [0x04CA, 0x04D4, 0x04F2, 0x0542, 0x056B];
+
+/// Download, upload, PI services, PLC stop.
+fn programming(fc: u8) -> bool {
+    matches!(fc, 0x1A..=0x1F | 0x28 | 0x29)
+}
+
+pub fn describe(p: &S7Pdu) -> Option<Use> {
+    if let (7, Some(group)) = (p.rosctr, p.group) {
+        let code = USERDATA_BASE + group as u32 * 0x100 + p.subfunction.unwrap_or(0) as u32;
+        let command = p.userdata_type == Some(4) && matches!(group, 1 | 5 | 7);
+        return Some(Use {
+            code,
+            command,
+            ..Default::default()
+        });
+    }
+    let fc = p.function_code?;
+    let job = p.rosctr == 1;
+    let mut ranges = Vec::new();
+    if job {
+        for it in p.items.iter().take(32) {
+            let table = Table::S7 {
+                area: it.area,
+                db: if it.area == 0x84 { it.db } else { 0 },
+            };
+            ranges.push((table, it.byte as i64, (it.length as i64).max(1)));
+        }
+    }
+    Some(Use {
+        code: fc as u32,
+        writes: job && fc == 0x05,
+        command: job && (fc == 0x05 || programming(fc)),
+        ranges,
+        ..Default::default()
+    })
+}
+
+pub fn plus_describe(p: &S7PlusPdu, request: bool) -> Option<Use> {
+    let fc = p.function_code?;
+    let writes = request && PLUS_WRITES.contains(&fc);
+    Some(Use {
+        code: fc as u32,
+        writes,
+        command: writes,
+        ..Default::default()
+    })
+}
+
+pub fn evidence(p: &S7Pdu, from_client: bool, req: Option<&Req>) -> Evidence {
+    if p.from_request() {
+        if !from_client {
+            return Evidence::default(); // the PLC's own download-block jobs
+        }
+        if p.rosctr == 1 {
+            let fc = p.function_code;
+            if fc.is_some_and(programming) {
+                return Evidence::default();
+            }
+            let b = if fc == Some(0x05) {
+                "s7comm-write"
+            } else {
+                "s7comm-read"
+            };
+            return Evidence {
+                client: Some(b),
+                server: None,
+            };
+        }
+        return Evidence {
+            client: Some("s7comm-read"),
+            server: None,
+        };
+    }
+    if from_client {
+        return Evidence::default(); // the station answering the PLC's download-block jobs
+    }
+    let programmed = req.filter(|r| r.accepted).is_some_and(|r| {
+        r.function_code
+            .is_some_and(|fc| fc <= 0xFF && programming(fc as u8))
+            || (r.rosctr == 7 && r.group.is_some_and(|g| matches!(g, 1 | 3 | 5)))
+    });
+    Evidence {
+        client: programmed.then_some("s7comm-programming"),
+        server: Some("s7comm-server"),
+    }
+}
+
+pub fn plus_evidence(p: &S7PlusPdu, request: bool) -> Evidence {
+    if !request {
+        return Evidence {
+            client: None,
+            server: Some("s7comm_plus-server"),
+        };
+    }
+    let write = p.function_code.is_some_and(|fc| PLUS_WRITES.contains(&fc));
+    Evidence {
+        client: Some(if write {
+            "s7comm_plus-write"
+        } else {
+            "s7comm_plus-read"
+        }),
+        server: None,
+    }
 }
