@@ -262,11 +262,11 @@ pub fn field_id(name: &str) -> Option<u8> {
     FIELDS.iter().position(|&n| n == name).map(|i| i as u8)
 }
 
-fn int<T: Into<i64>>(v: Option<T>) -> Val {
+pub(crate) fn int<T: Into<i64>>(v: Option<T>) -> Val {
     v.map_or(Val::None, |x| Val::Int(x.into()))
 }
 
-fn strs(v: &[&'static str]) -> Val {
+pub(crate) fn strs(v: &[&'static str]) -> Val {
     Val::List(v.iter().map(|s| Val::Sym(s)).collect())
 }
 
@@ -305,82 +305,10 @@ pub fn field(ev: &Event, name: u8, request_index: u64) -> Val {
             f::DETAIL_TEXT => Val::Str(a.detail.clone()),
             _ => Val::None,
         },
-        Body::Modbus(p) => match name {
-            f::TRANSACTION_ID => Val::Int(p.transaction_id.into()),
-            f::UNIT_ID => Val::Int(p.unit_id.into()),
-            f::FUNCTION_CODE => Val::Int(p.function_code.into()),
-            f::LENGTH => Val::Int(p.length.into()),
-            f::EXCEPTION_CODE => int(p.exception_code),
-            f::SUBFUNCTION => int(p.subfunction),
-            f::MEI_TYPE => int(p.mei_type),
-            f::ADDRESS => int(p.address),
-            f::QUANTITY => int(p.quantity),
-            f::VALUE => int(p.value),
-            f::WRITE_ADDRESS => int(p.write_address),
-            f::WRITE_QUANTITY => int(p.write_quantity),
-            f::UMAS_FUNCTION => int(p.umas_function),
-            f::SERVER_ID => p.server_id.clone().map_or(Val::None, Val::Str),
-            f::RUN_INDICATOR => int(p.run_indicator.map(i64::from)),
-            f::ANOMALIES => strs(&p.anomalies),
-            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-            _ => Val::None,
-        },
-        Body::S7(p) => match name {
-            f::ROSCTR => Val::Int(p.rosctr.into()),
-            f::PDU_REFERENCE => Val::Int(p.pdu_reference.into()),
-            f::FUNCTION_CODE => int(p.function_code),
-            f::ERROR_CLASS => int(p.error_class),
-            f::ERROR_CODE => int(p.error_code),
-            f::GROUP => int(p.group),
-            f::SUBFUNCTION => int(p.subfunction),
-            f::USERDATA_TYPE => int(p.userdata_type),
-            f::SZL_ID => int(p.szl_id),
-            f::SZL_INDEX => int(p.szl_index),
-            f::PI_SERVICE => p.pi_service.clone().map_or(Val::None, Val::Str),
-            f::BLOCK_TYPE => p.block_type.clone().map_or(Val::None, Val::Str),
-            f::BLOCK_NUMBER => int(p.block_number),
-            f::ITEMS_AREA => Val::List(p.items.iter().map(|i| Val::Int(i.area.into())).collect()),
-            f::ITEMS_DB => Val::List(p.items.iter().map(|i| Val::Int(i.db.into())).collect()),
-            f::ANOMALIES => strs(&p.anomalies),
-            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-            _ => Val::None,
-        },
-        Body::S7Plus(p) => match name {
-            f::VERSION => Val::Int(p.version.into()),
-            f::OPCODE => int(p.opcode),
-            f::FUNCTION_CODE => int(p.function_code),
-            f::SEQUENCE => int(p.sequence),
-            f::INTEGRITY => Val::Int(p.integrity as i64),
-            f::ANOMALIES => strs(&p.anomalies),
-            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-            _ => Val::None,
-        },
-        Body::Dnp3(p) => match name {
-            f::SOURCE_ADDRESS => Val::Int(p.source_address.into()),
-            f::DESTINATION_ADDRESS => Val::Int(p.destination_address.into()),
-            f::FUNCTION_CODE => Val::Int(p.function_code.into()),
-            f::APP_CONTROL => Val::Int(p.app_control.into()),
-            f::IIN => int(p.iin),
-            f::LINK_FUNCTION => Val::Int(p.link_function.into()),
-            f::OBJECTS_GROUP => {
-                Val::List(p.objects.iter().map(|o| Val::Int(o.group.into())).collect())
-            }
-            f::OBJECTS_VARIATION => Val::List(
-                p.objects
-                    .iter()
-                    .map(|o| Val::Int(o.variation.into()))
-                    .collect(),
-            ),
-            f::OBJECTS_QUALIFIER => Val::List(
-                p.objects
-                    .iter()
-                    .map(|o| Val::Int(o.qualifier.into()))
-                    .collect(),
-            ),
-            f::ANOMALIES => strs(&p.anomalies),
-            f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-            _ => Val::None,
-        },
+        Body::Modbus(p) => crate::protocols::modbus::field(p, name),
+        Body::S7(p) => crate::protocols::s7comm::field(p, name),
+        Body::S7Plus(p) => crate::protocols::s7comm::plus_field(p, name),
+        Body::Dnp3(p) => crate::protocols::dnp3::field(p, name),
     }
 }
 

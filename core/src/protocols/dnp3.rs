@@ -12,6 +12,7 @@ use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto, Req};
 use crate::json::*;
 use crate::meaning::{Evidence, Use};
 use crate::pending::Pending;
+use crate::rules::{f, int, strs, Val};
 
 pub const PORT: u16 = 20000;
 const MAX_FRAGMENT: usize = 64 * 1024;
@@ -558,5 +559,34 @@ pub fn evidence(p: &Dnp3Pdu) -> Evidence {
             client: Some("dnp3-read"),
             server: None,
         }
+    }
+}
+
+// -- the fields rules match (see rules.rs) -----------------------------------------
+
+pub fn field(p: &Dnp3Pdu, name: u8) -> Val {
+    match name {
+        f::SOURCE_ADDRESS => Val::Int(p.source_address.into()),
+        f::DESTINATION_ADDRESS => Val::Int(p.destination_address.into()),
+        f::FUNCTION_CODE => Val::Int(p.function_code.into()),
+        f::APP_CONTROL => Val::Int(p.app_control.into()),
+        f::IIN => int(p.iin),
+        f::LINK_FUNCTION => Val::Int(p.link_function.into()),
+        f::OBJECTS_GROUP => Val::List(p.objects.iter().map(|o| Val::Int(o.group.into())).collect()),
+        f::OBJECTS_VARIATION => Val::List(
+            p.objects
+                .iter()
+                .map(|o| Val::Int(o.variation.into()))
+                .collect(),
+        ),
+        f::OBJECTS_QUALIFIER => Val::List(
+            p.objects
+                .iter()
+                .map(|o| Val::Int(o.qualifier.into()))
+                .collect(),
+        ),
+        f::ANOMALIES => strs(&p.anomalies),
+        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
+        _ => Val::None,
     }
 }

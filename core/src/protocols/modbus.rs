@@ -11,6 +11,7 @@ use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
+use crate::rules::{f, int, strs, Val};
 
 pub const PORT: u16 = 502;
 pub const MAX_LENGTH: usize = 254;
@@ -660,5 +661,30 @@ pub fn evidence(p: &ModbusPdu, from_client: bool, req: Option<&Req>) -> Evidence
     Evidence {
         client: programming.then_some("modbus-programming"),
         server: Some("modbus-server"),
+    }
+}
+
+// -- the fields rules match (see rules.rs) -----------------------------------------
+
+pub fn field(p: &ModbusPdu, name: u8) -> Val {
+    match name {
+        f::TRANSACTION_ID => Val::Int(p.transaction_id.into()),
+        f::UNIT_ID => Val::Int(p.unit_id.into()),
+        f::FUNCTION_CODE => Val::Int(p.function_code.into()),
+        f::LENGTH => Val::Int(p.length.into()),
+        f::EXCEPTION_CODE => int(p.exception_code),
+        f::SUBFUNCTION => int(p.subfunction),
+        f::MEI_TYPE => int(p.mei_type),
+        f::ADDRESS => int(p.address),
+        f::QUANTITY => int(p.quantity),
+        f::VALUE => int(p.value),
+        f::WRITE_ADDRESS => int(p.write_address),
+        f::WRITE_QUANTITY => int(p.write_quantity),
+        f::UMAS_FUNCTION => int(p.umas_function),
+        f::SERVER_ID => p.server_id.clone().map_or(Val::None, Val::Str),
+        f::RUN_INDICATOR => int(p.run_indicator.map(i64::from)),
+        f::ANOMALIES => strs(&p.anomalies),
+        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
+        _ => Val::None,
     }
 }

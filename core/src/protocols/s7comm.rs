@@ -11,6 +11,7 @@ use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use, USERDATA_BASE};
 use crate::pending::Pending;
+use crate::rules::{f, int, strs, Val};
 
 pub const PORT: u16 = 102;
 const CR: u8 = 0xE0;
@@ -947,5 +948,43 @@ pub fn plus_evidence(p: &S7PlusPdu, request: bool) -> Evidence {
             "s7comm_plus-read"
         }),
         server: None,
+    }
+}
+
+// -- the fields rules match (see rules.rs) -----------------------------------------
+
+pub fn field(p: &S7Pdu, name: u8) -> Val {
+    match name {
+        f::ROSCTR => Val::Int(p.rosctr.into()),
+        f::PDU_REFERENCE => Val::Int(p.pdu_reference.into()),
+        f::FUNCTION_CODE => int(p.function_code),
+        f::ERROR_CLASS => int(p.error_class),
+        f::ERROR_CODE => int(p.error_code),
+        f::GROUP => int(p.group),
+        f::SUBFUNCTION => int(p.subfunction),
+        f::USERDATA_TYPE => int(p.userdata_type),
+        f::SZL_ID => int(p.szl_id),
+        f::SZL_INDEX => int(p.szl_index),
+        f::PI_SERVICE => p.pi_service.clone().map_or(Val::None, Val::Str),
+        f::BLOCK_TYPE => p.block_type.clone().map_or(Val::None, Val::Str),
+        f::BLOCK_NUMBER => int(p.block_number),
+        f::ITEMS_AREA => Val::List(p.items.iter().map(|i| Val::Int(i.area.into())).collect()),
+        f::ITEMS_DB => Val::List(p.items.iter().map(|i| Val::Int(i.db.into())).collect()),
+        f::ANOMALIES => strs(&p.anomalies),
+        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
+        _ => Val::None,
+    }
+}
+
+pub fn plus_field(p: &S7PlusPdu, name: u8) -> Val {
+    match name {
+        f::VERSION => Val::Int(p.version.into()),
+        f::OPCODE => int(p.opcode),
+        f::FUNCTION_CODE => int(p.function_code),
+        f::SEQUENCE => int(p.sequence),
+        f::INTEGRITY => Val::Int(p.integrity as i64),
+        f::ANOMALIES => strs(&p.anomalies),
+        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
+        _ => Val::None,
     }
 }
