@@ -31,7 +31,6 @@ from otsec.inventory.assets import HostRecord
 
 CaptureError = _core.CaptureError
 TRANSPORT_NAMES = {6: "tcp", 17: "udp"}
-ANOMALY_KINDS = {"modbus": ModbusAnomaly, "s7comm": S7Anomaly, "dnp3": Dnp3Anomaly}
 
 
 class FlowView:
@@ -68,41 +67,24 @@ class FlowView:
         return self.mac_texts[side]
 
 
-def _modbus(fields: dict[str, Any]) -> dict[str, Any]:
-    if "anomalies" in fields:
-        fields["anomalies"] = tuple(ModbusAnomaly(a) for a in fields["anomalies"])
-    return fields
-
-
-def _s7(fields: dict[str, Any]) -> dict[str, Any]:
+def _s7(fields: dict[str, Any]) -> None:
     if "items" in fields:
         fields["items"] = tuple(S7Item(*i) for i in fields["items"])
     for name in ("src_tsap", "dst_tsap"):
         if name in fields:
             fields[name] = int.from_bytes(fields[name], "big")
-    if "anomalies" in fields:
-        fields["anomalies"] = tuple(S7Anomaly(a) for a in fields["anomalies"])
-    return fields
 
 
-def _s7plus(fields: dict[str, Any]) -> dict[str, Any]:
-    if "anomalies" in fields:
-        fields["anomalies"] = tuple(S7Anomaly(a) for a in fields["anomalies"])
-    return fields
-
-
-def _dnp3(fields: dict[str, Any]) -> dict[str, Any]:
+def _dnp3(fields: dict[str, Any]) -> None:
     if "objects" in fields:
         fields["objects"] = tuple(Dnp3Object(*o) for o in fields["objects"])
-    if "anomalies" in fields:
-        fields["anomalies"] = tuple(Dnp3Anomaly(a) for a in fields["anomalies"])
-    return fields
 
 
-TYPES: dict[str, tuple[type, Any]] = {
-    "modbus": (ModbusPdu, _modbus), "s7comm": (S7Pdu, _s7), "s7comm_plus": (S7PlusPdu, _s7plus),
-    "dnp3": (Dnp3Pdu, _dnp3),
-}
+#: record protocol -> (event type, its anomaly names, what else its fields need)
+TYPES: dict[str, tuple[type, type, Any]] = {
+    "modbus": (ModbusPdu, ModbusAnomaly, None), "s7comm": (S7Pdu, S7Anomaly, _s7),
+    "s7comm_plus": (S7PlusPdu, S7Anomaly, None), "dnp3": (Dnp3Pdu, Dnp3Anomaly, _dnp3),
+}  # fmt: skip
 
 
 class Facts:
@@ -127,11 +109,15 @@ class Facts:
         if view is not None:
             flow.update(view)
         if kind == "anomaly":
-            fields["kind"] = ANOMALY_KINDS[fields["protocol_name"]](fields["kind"])
+            fields["kind"] = TYPES[fields["protocol_name"]][1](fields["kind"])
             ev: Event = Anomaly(from_client=from_client, **fields)
         else:
-            cls, fix = TYPES[kind]
-            ev = cls(from_client=from_client, **fix(fields))
+            cls, anomalies, fix = TYPES[kind]
+            if "anomalies" in fields:
+                fields["anomalies"] = tuple(anomalies(a) for a in fields["anomalies"])
+            if fix is not None:
+                fix(fields)
+            ev = cls(from_client=from_client, **fields)
             if txn:
                 if len(self.requests) >= self.max_requests:
                     self.requests.pop(next(iter(self.requests)))

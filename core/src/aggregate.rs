@@ -9,7 +9,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::decode::Addr;
 use crate::events::{Body, Event};
 use crate::flows::Flow;
-use crate::meaning::{describe, evidence, Table};
+use crate::meaning::{evidence, Table, Use};
 
 /// Register ranges kept per (unit, table); the closest ones merge beyond this.
 pub const MAX_RANGES: usize = 64;
@@ -269,7 +269,8 @@ impl Aggregates {
         Some(key)
     }
 
-    pub fn on_event(&mut self, flow: &mut Flow, ev: &Event, ts: f64) {
+    /// One PDU, with what it means (`meaning`, decided once by its dissector's module).
+    pub fn on_event(&mut self, flow: &mut Flow, ev: &Event, meaning: Option<&Use>, ts: f64) {
         if matches!(ev.body, Body::Anomaly(_)) {
             return;
         }
@@ -296,7 +297,7 @@ impl Aggregates {
             }
         }
         // graph
-        let Some(u) = describe(ev) else { return };
+        let Some(u) = meaning else { return };
         let proto = self.names.id(ev.protocol().name());
         let Some(key) = self.edge(flow, Some(proto)) else {
             return;

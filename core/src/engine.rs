@@ -11,6 +11,7 @@ use crate::decode::{
 };
 use crate::events::{Body, Event};
 use crate::flows::{Flow, FlowKey, FlowStats, FlowTable, ParserState};
+use crate::meaning::describe;
 use crate::output::{AnomalyCount, Lines};
 use crate::protocols::{is_other_protocol, Kind, REGISTRY};
 use crate::reader::Packet;
@@ -59,6 +60,19 @@ pub type ViewKey = (
     Option<crate::protocols::Kind>,
 );
 
+/// What the core found about a record that crosses into Python.
+#[derive(Default)]
+pub struct Found {
+    /// findings of core rules first seen on this record: (rule, key)
+    pub hits: Vec<crate::rules::Hit>,
+    /// the record's request index in its connection
+    pub request_index: u64,
+    /// requests in the rate window, when this one went over the learned rate
+    pub rate: Option<u64>,
+    /// what the record does (decided once, when it was parsed)
+    pub meaning: Option<crate::meaning::Use>,
+}
+
 /// What crosses into Python: records the policy must see, and ARP claims.
 pub enum Fact {
     Event {
@@ -67,12 +81,7 @@ pub enum Fact {
         ts: f64,
         frame: u64,
         ev: Box<Event>,
-        /// findings of core rules first seen on this record: (rule, key)
-        hits: Vec<crate::rules::Hit>,
-        /// the record's request index in its connection
-        request_index: u64,
-        /// requests in the rate window, when this one went over the learned rate
-        rate: Option<u64>,
+        found: Found,
     },
     /// a silence check is due: the time, and the last request of learned cyclic edges
     Tick {
@@ -480,10 +489,11 @@ impl Engine {
                     self.facts.push(Fact::Tick { now: ts, last });
                 }
             }
-            if let Body::Anomaly(a) = &ev.body {
+            let meaning = if let Body::Anomaly(a) = &ev.body {
                 let key = format!("{}.{}", a.protocol.name(), a.kind);
                 *self.stats.anomalies.entry(key).or_insert(0) += 1;
                 count_anomaly(flow, &ev, ts);
+                None
             } else {
                 *self.stats.pdus.entry(ev.protocol().name()).or_insert(0) += 1;
                 if let Some(lines) = &mut self.events {
@@ -491,9 +501,11 @@ impl Engine {
                         self.io_error.get_or_insert(format!("events.ndjson: {e}"));
                     }
                 }
-                self.aggregates.on_event(flow, &ev, ts);
-            }
-            self.decide(flow, ts, frame, ev);
+                let meaning = describe(&ev);
+                self.aggregates.on_event(flow, &ev, meaning.as_ref(), ts);
+                meaning
+            };
+            self.decide(flow, ts, frame, ev, meaning);
         }
     }
 
@@ -511,7 +523,14 @@ impl Engine {
     /// Does this record cross into Python? Everything does with `cross_all` (the baseline
     /// reads every record); otherwise what a rule found first, what a passthrough rule may
     /// match, identities, and the answers to requests that crossed.
-    fn decide(&mut self, flow: &mut Flow, ts: f64, frame: u64, ev: Event) {
+    fn decide(
+        &mut self,
+        flow: &mut Flow,
+        ts: f64,
+        frame: u64,
+        ev: Event,
+        meaning: Option<crate::meaning::Use>,
+    ) {
         const MAX_OPEN: usize = 512;
         let request = ev.is_request() && !matches!(ev.body, Body::Anomaly(_));
         if request {
@@ -547,8 +566,8 @@ impl Engine {
             _ => false,
         };
         let mut rate = None;
-        if self.watch.on {
-            let (new, over) = self.watch.observe(flow, &ev, ts);
+        if let (true, Some(u)) = (self.watch.on, &meaning) {
+            let (new, over) = self.watch.observe(flow, &ev, u, ts);
             cross |= new || over.is_some();
             rate = over;
         }
@@ -561,22 +580,17 @@ impl Engine {
             }
             flow.crossed.push(ev.txn);
         }
-        let request_index = flow.requests;
-        self.cross(flow, ts, frame, ev, hits, request_index, rate);
+        let found = Found {
+            hits,
+            request_index: flow.requests,
+            rate,
+            meaning,
+        };
+        self.cross(flow, ts, frame, ev, found);
     }
 
     /// Hand a record to Python, with the flow's view when Python has not seen it as is.
-    #[allow(clippy::too_many_arguments)]
-    fn cross(
-        &mut self,
-        flow: &mut Flow,
-        ts: f64,
-        frame: u64,
-        ev: Event,
-        hits: Vec<crate::rules::Hit>,
-        request_index: u64,
-        rate: Option<u64>,
-    ) {
+    fn cross(&mut self, flow: &mut Flow, ts: f64, frame: u64, ev: Event, found: Found) {
         let view = changed_view(flow);
         self.facts.push(Fact::Event {
             flow: flow.seq,
@@ -584,9 +598,7 @@ impl Engine {
             ts,
             frame,
             ev: Box::new(ev),
-            hits,
-            request_index,
-            rate,
+            found,
         });
     }
 

@@ -7,7 +7,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::aggregate::Service;
 use crate::decode::{mac_text, Addr};
-use crate::engine::{Config, Engine as CoreEngine, Fact, FlowSnapshot};
+use crate::engine::{Config, Engine as CoreEngine, Fact, FlowSnapshot, Found};
 use crate::events::{Body, Event, Req};
 use crate::output::Lines;
 use crate::reader::{Format, Packet, Reader};
@@ -147,13 +147,14 @@ fn loose<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Vec<Bound<'py, Py
             fact(
                 py,
                 &Fact::Event {
-                    hits: Vec::new(),
-                    request_index: 0,
-                    rate: None,
                     flow: 0,
                     view: None,
                     ts: 0.0,
                     frame: 0,
+                    found: Found {
+                        meaning: crate::meaning::describe(&ev),
+                        ..Default::default()
+                    },
                     ev: Box::new(ev),
                 },
             )
@@ -853,26 +854,31 @@ fn host_tuple<'py>(
         .into_pyobject(py)
 }
 
-/// What the record means, as decided when it was parsed: (code, writes, command, unit,
-/// ranges [(table, start, count)], object groups), or None.
-#[allow(clippy::type_complexity)]
-fn meaning(
-    ev: &Event,
-) -> Option<(
+/// What a record means, as decided when it was parsed: (code, writes, command, unit,
+/// ranges [(table, start, count)], object groups).
+type Meaning = (
     u32,
     bool,
     bool,
     Option<u32>,
     Vec<(String, i64, i64)>,
     Vec<u8>,
-)> {
-    let u = crate::meaning::describe(ev)?;
+);
+
+fn meaning(u: &crate::meaning::Use) -> Meaning {
     let ranges = u
         .ranges
         .iter()
         .map(|(t, s, c)| (t.name(), *s, *c))
         .collect();
-    Some((u.code, u.writes, u.command, u.unit, ranges, u.groups))
+    (
+        u.code,
+        u.writes,
+        u.command,
+        u.unit,
+        ranges,
+        u.groups.clone(),
+    )
 }
 
 /// An edge as the baseline names it: "client -> server transport/port protocol".
@@ -952,9 +958,7 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             ts,
             frame,
             ev,
-            hits,
-            request_index,
-            rate,
+            found,
         } => {
             let v = match v {
                 Some(v) => Some(view(py, v)?),
@@ -979,8 +983,12 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
                 fields(py, ev)?,
                 ev.txn,
                 req,
-                hits.clone(),
-                (*request_index, *rate, meaning(ev)),
+                found.hits.clone(),
+                (
+                    found.request_index,
+                    found.rate,
+                    found.meaning.as_ref().map(meaning),
+                ),
             )
                 .into_pyobject(py)
         }

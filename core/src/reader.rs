@@ -391,34 +391,21 @@ impl Reader {
                 let bend = pos + blen;
                 match btype {
                     6 => {
-                        let ok = blen >= 32;
-                        let iface = if ok {
+                        // enhanced packet block: a 32-bit interface id
+                        let iface = if blen >= 32 {
                             u32_at(buf, body, big) as usize
                         } else {
                             usize::MAX
                         };
-                        let caplen = if ok {
-                            u32_at(buf, body + 12, big) as usize
-                        } else {
-                            0
-                        };
-                        if !ok || iface >= ifaces.len() || body + 20 + caplen > bend {
-                            let n = packets + 1;
-                            warnings.push(format!("bad enhanced packet block at packet {n}"));
-                        } else {
-                            let hi = u32_at(buf, body + 4, big) as u64;
-                            let lo = u32_at(buf, body + 8, big) as u64;
-                            let wirelen = u32_at(buf, body + 16, big);
-                            let i = ifaces[iface];
-                            packets += 1;
-                            let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
-                            let data = &buf[body + 20..body + 20 + caplen];
-                            go = f(Packet {
-                                ts,
-                                linktype: i.linktype,
-                                data,
-                                wirelen,
-                            });
+                        match timed(buf, body, bend, big, ifaces.get(iface)) {
+                            Some(p) => {
+                                packets += 1;
+                                go = f(p);
+                            }
+                            None => {
+                                let n = packets + 1;
+                                warnings.push(format!("bad enhanced packet block at packet {n}"));
+                            }
                         }
                     }
                     3 if !ifaces.is_empty() && blen >= 16 => {
@@ -434,22 +421,11 @@ impl Reader {
                         });
                     }
                     2 if blen >= 32 => {
+                        // obsolete packet block: a 16-bit interface id (bad ones are skipped)
                         let iface = u16_at(buf, body, big) as usize;
-                        let hi = u32_at(buf, body + 4, big) as u64;
-                        let lo = u32_at(buf, body + 8, big) as u64;
-                        let caplen = u32_at(buf, body + 12, big) as usize;
-                        let wirelen = u32_at(buf, body + 16, big);
-                        if iface < ifaces.len() && body + 20 + caplen <= bend {
-                            let i = ifaces[iface];
+                        if let Some(p) = timed(buf, body, bend, big, ifaces.get(iface)) {
                             packets += 1;
-                            let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
-                            let data = &buf[body + 20..body + 20 + caplen];
-                            go = f(Packet {
-                                ts,
-                                linktype: i.linktype,
-                                data,
-                                wirelen,
-                            });
+                            go = f(p);
                         }
                     }
                     1 if blen >= 16 => ifaces.push(interface(buf, body, bend - 4, big)),
@@ -471,6 +447,36 @@ impl Reader {
         self.interrupted = interrupted;
         result
     }
+}
+
+/// The packet of an enhanced or obsolete packet block (the same layout after the interface
+/// id: timestamp high and low, captured and wire length, data), or None when its interface
+/// is unknown or its data runs past the block.
+fn timed<'a>(
+    buf: &'a [u8],
+    body: usize,
+    bend: usize,
+    big: bool,
+    iface: Option<&Iface>,
+) -> Option<Packet<'a>> {
+    let i = iface?;
+    if bend < body + 20 {
+        return None;
+    }
+    let caplen = u32_at(buf, body + 12, big) as usize;
+    if body + 20 + caplen > bend {
+        return None;
+    }
+    let hi = u32_at(buf, body + 4, big) as u64;
+    let lo = u32_at(buf, body + 8, big) as u64;
+    let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
+    let wirelen = u32_at(buf, body + 16, big);
+    Some(Packet {
+        ts,
+        linktype: i.linktype,
+        data: &buf[body + 20..body + 20 + caplen],
+        wirelen,
+    })
 }
 
 /// An interface description block: link type, timestamp unit and offset.

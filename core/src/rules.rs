@@ -437,6 +437,7 @@ pub struct Matcher {
     /// rule indices per (protocol, anomaly?): by function code, and the rest
     by_code: FxHashMap<(Proto, bool, i64), Vec<u32>>,
     rest: FxHashMap<(Proto, bool), Vec<u32>>,
+    candidates: Vec<u32>,
     /// findings of one key closer than this fold together (the alert window)
     pub window: f64,
     /// sorted times at which policy changes (maintenance windows open or close)
@@ -542,13 +543,17 @@ impl Matcher {
         };
         let coded = code.and_then(|c| self.by_code.get(&(proto, anomaly, c)));
         let rest = self.rest.get(&(proto, anomaly));
-        let candidates: Vec<u32> = coded
-            .into_iter()
-            .flatten()
-            .chain(rest.into_iter().flatten())
-            .copied()
-            .collect();
-        for i in candidates {
+        // the candidates' indices are copied out (the matcher changes while they run) into
+        // a buffer kept between records, so the steady state allocates nothing
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        candidates.extend(
+            coded
+                .into_iter()
+                .flatten()
+                .chain(rest.into_iter().flatten()),
+        );
+        for &i in &candidates {
             let i = i as usize;
             let rule = &self.rules[i];
             if rule.request.is_some_and(|r| r != request) {
@@ -570,6 +575,7 @@ impl Matcher {
             }
             self.found(i as u32, flow, ev, ts, request_index, &mut out);
         }
+        self.candidates = candidates;
         out
     }
 

@@ -8,9 +8,9 @@ use std::collections::VecDeque;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::decode::Addr;
-use crate::events::{Body, Event, Proto};
+use crate::events::{Event, Proto};
 use crate::flows::Flow;
-use crate::meaning::{describe, Table};
+use crate::meaning::{Table, Use};
 
 /// An edge as the baseline names it: client, server, transport, server port, protocol.
 pub type EdgeRef = (Addr, Addr, u8, u16, Proto);
@@ -103,13 +103,7 @@ impl Watch {
 
     /// Does this record show something new, or a rate over the learned one? Returns
     /// (new, requests in the rate window when over the learned rate).
-    pub fn observe(&mut self, flow: &Flow, ev: &Event, ts: f64) -> (bool, Option<u64>) {
-        if matches!(ev.body, Body::Anomaly(_)) {
-            return (false, None);
-        }
-        let Some(u) = describe(ev) else {
-            return (false, None);
-        };
+    pub fn observe(&mut self, flow: &Flow, ev: &Event, u: &Use, ts: f64) -> (bool, Option<u64>) {
         let client = flow.client_side();
         let edge: EdgeRef = (
             flow.ips[client],
