@@ -20,6 +20,16 @@ REQUESTS = [  # (function code, request body, response body)
 ]
 
 
+#: classic pcap, microsecond timestamps, Ethernet
+PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+
+
+def record(ts: float, data: bytes) -> bytes:
+    """One pcap record: its header and the frame."""
+    sec = int(ts)
+    return struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)) + data
+
+
 def checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -51,14 +61,12 @@ def write(path: Path, packets: int, clients: int = 20, servers: int = 5) -> int:
     ts = 1_700_000_000.0
     n = 0
     with path.open("wb") as fh:
-        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        fh.write(PCAP_HEADER)
 
         def put(data: bytes) -> None:
             nonlocal n, ts
             ts += 0.0002
-            sec = int(ts)
-            fh.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)))
-            fh.write(data)
+            fh.write(record(ts, data))
             n += 1
 
         for c in conns:  # handshakes

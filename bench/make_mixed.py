@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import struct
 from pathlib import Path
+
+from make_capture import PCAP_HEADER, record
 
 from otsec import _core
 
@@ -55,12 +56,9 @@ def write(out: Path, packets: int) -> int:
         streams.append([(start + (ts - t0), copies, f) for ts, f in sample])
     n = 0
     with out.open("wb") as fh:
-        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        fh.write(PCAP_HEADER)
         for ts, copy, frame in heapq.merge(*streams, key=lambda x: x[0]):
-            data = readdress(frame, copy)
-            sec = int(ts)
-            fh.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)))
-            fh.write(data)
+            fh.write(record(ts, readdress(frame, copy)))
             n += 1
             if n >= packets:
                 break

@@ -17,7 +17,6 @@ import argparse
 import os
 import random
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from make_capture import frame  # noqa: E402
+from make_capture import PCAP_HEADER, frame, record  # noqa: E402
 from make_capture import write as write_modbus  # noqa: E402
 from make_mixed import write as write_mixed  # noqa: E402
 
@@ -57,16 +56,14 @@ def write_flood(path: Path, flows: int = 1_000_000, sources: int = 200_000) -> i
     plc = bytes([10, 1, 0, 10])
     ts = 1_700_000_000.0
     with path.open("wb") as fh:
-        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        fh.write(PCAP_HEADER)
         for i in range(flows):
             s = rnd.randrange(sources)
             src = bytes([10, 200 + (s >> 16), (s >> 8) & 0xFF, s & 0xFF])
             data = frame(smac, dmac, src, plc, 1024 + (i % 60000), 502, rnd.randrange(1 << 32),
                          0, 0x02, b"")
             ts += 0.00005
-            sec = int(ts)
-            fh.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(data), len(data)))
-            fh.write(data)
+            fh.write(record(ts, data))
     return flows
 
 

@@ -32,14 +32,20 @@ SAMPLES = sorted(PCAPS.glob("*.pcap"))
 ROWS = corpus_rows()
 
 
-def python_engine(path: Path, out: Path) -> tuple[Engine, list[bytes]]:
+def run_former(path: Path, out: Path, consumers: list) -> Engine:
+    """The former Python engine over one capture, its events written under `out`."""
     files = EventFiles(out)
-    engine = Engine([files])
+    engine = Engine([files, *consumers])
     with CaptureReader(path) as reader:
         for pkt in reader:
             engine.packet(*pkt)
     engine.finish()
     files.close()
+    return engine
+
+
+def python_engine(path: Path, out: Path) -> tuple[Engine, list[bytes]]:
+    engine = run_former(path, out, [])
     return engine, (out / "events.ndjson").read_bytes().splitlines()
 
 
@@ -90,13 +96,8 @@ class _Policy:
 
 def former_audit(path: Path, out: Path) -> tuple[list, list, list]:
     """Assets, edges and alerts as the Python engine and its consumers made them."""
-    files, inventory, graph, policy = EventFiles(out), OldInventory(), OldGraph(), _Policy()
-    engine = Engine([files, inventory, graph, policy])
-    with CaptureReader(path) as reader:
-        for pkt in reader:
-            engine.packet(*pkt)
-    engine.finish()
-    files.close()
+    inventory, graph, policy = OldInventory(), OldGraph(), _Policy()
+    run_former(path, out, [inventory, graph, policy])
     inv = Inventory()
     inv.hosts, inv.arp = inventory.hosts, inventory.arp
     assets, id_of = inv.assets()
@@ -138,13 +139,8 @@ def test_corpus_gives_the_same_results(row: dict[str, str], tmp_path: Path) -> N
 
 
 def former_learn(path: Path, out: Path) -> Baseline:
-    files, inventory, graph = EventFiles(out), OldInventory(), OldGraph()
-    engine = Engine([files, inventory, graph])
-    with CaptureReader(path) as reader:
-        for pkt in reader:
-            engine.packet(*pkt)
-    engine.finish()
-    files.close()
+    inventory, graph = OldInventory(), OldGraph()
+    run_former(path, out, [inventory, graph])
     inv = Inventory()
     inv.hosts, inv.arp = inventory.hosts, inventory.arp
     assets, _ = inv.assets()
@@ -176,13 +172,8 @@ def test_learning_and_protecting_give_the_same_baseline_and_alerts(protocol: str
     former = former_learn(normal, tmp_path / "a")
     ours = run_learn([normal])
     assert ours.to_json() == former.to_json()
-    files, policy = EventFiles(tmp_path / "a"), _Protecting(former)
-    engine = Engine([files, policy])
-    with CaptureReader(intrusion) as reader:
-        for pkt in reader:
-            engine.packet(*pkt)
-    engine.finish()
-    files.close()
+    policy = _Protecting(former)
+    engine = run_former(intrusion, tmp_path / "a", [policy])
     policy.deviations.finish(engine.stats.last_ts or 0.0, [])
     result = run_audit([intrusion], tmp_path / "b", baseline=ours)
     theirs = sorted((a.rule.id, a.count, a.message) for a in policy.detector.alerts)

@@ -116,6 +116,13 @@ pub fn field_b(out: &mut Vec<u8>, k: &str, v: bool) {
     out.extend_from_slice(if v { b"true" } else { b"false" });
 }
 
+/// A number field written only when the value is present.
+pub fn field_some_u(out: &mut Vec<u8>, k: &str, v: Option<u64>) {
+    if let Some(v) = v {
+        field_u(out, k, v);
+    }
+}
+
 pub fn field_opt_u(out: &mut Vec<u8>, k: &str, v: Option<u64>) {
     key(out, k);
     match v {
@@ -124,17 +131,27 @@ pub fn field_opt_u(out: &mut Vec<u8>, k: &str, v: Option<u64>) {
     }
 }
 
-/// A list of strings (anomaly names).
-pub fn str_list(out: &mut Vec<u8>, k: &str, items: &[&str]) {
+/// A list field, each element written by `each`.
+pub fn list<I: IntoIterator>(
+    out: &mut Vec<u8>,
+    k: &str,
+    items: I,
+    mut each: impl FnMut(&mut Vec<u8>, I::Item),
+) {
     key(out, k);
     out.push(b'[');
-    for (i, s) in items.iter().enumerate() {
+    for (i, x) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, s);
+        each(out, x);
     }
     out.push(b']');
+}
+
+/// A list of strings (anomaly names).
+pub fn str_list(out: &mut Vec<u8>, k: &str, items: &[&str]) {
+    list(out, k, items, |out, s| string(out, s));
 }
 
 #[cfg(test)]

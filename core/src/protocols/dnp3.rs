@@ -486,24 +486,16 @@ pub fn json(out: &mut Vec<u8>, p: &Dnp3Pdu) {
     field_u(out, "function_code", p.function_code as u64);
     field_u(out, "application_control", p.app_control as u64);
     field_b(out, "unsolicited", p.app_control & 0x10 != 0);
-    if let Some(v) = p.iin {
-        field_u(out, "iin", v as u64);
-    }
+    field_some_u(out, "iin", p.iin.map(u64::from));
     if !p.objects.is_empty() {
-        key(out, "objects");
-        out.push(b'[');
-        for (i, o) in p.objects.iter().take(64).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        list(out, "objects", p.objects.iter().take(64), |out, o| {
             out.push(b'{');
             field_u(out, "group", o.group as u64);
             field_u(out, "variation", o.variation as u64);
             field_u(out, "qualifier", o.qualifier as u64);
             field_u(out, "count", o.count);
             out.push(b'}');
-        }
-        out.push(b']');
+        });
     }
     if !p.anomalies.is_empty() {
         str_list(out, "anomalies", &p.anomalies);

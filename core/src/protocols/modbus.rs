@@ -537,31 +537,17 @@ pub fn json(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
     field_u(out, "transaction_id", p.transaction_id as u64);
     field_u(out, "unit_id", p.unit_id as u64);
     field_u(out, "function_code", p.function_code as u64);
-    if let Some(v) = p.exception_code {
-        field_u(out, "exception_code", v as u64);
-    }
-    if let Some(v) = p.subfunction {
-        field_u(out, "subfunction", v as u64);
-    }
-    if let Some(v) = p.mei_type {
-        field_u(out, "mei_type", v as u64);
-    }
-    if let Some(v) = p.address {
-        field_u(out, "address", v as u64);
-    }
-    if let Some(v) = p.quantity {
-        field_u(out, "quantity", v as u64);
-    }
-    if let Some(v) = p.value {
-        field_u(out, "value", v as u64);
-    }
+    field_some_u(out, "exception_code", p.exception_code.map(u64::from));
+    field_some_u(out, "subfunction", p.subfunction.map(u64::from));
+    field_some_u(out, "mei_type", p.mei_type.map(u64::from));
+    field_some_u(out, "address", p.address.map(u64::from));
+    field_some_u(out, "quantity", p.quantity.map(u64::from));
+    field_some_u(out, "value", p.value.map(u64::from));
     if let Some(v) = p.write_address {
         field_u(out, "write_address", v as u64);
         field_opt_u(out, "write_quantity", p.write_quantity.map(|q| q as u64));
     }
-    if let Some(v) = p.umas_function {
-        field_u(out, "umas_function", v as u64);
-    }
+    field_some_u(out, "umas_function", p.umas_function.map(u64::from));
     if let Some(objects) = &p.device_id {
         if !objects.is_empty() {
             key(out, "device_identification");

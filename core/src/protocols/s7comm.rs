@@ -715,9 +715,7 @@ pub fn json(out: &mut Vec<u8>, p: &S7Pdu) {
     out.push(b'{');
     field_u(out, "rosctr", p.rosctr as u64);
     field_u(out, "pdu_reference", p.pdu_reference as u64);
-    if let Some(v) = p.function_code {
-        field_u(out, "function_code", v as u64);
-    }
+    field_some_u(out, "function_code", p.function_code.map(u64::from));
     if let Some(g) = p.group {
         key(out, "userdata");
         out.push(b'{');
@@ -745,12 +743,7 @@ pub fn json(out: &mut Vec<u8>, p: &S7Pdu) {
         field_opt_u(out, "error_code", p.error_code.map(u64::from));
     }
     if !p.items.is_empty() {
-        key(out, "items");
-        out.push(b'[');
-        for (i, it) in p.items.iter().take(64).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        list(out, "items", p.items.iter().take(64), |out, it| {
             out.push(b'{');
             field_u(out, "area", it.area as u64);
             field_u(out, "db", it.db as u64);
@@ -759,19 +752,15 @@ pub fn json(out: &mut Vec<u8>, p: &S7Pdu) {
             field_u(out, "length", it.length as u64);
             field_u(out, "transport_size", it.transport_size as u64);
             out.push(b'}');
-        }
-        out.push(b']');
+        });
     }
     if !p.return_codes.is_empty() {
-        key(out, "return_codes");
-        out.push(b'[');
-        for (i, rc) in p.return_codes.iter().take(64).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            uint(out, *rc as u64);
-        }
-        out.push(b']');
+        list(
+            out,
+            "return_codes",
+            p.return_codes.iter().take(64),
+            |out, rc| uint(out, *rc as u64),
+        );
     }
     if let Some(ident) = &p.identity {
         key(out, "identity");
@@ -827,16 +816,12 @@ pub fn plus_json(out: &mut Vec<u8>, p: &S7PlusPdu) {
     out.push(b'{');
     field_u(out, "version", p.version as u64);
     field_b(out, "integrity", p.integrity);
-    if let Some(v) = p.opcode {
-        field_u(out, "opcode", v as u64);
-    }
+    field_some_u(out, "opcode", p.opcode.map(u64::from));
     if let Some(v) = p.function_code {
         field_u(out, "function_code", v as u64);
         field_s(out, "function_name", plus_function_name(v));
     }
-    if let Some(v) = p.sequence {
-        field_u(out, "sequence", v as u64);
-    }
+    field_some_u(out, "sequence", p.sequence.map(u64::from));
     if !p.anomalies.is_empty() {
         str_list(out, "anomalies", &p.anomalies);
     }
