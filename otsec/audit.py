@@ -12,7 +12,7 @@ from otsec.atomic import write_json_atomic
 from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.detect.ruleset import RuleSet
-from otsec.pipeline import Pipeline, Progress
+from otsec.pipeline import Pipeline, Progress, gc_paused
 from otsec.report.html import write_report
 from otsec.sinks.documents import alert_document, asset_document, edge_document
 from otsec.sinks.ndjson import write_ndjson
@@ -66,36 +66,37 @@ def run_audit(
     elapsed = time.perf_counter() - started
     stats = pipe.stats()
     view = pipe.view()
-    deviations = pipe.deviations
-    if deviations is not None:
-        deviations.finish(stats["last_ts"] or 0.0, view.assets)
-        deviations.baseline.save(out_dir / "baseline.json")
-    asset_by_ip = {ip: a for a in view.assets for ip in a.ips}
-    ip_of = {a.id: a.ips[0] for a in view.assets if a.ips}
-    alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
+    with gc_paused():  # thousands of documents, no cycles among them
+        deviations = pipe.deviations
+        if deviations is not None:
+            deviations.finish(stats["last_ts"] or 0.0, view.assets)
+            deviations.baseline.save(out_dir / "baseline.json")
+        asset_by_ip = {ip: a for a in view.assets for ip in a.ips}
+        ip_of = {a.id: a.ips[0] for a in view.assets if a.ips}
+        alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
 
-    def state(start: float) -> str:
-        return "protecting" if deviations and deviations.protecting(start) else "learning"
+        def state(start: float) -> str:
+            return "protecting" if deviations and deviations.protecting(start) else "learning"
 
-    alert_docs = [alert_document(a, asset_by_ip, state(a.start)) for a in alerts]
-    write_ndjson(out_dir / "alerts.ndjson", alert_docs)
-    asset_docs = [asset_document(a) for a in view.assets]
-    edge_docs = [edge_document(e, ip_of) for e in view.edges]
-    write_json_atomic(out_dir / "assets.json", asset_docs)
-    write_json_atomic(out_dir / "edges.json", edge_docs)
-    if stats["packets"] and stats["packets"] == stats["unknown_linktype"]:
-        warnings.append("no packet had a link type otsec reads: nothing was analysed")
-    summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
-                            view.assets, view.edges, warnings)
-    summary["suppressed"] = pipe.detector.suppressed
-    summary["baseline"] = {
-        "mode": "protecting" if deviations else "learning",
-        "learn_for": learn_for,
-        "assets": len(deviations.baseline.assets) if deviations else 0,
-        "edges": len(deviations.baseline.edges) if deviations else 0,
-    }
-    write_json_atomic(out_dir / "summary.json", summary)
-    result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
-                         asset_docs, edge_docs)
-    write_report(out_dir / "report.html", result)
+        alert_docs = [alert_document(a, asset_by_ip, state(a.start)) for a in alerts]
+        write_ndjson(out_dir / "alerts.ndjson", alert_docs)
+        asset_docs = [asset_document(a) for a in view.assets]
+        edge_docs = [edge_document(e, ip_of) for e in view.edges]
+        write_json_atomic(out_dir / "assets.json", asset_docs)
+        write_json_atomic(out_dir / "edges.json", edge_docs)
+        if stats["packets"] and stats["packets"] == stats["unknown_linktype"]:
+            warnings.append("no packet had a link type otsec reads: nothing was analysed")
+        summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
+                                view.assets, view.edges, warnings)
+        summary["suppressed"] = pipe.detector.suppressed
+        summary["baseline"] = {
+            "mode": "protecting" if deviations else "learning",
+            "learn_for": learn_for,
+            "assets": len(deviations.baseline.assets) if deviations else 0,
+            "edges": len(deviations.baseline.edges) if deviations else 0,
+        }
+        write_json_atomic(out_dir / "summary.json", summary)
+        result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
+                             asset_docs, edge_docs)
+        write_report(out_dir / "report.html", result)
     return result

@@ -181,15 +181,14 @@ def edges(core: Any) -> dict[tuple[str, str, str, int, str], Edge]:
     out = {}
     for (key, (first, last, packets, nbytes, pdus, writes, requests), functions, units, ranges,
          objects, cadence) in core.edges():
-        e = Edge(*key, first_seen=first, last_seen=last, packets=packets, bytes=nbytes,
-                 pdus=pdus, writes=writes, requests=requests)
         protocol = key[4]
-        for code, direction, count in functions:
-            e.functions[(code, direction)] = count
-            e.names.setdefault(code, function_name(protocol, code))
-        e.unit_ids = set(units)
-        e.ranges = {(unit, table): [list(s) for s in spans] for unit, table, spans in ranges}
-        e.objects = set(objects)
-        e.cadence = {code: [f, last_, n] for code, f, last_, n in cadence}
+        e = Edge(*key, first_seen=first, last_seen=last, packets=packets, bytes=nbytes,
+                 pdus=pdus, writes=writes, requests=requests,
+                 functions=Counter({(code, d): n for code, d, n in functions}),
+                 names={code: function_name(protocol, code) for code, _d, _n in functions},
+                 unit_ids=set(units),
+                 ranges={(unit, table): spans for unit, table, spans in ranges},
+                 objects=set(objects),
+                 cadence={code: [f, last_, n] for code, f, last_, n in cadence})
         out[e.key] = e
     return out

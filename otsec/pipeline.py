@@ -8,7 +8,9 @@ the deviations. Hosts and edges are read from the core's counters when a view is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import gc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,19 @@ from otsec.inventory.assets import Asset, Inventory
 from otsec.protocols import PORT_NAMES, WELL_KNOWN
 
 Progress = Callable[[int], None]  # called with bytes of input consumed so far
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """For building many short-lived, acyclic objects at once (a view, its documents):
+    the cycle collector would otherwise walk everything alive again and again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass
@@ -166,6 +181,10 @@ class Pipeline:
     # -- what is known ----------------------------------------------------------------
 
     def view(self) -> View:
+        with gc_paused():
+            return self._view()
+
+    def _view(self) -> View:
         self.detector.sync(self.core.hit_counts())
         if self.deviations is not None:
             self.deviations.sync_rates(self.core.rate_repeats())

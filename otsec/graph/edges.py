@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 MAX_RANGES = 64  # intervals kept per (unit, table); closest ones merge beyond this
@@ -80,20 +80,21 @@ def edge_id(client: str, server: str, transport: str, port: int, protocol: str) 
 
 
 def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge]:
-    """Edges re-keyed by asset id (IPs of one asset fold into one edge)."""
+    """Edges re-keyed by asset id (IPs of one asset fold into one edge). The given edges are
+    never changed: an edge alone on its asset pair is passed on as it is (re-keyed), and a
+    copy is made only when a second one folds into it."""
     out: dict[EdgeKey, Edge] = {}
+    copied: set[EdgeKey] = set()
     for e in edges.values():
         key = (id_of.get(e.client, e.client), id_of.get(e.server, e.server), e.transport,
                e.port, e.protocol)
         m = out.get(key)
-        if m is None:  # the first of its asset pair: a copy (its ranges are merged already)
-            out[key] = Edge(*key, first_seen=e.first_seen, last_seen=e.last_seen,
-                            packets=e.packets, bytes=e.bytes, pdus=e.pdus, writes=e.writes,
-                            functions=Counter(e.functions), unit_ids=set(e.unit_ids),
-                            ranges={k: [list(s) for s in v] for k, v in e.ranges.items()},
-                            names=dict(e.names), requests=e.requests, objects=set(e.objects),
-                            cadence={c: list(v) for c, v in e.cadence.items()})
+        if m is None:
+            out[key] = e if key == e.key else replace(e, client=key[0], server=key[1])
             continue
+        if key not in copied:
+            copied.add(key)
+            m = out[key] = _copy(m)
         m.first_seen = min(m.first_seen, e.first_seen)
         m.last_seen = max(m.last_seen, e.last_seen)
         m.packets += e.packets
@@ -112,6 +113,13 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
             for start, end in spans:
                 m.touch(unit, table, start, end - start + 1)
     return sorted(out.values(), key=lambda x: x.key)
+
+
+def _copy(e: Edge) -> Edge:
+    return replace(e, functions=Counter(e.functions), unit_ids=set(e.unit_ids),
+                   ranges={k: [list(s) for s in v] for k, v in e.ranges.items()},
+                   names=dict(e.names), objects=set(e.objects),
+                   cadence={c: list(v) for c, v in e.cadence.items()})
 
 
 def to_networkx(edges: list[Edge]) -> Any:

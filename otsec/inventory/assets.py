@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from otsec.events import Event
 from otsec.inventory.evidence import observe
@@ -147,21 +147,24 @@ class Inventory:
         id_of = {h.ip: aid for aid, hs in groups.items() for h in hs}
         out: list[Asset] = []
         for aid, hosts in sorted(groups.items()):
-            evidence: Counter[str] = Counter()
-            services: set[tuple[str, int, str]] = set()
-            uses: set[tuple[str, int, str]] = set()
-            protocols: set[str] = set()
-            peers: set[str] = set()
-            identity = Identity()
-            for h in hosts:
-                evidence.update(h.evidence)
-                services |= h.services
-                uses |= h.uses
-                protocols |= h.protocols
-                peers |= {id_of.get(p, p) for p in h.peers}
-                for name in vars(identity):
-                    if getattr(identity, name) is None:
-                        setattr(identity, name, getattr(h.identity, name))
+            if len(hosts) == 1:  # most assets: nothing to merge
+                h = hosts[0]
+                evidence, services, uses, protocols = h.evidence, h.services, h.uses, h.protocols
+                peers = set(map(id_of.get, h.peers, h.peers))
+                identity = replace(h.identity)
+            else:
+                evidence = Counter()
+                services, uses, protocols, peers = set(), set(), set(), set()
+                identity = Identity()
+                for h in hosts:
+                    evidence.update(h.evidence)
+                    services |= h.services
+                    uses |= h.uses
+                    protocols |= h.protocols
+                    peers.update(map(id_of.get, h.peers, h.peers))
+                    for name in vars(identity):
+                        if getattr(identity, name) is None:
+                            setattr(identity, name, getattr(h.identity, name))
             first = min(h.first_seen for h in hosts)
             last = max(h.last_seen for h in hosts)
             role, role_evidence = guess_role(evidence, services, uses, last - first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,14 @@ PROTOCOL_COLOURS = COLOURS
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    # most names and addresses need no escaping: skip the five replacements for them
+    return html.escape(text) if _ESCAPED.search(text) else text
+
+
+_ESCAPED = re.compile("[&<>\"']")
 
 
 #: rows of the graph, top to bottom: who programs, who supervises, what controls
@@ -193,16 +201,18 @@ def _matrix(result: AuditResult) -> str:
     if not edges:
         return "<p>No application traffic.</p>"
     codes = sorted({(e.protocol, c) for e in edges for (c, d) in e.functions if d == "request"})
+    column = {key: i for i, key in enumerate(codes)}
     names = {c: n for e in edges for c, n in e.names.items()}
     head = "".join(f"<th>{_e(names.get(c, c))}<br><small>{_e(p)} {c}</small></th>"
                    for p, c in codes)
     rows = []
     for e in edges:
-        cells = []
-        for proto, c in codes:
-            n = e.functions.get((c, "request"), 0) if proto == e.protocol else 0
-            cls = " class='w'" if n and c in WRITE_CODES.get(proto, ()) else ""
-            cells.append(f"<td{cls}>{n or ''}</td>")
+        cells = ["<td></td>"] * len(codes)
+        writes = WRITE_CODES.get(e.protocol, ())
+        for (c, d), n in e.functions.items():
+            if d == "request" and n:
+                cls = " class='w'" if c in writes else ""
+                cells[column[(e.protocol, c)]] = f"<td{cls}>{n}</td>"
         rows.append(f"<tr><td>{_e(e.client)}</td><td>{_e(e.server)}</td>"
                     f"<td>{_e(e.protocol)}</td>{''.join(cells)}</tr>")
     return (f"<table class='sortable matrix' id='matrix'><tr><th>client</th><th>server</th>"
