@@ -11,6 +11,7 @@ from otsec import _core
 from otsec.atomic import write_json_atomic
 from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
+from otsec.capture import NothingAnalysed
 from otsec.detect.ruleset import RuleSet
 from otsec.pipeline import Pipeline, Progress, gc_paused
 from otsec.report.html import write_report
@@ -20,7 +21,7 @@ from otsec.summary import AuditResult, build_summary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AuditResult", "check_captures", "run_audit", "run_learn"]
+__all__ = ["AuditResult", "NothingAnalysed", "check_captures", "run_audit", "run_learn"]
 
 
 def check_captures(paths: Sequence[str | Path]) -> None:
@@ -32,12 +33,19 @@ def check_captures(paths: Sequence[str | Path]) -> None:
         _core.Capture(str(p))
 
 
+def nothing_analysed(unreadable: list[dict[str, str]], paths: Sequence[str | Path]) -> None:
+    if paths and len(unreadable) == len(paths):
+        raise NothingAnalysed("nothing to analyse: " + "; ".join(
+            f"{u['file']}: {u['reason']}" for u in unreadable))
+
+
 def run_learn(paths: Sequence[str | Path], progress: Progress | None = None,
               max_flows: int = 200_000) -> Baseline:
     """Learn a baseline from captures known to be normal."""
     check_captures(paths)
     pipe = Pipeline(events=False, max_flows=max_flows)
     pipe.run(paths, progress)
+    nothing_analysed(pipe.unreadable, paths)
     pipe.finish()
     view = pipe.view()
     return learn(view.assets, list(view.ip_edges.values()), [str(p) for p in paths])
@@ -62,6 +70,7 @@ def run_audit(
                     learn_for=learn_for, sources=sources, max_flows=max_flows)
     started = time.perf_counter()
     warnings = pipe.run(paths, progress)
+    nothing_analysed(pipe.unreadable, paths)
     pipe.finish()
     elapsed = time.perf_counter() - started
     stats = pipe.stats()
@@ -84,11 +93,10 @@ def run_audit(
         edge_docs = [edge_document(e, ip_of) for e in view.edges]
         write_json_atomic(out_dir / "assets.json", asset_docs)
         write_json_atomic(out_dir / "edges.json", edge_docs)
-        if stats["packets"] and stats["packets"] == stats["unknown_linktype"]:
-            warnings.append("no packet had a link type otsec reads: nothing was analysed")
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
         summary["suppressed"] = pipe.detector.suppressed
+        summary["unreadable"] = pipe.unreadable
         summary["baseline"] = {
             "mode": "protecting" if deviations else "learning",
             "learn_for": learn_for,

@@ -14,9 +14,10 @@ import click
 
 from otsec import __version__
 from otsec.baseline.model import BaselineError
-from otsec.capture import CaptureError
+from otsec.capture import CaptureError, NothingAnalysed
 from otsec.detect.catalog import SEVERITIES
 from otsec.detect.ruleset import RuleError
+from otsec.text import printable, shown
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -166,17 +167,18 @@ def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict
     """Send an audit's documents; what the cluster does not take is spooled, not lost."""
     from otsec.sinks.search import Spool, audit_actions, deliver
 
-    events: list[dict[str, Any]] = []
-    if with_events:
-        with (result.out_dir / "events.ndjson").open() as fh:
-            events = [json.loads(line) for line in fh]
-    actions = list(audit_actions(result.alerts, result.asset_docs, result.edge_docs, events,
-                                 namespace))
-    outcome = deliver(url, actions, Spool())
+    def events() -> Iterator[dict[str, Any]]:  # streamed: events.ndjson may be huge
+        if with_events:
+            with (result.out_dir / "events.ndjson").open() as fh:
+                yield from map(json.loads, fh)
+
+    outcome = deliver(url, audit_actions(result.alerts, result.asset_docs, result.edge_docs,
+                                         events(), namespace), Spool())
     for err in outcome.errors[:3]:
-        logging.getLogger("otsec").warning("search cluster: %s", err)
+        logging.getLogger("otsec").warning("search cluster: %s", printable(err))
     return {"delivered": outcome.delivered, "duplicates": outcome.duplicates,
-            "spooled": outcome.spooled, "dropped": outcome.dropped}
+            "spooled": outcome.spooled, "dropped": outcome.dropped,
+            "dead_lettered": outcome.dead_lettered}
 
 
 @cli.command()
@@ -217,9 +219,13 @@ def ship(es_url: str) -> int:
     outcome = deliver(es_url, [], spool)
     click.echo(f"delivered {outcome.delivered} ({outcome.duplicates} already there) from "
                f"{before} spool file(s); {len(spool.files())} left")
+    if outcome.dead_lettered:
+        click.echo(f"set aside {outcome.dead_lettered} that can never be delivered "
+                   f"(reasons in {spool.dead_letter})")
     if spool.files():
+        why = f": {printable(outcome.errors[0], 300)}" if outcome.errors else ""
         raise click.ClickException("the cluster did not take everything; the rest stays "
-                                   f"spooled in {spool.dir}")
+                                   f"spooled in {spool.dir}{why}")
     return 0
 
 
@@ -313,13 +319,13 @@ def baseline_show(baseline_file: str) -> int:
         assets.add_column(col)
     for ip, a in sorted(base.assets.items()):
         ident = " / ".join(x for x in (a.manufacturer, a.model, a.firmware) if x)
-        assets.add_row(ip, a.role, ", ".join(a.macs), ident)
+        assets.add_row(*map(shown, (ip, a.role, ", ".join(a.macs), ident)))
     console.print(assets)
     edges = Table(title=f"{len(base.edges)} edges")
     for col in ("edge", "request functions", "units", "period s", "requests/s"):
         edges.add_column(col)
     for key, e in sorted(base.edges.items()):
-        edges.add_row(key, ", ".join(map(str, e.functions.get("request", []))),
+        edges.add_row(shown(key), ", ".join(map(str, e.functions.get("request", []))),
                       ", ".join(map(str, e.units)), f"{e.period:.2f}" if e.period else "",
                       f"{e.rate:.3f}")
     console.print(edges)
@@ -335,7 +341,7 @@ def baseline_diff(old: str, new: str) -> int:
 
     lines = diff(load_baseline(old), load_baseline(new))
     for line in lines:
-        click.echo(line)
+        click.echo(printable(line, 4096))
     return 1 if lines else 0
 
 
@@ -350,7 +356,7 @@ def baseline_approve(alert_id: str, baseline_file: str, alerts_file: str) -> int
 
     base = load_baseline(baseline_file)
     for change in approve(base, find_alert(Path(alerts_file), alert_id)):
-        click.echo(f"learned {change}")
+        click.echo(f"learned {printable(change)}")
     base.save(Path(baseline_file))
     return 0
 
@@ -408,6 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     except (CaptureError, UserError, BaselineError, RuleError) as exc:
         click.echo(f"otsec: error: {exc}", err=True)
         return EXIT_USAGE
+    except NothingAnalysed as exc:
+        click.echo(f"otsec: error: {exc}", err=True)
+        return EXIT_RUNTIME
+    except OSError as exc:  # out of disk, --out under a file, a read-only folder ...
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"otsec: error: {exc.strerror or exc}{where}", err=True)
+        return EXIT_RUNTIME
     except Exception as exc:
         if debug:
             raise

@@ -99,6 +99,7 @@ class Monitor:
         self.reload = False
         self.stopping = False
         self.shipped: set[str] = set()
+        self.spool_state: dict[str, int] = {}
         self.next_report = 0.0
 
     # -- signals ----------------------------------------------------------------------
@@ -172,9 +173,15 @@ class Monitor:
         assert self.pipe is not None
         received, dropped = self.capture.stats() if self.capture else (0, 0)
         st = self.pipe.stats()
-        log.info("stats: packets %d (kernel %d, dropped %d), flows %d, pdus %s, alerts %d",
+        log.info("stats: packets %d (kernel %d, dropped %d), flows %d, pdus %s, alerts %d%s",
                  st["packets"], received, dropped, st["flows"]["live"], st["pdus"],
-                 len(self.pipe.detector.alerts))
+                 len(self.pipe.detector.alerts), self._spool_text())
+
+    def _spool_text(self) -> str:
+        sp = self.spool_state
+        if not sp.get("bytes") and not sp.get("dead_lettered"):
+            return ""
+        return f", spool {sp['bytes']} bytes, dead letters {sp['dead_lettered']}"
 
     def flush(self, final: bool = False) -> dict[str, Any]:
         assert self.pipe is not None
@@ -220,9 +227,9 @@ class Monitor:
                     if time.monotonic() >= next_stats:
                         next_stats = time.monotonic() + opts.stats_every
                         log.info("stats: packets %d, kernel drops %d, flows %d, pdus %s, "
-                                 "alerts %d (%d workers)", summary["packets"],
+                                 "alerts %d (%d workers)%s", summary["packets"],
                                  summary["kernel_drops"], summary["flows"], summary["pdus"],
-                                 summary["alerts"]["total"], opts.workers)
+                                 summary["alerts"]["total"], opts.workers, self._spool_text())
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -278,10 +285,15 @@ class Monitor:
         from otsec.sinks.search import Spool, audit_actions, deliver
 
         new = [a for a in alerts if a["event"]["id"] not in self.shipped]
-        outcome = deliver(self.opts.es_url, list(audit_actions(new, assets, edges)), Spool())
+        spool = Spool()
+        outcome = deliver(self.opts.es_url, audit_actions(new, assets, edges), spool)
         self.shipped.update(a["event"]["id"] for a in new)
+        self.spool_state = {"bytes": spool.size(), "dead_lettered": spool.dead_count()}
         if outcome.spooled:
             log.warning("search cluster: %d documents spooled", outcome.spooled)
+        if outcome.dead_lettered:
+            log.warning("search cluster: %d documents rejected, set aside in %s",
+                        outcome.dead_lettered, spool.dead_letter)
 
 
 def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOptions,

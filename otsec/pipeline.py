@@ -30,6 +30,15 @@ from otsec.protocols import PORT_NAMES, WELL_KNOWN
 Progress = Callable[[int], None]  # called with bytes of input consumed so far
 
 
+def _nothing_analysed(capture: Any, unknown_linktype: int) -> str | None:
+    """Why a capture gave nothing to analyse (None when it gave something)."""
+    if capture.packets == 0:
+        return "no valid record (the file is corrupt)" if capture.corrupt else "no packets"
+    if unknown_linktype >= capture.packets:
+        return "no packet has a link type otsec reads"
+    return None
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """For building many short-lived, acyclic objects at once (a view, its documents):
@@ -62,6 +71,7 @@ class Pipeline:
                  max_flows: int = 200_000, append: bool = False,
                  on_learned: Callable[[Baseline], None] | None = None) -> None:
         self.sources = list(sources)
+        self.unreadable: list[dict[str, str]] = []
         if out_dir is not None and not events and not append:
             (out_dir / "events.ndjson").write_bytes(b"")  # the file exists, and is empty
         # Python needs findings, identities and their answers; with a baseline also what
@@ -113,11 +123,13 @@ class Pipeline:
     # -- feeding --------------------------------------------------------------------
 
     def run(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[str]:
-        """Read captures to their end; return the readers' warnings."""
+        """Read captures to their end; return the readers' warnings. Inputs that gave
+        nothing to analyse are listed in ``unreadable`` (file, reason)."""
         warnings: list[str] = []
         consumed = 0
         for path in paths:
             capture = _core.Capture(str(path))
+            unknown = self.core.stats()["unknown_linktype"]
             while self.core.feed(capture, 1):
                 self.drain()
                 if progress is not None:
@@ -125,6 +137,10 @@ class Pipeline:
             self.drain()
             consumed += capture.size or capture.position
             warnings.extend(capture.warnings)
+            reason = _nothing_analysed(capture, self.core.stats()["unknown_linktype"] - unknown)
+            if reason:
+                self.unreadable.append({"file": str(path), "reason": reason})
+                warnings.append(f"{path}: nothing analysed: {reason}")
             if progress is not None:
                 progress(consumed)
         return warnings

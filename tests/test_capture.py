@@ -117,7 +117,7 @@ def test_ipv6_and_ethernet_padding() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 4e9, allow_nan=False), st.binary(max_size=200)),
+@given(st.lists(st.tuples(st.floats(0, 4e9, allow_nan=False), st.binary(min_size=1, max_size=200)),
                 max_size=20), st.booleans(), st.booleans())
 def test_pcap_round_trip(tmp_path_factory: pytest.TempPathFactory,
                          pkts: list[tuple[float, bytes]], big_endian: bool, nanos: bool) -> None:

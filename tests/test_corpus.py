@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 
 from otsec.audit import run_audit
+from otsec.capture import NothingAnalysed
 from otsec.events import Dnp3Pdu, ModbusPdu, S7Pdu
 from tests.helpers import run_file
-from tests.oracle import CORPUS, TSHARK, Key, corpus_rows, tshark_dnp3, tshark_modbus, tshark_s7
+from tests.oracle import (
+    CORPUS,
+    TSHARK,
+    Key,
+    corpus_rows,
+    nothing_to_analyse,
+    tshark_dnp3,
+    tshark_modbus,
+    tshark_s7,
+)
 
 pytestmark = pytest.mark.corpus
 ROWS = corpus_rows()
@@ -77,6 +87,10 @@ def test_dissection_agrees_with_tshark(protocol: str, minimum_pdus: int) -> None
 @needs_corpus
 @pytest.mark.parametrize("row", ROWS, ids=[r["local_path"] for r in ROWS])
 def test_every_capture_audits_without_error(row: dict[str, str], tmp_path: Path) -> None:
+    if nothing_to_analyse(row):
+        with pytest.raises(NothingAnalysed, match=r"no packet has a link type|no packets"):
+            run_audit([CORPUS / row["local_path"]], tmp_path)
+        return
     result = run_audit([CORPUS / row["local_path"]], tmp_path)
     assert result.summary["packets"] == int(row["packets"])
     for name in ("events.ndjson", "alerts.ndjson", "assets.json", "edges.json", "summary.json",

@@ -108,3 +108,52 @@ def test_spool_is_bounded(tmp_path: Path) -> None:
                for i in range(100)]
     stored, dropped = spool.put(actions)
     assert stored + dropped == 100 and dropped > 0 and spool.size() <= 2000
+
+
+def alert_actions(out: Path, namespace: str) -> list[dict]:
+    main(["audit", str(INTRUSION), "--out", str(out), "--format", "json"])
+    docs = [json.loads(x) for x in (out / "alerts.ndjson").read_text().splitlines()]
+    return list(audit_actions(docs, [], [], namespace=namespace))
+
+
+def test_a_bad_spool_line_and_a_rejected_document_never_block_the_rest(
+        cluster: str, spool_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    main(["setup", "--es", cluster])
+    actions = alert_actions(tmp_path / "o", "t3")
+    rejected = json.loads(json.dumps(actions[0]))
+    rejected["_id"] = "rejected-one"
+    rejected["_source"]["source"]["port"] = "not a port"  # the strict mapping refuses it
+    spool = Spool()
+    spool.put([rejected, *actions[:2]])
+    with next(iter(spool.files())).open("a") as fh:
+        fh.write('{"_op_type": "create", "_ind')  # a spool file cut short (disk full)
+    spool.put(actions[2:])
+    assert main(["ship", "--es", cluster]) == 0
+    printed = capsys.readouterr().out
+    assert "set aside 2 that can never be delivered" in printed
+    assert count("logs-otsec.alert-t3") == len(actions)  # everything else, in order
+    assert not spool.files()
+    dead = [json.loads(x) for x in spool.dead_letter.read_text().splitlines()]
+    assert {d["reason"].split(" (")[0].split(": ", 1)[-1] for d in dead} == {
+        "unreadable spool line", "rejected by the cluster"}
+    assert any(d.get("action", {}).get("_id") == "rejected-one" for d in dead)
+    assert main(["ship", "--es", cluster]) == 0  # the dead letters are not retried
+
+
+def test_shipping_a_large_spool_runs_in_bounded_memory(cluster: str, spool_dir: Path) -> None:
+    import tracemalloc
+
+    main(["setup", "--es", cluster])
+    spool = Spool()
+    payload = "x" * 400
+    spool.put({"_op_type": "create", "_index": "logs-otsec.event-t4", "_id": str(i),
+               "_source": {"@timestamp": "2024-01-01T00:00:00Z", "message": payload}}
+              for i in range(30_000))
+    size = spool.size()
+    tracemalloc.start()
+    outcome = deliver(cluster, [], spool)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert outcome.delivered == 30_000 and not spool.files()
+    assert peak < size / 3, (peak, size)  # batches, never the whole spool

@@ -34,9 +34,17 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Bytes decoded as Latin-1 (every byte one character), as Python's ``decode("latin-1")``.
+/// Longer texts from the wire (names, identities) are cut here, with a marker saying so.
+pub const MAX_TEXT: usize = 256;
+
+/// Bytes decoded as Latin-1 (every byte one character), as Python's ``decode("latin-1")``,
+/// at most `MAX_TEXT` of them.
 pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
+    let mut text: String = bytes.iter().take(MAX_TEXT).map(|&b| b as char).collect();
+    if bytes.len() > MAX_TEXT {
+        text.push_str(&format!("…[{} more bytes]", bytes.len() - MAX_TEXT));
+    }
+    text
 }
 
 pub fn uint(out: &mut Vec<u8>, v: u64) {

@@ -70,6 +70,12 @@ impl Capture {
         self.reader.finished()
     }
 
+    /// Reading stopped at a record that cannot be a packet.
+    #[getter]
+    fn corrupt(&self) -> bool {
+        self.reader.corrupt
+    }
+
     /// The packets of the next chunk as (ts, linktype, bytes, wirelen) (tests, replays).
     fn read<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let mut out = Vec::new();

@@ -12,6 +12,19 @@ use flate2::read::MultiGzDecoder;
 pub const CHUNK: usize = 4 * 1024 * 1024;
 /// Larger records mean a corrupt file, not a jumbo frame.
 pub const MAX_RECORD: usize = 16 * 1024 * 1024;
+/// Timestamps outside 1970-01-01 .. 9999-12-31 are corrupt fields, not packets.
+pub const MAX_TS: f64 = 253_402_300_799.0;
+
+/// Why a record ends the file: its fields cannot describe a captured packet.
+fn absurd(p: &Packet<'_>) -> Option<&'static str> {
+    if p.data.is_empty() {
+        Some("an empty record")
+    } else if !(0.0..=MAX_TS).contains(&p.ts) {
+        Some("an impossible timestamp")
+    } else {
+        None
+    }
+}
 
 /// One packet as the reader sees it.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +82,8 @@ pub struct Reader {
     pub compressed: bool,
     pub packets: u64,
     pub warnings: Vec<String>,
+    /// reading stopped at a record or block that cannot be a packet
+    pub corrupt: bool,
     pub size: u64,
     /// the callback asked to stop before the end of the buffered records
     interrupted: bool,
@@ -195,6 +210,7 @@ impl Reader {
             compressed,
             packets: 0,
             warnings: Vec::new(),
+            corrupt: false,
             size,
             interrupted: false,
         };
@@ -312,27 +328,31 @@ impl Reader {
         let end = buf.len();
         let mut pos = self.pos;
         let mut packets = self.packets;
-        let mut stop = false;
+        let mut corrupt = None;
         while pos + 16 <= end {
             let sec = u32_at(buf, pos, big);
             let frac = u32_at(buf, pos + 4, big);
             let caplen = u32_at(buf, pos + 8, big) as usize;
             let wirelen = u32_at(buf, pos + 12, big);
             if caplen > MAX_RECORD {
-                stop = true;
+                corrupt = Some("a corrupt record header");
                 break;
             }
             if pos + 16 + caplen > end {
                 break;
             }
-            packets += 1;
-            let ts = sec as f64 + frac as f64 * unit;
-            let go = f(Packet {
-                ts,
+            let packet = Packet {
+                ts: sec as f64 + frac as f64 * unit,
                 linktype,
                 data: &buf[pos + 16..pos + 16 + caplen],
                 wirelen,
-            });
+            };
+            if let Some(why) = absurd(&packet) {
+                corrupt = Some(why);
+                break;
+            }
+            packets += 1;
+            let go = f(packet);
             pos += 16 + caplen;
             if !go {
                 self.interrupted = true;
@@ -341,9 +361,12 @@ impl Reader {
         }
         self.pos = pos;
         self.packets = packets;
-        if stop {
+        if let Some(why) = corrupt {
             let n = self.packets + 1;
-            self.warn(format!("corrupt record header at packet {n}; stopping"));
+            self.corrupt = true;
+            self.warn(format!(
+                "{why} at packet {n}: the file is corrupt from there"
+            ));
             return false;
         }
         true
@@ -356,7 +379,7 @@ impl Reader {
         };
         let end = self.buf.len();
         let mut pos = self.pos;
-        let mut result = true;
+        let mut corrupt = None;
         let mut warnings: Vec<String> = Vec::new();
         let mut packets = self.packets;
         let mut interrupted = false;
@@ -369,8 +392,7 @@ impl Reader {
                         [0x4d, 0x3c, 0x2b, 0x1a] => big = false,
                         [0x1a, 0x2b, 0x3c, 0x4d] => big = true,
                         _ => {
-                            warnings.push("bad pcapng byte-order magic; stopping".into());
-                            result = false;
+                            corrupt = Some("a bad byte-order magic");
                             break;
                         }
                     }
@@ -379,9 +401,7 @@ impl Reader {
                 let btype = u32_at(buf, pos, big);
                 let blen = u32_at(buf, pos + 4, big) as usize;
                 if blen < 12 || !blen.is_multiple_of(4) || blen > MAX_RECORD {
-                    let n = packets + 1;
-                    warnings.push(format!("corrupt pcapng block at packet {n}; stopping"));
-                    result = false;
+                    corrupt = Some("a corrupt block header");
                     break;
                 }
                 if pos + blen > end {
@@ -399,6 +419,10 @@ impl Reader {
                         };
                         match timed(buf, body, bend, big, ifaces.get(iface)) {
                             Some(p) => {
+                                if let Some(why) = absurd(&p) {
+                                    corrupt = Some(why);
+                                    break;
+                                }
                                 packets += 1;
                                 go = f(p);
                             }
@@ -411,19 +435,27 @@ impl Reader {
                     3 if !ifaces.is_empty() && blen >= 16 => {
                         let wirelen = u32_at(buf, body, big);
                         let caplen = (wirelen as usize).min(blen - 16);
-                        packets += 1;
-                        let data = &buf[body + 4..body + 4 + caplen];
-                        go = f(Packet {
+                        let p = Packet {
                             ts: 0.0,
                             linktype: ifaces[0].linktype,
-                            data,
+                            data: &buf[body + 4..body + 4 + caplen],
                             wirelen,
-                        });
+                        };
+                        if let Some(why) = absurd(&p) {
+                            corrupt = Some(why);
+                            break;
+                        }
+                        packets += 1;
+                        go = f(p);
                     }
                     2 if blen >= 32 => {
                         // obsolete packet block: a 16-bit interface id (bad ones are skipped)
                         let iface = u16_at(buf, body, big) as usize;
                         if let Some(p) = timed(buf, body, bend, big, ifaces.get(iface)) {
+                            if let Some(why) = absurd(&p) {
+                                corrupt = Some(why);
+                                break;
+                            }
                             packets += 1;
                             go = f(p);
                         }
@@ -445,7 +477,15 @@ impl Reader {
         }
         self.state = State::Pcapng { big, ifaces };
         self.interrupted = interrupted;
-        result
+        if let Some(why) = corrupt {
+            let n = packets + 1;
+            self.corrupt = true;
+            self.warn(format!(
+                "{why} at packet {n}: the file is corrupt from there"
+            ));
+            return false;
+        }
+        true
     }
 }
 

@@ -2,4 +2,8 @@
 
 from otsec._core import CaptureError
 
-__all__ = ["CaptureError"]
+__all__ = ["CaptureError", "NothingAnalysed"]
+
+
+class NothingAnalysed(Exception):
+    """No input gave a packet to analyse: a clean-looking empty result would be a lie."""

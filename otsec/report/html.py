@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from otsec.graph.edges import Edge
 from otsec.protocols import COLOURS
 from otsec.sinks.documents import display_name
+from otsec.text import printable
 from otsec.timefmt import iso
 
 if TYPE_CHECKING:
@@ -75,9 +76,10 @@ PROTOCOL_COLOURS = COLOURS
 
 
 def _e(value: Any) -> str:
+    """Escaped for HTML, controls spelled out, length bounded (names come off the wire)."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else str(value)
+    text = printable(value)
     # most names and addresses need no escaping: skip the five replacements for them
     return html.escape(text) if _ESCAPED.search(text) else text
 

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from otsec.text import shown
 
 if TYPE_CHECKING:
     from otsec.summary import AuditResult
@@ -41,11 +44,11 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
         ranked = sorted(result.alerts, key=lambda a: -a["event"]["severity"])
         for a in ranked[:max_alerts]:
             sev = a["event"]["severity"]
-            alerts.add_row(f"[{SEVERITY_STYLE[sev]}]{a['tags'][-1]}[/]", a["rule"]["id"],
-                           str(a["otsec"]["alert"]["count"]), a["message"])
+            alerts.add_row(Text(a["tags"][-1], style=SEVERITY_STYLE[sev]), shown(a["rule"]["id"]),
+                           str(a["otsec"]["alert"]["count"]), shown(a["message"]))
         if len(ranked) > max_alerts:
             alerts.caption = f"{len(ranked) - max_alerts} more in alerts.ndjson"
         console.print(alerts)
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
-    console.print(f"outputs in {result.out_dir}/")
+        console.print(Text("warning: ", style="yellow") + shown(w, 4096))
+    console.print(shown(f"outputs in {result.out_dir}/", 4096))

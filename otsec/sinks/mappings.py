@@ -15,6 +15,7 @@ STREAMS = ("alert", "event", "asset", "edge")  # logs-otsec.<stream>-<namespace>
 LATEST = ("otsec-assets-latest", "otsec-edges-latest")
 
 K, L, D, IP, F, T = "keyword", "long", "date", "ip", "float", "text"
+IGNORE_ABOVE = 1024
 
 ECS_FIELDS: dict[str, str] = {
     "@timestamp": D, "message": T, "ecs.version": K, "tags": K,
@@ -86,7 +87,9 @@ def _properties(fields: dict[str, str]) -> dict[str, Any]:
         *parents, leaf = path.split(".") if path != "@timestamp" else ["@timestamp"]
         for p in parents:
             node = node.setdefault(p, {"properties": {}})["properties"]
-        node[leaf] = {"type": kind}
+        # a keyword longer than this is kept in _source but not indexed: one device name of
+        # 40 kB must not get its whole document refused ("immense term")
+        node[leaf] = {"type": kind, "ignore_above": IGNORE_ABOVE} if kind == K else {"type": kind}
     return root
 
 

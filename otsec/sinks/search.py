@@ -11,9 +11,11 @@ Credentials come from the environment (or files it names), never from the comman
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +170,8 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
 
 # -- delivery and the spool -----------------------------------------------------------
 
+BATCH = 1000  # actions read, sent or spooled at a time: shipping runs in bounded memory
+
 
 @dataclass
 class Delivery:
@@ -175,11 +179,14 @@ class Delivery:
     duplicates: int = 0  # 409 on create: delivered before
     spooled: int = 0
     dropped: int = 0  # spool full
+    dead_lettered: int = 0  # unreadable spool lines and documents the cluster rejected
     errors: list[str] = field(default_factory=list)
 
 
 class Spool:
-    """Append-only NDJSON files, delivered oldest first; bounded in bytes."""
+    """Append-only NDJSON files, delivered oldest first; bounded in bytes. What can never
+    be delivered (a line that is not JSON, a document the cluster rejects as such) goes to
+    ``dead-letter.ndjson`` with its reason, so that it never blocks what comes after it."""
 
     def __init__(self, directory: Path | None = None, max_bytes: int = SPOOL_MAX_BYTES) -> None:
         default = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
@@ -187,40 +194,105 @@ class Spool:
                                                     "spool"))
         self.max_bytes = max_bytes
 
+    @property
+    def dead_letter(self) -> Path:
+        return self.dir / "dead-letter.ndjson"
+
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("spool-*.ndjson")) if self.dir.is_dir() else []
 
     def size(self) -> int:
         return sum(f.stat().st_size for f in self.files())
 
-    def put(self, actions: list[Action]) -> tuple[int, int]:
+    def oldest(self) -> float | None:
+        """When the oldest spooled file was written (epoch seconds), None when empty."""
+        files = self.files()
+        return min(f.stat().st_mtime for f in files) if files else None
+
+    def put(self, actions: Iterable[Action]) -> tuple[int, int]:
         """Write actions to a new spool file; return (spooled, dropped for lack of room)."""
-        if not actions:
-            return 0, 0
-        self.dir.mkdir(parents=True, exist_ok=True)
         room = self.max_bytes - self.size()
-        lines = []
-        for a in actions:
-            line = json.dumps(a, separators=(",", ":")) + "\n"
-            if room < len(line):
-                break
-            room -= len(line)
-            lines.append(line)
-        seq = len(self.files())
-        name = self.dir / f"spool-{os.getpid()}-{seq:06d}-{_digest({'n': lines[:1]})[:8]}.ndjson"
-        tmp = name.with_suffix(".tmp")
-        tmp.write_text("".join(lines), encoding="utf-8")
-        os.replace(tmp, name)
-        return len(lines), len(actions) - len(lines)
+        stored = dropped = 0
+        tmp = name = None
+        fh = None
+        try:
+            for a in actions:
+                line = json.dumps(a, separators=(",", ":")) + "\n"
+                if room < len(line):
+                    dropped += 1
+                    continue
+                if fh is None:
+                    self.dir.mkdir(parents=True, exist_ok=True)
+                    name = self.dir / (f"spool-{time.time_ns():020d}-{os.getpid()}-"
+                                       f"{_digest({'n': line})[:8]}.ndjson")
+                    tmp = name.with_suffix(".tmp")
+                    fh = tmp.open("w", encoding="utf-8")
+                room -= len(line)
+                stored += 1
+                fh.write(line)
+        finally:
+            if fh is not None:
+                fh.close()
+        if tmp is not None and name is not None:
+            os.replace(tmp, name)
+        return stored, dropped
 
-    @staticmethod
-    def read(path: Path) -> list[Action]:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+    def bury(self, reason: str, action: Action | None = None, line: str | None = None) -> None:
+        """Set aside what cannot be delivered, with why (appended, one JSON line each)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        entry: dict[str, Any] = {"reason": reason[:1000], "at": time.time()}
+        if action is not None:
+            entry["action"] = action
+        if line is not None:
+            entry["line"] = line[:100_000]
+        with self.dead_letter.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def dead_count(self) -> int:
+        if not self.dead_letter.exists():
+            return 0
+        with self.dead_letter.open("rb") as fh:
+            return sum(1 for _ in fh)
+
+    def read(self, path: Path, result: Delivery) -> Iterator[Action]:
+        """The actions of one spool file, streamed; lines that are not actions are buried."""
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    action = json.loads(line)
+                    if not isinstance(action, dict) or "_index" not in action:
+                        raise ValueError("not a bulk action")
+                except ValueError as exc:
+                    self.bury(f"{path.name}:{n}: unreadable spool line ({exc})", line=line)
+                    result.dead_lettered += 1
+                    continue
+                yield action
 
 
-def send(client: Any, flavor: str, actions: list[Action]) -> tuple[Delivery, list[Action]]:
-    """Bulk with retries and backoff on 429/5xx; returns the result and what failed."""
+def _batches(actions: Iterable[Action]) -> Iterator[list[Action]]:
+    batch: list[Action] = []
+    for a in actions:
+        batch.append(a)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _rejected(status: Any) -> bool:
+    """The cluster refuses this document as it is (mapping, parsing, size): sending it again
+    cannot succeed. Throttling, server errors and refusals of the whole request (auth,
+    blocks) are retried later instead."""
+    return status in (400, 413)
+
+
+def send(client: Any, flavor: str, actions: list[Action], spool: Spool | None = None
+         ) -> tuple[Delivery, list[Action]]:
+    """Bulk with retries and backoff on 429/5xx; returns the result and what is still to
+    be delivered. Documents the cluster rejects go to the spool's dead letters."""
     if flavor == "opensearch":
         from opensearchpy import helpers
     else:
@@ -233,24 +305,29 @@ def send(client: Any, flavor: str, actions: list[Action]) -> tuple[Delivery, lis
                 max_backoff=30, raise_on_error=False, raise_on_exception=False), actions,
                 strict=False):
             info = next(iter(item.values()))
+            status = info.get("status")
             if ok:
                 result.delivered += 1
-            elif info.get("status") == 409:
+            elif status == 409:
                 result.duplicates += 1
+            elif _rejected(status) and spool is not None:
+                spool.bury(f"rejected by the cluster ({status}): {info.get('error')}", action)
+                result.dead_lettered += 1
             else:
                 failed.append(action)
                 if len(result.errors) < 5:
                     result.errors.append(str(info.get("error"))[:300])
     except Exception as exc:
-        done = result.delivered + result.duplicates + len(failed)
+        done = result.delivered + result.duplicates + result.dead_lettered + len(failed)
         failed.extend(actions[done:])
         result.errors.append(f"{type(exc).__name__}: {exc}"[:300])
     return result, failed
 
 
-def deliver(url: str | None, actions: list[Action], spool: Spool,
+def deliver(url: str | None, actions: Iterable[Action], spool: Spool,
             flavor: str | None = None) -> Delivery:
-    """Ship the spool first (order), then ``actions``; spool whatever does not get through."""
+    """Ship the spool first (order), then ``actions``; spool whatever does not get through.
+    Everything is streamed in batches; nothing holds the whole spool in memory."""
     total = Delivery()
     client = None
     if url is not None:
@@ -258,35 +335,44 @@ def deliver(url: str | None, actions: list[Action], spool: Spool,
             client, flavor = connect(url, flavor)
         except SearchError as exc:
             total.errors.append(str(exc))
+    kind = flavor or "opensearch"
     for path in spool.files():
         if client is None:
             break
-        pending = Spool.read(path)
-        result, failed = send(client, flavor or "opensearch", pending)
-        _add(total, result)
-        if failed:
-            _rewrite(path, failed)
-            client = None  # keep the order: nothing newer goes before what is still spooled
-            break
-        path.unlink()
-    if client is not None and actions:
-        result, failed = send(client, flavor or "opensearch", actions)
-        _add(total, result)
-        actions = failed
-    elif client is not None:
-        actions = []
-    total.spooled, total.dropped = spool.put(actions) if actions else (0, 0)
+        pending = spool.read(path, total)
+        for batch in _batches(pending):
+            result, failed = send(client, kind, batch, spool)
+            _add(total, result)
+            if failed:  # keep the order: nothing newer goes before what is still spooled
+                _rewrite(path, itertools.chain(failed, pending))
+                client = None
+                break
+        else:
+            path.unlink()
+    stream = iter(actions)
+    if client is not None:
+        for batch in _batches(stream):
+            result, failed = send(client, kind, batch, spool)
+            _add(total, result)
+            if failed:
+                stream = itertools.chain(failed, stream)
+                break
+        else:
+            stream = iter(())
+    total.spooled, total.dropped = spool.put(stream)
     return total
 
 
-def _rewrite(path: Path, actions: list[Action]) -> None:
+def _rewrite(path: Path, actions: Iterable[Action]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions),
-                   encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for a in actions:
+            fh.write(json.dumps(a, separators=(",", ":")) + "\n")
     os.replace(tmp, path)
 
 
 def _add(total: Delivery, part: Delivery) -> None:
     total.delivered += part.delivered
     total.duplicates += part.duplicates
+    total.dead_lettered += part.dead_lettered
     total.errors.extend(part.errors)

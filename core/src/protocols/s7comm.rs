@@ -75,13 +75,15 @@ enum Unit {
     Other,
 }
 
+/// A TSAP parameter of the connection request; longer than 4 bytes it is no number a
+/// document can hold (real ones have 2), so it is left out.
 fn tsap(params: &[u8], code: u8) -> Option<Vec<u8>> {
     let mut pos = 0;
     while pos + 2 <= params.len() {
         let (pcode, plen) = (params[pos], params[pos + 1] as usize);
         let value = &params[(pos + 2).min(params.len())..(pos + 2 + plen).min(params.len())];
         if pcode == code && !value.is_empty() {
-            return Some(value.to_vec());
+            return (value.len() <= 4).then(|| value.to_vec());
         }
         pos += 2 + plen;
     }

@@ -55,7 +55,7 @@ def _tsap(params: bytes, code: int) -> int | None:
         pcode, plen = params[pos], params[pos + 1]
         value = params[pos + 2 : pos + 2 + plen]
         if pcode == code and value:
-            return int.from_bytes(value, "big")
+            return int.from_bytes(value, "big") if len(value) <= 4 else None
         pos += 2 + plen
     return None
 

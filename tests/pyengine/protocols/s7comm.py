@@ -274,7 +274,11 @@ def szl_identity(szl_id: int, data: bytes) -> dict[str, str]:
             elif index == 0x0007 and ausbg >> 8 == ord("V"):
                 out["firmware_version"] = f"V{ausbg & 0xFF}.{ausbe >> 8}.{ausbe & 0xFF}"
         elif base == 0x1C:
-            text = rec[2:].split(b"\x00", 1)[0].decode("latin-1").strip()
+            raw = rec[2:].split(b"\x00", 1)[0]
+            text = raw[:256].decode("latin-1")
+            if len(raw) > 256:  # as the core cuts long texts
+                text += f"…[{len(raw) - 256} more bytes]"
+            text = text.strip()
             field = {1: "plant_name", 2: "module_name", 3: "plant_designation",
                      4: "copyright", 5: "serial_number", 7: "module_type",
                      8: "memory_card_serial", 11: "location"}.get(index)  # fmt: skip
