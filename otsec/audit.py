@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +23,10 @@ from otsec.sinks.ndjson import write_ndjson
 from otsec.summary import AuditResult, build_summary
 
 log = logging.getLogger(__name__)
+
+#: every file an audit may write into --out
+OUTPUTS = frozenset({"events.ndjson", "anomalies.ndjson", "alerts.ndjson", "assets.json",
+                     "edges.json", "summary.json", "report.html", "baseline.json"})
 
 __all__ = ["AuditResult", "NothingAnalysed", "check_captures", "run_audit", "run_learn"]
 
@@ -65,6 +72,41 @@ def run_audit(
     protecting starts; the baseline as it stands after learning goes to baseline.json."""
     check_captures(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".otsec-run-", dir=out_dir))
+    try:
+        result = _audit(paths, stage, progress, max_flows, write_events, baseline, learn_for,
+                        ruleset)
+        publish(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    result.out_dir = out_dir
+    return result
+
+
+def publish(stage: Path, out_dir: Path) -> None:
+    """Move a finished run's files into place, summary.json last: until it is there the set
+    is not complete. Outputs of an earlier run that this one did not make go, so that a
+    folder never mixes two runs."""
+    made = {f.name for f in stage.iterdir()}
+    (out_dir / "summary.json").unlink(missing_ok=True)
+    for name in OUTPUTS - made:
+        (out_dir / name).unlink(missing_ok=True)
+    for name in sorted(made - {"summary.json"}):
+        os.replace(stage / name, out_dir / name)
+    os.replace(stage / "summary.json", out_dir / "summary.json")
+
+
+def _audit(
+    paths: Sequence[str | Path],
+    out_dir: Path,
+    progress: Progress | None = None,
+    max_flows: int = 200_000,
+    write_events: bool = True,
+    baseline: Baseline | None = None,
+    learn_for: float | None = None,
+    ruleset: RuleSet | None = None,
+) -> AuditResult:
+    """Audit into ``out_dir`` (the staging folder)."""
     sources = [str(p) for p in paths]
     pipe = Pipeline(out_dir, events=write_events, ruleset=ruleset, baseline=baseline,
                     learn_for=learn_for, sources=sources, max_flows=max_flows)
