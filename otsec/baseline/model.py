@@ -140,18 +140,94 @@ class Baseline:
             raise BaselineError(f"{path}: no such baseline file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BaselineError(f"{path}: not a readable baseline ({exc})") from None
+        except RecursionError:
+            raise BaselineError(f"{path}: not a baseline (nested too deeply)") from None
         return cls.from_json(data, str(path))
 
     @classmethod
     def from_json(cls, data: Any, where: str = "baseline") -> Baseline:
+        """A baseline from its JSON, every field's type checked first (a wrong one is a
+        user error naming the entry, never a failure half way through a run)."""
         if not isinstance(data, dict) or data.get("version") != VERSION:
             raise BaselineError(f"{where}: not an otsec baseline of version {VERSION}")
-        try:
-            assets = {ip: AssetEntry(**a) for ip, a in data.get("assets", {}).items()}
-            edges = {k: EdgeEntry(**e) for k, e in data.get("edges", {}).items()}
-        except TypeError as exc:
-            raise BaselineError(f"{where}: malformed entry ({exc})") from None
+        for name, kind in (("assets", dict), ("edges", dict), ("sources", list)):
+            if not isinstance(data.get(name, kind()), kind):
+                raise BaselineError(f"{where}: '{name}' must be a {_NAMES[kind]}")
+        for ip, a in data.get("assets", {}).items():
+            _check(a, ASSET_FIELDS, f"{where}: assets[{ip!r}]")
+        for key, e in data.get("edges", {}).items():
+            _check(e, EDGE_FIELDS, f"{where}: edges[{key!r}]")
+        if not all(isinstance(x, str) for x in data.get("sources", [])):
+            raise BaselineError(f"{where}: 'sources' is a list of texts")
+        assets = {ip: AssetEntry(**a) for ip, a in data.get("assets", {}).items()}
+        edges = {k: EdgeEntry(**e) for k, e in data.get("edges", {}).items()}
         return cls(assets=assets, edges=edges, sources=list(data.get("sources", [])))
+
+
+_NAMES = {dict: "mapping", list: "list"}
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return _int(v) or isinstance(v, float)
+
+
+def _ints(v: Any) -> bool:
+    return isinstance(v, list) and all(map(_int, v))
+
+
+def _optional(check: Any) -> Any:
+    return lambda v: v is None or check(v)
+
+
+def _spans(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(spans, list) and all(_ints(s) and len(s) == 2 for s in spans)
+        for spans in v.values())
+
+
+ASSET_FIELDS = {
+    "macs": (lambda v: isinstance(v, list) and all(map(_text, v)), "a list of texts"),
+    "role": (_text, "a text"),
+    **{name: (_optional(_text), "a text or null")
+       for name in ("manufacturer", "model", "firmware", "first_seen", "last_seen")},
+}
+EDGE_FIELDS = {
+    **{name: (_text, "a text") for name in ("client", "server", "transport", "protocol")},
+    "port": (_int, "a whole number"),
+    "functions": (lambda v: isinstance(v, dict) and all(map(_ints, v.values())),
+                  "a mapping of direction to function codes"),
+    "units": (_ints, "a list of whole numbers"),
+    "objects": (_ints, "a list of whole numbers"),
+    "ranges": (_spans, "a mapping of 'unit/table' to [start, end] spans"),
+    "writes": (lambda v: isinstance(v, bool), "true or false"),
+    "rate": (_number, "a number"),
+    "period": (_optional(_number), "a number or null"),
+    "requests": (_int, "a whole number"),
+}
+REQUIRED_EDGE = ("client", "server", "transport", "port", "protocol")
+
+
+def _check(entry: Any, fields: dict[str, tuple[Any, str]], where: str) -> None:
+    if not isinstance(entry, dict):
+        raise BaselineError(f"{where}: must be a mapping")
+    for name, value in entry.items():
+        if name not in fields:
+            raise BaselineError(f"{where}: unknown field {name!r}")
+        check, expected = fields[name]
+        if not check(value):
+            raise BaselineError(f"{where}.{name}: must be {expected}")
+    if fields is EDGE_FIELDS:
+        missing = [n for n in REQUIRED_EDGE if n not in entry]
+        if missing:
+            raise BaselineError(f"{where}: missing {', '.join(missing)}")
 
 
 def _edge_json(e: EdgeEntry) -> dict[str, Any]:
@@ -168,8 +244,16 @@ def merge_spans(spans: list[list[int]]) -> list[list[int]]:
             out[-1][1] = max(out[-1][1], b)
         else:
             out.append([a, b])
-    while len(out) > MAX_RANGES:
-        gaps = [out[i + 1][0] - out[i][1] for i in range(len(out) - 1)]
-        i = gaps.index(min(gaps))
-        out[i : i + 2] = [[out[i][0], max(out[i][1], out[i + 1][1])]]
-    return out
+    if len(out) <= MAX_RANGES:
+        return out
+    # close the smallest gaps (the leftmost first on ties) in one sweep: closing one never
+    # changes the others, so this equals closing them one at a time, in n log n
+    gaps = sorted(range(len(out) - 1), key=lambda i: (out[i + 1][0] - out[i][1], i))
+    closed = set(gaps[: len(out) - MAX_RANGES])
+    merged = [out[0]]
+    for i in range(1, len(out)):
+        if i - 1 in closed:
+            merged[-1] = [merged[-1][0], max(merged[-1][1], out[i][1])]
+        else:
+            merged.append(out[i])
+    return merged

@@ -136,11 +136,8 @@ class Detector:
             return None
         ts = finding.event.ts
         src, dst = endpoints(finding)
-        for s in rs.suppress:
-            if ((s.rule is None or s.rule == finding.rule.id)
-                    and (s.source_ip is None or s.source_ip == src)
-                    and (s.destination_ip is None or s.destination_ip == dst)):
-                return "suppress"
+        if any(s.covers(finding.rule.id, src, dst) for s in rs.suppress):
+            return "suppress"
         for m in rs.maintenance:
             if m.start <= ts <= m.end and (not m.hosts or m.hosts & {src, dst}):
                 return "maintenance"

@@ -8,6 +8,7 @@ A rules file is a mapping with ``rules`` (a list), and optionally ``suppress`` a
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ RULE_KEYS = {"id", "name", "description", "severity", "category", "techniques", 
              "group_by", "threshold", "actor", "answerable", "enabled"}
 REQUIRED = ("id", "name", "description", "severity", "category", "techniques", "reference",
             "protocol")
+TEXT_KEYS = ("name", "description", "severity", "category", "reference", "protocol", "kind",
+             "event", "message", "target", "detail", "actor")
 OPERATORS = {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "any_in",
              "any_not_in", "mask_any", "exists"}
 THRESHOLD_KEYS = {"count", "window", "by", "distinct"}
@@ -96,13 +99,28 @@ class CompiledRule:
     answerable: bool | None = None
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class Suppression:
     source: str
     rule: str | None = None
-    source_ip: str | None = None
-    destination_ip: str | None = None
+    source_ip: Network | None = None  # an address is a /32 (/128) network
+    destination_ip: Network | None = None
     reason: str = ""
+
+    def covers(self, rule: str, src: str, dst: str) -> bool:
+        return ((self.rule is None or self.rule == rule)
+                and (self.source_ip is None or _within(src, self.source_ip))
+                and (self.destination_ip is None or _within(dst, self.destination_ip)))
+
+
+def _within(address: str, net: Network) -> bool:
+    try:
+        return ipaddress.ip_address(address) in net
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,19 +162,65 @@ def load(paths: list[Path] | None = None, builtin: bool = True) -> RuleSet:
     rs = RuleSet()
     for f in files:
         _load_file(f, rs)
+    _check_suppressions(rs)
     return rs
+
+
+def parse_yaml(path: Path, error: type[Exception] = RuleError) -> Any:
+    """A YAML file as data, with the lines of its mappings. Aliases may not expand beyond
+    ``MAX_NODES`` nodes nor nest beyond ``MAX_DEPTH`` (an alias bomb is an error, not a
+    memory exhaustion)."""
+    where = str(path)
+    try:
+        loader = _Loader(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise error(f"{where}: cannot read ({why})") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, where, error)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise error(f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except TypeError as exc:  # e.g. a list used as a mapping key
+        raise error(f"{where}: not usable YAML ({exc})") from None
+    finally:
+        loader.dispose()
+
+
+MAX_NODES = 1_000_000  # values in a file once its aliases are expanded
+MAX_DEPTH = 64
+
+
+def _check_size(root: yaml.Node, where: str, error: type[Exception]) -> None:
+    """Expanded size of the node graph (aliases are shared nodes), without expanding it."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if depth > MAX_DEPTH:
+            raise error(f"{where}:{node.start_mark.line + 1}: nested deeper than {MAX_DEPTH}")
+        children = ([n for pair in node.value for n in pair]
+                    if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            total = 1 + sum(size[id(c)] for c in children)
+            if total > MAX_NODES:
+                raise error(f"{where}:{node.start_mark.line + 1}: expands to more than "
+                            f"{MAX_NODES:,} values (aliases)")
+            size[id(node)] = total
+        elif id(node) not in size:
+            stack.append((node, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in size)
 
 
 def _load_file(path: Path, rs: RuleSet) -> None:
     where = str(path)
-    try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except OSError as exc:
-        raise RuleError(f"{where}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RuleError(f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    doc = parse_yaml(path)
     if doc is None:
         return
     if not isinstance(doc, dict):
@@ -165,7 +229,11 @@ def _load_file(path: Path, rs: RuleSet) -> None:
     _unknown(doc, {"rules", "suppress", "maintenance"}, where, "rules file")
     rs.files.append(where)
     for item in _list(doc, "rules", where):
-        compiled = _rule(item, where)
+        try:
+            compiled = _rule(item, where)
+        except (TypeError, ValueError) as exc:  # a list or mapping where a scalar belongs
+            raise RuleError(f"{where}:{item.line}: rule {item.get('id', '?')}: a value has "
+                            f"the wrong type ({exc})") from None
         rs.rules[compiled.rule.id] = compiled
     for item in _list(doc, "suppress", where):
         rs.suppress.append(_suppression(item, where))
@@ -203,6 +271,13 @@ def _rule(item: dict[str, Any], where: str) -> CompiledRule:
     for key in REQUIRED:
         if key not in item:
             raise fail("id", f"missing '{key}'")
+    for key in TEXT_KEYS:
+        if key in item and not isinstance(item[key], str):
+            what = "a mapping" if isinstance(item[key], dict) else \
+                "a list" if isinstance(item[key], list) else type(item[key]).__name__
+            raise fail(key, f"'{key}' is a text, not {what}")
+    if not isinstance(item.get("version", 1), int):
+        raise fail("version", "'version' is a whole number")
     if not isinstance(rid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", rid):
         raise fail("id", "an id is lower-case letters, digits, '-', '_' or '.'")
     if item["severity"] not in SEVERITIES:
@@ -306,8 +381,27 @@ def _suppression(item: dict[str, Any], where: str) -> Suppression:
     if not any(item.get(k) for k in ("rule", "source_ip", "destination_ip")):
         raise RuleError(f"{where}:{item.line}: a suppress entry names a rule, a source_ip or a "
                         "destination_ip")
-    return Suppression(f"{where}:{item.line}", item.get("rule"), item.get("source_ip"),
-                       item.get("destination_ip"), str(item.get("reason", "")))
+    rule = item.get("rule")
+    if rule is not None and not isinstance(rule, str):
+        raise RuleError(f"{where}:{item.lines.get('rule', item.line)}: 'rule' is a rule id")
+    nets = []
+    for key in ("source_ip", "destination_ip"):
+        value = item.get(key)
+        try:
+            nets.append(None if value is None else ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            raise RuleError(f"{where}:{item.lines.get(key, item.line)}: {key} {value!r} is not "
+                            "an IP address or network") from None
+    return Suppression(f"{where}:{item.line}", rule, nets[0], nets[1],
+                       str(item.get("reason", "")))
+
+
+def _check_suppressions(rs: RuleSet) -> None:
+    """A suppression of a rule that does not exist suppresses nothing: say so."""
+    for s in rs.suppress:
+        if s.rule is not None and s.rule not in rs.rules:
+            raise RuleError(f"{s.source}: suppress names rule {s.rule!r}, which does not exist "
+                            "(see 'otsec rules list')")
 
 
 def _when(value: Any, where: str, line: int) -> float:
@@ -329,5 +423,8 @@ def _maintenance(item: dict[str, Any], where: str) -> Maintenance:
     if end <= start:
         raise RuleError(f"{where}:{item.line}: maintenance window ends before it starts")
     hosts = item.get("hosts") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise RuleError(f"{where}:{item.lines.get('hosts', item.line)}: 'hosts' is a list of "
+                        "IP addresses")
     return Maintenance(f"{where}:{item.line}", start, end, frozenset(map(str, hosts)),
                        str(item.get("reason", "")))
