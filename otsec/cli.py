@@ -28,6 +28,25 @@ class UserError(Exception):
     """A mistake on the user's side: one line on stderr, exit 2."""
 
 
+def _search_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    """An http(s) URL without a password in it: secrets stay out of argv (and out of ps,
+    shell history and logs); they come from the environment or files."""
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    from otsec.sinks.search import redact
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{redact(url)!r} is not an http:// or https:// URL")
+    if parts.password is not None:
+        raise click.BadParameter(
+            f"{redact(url)}: no password in the URL; set OTSEC_ES_USERNAME and "
+            "OTSEC_ES_PASSWORD (or OTSEC_ES_PASSWORD_FILE), or OTSEC_ES_API_KEY")
+    return url
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="otsec")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -57,7 +76,7 @@ def cli(debug: bool, verbose: bool) -> None:
               help="Learn the first DURATION of traffic (30s, 10m, 2h, 1d), then protect.")
 @click.option("--rules", "rule_paths", multiple=True, type=click.Path(),
               help="Extra rules/policy file or directory (repeatable); same ids override.")
-@click.option("--es", "es_url", default=None, metavar="URL",
+@click.option("--es", "es_url", default=None, metavar="URL", callback=_search_url,
               help="Ship alerts, assets and edges to Elasticsearch/OpenSearch (credentials "
                    "from OTSEC_ES_* environment variables).")
 @click.option("--es-events", is_flag=True, help="Ship the PDU events too.")
@@ -108,7 +127,7 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
 @click.option("--learn-for", type=str, default=None, metavar="DURATION",
               help="Learn for DURATION (10m, 2h, 7d), then protect.")
 @click.option("--rules", "rule_paths", multiple=True, type=click.Path())
-@click.option("--es", "es_url", default=None, metavar="URL")
+@click.option("--es", "es_url", default=None, metavar="URL", callback=_search_url)
 @click.option("--flush-every", type=float, default=5.0, show_default=True,
               help="Seconds between rewrites of the output files.")
 @click.option("--user", default="nobody", show_default=True,
@@ -182,8 +201,8 @@ def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict
 
 
 @cli.command()
-@click.option("--es", "es_url", required=True, metavar="URL")
-@click.option("--kibana", "kibana_url", default=None, metavar="URL",
+@click.option("--es", "es_url", required=True, metavar="URL", callback=_search_url)
+@click.option("--kibana", "kibana_url", default=None, metavar="URL", callback=_search_url,
               help="Also import the saved objects (data views, dashboard) into Kibana.")
 def setup(es_url: str, kibana_url: str | None) -> int:
     """Install index templates, the lifecycle policy and the data streams' mappings."""
@@ -209,14 +228,21 @@ def setup(es_url: str, kibana_url: str | None) -> int:
 
 
 @cli.command()
-@click.option("--es", "es_url", required=True, metavar="URL")
+@click.option("--es", "es_url", required=True, metavar="URL", callback=_search_url)
 def ship(es_url: str) -> int:
     """Deliver documents spooled while the cluster was unreachable (OTSEC_SPOOL_DIR)."""
-    from otsec.sinks.search import Spool, deliver
+    from otsec.sinks.search import SearchError, SecretError, Spool, connect, deliver
 
     spool = Spool()
     before = len(spool.files())
-    outcome = deliver(es_url, [], spool)
+    try:
+        client, flavor = connect(es_url)  # a wrong URL or unreadable secret: say so first
+    except SecretError as exc:
+        raise UserError(str(exc)) from None
+    except SearchError as exc:
+        raise click.ClickException(str(exc)) from None
+    del client
+    outcome = deliver(es_url, [], spool, flavor)
     click.echo(f"delivered {outcome.delivered} ({outcome.duplicates} already there) from "
                f"{before} spool file(s); {len(spool.files())} left")
     if outcome.dead_lettered:

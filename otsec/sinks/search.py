@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from otsec.sinks.mappings import POLICY, component_templates, index_templates, lifecycle_policy
 
@@ -33,6 +34,10 @@ class SearchError(Exception):
     """The cluster cannot be used (unreachable, refused, misconfigured)."""
 
 
+class SecretError(SearchError):
+    """A secret the environment names cannot be read (a user error)."""
+
+
 Action = dict[str, Any]  # {"_op_type", "_index", "_id"?, "_source"}
 
 
@@ -43,8 +48,17 @@ def _secret(name: str) -> str | None:
         try:
             value = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise SearchError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+            raise SecretError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
     return value
+
+
+def redact(url: str) -> str:
+    """The URL as it may be shown: a password in it becomes ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _options(url: str) -> dict[str, Any]:
@@ -56,6 +70,9 @@ def _options(url: str) -> dict[str, Any]:
         opts["api_key"] = api_key
     elif user and password:
         opts["basic_auth"] = (user, password)
+    if ("api_key" in opts or "basic_auth" in opts) and not url.startswith("https"):
+        log.warning("%s: credentials are sent over plain http, readable on the network; "
+                    "use https", redact(url))
     if url.startswith("https"):
         verify = os.environ.get("OTSEC_ES_VERIFY", "true").lower() not in ("0", "false", "no")
         opts["verify_certs"] = verify
@@ -77,7 +94,7 @@ def connect(url: str, flavor: str | None = None) -> tuple[Any, str]:
         try:
             info = probe.info()
         except (OpenSearchException, OSError) as exc:
-            raise SearchError(f"{url}: not reachable ({type(exc).__name__})") from None
+            raise SearchError(f"{redact(url)}: not reachable ({type(exc).__name__})") from None
         flavor = ("opensearch" if info.get("version", {}).get("distribution") == "opensearch"
                   else "elasticsearch")
         if flavor == "opensearch":
