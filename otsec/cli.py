@@ -314,6 +314,8 @@ def rules_explain(rule_id: str, rule_paths: tuple[str, ...]) -> int:
              f"  reference: {r.reference}", f"  defined at {c.source}"]
     if c.kind == "baseline":
         lines.append("  raised by the baseline when protecting (quiet while learning)")
+    elif c.kind == "counter":
+        lines.append("  raised from the counts of connection attempts per 10 s window")
     for cond in c.conditions:
         value = sorted(cond.value) if isinstance(cond.value, frozenset) else cond.value
         lines.append(f"  match {cond.field} {cond.op} {value}")

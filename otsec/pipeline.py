@@ -22,6 +22,7 @@ from otsec.core import Facts, edges, host_record, host_records
 from otsec.detect import Detector
 from otsec.detect.compiled import boundaries, compile_rules
 from otsec.detect.deviations import Deviations
+from otsec.detect.probes import Probes
 from otsec.detect.ruleset import RuleSet
 from otsec.graph.edges import Edge, merged_edges
 from otsec.inventory.assets import Asset, Inventory
@@ -86,6 +87,8 @@ class Pipeline:
         self.inventory = Inventory()
         self.inventory.live = self._host
         self.detector = Detector(ruleset)
+        self.probes = Probes(self.detector)
+        self.inventory.scanners = self.probes.scanners
         self.reload(self.detector.ruleset)
         self.detector.roles = self.inventory.role_of
         self.deviations: Deviations | None = None
@@ -162,6 +165,9 @@ class Pipeline:
                 continue
             if kind == "view":
                 self.facts.view(fact)
+                continue
+            if kind in ("flood", "scan"):
+                self.probes.on_fact(fact)
                 continue
             ev = event(fact)
             inventory.on_event(ev)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ STACKS = {  # protocol: (stack script, server port, serves one client at a time)
     "s7": (ROOT / "stacks" / "s7_stack.py", 102, False),
     "dnp3": (ROOT / "stacks" / "dnp3_stack.py", 20000, True),
 }
-PREFIX = "otsec"
+PREFIX = os.environ.get("OTSEC_NETNS_PREFIX", "otsec")  # names of the namespaces made here
 SWITCH = f"{PREFIX}-sw"
 HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI
     "plc": ("10.77.0.10", "00:80:f4:10:00:0a"),

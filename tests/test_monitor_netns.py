@@ -19,8 +19,8 @@ from otsec.audit import run_audit
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "pcaps" / "modbus-intrusion.pcap"
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # parallel workers: own namespaces
-NS_TX, NS_RX = f"otsec-tx-{_WORKER}", f"otsec-rx-{_WORKER}"
+# every test process its own namespaces (parallel workers, parallel runs)
+NS_TX, NS_RX = f"otsec-tx-{os.getpid()}", f"otsec-rx-{os.getpid()}"
 pytestmark = pytest.mark.netns
 
 

@@ -42,9 +42,11 @@ EXPECTED = {
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 def test_generator_makes_captures_that_alert_as_expected(tmp_path: Path) -> None:
+    prefix = f"otsec{os.getpid()}"  # never the names another run (or test) uses
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_samples.py"), "--out",
                            str(tmp_path), "--seconds", "3"], capture_output=True, text=True,
-                          timeout=500, check=False)
+                          timeout=500, check=False,
+                          env={**os.environ, "OTSEC_NETNS_PREFIX": prefix})
     assert proc.returncode == 0, proc.stderr[-2000:]
     for protocol, rules in EXPECTED.items():
         out = tmp_path / f"{protocol}-normal-out"
@@ -59,4 +61,4 @@ def test_generator_makes_captures_that_alert_as_expected(tmp_path: Path) -> None
         raised = {json.loads(line)["rule"]["id"] for line in (out / "alerts.ndjson").open()}
         assert rules <= raised, (protocol, raised)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    assert "otsec-" not in listed.stdout  # torn down
+    assert f"{prefix}-" not in listed.stdout  # torn down

@@ -98,6 +98,8 @@ pub enum Fact {
         flow: u64,
         view: Box<FlowSnapshot>,
     },
+    /// a window of connection attempts crossed the flood or scan line
+    Probe(crate::probes::Probe),
 }
 
 pub struct Engine {
@@ -112,6 +114,8 @@ pub struct Engine {
     scratch: Vec<Event>,
     chunks: Vec<Chunk>,
     pub aggregates: Aggregates,
+    pub probes: crate::probes::Probes,
+    probe_reports: Vec<crate::probes::Probe>,
     pub matcher: crate::rules::Matcher,
     pub watch: crate::watch::Watch,
     pub facts: Vec<Fact>,
@@ -151,6 +155,8 @@ impl Engine {
             scratch: Vec::new(),
             chunks: Vec::new(),
             aggregates: Aggregates::default(),
+            probes: crate::probes::Probes::default(),
+            probe_reports: Vec::new(),
             matcher: crate::rules::Matcher::default(),
             watch: crate::watch::Watch::default(),
             facts: Vec::new(),
@@ -283,6 +289,11 @@ impl Engine {
         self.flows.slots[slot as usize] = Some(flow);
     }
 
+    fn report_probes(&mut self) {
+        self.facts
+            .extend(self.probe_reports.drain(..).map(Fact::Probe));
+    }
+
     fn create(&mut self, key: FlowKey, ts: f64) -> u32 {
         if self.flows.live >= self.flows.max_flows {
             self.make_room(ts);
@@ -316,6 +327,16 @@ impl Engine {
         if flags & SYN != 0 {
             if flags & ACK == 0 {
                 flow.set_client(side);
+                if flow.side_packets[0] + flow.side_packets[1] == 1 {
+                    self.probes.syn(
+                        flow.ips[side],
+                        flow.ips[1 - side],
+                        flow.ports[1 - side],
+                        ts,
+                        &mut self.probe_reports,
+                    );
+                    self.report_probes();
+                }
             } else if flow.client.is_none() {
                 flow.set_client(1 - side);
             }
@@ -617,6 +638,11 @@ impl Engine {
                 self.chunks = chunks;
             }
         }
+        if let Some(streams) = flow.streams.as_mut() {
+            for s in streams.iter_mut() {
+                s.release(&mut self.reassembly);
+            }
+        }
         self.aggregates.on_flow_end(&mut flow);
         if flow.sent_view.is_some() {
             if let Some(view) = changed_view(&mut flow) {
@@ -653,6 +679,8 @@ impl Engine {
         for slot in self.flows.all() {
             self.end(slot);
         }
+        self.probes.close(&mut self.probe_reports, None);
+        self.report_probes();
         self.stats.last_ts = if self.now != 0.0 {
             Some(self.now)
         } else {

@@ -14,6 +14,7 @@ pub mod json;
 pub mod meaning;
 pub mod output;
 pub mod pending;
+pub mod probes;
 pub mod protocols;
 pub mod reader;
 pub mod reassembly;

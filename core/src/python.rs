@@ -1,6 +1,7 @@
 //! The Python binding: `otsec._core`. Python keeps policy and output; this module hands it
 //! counters and writes the per-PDU lines itself.
 
+use crate::probes::Probe;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -355,6 +356,7 @@ impl Engine {
         ra.set_item("skipped_bytes", r.skipped_bytes)?;
         ra.set_item("retransmitted_bytes", r.retransmitted_bytes)?;
         ra.set_item("out_of_order_segments", r.out_of_order_segments)?;
+        ra.set_item("over_budget_gaps", r.over_budget_gaps)?;
         d.set_item("reassembly", ra)?;
         let f = self.engine.flow_stats();
         let fl = PyDict::new(py);
@@ -1010,5 +1012,39 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
         Fact::Arp { mac, ip, ts } => {
             ("arp", mac_text(mac), Addr::new(ip).text(), *ts).into_pyobject(py)
         }
+        Fact::Probe(Probe::Flood {
+            server,
+            port,
+            flows,
+            sources,
+            first,
+            last,
+        }) => (
+            "flood",
+            server.text(),
+            *port,
+            *flows,
+            *sources,
+            *first,
+            *last,
+        )
+            .into_pyobject(py),
+        Fact::Probe(Probe::Scan {
+            source,
+            targets,
+            hosts,
+            ports,
+            first,
+            last,
+        }) => (
+            "scan",
+            source.text(),
+            *targets,
+            *hosts,
+            *ports,
+            *first,
+            *last,
+        )
+            .into_pyobject(py),
     }
 }

@@ -10,6 +10,10 @@ const HALF: u32 = 0x8000_0000;
 pub const MAX_SEGMENTS: usize = 64;
 /// Bytes waiting behind one hole before it is declared lost.
 pub const MAX_PENDING_BYTES: usize = 256 * 1024;
+/// Bytes waiting behind holes in all the streams of an engine together: beyond this, the
+/// stream that wants to hold more gives up its holes (thousands of stalled connections
+/// cannot take the memory).
+pub const MAX_HELD_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Counters shared by every stream of an engine.
 #[derive(Default, Clone, Copy, Debug)]
@@ -18,6 +22,10 @@ pub struct ReassemblyStats {
     pub skipped_bytes: u64,
     pub retransmitted_bytes: u64,
     pub out_of_order_segments: u64,
+    /// bytes waiting behind holes right now, all streams together
+    pub held_bytes: u64,
+    /// holes given up because the engine held `MAX_HELD_BYTES`
+    pub over_budget_gaps: u64,
 }
 
 /// Where a segment came from: its packet's timestamp and frame number.
@@ -120,6 +128,7 @@ impl TcpStream {
             Some(old) => {
                 if old.1.len() < data.len() {
                     self.pending_bytes += data.len() - old.1.len();
+                    st.held_bytes += (data.len() - old.1.len()) as u64;
                     old.1 = data.to_vec();
                     old.2 = tag;
                 }
@@ -127,12 +136,17 @@ impl TcpStream {
             None => {
                 self.pending.push((seq, data.to_vec(), tag));
                 self.pending_bytes += data.len();
+                st.held_bytes += data.len() as u64;
             }
         }
         if self.pending_bytes > MAX_PENDING_BYTES
             || self.pending.len() > MAX_SEGMENTS
             || self.hole_acked()
         {
+            self.skip_gap(st, out);
+        }
+        while st.held_bytes > MAX_HELD_BYTES && !self.pending.is_empty() {
+            st.over_budget_gaps += 1;
             self.skip_gap(st, out);
         }
     }
@@ -174,6 +188,7 @@ impl TcpStream {
         st.gaps += 1;
         st.skipped_bytes += first.wrapping_sub(nxt) as u64;
         self.pending_bytes -= data.len();
+        st.held_bytes -= data.len() as u64;
         self.next_seq = Some(first.wrapping_add(data.len() as u32));
         out.push(Chunk {
             data,
@@ -197,6 +212,7 @@ impl TcpStream {
                 if diff == 0 || diff >= HALF {
                     let (seq, data, tag) = self.pending.remove(i);
                     self.pending_bytes -= data.len();
+                    st.held_bytes -= data.len() as u64;
                     let overlap = if diff == 0 {
                         0
                     } else {
@@ -230,6 +246,13 @@ impl TcpStream {
         while !self.pending.is_empty() {
             self.skip_gap(st, out);
         }
+    }
+
+    /// Forget what waits (the stream ends unparsed).
+    pub fn release(&mut self, st: &mut ReassemblyStats) {
+        st.held_bytes -= self.pending_bytes as u64;
+        self.pending_bytes = 0;
+        self.pending.clear();
     }
 }
 
@@ -270,5 +293,28 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].gap);
         assert_eq!(st.skipped_bytes, 10);
+    }
+
+    #[test]
+    fn stalled_streams_together_hold_at_most_the_budget() {
+        let mut st = ReassemblyStats::default();
+        let segment = vec![7u8; 1400];
+        let mut streams: Vec<TcpStream> = (0..2000).map(|_| TcpStream::default()).collect();
+        let mut out = Vec::new();
+        for s in streams.iter_mut() {
+            s.syn(0);
+            // a hole at the start, then as much as one stream may hold behind it
+            for k in 0..MAX_SEGMENTS as u32 {
+                s.add(&mut st, 1000 + k * 1400, &segment, tag(), &mut out);
+            }
+            assert!(st.held_bytes <= MAX_HELD_BYTES);
+        }
+        assert!(st.over_budget_gaps > 0);
+        let held: usize = streams.iter().map(|s| s.pending_bytes()).sum();
+        assert_eq!(held as u64, st.held_bytes);
+        for s in streams.iter_mut() {
+            s.release(&mut st);
+        }
+        assert_eq!(st.held_bytes, 0);
     }
 }

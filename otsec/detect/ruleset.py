@@ -36,6 +36,7 @@ OPERATORS = {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "a
 THRESHOLD_KEYS = {"count", "window", "by", "distinct"}
 BY = ("client", "server", "source", "destination")
 ACTORS = ("sender", "receiver", "tcp_client")
+KINDS = ("signature", "baseline", "counter")
 
 
 class RuleError(Exception):
@@ -87,7 +88,8 @@ class Threshold:
 class CompiledRule:
     rule: Rule
     source: str  # file:line
-    kind: str = "signature"  # or "baseline": raised by the baseline logic, not by matching
+    kind: str = "signature"  # "baseline": raised by the baseline logic, not by matching;
+    # "counter": raised from the core's counts of connection attempts
     event: str = "pdu"  # or "anomaly"
     conditions: tuple[Condition, ...] = ()
     message: str = ""
@@ -298,8 +300,8 @@ def _rule(item: dict[str, Any], where: str) -> CompiledRule:
     if item["protocol"] not in PROTOCOLS:
         raise fail("protocol", f"unknown protocol {item['protocol']!r}")
     kind = item.get("kind", "signature")
-    if kind not in ("signature", "baseline"):
-        raise fail("kind", "kind is 'signature' or 'baseline'")
+    if kind not in KINDS:
+        raise fail("kind", f"kind is one of {', '.join(KINDS)}")
     event = item.get("event", "pdu")
     if event not in ("pdu", "anomaly"):
         raise fail("event", "event is 'pdu' or 'anomaly'")

@@ -79,6 +79,7 @@ class Inventory:
         self.arp: dict[str, set[str]] = {}  # ip -> macs claimed in ARP
         self.identities: dict[str, Identity] = {}
         self.live: Callable[[str], HostRecord | None] | None = None  # the core, by IP
+        self.scanners: set[str] = set()  # IPs reported scanning the network
 
     def load(self, hosts: dict[str, HostRecord], arp: dict[str, list[str]]) -> None:
         """Take the core's hosts and ARP claims (a snapshot), with the identities known."""
@@ -168,6 +169,11 @@ class Inventory:
             first = min(h.first_seen for h in hosts)
             last = max(h.last_seen for h in hosts)
             role, role_evidence = guess_role(evidence, services, uses, last - first)
+            if role == "hmi" and self.scanners.intersection(h.ip for h in hosts) and not any(
+                    k.endswith(("-read", "-write")) for k in evidence):
+                # connected to OT ports while scanning, never asked anything: not an HMI
+                role, role_evidence = "unknown", ["scanned the network (connections to many "
+                                                  "address and port pairs, no requests)"]
             macs = [aid] if aid in owned.values() else []
             vendor = mac_vendor(macs[0]) if macs else None
             if identity.manufacturer is None and vendor:
