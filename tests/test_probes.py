@@ -67,3 +67,22 @@ def test_steady_polling_raises_neither(tmp_path: Path) -> None:
                                                502, 0x02)) for i in range(400)]
     _, alerts, _ = audit(tmp_path, packets)
     assert not [a for a in alerts if a["rule"]["id"].startswith("otsec-net-")]
+
+
+def test_findings_of_many_hosts_fold_beyond_a_bound_per_rule(tmp_path: Path) -> None:
+    from otsec.detect.alerts import MAX_PER_RULE
+    from tests.helpers import Conversation
+
+    packets: list[tuple[float, bytes]] = []
+    for i in range(MAX_PER_RULE + 300):  # one write from each of 1,300 sources
+        c = Conversation(client=f"10.9.{i >> 8}.{i & 0xFF}", cport=40000 + i % 20000)
+        c.send(True, g.mbap(1, 1, bytes([6, 0, 1, 0, i & 0xFF])))
+        c.send(False, g.mbap(1, 1, bytes([6, 0, 1, 0, i & 0xFF])))
+        packets += [(1_700_000_000 + len(packets) * 0.01, f) for f in c.frames]
+    summary, alerts, _ = audit(tmp_path, packets)
+    writes = [a for a in alerts if a["rule"]["id"] == "otsec-modbus-write"]
+    assert len(writes) == MAX_PER_RULE + 1
+    (rest,) = [a for a in writes if a["otsec"]["alert"]["count"] > 1]
+    assert rest["otsec"]["alert"]["count"] == 300
+    assert rest["message"].startswith("300 more findings of this rule beyond its first 1,000")
+    assert rest["otsec"]["alert"]["accepted"] == 300

@@ -19,6 +19,7 @@ from otsec.timefmt import iso
 
 MAX_DETAILS = 16
 MAX_WATCHED = 50_000  # requests waiting for their response to settle an alert's outcome
+MAX_PER_RULE = 1_000  # alerts of one rule; the findings beyond fold into one more
 
 
 @dataclass(slots=True, kw_only=True)
@@ -65,6 +66,7 @@ class Alert:
     reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons
     details: list[str] = field(default_factory=list)  # distinct finding details, capped
     approve: list[dict[str, object]] = field(default_factory=list)  # baseline additions
+    overflow: bool = False  # holds the findings beyond MAX_PER_RULE alerts of its rule
 
     @property
     def id(self) -> str:
@@ -86,6 +88,9 @@ class Alert:
         action = self.action.replace("{details}", ", ".join(self.details))
         other = "" if self.destination_ip == self.source_ip else f" {self.destination_ip}"
         text = f"{self.source_ip} {action}{other}{target}"
+        if self.overflow:
+            return (f"{self.count:,} more findings of this rule beyond its first "
+                    f"{MAX_PER_RULE:,} alerts (many hosts at once), the first: {text}.")
         if self.count > 1:
             text += f", {self.count} times"
         phrase = self.outcome_phrase()
@@ -123,19 +128,26 @@ class AlertBook:
         self.alerts: list[Alert] = []
         self._open: dict[tuple[object, ...], Alert] = {}
         self._watch: OrderedDict[int, tuple[Event, list[Alert]]] = OrderedDict()
+        self._per_rule: dict[str, int] = {}
 
     def add(self, finding: Finding) -> Alert:
         ev = finding.event
         src, dst = endpoints(finding)
         key = (finding.rule.id, src, dst, *finding.key)
         alert = self._open.get(key)
+        overflow = False
+        if alert is None and self._per_rule.get(finding.rule.id, 0) >= MAX_PER_RULE:
+            key = (finding.rule.id, "*", "*")  # one alert holds the rest (bounded memory)
+            alert, overflow = self._open.get(key), True
         if alert is None or ev.ts - alert.end > self.window:
+            if not overflow:
+                self._per_rule[finding.rule.id] = self._per_rule.get(finding.rule.id, 0) + 1
             if finding.templates is not None:  # rendered once per alert, not per repeat
                 finding.action = render(finding.templates[0], ev)
                 finding.target = render(finding.templates[1], ev)
             alert = Alert(
                 rule=finding.rule,
-                key=key[1:],
+                key=(src, dst, "beyond") if overflow else key[1:],
                 event=ev,
                 action=finding.action,
                 answerable=finding.answerable,
@@ -143,6 +155,7 @@ class AlertBook:
                 swap=finding.swap,
                 start=ev.ts,
                 end=ev.ts,
+                overflow=overflow,
             )
             self._open[key] = alert
             self.alerts.append(alert)
