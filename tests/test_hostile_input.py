@@ -160,3 +160,23 @@ def test_wire_strings_reach_terminal_report_and_baseline_escaped(tmp_path: Path)
     shown = otsec("baseline", "show", str(base))
     assert shown.returncode == 0, shown.stderr
     assert "\x1b" not in shown.stdout and "Traceback" not in shown.stderr
+
+
+def test_anomalies_inside_parsed_pdus_are_counted_and_aggregated(tmp_path: Path) -> None:
+    c = Conversation()
+    for tid in range(12):  # function code 0: invalid, yet a PDU with a record of its own
+        c.send(True, g.mbap(tid, 1, bytes([0, 0, 1])))
+        c.send(False, g.mbap(tid, 1, bytes([0x80, 1])))
+    cap = tmp_path / "fc0.pcap"
+    cap.write_bytes(g.pcap([(1.0 + i, f) for i, f in enumerate(c.frames)]))
+    out = tmp_path / "o"
+    proc = otsec("audit", str(cap), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    found = summary["pdu_anomalies"]
+    assert found and all(k.startswith("modbus.") for k in found)
+    assert sum(found.values()) >= 12
+    assert f"({sum(found.values())} in parsed PDUs)" in proc.stdout  # not "0"
+    rows = [json.loads(x) for x in (out / "anomalies.ndjson").read_text().splitlines()]
+    assert rows and all(r["otsec"]["anomaly"]["count"] >= 1 for r in rows)
+    assert sum(r["otsec"]["anomaly"]["count"] for r in rows) == sum(found.values())

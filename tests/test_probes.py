@@ -79,7 +79,7 @@ def test_findings_of_many_hosts_fold_beyond_a_bound_per_rule(tmp_path: Path) -> 
         c.send(True, g.mbap(1, 1, bytes([6, 0, 1, 0, i & 0xFF])))
         c.send(False, g.mbap(1, 1, bytes([6, 0, 1, 0, i & 0xFF])))
         packets += [(1_700_000_000 + len(packets) * 0.01, f) for f in c.frames]
-    summary, alerts, _ = audit(tmp_path, packets)
+    _, alerts, _ = audit(tmp_path, packets)
     writes = [a for a in alerts if a["rule"]["id"] == "otsec-modbus-write"]
     assert len(writes) == MAX_PER_RULE + 1
     (rest,) = [a for a in writes if a["otsec"]["alert"]["count"] > 1]

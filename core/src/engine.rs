@@ -9,7 +9,7 @@ use crate::aggregate::Aggregates;
 use crate::decode::{
     decode_arp, decode_frame, NotTransport, Transport, ACK, FIN, RST, SYN, TCP, UDP,
 };
-use crate::events::{Body, Event};
+use crate::events::{Body, Event, Proto};
 use crate::flows::{Flow, FlowKey, FlowStats, FlowTable, ParserState};
 use crate::meaning::describe;
 use crate::output::{AnomalyCount, Lines};
@@ -40,6 +40,8 @@ pub struct Stats {
     pub unrecognised_on_ot_port: u64,
     pub pdus: BTreeMap<&'static str, u64>,
     pub anomalies: BTreeMap<String, u64>,
+    /// what parsed PDUs carried wrong, by protocol and kind
+    pub pdu_anomalies: BTreeMap<String, u64>,
     pub linktypes_unknown: u64,
 }
 
@@ -289,6 +291,32 @@ impl Engine {
         self.flows.slots[slot as usize] = Some(flow);
     }
 
+    /// A PDU parsed with something wrong in it: counted and aggregated like the framing
+    /// anomalies (the PDU itself is still a record).
+    fn count_pdu_anomalies(&mut self, flow: &mut Flow, ev: &Event, ts: f64) {
+        let family = match ev.protocol() {
+            Proto::S7commPlus => Proto::S7comm,
+            p => p,
+        };
+        for &kind in ev.pdu_anomalies() {
+            *self
+                .stats
+                .pdu_anomalies
+                .entry(format!("{}.{kind}", family.name()))
+                .or_insert(0) += 1;
+            let record = Event::anomaly(
+                ev.from_client,
+                family,
+                kind,
+                format!(
+                    "in a PDU (function {})",
+                    crate::meaning::code(ev).unwrap_or(0)
+                ),
+            );
+            count_anomaly(flow, &record, ts);
+        }
+    }
+
     fn report_probes(&mut self) {
         self.facts
             .extend(self.probe_reports.drain(..).map(Fact::Probe));
@@ -517,6 +545,9 @@ impl Engine {
                 None
             } else {
                 *self.stats.pdus.entry(ev.protocol().name()).or_insert(0) += 1;
+                if !ev.pdu_anomalies().is_empty() {
+                    self.count_pdu_anomalies(flow, &ev, ts);
+                }
                 if let Some(lines) = &mut self.events {
                     if let Err(e) = lines.pdu(flow, &ev, ts) {
                         self.io_error.get_or_insert(format!("events.ndjson: {e}"));

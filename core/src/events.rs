@@ -187,6 +187,17 @@ impl Event {
         )
     }
 
+    /// What a PDU's dissector found wrong in it (empty for anomaly records themselves).
+    pub fn pdu_anomalies(&self) -> &[&'static str] {
+        match &self.body {
+            Body::Modbus(p) => &p.anomalies,
+            Body::S7(p) => &p.anomalies,
+            Body::S7Plus(p) => &p.anomalies,
+            Body::Dnp3(p) => &p.anomalies,
+            Body::Anomaly(_) => &[],
+        }
+    }
+
     pub fn protocol(&self) -> Proto {
         match &self.body {
             Body::Modbus(_) => Proto::Modbus,

@@ -350,6 +350,7 @@ impl Engine {
         d.set_item("tracking", bounds)?;
         d.set_item("pdus", s.pdus.clone())?;
         d.set_item("anomalies", s.anomalies.clone())?;
+        d.set_item("pdu_anomalies", s.pdu_anomalies.clone())?;
         let r = &self.engine.reassembly;
         let ra = PyDict::new(py);
         ra.set_item("gaps", r.gaps)?;

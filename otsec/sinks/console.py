@@ -25,7 +25,9 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
     table.add_row("flows", f"{s['flows']:,}")
     for proto, n in s["pdus"].items():
         table.add_row(f"{proto} PDUs", f"{n:,}")
-    table.add_row("parse anomalies", f"{sum(s['anomalies'].values()):,}")
+    framing, in_pdus = sum(s["anomalies"].values()), sum(s.get("pdu_anomalies", {}).values())
+    table.add_row("parse anomalies", f"{framing + in_pdus:,}"
+                  + (f" ({in_pdus:,} in parsed PDUs)" if in_pdus else ""))
     table.add_row("assets", ", ".join(f"{k} {v}" for k, v in s["assets"]["by_role"].items())
                   or "0")
     table.add_row("edges", f"{s['edges']:,}")
