@@ -374,17 +374,19 @@ def baseline_diff(old: str, new: str) -> int:
 
 
 @baseline.command("approve")
-@click.argument("alert_id")
+@click.argument("alert_ids", nargs=-1, required=True)
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), required=True)
 @click.option("--alerts", "alerts_file", type=click.Path(dir_okay=False),
               default="otsec-out/alerts.ndjson", show_default=True)
-def baseline_approve(alert_id: str, baseline_file: str, alerts_file: str) -> int:
-    """Learn an alert's finding, so that planned change stops alerting."""
-    from otsec.baseline.edit import approve, find_alert
+def baseline_approve(alert_ids: tuple[str, ...], baseline_file: str, alerts_file: str) -> int:
+    """Learn what alerts found (ids, or prefixes only one alert has), so that planned change
+    stops alerting."""
+    from otsec.baseline.edit import approve, find_alerts
 
     base = load_baseline(baseline_file)
-    for change in approve(base, find_alert(Path(alerts_file), alert_id)):
-        click.echo(f"learned {printable(change)}")
+    for alert in find_alerts(Path(alerts_file), list(alert_ids)):
+        for change in approve(base, alert):
+            click.echo(f"learned {printable(change)}")
     base.save(Path(baseline_file))
     return 0
 

@@ -223,3 +223,29 @@ def test_report_shows_graph_timeline_matrix_and_changes(tmp_path: Path) -> None:
                    "table.sortable", "What changed since the baseline"):
         assert marker in html, marker
     assert "<rect" in html and "class=\"hot\"" in html  # controllers square, intruder ringed
+
+
+def test_responses_never_count_as_used_and_approve_takes_several_ids(tmp_path: Path) -> None:
+    bfile = tmp_path / "b.json"
+    assert main(["learn", str(PCAPS / "modbus-normal.pcap"), "--baseline", str(bfile)]) == 0
+    out = tmp_path / "o"
+    main(["audit", str(PCAPS / "modbus-intrusion.pcap"), "--baseline", str(bfile), "--out",
+          str(out), "--format", "json"])
+    first = alerts_of(out)
+    edge = next(a for a in first if a["rule"]["id"] == "otsec-baseline-new-edge")
+    asset = next(a for a in first if a["rule"]["id"] == "otsec-baseline-new-asset")
+    assert main(["baseline", "approve", edge["event"]["id"][:12], asset["event"]["id"],
+                 "--baseline", str(bfile), "--alerts", str(out / "alerts.ndjson")]) == 0
+    main(["audit", str(PCAPS / "modbus-intrusion.pcap"), "--baseline", str(bfile), "--out",
+          str(out), "--format", "json"])
+    after = alerts_of(out)
+    rules = {a["rule"]["id"] for a in after}
+    assert not {"otsec-baseline-new-edge", "otsec-baseline-new-asset"} & rules
+    used = [a for a in after if a["rule"]["id"] in ("otsec-baseline-new-function",
+                                                     "otsec-baseline-new-command")]
+    assert used and all(a["otsec"]["direction"] == "request" for a in used)
+    assert all(a["source"]["ip"] == "10.77.0.66" for a in used)  # the PLC only answered
+    codes = [a["otsec"]["modbus"]["function_code"] for a in used]
+    assert len(codes) == len(set(codes))  # one alert per new function, not one per direction
+    assert main(["baseline", "approve", "", "--baseline", str(bfile), "--alerts",
+                 str(out / "alerts.ndjson")]) == 2  # a prefix every alert has

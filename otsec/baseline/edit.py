@@ -9,18 +9,42 @@ from typing import Any
 from otsec.baseline.model import AssetEntry, Baseline, BaselineError, EdgeEntry, merge_spans
 
 
-def find_alert(alerts_file: Path, alert_id: str) -> dict[str, Any]:
+def _ndjson(path: Path) -> list[dict[str, Any]]:
     try:
-        lines = alerts_file.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise BaselineError(f"{alerts_file}: cannot read alerts ({exc.strerror})") from None
-    for line in lines:
-        if not line.strip():
-            continue
-        doc = json.loads(line)
-        if doc.get("event", {}).get("id") == alert_id:
-            return doc
-    raise BaselineError(f"no alert {alert_id} in {alerts_file}")
+        raise BaselineError(f"{path}: cannot read alerts ({exc.strerror})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise BaselineError(f"{path}:{n}: not a JSON document") from None
+    return out
+
+
+def find_alerts(alerts_file: Path, ids: list[str]) -> list[dict[str, Any]]:
+    """The alerts named by their ids (or by a prefix only one of them has)."""
+    alerts = _ndjson(alerts_file)
+    found = []
+    for wanted in ids:
+        matches = [a for a in alerts if str(a.get("event", {}).get("id", "")).startswith(wanted)]
+        exact = [a for a in matches if a["event"]["id"] == wanted]
+        if exact:
+            matches = exact
+        if not matches:
+            raise BaselineError(f"no alert {wanted} in {alerts_file}")
+        if len(matches) > 1:
+            raise BaselineError(f"{wanted} names {len(matches)} alerts in {alerts_file}; give "
+                                "more of the id")
+        if matches[0] not in found:
+            found.append(matches[0])
+    return found
+
+
+def find_alert(alerts_file: Path, alert_id: str) -> dict[str, Any]:
+    return find_alerts(alerts_file, [alert_id])[0]
 
 
 def approve(base: Baseline, alert: dict[str, Any]) -> list[str]:

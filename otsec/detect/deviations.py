@@ -150,7 +150,9 @@ class Deviations:
             return
         direction = event.direction
         known = use.code in entry.functions.get(direction, ())
-        if not known and self._once(("fn", key, direction, use.code)):
+        # a response only answers what was asked: the request's alert says what was used
+        if not known and direction != "response" and self._once(("fn", key, direction,
+                                                                 use.code)):
             rule = "otsec-baseline-new-command" if use.command else "otsec-baseline-new-function"
             self.add(Finding(self.catalog[rule], event,
                              f"used {use.name} ({event.protocol} function {use.code}), "
