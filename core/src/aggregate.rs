@@ -282,7 +282,19 @@ impl Aggregates {
         } else {
             (1 - sender, sender)
         };
-        let obs = evidence(ev);
+        let mut obs = evidence(ev);
+        // S7 roles follow the connection: the station that opened it (the SYN's sender) is
+        // never the controller because it answered a notification or a job of the PLC's
+        if matches!(ev.body, Body::S7(_) | Body::S7Plus(_)) {
+            if let Some(tcp_client) = flow.client {
+                if server == tcp_client {
+                    obs.server = None;
+                }
+                if client != tcp_client {
+                    obs.client = None;
+                }
+            }
+        }
         if let Some(name) = obs.client {
             if let Some(h) = self.host(flow.ips[client], ts) {
                 *h.evidence.entry(name).or_insert(0) += 1;

@@ -3,7 +3,7 @@ counts them now): kept to show the core's aggregates are the same."""
 
 from __future__ import annotations
 
-from otsec.events import Event
+from otsec.events import Event, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, EdgeKey
 from otsec.graph.functions import describe
 from otsec.inventory.assets import HostRecord, merge_identity
@@ -80,6 +80,10 @@ class OldInventory:
             client_ip, server_ip = ips[sender], ips[1 - sender]  # may be the one that dials
         else:
             client_ip, server_ip = ips[1 - sender], ips[sender]
+        if isinstance(event, S7Pdu | S7PlusPdu) and flow.client is not None:
+            tcp_client = ips[flow.client]  # S7 roles follow the connection (as the core)
+            obs.server = None if server_ip == tcp_client else obs.server
+            obs.client = None if client_ip != tcp_client else obs.client
         if obs.client:
             host = self.hosts.get(client_ip) or self._host(client_ip, event.ts)
             host.evidence[obs.client] += 1
