@@ -81,9 +81,9 @@ class OldInventory:
         else:
             client_ip, server_ip = ips[1 - sender], ips[sender]
         if isinstance(event, S7Pdu | S7PlusPdu) and flow.client is not None:
-            tcp_client = ips[flow.client]  # S7 roles follow the connection (as the core)
-            obs.server = None if server_ip == tcp_client else obs.server
-            obs.client = None if client_ip != tcp_client else obs.client
+            side = sender if event.direction == "request" else 1 - sender  # the requester
+            obs.server = None if 1 - side == flow.client else obs.server  # S7 roles follow
+            obs.client = None if side != flow.client else obs.client  # the connection
         if obs.client:
             host = self.hosts.get(client_ip) or self._host(client_ip, event.ts)
             host.evidence[obs.client] += 1
