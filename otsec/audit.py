@@ -15,6 +15,7 @@ from otsec.atomic import write_json_atomic
 from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.capture import NothingAnalysed
+from otsec.detect.deviations import baseline_state
 from otsec.detect.ruleset import RuleSet
 from otsec.pipeline import Pipeline, Progress, gc_paused
 from otsec.report.html import write_report
@@ -126,10 +127,8 @@ def _audit(
         ip_of = {a.id: a.ips[0] for a in view.assets if a.ips}
         alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
 
-        def state(start: float) -> str:
-            return "protecting" if deviations and deviations.protecting(start) else "learning"
-
-        alert_docs = [alert_document(a, asset_by_ip, state(a.start)) for a in alerts]
+        alert_docs = [alert_document(a, asset_by_ip, baseline_state(deviations, a.start))
+                      for a in alerts]
         write_ndjson(out_dir / "alerts.ndjson", alert_docs)
         asset_docs = [asset_document(a) for a in view.assets]
         edge_docs = [edge_document(e, ip_of) for e in view.edges]
@@ -140,7 +139,7 @@ def _audit(
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable
         summary["baseline"] = {
-            "mode": "protecting" if deviations else "learning",
+            "mode": "protecting" if deviations else "none",
             "learn_for": learn_for,
             "assets": len(deviations.baseline.assets) if deviations else 0,
             "edges": len(deviations.baseline.edges) if deviations else 0,

@@ -22,6 +22,7 @@ from otsec.atomic import write_json_atomic
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
 from otsec.detect.catalog import SEVERITIES
+from otsec.detect.deviations import baseline_state
 from otsec.detect.ruleset import RuleSet, load
 from otsec.inventory.oui import mac_vendor
 from otsec.pipeline import Pipeline
@@ -79,8 +80,7 @@ def snapshot(pipe: Pipeline, drops: int) -> dict[str, Any]:
     dev = pipe.deviations
     asset_by_ip = {ip: a for a in view.assets for ip in a.ips}
     alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
-    docs = [alert_document(a, asset_by_ip, "protecting" if dev and dev.protecting(a.start)
-                           else "learning") for a in alerts]
+    docs = [alert_document(a, asset_by_ip, baseline_state(dev, a.start)) for a in alerts]
     stats = pipe.stats()
     return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": view.ip_edges,
             "alerts": docs, "stats": stats, "drops": drops}

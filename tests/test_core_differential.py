@@ -107,7 +107,7 @@ def former_audit(path: Path, out: Path) -> tuple[list, list, list]:
     ip_of = {a.id: a.ips[0] for a in assets if a.ips}
     alerts = sorted(policy.detector.alerts, key=lambda a: (a.start, a.rule.id))
     return ([asset_document(a) for a in assets], [edge_document(e, ip_of) for e in edges],
-            [alert_document(a, asset_by_ip) for a in alerts])
+            [alert_document(a, asset_by_ip, "none") for a in alerts])
 
 
 def compare_audit(path: Path, tmp: Path, nothing: bool = False) -> None:

@@ -64,3 +64,24 @@ def test_alert_documents_have_every_required_field(tmp_path: Path) -> None:
                       "otsec.edge.writes", "source.ip", "destination.ip", "destination.port",
                       "network.protocol"):
             get(edge, field)
+
+
+def test_messages_count_requests_and_answers_apart() -> None:
+    from otsec.detect.alerts import Alert, Notice
+    from otsec.detect.ruleset import load
+
+    rule = load().rules["otsec-modbus-write"].rule
+    notice = Notice(from_client=True, protocol_name="modbus", source_ip="10.0.0.5",
+                    destination_ip="10.0.0.10")
+
+    def message(count: int, accepted: int, rejected: int = 0) -> str:
+        return Alert(rule=rule, key=("10.0.0.5", "10.0.0.10"), event=notice, action="wrote",
+                     answerable=True, target="", swap=False, start=0.0, end=0.0, count=count,
+                     accepted=accepted, rejected=rejected,
+                     reasons={"illegal data address": rejected} if rejected else {}).message
+
+    assert message(157, 155).endswith(
+        "157 times; the device accepted 155; 2 got no answer.")
+    assert message(3, 3).endswith("3 times; the device accepted all 3.")
+    assert message(4, 0, 3).endswith(
+        "the device rejected 3 (illegal data address); 1 got no answer.")

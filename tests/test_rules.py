@@ -170,7 +170,7 @@ rules:
     reference: https://example.invalid/site-runbook
     protocol: modbus
     match: {direction: request, destination_role: plc, function_code: 3,
-            baseline_state: learning, function_learned: false}
+            baseline_state: {ne: protecting}, function_learned: false}
     message: "read holding registers of"
 """
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from otsec.baseline.model import Baseline
 from otsec.detect.alerts import Alert, AlertBook, Finding, endpoints
-from otsec.detect.deviations import Deviations, event_edge
+from otsec.detect.deviations import Deviations, baseline_state, event_edge
 from otsec.detect.fields import reason_text, resolve
 from otsec.detect.matcher import Matcher
 from otsec.detect.ruleset import CompiledRule, RuleSet, load
@@ -67,8 +67,7 @@ class Detector:
     def _context(self, name: str, event: Event) -> object:
         """Values rules can match that no single PDU holds."""
         if name == "baseline_state":
-            protecting = self.deviations is not None and self.deviations.protecting(event.ts)
-            return "protecting" if protecting else "learning"
+            return baseline_state(self.deviations, event.ts)
         if name == "function_learned":
             use = describe(event)
             return bool(use and self.baseline and self.baseline.knows_function(

@@ -105,19 +105,25 @@ class Alert:
         return "failure" if self.accepted == 0 else "unknown"
 
     def outcome_phrase(self) -> str:
+        """What the device answered; requests and answers are counted apart, so that "157
+        times" is never followed by an unexplained "all 155"."""
         if not self.answerable:
             return ""
         a, r = self.accepted, self.rejected
         reasons = ", ".join(sorted(self.reasons))
         if a == 0 and r == 0:
             return "no response was seen"
+        unanswered = self.count - a - r if self.count > a + r else 0
         if r == 0:
-            return "the device accepted it" if a == 1 else f"the device accepted all {a}"
-        if a == 0:
-            return f"the device rejected it ({reasons})" if r == 1 else (
-                f"the device rejected all {r} ({reasons})"
-            )
-        return f"the device accepted {a} and rejected {r} ({reasons})"
+            text = ("the device accepted it" if a == 1 else f"the device accepted all {a}") \
+                if not unanswered else f"the device accepted {a}"
+        elif a == 0:
+            text = (f"the device rejected it ({reasons})" if r == 1 else
+                    f"the device rejected all {r} ({reasons})") if not unanswered else (
+                f"the device rejected {r} ({reasons})")
+        else:
+            text = f"the device accepted {a} and rejected {r} ({reasons})"
+        return f"{text}; {unanswered} got no answer" if unanswered else text
 
 
 class AlertBook:

@@ -33,6 +33,13 @@ def event_edge(event: Event) -> tuple[str, str, str, str, int]:
             ips[client], ips[1 - client], flow.transport, port)
 
 
+
+def baseline_state(deviations: Deviations | None, ts: float) -> str:
+    """What an alert at ``ts`` was raised under: no baseline at all, learning, protecting."""
+    if deviations is None:
+        return "none"
+    return "protecting" if deviations.protecting(ts) else "learning"
+
 class Deviations:
     """Engine consumer producing baseline findings (fed to the detector's alert book)."""
 

@@ -159,7 +159,7 @@ PROTOCOL_FIELDS: dict[type, Any] = {
 
 
 def alert_document(
-    alert: Alert, asset_of: dict[str, Asset] | None = None, baseline_state: str = "learning"
+    alert: Alert, asset_of: dict[str, Asset] | None = None, baseline_state: str = "none"
 ) -> dict[str, Any]:
     """The ECS alert for one aggregated alert."""
     rule = alert.rule
