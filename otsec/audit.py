@@ -16,18 +16,25 @@ from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.capture import NothingAnalysed
 from otsec.detect.deviations import baseline_state
+from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet
 from otsec.pipeline import Pipeline, Progress, gc_paused
 from otsec.report.html import write_report
-from otsec.sinks.documents import alert_document, asset_document, edge_document
+from otsec.sinks.documents import (
+    alert_document,
+    asset_document,
+    edge_document,
+    incident_document,
+)
 from otsec.sinks.ndjson import write_ndjson
-from otsec.summary import AuditResult, build_summary
+from otsec.summary import AuditResult, build_summary, count_by_severity
 
 log = logging.getLogger(__name__)
 
 #: every file an audit may write into --out
-OUTPUTS = frozenset({"events.ndjson", "anomalies.ndjson", "alerts.ndjson", "assets.json",
-                     "edges.json", "summary.json", "report.html", "baseline.json"})
+OUTPUTS = frozenset({"events.ndjson", "anomalies.ndjson", "alerts.ndjson",
+                     "incidents.ndjson", "assets.json", "edges.json", "summary.json",
+                     "report.html", "baseline.json"})
 
 __all__ = ["AuditResult", "NothingAnalysed", "check_captures", "run_audit", "run_learn"]
 
@@ -129,6 +136,8 @@ def _audit(
 
         alert_docs = [alert_document(a, asset_by_ip, baseline_state(deviations, a.start))
                       for a in alerts]
+        incident_docs = [incident_document(i) for i in incidents(alert_docs)]
+        write_ndjson(out_dir / "incidents.ndjson", incident_docs)
         write_ndjson(out_dir / "alerts.ndjson", alert_docs)
         asset_docs = [asset_document(a) for a in view.assets]
         edge_docs = [edge_document(e, ip_of) for e in view.edges]
@@ -136,6 +145,7 @@ def _audit(
         write_json_atomic(out_dir / "edges.json", edge_docs)
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
+        summary["incidents"] = count_by_severity(incident_docs)
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable
         summary["baseline"] = {
@@ -146,6 +156,6 @@ def _audit(
         }
         write_json_atomic(out_dir / "summary.json", summary)
         result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
-                             asset_docs, edge_docs)
+                             asset_docs, edge_docs, incident_docs)
         write_report(out_dir / "report.html", result)
     return result

@@ -192,7 +192,7 @@ def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict
                 yield from map(json.loads, fh)
 
     outcome = deliver(url, audit_actions(result.alerts, result.asset_docs, result.edge_docs,
-                                         events(), namespace), Spool())
+                                         events(), namespace, result.incident_docs), Spool())
     for err in outcome.errors[:3]:
         logging.getLogger("otsec").warning("search cluster: %s", printable(err))
     return {"delivered": outcome.delivered, "duplicates": outcome.duplicates,

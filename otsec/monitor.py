@@ -23,13 +23,19 @@ from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
 from otsec.detect.catalog import SEVERITIES
 from otsec.detect.deviations import baseline_state
+from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet, load
 from otsec.inventory.oui import mac_vendor
 from otsec.pipeline import Pipeline
 from otsec.report.html import write_report
-from otsec.sinks.documents import alert_document, asset_document, edge_document
+from otsec.sinks.documents import (
+    alert_document,
+    asset_document,
+    edge_document,
+    incident_document,
+)
 from otsec.sinks.ndjson import write_ndjson
-from otsec.summary import AuditResult, build_summary
+from otsec.summary import AuditResult, build_summary, count_by_severity
 
 SEVERITY_NAMES = {level: name for name, level in SEVERITIES.items()}
 REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
@@ -260,13 +266,16 @@ class Monitor:
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
         asset_docs = [asset_document(a) for a in assets]
         edge_docs = [edge_document(e, ip_of) for e in edges]
-        write_ndjson(out / "alerts.ndjson.tmp", alert_docs)
-        (out / "alerts.ndjson.tmp").replace(out / "alerts.ndjson")
+        incident_docs = [incident_document(i) for i in incidents(alert_docs)]
+        for name, docs in (("incidents", incident_docs), ("alerts", alert_docs)):
+            write_ndjson(out / f"{name}.ndjson.tmp", docs)
+            (out / f"{name}.ndjson.tmp").replace(out / f"{name}.ndjson")
         write_json_atomic(out / "assets.json", asset_docs)
         write_json_atomic(out / "edges.json", edge_docs)
         severities = [SEVERITY_NAMES[a["event"]["severity"]] for a in alert_docs]
         summary = build_summary(view["stats"], [f"live:{self.opts.iface}"],
                                 time.monotonic() - self.started, severities, assets, edges, [])
+        summary["incidents"] = count_by_severity(incident_docs)
         summary["kernel_drops"] = view["drops"]
         summary["workers"] = self.opts.workers
         write_json_atomic(out / "summary.json", summary)
@@ -274,20 +283,24 @@ class Monitor:
         if final or now >= self.next_report:  # the layout costs more than the rest: rarer
             self.next_report = now + REPORT_EVERY
             result = AuditResult(out, summary, alert_docs, assets, edges, [], asset_docs,
-                                 edge_docs)
+                                 edge_docs, incident_docs)
             write_report(out / "report.html", result)
         if self.opts.es_url:
-            self._ship(alert_docs, asset_docs, edge_docs)
+            self._ship(alert_docs, asset_docs, edge_docs, incident_docs)
         return summary
 
     def _ship(self, alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
-              edges: list[dict[str, Any]]) -> None:
-        from otsec.sinks.search import Spool, audit_actions, deliver
+              edges: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> None:
+        from otsec.sinks.search import Spool, audit_actions, deliver, digest
 
         new = [a for a in alerts if a["event"]["id"] not in self.shipped]
+        changed = {digest(d): d for d in incidents}  # an incident that grew is a new version
+        fresh = [d for key, d in changed.items() if key not in self.shipped]
         spool = Spool()
-        outcome = deliver(self.opts.es_url, audit_actions(new, assets, edges), spool)
+        outcome = deliver(self.opts.es_url, audit_actions(new, assets, edges,
+                                                          incidents=fresh), spool)
         self.shipped.update(a["event"]["id"] for a in new)
+        self.shipped.update(changed)  # delivered, or spooled for later
         self.spool_state = {"bytes": spool.size(), "dead_lettered": spool.dead_count()}
         if outcome.spooled:
             log.warning("search cluster: %d documents spooled", outcome.spooled)

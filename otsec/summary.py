@@ -23,6 +23,16 @@ class AuditResult:
     warnings: list[str] = field(default_factory=list)
     asset_docs: list[dict[str, Any]] = field(default_factory=list)
     edge_docs: list[dict[str, Any]] = field(default_factory=list)
+    incident_docs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:
+    """Documents (incidents) per severity, as summary.json counts alerts."""
+    names = {level: name for name, level in SEVERITIES.items()}
+    out = {"total": len(docs), **{name: 0 for name in SEVERITIES}}
+    for d in docs:
+        out[names[d["event"]["severity"]]] += 1
+    return out
 
 
 def build_summary(stats: dict[str, Any], files: list[str], elapsed: float,

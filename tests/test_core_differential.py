@@ -17,9 +17,15 @@ from otsec.baseline.model import Baseline
 from otsec.capture import NothingAnalysed
 from otsec.detect import Detector
 from otsec.detect.deviations import Deviations
+from otsec.detect.incidents import incidents
 from otsec.graph.edges import merged_edges
 from otsec.inventory.assets import Inventory
-from otsec.sinks.documents import alert_document, asset_document, edge_document
+from otsec.sinks.documents import (
+    alert_document,
+    asset_document,
+    edge_document,
+    incident_document,
+)
 from tests.oracle import CORPUS, corpus_rows, nothing_to_analyse
 from tests.pyengine.capture_files import CaptureReader
 from tests.pyengine.consumers import OldGraph, OldInventory
@@ -106,8 +112,11 @@ def former_audit(path: Path, out: Path) -> tuple[list, list, list]:
     asset_by_ip = {ip: a for a in assets for ip in a.ips}
     ip_of = {a.id: a.ips[0] for a in assets if a.ips}
     alerts = sorted(policy.detector.alerts, key=lambda a: (a.start, a.rule.id))
+    alert_docs = [alert_document(a, asset_by_ip, "none") for a in alerts]
+    for incident in incidents(alert_docs):  # gives each alert its incident's id
+        incident_document(incident)
     return ([asset_document(a) for a in assets], [edge_document(e, ip_of) for e in edges],
-            [alert_document(a, asset_by_ip, "none") for a in alerts])
+            alert_docs)
 
 
 def compare_audit(path: Path, tmp: Path, nothing: bool = False) -> None:

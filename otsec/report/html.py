@@ -22,6 +22,7 @@ ROLE_COLOURS = {
 }  # fmt: skip
 MAX_NODES = 150  # beyond this the picture shows the OT assets and the busiest others
 SEVERITY_COLOURS = {1: "#5bc0de", 2: "#f0ad4e", 3: "#d9534f", 4: "#8b0000"}
+SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 CSS = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222}
 h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
@@ -256,6 +257,7 @@ def render(result: AuditResult) -> str:
         "<h2>Alert timeline</h2>",
         _timeline(result) or "<p>No alerts.</p>",
         _changes(result),
+        _incidents(result),
         "<h2>Alerts</h2>",
     ]
     if result.alerts:
@@ -301,6 +303,30 @@ def render(result: AuditResult) -> str:
                    f"<td>{e.pdus}</td><td>{_e(funcs)}</td><td>{e.writes}</td></tr>")
     out.append(f"</table><script>{SCRIPT}</script></body></html>")
     return "\n".join(out)
+
+
+def _incidents(result: AuditResult) -> str:
+    """Incidents first: one row per actor, target and cause, with its evidence folded."""
+    if not result.incident_docs:
+        return ""
+    rows = []
+    for d in sorted(result.incident_docs, key=lambda d: (-d["event"]["severity"],
+                                                         d["@timestamp"])):
+        inc, ev = d["otsec"]["incident"], d["event"]
+        target = "" if inc["target"] == inc["actor"] else f" &rarr; {_e(inc['target'])}"
+        evidence = "".join(f"<li>{_e(m)}</li>" for m in inc["evidence"])
+        techs = ", ".join(_e(t) for t in d["threat"]["technique"]["id"])
+        rows.append(
+            f"<tr><td>{_e(ev['start'])}</td><td><span class='sev' style='background:"
+            f"{SEVERITY_COLOURS[ev['severity']]}'>{SEVERITY_NAMES[ev['severity']]}</span></td>"
+            f"<td>{_e(inc['actor'])}{target}</td><td>{_e(inc['cause'])}</td>"
+            f"<td>{techs}</td><td>{inc['alerts']}</td>"
+            f"<td><details><summary>{_e(inc['worst'])}</summary><ul>{evidence}</ul>"
+            f"</details></td></tr>")
+    return ("<h2>Incidents</h2><table id='incidents' class='sortable'><tr><th>start</th>"
+            "<th>severity</th><th>actor &rarr; target</th><th>cause</th><th>ATT&amp;CK</th>"
+            "<th>alerts</th><th>worst finding (click for all)</th></tr>" + "".join(rows)
+            + "</table>")
 
 
 def _changes(result: AuditResult) -> str:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from otsec.summary import AuditResult
 
 SEVERITY_STYLE = {1: "cyan", 2: "yellow", 3: "red", 4: "bold white on red"}
+SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 
 
 def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -> None:
@@ -31,12 +32,31 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
     table.add_row("assets", ", ".join(f"{k} {v}" for k, v in s["assets"]["by_role"].items())
                   or "0")
     table.add_row("edges", f"{s['edges']:,}")
-    table.add_row("alerts", " / ".join(f"{k} {s['alerts'][k]}"
-                                       for k in ("critical", "high", "medium", "low")))
+    for what in ("incidents", "alerts"):
+        if what in s:
+            table.add_row(what, " / ".join(f"{k} {s[what][k]}"
+                                           for k in ("critical", "high", "medium", "low")))
     table.add_row("capture span", f"{s['duration']:.1f} s")
     table.add_row("processing", f"{s['processing_seconds']:.2f} s "
                   f"({s['packets_per_second']:,} packets/s)")
     console.print(table)
+    if result.incident_docs:
+        incidents = Table(title="incidents: one per actor, target and cause (most severe first)")
+        incidents.add_column("severity")
+        incidents.add_column("actor -> target")
+        incidents.add_column("cause")
+        incidents.add_column("alerts", justify="right")
+        incidents.add_column("worst")
+        ranked = sorted(result.incident_docs, key=lambda d: -d["event"]["severity"])
+        for d in ranked[:max_alerts]:
+            inc, sev = d["otsec"]["incident"], d["event"]["severity"]
+            target = "" if inc["target"] == inc["actor"] else f" -> {inc['target']}"
+            incidents.add_row(Text(SEVERITY_NAMES[sev], style=SEVERITY_STYLE[sev]),
+                              shown(inc["actor"] + target), shown(inc["cause"]),
+                              str(inc["alerts"]), shown(inc["worst"]))
+        if len(ranked) > max_alerts:
+            incidents.caption = f"{len(ranked) - max_alerts} more in incidents.ndjson"
+        console.print(incidents)
     if result.alerts:
         alerts = Table(title="alerts (most severe first)")
         alerts.add_column("severity")

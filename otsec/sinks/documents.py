@@ -13,6 +13,7 @@ from otsec.core import FlowView
 from otsec.detect.alerts import Alert, Notice
 from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
 from otsec.detect.catalog import RISK
+from otsec.detect.incidents import Incident
 from otsec.events import Anomaly, Dnp3Pdu, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, edge_id
 from otsec.inventory.assets import Asset
@@ -247,6 +248,77 @@ def alert_document(
         "otsec": otsec,
     }
     return doc
+
+
+def incident_document(incident: Incident) -> dict[str, Any]:
+    """One incident: its alerts' documents folded (the worst one gives the addresses), with
+    the evidence an analyst reads first. Each alert document gets the incident's id."""
+    docs = incident.alerts
+    worst = incident.worst
+    for d in docs:
+        d["otsec"]["incident"] = {"id": incident.id}
+    level = worst["event"]["severity"]
+
+    def union(path: tuple[str, ...]) -> list[Any]:
+        seen: dict[Any, None] = {}
+        for d in docs:
+            value: Any = d
+            for k in path:
+                value = value.get(k, {}) if isinstance(value, dict) else {}
+            for v in value if isinstance(value, list) else [value]:
+                if v not in ({}, None):
+                    seen.setdefault(v, None)
+        return list(seen)
+
+    tactics, techniques = union(("threat", "tactic", "id")), union(("threat", "technique", "id"))
+    counts = [d["otsec"]["alert"] for d in docs]
+    return {
+        "@timestamp": iso(incident.start),
+        "ecs": {"version": ECS_VERSION},
+        "message": incident.message,
+        "event": {
+            "kind": "alert", "category": ["network", "intrusion_detection"], "type": ["info"],
+            "action": "incident", "severity": level, "risk_score": RISK[level],
+            "id": incident.id, "start": iso(incident.start), "end": iso(incident.end),
+            "dataset": "otsec.incident", "module": "otsec",
+        },
+        "rule": {"id": union(("rule", "id")), "name": union(("rule", "name")),
+                 "category": union(("rule", "category")), "ruleset": "otsec-builtin"},
+        "threat": {
+            "framework": "MITRE ATT&CK",
+            "tactic": {"id": tactics, "name": [TACTICS[t] for t in tactics],
+                       "reference": [tactic_url(t) for t in tactics]},
+            "technique": {"id": techniques, "name": [TECHNIQUES[t][0] for t in techniques],
+                          "reference": [technique_url(t) for t in techniques]},
+        },
+        "observer": OBSERVER,
+        "source": worst["source"],
+        "destination": worst["destination"],
+        "network": worst["network"],
+        "related": {"ip": sorted(set(union(("related", "ip"))))},
+        "tags": ["otsec", "incident", *sorted(set(union(("tags",))) - {"otsec"})],
+        "labels": {},
+        "otsec": {
+            "incident": {
+                "id": incident.id,
+                "cause": incident.cause,
+                "actor": incident.actor,
+                "target": incident.target,
+                "alerts": len(docs),
+                "worst": worst["message"],
+                "alert_ids": [d["event"]["id"] for d in docs][:100],
+                "evidence": [d["message"] for d in sorted(docs, key=lambda d: d["@timestamp"])
+                             ][:MAX_EVIDENCE],
+                "count": sum(c["count"] for c in counts),
+                "accepted": sum(c["accepted"] for c in counts),
+                "rejected": sum(c["rejected"] for c in counts),
+            },
+            "baseline": {"state": worst["otsec"]["baseline"]["state"]},
+        },
+    }
+
+
+MAX_EVIDENCE = 20
 
 
 def _asset_ref(asset: Asset | None) -> dict[str, Any]:

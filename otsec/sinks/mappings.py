@@ -11,7 +11,7 @@ from typing import Any
 
 ECS_VERSION = "8.11.0"
 POLICY = "otsec"
-STREAMS = ("alert", "event", "asset", "edge")  # logs-otsec.<stream>-<namespace>
+STREAMS = ("alert", "incident", "event", "asset", "edge")  # logs-otsec.<stream>-<namespace>
 LATEST = ("otsec-assets-latest", "otsec-edges-latest")
 
 K, L, D, IP, F, T = "keyword", "long", "date", "ip", "float", "text"
@@ -41,6 +41,10 @@ ECS_FIELDS: dict[str, str] = {
 }  # fmt: skip
 
 OTSEC_FIELDS: dict[str, str] = {
+    "otsec.incident.id": K, "otsec.incident.cause": K, "otsec.incident.actor": K,
+    "otsec.incident.target": K, "otsec.incident.alerts": L, "otsec.incident.worst": T,
+    "otsec.incident.alert_ids": K, "otsec.incident.evidence": T, "otsec.incident.count": L,
+    "otsec.incident.accepted": L, "otsec.incident.rejected": L,
     "otsec.direction": K, "otsec.alert.count": L, "otsec.alert.accepted": L,
     "otsec.alert.rejected": L, "otsec.baseline.state": K,
     "otsec.asset.source.id": K, "otsec.asset.source.name": K, "otsec.asset.source.role": K,

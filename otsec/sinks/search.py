@@ -163,13 +163,17 @@ def _policy(client: Any, flavor: str) -> str:
 # -- documents to actions -------------------------------------------------------------
 
 
-def _digest(doc: dict[str, Any]) -> str:
+def digest(doc: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
                   edges: list[dict[str, Any]], events: Iterable[dict[str, Any]] = (),
-                  namespace: str = "default") -> Iterator[Action]:
+                  namespace: str = "default", incidents: Iterable[dict[str, Any]] = ()
+                  ) -> Iterator[Action]:
+    for doc in incidents:  # first: what an analyst opens first (one per change of it)
+        yield {"_op_type": "create", "_index": f"logs-otsec.incident-{namespace}",
+               "_id": digest(doc), "_source": doc}
     for doc in alerts:
         yield {"_op_type": "create", "_index": f"logs-otsec.alert-{namespace}",
                "_id": doc["event"]["id"], "_source": doc}
@@ -179,10 +183,10 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
             doc_id = doc["entity"]["id"] if key == "entity" else doc["otsec"]["edge"]["id"]
             yield {"_op_type": "index", "_index": latest, "_id": doc_id, "_source": doc}
             yield {"_op_type": "create", "_index": f"logs-otsec.{kind}-{namespace}",
-                   "_id": _digest(doc), "_source": doc}  # history: one per change
+                   "_id": digest(doc), "_source": doc}  # history: one per change
     for doc in events:
         yield {"_op_type": "create", "_index": f"logs-otsec.event-{namespace}",
-               "_id": _digest(doc), "_source": doc}
+               "_id": digest(doc), "_source": doc}
 
 
 # -- delivery and the spool -----------------------------------------------------------
@@ -241,7 +245,7 @@ class Spool:
                 if fh is None:
                     self.dir.mkdir(parents=True, exist_ok=True)
                     name = self.dir / (f"spool-{time.time_ns():020d}-{os.getpid()}-"
-                                       f"{_digest({'n': line})[:8]}.ndjson")
+                                       f"{digest({'n': line})[:8]}.ndjson")
                     tmp = name.with_suffix(".tmp")
                     fh = tmp.open("w", encoding="utf-8")
                 room -= len(line)

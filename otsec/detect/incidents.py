@@ -1,0 +1,103 @@
+"""Incidents: the alerts of one actor against one target for one cause, close in time.
+
+One attack step often raises several alerts (a write of a new register range is a write, a
+new command and a new range; a slow sweep is a new unit per request and a scan). An analyst
+wants the step: alerts raised by the same PDU (the same start, actor and target) belong
+together whatever their rules, and alerts of the same actor, target and cause join while
+they are less than ``WINDOW`` apart. Works on alert documents, so the live sensor (whose
+workers send documents) and the audit group alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+WINDOW = 300.0  # seconds between two alerts of one incident, at most
+
+#: what a rule's category says the actor was after
+CAUSES = {
+    "write": "process change", "control": "process change",
+    "programming": "program or mode change", "operating-mode": "program or mode change",
+    "recon": "discovery", "scan": "discovery", "discovery": "discovery",
+    "protocol": "malformed traffic", "availability": "loss of availability",
+    "alarm": "loss of availability", "security": "access",
+}  # fmt: skip
+#: baseline deviations, by rule
+BASELINE_CAUSES = {
+    "otsec-baseline-new-asset": "new host", "otsec-baseline-new-mac": "new host",
+    "otsec-baseline-new-edge": "new conversation",
+    "otsec-baseline-rogue-master": "process change",
+    "otsec-baseline-new-command": "process change",
+    "otsec-baseline-silent-edge": "loss of availability",
+    "otsec-baseline-rate": "loss of availability",
+    "otsec-baseline-identity-change": "device change",
+}  # fmt: skip
+
+
+def cause(doc: dict[str, Any]) -> str:
+    rule = doc["rule"]
+    if rule["category"] == "diagnostics":  # restart/listen-only inhibit; the rest reads
+        return "loss of availability" if "TA0107" in doc["threat"]["tactic"]["id"] \
+            else "discovery"
+    return CAUSES.get(rule["category"]) or BASELINE_CAUSES.get(rule["id"], "discovery")
+
+
+@dataclass
+class Incident:
+    actor: str
+    target: str
+    cause: str
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # their documents
+    start: float = 0.0
+    end: float = 0.0
+    first: str = ""  # @timestamp of the first alert (part of the id)
+
+    @property
+    def id(self) -> str:
+        text = "|".join((self.actor, self.target, self.cause, self.first))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    @property
+    def worst(self) -> dict[str, Any]:
+        """The most severe alert (the earliest of them)."""
+        return max(sorted(self.alerts, key=lambda d: d["@timestamp"]),
+                   key=lambda d: d["event"]["severity"])
+
+    @property
+    def message(self) -> str:
+        names = sorted({d["rule"]["name"] for d in self.alerts})
+        other = "" if self.target == self.actor else f" against {self.target}"
+        n = len(self.alerts)
+        return (f"{self.actor}{other}: {self.cause} ({n} alert{'s' if n > 1 else ''}: "
+                f"{', '.join(names)}). Worst: {self.worst['message']}")
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def incidents(docs: list[dict[str, Any]], window: float = WINDOW) -> list[Incident]:
+    """Group alert documents into incidents, in the order those start."""
+    spans = [(_epoch(d["event"]["start"]), _epoch(d["event"]["end"])) for d in docs]
+    order = sorted(range(len(docs)), key=lambda i: (spans[i][0], docs[i]["rule"]["id"]))
+    by_pdu: dict[tuple[str, str, float], Incident] = {}  # alerts one PDU raised
+    open_: dict[tuple[str, str, str], Incident] = {}
+    out: list[Incident] = []
+    for i in order:
+        doc, (start, end) = docs[i], spans[i]
+        actor, target = doc["source"]["ip"], doc["destination"]["ip"]
+        inc = by_pdu.get((actor, target, start))
+        if inc is None:
+            key = (actor, target, cause(doc))
+            inc = open_.get(key)
+            if inc is None or start - inc.end > window:
+                inc = open_[key] = Incident(actor, target, key[2], start=start, end=end,
+                                            first=doc["event"]["start"])
+                out.append(inc)
+            by_pdu[(actor, target, start)] = inc
+        inc.alerts.append(doc)
+        inc.end = max(inc.end, end)
+    return out

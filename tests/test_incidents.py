@@ -1,0 +1,86 @@
+"""Incidents: one per attack step (actor, target, cause), holding every alert of the step."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from otsec.audit import run_audit, run_learn
+from tests import pcapgen as g
+from tests.helpers import Conversation, read_holding
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_700_000_000.0
+
+
+def capture(path: Path, frames: list[tuple[float, bytes]]) -> Path:
+    path.write_bytes(g.pcap(frames))
+    return path
+
+
+def polling(c: Conversation, t: float, n: int, step: float = 1.0) -> list[tuple[float, bytes]]:
+    out = []
+    for i in range(n):
+        c.send(True, read_holding(i))
+        c.send(False, g.mbap(i, 1, bytes([3, 4, 0, 1, 0, 2])))
+        out += [(t + i * step, f) for f in c.frames[-2:]]
+    return out
+
+
+def learned(tmp: Path):
+    c = Conversation()
+    frames = [(T0, f) for f in c.frames] + polling(c, T0 + 1, 30)
+    return run_learn([capture(tmp / "normal.pcap", frames)])
+
+
+def audit(tmp: Path, name: str, frames: list[tuple[float, bytes]]) -> tuple[list, list]:
+    out = tmp / name
+    run_audit([capture(tmp / f"{name}.pcap", frames)], out, baseline=learned(tmp))
+    read = [[json.loads(x) for x in (out / f).read_text().splitlines()]
+            for f in ("incidents.ndjson", "alerts.ndjson")]
+    return read[0], read[1]
+
+
+def test_one_write_of_a_new_range_is_one_incident(tmp_path: Path) -> None:
+    c = Conversation()
+    frames = [(T0, f) for f in c.frames] + polling(c, T0 + 1, 5)
+    c.send(True, g.mbap(99, 1, bytes([16]) + struct.pack("!HHB", 500, 2, 4) + b"\0\x2a\0\x2b"))
+    c.send(False, g.mbap(99, 1, bytes([16]) + struct.pack("!HH", 500, 2)))
+    frames += [(T0 + 20, f) for f in c.frames[-2:]]
+    incidents, alerts = audit(tmp_path, "write", frames)
+    assert len(alerts) >= 3  # a write, a new command, a new range
+    (incident,) = incidents
+    inc = incident["otsec"]["incident"]
+    assert inc["cause"] == "process change" and inc["alerts"] == len(alerts)
+    assert {a["otsec"]["incident"]["id"] for a in alerts} == {inc["id"]}
+    assert {"otsec-modbus-write", "otsec-baseline-new-command", "otsec-baseline-new-range"} \
+        <= set(incident["rule"]["id"])
+    assert incident["source"]["ip"] == "10.0.0.20" and incident["event"]["severity"] == 4 - 1
+    assert len(inc["evidence"]) == len(alerts)
+
+
+def test_a_slow_unit_sweep_is_at_most_two_incidents(tmp_path: Path) -> None:
+    c = Conversation()
+    frames = [(T0, f) for f in c.frames] + polling(c, T0 + 1, 5)
+    for k, unit in enumerate(range(2, 10)):  # one request every 4 s, each to another unit
+        c.send(True, g.mbap(200 + k, unit, bytes([3]) + struct.pack("!HH", 0, 2)))
+        c.send(False, g.mbap(200 + k, unit, bytes([0x83, 0x0B])))  # gateway: no response
+        frames += [(T0 + 20 + 4 * k, f) for f in c.frames[-2:]]
+    incidents, alerts = audit(tmp_path, "sweep", frames)
+    assert len(alerts) >= 2
+    assert 1 <= len(incidents) <= 2
+    assert sum(i["otsec"]["incident"]["alerts"] for i in incidents) == len(alerts)
+    assert all(i["otsec"]["incident"]["cause"] == "discovery" for i in incidents)
+
+
+def test_steps_of_the_bundled_intrusions_stay_apart(tmp_path: Path) -> None:
+    pcaps = ROOT / "pcaps"
+    base = run_learn([pcaps / "s7-normal.pcap"])
+    result = run_audit([pcaps / "s7-intrusion.pcap"], tmp_path, baseline=base)
+    causes = {d["otsec"]["incident"]["cause"] for d in result.incident_docs}
+    assert {"process change", "program or mode change", "discovery", "new host"} <= causes
+    assert len(result.incident_docs) < len(result.alerts)
+    assert result.summary["incidents"]["total"] == len(result.incident_docs)
+    page = (tmp_path / "report.html").read_text()
+    assert page.index("<h2>Incidents</h2>") < page.index("<h2>Alerts</h2>")
