@@ -15,6 +15,7 @@ OUT = Path(__file__).resolve().parents[1] / "otsec" / "kibana" / "otsec.ndjson"
 VERSION = {"coreMigrationVersion": "8.8.0"}
 
 VIEWS = {
+    "otsec-incidents": ("logs-otsec.incident-*", "@timestamp", "otsec incidents"),
     "otsec-alerts": ("logs-otsec.alert-*", "@timestamp", "otsec alerts"),
     "otsec-events": ("logs-otsec.event-*", "@timestamp", "otsec PDU events"),
     "otsec-assets": ("otsec-assets-latest", "otsec.asset.last_seen", "otsec assets (current)"),
@@ -114,6 +115,11 @@ VEGA["data"].append({"name": "links", "source": "edges",
 def objects() -> list[dict]:
     out = [view(v) for v in VIEWS]
     out += [
+        search("otsec-incidents-table", "otsec: incidents (one per actor, target and cause)",
+               "otsec-incidents", ["event.severity", "source.ip", "destination.ip",
+                                   "otsec.incident.cause", "otsec.incident.alerts",
+                                   "otsec.incident.worst", "threat.technique.id"],
+               "@timestamp"),
         vis("otsec-alerts-over-time", "otsec: alerts over time", "otsec-alerts", "histogram",
             [COUNT, {"id": "2", "enabled": True, "type": "date_histogram", "schema": "segment",
                      "params": {"field": "@timestamp", "interval": "auto"}},
@@ -141,13 +147,14 @@ def objects() -> list[dict]:
                         "kibanaSavedObjectMeta": {"searchSourceJSON": "{}"}}},
     ]
     panels, refs = [], []
-    grid = [("otsec-alerts-over-time", "visualization", 0, 0, 48, 12),
-            ("otsec-alerts-by-rule", "visualization", 0, 12, 24, 15),
-            ("otsec-alerts-by-technique", "visualization", 24, 12, 24, 15),
-            ("otsec-top-talkers", "visualization", 0, 27, 24, 15),
-            ("otsec-network-graph", "visualization", 24, 27, 24, 15),
-            ("otsec-asset-inventory", "search", 0, 42, 48, 15),
-            ("otsec-edges-table", "search", 0, 57, 48, 15)]
+    grid = [("otsec-incidents-table", "search", 0, 0, 48, 15),
+            ("otsec-alerts-over-time", "visualization", 0, 15, 48, 12),
+            ("otsec-alerts-by-rule", "visualization", 0, 27, 24, 15),
+            ("otsec-alerts-by-technique", "visualization", 24, 27, 24, 15),
+            ("otsec-top-talkers", "visualization", 0, 42, 24, 15),
+            ("otsec-network-graph", "visualization", 24, 42, 24, 15),
+            ("otsec-asset-inventory", "search", 0, 57, 48, 15),
+            ("otsec-edges-table", "search", 0, 72, 48, 15)]
     for i, (oid, otype, x, y, w, h) in enumerate(grid):
         panels.append({"panelIndex": str(i), "gridData": {"x": x, "y": y, "w": w, "h": h,
                                                           "i": str(i)},
@@ -155,8 +162,9 @@ def objects() -> list[dict]:
         refs.append({"name": f"panel_{i}", "type": otype, "id": oid})
     out.append({"type": "dashboard", "id": "otsec-overview", **VERSION, "references": refs,
                 "attributes": {"title": "otsec: OT security overview",
-                               "description": "Alerts, ATT&CK techniques, talkers, the "
-                                              "network graph, assets and edges",
+                               "description": "Incidents first, then alerts, ATT&CK "
+                                              "techniques, talkers, the network graph, "
+                                              "assets and edges",
                                "panelsJSON": json.dumps(panels), "timeRestore": False,
                                "optionsJSON": json.dumps({"useMargins": True}),
                                "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(

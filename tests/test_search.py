@@ -74,6 +74,9 @@ def test_setup_is_idempotent_and_alerts_arrive_once(cluster: str, tmp_path: Path
     events = (out / "events.ndjson").read_text().splitlines()
     assert count("logs-otsec.alert-t1") == len(alerts)
     assert count("logs-otsec.event-t1") == len(events)  # the strict mapping rejected nothing
+    incidents = (out / "incidents.ndjson").read_text().splitlines()
+    assert 0 < len(incidents) < len(alerts)
+    assert count("logs-otsec.incident-t1") == len(incidents)
     assert main(["audit", str(INTRUSION), "--out", str(out), "--format", "json", "--es",
                  cluster, "--es-namespace", "t1"]) == 0
     assert count("logs-otsec.alert-t1") == len(alerts)  # a rerun adds no duplicates
