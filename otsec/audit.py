@@ -18,6 +18,7 @@ from otsec.capture import NothingAnalysed
 from otsec.detect.deviations import baseline_state
 from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet
+from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline, Progress, gc_paused
 from otsec.report.html import write_report
 from otsec.sinks.documents import (
@@ -137,6 +138,7 @@ def _audit(
         alert_docs = [alert_document(a, asset_by_ip, baseline_state(deviations, a.start))
                       for a in alerts]
         incident_docs = [incident_document(i) for i in incidents(alert_docs)]
+        flag_actors(view.assets, incident_docs)
         write_ndjson(out_dir / "incidents.ndjson", incident_docs)
         write_ndjson(out_dir / "alerts.ndjson", alert_docs)
         asset_docs = [asset_document(a) for a in view.assets]

@@ -26,6 +26,7 @@ from otsec.detect.deviations import baseline_state
 from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet, load
 from otsec.inventory.oui import mac_vendor
+from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline
 from otsec.report.html import write_report
 from otsec.sinks.documents import (
@@ -264,9 +265,10 @@ class Monitor:
         out = self.opts.out_dir
         assets, edges, alert_docs = view["assets"], view["edges"], view["alerts"]
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
+        incident_docs = [incident_document(i) for i in incidents(alert_docs)]
+        flag_actors(assets, incident_docs)
         asset_docs = [asset_document(a) for a in assets]
         edge_docs = [edge_document(e, ip_of) for e in edges]
-        incident_docs = [incident_document(i) for i in incidents(alert_docs)]
         for name, docs in (("incidents", incident_docs), ("alerts", alert_docs)):
             write_ndjson(out / f"{name}.ndjson.tmp", docs)
             (out / f"{name}.ndjson.tmp").replace(out / f"{name}.ndjson")

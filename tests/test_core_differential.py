@@ -20,6 +20,7 @@ from otsec.detect.deviations import Deviations
 from otsec.detect.incidents import incidents
 from otsec.graph.edges import merged_edges
 from otsec.inventory.assets import Inventory
+from otsec.inventory.roles import flag_actors
 from otsec.sinks.documents import (
     alert_document,
     asset_document,
@@ -113,8 +114,8 @@ def former_audit(path: Path, out: Path) -> tuple[list, list, list]:
     ip_of = {a.id: a.ips[0] for a in assets if a.ips}
     alerts = sorted(policy.detector.alerts, key=lambda a: (a.start, a.rule.id))
     alert_docs = [alert_document(a, asset_by_ip, "none") for a in alerts]
-    for incident in incidents(alert_docs):  # gives each alert its incident's id
-        incident_document(incident)
+    # each alert gets its incident's id; the actors of incidents get their flags
+    flag_actors(assets, [incident_document(i) for i in incidents(alert_docs)])
     return ([asset_document(a) for a in assets], [edge_document(e, ip_of) for e in edges],
             alert_docs)
 

@@ -84,3 +84,15 @@ def test_steps_of_the_bundled_intrusions_stay_apart(tmp_path: Path) -> None:
     assert result.summary["incidents"]["total"] == len(result.incident_docs)
     page = (tmp_path / "report.html").read_text()
     assert page.index("<h2>Incidents</h2>") < page.index("<h2>Alerts</h2>")
+
+
+def test_the_attacker_of_the_samples_is_flagged_not_an_hmi(tmp_path: Path) -> None:
+    for protocol in ("modbus", "s7", "dnp3"):
+        result = run_audit([ROOT / "pcaps" / f"{protocol}-intrusion.pcap"], tmp_path / protocol)
+        by_ip = {ip: d for d in result.asset_docs for ip in d["host"]["ip"]}
+        attacker = by_ip["10.77.0.66"]["otsec"]["asset"]
+        assert attacker["role"] != "hmi" and attacker["flags"], (protocol, attacker)
+        if attacker["role"] == "unknown":  # it polled too: the evidence says why not an HMI
+            assert attacker["role_evidence"][0].startswith("not an HMI: ")
+        hmi = by_ip["10.77.0.20"]["otsec"]["asset"]
+        assert hmi["role"] == "hmi" and hmi["flags"] == []  # the real HMI only polls

@@ -69,6 +69,7 @@ class Asset:
     identity: Identity
     mac_vendor: str | None = None
     dnp3_addresses: list[int] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # what its incidents say it did
 
 
 class Inventory:

@@ -47,3 +47,34 @@ def guess_role(
         names = sorted({proto for _t, _p, proto in services | uses})
         return "it_host", [f"IT traffic only: {', '.join(names)}"]
     return "unknown", notes
+
+
+#: incident causes no ordinary operator station has; what the asset is flagged with
+SUSPECT_CAUSES = {
+    "program or mode change": "changed programs or operating modes",
+    "loss of availability": "inhibited or flooded devices",
+    "malformed traffic": "sent malformed protocol traffic",
+}
+SCAN_CATEGORIES = {"scan", "discovery"}
+
+
+def flag_actors(assets: list, incident_docs: list[dict]) -> None:
+    """Mark the assets that acted in incidents an operator station does not cause (scans,
+    restarts, program changes); one acting as an HMI that way is not called an HMI."""
+    by_ip = {ip: a for a in assets for ip in a.ips}
+    for doc in incident_docs:
+        inc = doc["otsec"]["incident"]
+        asset = by_ip.get(inc["actor"])
+        if asset is None:
+            continue
+        flag = SUSPECT_CAUSES.get(inc["cause"])
+        if inc["cause"] == "discovery" and SCAN_CATEGORIES & set(doc["rule"]["category"]):
+            flag = "scanned devices"
+        if "otsec-baseline-rogue-master" in doc["rule"]["id"]:
+            flag = "sent commands as a host the baseline does not know"
+        if flag is None or flag in asset.flags:
+            continue
+        asset.flags.append(flag)
+        if asset.role == "hmi":
+            asset.role = "unknown"
+            asset.role_evidence.insert(0, f"not an HMI: {flag} (see its incidents)")

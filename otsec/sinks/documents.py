@@ -364,6 +364,7 @@ def asset_document(asset: Asset) -> dict[str, Any]:
                 "last_seen": iso(asset.last_seen),
                 "role": asset.role,
                 "role_evidence": asset.role_evidence,
+                "flags": asset.flags,
                 "firmware_version": ident.firmware_version,
                 "protocols": asset.protocols,
                 "services": [{"transport": t, "port": p, "protocol": n}

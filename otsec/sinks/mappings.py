@@ -51,7 +51,7 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.asset.destination.id": K, "otsec.asset.destination.name": K,
     "otsec.asset.destination.role": K,
     "otsec.asset.first_seen": D, "otsec.asset.last_seen": D, "otsec.asset.role": K,
-    "otsec.asset.role_evidence": K, "otsec.asset.firmware_version": K,
+    "otsec.asset.role_evidence": K, "otsec.asset.flags": K, "otsec.asset.firmware_version": K,
     "otsec.asset.protocols": K, "otsec.asset.services.transport": K,
     "otsec.asset.services.port": L, "otsec.asset.services.protocol": K,
     "otsec.asset.peers.count": L, "otsec.asset.identification_source": K,
