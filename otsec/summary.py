@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ class AuditResult:
     asset_docs: list[dict[str, Any]] = field(default_factory=list)
     edge_docs: list[dict[str, Any]] = field(default_factory=list)
     incident_docs: list[dict[str, Any]] = field(default_factory=list)
+
+    @cached_property
+    def asset_by_id(self) -> dict[str, Asset]:
+        return {a.id: a for a in self.assets}
 
 
 def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:

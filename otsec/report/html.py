@@ -21,6 +21,8 @@ ROLE_COLOURS = {
     "historian": "#5cb85c", "it_host": "#999999", "unknown": "#cccccc",
 }  # fmt: skip
 MAX_NODES = 150  # beyond this the picture shows the OT assets and the busiest others
+LABEL_WIDTH = 150  # pixels a node and its label take in a row
+ROW_HEIGHT = 70
 SEVERITY_COLOURS = {1: "#5bc0de", 2: "#f0ad4e", 3: "#d9534f", 4: "#8b0000"}
 SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 CSS = """
@@ -34,6 +36,7 @@ th{background:#f4f4f4}.cards{display:flex;gap:1em;flex-wrap:wrap}
 svg{border:1px solid #ddd;background:#fcfcfc;max-width:100%}
 th.sortable{cursor:pointer}th.sortable:after{content:" \\2195";color:#aaa}
 .matrix td{text-align:center}.w{background:#f8d7da}.hot{stroke:#d00;stroke-width:3}
+.wide{overflow-x:auto;max-width:100%}td{overflow-wrap:anywhere}
 """
 SCRIPT = """
 document.querySelectorAll('table.sortable').forEach(function (t) {
@@ -93,32 +96,38 @@ LEVELS = {"engineering_workstation": 0, "it_host": 0, "unknown": 0, "hmi": 1, "h
           "plc": 2, "rtu": 2}
 
 
-def _layers(nodes: list[str], roles: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """Positions in [-1, 1]: one row per level, nodes spread evenly along it (neighbours
-    alternate a little up and down so that their labels do not run into each other)."""
-    rows: dict[int, list[str]] = {}
+def _layers(nodes: list[str], roles: dict[str, str], per_row: int
+            ) -> tuple[dict[str, tuple[float, float]], int]:
+    """Positions in [-1, 1] and the number of rows: one band per level (controllers,
+    supervisory, engineering, IT), wrapped into rows of at most ``per_row`` nodes so that
+    labels keep their room; neighbouring rows of one band are offset by half a slot."""
+    bands: dict[int, list[str]] = {}
     for n in nodes:
-        rows.setdefault(LEVELS.get(roles[n], 0), []).append(n)
+        bands.setdefault(LEVELS.get(roles[n], 0), []).append(n)
+    rows: list[list[str]] = []
+    for level in sorted(bands):
+        band = sorted(bands[level])
+        rows += [band[i:i + per_row] for i in range(0, len(band), per_row)]
     pos: dict[str, tuple[float, float]] = {}
-    levels = sorted(rows)
-    for r, level in enumerate(levels):
-        row = rows[level]
-        y = -1 + 2 * (r + 0.5) / len(levels)
+    for r, row in enumerate(rows):
+        y = -1 + 2 * (r + 0.5) / len(rows)
+        shift = 0.5 if r % 2 and len(row) == per_row else 0.0
         for i, n in enumerate(row):
-            stagger = (0.12 if i % 2 else -0.12) if len(row) > 6 else 0.0
-            pos[n] = (-1 + 2 * (i + 0.5) / len(row), max(-1.0, min(1.0, y + stagger)))
-    return pos
+            pos[n] = (-1 + 2 * (i + 0.5 + shift / 2) / len(row), y)
+    return pos, len(rows)
 
 
-def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
-    assets = {a.id: a for a in result.assets}
+def _graph_svg(result: AuditResult, width: int = 1100) -> str:
+    assets = result.asset_by_id
     keep = _busiest(result, MAX_NODES)
     edges: list[Edge] = [e for e in result.edges if e.client in keep and e.server in keep]
     nodes = sorted(keep | {e.client for e in edges} | {e.server for e in edges})
     if not nodes:
         return "<p>No communication seen.</p>"
-    pos = _layers(nodes, {n: assets[n].role if n in assets else "unknown" for n in nodes})
     pad = 60
+    pos, rows = _layers(nodes, {n: assets[n].role if n in assets else "unknown" for n in nodes},
+                        per_row=max(1, (width - 4 * pad) // LABEL_WIDTH))
+    height = max(360, rows * ROW_HEIGHT + 2 * pad)
 
     def xy(node: str) -> tuple[float, float]:  # room on the right for the labels
         x, y = pos[node]
@@ -158,7 +167,8 @@ def _graph_svg(result: AuditResult, width: int = 900, height: int = 560) -> str:
                  if role in ("plc", "rtu") else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9"')
         parts.append(f'{shape} fill="{ROLE_COLOURS[role]}"{ring}>'
                      f'<title>{_e(label)} ({_e(role)})</title></{shape.split()[0][1:]}>'
-                     f'<text x="{x + 12:.1f}" y="{y + 4:.1f}" font-size="11">{_e(label)}</text>')
+                     f'<text x="{x + 12:.1f}" y="{y + 4:.1f}" font-size="11">'
+                     f'{_e(label if len(label) <= 22 else label[:21] + "…")}</text>')
     parts.append("</svg>")
     legend = " ".join(f'<span class="sev" style="background:{c}">{_e(r)}</span>'
                       for r, c in ROLE_COLOURS.items())
@@ -198,6 +208,14 @@ def _timeline(result: AuditResult, width: int = 900, height: int = 90) -> str:
             f'xmlns="http://www.w3.org/2000/svg" id="timeline">{axis}{"".join(dots)}</svg>')
 
 
+def _host(result: AuditResult, asset_id: str) -> str:
+    """A table cell naming a host by name and IP; its asset id (often a MAC) in a tooltip."""
+    asset = result.asset_by_id.get(asset_id)
+    if asset is None:
+        return f"<td>{_e(asset_id)}</td>"
+    return f"<td title='{_e(asset_id)}'>{_e(display_name(asset))}</td>"
+
+
 def _matrix(result: AuditResult) -> str:
     """Who asks what: request function codes per edge; writes shaded."""
     edges = [e for e in result.edges if e.pdus]
@@ -216,10 +234,10 @@ def _matrix(result: AuditResult) -> str:
             if d == "request" and n:
                 cls = " class='w'" if c in writes else ""
                 cells[column[(e.protocol, c)]] = f"<td{cls}>{n}</td>"
-        rows.append(f"<tr><td>{_e(e.client)}</td><td>{_e(e.server)}</td>"
+        rows.append(f"<tr>{_host(result, e.client)}{_host(result, e.server)}"
                     f"<td>{_e(e.protocol)}</td>{''.join(cells)}</tr>")
-    return (f"<table class='sortable matrix' id='matrix'><tr><th>client</th><th>server</th>"
-            f"<th>protocol</th>{head}</tr>{''.join(rows)}</table>")
+    return (f"<div class='wide'><table class='sortable matrix' id='matrix'><tr><th>client</th>"
+            f"<th>server</th><th>protocol</th>{head}</tr>{''.join(rows)}</table></div>")
 
 
 def _busiest(result: AuditResult, limit: int) -> set[str]:
@@ -298,7 +316,7 @@ def render(result: AuditResult) -> str:
     for e in result.edges:
         funcs = ", ".join(f"{code}{'' if d == 'request' else ' (resp)'}×{n}"
                           for (code, d), n in sorted(e.functions.items()))
-        out.append(f"<tr><td>{_e(e.client)}</td><td>{_e(e.server)}</td>"
+        out.append(f"<tr>{_host(result, e.client)}{_host(result, e.server)}"
                    f"<td>{_e(e.protocol)}/{e.transport} {e.port}</td><td>{e.packets}</td>"
                    f"<td>{e.pdus}</td><td>{_e(funcs)}</td><td>{e.writes}</td></tr>")
     out.append(f"</table><script>{SCRIPT}</script></body></html>")
