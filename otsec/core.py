@@ -180,7 +180,7 @@ def edges(core: Any) -> dict[tuple[str, str, str, int, str], Edge]:
     """The core's edges (keyed by IP addresses) as the graph's records."""
     out = {}
     for (key, (first, last, packets, nbytes, pdus, writes, requests), functions, units, ranges,
-         objects, cadence) in core.edges():
+         objects, cadence, steady) in core.edges():
         protocol = key[4]
         e = Edge(*key, first_seen=first, last_seen=last, packets=packets, bytes=nbytes,
                  pdus=pdus, writes=writes, requests=requests,
@@ -189,6 +189,7 @@ def edges(core: Any) -> dict[tuple[str, str, str, int, str], Edge]:
                  unit_ids=set(units),
                  ranges={(unit, table): spans for unit, table, spans in ranges},
                  objects=set(objects),
-                 cadence={code: [f, last_, n] for code, f, last_, n in cadence})
+                 cadence={code: [f, last_, n] for code, f, last_, n in cadence},
+                 steady=set(steady))
         out[e.key] = e
     return out

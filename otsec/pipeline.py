@@ -110,9 +110,11 @@ class Pipeline:
             self._watch(base if learn_for is None else Baseline())
 
     def _watch(self, base: Baseline) -> None:
-        """What the core watches for the deviations: learned rates and cyclic edges."""
+        """What the core watches for the deviations: learned rates, cyclic edges and the
+        functions learned only in connections' start-up."""
         self.core.watch({k: e.rate for k, e in base.edges.items() if e.rate > 0},
-                        [k for k, e in base.edges.items() if e.period])
+                        [k for k, e in base.edges.items() if e.period],
+                        [(k, code) for k, e in base.edges.items() for code in e.startup_only])
 
     def reload(self, ruleset: RuleSet) -> None:
         """New rules from now on (in the core too); the alerts raised so far stay."""
@@ -173,7 +175,7 @@ class Pipeline:
             inventory.on_event(ev)
             detector.on_event(ev, self.facts.hits, self.facts.request_index)
             if deviations is not None:
-                deviations.on_event(ev, self.facts.rate)
+                deviations.on_event(ev, self.facts.rate, self.facts.request_index)
         self._learning_window()
 
     def _learning_window_start(self) -> None:

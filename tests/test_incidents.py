@@ -96,3 +96,37 @@ def test_the_attacker_of_the_samples_is_flagged_not_an_hmi(tmp_path: Path) -> No
             assert attacker["role_evidence"][0].startswith("not an HMI: ")
         hmi = by_ip["10.77.0.20"]["otsec"]["asset"]
         assert hmi["role"] == "hmi" and hmi["flags"] == []  # the real HMI only polls
+
+
+def dnp3_session(c: Conversation, t: float, codes: list[int]) -> list[tuple[float, bytes]]:
+    """A master's requests (class 1-3 event objects) on one connection, each answered."""
+    from tests.test_dnp3 import app, fragment
+
+    out = []
+    for i, fc in enumerate(codes):
+        body = bytes([60, 2, 6, 60, 3, 6, 60, 4, 6]) if fc in (1, 20, 21) else b""
+        c.send(True, fragment(10, 1, app(fc, body, control=0xC0 | (i & 0x0F)), seq=2 * i))
+        c.send(False, fragment(1, 10, app(0x81, b"", control=0xC0 | (i & 0x0F),
+                                          iin=b"\0\0"), seq=2 * i + 1))
+        out += [(t + i, f) for f in c.frames[-2:]]
+    return out
+
+
+def test_a_start_up_function_in_the_middle_of_a_session_is_a_deviation(tmp_path: Path) -> None:
+    startup = [21, 1, 2, 20]
+    c = Conversation(sport=20000)
+    normal = [(T0, f) for f in c.frames] + dnp3_session(c, T0 + 1, startup + [1] * 20)
+    base = run_learn([capture(tmp_path / "normal.pcap", normal)])
+    (entry,) = base.edges.values()
+    assert entry.startup_only == [2, 20, 21]  # learned as start-up functions only
+    c = Conversation(sport=20000)
+    attack = [(T0 + 100, f) for f in c.frames] + dnp3_session(
+        c, T0 + 101, startup + [1] * 10 + [21] + [1] * 5)
+    result = run_audit([capture(tmp_path / "attack.pcap", attack)], tmp_path / "o",
+                       baseline=base)
+    rules = {a["rule"]["id"] for a in result.alerts}
+    assert "otsec-dnp3-disable-unsolicited" in rules  # no longer silenced by the learning
+    (mid,) = [a for a in result.alerts if "middle of a connection" in a["message"]]
+    assert mid["otsec"]["dnp3"]["function_code"] == 21
+    quiet = run_audit([capture(tmp_path / "again.pcap", normal)], tmp_path / "q", baseline=base)
+    assert quiet.alerts == []  # the start-up itself stays quiet

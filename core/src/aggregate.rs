@@ -19,6 +19,10 @@ pub const MAX_HOSTS: usize = 20_000;
 pub const MAX_EDGES: usize = 20_000;
 /// Peers remembered per host (the count of those beyond is kept).
 pub const MAX_PEERS: usize = 10_000;
+/// The first requests of a connection are its start-up (a DNP3 master disables and enables
+/// unsolicited reporting, writes the time; an S7 station sets up): functions seen only
+/// there are learned as start-up functions.
+pub const STARTUP: u64 = 8;
 
 /// Interned names (protocols and services), so keys stay small and `Copy`.
 #[derive(Default)]
@@ -104,6 +108,8 @@ pub struct Edge {
     pub objects: BTreeSet<u8>,
     /// code -> (first, last, count) of requests
     pub cadence: BTreeMap<u32, (f64, f64, u64)>,
+    /// codes of requests made after the start-up of their connection (see `STARTUP`)
+    pub steady: BTreeSet<u32>,
     last_touch: Option<(u32, Table, i64, i64)>,
 }
 
@@ -122,6 +128,7 @@ impl Edge {
             ranges: BTreeMap::new(),
             objects: BTreeSet::new(),
             cadence: BTreeMap::new(),
+            steady: BTreeSet::new(),
             last_touch: None,
         }
     }
@@ -322,6 +329,9 @@ impl Aggregates {
         }
         if request {
             e.requests += 1;
+            if flow.requests >= STARTUP {
+                e.steady.insert(u.code);
+            }
             e.cadence
                 .entry(u.code)
                 .and_modify(|c| {

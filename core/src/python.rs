@@ -508,10 +508,23 @@ impl Engine {
     }
 
     /// Protecting with a baseline: report what is new, watch the learned rates
-    /// ({edge key: requests/s}) and the last request of learned cyclic edges ([edge key]).
-    fn watch(&mut self, rates: std::collections::HashMap<String, f64>, cyclic: Vec<String>) {
+    /// ({edge key: requests/s}), the last request of learned cyclic edges ([edge key]) and
+    /// functions learned only in connections' start-up ([(edge key, code)]).
+    #[pyo3(signature = (rates, cyclic, startup_only=Vec::new()))]
+    fn watch(
+        &mut self,
+        rates: std::collections::HashMap<String, f64>,
+        cyclic: Vec<String>,
+        startup_only: Vec<(String, u32)>,
+    ) {
         let w = &mut self.engine.watch;
         w.on = true;
+        w.set_startup_only(
+            startup_only
+                .iter()
+                .filter_map(|(k, code)| parse_edge(k).map(|e| (e, *code)))
+                .collect(),
+        );
         w.set_rates(
             rates
                 .iter()
@@ -644,7 +657,10 @@ impl Engine {
                 e.writes,
                 e.requests,
             );
-            let t = (key, counts, functions, units, ranges, objects, cadence);
+            let steady: Vec<u32> = e.steady.iter().copied().collect();
+            let t = (
+                key, counts, functions, units, ranges, objects, cadence, steady,
+            );
             out.push(t.into_pyobject(py)?);
         }
         Ok(out)

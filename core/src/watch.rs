@@ -37,6 +37,9 @@ pub struct Watch {
     pub rate_repeats: FxHashMap<EdgeRef, u64>,
     /// learned cyclic edges: the time of their last request
     cyclic: FxHashMap<EdgeRef, Option<f64>>,
+    /// functions learned only in the start-up of connections, and those seen since mid-session
+    startup_only: FxHashSet<(EdgeRef, u32)>,
+    mid_session: FxHashSet<(EdgeRef, u32)>,
     next_tick: f64,
     last_event: f64,
 }
@@ -50,6 +53,7 @@ impl Watch {
         self.ranges.clear();
         self.hosts.clear();
         self.macs.clear();
+        self.mid_session.clear();
     }
 
     pub fn set_rates(&mut self, rates: Vec<(EdgeRef, f64)>) {
@@ -67,6 +71,11 @@ impl Watch {
             .iter()
             .filter_map(|(e, t)| t.map(|t| (*e, t)))
             .collect()
+    }
+
+    pub fn set_startup_only(&mut self, functions: Vec<(EdgeRef, u32)>) {
+        self.startup_only = functions.into_iter().collect();
+        self.mid_session.clear();
     }
 
     pub fn set_cyclic(&mut self, edges: Vec<EdgeRef>) {
@@ -122,6 +131,12 @@ impl Watch {
             }
         }
         new |= Self::remember(&mut self.functions, (edge, request, u.code));
+        if request
+            && flow.requests > crate::aggregate::STARTUP
+            && self.startup_only.contains(&(edge, u.code))
+        {
+            new |= Self::remember(&mut self.mid_session, (edge, u.code));
+        }
         if let (true, Some(unit)) = (request, u.unit) {
             new |= Self::remember(&mut self.units, (edge, unit));
         }

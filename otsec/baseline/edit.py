@@ -104,6 +104,10 @@ def _apply(base: Baseline, item: dict[str, Any]) -> str:
         entry.ranges[table] = merge_spans([*entry.ranges.get(table, []),
                                            [start, start + int(item["count"]) - 1]])
         return f"{table} {start}+{item['count']} on {item['edge']}"
+    if kind == "steady":
+        entry = _edge(base, item)
+        entry.startup_only = [c for c in entry.startup_only if c != int(item["code"])]
+        return f"function {item['code']} at any time on {item['edge']}"
     if kind == "forget-cadence":
         entry = _edge(base, item)
         entry.period = None

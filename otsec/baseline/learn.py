@@ -40,6 +40,8 @@ def learn(assets: list[Asset], ip_edges: list[Edge], sources: list[str]) -> Base
         entry.ranges = {f"{unit}/{table}": merge_spans([list(s) for s in spans])
                         for (unit, table), spans in e.ranges.items()}
         entry.writes = e.writes > 0
+        if e.steady:  # a connection went past its start-up: what only started one is known
+            entry.startup_only = sorted(set(entry.functions.get("request", [])) - e.steady)
         span = e.last_seen - e.first_seen
         entry.rate = round(e.requests / span, 4) if span > 0 else 0.0
         periods = [(last - first) / (n - 1) for first, last, n in e.cadence.values()

@@ -16,6 +16,7 @@ from otsec.atomic import write_json_atomic
 
 VERSION = 1
 MAX_RANGES = 64
+STARTUP = 8  # the first requests of a connection (the core's aggregate.rs says the same)
 
 
 class BaselineError(Exception):
@@ -50,10 +51,18 @@ class EdgeEntry:
     rate: float = 0.0  # requests per second while active
     period: float | None = None  # cycle of the most regular polled function, seconds
     requests: int = 0
+    startup_only: list[int] = field(default_factory=list)  # request codes only seen in the
+    # start-up of connections (the first STARTUP requests): mid-session they deviate
 
     @property
     def key(self) -> str:
         return edge_key(self.client, self.server, self.transport, self.port, self.protocol)
+
+
+def mid_session(entry: EdgeEntry, direction: str, code: int, request_index: int | None) -> bool:
+    """A function learned only in connections' start-up, used after it."""
+    return (direction == "request" and request_index is not None
+            and request_index > STARTUP and code in entry.startup_only)
 
 
 def edge_key(client: str, server: str, transport: str, port: int, protocol: str) -> str:
@@ -72,9 +81,13 @@ class Baseline:
     def edge(self, key: str) -> EdgeEntry | None:
         return self.edges.get(key)
 
-    def knows_function(self, key: str, direction: str, code: int) -> bool:
+    def knows_function(self, key: str, direction: str, code: int,
+                       request_index: int | None = None) -> bool:
+        """Learned on this path (a start-up function only while a connection starts)."""
         entry = self.edges.get(key)
-        return entry is not None and code in entry.functions.get(direction, ())
+        if entry is None or code not in entry.functions.get(direction, ()):
+            return False
+        return not mid_session(entry, direction, code, request_index)
 
     def covers(self, key: str, unit: int, table: str, start: int, count: int) -> bool:
         entry = self.edges.get(key)
@@ -105,6 +118,11 @@ class Baseline:
             if mine_e is None:
                 self.edges[key] = e
                 continue
+            # start-up only: what neither side saw past a connection's start-up
+            steady = ((set(mine_e.functions.get("request", [])) - set(mine_e.startup_only))
+                      | (set(e.functions.get("request", [])) - set(e.startup_only)))
+            mine_e.startup_only = sorted((set(mine_e.startup_only) | set(e.startup_only))
+                                         - steady)
             for direction, codes in e.functions.items():
                 mine_e.functions[direction] = sorted(set(mine_e.functions.get(direction, []))
                                                      | set(codes))
@@ -211,6 +229,7 @@ EDGE_FIELDS = {
     "rate": (_number, "a number"),
     "period": (_optional(_number), "a number or null"),
     "requests": (_int, "a whole number"),
+    "startup_only": (_ints, "a list of whole numbers"),
 }
 REQUIRED_EDGE = ("client", "server", "transport", "port", "protocol")
 

@@ -94,7 +94,7 @@ class Detector:
             keys.append(key)
         if not findings:
             return
-        kept = self._in_context(event, findings)
+        kept = self._in_context(event, findings, request_index)
         for finding, key in zip(findings, keys, strict=True):
             outcome = self.add(finding) if finding in kept else "baseline"
             if key is not None:
@@ -142,7 +142,8 @@ class Detector:
                 return "maintenance"
         return None
 
-    def _in_context(self, event: Event, findings: list[Finding]) -> list[Finding]:
+    def _in_context(self, event: Event, findings: list[Finding],
+                    request_index: int | None = None) -> list[Finding]:
         """Attach what approving would learn; drop what the baseline already learned."""
         use = describe(event)
         if use is None:
@@ -152,7 +153,8 @@ class Detector:
                    "code": use.code}
         learned = (self.baseline is not None and self.deviations is not None
                    and self.deviations.protecting(event.ts)
-                   and self.baseline.knows_function(key, event.direction, use.code))
+                   and self.baseline.knows_function(key, event.direction, use.code,
+                                                    request_index))
         kept = []
         for f in findings:
             if f.rule.category in CONTEXTUAL and not f.swap:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from otsec.baseline.model import Baseline, edge_key
+from otsec.baseline.model import Baseline, edge_key, mid_session
 from otsec.detect.alerts import Finding, Notice
 from otsec.detect.catalog import Rule
 from otsec.events import Event
@@ -111,9 +111,10 @@ class Deviations:
                              answerable=False,
                              approve={"kind": "mac", "ip": address, "mac": text}))
 
-    def on_event(self, event: Event, rate: int | None = None) -> None:
+    def on_event(self, event: Event, rate: int | None = None,
+                 request_index: int | None = None) -> None:
         """One record; ``rate``: requests in the window when the core found this one over
-        the learned rate."""
+        the learned rate; ``request_index``: its place among its connection's requests."""
         ts = event.ts
         if ts > self.now and not self.core_fed:
             self.now = ts
@@ -166,6 +167,15 @@ class Deviations:
                              "never learned on this path, with",
                              key=(use.code, direction), answerable=request,
                              approve=_function(key, event, use)))
+        if known and mid_session(entry, direction, use.code, request_index) and self._once(
+                ("mid-session", key, use.code)):
+            rule = "otsec-baseline-new-command" if use.command else "otsec-baseline-new-function"
+            self.add(Finding(self.catalog[rule], event,
+                             f"used {use.name} ({event.protocol} function {use.code}) in the "
+                             f"middle of a connection (request {request_index}); it was learned "
+                             "only in connections' start-up, with",
+                             key=(use.code, "mid-session"), answerable=request,
+                             approve={"kind": "steady", "edge": key, "code": use.code}))
         new_unit = use.unit is not None and entry.units and use.unit not in entry.units
         if request and new_unit and self._once(("unit", key, use.unit)):
             self.add(Finding(self.catalog["otsec-baseline-new-unit"], event,

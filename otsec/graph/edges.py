@@ -37,6 +37,7 @@ class Edge:
     requests: int = 0
     objects: set[int] = field(default_factory=set)  # DNP3 object groups requested
     cadence: dict[int, list[float]] = field(default_factory=dict)  # code -> [first, last, n]
+    steady: set[int] = field(default_factory=set)  # requested after a connection's start-up
     _last: tuple[int, str, int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -109,6 +110,7 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
             c = m.cadence.setdefault(code, [first, last, 0])
             c[0], c[1], c[2] = min(c[0], first), max(c[1], last), c[2] + n
         m.unit_ids |= e.unit_ids
+        m.steady |= e.steady
         for (unit, table), spans in e.ranges.items():
             for start, end in spans:
                 m.touch(unit, table, start, end - start + 1)
@@ -119,7 +121,7 @@ def _copy(e: Edge) -> Edge:
     return replace(e, functions=Counter(e.functions), unit_ids=set(e.unit_ids),
                    ranges={k: [list(s) for s in v] for k, v in e.ranges.items()},
                    names=dict(e.names), objects=set(e.objects),
-                   cadence={c: list(v) for c, v in e.cadence.items()})
+                   cadence={c: list(v) for c, v in e.cadence.items()}, steady=set(e.steady))
 
 
 def to_networkx(edges: list[Edge]) -> Any:

@@ -3,7 +3,8 @@ counts them now): kept to show the core's aggregates are the same."""
 
 from __future__ import annotations
 
-from otsec.events import Event, S7Pdu, S7PlusPdu
+from otsec.baseline.model import STARTUP
+from otsec.events import Anomaly, Event, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, EdgeKey
 from otsec.graph.functions import describe
 from otsec.inventory.assets import HostRecord, merge_identity
@@ -109,6 +110,7 @@ class OldGraph:
     def __init__(self) -> None:
         self.edges: dict[EdgeKey, Edge] = {}
         self._by_flow: dict[int, Edge] = {}
+        self._requests: dict[int, int] = {}
 
     def _edge(self, flow: Flow, protocol: str | None = None) -> Edge:
         edge = self._by_flow.get(id(flow))
@@ -126,10 +128,16 @@ class OldGraph:
         return edge
 
     def on_event(self, event: Event) -> None:
+        earlier = None  # requests before this one on its connection (as the core counts)
+        if event.direction == "request" and not isinstance(event, Anomaly):
+            earlier = self._requests.get(id(event.flow), 0)
+            self._requests[id(event.flow)] = earlier + 1
         use = describe(event)
         if use is None:
             return
         edge = self._edge(event.flow, event.protocol)
+        if earlier is not None and earlier >= STARTUP:
+            edge.steady.add(use.code)
         edge.pdus += 1
         edge.functions[(use.code, event.direction)] += 1
         edge.names.setdefault(use.code, use.name)
