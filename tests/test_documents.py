@@ -85,3 +85,18 @@ def test_messages_count_requests_and_answers_apart() -> None:
     assert message(3, 3).endswith("3 times; the device accepted all 3.")
     assert message(4, 0, 3).endswith(
         "the device rejected 3 (illegal data address); 1 got no answer.")
+
+
+def test_a_finding_that_comes_back_says_so() -> None:
+    from otsec.detect.alerts import AlertBook, Finding, Notice
+    from otsec.detect.ruleset import load
+
+    rule = load().rules["otsec-dnp3-write"].rule
+    book = AlertBook(window=3600.0)
+    for ts in (0.0, 10.0, 7200.0):
+        book.add(Finding(rule, Notice(from_client=True, ts=ts, protocol_name="dnp3",
+                                      source_ip="10.0.0.8", destination_ip="10.0.0.3"),
+                         "wrote", answerable=False))
+    first, second = book.alerts
+    assert "again" not in first.message and first.count == 2
+    assert second.message.endswith("(again, after 1 h or more without it).")

@@ -67,6 +67,8 @@ class Alert:
     details: list[str] = field(default_factory=list)  # distinct finding details, capped
     approve: list[dict[str, object]] = field(default_factory=list)  # baseline additions
     overflow: bool = False  # holds the findings beyond MAX_PER_RULE alerts of its rule
+    again_after: float | None = None  # the same finding alerted before, then was quiet this
+    # long (the alert window) at least
 
     @property
     def id(self) -> str:
@@ -93,6 +95,8 @@ class Alert:
                     f"{MAX_PER_RULE:,} alerts (many hosts at once), the first: {text}.")
         if self.count > 1:
             text += f", {self.count} times"
+        if self.again_after is not None:  # not a duplicate: the same finding came back
+            text += f" (again, after {_duration(self.again_after)} or more without it)"
         phrase = self.outcome_phrase()
         return f"{text}; {phrase}." if phrase else f"{text}."
 
@@ -126,6 +130,12 @@ class Alert:
         return f"{text}; {unanswered} got no answer" if unanswered else text
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
 class AlertBook:
     """Aggregates findings into alerts and settles outcomes from responses."""
 
@@ -146,6 +156,7 @@ class AlertBook:
             key = (finding.rule.id, "*", "*")  # one alert holds the rest (bounded memory)
             alert, overflow = self._open.get(key), True
         if alert is None or ev.ts - alert.end > self.window:
+            again = None if alert is None else self.window
             if not overflow:
                 self._per_rule[finding.rule.id] = self._per_rule.get(finding.rule.id, 0) + 1
             if finding.templates is not None:  # rendered once per alert, not per repeat
@@ -162,6 +173,7 @@ class AlertBook:
                 start=ev.ts,
                 end=ev.ts,
                 overflow=overflow,
+                again_after=again,
             )
             self._open[key] = alert
             self.alerts.append(alert)
