@@ -185,6 +185,7 @@ class Dnp3Object:
     qualifier: int
     count: int
     start: int | None = None  # range start (start/stop qualifiers)
+    indexes: tuple[int, ...] = ()  # points of index-prefixed control objects (g12, g41)
 
 
 @dataclass(slots=True, kw_only=True)

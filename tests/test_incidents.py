@@ -130,3 +130,30 @@ def test_a_start_up_function_in_the_middle_of_a_session_is_a_deviation(tmp_path:
     assert mid["otsec"]["dnp3"]["function_code"] == 21
     quiet = run_audit([capture(tmp_path / "again.pcap", normal)], tmp_path / "q", baseline=base)
     assert quiet.alerts == []  # the start-up itself stays quiet
+
+
+def test_a_control_of_a_point_never_operated_while_learning_is_a_deviation(
+        tmp_path: Path) -> None:
+    from tests.test_dnp3 import app, fragment
+
+    def operate(c: Conversation, t: float, index: int, seq: int) -> list[tuple[float, bytes]]:
+        crob = bytes([12, 1, 0x28]) + struct.pack("<HH", 1, index) + bytes([3, 1]) + bytes(9)
+        c.send(True, fragment(10, 1, app(5, crob, control=0xC0 | seq), seq=2 * seq))
+        c.send(False, fragment(1, 10, app(0x81, crob, control=0xC0 | seq, iin=b"\0\0"),
+                               seq=2 * seq + 1))
+        return [(t, f) for f in c.frames[-2:]]
+
+    c = Conversation(sport=20000)
+    normal = [(T0, f) for f in c.frames]
+    for k in range(6):
+        normal += operate(c, T0 + 1 + k, 3 + k % 2, k)  # points 3 and 4
+    base = run_learn([capture(tmp_path / "normal.pcap", normal)])
+    (entry,) = base.edges.values()
+    assert entry.ranges == {"10/g12": [[3, 4]]}
+    c = Conversation(sport=20000)
+    attack = [(T0 + 100, f) for f in c.frames] + operate(c, T0 + 101, 4, 0) + \
+        operate(c, T0 + 102, 7, 1)
+    result = run_audit([capture(tmp_path / "attack.pcap", attack)], tmp_path / "o",
+                       baseline=base)
+    (new,) = [a for a in result.alerts if a["rule"]["id"] == "otsec-baseline-new-range"]
+    assert "g12 7-7" in new["message"]  # point 7; points 3 and 4 stay quiet

@@ -109,13 +109,15 @@ pub struct S7PlusPdu {
     pub anomalies: Vec<&'static str>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dnp3Object {
     pub group: u8,
     pub variation: u8,
     pub qualifier: u8,
     pub count: u64,
     pub start: Option<u64>,
+    /// the point indexes of index-prefixed control objects (g12, g41), at most 32
+    pub indexes: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -5,17 +5,20 @@
 use crate::events::{Body, Event};
 use crate::protocols::{dnp3, modbus, s7comm};
 
-/// Where a range lives: a Modbus table, or an S7 area (with its DB number).
+/// Where a range lives: a Modbus table, an S7 area (with its DB number), or the DNP3
+/// points of an object group (controls: g12 binary, g41 analog outputs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Modbus(&'static str),
     S7 { area: u8, db: u16 },
+    Dnp3(u8),
 }
 
 impl Table {
     pub fn name(&self) -> String {
         match *self {
             Table::Modbus(t) => t.to_string(),
+            Table::Dnp3(group) => format!("g{group}"),
             Table::S7 { area, db } => {
                 let base = match area {
                     0x81 => "I".to_string(),

@@ -35,8 +35,15 @@ def derive(event: Event) -> Use | None:
         fc = event.function_code  # type: ignore[attr-defined]
         outstation = event.destination_address if fc < 0x80 else event.source_address  # type: ignore[attr-defined]
         groups = tuple(sorted({o.group for o in event.objects})) if fc < 0x80 else ()  # type: ignore[attr-defined]
+        points: list[tuple[str, int, int]] = []
+        if 3 <= fc <= 6:  # controls: the points they act on
+            for o in event.objects:  # type: ignore[attr-defined]
+                if o.group in (12, 41):
+                    points += ([(f"g{o.group}", o.start, o.count)] if o.start is not None
+                               and o.count > 0 else [(f"g{o.group}", i, 1) for i in o.indexes])
         return Use(fc, dnp3.FUNCTION_NAMES.get(fc, f"function {fc}"), writes=fc in DNP3_WRITES,
-                   command=1 < fc < 0x80 and fc != 23, unit=outstation, groups=groups)
+                   command=1 < fc < 0x80 and fc != 23, unit=outstation, groups=groups,
+                   ranges=tuple(points))
     return None
 
 

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto, Req};
 use crate::json::*;
-use crate::meaning::{Evidence, Use};
+use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
 use crate::rules::{f, int, strs, Val};
 
@@ -376,6 +376,7 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
                     qualifier: qual,
                     count: 0,
                     start: None,
+                    indexes: Vec::new(),
                 });
                 return true;
             }
@@ -386,9 +387,13 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
             qualifier: qual,
             count,
             start,
+            indexes: Vec::new(),
         });
         if !with_data || range_code == 6 || group == 60 {
             continue;
+        }
+        if matches!(group, 12 | 41) {
+            out.last_mut().unwrap().indexes = control_indexes(frag, pos, group, var, qual, count);
         }
         match data_size(group, var, qual, count, frag, pos) {
             None => return true, // unknown object size: the headers after it stay unread
@@ -401,6 +406,25 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
         }
     }
     true
+}
+
+/// Points a control request names by index prefix (1, 2 or 4 bytes before each object).
+fn control_indexes(frag: &[u8], pos: usize, group: u8, var: u8, qual: u8, count: u64) -> Vec<u32> {
+    let prefix = match (qual >> 4) & 0x07 {
+        1 => 1,
+        2 => 2,
+        3 => 4,
+        _ => return Vec::new(),
+    };
+    let Some(size) = fixed_size(group, var) else {
+        return Vec::new();
+    };
+    let step = prefix + size as usize;
+    (0..count.min(32) as usize)
+        .map(|k| pos + k * step)
+        .take_while(|&at| at + prefix <= frag.len())
+        .map(|at| le(frag, at, prefix) as u32)
+        .collect()
 }
 
 fn fixed_size(group: u8, var: u8) -> Option<u64> {
@@ -527,9 +551,31 @@ pub fn describe(p: &Dnp3Pdu) -> Use {
         writes: WRITES.contains(&fc),
         command: fc > 1 && fc < 0x80 && fc != 23,
         unit: Some(unit as u32),
-        ranges: Vec::new(),
+        ranges: if (3..=6).contains(&fc) {
+            control_points(p)
+        } else {
+            Vec::new()
+        },
         groups,
     }
+}
+
+/// The points a control (select, operate, direct operate) acts on, one range per index.
+fn control_points(p: &Dnp3Pdu) -> Vec<(Table, i64, i64)> {
+    let mut out = Vec::new();
+    for o in p.objects.iter().filter(|o| matches!(o.group, 12 | 41)) {
+        match o.start {
+            Some(start) if o.count > 0 => {
+                out.push((Table::Dnp3(o.group), start as i64, o.count as i64))
+            }
+            _ => out.extend(
+                o.indexes
+                    .iter()
+                    .map(|&i| (Table::Dnp3(o.group), i as i64, 1)),
+            ),
+        }
+    }
+    out
 }
 
 pub fn evidence(p: &Dnp3Pdu) -> Evidence {

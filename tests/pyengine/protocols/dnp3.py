@@ -265,8 +265,11 @@ def _objects(frag: bytes, pos: int, with_data: bool) -> tuple[list[Dnp3Object], 
         else:
             out.append(Dnp3Object(group, var, qual, 0))
             return out, True
-        out.append(Dnp3Object(group, var, qual, count, start))
-        if not with_data or range_code == 6 or group == 60:
+        data = with_data and range_code != 6 and group != 60
+        points = _control_indexes(frag, pos, group, var, qual, count) if data and group in (
+            12, 41) else ()
+        out.append(Dnp3Object(group, var, qual, count, start, points))
+        if not data:
             continue
         size = _data_size(group, var, qual, count, frag, pos)
         if size is None:
@@ -275,6 +278,21 @@ def _objects(frag: bytes, pos: int, with_data: bool) -> tuple[list[Dnp3Object], 
         if pos > n:
             return out, False
     return out, True
+
+
+def _control_indexes(frag: bytes, pos: int, group: int, var: int, qual: int,
+                     count: int) -> tuple[int, ...]:
+    prefix = {1: 1, 2: 2, 3: 4}.get((qual >> 4) & 0x07)
+    size = _SIZES.get((group, var))
+    if prefix is None or size is None:
+        return ()
+    out = []
+    for k in range(min(count, 32)):
+        at = pos + k * (prefix + size)
+        if at + prefix > len(frag):
+            break
+        out.append(int.from_bytes(frag[at : at + prefix], "little"))
+    return tuple(out)
 
 
 def _data_size(group: int, var: int, qual: int, count: int, frag: bytes,
