@@ -86,3 +86,18 @@ def test_findings_of_many_hosts_fold_beyond_a_bound_per_rule(tmp_path: Path) -> 
     assert rest["otsec"]["alert"]["count"] == 300
     assert rest["message"].startswith("300 more findings of this rule beyond its first 1,000")
     assert rest["otsec"]["alert"]["accepted"] == 300
+
+
+def test_a_request_flood_on_one_connection_is_one_alert(tmp_path: Path) -> None:
+    from tests.helpers import Conversation, read_holding
+
+    c = Conversation()
+    for tid in range(2500):  # 500 requests a second, answered
+        c.send(True, read_holding(tid & 0xFFFF))
+        c.send(False, g.mbap(tid & 0xFFFF, 1, bytes([3, 4, 0, 1, 0, 2])))
+    _, alerts, _ = audit(tmp_path, [(1_700_000_000 + i * 0.001, f)
+                                    for i, f in enumerate(c.frames)])
+    (flood,) = [a for a in alerts if a["rule"]["id"] == "otsec-net-request-flood"]
+    assert flood["source"]["ip"] == "10.0.0.20" and flood["destination"]["ip"] == "10.0.0.10"
+    assert flood["otsec"]["alert"]["count"] >= 500  # each request past the line, folded
+    assert flood["threat"]["technique"]["id"] == ["T0814"]

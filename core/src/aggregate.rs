@@ -101,15 +101,13 @@ pub struct Edge {
     pub pdus: u64,
     pub writes: u64,
     pub requests: u64,
-    /// (code, request?) -> count
-    pub functions: BTreeMap<(u32, bool), u64>,
+    /// (code, request?) -> (count, seen after the start-up of a connection: see `STARTUP`)
+    pub functions: BTreeMap<(u32, bool), (u64, bool)>,
     pub unit_ids: BTreeSet<u32>,
     pub ranges: BTreeMap<(u32, Table), Vec<[i64; 2]>>,
     pub objects: BTreeSet<u8>,
     /// code -> (first, last, count) of requests
     pub cadence: BTreeMap<u32, (f64, f64, u64)>,
-    /// codes of requests made after the start-up of their connection (see `STARTUP`)
-    pub steady: BTreeSet<u32>,
     last_touch: Option<(u32, Table, i64, i64)>,
 }
 
@@ -128,7 +126,6 @@ impl Edge {
             ranges: BTreeMap::new(),
             objects: BTreeSet::new(),
             cadence: BTreeMap::new(),
-            steady: BTreeSet::new(),
             last_touch: None,
         }
     }
@@ -323,15 +320,14 @@ impl Aggregates {
         };
         let e = self.edges.get_mut(&key).unwrap();
         e.pdus += 1;
-        *e.functions.entry((u.code, request)).or_insert(0) += 1;
+        let f = e.functions.entry((u.code, request)).or_insert((0, false));
+        f.0 += 1;
+        f.1 |= request && flow.requests >= STARTUP;
         if let Some(unit) = u.unit {
             e.unit_ids.insert(unit);
         }
         if request {
             e.requests += 1;
-            if flow.requests >= STARTUP {
-                e.steady.insert(u.code);
-            }
             e.cadence
                 .entry(u.code)
                 .and_modify(|c| {

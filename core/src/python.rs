@@ -622,7 +622,7 @@ impl Engine {
             let functions: Vec<(u32, &str, u64)> = e
                 .functions
                 .iter()
-                .map(|((c, req), n)| (*c, if *req { "request" } else { "response" }, *n))
+                .map(|((c, req), (n, _))| (*c, if *req { "request" } else { "response" }, *n))
                 .collect();
             let units: Vec<u32> = e.unit_ids.iter().copied().collect();
             let ranges: Vec<(u32, String, Vec<[i64; 2]>)> = e
@@ -657,7 +657,12 @@ impl Engine {
                 e.writes,
                 e.requests,
             );
-            let steady: Vec<u32> = e.steady.iter().copied().collect();
+            let steady: Vec<u32> = e
+                .functions
+                .iter()
+                .filter(|(_, (_, steady))| *steady)
+                .map(|((c, _), _)| *c)
+                .collect();
             let t = (
                 key, counts, functions, units, ranges, objects, cadence, steady,
             );

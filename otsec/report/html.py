@@ -208,15 +208,16 @@ def _timeline(result: AuditResult, width: int = 900, height: int = 90) -> str:
             f'xmlns="http://www.w3.org/2000/svg" id="timeline">{axis}{"".join(dots)}</svg>')
 
 
-def _host(result: AuditResult, asset_id: str) -> str:
-    """A table cell naming a host by name and IP; its asset id (often a MAC) in a tooltip."""
-    asset = result.asset_by_id.get(asset_id)
-    if asset is None:
-        return f"<td>{_e(asset_id)}</td>"
-    return f"<td title='{_e(asset_id)}'>{_e(display_name(asset))}</td>"
+def _host_cells(result: AuditResult) -> dict[str, str]:
+    """Table cells naming each host by name and IP, its asset id (often a MAC) in a tooltip."""
+    return {a.id: f"<td title='{_e(a.id)}'>{_e(display_name(a))}</td>" for a in result.assets}
 
 
-def _matrix(result: AuditResult) -> str:
+def _host(cells: dict[str, str], asset_id: str) -> str:
+    return cells.get(asset_id) or f"<td>{_e(asset_id)}</td>"
+
+
+def _matrix(result: AuditResult, hosts: dict[str, str]) -> str:
     """Who asks what: request function codes per edge; writes shaded."""
     edges = [e for e in result.edges if e.pdus]
     if not edges:
@@ -228,14 +229,14 @@ def _matrix(result: AuditResult) -> str:
                    for p, c in codes)
     rows = []
     for e in edges:
-        cells = ["<td></td>"] * len(codes)
+        row = ["<td></td>"] * len(codes)
         writes = WRITE_CODES.get(e.protocol, ())
         for (c, d), n in e.functions.items():
             if d == "request" and n:
                 cls = " class='w'" if c in writes else ""
-                cells[column[(e.protocol, c)]] = f"<td{cls}>{n}</td>"
-        rows.append(f"<tr>{_host(result, e.client)}{_host(result, e.server)}"
-                    f"<td>{_e(e.protocol)}</td>{''.join(cells)}</tr>")
+                row[column[(e.protocol, c)]] = f"<td{cls}>{n}</td>"
+        rows.append(f"<tr>{_host(hosts, e.client)}{_host(hosts, e.server)}"
+                    f"<td>{_e(e.protocol)}</td>{''.join(row)}</tr>")
     return (f"<div class='wide'><table class='sortable matrix' id='matrix'><tr><th>client</th>"
             f"<th>server</th><th>protocol</th>{head}</tr>{''.join(rows)}</table></div>")
 
@@ -309,14 +310,15 @@ def render(result: AuditResult) -> str:
                    f"<td>{_e(', '.join(asset.ips))}</td><td>{_e(', '.join(asset.macs))}</td>"
                    f"<td>{_e(device)}</td><td>{_e(services)}</td>"
                    f"<td>{_e(iso(asset.first_seen))}</td><td>{_e(iso(asset.last_seen))}</td></tr>")
-    out.append("</table><h2>Who asks what</h2>" + _matrix(result))
+    hosts = _host_cells(result)
+    out.append("</table><h2>Who asks what</h2>" + _matrix(result, hosts))
     out.append("<h2>Edges</h2><table id='edges' class='sortable'><tr><th>client</th><th>server</th>"
                "<th>protocol</th><th>packets</th><th>PDUs</th><th>functions</th>"
                "<th>writes</th></tr>")
     for e in result.edges:
         funcs = ", ".join(f"{code}{'' if d == 'request' else ' (resp)'}×{n}"
                           for (code, d), n in sorted(e.functions.items()))
-        out.append(f"<tr>{_host(result, e.client)}{_host(result, e.server)}"
+        out.append(f"<tr>{_host(hosts, e.client)}{_host(hosts, e.server)}"
                    f"<td>{_e(e.protocol)}/{e.transport} {e.port}</td><td>{e.packets}</td>"
                    f"<td>{e.pdus}</td><td>{_e(funcs)}</td><td>{e.writes}</td></tr>")
     out.append(f"</table><script>{SCRIPT}</script></body></html>")
