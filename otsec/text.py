@@ -11,7 +11,8 @@ from rich.text import Text
 MAX_SHOWN = 512  # characters of one value on a terminal or a page
 
 # C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+CONTROL_CHARS = "\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
 
 
 def _spell(m: re.Match[str]) -> str:

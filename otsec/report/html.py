@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from otsec.graph.edges import Edge
 from otsec.protocols import COLOURS
 from otsec.sinks.documents import display_name
-from otsec.text import printable
+from otsec.text import CONTROL_CHARS, MAX_SHOWN, printable
 from otsec.timefmt import iso
 
 if TYPE_CHECKING:
@@ -83,12 +83,14 @@ def _e(value: Any) -> str:
     """Escaped for HTML, controls spelled out, length bounded (names come off the wire)."""
     if value is None:
         return ""
-    text = printable(value)
-    # most names and addresses need no escaping: skip the five replacements for them
-    return html.escape(text) if _ESCAPED.search(text) else text
+    text = value if isinstance(value, str) else str(value)
+    # most names and addresses need nothing: one scan to know it
+    if len(text) <= MAX_SHOWN and not _SPECIAL.search(text):
+        return text
+    return html.escape(printable(text))
 
 
-_ESCAPED = re.compile("[&<>\"']")
+_SPECIAL = re.compile(f"[&<>\"'{CONTROL_CHARS}]")
 
 
 #: rows of the graph, top to bottom: who programs, who supervises, what controls
