@@ -427,9 +427,17 @@ const MAX_KEYS: usize = 200_000;
 const MAX_WINDOWS: usize = 20_000;
 
 enum Window {
+    /// the times of the last `count` matches (small counts: exact)
     Times(VecDeque<f64>),
+    /// matches per slice of the window (large counts: memory stays ~BUCKETS entries, the
+    /// window's edge is exact to a slice)
+    Buckets(VecDeque<(f64, u32)>, u64),
     Distinct(Vec<(Val, f64)>),
 }
+
+/// Thresholds counting more than this use `Window::Buckets`.
+const EXACT_UP_TO: usize = 64;
+const BUCKETS: f64 = 64.0;
 
 #[derive(Default)]
 pub struct Matcher {
@@ -601,7 +609,8 @@ impl Matcher {
         }
         let state = self.windows.entry(key).or_insert_with(|| match t.distinct {
             Some(_) => Window::Distinct(Vec::new()),
-            None => Window::Times(VecDeque::with_capacity(t.count)),
+            None if t.count > EXACT_UP_TO => Window::Buckets(VecDeque::new(), 0),
+            None => Window::Times(VecDeque::new()),
         });
         match state {
             Window::Distinct(seen) => {
@@ -617,6 +626,21 @@ impl Matcher {
                     seen.remove(0);
                 }
                 seen.len() >= t.count
+            }
+            Window::Buckets(buckets, total) => {
+                let slice = t.window / BUCKETS;
+                while buckets
+                    .front()
+                    .is_some_and(|(start, _)| ts - start >= t.window)
+                {
+                    *total -= buckets.pop_front().unwrap().1 as u64;
+                }
+                match buckets.back_mut() {
+                    Some((start, n)) if ts - *start < slice => *n += 1,
+                    _ => buckets.push_back((ts, 1)),
+                }
+                *total += 1;
+                *total >= t.count as u64
             }
             Window::Times(times) => {
                 if times.len() == t.count {

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from otsec.text import shown
+from otsec.text import printable, shown
 
 if TYPE_CHECKING:
     from otsec.summary import AuditResult
@@ -41,36 +41,24 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
                   f"({s['packets_per_second']:,} packets/s)")
     console.print(table)
     if result.incident_docs:
-        incidents = Table(title="incidents: one per actor, target and cause (most severe first)")
+        incidents = Table(title="incidents: the alerts of one actor, target and cause "
+                                "(most severe first)")
         incidents.add_column("severity")
-        incidents.add_column("actor -> target")
-        incidents.add_column("cause")
-        incidents.add_column("alerts", justify="right")
-        incidents.add_column("worst")
+        incidents.add_column("who, what, the worst finding", ratio=2, min_width=30)
+        incidents.add_column("rules", ratio=1, min_width=26, overflow="fold")
         ranked = sorted(result.incident_docs, key=lambda d: -d["event"]["severity"])
         for d in ranked[:max_alerts]:
             inc, sev = d["otsec"]["incident"], d["event"]["severity"]
             target = "" if inc["target"] == inc["actor"] else f" -> {inc['target']}"
-            incidents.add_row(Text(SEVERITY_NAMES[sev], style=SEVERITY_STYLE[sev]),
-                              shown(inc["actor"] + target), shown(inc["cause"]),
-                              str(inc["alerts"]), shown(inc["worst"]))
-        if len(ranked) > max_alerts:
-            incidents.caption = f"{len(ranked) - max_alerts} more in incidents.ndjson"
+            what = Text(printable(inc["actor"] + target) + "\n", style="bold")
+            what.append(printable(inc["cause"]) + "\n", style="italic")
+            what.append(printable(inc["worst"]))
+            incidents.add_row(Text(SEVERITY_NAMES[sev], style=SEVERITY_STYLE[sev]), what,
+                              Text("\n".join(printable(r) for r in sorted(set(d["rule"]["id"])))))
+        more = f"{len(ranked) - max_alerts} more incidents; " if len(ranked) > max_alerts \
+            else ""
+        incidents.caption = f"{more}{len(result.alerts)} alerts in alerts.ndjson"
         console.print(incidents)
-    if result.alerts:
-        alerts = Table(title="alerts (most severe first)")
-        alerts.add_column("severity")
-        alerts.add_column("rule")
-        alerts.add_column("count", justify="right")
-        alerts.add_column("message")
-        ranked = sorted(result.alerts, key=lambda a: -a["event"]["severity"])
-        for a in ranked[:max_alerts]:
-            sev = a["event"]["severity"]
-            alerts.add_row(Text(a["tags"][-1], style=SEVERITY_STYLE[sev]), shown(a["rule"]["id"]),
-                           str(a["otsec"]["alert"]["count"]), shown(a["message"]))
-        if len(ranked) > max_alerts:
-            alerts.caption = f"{len(ranked) - max_alerts} more in alerts.ndjson"
-        console.print(alerts)
     for w in result.warnings:
         console.print(Text("warning: ", style="yellow") + shown(w, 4096))
     console.print(shown(f"outputs in {result.out_dir}/", 4096))
