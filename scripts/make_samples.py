@@ -2,7 +2,9 @@
 """Generate the sample captures in pcaps/ from real protocol stacks (needs root).
 
 Stacks: pymodbus (Modbus/TCP), python-snap7 (S7comm), opendnp3 via yadnp3 (DNP3). For
-each protocol two captures: normal polling, and the same with an intruder.
+each protocol two captures: normal polling, and the same with an intruder; for Modbus a
+third, "insider", where the known HMI itself writes a new register range and sweeps unit
+ids.
 
 A small plant network is built on this machine only: one network namespace per host,
 veth pairs into a Linux bridge in a "switch" namespace, addresses in 10.77.0.0/24 that
@@ -30,6 +32,7 @@ STACKS = {  # protocol: (stack script, server port, serves one client at a time)
     "s7": (ROOT / "stacks" / "s7_stack.py", 102, False),
     "dnp3": (ROOT / "stacks" / "dnp3_stack.py", 20000, True),
 }
+INSIDERS = {"modbus"}  # stacks with steps a known host takes (the HMI itself)
 PREFIX = os.environ.get("OTSEC_NETNS_PREFIX", "otsec")  # names of the namespaces made here
 SWITCH = f"{PREFIX}-sw"
 HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI
@@ -110,7 +113,9 @@ def capture(path: Path) -> Iterator[None]:
         proc.wait(timeout=10)
 
 
-def scenario(out: Path, protocol: str, seconds: float, with_intruder: bool) -> None:
+def scenario(out: Path, protocol: str, seconds: float,
+             attacker_role: tuple[str, str] | None) -> None:
+    """Normal polling, and (``attacker_role``: host and role) an attack half way through."""
     plc_addr = HOSTS["plc"][0]
     stack, port, exclusive = STACKS[protocol]
     with capture(out):
@@ -118,12 +123,13 @@ def scenario(out: Path, protocol: str, seconds: float, with_intruder: bool) -> N
         try:
             wait_port("hmi", plc_addr, port)
             hmi = run_in("hmi", stack, "hmi", "--server", plc_addr, "--seconds", str(seconds))
-            if with_intruder:
+            if attacker_role is not None:
                 if exclusive:  # a second master would take over the only connection
                     hmi.wait(timeout=seconds + 60)
                 else:
                     time.sleep(seconds / 2)
-                attacker = run_in("intruder", stack, "intruder", "--server", plc_addr)
+                host, role = attacker_role
+                attacker = run_in(host, stack, role, "--server", plc_addr)
                 _, err = attacker.communicate(timeout=60)
                 if attacker.returncode:
                     raise RuntimeError(f"intruder failed: {err.decode()[-500:]}")
@@ -148,9 +154,12 @@ def main() -> int:
             return 2
     with plant():
         for protocol in args.protocols:
-            for kind, intruder in (("normal", False), ("intrusion", True)):
+            kinds = [("normal", None), ("intrusion", ("intruder", "intruder"))]
+            if protocol in INSIDERS:
+                kinds.append(("insider", ("hmi", "insider")))
+            for kind, attacker_role in kinds:
                 out = args.out / f"{protocol}-{kind}.pcap"
-                scenario(out, protocol, args.seconds, with_intruder=intruder)
+                scenario(out, protocol, args.seconds, attacker_role)
                 print(out)
     return 0
 

@@ -72,6 +72,19 @@ async def intruder(server: str) -> None:
     scan_function_codes(server, [9, 10, 13, 14, 18, 19, 25, 26, 27, 41, 100, 125])
 
 
+async def insider(server: str) -> None:
+    """Steps from the HMI's own host (known to the baseline): a write of a register range it
+    never wrote, then a slow sweep of unit ids (one request every second)."""
+    client = AsyncModbusTcpClient(server, port=502)
+    await client.connect()
+    await client.write_registers(150, [950, 951], device_id=1)
+    await asyncio.sleep(1.0)
+    for unit in range(2, 10):
+        await client.read_holding_registers(0, count=2, device_id=unit)
+        await asyncio.sleep(1.0)
+    client.close()
+
+
 def scan_function_codes(server: str, codes: list[int]) -> None:
     """What scanners (nmap modbus-discover, smod) do: one raw request per function code."""
     with socket.create_connection((server, 502), timeout=3) as sock:
@@ -87,7 +100,8 @@ def scan_function_codes(server: str, codes: list[int]) -> None:
 def main() -> None:
     run(lambda bind: asyncio.run(plc(bind)),
         lambda server, seconds, period: asyncio.run(hmi(server, seconds, period)),
-        lambda server: asyncio.run(intruder(server)), period=0.5)
+        lambda server: asyncio.run(intruder(server)), period=0.5,
+        insider=lambda server: asyncio.run(insider(server)))
 
 
 if __name__ == "__main__":
