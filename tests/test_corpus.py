@@ -96,3 +96,22 @@ def test_every_capture_audits_without_error(row: dict[str, str], tmp_path: Path)
     for name in ("events.ndjson", "alerts.ndjson", "assets.json", "edges.json", "summary.json",
                  "report.html"):
         assert (tmp_path / name).exists()
+
+
+ROLES = {  # named corpus captures: the roles their hosts must get
+    "ITI_ICS-Security-Tools/pcaps/s7/S7-1200-Uploading-OB1-TIAV12.pcap": {
+        "192.168.1.191": "plc", "192.168.1.10": "hmi"},  # the TIA Portal laptop is no PLC
+    "ITI_ICS-Security-Tools/pcaps/ModbusTCP/mb2.pcap": {
+        "141.81.0.10": "hmi", "141.81.0.24": "plc", "141.81.0.146": "plc"},
+}
+
+
+@needs_corpus
+@pytest.mark.parametrize("path", sorted(ROLES))
+def test_roles_of_named_captures(path: str, tmp_path: Path) -> None:
+    if not (CORPUS / path).exists():
+        pytest.skip(f"{path} is not in this corpus")
+    result = run_audit([CORPUS / path], tmp_path, write_events=False)
+    roles = {ip: d["otsec"]["asset"]["role"] for d in result.asset_docs for ip in d["host"]["ip"]}
+    for ip, role in ROLES[path].items():
+        assert roles[ip] == role, (ip, roles[ip])

@@ -65,7 +65,7 @@ def flag_actors(assets: list, incident_docs: list[dict]) -> None:
     for doc in incident_docs:
         inc = doc["otsec"]["incident"]
         asset = by_ip.get(inc["actor"])
-        if asset is None:
+        if asset is None or doc["event"]["severity"] < 2:  # low: what stations do daily
             continue
         flag = SUSPECT_CAUSES.get(inc["cause"])
         if inc["cause"] == "discovery" and SCAN_CATEGORIES & set(doc["rule"]["category"]):

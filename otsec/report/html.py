@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,17 +99,17 @@ LEVELS = {"engineering_workstation": 0, "it_host": 0, "unknown": 0, "hmi": 1, "h
           "plc": 2, "rtu": 2}
 
 
-def _layers(nodes: list[str], roles: dict[str, str], per_row: int
-            ) -> tuple[dict[str, tuple[float, float]], int]:
+def _layers(nodes: list[str], roles: dict[str, str], order: dict[str, tuple],
+            per_row: int) -> tuple[dict[str, tuple[float, float]], int]:
     """Positions in [-1, 1] and the number of rows: one band per level (controllers,
-    supervisory, engineering, IT), wrapped into rows of at most ``per_row`` nodes so that
-    labels keep their room; neighbouring rows of one band are offset by half a slot."""
+    supervisory, engineering, IT), in address order so that a subnet stays together,
+    wrapped into rows of at most ``per_row`` nodes so that labels keep their room."""
     bands: dict[int, list[str]] = {}
     for n in nodes:
         bands.setdefault(LEVELS.get(roles[n], 0), []).append(n)
     rows: list[list[str]] = []
     for level in sorted(bands):
-        band = sorted(bands[level])
+        band = sorted(bands[level], key=lambda n: order.get(n, (2, n)))
         rows += [band[i:i + per_row] for i in range(0, len(band), per_row)]
     pos: dict[str, tuple[float, float]] = {}
     for r, row in enumerate(rows):
@@ -119,6 +120,14 @@ def _layers(nodes: list[str], roles: dict[str, str], per_row: int
     return pos, len(rows)
 
 
+def _address_order(ip: str) -> tuple:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return (2, ip)
+    return (address.version, int(address), ip)
+
+
 def _graph_svg(result: AuditResult, width: int = 1100) -> str:
     assets = result.asset_by_id
     keep = _busiest(result, MAX_NODES)
@@ -127,8 +136,9 @@ def _graph_svg(result: AuditResult, width: int = 1100) -> str:
     if not nodes:
         return "<p>No communication seen.</p>"
     pad = 60
+    order = {a.id: _address_order(a.ips[0]) for a in result.assets if a.ips}
     pos, rows = _layers(nodes, {n: assets[n].role if n in assets else "unknown" for n in nodes},
-                        per_row=max(1, (width - 4 * pad) // LABEL_WIDTH))
+                        order, per_row=max(1, (width - 4 * pad) // LABEL_WIDTH))
     height = max(360, rows * ROW_HEIGHT + 2 * pad)
 
     def xy(node: str) -> tuple[float, float]:  # room on the right for the labels
