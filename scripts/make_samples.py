@@ -2,9 +2,9 @@
 """Generate the sample captures in pcaps/ from real protocol stacks (needs root).
 
 Stacks: pymodbus (Modbus/TCP), python-snap7 (S7comm), opendnp3 via yadnp3 (DNP3). For
-each protocol two captures: normal polling, and the same with an intruder; for Modbus a
-third, "insider", where the known HMI itself writes a new register range and sweeps unit
-ids.
+each protocol two captures: normal polling, and the same with an intruder; for Modbus and
+DNP3 a third, "insider", where the known HMI or SCADA master itself attacks (a new register
+range and a unit sweep; FC 21 mid-session and a relay operation).
 
 A small plant network is built on this machine only: one network namespace per host,
 veth pairs into a Linux bridge in a "switch" namespace, addresses in 10.77.0.0/24 that
@@ -32,7 +32,7 @@ STACKS = {  # protocol: (stack script, server port, serves one client at a time)
     "s7": (ROOT / "stacks" / "s7_stack.py", 102, False),
     "dnp3": (ROOT / "stacks" / "dnp3_stack.py", 20000, True),
 }
-INSIDERS = {"modbus"}  # stacks with steps a known host takes (the HMI itself)
+INSIDERS = {"modbus", "dnp3"}  # stacks with steps a known host takes (the HMI itself)
 PREFIX = os.environ.get("OTSEC_NETNS_PREFIX", "otsec")  # names of the namespaces made here
 SWITCH = f"{PREFIX}-sw"
 HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI

@@ -60,21 +60,38 @@ def test_generator_makes_captures_that_alert_as_expected(tmp_path: Path) -> None
               "--format", "json"])
         raised = {json.loads(line)["rule"]["id"] for line in (out / "alerts.ndjson").open()}
         assert rules <= raised, (protocol, raised)
-    insider_steps_are_caught(tmp_path)
+    modbus_insider_steps_are_caught(tmp_path)
+    dnp3_insider_steps_are_caught(tmp_path)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     assert f"{prefix}-" not in listed.stdout  # torn down
 
 
-def insider_steps_are_caught(tmp: Path) -> None:
+def insider_audit(tmp: Path, protocol: str) -> tuple[list[dict], list[dict]]:
+    base = tmp / f"{protocol}.baseline.json"
+    assert main(["learn", str(tmp / f"{protocol}-normal.pcap"), "--baseline", str(base)]) == 0
+    out = tmp / f"{protocol}-insider-out"
+    assert main(["audit", str(tmp / f"{protocol}-insider.pcap"), "--baseline", str(base),
+                 "--out", str(out), "--format", "json"]) == 0
+    return [[json.loads(x) for x in (out / f).read_text().splitlines()]
+            for f in ("alerts.ndjson", "incidents.ndjson")]
+
+
+def dnp3_insider_steps_are_caught(tmp: Path) -> None:
+    """The SCADA master's host (opendnp3) sends FC 21 well into a session and operates a
+    relay: the first was learned only at start-up, so both steps alert."""
+    alerts, incidents = insider_audit(tmp, "dnp3")
+    assert all(a["source"]["ip"] == "10.77.0.20" for a in alerts)
+    rules = {a["rule"]["id"] for a in alerts}
+    assert "otsec-dnp3-disable-unsolicited" in rules and "otsec-dnp3-control" in rules
+    assert any("middle of a connection" in a["message"] for a in alerts)
+    causes = sorted(i["otsec"]["incident"]["cause"] for i in incidents)
+    assert causes == ["loss of availability", "process change"], causes
+
+
+def modbus_insider_steps_are_caught(tmp: Path) -> None:
     """The known HMI (pymodbus) writes a register range it never wrote and sweeps unit ids
     one a second: against the learned baseline each step is one incident, none lost."""
-    base = tmp / "modbus.baseline.json"
-    assert main(["learn", str(tmp / "modbus-normal.pcap"), "--baseline", str(base)]) == 0
-    out = tmp / "modbus-insider-out"
-    assert main(["audit", str(tmp / "modbus-insider.pcap"), "--baseline", str(base), "--out",
-                 str(out), "--format", "json"]) == 0
-    alerts = [json.loads(x) for x in (out / "alerts.ndjson").read_text().splitlines()]
-    incidents = [json.loads(x) for x in (out / "incidents.ndjson").read_text().splitlines()]
+    alerts, incidents = insider_audit(tmp, "modbus")
     assert all(a["source"]["ip"] == "10.77.0.20" for a in alerts)  # the HMI, not the PLC
     rules = {a["rule"]["id"] for a in alerts}
     assert {"otsec-modbus-write", "otsec-baseline-new-range", "otsec-baseline-new-unit"} <= rules

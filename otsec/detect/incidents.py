@@ -83,21 +83,24 @@ def incidents(docs: list[dict[str, Any]], window: float = WINDOW) -> list[Incide
     """Group alert documents into incidents, in the order those start."""
     spans = [(_epoch(d["event"]["start"]), _epoch(d["event"]["end"])) for d in docs]
     order = sorted(range(len(docs)), key=lambda i: (spans[i][0], docs[i]["rule"]["id"]))
-    by_pdu: dict[tuple[str, str, float], Incident] = {}  # alerts one PDU raised
+    steps: dict[tuple[str, str, float], list[int]] = {}  # the alerts one PDU raised
+    for i in order:
+        doc = docs[i]
+        steps.setdefault((doc["source"]["ip"], doc["destination"]["ip"], spans[i][0]),
+                         []).append(i)
     open_: dict[tuple[str, str, str], Incident] = {}
     out: list[Incident] = []
-    for i in order:
-        doc, (start, end) = docs[i], spans[i]
-        actor, target = doc["source"]["ip"], doc["destination"]["ip"]
-        inc = by_pdu.get((actor, target, start))
-        if inc is None:
-            key = (actor, target, cause(doc))
-            inc = open_.get(key)
-            if inc is None or start - inc.end > window:
-                inc = open_[key] = Incident(actor, target, key[2], start=start, end=end,
-                                            first=doc["event"]["start"])
-                out.append(inc)
-            by_pdu[(actor, target, start)] = inc
-        inc.alerts.append(doc)
-        inc.end = max(inc.end, end)
+    for (actor, target, start), members in steps.items():
+        # what the step was is what its signature says, before what the baseline adds
+        lead = max(members, key=lambda i: (not docs[i]["rule"]["id"].startswith(
+            "otsec-baseline-"), docs[i]["event"]["severity"]))
+        key = (actor, target, cause(docs[lead]))
+        inc = open_.get(key)
+        if inc is None or start - inc.end > window:
+            inc = open_[key] = Incident(actor, target, key[2], start=start, end=start,
+                                        first=docs[members[0]]["event"]["start"])
+            out.append(inc)
+        for i in members:
+            inc.alerts.append(docs[i])
+            inc.end = max(inc.end, spans[i][1])
     return out

@@ -1,7 +1,8 @@
 """Real DNP3 peers (opendnp3 through yadnp3) for the sample captures.
 
-An outstation (RTU) listening on 20000, a SCADA master polling it by class scans, and an
-intruder master that operates a relay, freezes counters and cold-restarts the RTU.
+An outstation (RTU) listening on 20000, a SCADA master polling it by class scans, an
+intruder master that operates a relay, freezes counters and cold-restarts the RTU, and the
+SCADA host itself turning insider.
 Run inside the network namespaces made by scripts/make_samples.py.
 """
 
@@ -106,8 +107,27 @@ def intruder(server: str) -> None:
         mgr.Shutdown()
 
 
+def insider(server: str) -> None:
+    """The SCADA master's own host, well into a session: it disables unsolicited reporting
+    (FC 21, which it only ever sends while starting up) and operates a relay."""
+    mgr, master = _master(server, "scada")
+    master.AddClassScan(o.ClassField.AllEventClasses(), o.TimeDuration.Milliseconds(500),
+                        Sink())
+    try:
+        master.Enable()
+        time.sleep(8)  # the start-up, then a dozen class scans
+        master.PerformFunction("disable unsolicited", o.FunctionCode.DISABLE_UNSOLICITED,
+                               [o.Header.AllObjects(60, v) for v in (2, 3, 4)])
+        time.sleep(1)
+        master.DirectOperate(o.ControlRelayOutputBlock(o.OperationType.LATCH_ON), 7,
+                             lambda result: None)
+        time.sleep(2)
+    finally:
+        mgr.Shutdown()
+
+
 def main() -> None:
-    run(outstation, scada, intruder, period=1.0)
+    run(outstation, scada, intruder, period=0.5, insider=insider)
 
 
 if __name__ == "__main__":
