@@ -83,8 +83,10 @@ def run_audit(
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".otsec-run-", dir=out_dir))
     try:
-        result = _audit(paths, stage, progress, max_flows, write_events, baseline, learn_for,
-                        ruleset)
+        pipe = Pipeline(stage, events=write_events, ruleset=ruleset, baseline=baseline,
+                        learn_for=learn_for, sources=[str(p) for p in paths],
+                        max_flows=max_flows)
+        result = _audit(pipe, paths, stage, progress, learn_for)
         publish(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -105,20 +107,11 @@ def publish(stage: Path, out_dir: Path) -> None:
     os.replace(stage / "summary.json", out_dir / "summary.json")
 
 
-def _audit(
-    paths: Sequence[str | Path],
-    out_dir: Path,
-    progress: Progress | None = None,
-    max_flows: int = 200_000,
-    write_events: bool = True,
-    baseline: Baseline | None = None,
-    learn_for: float | None = None,
-    ruleset: RuleSet | None = None,
-) -> AuditResult:
-    """Audit into ``out_dir`` (the staging folder)."""
-    sources = [str(p) for p in paths]
-    pipe = Pipeline(out_dir, events=write_events, ruleset=ruleset, baseline=baseline,
-                    learn_for=learn_for, sources=sources, max_flows=max_flows)
+def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
+           progress: Progress | None, learn_for: float | None) -> AuditResult:
+    """Run the captures through ``pipe`` and write every output into ``out_dir`` (the
+    staging folder)."""
+    sources = pipe.sources
     started = time.perf_counter()
     warnings = pipe.run(paths, progress)
     nothing_analysed(pipe.unreadable, paths)

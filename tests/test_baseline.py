@@ -49,12 +49,19 @@ def test_learn_normal_then_every_attack_step_alerts(protocol: str, tmp_path: Pat
                 a["related"]["ip"]), a["message"]
 
 
-def test_approving_a_finding_silences_it(tmp_path: Path) -> None:
-    bfile = tmp_path / "b.json"
+def intrusion_against_its_baseline(tmp: Path) -> tuple[Path, Path]:
+    """The Modbus intrusion audited against the baseline of the normal capture: (baseline
+    file, output folder)."""
+    bfile = tmp / "b.json"
     assert main(["learn", str(PCAPS / "modbus-normal.pcap"), "--baseline", str(bfile)]) == 0
-    out = tmp_path / "o"
+    out = tmp / "o"
     main(["audit", str(PCAPS / "modbus-intrusion.pcap"), "--baseline", str(bfile), "--out",
           str(out), "--format", "json"])
+    return bfile, out
+
+
+def test_approving_a_finding_silences_it(tmp_path: Path) -> None:
+    bfile, out = intrusion_against_its_baseline(tmp_path)
     edge = next(a for a in alerts_of(out) if a["rule"]["id"] == "otsec-baseline-new-edge")
     write = next(a for a in alerts_of(out) if a["rule"]["id"] == "otsec-modbus-write")
     for alert in (edge, write):
@@ -226,11 +233,7 @@ def test_report_shows_graph_timeline_matrix_and_changes(tmp_path: Path) -> None:
 
 
 def test_responses_never_count_as_used_and_approve_takes_several_ids(tmp_path: Path) -> None:
-    bfile = tmp_path / "b.json"
-    assert main(["learn", str(PCAPS / "modbus-normal.pcap"), "--baseline", str(bfile)]) == 0
-    out = tmp_path / "o"
-    main(["audit", str(PCAPS / "modbus-intrusion.pcap"), "--baseline", str(bfile), "--out",
-          str(out), "--format", "json"])
+    bfile, out = intrusion_against_its_baseline(tmp_path)
     first = alerts_of(out)
     edge = next(a for a in first if a["rule"]["id"] == "otsec-baseline-new-edge")
     asset = next(a for a in first if a["rule"]["id"] == "otsec-baseline-new-asset")
