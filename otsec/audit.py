@@ -26,16 +26,17 @@ from otsec.sinks.documents import (
     asset_document,
     edge_document,
     incident_document,
+    metrics_document,
 )
 from otsec.sinks.ndjson import write_ndjson
-from otsec.summary import AuditResult, build_summary, count_by_severity
+from otsec.summary import AuditResult, build_summary, count_by_severity, operations
 
 log = logging.getLogger(__name__)
 
 #: every file an audit may write into --out
 OUTPUTS = frozenset({"events.ndjson", "anomalies.ndjson", "alerts.ndjson",
-                     "incidents.ndjson", "assets.json", "edges.json", "summary.json",
-                     "report.html", "baseline.json"})
+                     "incidents.ndjson", "metrics.ndjson", "assets.json", "edges.json",
+                     "summary.json", "report.html", "baseline.json"})
 
 __all__ = ["AuditResult", "NothingAnalysed", "check_captures", "run_audit", "run_learn"]
 
@@ -117,6 +118,8 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
     nothing_analysed(pipe.unreadable, paths)
     pipe.finish()
     elapsed = time.perf_counter() - started
+    metrics = [metrics_document(r) for r in pipe.core.take_metrics()]
+    write_ndjson(out_dir / "metrics.ndjson", metrics)
     stats = pipe.stats()
     view = pipe.view()
     with gc_paused():  # thousands of documents, no cycles among them
@@ -141,6 +144,7 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
         summary["incidents"] = count_by_severity(incident_docs)
+        summary["operations"] = operations(metrics)
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable
         summary["baseline"] = {

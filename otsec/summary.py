@@ -40,6 +40,28 @@ def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
+def operations(metrics: list[dict[str, Any]], slowest: int = 5) -> dict[str, Any]:
+    """The few numbers an engineer wants first: requests, answers, what went unanswered, and
+    the edges whose answers were slowest (their worst minute's p95)."""
+    m = [d["otsec"]["metrics"] for d in metrics]
+    worst: dict[tuple, float] = {}
+    for d, x in zip(metrics, m, strict=True):
+        p95 = x["response_time_ms"].get("p95")
+        key = (d["source"]["ip"], d["destination"]["ip"], d["destination"]["port"],
+               d["network"]["protocol"])
+        if p95 is not None and p95 > worst.get(key, -1.0):
+            worst[key] = p95
+    ranked = sorted(worst.items(), key=lambda kv: -kv[1])[:slowest]
+    return {
+        "requests": sum(x["requests"] for x in m),
+        "responses": sum(x["responses"] for x in m),
+        "exceptions": sum(x["exceptions"] for x in m),
+        "unanswered": sum(x["unanswered"] for x in m),
+        "slowest": [{"client": c, "server": s, "port": p, "protocol": proto, "p95_ms": v}
+                    for (c, s, p, proto), v in ranked],
+    }
+
+
 def build_summary(stats: dict[str, Any], files: list[str], elapsed: float,
                   severities: list[str], assets: list[Asset], edges: list[Edge],
                   warnings: list[str]) -> dict[str, Any]:

@@ -117,6 +117,7 @@ pub struct Engine {
     chunks: Vec<Chunk>,
     pub aggregates: Aggregates,
     pub probes: crate::probes::Probes,
+    pub metrics: crate::metrics::Metrics,
     probe_reports: Vec<crate::probes::Probe>,
     pub matcher: crate::rules::Matcher,
     pub watch: crate::watch::Watch,
@@ -158,6 +159,7 @@ impl Engine {
             chunks: Vec::new(),
             aggregates: Aggregates::default(),
             probes: crate::probes::Probes::default(),
+            metrics: crate::metrics::Metrics::default(),
             probe_reports: Vec::new(),
             matcher: crate::rules::Matcher::default(),
             watch: crate::watch::Watch::default(),
@@ -314,6 +316,25 @@ impl Engine {
                 ),
             );
             count_anomaly(flow, &record, ts);
+        }
+    }
+
+    /// Requests and their answers on the edge the record counted on (operations view).
+    fn time_answers(&mut self, flow: &mut Flow, ev: &Event, ts: f64) {
+        let Some(edge) = flow.edge else { return };
+        if ev.is_request() {
+            self.metrics.request(edge, ts);
+            if ev.txn != 0 {
+                if flow.asked.len() >= crate::metrics::MAX_WAITING {
+                    flow.asked.remove(0);
+                    self.metrics.unanswered(edge, ts, 1);
+                }
+                flow.asked.push((ev.txn, ts));
+            }
+        } else if let Some(req) = &ev.req {
+            let asked = flow.asked.iter().position(|(t, _)| *t == req.txn);
+            let latency = asked.map(|i| ts - flow.asked.remove(i).1);
+            self.metrics.answer(edge, ts, latency, req.accepted);
         }
     }
 
@@ -555,6 +576,7 @@ impl Engine {
                 }
                 let meaning = describe(&ev);
                 self.aggregates.on_event(flow, &ev, meaning.as_ref(), ts);
+                self.time_answers(flow, &ev, ts);
                 meaning
             };
             self.decide(flow, ts, frame, ev, meaning);
@@ -674,6 +696,10 @@ impl Engine {
                 s.release(&mut self.reassembly);
             }
         }
+        if let (Some(edge), false) = (flow.edge, flow.asked.is_empty()) {
+            let waiting = std::mem::take(&mut flow.asked).len() as u64;
+            self.metrics.unanswered(edge, flow.last_ts, waiting);
+        }
         self.aggregates.on_flow_end(&mut flow);
         if flow.sent_view.is_some() {
             if let Some(view) = changed_view(&mut flow) {
@@ -712,6 +738,7 @@ impl Engine {
         }
         self.probes.close(&mut self.probe_reports, None);
         self.report_probes();
+        self.metrics.finish();
         self.stats.last_ts = if self.now != 0.0 {
             Some(self.now)
         } else {

@@ -66,6 +66,8 @@ pub struct Flow {
     pub repeated: Vec<(u32, Vec<u32>)>,
     /// the last finding of each rule on this flow: (rule, fingerprint, key)
     pub hits: Vec<(u32, u64, u32)>,
+    /// requests waiting for their answer: (transaction token, time)
+    pub asked: Vec<(u32, f64)>,
 }
 
 impl Flow {
@@ -98,6 +100,7 @@ impl Flow {
             crossed: Vec::new(),
             repeated: Vec::new(),
             hits: Vec::new(),
+            asked: Vec::new(),
         }
     }
 

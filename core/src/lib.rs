@@ -12,6 +12,7 @@ pub mod events;
 pub mod flows;
 pub mod json;
 pub mod meaning;
+pub mod metrics;
 pub mod output;
 pub mod pending;
 pub mod probes;

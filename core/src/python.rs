@@ -615,6 +615,24 @@ impl Engine {
     }
 
     /// Every edge as a tuple (see otsec/core.py for the fields).
+    /// The finished minutes of the operations view, taken: (edge key, minute start,
+    /// requests, answers, refused, unanswered, p50, p95, max response time in seconds).
+    fn take_metrics<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let rows = std::mem::take(&mut self.engine.metrics.rows);
+        let agg = &self.engine.aggregates;
+        rows.iter()
+            .map(|r| {
+                (
+                    edge_tuple(agg, &r.edge),
+                    r.start,
+                    (r.requests, r.answers, r.refused, r.unanswered),
+                    (r.p50, r.p95, r.max),
+                )
+                    .into_pyobject(py)
+            })
+            .collect()
+    }
+
     fn edges<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let agg = &self.engine.aggregates;
         let mut out = Vec::with_capacity(agg.edges.len());
@@ -636,18 +654,7 @@ impl Engine {
                 .iter()
                 .map(|(c, (f, l, n))| (*c, *f, *l, *n))
                 .collect();
-            let transport = match k.transport {
-                6 => "tcp",
-                17 => "udp",
-                _ => "ip",
-            };
-            let key = (
-                k.client.text(),
-                k.server.text(),
-                transport,
-                k.port,
-                agg.names.name(k.protocol).to_string(),
-            );
+            let key = edge_tuple(agg, k);
             let counts = (
                 e.first_seen,
                 e.last_seen,
@@ -670,6 +677,25 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// An edge's key as Python names it: (client, server, transport, port, protocol).
+fn edge_tuple(
+    agg: &crate::aggregate::Aggregates,
+    k: &crate::aggregate::EdgeKey,
+) -> (String, String, &'static str, u16, String) {
+    let transport = match k.transport {
+        6 => "tcp",
+        17 => "udp",
+        _ => "ip",
+    };
+    (
+        k.client.text(),
+        k.server.text(),
+        transport,
+        k.port,
+        agg.names.name(k.protocol).to_string(),
+    )
 }
 
 /// Human-readable version of the core, for `otsec --version` and the summary.

@@ -1,0 +1,168 @@
+//! The operations view: per edge and per minute of capture time, how many requests went,
+//! how many were answered (and refused), how many never were, and how long answers took.
+//! Requests and answers are paired by the dissectors' transaction tokens; this keeps the
+//! request times of a flow and the current minute of each edge, so the cost is per PDU
+//! and the memory bounded.
+
+use rustc_hash::FxHashMap;
+
+use crate::aggregate::EdgeKey;
+
+pub const MINUTE: f64 = 60.0;
+/// Requests of one flow waiting for an answer; older ones count as unanswered.
+pub const MAX_WAITING: usize = 64;
+/// Response times kept per edge and minute for the percentiles (the counts go on).
+const MAX_SAMPLES: usize = 4096;
+/// Finished minutes held until the policy takes them.
+const MAX_ROWS: usize = 100_000;
+
+#[derive(Default)]
+struct Minute {
+    start: f64,
+    requests: u64,
+    answers: u64,
+    refused: u64,
+    unanswered: u64,
+    samples: Vec<f32>,
+}
+
+/// One edge's minute, finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub edge: EdgeKey,
+    pub start: f64,
+    pub requests: u64,
+    pub answers: u64,
+    pub refused: u64,
+    pub unanswered: u64,
+    /// response time percentiles and maximum, seconds (None: nothing was answered)
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    current: FxHashMap<EdgeKey, Minute>,
+    pub rows: Vec<Row>,
+    pub dropped_rows: u64,
+}
+
+impl Metrics {
+    fn minute(&mut self, edge: EdgeKey, ts: f64) -> &mut Minute {
+        let start = (ts / MINUTE).floor() * MINUTE;
+        let m = self.current.entry(edge).or_insert_with(|| Minute {
+            start,
+            ..Minute::default()
+        });
+        if start > m.start {
+            let done = std::mem::replace(
+                m,
+                Minute {
+                    start,
+                    ..Minute::default()
+                },
+            );
+            let row = row(edge, done);
+            if self.rows.len() < MAX_ROWS {
+                self.rows.push(row);
+            } else {
+                self.dropped_rows += 1;
+            }
+        }
+        self.current.get_mut(&edge).unwrap()
+    }
+
+    pub fn request(&mut self, edge: EdgeKey, ts: f64) {
+        self.minute(edge, ts).requests += 1;
+    }
+
+    pub fn answer(&mut self, edge: EdgeKey, ts: f64, latency: Option<f64>, accepted: bool) {
+        let m = self.minute(edge, ts);
+        m.answers += 1;
+        m.refused += u64::from(!accepted);
+        if let Some(l) = latency {
+            if m.samples.len() < MAX_SAMPLES {
+                m.samples.push(l.max(0.0) as f32);
+            }
+        }
+    }
+
+    pub fn unanswered(&mut self, edge: EdgeKey, ts: f64, n: u64) {
+        if n > 0 {
+            self.minute(edge, ts).unanswered += n;
+        }
+    }
+
+    /// The end of the input: every edge's current minute is finished.
+    pub fn finish(&mut self) {
+        let mut open: Vec<(EdgeKey, Minute)> = self.current.drain().collect();
+        open.sort_by(|a, b| a.1.start.total_cmp(&b.1.start));
+        for (edge, m) in open {
+            if self.rows.len() < MAX_ROWS {
+                self.rows.push(row(edge, m));
+            } else {
+                self.dropped_rows += 1;
+            }
+        }
+    }
+}
+
+fn row(edge: EdgeKey, mut m: Minute) -> Row {
+    m.samples.sort_by(f32::total_cmp);
+    let at = |q: f64| -> Option<f64> {
+        if m.samples.is_empty() {
+            return None;
+        }
+        let i = ((m.samples.len() - 1) as f64 * q).round() as usize;
+        Some(m.samples[i] as f64)
+    };
+    Row {
+        edge,
+        start: m.start,
+        requests: m.requests,
+        answers: m.answers,
+        refused: m.refused,
+        unanswered: m.unanswered,
+        p50: at(0.5),
+        p95: at(0.95),
+        max: m.samples.last().map(|&x| x as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Addr;
+
+    fn edge() -> EdgeKey {
+        EdgeKey {
+            client: Addr::new(&[10, 0, 0, 20]),
+            server: Addr::new(&[10, 0, 0, 10]),
+            transport: 6,
+            port: 502,
+            protocol: 0,
+        }
+    }
+
+    #[test]
+    fn minutes_close_with_counts_and_percentiles() {
+        let mut m = Metrics::default();
+        for i in 0..100 {
+            let ts = 120.0 + i as f64 * 0.5; // 50 s of requests, answered in (i+1) ms
+            m.request(edge(), ts);
+            m.answer(edge(), ts, Some((i + 1) as f64 / 1000.0), i % 10 != 0);
+        }
+        m.unanswered(edge(), 185.0, 2);
+        m.finish();
+        let first = &m.rows[0];
+        assert_eq!(
+            (first.start, first.requests, first.answers),
+            (120.0, 100, 100)
+        );
+        assert_eq!(first.refused, 10);
+        assert!((first.p50.unwrap() - 0.050).abs() < 0.0015);
+        assert!((first.p95.unwrap() - 0.095).abs() < 0.0015);
+        assert_eq!(m.rows[1].unanswered, 2); // the next minute
+    }
+}
