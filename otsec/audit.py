@@ -26,7 +26,6 @@ from otsec.sinks.documents import (
     asset_document,
     edge_document,
     incident_document,
-    metrics_document,
 )
 from otsec.sinks.ndjson import write_ndjson
 from otsec.summary import AuditResult, build_summary, count_by_severity, operations
@@ -118,8 +117,7 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
     nothing_analysed(pipe.unreadable, paths)
     pipe.finish()
     elapsed = time.perf_counter() - started
-    metrics = [metrics_document(r) for r in pipe.core.take_metrics()]
-    write_ndjson(out_dir / "metrics.ndjson", metrics)
+    metrics = pipe.core.take_metrics(str(out_dir / "metrics.ndjson"))  # the core writes
     stats = pipe.stats()
     view = pipe.view()
     with gc_paused():  # thousands of documents, no cycles among them

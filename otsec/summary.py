@@ -40,25 +40,24 @@ def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def operations(metrics: list[dict[str, Any]], slowest: int = 5) -> dict[str, Any]:
+def operations(rows: list[tuple], slowest: int = 5) -> dict[str, Any]:
     """The few numbers an engineer wants first: requests, answers, what went unanswered, and
-    the edges whose answers were slowest (their worst minute's p95)."""
-    m = [d["otsec"]["metrics"] for d in metrics]
+    the edges whose answers were slowest (their worst minute's p95). ``rows`` are the core's
+    minutes of the operations view (see metrics.ndjson)."""
+    totals = [0, 0, 0, 0]
     worst: dict[tuple, float] = {}
-    for d, x in zip(metrics, m, strict=True):
-        p95 = x["response_time_ms"].get("p95")
-        key = (d["source"]["ip"], d["destination"]["ip"], d["destination"]["port"],
-               d["network"]["protocol"])
-        if p95 is not None and p95 > worst.get(key, -1.0):
-            worst[key] = p95
+    for edge, _start, counts, (_p50, p95, _max) in rows:
+        for i, n in enumerate(counts):
+            totals[i] += n
+        if p95 is not None and p95 > worst.get(edge, -1.0):
+            worst[edge] = p95
     ranked = sorted(worst.items(), key=lambda kv: -kv[1])[:slowest]
     return {
-        "requests": sum(x["requests"] for x in m),
-        "responses": sum(x["responses"] for x in m),
-        "exceptions": sum(x["exceptions"] for x in m),
-        "unanswered": sum(x["unanswered"] for x in m),
-        "slowest": [{"client": c, "server": s, "port": p, "protocol": proto, "p95_ms": v}
-                    for (c, s, p, proto), v in ranked],
+        "requests": totals[0], "responses": totals[1], "exceptions": totals[2],
+        "unanswered": totals[3],
+        "slowest": [{"client": c, "server": s, "port": p, "protocol": proto,
+                     "p95_ms": round(v * 1000, 3)}
+                    for (c, s, _t, p, proto), v in ranked],
     }
 
 

@@ -4,9 +4,13 @@
 //! request times of a flow and the current minute of each edge, so the cost is per PDU
 //! and the memory bounded.
 
+use std::io::{self, Write};
+
 use rustc_hash::FxHashMap;
 
-use crate::aggregate::EdgeKey;
+use crate::aggregate::{EdgeKey, Names};
+use crate::json::{field_s, field_u, key};
+use crate::timefmt::IsoCache;
 
 pub const MINUTE: f64 = 60.0;
 /// Requests of one flow waiting for an answer; older ones count as unanswered.
@@ -105,6 +109,60 @@ impl Metrics {
                 self.dropped_rows += 1;
             }
         }
+    }
+}
+
+/// metrics.ndjson: one ECS metric document per row (written here: thousands of them).
+pub fn write(rows: &[Row], names: &Names, out: &mut dyn Write) -> io::Result<()> {
+    let mut iso = IsoCache::default();
+    let mut line = Vec::with_capacity(512);
+    for r in rows {
+        line.clear();
+        line.extend_from_slice(b"{\"@timestamp\":\"");
+        iso.format(r.start, &mut line);
+        line.extend_from_slice(b"\",\"ecs\":{\"version\":\"8.11.0\"},\"event\":{");
+        field_s(&mut line, "kind", "metric");
+        field_s(&mut line, "dataset", "otsec.metrics");
+        field_s(&mut line, "module", "otsec");
+        key(&mut line, "start");
+        line.push(b'"');
+        iso.format(r.start, &mut line);
+        line.push(b'"');
+        key(&mut line, "end");
+        line.push(b'"');
+        iso.format(r.start + MINUTE, &mut line);
+        line.extend_from_slice(b"\"},\"source\":{");
+        field_s(&mut line, "ip", &r.edge.client.text());
+        line.extend_from_slice(b"},\"destination\":{");
+        field_s(&mut line, "ip", &r.edge.server.text());
+        field_u(&mut line, "port", r.edge.port as u64);
+        line.extend_from_slice(b"},\"network\":{");
+        field_s(&mut line, "transport", transport(r.edge.transport));
+        field_s(&mut line, "protocol", names.name(r.edge.protocol));
+        line.extend_from_slice(b"},\"otsec\":{\"metrics\":{");
+        field_u(&mut line, "requests", r.requests);
+        field_u(&mut line, "responses", r.answers);
+        field_u(&mut line, "exceptions", r.refused);
+        field_u(&mut line, "unanswered", r.unanswered);
+        key(&mut line, "response_time_ms");
+        line.push(b'{');
+        for (name, v) in [("p50", r.p50), ("p95", r.p95), ("max", r.max)] {
+            if let Some(v) = v {
+                key(&mut line, name);
+                line.extend_from_slice(format!("{:.3}", v * 1000.0).as_bytes());
+            }
+        }
+        line.extend_from_slice(b"}}}}\n");
+        out.write_all(&line)?;
+    }
+    Ok(())
+}
+
+pub fn transport(proto: u8) -> &'static str {
+    match proto {
+        6 => "tcp",
+        17 => "udp",
+        _ => "ip",
     }
 }
 

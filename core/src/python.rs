@@ -615,11 +615,22 @@ impl Engine {
     }
 
     /// Every edge as a tuple (see otsec/core.py for the fields).
-    /// The finished minutes of the operations view, taken: (edge key, minute start,
-    /// requests, answers, refused, unanswered, p50, p95, max response time in seconds).
-    fn take_metrics<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    /// Write the finished minutes of the operations view to ``path`` (metrics.ndjson) and
+    /// return them: (edge key, minute start, (requests, answers, refused, unanswered),
+    /// (p50, p95, max response time in seconds)).
+    fn take_metrics<'py>(
+        &mut self,
+        py: Python<'py>,
+        path: &str,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let rows = std::mem::take(&mut self.engine.metrics.rows);
         let agg = &self.engine.aggregates;
+        let written = std::fs::File::create(path).and_then(|f| {
+            let mut out = std::io::BufWriter::new(f);
+            crate::metrics::write(&rows, &agg.names, &mut out)?;
+            std::io::Write::flush(&mut out)
+        });
+        written.map_err(|e| PyOSError::new_err(format!("{path}: {e}")))?;
         rows.iter()
             .map(|r| {
                 (
@@ -684,15 +695,10 @@ fn edge_tuple(
     agg: &crate::aggregate::Aggregates,
     k: &crate::aggregate::EdgeKey,
 ) -> (String, String, &'static str, u16, String) {
-    let transport = match k.transport {
-        6 => "tcp",
-        17 => "udp",
-        _ => "ip",
-    };
     (
         k.client.text(),
         k.server.text(),
-        transport,
+        crate::metrics::transport(k.transport),
         k.port,
         agg.names.name(k.protocol).to_string(),
     )

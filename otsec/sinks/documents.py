@@ -321,29 +321,6 @@ def incident_document(incident: Incident) -> dict[str, Any]:
 MAX_EVIDENCE = 20
 
 
-def metrics_document(row: tuple) -> dict[str, Any]:
-    """One edge's minute of the operations view (``take_metrics`` of the core)."""
-    (client, server, transport, port, protocol), start, counts, times = row
-    requests, answers, refused, unanswered = counts
-    p50, p95, top = times
-    ms = {name: round(v * 1000, 3) for name, v in (("p50", p50), ("p95", p95), ("max", top))
-          if v is not None}
-    return {
-        "@timestamp": iso(start),
-        "ecs": {"version": ECS_VERSION},
-        "event": {"kind": "metric", "dataset": "otsec.metrics", "module": "otsec",
-                  "start": iso(start), "end": iso(start + 60.0)},
-        "observer": OBSERVER,
-        "source": {"ip": client},
-        "destination": {"ip": server, "port": port},
-        "network": {"transport": transport, "protocol": protocol},
-        "otsec": {"metrics": {
-            "requests": requests, "responses": answers, "exceptions": refused,
-            "unanswered": unanswered, "response_time_ms": ms,
-        }},
-    }
-
-
 def _asset_ref(asset: Asset | None) -> dict[str, Any]:
     if asset is None:
         return {}
