@@ -108,6 +108,8 @@ pub struct Edge {
     pub objects: BTreeSet<u8>,
     /// code -> (first, last, count) of requests
     pub cadence: BTreeMap<u32, (f64, f64, u64)>,
+    /// the operations view's current minute
+    pub minute: Option<crate::metrics::Minute>,
     last_touch: Option<(u32, Table, i64, i64)>,
 }
 
@@ -126,6 +128,7 @@ impl Edge {
             ranges: BTreeMap::new(),
             objects: BTreeSet::new(),
             cadence: BTreeMap::new(),
+            minute: None,
             last_touch: None,
         }
     }
@@ -190,6 +193,8 @@ pub struct Aggregates {
     pub untracked_hosts: u64,
     pub untracked_edges: u64,
     pub untracked_peers: u64,
+    /// finished minutes of the operations view
+    pub metrics: crate::metrics::Rows,
 }
 
 impl Default for Aggregates {
@@ -202,6 +207,7 @@ impl Default for Aggregates {
             edges: FxHashMap::default(),
             max_hosts: MAX_HOSTS,
             max_edges: MAX_EDGES,
+            metrics: crate::metrics::Rows::default(),
             untracked_hosts: 0,
             untracked_edges: 0,
             untracked_peers: 0,
@@ -227,6 +233,12 @@ impl Aggregates {
             Some(&id) => id,
             None => self.names.id("unknown"),
         }
+    }
+
+    /// The end of the input: every edge's current minute of the operations view closes.
+    pub fn finish_metrics(&mut self) {
+        let open = self.edges.iter_mut().map(|(k, e)| (*k, &mut e.minute));
+        self.metrics.finish(open);
     }
 
     pub fn on_arp(&mut self, mac: [u8; 6], ip: [u8; 4], ts: f64) {
@@ -274,7 +286,14 @@ impl Aggregates {
     }
 
     /// One PDU, with what it means (`meaning`, decided once by its dissector's module).
-    pub fn on_event(&mut self, flow: &mut Flow, ev: &Event, meaning: Option<&Use>, ts: f64) {
+    pub fn on_event(
+        &mut self,
+        flow: &mut Flow,
+        ev: &Event,
+        meaning: Option<&Use>,
+        ts: f64,
+        op: Option<crate::metrics::Op>,
+    ) {
         if matches!(ev.body, Body::Anomaly(_)) {
             return;
         }
@@ -319,6 +338,9 @@ impl Aggregates {
             return;
         };
         let e = self.edges.get_mut(&key).unwrap();
+        if let Some(op) = op {
+            self.metrics.count(&mut e.minute, key, ts, op);
+        }
         e.pdus += 1;
         let f = e.functions.entry((u.code, request)).or_insert((0, false));
         f.0 += 1;
@@ -400,6 +422,11 @@ impl Aggregates {
         flow.edge = None;
         let Some(key) = key else { return };
         let e = self.edges.get_mut(&key).unwrap();
+        if !flow.asked.is_empty() {
+            let waiting = std::mem::take(&mut flow.asked).len() as u64;
+            let op = crate::metrics::Op::Unanswered(waiting);
+            self.metrics.count(&mut e.minute, key, flow.last_ts, op);
+        }
         e.packets += packets;
         e.bytes += bytes;
         e.first_seen = e.first_seen.min(flow.first_ts);

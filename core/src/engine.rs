@@ -117,7 +117,6 @@ pub struct Engine {
     chunks: Vec<Chunk>,
     pub aggregates: Aggregates,
     pub probes: crate::probes::Probes,
-    pub metrics: crate::metrics::Metrics,
     probe_reports: Vec<crate::probes::Probe>,
     pub matcher: crate::rules::Matcher,
     pub watch: crate::watch::Watch,
@@ -159,7 +158,6 @@ impl Engine {
             chunks: Vec::new(),
             aggregates: Aggregates::default(),
             probes: crate::probes::Probes::default(),
-            metrics: crate::metrics::Metrics::default(),
             probe_reports: Vec::new(),
             matcher: crate::rules::Matcher::default(),
             watch: crate::watch::Watch::default(),
@@ -319,23 +317,28 @@ impl Engine {
         }
     }
 
-    /// Requests and their answers on the edge the record counted on (operations view).
-    fn time_answers(&mut self, flow: &mut Flow, ev: &Event, ts: f64) {
-        let Some(edge) = flow.edge else { return };
+    /// What a record adds to the operations view, from its flow alone: a request (and the
+    /// ones given up as unanswered), or an answer with its response time.
+    fn answer_op(flow: &mut Flow, ev: &Event, ts: f64) -> Option<crate::metrics::Op> {
+        use crate::metrics::{Op, MAX_WAITING};
         if ev.is_request() {
-            self.metrics.request(edge, ts);
+            let mut dropped = 0;
             if ev.txn != 0 {
-                if flow.asked.len() >= crate::metrics::MAX_WAITING {
+                if flow.asked.len() >= MAX_WAITING {
                     flow.asked.remove(0);
-                    self.metrics.unanswered(edge, ts, 1);
+                    dropped = 1;
                 }
                 flow.asked.push((ev.txn, ts));
             }
-        } else if let Some(req) = &ev.req {
-            let asked = flow.asked.iter().position(|(t, _)| *t == req.txn);
-            let latency = asked.map(|i| ts - flow.asked.remove(i).1);
-            self.metrics.answer(edge, ts, latency, req.accepted);
+            return Some(Op::Request { dropped });
         }
+        let req = ev.req.as_ref()?;
+        let asked = flow.asked.iter().position(|(t, _)| *t == req.txn);
+        let latency = asked.map(|i| ts - flow.asked.remove(i).1);
+        Some(Op::Answer {
+            latency,
+            accepted: req.accepted,
+        })
     }
 
     fn report_probes(&mut self) {
@@ -575,8 +578,9 @@ impl Engine {
                     }
                 }
                 let meaning = describe(&ev);
-                self.aggregates.on_event(flow, &ev, meaning.as_ref(), ts);
-                self.time_answers(flow, &ev, ts);
+                let op = Self::answer_op(flow, &ev, ts);
+                self.aggregates
+                    .on_event(flow, &ev, meaning.as_ref(), ts, op);
                 meaning
             };
             self.decide(flow, ts, frame, ev, meaning);
@@ -696,10 +700,6 @@ impl Engine {
                 s.release(&mut self.reassembly);
             }
         }
-        if let (Some(edge), false) = (flow.edge, flow.asked.is_empty()) {
-            let waiting = std::mem::take(&mut flow.asked).len() as u64;
-            self.metrics.unanswered(edge, flow.last_ts, waiting);
-        }
         self.aggregates.on_flow_end(&mut flow);
         if flow.sent_view.is_some() {
             if let Some(view) = changed_view(&mut flow) {
@@ -738,7 +738,7 @@ impl Engine {
         }
         self.probes.close(&mut self.probe_reports, None);
         self.report_probes();
-        self.metrics.finish();
+        self.aggregates.finish_metrics();
         self.stats.last_ts = if self.now != 0.0 {
             Some(self.now)
         } else {

@@ -1,12 +1,10 @@
 //! The operations view: per edge and per minute of capture time, how many requests went,
 //! how many were answered (and refused), how many never were, and how long answers took.
-//! Requests and answers are paired by the dissectors' transaction tokens; this keeps the
-//! request times of a flow and the current minute of each edge, so the cost is per PDU
-//! and the memory bounded.
+//! Requests and answers are paired by the dissectors' transaction tokens; a flow keeps its
+//! requests' times, each edge its current minute, so the cost is per PDU and the memory
+//! bounded.
 
 use std::io::{self, Write};
-
-use rustc_hash::FxHashMap;
 
 use crate::aggregate::{EdgeKey, Names};
 use crate::json::{field_s, field_u, key};
@@ -20,14 +18,29 @@ const MAX_SAMPLES: usize = 4096;
 /// Finished minutes held until the policy takes them.
 const MAX_ROWS: usize = 100_000;
 
+/// One edge's current minute (kept with the edge: no lookup of its own per PDU).
 #[derive(Default)]
-struct Minute {
+pub struct Minute {
     start: f64,
     requests: u64,
     answers: u64,
     refused: u64,
     unanswered: u64,
     samples: Vec<f32>,
+}
+
+/// What one record adds to its edge's minute, found from its flow alone.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    /// a request; `dropped`: older requests of the flow given up as unanswered
+    Request { dropped: u64 },
+    /// an answer; its response time when its request was seen
+    Answer {
+        latency: Option<f64>,
+        accepted: bool,
+    },
+    /// requests that never got an answer (the flow ended)
+    Unanswered(u64),
 }
 
 /// One edge's minute, finished.
@@ -45,69 +58,56 @@ pub struct Row {
     pub max: Option<f64>,
 }
 
+/// Finished minutes, until the policy takes them.
 #[derive(Default)]
-pub struct Metrics {
-    current: FxHashMap<EdgeKey, Minute>,
+pub struct Rows {
     pub rows: Vec<Row>,
-    pub dropped_rows: u64,
+    pub dropped: u64,
 }
 
-impl Metrics {
-    fn minute(&mut self, edge: EdgeKey, ts: f64) -> &mut Minute {
+impl Rows {
+    fn push(&mut self, row: Row) {
+        if self.rows.len() < MAX_ROWS {
+            self.rows.push(row);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Count `op` in the edge's minute of `ts` (the previous minute, if any, is finished).
+    pub fn count(&mut self, minute: &mut Option<Minute>, edge: EdgeKey, ts: f64, op: Op) {
         let start = (ts / MINUTE).floor() * MINUTE;
-        let m = self.current.entry(edge).or_insert_with(|| Minute {
+        if minute.as_ref().is_some_and(|m| start > m.start) {
+            self.push(row(edge, minute.take().unwrap()));
+        }
+        let m = minute.get_or_insert_with(|| Minute {
             start,
             ..Minute::default()
         });
-        if start > m.start {
-            let done = std::mem::replace(
-                m,
-                Minute {
-                    start,
-                    ..Minute::default()
-                },
-            );
-            let row = row(edge, done);
-            if self.rows.len() < MAX_ROWS {
-                self.rows.push(row);
-            } else {
-                self.dropped_rows += 1;
+        match op {
+            Op::Request { dropped } => {
+                m.requests += 1;
+                m.unanswered += dropped;
             }
-        }
-        self.current.get_mut(&edge).unwrap()
-    }
-
-    pub fn request(&mut self, edge: EdgeKey, ts: f64) {
-        self.minute(edge, ts).requests += 1;
-    }
-
-    pub fn answer(&mut self, edge: EdgeKey, ts: f64, latency: Option<f64>, accepted: bool) {
-        let m = self.minute(edge, ts);
-        m.answers += 1;
-        m.refused += u64::from(!accepted);
-        if let Some(l) = latency {
-            if m.samples.len() < MAX_SAMPLES {
-                m.samples.push(l.max(0.0) as f32);
+            Op::Answer { latency, accepted } => {
+                m.answers += 1;
+                m.refused += u64::from(!accepted);
+                if let (Some(l), true) = (latency, m.samples.len() < MAX_SAMPLES) {
+                    m.samples.push(l.max(0.0) as f32);
+                }
             }
+            Op::Unanswered(n) => m.unanswered += n,
         }
     }
 
-    pub fn unanswered(&mut self, edge: EdgeKey, ts: f64, n: u64) {
-        if n > 0 {
-            self.minute(edge, ts).unanswered += n;
-        }
-    }
-
-    /// The end of the input: every edge's current minute is finished.
-    pub fn finish(&mut self) {
-        let mut open: Vec<(EdgeKey, Minute)> = self.current.drain().collect();
-        open.sort_by(|a, b| a.1.start.total_cmp(&b.1.start));
-        for (edge, m) in open {
-            if self.rows.len() < MAX_ROWS {
-                self.rows.push(row(edge, m));
-            } else {
-                self.dropped_rows += 1;
-            }
+    /// The end of the input: the current minutes of these edges are finished.
+    pub fn finish<'a>(&mut self, open: impl Iterator<Item = (EdgeKey, &'a mut Option<Minute>)>) {
+        let mut done: Vec<Row> = open
+            .filter_map(|(edge, m)| m.take().map(|m| row(edge, m)))
+            .collect();
+        done.sort_by(|a, b| a.start.total_cmp(&b.start).then(a.edge.cmp(&b.edge)));
+        for r in done {
+            self.push(r);
         }
     }
 }
@@ -205,15 +205,18 @@ mod tests {
 
     #[test]
     fn minutes_close_with_counts_and_percentiles() {
-        let mut m = Metrics::default();
+        let mut rows = Rows::default();
+        let mut minute = None;
         for i in 0..100 {
             let ts = 120.0 + i as f64 * 0.5; // 50 s of requests, answered in (i+1) ms
-            m.request(edge(), ts);
-            m.answer(edge(), ts, Some((i + 1) as f64 / 1000.0), i % 10 != 0);
+            rows.count(&mut minute, edge(), ts, Op::Request { dropped: 0 });
+            let latency = Some((i + 1) as f64 / 1000.0);
+            let accepted = i % 10 != 0;
+            rows.count(&mut minute, edge(), ts, Op::Answer { latency, accepted });
         }
-        m.unanswered(edge(), 185.0, 2);
-        m.finish();
-        let first = &m.rows[0];
+        rows.count(&mut minute, edge(), 185.0, Op::Unanswered(2));
+        rows.finish(std::iter::once((edge(), &mut minute)));
+        let first = &rows.rows[0];
         assert_eq!(
             (first.start, first.requests, first.answers),
             (120.0, 100, 100)
@@ -221,6 +224,6 @@ mod tests {
         assert_eq!(first.refused, 10);
         assert!((first.p50.unwrap() - 0.050).abs() < 0.0015);
         assert!((first.p95.unwrap() - 0.095).abs() < 0.0015);
-        assert_eq!(m.rows[1].unanswered, 2); // the next minute
+        assert_eq!(rows.rows[1].unanswered, 2); // the next minute
     }
 }

@@ -623,7 +623,7 @@ impl Engine {
         py: Python<'py>,
         path: &str,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let rows = std::mem::take(&mut self.engine.metrics.rows);
+        let rows = std::mem::take(&mut self.engine.aggregates.metrics.rows);
         let agg = &self.engine.aggregates;
         let written = std::fs::File::create(path).and_then(|f| {
             let mut out = std::io::BufWriter::new(f);
