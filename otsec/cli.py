@@ -186,13 +186,15 @@ def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict
     """Send an audit's documents; what the cluster does not take is spooled, not lost."""
     from otsec.sinks.search import Spool, audit_actions, deliver
 
-    def events() -> Iterator[dict[str, Any]]:  # streamed: events.ndjson may be huge
-        if with_events:
-            with (result.out_dir / "events.ndjson").open() as fh:
+    def lines(name: str, wanted: bool = True) -> Iterator[dict[str, Any]]:  # streamed
+        if wanted:
+            with (result.out_dir / name).open() as fh:
                 yield from map(json.loads, fh)
 
     outcome = deliver(url, audit_actions(result.alerts, result.asset_docs, result.edge_docs,
-                                         events(), namespace, result.incident_docs), Spool())
+                                         lines("events.ndjson", with_events), namespace,
+                                         result.incident_docs, lines("metrics.ndjson")),
+                      Spool())
     for err in outcome.errors[:3]:
         logging.getLogger("otsec").warning("search cluster: %s", printable(err))
     return {"delivered": outcome.delivered, "duplicates": outcome.duplicates,

@@ -77,6 +77,8 @@ def test_setup_is_idempotent_and_alerts_arrive_once(cluster: str, tmp_path: Path
     incidents = (out / "incidents.ndjson").read_text().splitlines()
     assert 0 < len(incidents) < len(alerts)
     assert count("logs-otsec.incident-t1") == len(incidents)
+    metrics = (out / "metrics.ndjson").read_text().splitlines()
+    assert metrics and count("logs-otsec.metric-t1") == len(metrics)  # mapped, all taken
     assert main(["audit", str(INTRUSION), "--out", str(out), "--format", "json", "--es",
                  cluster, "--es-namespace", "t1"]) == 0
     assert count("logs-otsec.alert-t1") == len(alerts)  # a rerun adds no duplicates

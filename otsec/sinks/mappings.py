@@ -11,7 +11,8 @@ from typing import Any
 
 ECS_VERSION = "8.11.0"
 POLICY = "otsec"
-STREAMS = ("alert", "incident", "event", "asset", "edge")  # logs-otsec.<stream>-<namespace>
+# logs-otsec.<stream>-<namespace>
+STREAMS = ("alert", "incident", "metric", "event", "asset", "edge")
 LATEST = ("otsec-assets-latest", "otsec-edges-latest")
 
 K, L, D, IP, F, T = "keyword", "long", "date", "ip", "float", "text"
@@ -45,6 +46,9 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.incident.target": K, "otsec.incident.alerts": L, "otsec.incident.worst": T,
     "otsec.incident.alert_ids": K, "otsec.incident.evidence": T, "otsec.incident.count": L,
     "otsec.incident.accepted": L, "otsec.incident.rejected": L,
+    "otsec.metrics.requests": L, "otsec.metrics.responses": L, "otsec.metrics.exceptions": L,
+    "otsec.metrics.unanswered": L, "otsec.metrics.response_time_ms.p50": F,
+    "otsec.metrics.response_time_ms.p95": F, "otsec.metrics.response_time_ms.max": F,
     "otsec.direction": K, "otsec.alert.count": L, "otsec.alert.accepted": L,
     "otsec.alert.rejected": L, "otsec.baseline.state": K,
     "otsec.asset.source.id": K, "otsec.asset.source.name": K, "otsec.asset.source.role": K,

@@ -169,8 +169,8 @@ def digest(doc: dict[str, Any]) -> str:
 
 def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
                   edges: list[dict[str, Any]], events: Iterable[dict[str, Any]] = (),
-                  namespace: str = "default", incidents: Iterable[dict[str, Any]] = ()
-                  ) -> Iterator[Action]:
+                  namespace: str = "default", incidents: Iterable[dict[str, Any]] = (),
+                  metrics: Iterable[dict[str, Any]] = ()) -> Iterator[Action]:
     for doc in incidents:  # first: what an analyst opens first (one per change of it)
         yield {"_op_type": "create", "_index": f"logs-otsec.incident-{namespace}",
                "_id": digest(doc), "_source": doc}
@@ -184,9 +184,10 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
             yield {"_op_type": "index", "_index": latest, "_id": doc_id, "_source": doc}
             yield {"_op_type": "create", "_index": f"logs-otsec.{kind}-{namespace}",
                    "_id": digest(doc), "_source": doc}  # history: one per change
-    for doc in events:
-        yield {"_op_type": "create", "_index": f"logs-otsec.event-{namespace}",
-               "_id": digest(doc), "_source": doc}
+    for stream, docs in (("metric", metrics), ("event", events)):
+        for doc in docs:
+            yield {"_op_type": "create", "_index": f"logs-otsec.{stream}-{namespace}",
+                   "_id": digest(doc), "_source": doc}
 
 
 # -- delivery and the spool -----------------------------------------------------------
