@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from otsec import _core
-from otsec.atomic import write_json_atomic
+from otsec.atomic import write_json
 from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.capture import NothingAnalysed
@@ -137,8 +137,8 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         write_ndjson(out_dir / "alerts.ndjson", alert_docs)
         asset_docs = [asset_document(a) for a in view.assets]
         edge_docs = [edge_document(e, ip_of) for e in view.edges]
-        write_json_atomic(out_dir / "assets.json", asset_docs)
-        write_json_atomic(out_dir / "edges.json", edge_docs)
+        write_json(out_dir / "assets.json", asset_docs)  # staged: published when complete
+        write_json(out_dir / "edges.json", edge_docs)
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
         summary["incidents"] = count_by_severity(incident_docs)
@@ -151,7 +151,7 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
             "assets": len(deviations.baseline.assets) if deviations else 0,
             "edges": len(deviations.baseline.edges) if deviations else 0,
         }
-        write_json_atomic(out_dir / "summary.json", summary)
+        write_json(out_dir / "summary.json", summary)
         result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
                              asset_docs, edge_docs, incident_docs)
         write_report(out_dir / "report.html", result)

@@ -46,7 +46,8 @@ def many_assets(path: Path, plcs: int = 48) -> Path:
 
     frames: list[tuple[float, bytes]] = []
     for i in range(plcs):
-        c = Conversation(client="10.5.0.20", server=f"10.5.1.{i + 1}", cport=30000 + i)
+        c = Conversation(client="10.5.0.20", server=f"10.5.{1 + i // 250}.{1 + i % 250}",
+                         cport=30000 + i)
         c.send(True, g.mbap(1, 1, bytes([3, 0, 0, 0, 2])))
         c.send(False, g.mbap(1, 1, bytes([3, 4, 0, 1, 0, 2])))
         c.send(True, g.mbap(2, 1, bytes([6, 0, 5, 0, 9])))
@@ -82,3 +83,13 @@ def test_a_fifty_asset_report_fits_a_laptop_screen(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120, check=True).stdout
     width = int(re.search(r'data-width="(\d+)"', dom).group(1))
     assert width <= 1300, width  # no horizontal scrolling of the page
+
+
+def test_a_large_network_shows_its_busiest_edges(tmp_path: Path) -> None:
+    result = run_audit([many_assets(tmp_path / "big.pcap", plcs=320)], tmp_path / "out",
+                       write_events=False)
+    assert len(result.edges) > 300
+    page = (tmp_path / "out" / "report.html").read_text()
+    edges = page[page.index("id='edges'"):]
+    assert edges[:edges.index("</table>")].count("<tr>") == 1 + 300  # header and 300 rows
+    assert f"{len(result.edges) - 300:,} quieter edges are left out here" in page

@@ -23,6 +23,7 @@ ROLE_COLOURS = {
 }  # fmt: skip
 MAX_NODES = 150  # beyond this the picture shows the OT assets and the busiest others
 LABEL_WIDTH = 150  # pixels a node and its label take in a row
+MAX_EDGE_ROWS = 300  # rows of the edge tables; edges.json has them all
 ROW_HEIGHT = 70
 SEVERITY_COLOURS = {1: "#5bc0de", 2: "#f0ad4e", 3: "#d9534f", 4: "#8b0000"}
 SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
@@ -229,9 +230,9 @@ def _host(cells: dict[str, str], asset_id: str) -> str:
     return cells.get(asset_id) or f"<td>{_e(asset_id)}</td>"
 
 
-def _matrix(result: AuditResult, hosts: dict[str, str]) -> str:
+def _matrix(shown: list[Edge], hosts: dict[str, str]) -> str:
     """Who asks what: request function codes per edge; writes shaded."""
-    edges = [e for e in result.edges if e.pdus]
+    edges = [e for e in shown if e.pdus]
     if not edges:
         return "<p>No application traffic.</p>"
     codes = sorted({(e.protocol, c) for e in edges for (c, d) in e.functions if d == "request"})
@@ -323,18 +324,33 @@ def render(result: AuditResult) -> str:
                    f"<td>{_e(device)}</td><td>{_e(services)}</td>"
                    f"<td>{_e(iso(asset.first_seen))}</td><td>{_e(iso(asset.last_seen))}</td></tr>")
     hosts = _host_cells(result)
-    out.append("</table><h2>Who asks what</h2>" + _matrix(result, hosts))
+    busiest = _busiest_edges(result)
+    out.append("</table><h2>Who asks what</h2>" + _matrix(busiest, hosts)
+               + _more(len(result.edges) - len(busiest)))
     out.append("<h2>Edges</h2><table id='edges' class='sortable'><tr><th>client</th><th>server</th>"
                "<th>protocol</th><th>packets</th><th>PDUs</th><th>functions</th>"
                "<th>writes</th></tr>")
-    for e in result.edges:
+    for e in busiest:
         funcs = ", ".join(f"{code}{'' if d == 'request' else ' (resp)'}×{n}"
                           for (code, d), n in sorted(e.functions.items()))
         out.append(f"<tr>{_host(hosts, e.client)}{_host(hosts, e.server)}"
                    f"<td>{_e(e.protocol)}/{e.transport} {e.port}</td><td>{e.packets}</td>"
                    f"<td>{e.pdus}</td><td>{_e(funcs)}</td><td>{e.writes}</td></tr>")
-    out.append(f"</table><script>{SCRIPT}</script></body></html>")
+    out.append(f"</table>{_more(len(result.edges) - len(busiest))}<script>{SCRIPT}</script>"
+               "</body></html>")
     return "\n".join(out)
+
+
+def _busiest_edges(result: AuditResult) -> list[Edge]:
+    """The edges a person reads: all of a plant's, the busiest of a large network's."""
+    if len(result.edges) <= MAX_EDGE_ROWS:
+        return result.edges
+    return sorted(result.edges, key=lambda e: (-e.pdus, -e.packets, e.key))[:MAX_EDGE_ROWS]
+
+
+def _more(n: int) -> str:
+    return f"<p>{n:,} quieter edges are left out here: every edge is in edges.json.</p>" \
+        if n > 0 else ""
 
 
 def _incidents(result: AuditResult) -> str:
