@@ -153,7 +153,7 @@ class Inventory:
                 h = hosts[0]
                 evidence, services, uses, protocols = h.evidence, h.services, h.uses, h.protocols
                 peers = set(map(id_of.get, h.peers, h.peers))
-                identity = replace(h.identity)
+                identity = h.identity  # copied below only if it changes
             else:
                 evidence = Counter()
                 services, uses, protocols, peers = set(), set(), set(), set()
@@ -178,8 +178,8 @@ class Inventory:
             macs = [aid] if aid in owned.values() else []
             vendor = mac_vendor(macs[0]) if macs else None
             if identity.manufacturer is None and vendor:
-                identity.manufacturer = vendor
-                identity.source = identity.source or "mac-oui"
+                identity = replace(identity, manufacturer=vendor,
+                                   source=identity.source or "mac-oui")
             out.append(
                 Asset(
                     id=aid,

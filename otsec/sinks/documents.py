@@ -398,8 +398,9 @@ def edge_document(
         for (unit, table), spans in sorted(edge.ranges.items())
         for s, e in spans
     ]
+    last = iso(edge.last_seen)
     return {
-        "@timestamp": iso(edge.last_seen),
+        "@timestamp": last,
         "ecs": {"version": ECS_VERSION},
         "event": {"kind": "state", "dataset": "otsec.edge", "module": "otsec"},
         "source": {"ip": ip_of.get(edge.client, edge.client)},
@@ -411,7 +412,7 @@ def edge_document(
                 "client": edge.client,
                 "server": edge.server,
                 "first_seen": iso(edge.first_seen),
-                "last_seen": iso(edge.last_seen),
+                "last_seen": last,
                 "packets": edge.packets,
                 "bytes": edge.bytes,
                 "pdus": edge.pdus,
