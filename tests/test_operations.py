@@ -90,3 +90,5 @@ def test_unanswered_requests_and_exceptions_are_counted(tmp_path: Path) -> None:
     ops = result.summary["operations"]
     assert (ops["requests"], ops["unanswered"]) == (10, 2)
     assert ops["slowest"][0]["server"] == "10.0.0.10"
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "<h2>Operations</h2><p>10 requests, 8 responses (2 exceptions), 2 never" in page

@@ -290,6 +290,7 @@ def render(result: AuditResult) -> str:
         _timeline(result) or "<p>No alerts.</p>",
         _changes(result),
         _incidents(result),
+        _operations(result),
         "<h2>Alerts</h2>",
     ]
     if result.alerts:
@@ -351,6 +352,23 @@ def _busiest_edges(result: AuditResult) -> list[Edge]:
 def _more(n: int) -> str:
     return f"<p>{n:,} quieter edges are left out here: every edge is in edges.json.</p>" \
         if n > 0 else ""
+
+
+def _operations(result: AuditResult) -> str:
+    """How the process network is doing: requests, answers, and the slowest devices."""
+    ops = result.summary.get("operations")
+    if not ops or not ops["requests"]:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(o['client'])}</td><td>{_e(o['server'])}</td>"
+        f"<td>{_e(o['protocol'])}/{o['port']}</td><td>{o['p95_ms']:.1f}</td></tr>"
+        for o in ops["slowest"])
+    return (f"<h2>Operations</h2><p>{ops['requests']:,} requests, {ops['responses']:,} "
+            f"responses ({ops['exceptions']:,} exceptions), {ops['unanswered']:,} never "
+            "answered. Per edge and minute in metrics.ndjson.</p>"
+            "<table id='slowest' class='sortable'><tr><th>client</th><th>server</th>"
+            "<th>protocol</th><th>slowest minute's p95 response time (ms)</th></tr>"
+            f"{rows}</table>")
 
 
 def _incidents(result: AuditResult) -> str:

@@ -36,6 +36,14 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
         if what in s:
             table.add_row(what, " / ".join(f"{k} {s[what][k]}"
                                            for k in ("critical", "high", "medium", "low")))
+    ops = s.get("operations")
+    if ops and ops["requests"]:
+        slowest = ops["slowest"][0] if ops["slowest"] else None
+        table.add_row("requests", f"{ops['requests']:,}, {ops['unanswered']:,} unanswered, "
+                      f"{ops['exceptions']:,} exceptions")
+        if slowest:
+            table.add_row("slowest answers", shown(f"{slowest['server']}: p95 "
+                                                   f"{slowest['p95_ms']:.1f} ms"))
     table.add_row("capture span", f"{s['duration']:.1f} s")
     table.add_row("processing", f"{s['processing_seconds']:.2f} s "
                   f"({s['packets_per_second']:,} packets/s)")
