@@ -217,7 +217,7 @@ impl Default for Aggregates {
 
 impl Aggregates {
     fn host(&mut self, ip: Addr, ts: f64) -> Option<&mut Host> {
-        if !self.hosts.contains_key(&ip) && self.hosts.len() >= self.max_hosts {
+        if self.hosts.len() >= self.max_hosts && !self.hosts.contains_key(&ip) {
             self.untracked_hosts += 1;
             return None;
         }
@@ -273,7 +273,7 @@ impl Aggregates {
             port: flow.ports[server],
             protocol,
         };
-        if !self.edges.contains_key(&key) && self.edges.len() >= self.max_edges {
+        if self.edges.len() >= self.max_edges && !self.edges.contains_key(&key) {
             self.untracked_edges += 1;
             return None;
         }

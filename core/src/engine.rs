@@ -39,9 +39,10 @@ pub struct Stats {
     pub other_ip: u64,
     pub unrecognised_on_ot_port: u64,
     pub pdus: BTreeMap<&'static str, u64>,
-    pub anomalies: BTreeMap<String, u64>,
-    /// what parsed PDUs carried wrong, by protocol and kind
-    pub pdu_anomalies: BTreeMap<String, u64>,
+    /// parse anomalies by (protocol, kind): named "protocol.kind" only when reported
+    pub anomalies: BTreeMap<(&'static str, &'static str), u64>,
+    /// what parsed PDUs carried wrong, by (protocol, kind)
+    pub pdu_anomalies: BTreeMap<(&'static str, &'static str), u64>,
     pub linktypes_unknown: u64,
 }
 
@@ -302,18 +303,14 @@ impl Engine {
             *self
                 .stats
                 .pdu_anomalies
-                .entry(format!("{}.{kind}", family.name()))
+                .entry((family.name(), kind))
                 .or_insert(0) += 1;
-            let record = Event::anomaly(
-                ev.from_client,
-                family,
-                kind,
+            count_anomaly(flow, family, kind, ev.from_client, ts, || {
                 format!(
                     "in a PDU (function {})",
                     crate::meaning::code(ev).unwrap_or(0)
-                ),
-            );
-            count_anomaly(flow, &record, ts);
+                )
+            });
         }
     }
 
@@ -563,9 +560,14 @@ impl Engine {
                 }
             }
             let meaning = if let Body::Anomaly(a) = &ev.body {
-                let key = format!("{}.{}", a.protocol.name(), a.kind);
-                *self.stats.anomalies.entry(key).or_insert(0) += 1;
-                count_anomaly(flow, &ev, ts);
+                *self
+                    .stats
+                    .anomalies
+                    .entry((a.protocol.name(), a.kind))
+                    .or_insert(0) += 1;
+                count_anomaly(flow, a.protocol, a.kind, ev.from_client, ts, || {
+                    a.detail.clone()
+                });
                 None
             } else {
                 *self.stats.pdus.entry(ev.protocol().name()).or_insert(0) += 1;
@@ -744,14 +746,7 @@ impl Engine {
         } else {
             None
         };
-        for lines in [&mut self.events, &mut self.anomalies]
-            .into_iter()
-            .flatten()
-        {
-            if let Err(e) = lines.flush() {
-                self.io_error.get_or_insert(format!("output: {e}"));
-            }
-        }
+        self.flush();
     }
 }
 
@@ -809,12 +804,20 @@ fn streams(flow: &mut Flow) -> &mut [TcpStream; 2] {
     flow.streams.get_or_insert_with(Default::default)
 }
 
-fn count_anomaly(flow: &mut Flow, ev: &Event, ts: f64) {
-    let Body::Anomaly(a) = &ev.body else { return };
+/// One anomaly more on its flow, aggregated per protocol and kind (the detail of the
+/// first one is kept; it is only made for that one).
+fn count_anomaly(
+    flow: &mut Flow,
+    protocol: Proto,
+    kind: &'static str,
+    from_client: bool,
+    ts: f64,
+    detail: impl FnOnce() -> String,
+) {
     if let Some(agg) = flow
         .anomalies
         .iter_mut()
-        .find(|x| x.first.kind == a.kind && x.first.protocol == a.protocol)
+        .find(|x| x.first.kind == kind && x.first.protocol == protocol)
     {
         agg.count += 1;
         agg.last_ts = agg.last_ts.max(ts);
@@ -822,8 +825,12 @@ fn count_anomaly(flow: &mut Flow, ev: &Event, ts: f64) {
     }
     if flow.anomalies.len() < MAX_ANOMALY_KINDS {
         flow.anomalies.push(AnomalyCount {
-            first: a.clone(),
-            from_client: ev.from_client,
+            first: crate::events::Anomaly {
+                protocol,
+                kind,
+                detail: detail(),
+            },
+            from_client,
             count: 1,
             first_ts: ts,
             last_ts: ts,

@@ -233,6 +233,16 @@ fn lines(path: Option<&str>, append: bool) -> PyResult<Option<Lines>> {
         .transpose()
 }
 
+impl Engine {
+    /// The first write error of the output files since the last call, as Python's OSError.
+    fn io_result(&mut self) -> PyResult<()> {
+        match self.engine.io_error.take() {
+            Some(e) => Err(PyOSError::new_err(e)),
+            None => Ok(()),
+        }
+    }
+}
+
 #[pymethods]
 impl Engine {
     #[new]
@@ -277,9 +287,7 @@ impl Engine {
             engine.paused = false;
             more
         });
-        if let Some(e) = self.engine.io_error.take() {
-            return Err(PyOSError::new_err(e));
-        }
+        self.io_result()?;
         Ok(more)
     }
 
@@ -307,20 +315,14 @@ impl Engine {
     fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
         let engine = &mut self.engine;
         py.detach(|| engine.flush());
-        match self.engine.io_error.take() {
-            Some(e) => Err(PyOSError::new_err(e)),
-            None => Ok(()),
-        }
+        self.io_result()
     }
 
     /// End every flow and flush the files.
     fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
         let engine = &mut self.engine;
         py.detach(|| engine.finish());
-        match self.engine.io_error.take() {
-            Some(e) => Err(PyOSError::new_err(e)),
-            None => Ok(()),
-        }
+        self.io_result()
     }
 
     /// The counters, as plain Python values.
@@ -349,8 +351,13 @@ impl Engine {
         bounds.set_item("untracked_peers", agg.untracked_peers)?;
         d.set_item("tracking", bounds)?;
         d.set_item("pdus", s.pdus.clone())?;
-        d.set_item("anomalies", s.anomalies.clone())?;
-        d.set_item("pdu_anomalies", s.pdu_anomalies.clone())?;
+        let named = |m: &std::collections::BTreeMap<(&str, &str), u64>| {
+            m.iter()
+                .map(|((p, k), n)| (format!("{p}.{k}"), *n))
+                .collect::<std::collections::BTreeMap<String, u64>>()
+        };
+        d.set_item("anomalies", named(&s.anomalies))?;
+        d.set_item("pdu_anomalies", named(&s.pdu_anomalies))?;
         let r = &self.engine.reassembly;
         let ra = PyDict::new(py);
         ra.set_item("gaps", r.gaps)?;
