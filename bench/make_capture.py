@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import random
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 REQUESTS = [  # (function code, request body, response body)
@@ -97,12 +98,13 @@ def write(path: Path, packets: int, clients: int = 20, servers: int = 5) -> int:
     return n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(make: Callable[[Path, int], int] = write, doc: str = __doc__ or "") -> None:
+    """The command line of a capture writer: where to, how many packets."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--packets", type=int, default=500_000)
     args = ap.parse_args()
-    print(f"{write(args.out, args.packets)} packets written to {args.out}")
+    print(f"{make(args.out, args.packets)} packets written to {args.out}")
 
 
 if __name__ == "__main__":

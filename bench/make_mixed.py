@@ -8,11 +8,11 @@ once, in the middle.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 from pathlib import Path
 
 from make_capture import PCAP_HEADER, record
+from make_capture import main as command_line
 
 from otsec import _core
 
@@ -65,13 +65,5 @@ def write(out: Path, packets: int) -> int:
     return n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--packets", type=int, default=500_000)
-    args = ap.parse_args()
-    print(f"{write(args.out, args.packets)} packets written to {args.out}")
-
-
 if __name__ == "__main__":
-    main()
+    command_line(write, __doc__ or "")

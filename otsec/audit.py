@@ -49,7 +49,8 @@ def check_captures(paths: Sequence[str | Path]) -> None:
         _core.Capture(str(p))
 
 
-def nothing_analysed(unreadable: list[dict[str, str]], paths: Sequence[str | Path]) -> None:
+def fail_if_nothing_analysed(unreadable: list[dict[str, str]],
+                             paths: Sequence[str | Path]) -> None:
     if paths and len(unreadable) == len(paths):
         raise NothingAnalysed("nothing to analyse: " + "; ".join(
             f"{u['file']}: {u['reason']}" for u in unreadable))
@@ -61,7 +62,7 @@ def run_learn(paths: Sequence[str | Path], progress: Progress | None = None,
     check_captures(paths)
     pipe = Pipeline(events=False, max_flows=max_flows)
     pipe.run(paths, progress)
-    nothing_analysed(pipe.unreadable, paths)
+    fail_if_nothing_analysed(pipe.unreadable, paths)
     pipe.finish()
     view = pipe.view()
     return learn(view.assets, list(view.ip_edges.values()), [str(p) for p in paths])
@@ -114,7 +115,7 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
     sources = pipe.sources
     started = time.perf_counter()
     warnings = pipe.run(paths, progress)
-    nothing_analysed(pipe.unreadable, paths)
+    fail_if_nothing_analysed(pipe.unreadable, paths)
     pipe.finish()
     elapsed = time.perf_counter() - started
     metrics = pipe.core.take_metrics(str(out_dir / "metrics.ndjson"))  # the core writes

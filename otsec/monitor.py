@@ -21,7 +21,7 @@ from otsec import state, workers
 from otsec.atomic import write_json_atomic
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
-from otsec.detect.catalog import SEVERITIES
+from otsec.detect.catalog import SEVERITY_NAMES
 from otsec.detect.deviations import baseline_state
 from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet, load
@@ -38,7 +38,6 @@ from otsec.sinks.documents import (
 from otsec.sinks.ndjson import write_ndjson
 from otsec.summary import AuditResult, build_summary, count_by_severity
 
-SEVERITY_NAMES = {level: name for name, level in SEVERITIES.items()}
 REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
 DRAIN_EVERY = 0.2  # seconds between hand-overs from the core to the policy
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from otsec import __version__
-from otsec.detect.catalog import SEVERITIES
+from otsec.detect.catalog import SEVERITIES, SEVERITY_NAMES
 from otsec.graph.edges import Edge
 from otsec.inventory.assets import Asset
 from otsec.timefmt import iso
@@ -33,10 +33,9 @@ class AuditResult:
 
 def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:
     """Documents (incidents) per severity, as summary.json counts alerts."""
-    names = {level: name for name, level in SEVERITIES.items()}
     out = {"total": len(docs), **{name: 0 for name in SEVERITIES}}
     for d in docs:
-        out[names[d["event"]["severity"]]] += 1
+        out[SEVERITY_NAMES[d["event"]["severity"]]] += 1
     return out
 
 

@@ -89,6 +89,12 @@ while not cap.finished:
 """
 
 
+def send_sample() -> None:
+    """Send the sample into the mirror port, from the other namespace."""
+    subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
+                    REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True, timeout=120)
+
+
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Path,
@@ -107,9 +113,7 @@ def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Pa
         uids = [line for line in Path(f"/proc/{sensor_pid(sensor.pid)}/status").read_text()
                 .splitlines() if line.startswith("Uid:")]
         assert uids and uids[0].split()[1] != "0"  # root was dropped after opening the ring
-        subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
-                        REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True,
-                       timeout=120)
+        send_sample()
         time.sleep(1.5)
         started = time.monotonic()
         sensor.send_signal(signal.SIGTERM)
@@ -150,9 +154,7 @@ def test_sensor_never_transmits(veth: object, tmp_path: Path) -> None:
                                "--flush-every", "1"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
-                        REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True,
-                       timeout=120)
+        send_sample()
         time.sleep(1)
     finally:
         sensor.send_signal(signal.SIGTERM)
@@ -172,9 +174,7 @@ def test_state_survives_a_restart(veth: object, workers: int) -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(2.5)
         if replay:
-            subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
-                            REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True,
-                           timeout=120)
+            send_sample()
             time.sleep(2.5)
         sensor.send_signal(signal.SIGTERM)
         _, err = sensor.communicate(timeout=60)
@@ -220,8 +220,7 @@ def test_sighup_reloads_rules(veth: object, workers: int) -> None:
     rules.write_text(SITE_RULE)
     os.kill(sensor.pid, signal.SIGHUP)
     time.sleep(1.5)
-    subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
-                    REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True, timeout=120)
+    send_sample()
     time.sleep(2)
     sensor.send_signal(signal.SIGTERM)
     _, err = sensor.communicate(timeout=60)
@@ -251,9 +250,7 @@ def test_live_sensor_protects_with_a_baseline(veth: object, tmp_path: Path) -> N
                 break
             time.sleep(0.1)
         assert sensor.poll() is None, sensor.stderr.read() if sensor.stderr else ""
-        subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
-                        REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True,
-                       timeout=120)
+        send_sample()
         time.sleep(1.5)
         sensor.send_signal(signal.SIGTERM)
         _stdout, stderr = sensor.communicate(timeout=30)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from otsec.detect.attack import TECHNIQUES
 
 SEVERITIES = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+SEVERITY_NAMES = {level: name for name, level in SEVERITIES.items()}
 RISK = {1: 21, 2: 47, 3: 73, 4: 99}  # Elastic's usual risk score per severity
 
 

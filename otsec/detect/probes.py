@@ -41,7 +41,7 @@ class Probes:
             span = max(t.last - t.first, 0.0)
             action = (f"was flooded with new TCP connections on port {port} (from up to "
                       f"{t.peers:,} sources in 10 s) within {span:.0f} s")
-            self._raise(FLOOD, server, port, action)
+            self._raise(FLOOD, server, port, action, t)
         elif fact[0] == "scan":
             _, source, targets, hosts, ports, first, last = fact
             t = self._totals(("scan", source, 0), targets, targets, first, last)
@@ -51,7 +51,7 @@ class Probes:
             action = (f"scanned the network: connections to distinct address and port pairs "
                       f"(up to {t.peers:,} pairs on {t.hosts:,} hosts and {t.ports:,} ports in "
                       f"10 s) within {span:.0f} s")
-            self._raise(SCAN, source, None, action)
+            self._raise(SCAN, source, None, action, t)
 
     def _totals(self, key: tuple[str, str, int], attempts: int, peers: int, first: float,
                 last: float) -> _Totals:
@@ -63,11 +63,11 @@ class Probes:
         t.last = max(t.last, last)
         return t
 
-    def _raise(self, rule_id: str, address: str, port: int | None, action: str) -> None:
+    def _raise(self, rule_id: str, address: str, port: int | None, action: str,
+               t: _Totals) -> None:
         rule = self.detector.catalog.get(rule_id)
         if rule is None:  # a site's rules replaced the catalogue without it
             return
-        t = self.totals[("flood", address, port) if port is not None else ("scan", address, 0)]
         notice = Notice(from_client=True, ts=t.first, protocol_name="tcp", source_ip=address,
                         destination_ip=address, destination_port=port, transport="tcp")
         alert = self.detector.add(Finding(rule, notice, action, key=(port,), answerable=False))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 from otsec.protocols import SERVER_ROLES
+
+if TYPE_CHECKING:
+    from otsec.inventory.assets import Asset
 
 OT_SERVER_ROLES = {**SERVER_ROLES, "iec104": "rtu", "enip": "plc", "bacnet": "plc",
                    "fins": "plc"}
@@ -58,7 +62,7 @@ SUSPECT_CAUSES = {
 SCAN_CATEGORIES = {"scan", "discovery"}
 
 
-def flag_actors(assets: list, incident_docs: list[dict]) -> None:
+def flag_actors(assets: list[Asset], incident_docs: list[dict[str, Any]]) -> None:
     """Mark the assets that acted in incidents an operator station does not cause (scans,
     restarts, program changes); one acting as an HMI that way is not called an HMI."""
     by_ip = {ip: a for a in assets for ip in a.ips}

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from otsec.detect.catalog import SEVERITY_NAMES
 from otsec.graph.edges import Edge
 from otsec.protocols import COLOURS
 from otsec.sinks.documents import display_name
@@ -26,7 +27,6 @@ LABEL_WIDTH = 150  # pixels a node and its label take in a row
 MAX_EDGE_ROWS = 300  # rows of the edge tables; edges.json has them all
 ROW_HEIGHT = 70
 SEVERITY_COLOURS = {1: "#5bc0de", 2: "#f0ad4e", 3: "#d9534f", 4: "#8b0000"}
-SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 CSS = """
 body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222}
 h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}

@@ -8,13 +8,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from otsec.detect.catalog import SEVERITY_NAMES
 from otsec.text import printable, shown
 
 if TYPE_CHECKING:
     from otsec.summary import AuditResult
 
 SEVERITY_STYLE = {1: "cyan", 2: "yellow", 3: "red", 4: "bold white on red"}
-SEVERITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 
 
 def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -> None:
