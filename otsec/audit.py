@@ -120,8 +120,8 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
     elapsed = time.perf_counter() - started
     metrics = pipe.core.take_metrics(str(out_dir / "metrics.ndjson"))  # the core writes
     stats = pipe.stats()
-    view = pipe.view()
-    with gc_paused():  # thousands of documents, no cycles among them
+    with gc_paused(freeze=True):  # thousands of documents, no cycles among them
+        view = pipe.view()
         deviations = pipe.deviations
         if deviations is not None:
             deviations.finish(stats["last_ts"] or 0.0, view.assets)

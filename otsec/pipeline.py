@@ -41,14 +41,18 @@ def _nothing_analysed(capture: Any, unknown_linktype: int) -> str | None:
 
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
+def gc_paused(freeze: bool = False) -> Iterator[None]:
     """For building many short-lived, acyclic objects at once (a view, its documents):
-    the cycle collector would otherwise walk everything alive again and again."""
+    the cycle collector would otherwise walk everything alive again and again.
+    ``freeze``: what is alive at the end is kept out of later collections (for a run that
+    ends soon after; the first collection would otherwise walk all of it once more)."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if was:
             gc.enable()
 
