@@ -65,7 +65,8 @@ def run_learn(paths: Sequence[str | Path], progress: Progress | None = None,
     fail_if_nothing_analysed(pipe.unreadable, paths)
     pipe.finish()
     view = pipe.view()
-    return learn(view.assets, list(view.ip_edges.values()), [str(p) for p in paths])
+    return learn(view.assets, list(view.ip_edges.values()), [str(p) for p in paths],
+                 view.points)
 
 
 def run_audit(

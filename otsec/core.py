@@ -97,12 +97,16 @@ class Facts:
         self.hits: list[tuple[int, int]] = []
         self.request_index = 0
         self.rate: int | None = None
+        #: written values the baseline did not see: (table, address, value,
+        #: learned (min, max) or None, from a new writer)
+        self.values: list[tuple[str, int, float, tuple[float, float] | None, bool]] = []
 
     def event(self, fact: tuple[Any, ...]) -> Event:
-        """The typed record of a fact; its hits, request index and rate (requests in the
-        window when over the learned rate) are left in ``hits``, ``request_index``, ``rate``."""
+        """The typed record of a fact; its hits, request index, rate (requests in the
+        window when over the learned rate) and unlearned written values are left in
+        ``hits``, ``request_index``, ``rate``, ``values``."""
         kind, flow_id, view, ts, frame, from_client, fields, txn, req, hits, extra = fact
-        self.hits, (self.request_index, self.rate, meaning) = hits, extra
+        self.hits, (self.request_index, self.rate, meaning, self.values) = hits, extra
         flow = self.flows.get(flow_id)
         if flow is None:
             flow = self.flows[flow_id] = FlowView(flow_id)

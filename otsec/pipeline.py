@@ -26,6 +26,7 @@ from otsec.detect.probes import Probes
 from otsec.detect.ruleset import RuleSet
 from otsec.graph.edges import Edge, merged_edges
 from otsec.inventory.assets import Asset, Inventory
+from otsec.process import Point, points
 from otsec.protocols import PORT_NAMES, WELL_KNOWN
 
 Progress = Callable[[int], None]  # called with bytes of input consumed so far
@@ -59,12 +60,14 @@ def gc_paused(freeze: bool = False) -> Iterator[None]:
 
 @dataclass
 class View:
-    """What the sensor knows at one moment: assets, edges (by asset and by IP)."""
+    """What the sensor knows at one moment: assets, edges (by asset and by IP), and the
+    process values of the devices' points."""
 
     assets: list[Asset]
     id_of: dict[str, str]
     edges: list[Edge]
     ip_edges: dict[tuple[str, str, str, int, str], Edge]
+    points: list[Point]
 
 
 class Pipeline:
@@ -101,7 +104,8 @@ class Pipeline:
 
             def learned_so_far() -> None:  # the learning window closes: fold it in
                 view = self.view()
-                base.merge(learn(view.assets, list(view.ip_edges.values()), self.sources))
+                base.merge(learn(view.assets, list(view.ip_edges.values()), self.sources,
+                                 view.points))
                 self._watch(base)
                 if on_learned is not None:
                     on_learned(base)
@@ -114,11 +118,13 @@ class Pipeline:
             self._watch(base if learn_for is None else Baseline())
 
     def _watch(self, base: Baseline) -> None:
-        """What the core watches for the deviations: learned rates, cyclic edges and the
-        functions learned only in connections' start-up."""
+        """What the core watches for the deviations: learned rates, cyclic edges, the
+        functions learned only in connections' start-up and the written points."""
         self.core.watch({k: e.rate for k, e in base.edges.items() if e.rate > 0},
                         [k for k, e in base.edges.items() if e.period],
-                        [(k, code) for k, e in base.edges.items() for code in e.startup_only])
+                        [(k, code) for k, e in base.edges.items() for code in e.startup_only],
+                        [((v.device, v.protocol, v.unit, v.table, v.address), v.min, v.max,
+                          v.writers) for v in base.values.values()])
 
     def reload(self, ruleset: RuleSet) -> None:
         """New rules from now on (in the core too); the alerts raised so far stay."""
@@ -179,7 +185,8 @@ class Pipeline:
             inventory.on_event(ev)
             detector.on_event(ev, self.facts.hits, self.facts.request_index)
             if deviations is not None:
-                deviations.on_event(ev, self.facts.rate, self.facts.request_index)
+                deviations.on_event(ev, self.facts.rate, self.facts.request_index,
+                                    self.facts.values)
         self._learning_window()
 
     def _learning_window_start(self) -> None:
@@ -220,7 +227,7 @@ class Pipeline:
         self.inventory.load(host_records(self.core), self.core.arp())
         assets, id_of = self.inventory.assets()
         ip_edges = edges(self.core)
-        return View(assets, id_of, merged_edges(ip_edges, id_of), ip_edges)
+        return View(assets, id_of, merged_edges(ip_edges, id_of), ip_edges, points(self.core))
 
     def _host(self, ip: str) -> Any:
         row = self.core.host(ip)

@@ -11,7 +11,7 @@ use crate::decode::{
 };
 use crate::events::{Body, Event, Proto};
 use crate::flows::{Flow, FlowKey, FlowStats, FlowTable, ParserState};
-use crate::meaning::describe;
+use crate::meaning::{describe, Use};
 use crate::output::{AnomalyCount, Lines};
 use crate::protocols::{is_other_protocol, Kind, REGISTRY};
 use crate::reader::Packet;
@@ -74,6 +74,8 @@ pub struct Found {
     pub rate: Option<u64>,
     /// what the record does (decided once, when it was parsed)
     pub meaning: Option<crate::meaning::Use>,
+    /// written values the baseline did not see
+    pub values: Vec<crate::watch::ValueDeviation>,
 }
 
 /// What crosses into Python: records the policy must see, and ARP claims.
@@ -117,6 +119,7 @@ pub struct Engine {
     scratch: Vec<Event>,
     chunks: Vec<Chunk>,
     pub aggregates: Aggregates,
+    pub values: crate::values::Values,
     pub probes: crate::probes::Probes,
     probe_reports: Vec<crate::probes::Probe>,
     pub matcher: crate::rules::Matcher,
@@ -158,6 +161,7 @@ impl Engine {
             scratch: Vec::new(),
             chunks: Vec::new(),
             aggregates: Aggregates::default(),
+            values: crate::values::Values::default(),
             probes: crate::probes::Probes::default(),
             probe_reports: Vec::new(),
             matcher: crate::rules::Matcher::default(),
@@ -583,9 +587,26 @@ impl Engine {
                 let op = Self::answer_op(flow, &ev, ts);
                 self.aggregates
                     .on_event(flow, &ev, meaning.as_ref(), ts, op);
+                if !ev.points.is_empty() {
+                    self.process_values(flow, &ev, meaning.as_ref(), ts);
+                }
                 meaning
             };
             self.decide(flow, ts, frame, ev, meaning);
+        }
+    }
+
+    /// Values written into or read from the device at the flow's server end.
+    fn process_values(&mut self, flow: &Flow, ev: &Event, u: Option<&Use>, ts: f64) {
+        let client = flow.client_side();
+        let (device, unit) = (flow.ips[1 - client], u.and_then(|u| u.unit).unwrap_or(0));
+        if ev.is_request() {
+            let writer = flow.ips[client];
+            self.values
+                .write(device, ev.protocol(), unit, writer, &ev.points, ts);
+        } else {
+            self.values
+                .read(device, ev.protocol(), unit, &ev.points, ts);
         }
     }
 
@@ -646,10 +667,22 @@ impl Engine {
             _ => false,
         };
         let mut rate = None;
+        let mut values = Vec::new();
         if let (true, Some(u)) = (self.watch.on, &meaning) {
             let (new, over) = self.watch.observe(flow, &ev, u, ts);
             cross |= new || over.is_some();
             rate = over;
+            if request && !ev.points.is_empty() {
+                let client = flow.client_side();
+                values = self.watch.check_writes(
+                    flow.ips[1 - client],
+                    ev.protocol(),
+                    u.unit.unwrap_or(0),
+                    flow.ips[client],
+                    &ev.points,
+                );
+                cross |= !values.is_empty();
+            }
         }
         if !cross {
             return;
@@ -665,6 +698,7 @@ impl Engine {
             request_index: flow.requests,
             rate,
             meaning,
+            values,
         };
         self.cross(flow, ts, frame, ev, found);
     }

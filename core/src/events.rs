@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::meaning::Table;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     Modbus,
@@ -109,7 +111,7 @@ pub struct S7PlusPdu {
     pub anomalies: Vec<&'static str>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Dnp3Object {
     pub group: u8,
     pub variation: u8,
@@ -118,6 +120,8 @@ pub struct Dnp3Object {
     pub start: Option<u64>,
     /// the point indexes of index-prefixed control objects (g12, g41), at most 32
     pub indexes: Vec<u32>,
+    /// their values, one per index: g41 the analog value, g12 the control code
+    pub values: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -156,6 +160,19 @@ pub struct Req {
     pub accepted: bool,
 }
 
+/// Process values a PDU carries: consecutive points of one table from `start`, as
+/// numbers on the wire (registers as unsigned 16-bit, coils as 0/1, DNP3 values by their
+/// variation). Values a request carries are written; a response's are read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Points {
+    pub table: Table,
+    pub start: u32,
+    pub values: Vec<f64>,
+}
+
+/// Values kept from one PDU (a Modbus read of 2,000 coils keeps the first ones).
+pub const MAX_POINTS: usize = 256;
+
 /// One record out of a dissector, with the direction it travelled.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -166,6 +183,8 @@ pub struct Event {
     pub txn: u32,
     /// a response: the request it answers
     pub req: Option<Box<Req>>,
+    /// process values it writes (a request) or reports (a response)
+    pub points: Vec<Points>,
 }
 
 impl Event {
@@ -175,6 +194,7 @@ impl Event {
             body,
             txn: 0,
             req: None,
+            points: Vec::new(),
         }
     }
 

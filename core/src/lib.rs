@@ -22,6 +22,7 @@ pub mod reassembly;
 pub mod ring;
 pub mod rules;
 pub mod timefmt;
+pub mod values;
 pub mod watch;
 
 #[cfg(feature = "python")]

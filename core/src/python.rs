@@ -349,6 +349,7 @@ impl Engine {
         bounds.set_item("untracked_hosts", agg.untracked_hosts)?;
         bounds.set_item("untracked_edges", agg.untracked_edges)?;
         bounds.set_item("untracked_peers", agg.untracked_peers)?;
+        bounds.set_item("untracked_values", self.engine.values.untracked)?;
         d.set_item("tracking", bounds)?;
         d.set_item("pdus", s.pdus.clone())?;
         let named = |m: &std::collections::BTreeMap<(&str, &str), u64>| {
@@ -516,16 +517,37 @@ impl Engine {
 
     /// Protecting with a baseline: report what is new, watch the learned rates
     /// ({edge key: requests/s}), the last request of learned cyclic edges ([edge key]) and
-    /// functions learned only in connections' start-up ([(edge key, code)]).
-    #[pyo3(signature = (rates, cyclic, startup_only=Vec::new()))]
+    /// functions learned only in connections' start-up ([(edge key, code)]) and written
+    /// points (((device, protocol, unit, table, address), min, max, [writer])).
+    #[pyo3(signature = (rates, cyclic, startup_only=Vec::new(), values=Vec::new()))]
+    #[allow(clippy::type_complexity)]
     fn watch(
         &mut self,
         rates: std::collections::HashMap<String, f64>,
         cyclic: Vec<String>,
         startup_only: Vec<(String, u32)>,
+        values: Vec<((String, String, u32, String, u32), f64, f64, Vec<String>)>,
     ) {
         let w = &mut self.engine.watch;
         w.on = true;
+        w.set_values(
+            values
+                .into_iter()
+                .filter_map(
+                    |((device, proto, unit, table, address), min, max, writers)| {
+                        let key = (
+                            parse_addr(&device)?,
+                            parse_proto(&proto)?,
+                            unit,
+                            table_named(&table)?,
+                            address,
+                        );
+                        let writers = writers.iter().filter_map(|a| parse_addr(a)).collect();
+                        Some((key, crate::watch::Learned { min, max, writers }))
+                    },
+                )
+                .collect(),
+        );
         w.set_startup_only(
             startup_only
                 .iter()
@@ -621,7 +643,52 @@ impl Engine {
             .collect()
     }
 
-    /// Every edge as a tuple (see otsec/core.py for the fields).
+    /// Every point with process values: (device, protocol, unit, table, address, reads,
+    /// writes); reads (count, last, min, max, changes, last time) or None; writes (count,
+    /// last, min, max, last time, [(writer, count)], writes by writers not listed) or None.
+    #[allow(clippy::type_complexity)]
+    fn values(
+        &self,
+    ) -> Vec<(
+        String,
+        &'static str,
+        u32,
+        String,
+        u32,
+        Option<(u64, f64, f64, f64, u64, f64)>,
+        Option<(u64, f64, f64, f64, f64, Vec<(String, u64)>, u64)>,
+    )> {
+        self.engine
+            .values
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let (device, proto, unit, table, address) = row.key;
+                (
+                    device.text(),
+                    proto.name(),
+                    unit,
+                    table.name(),
+                    address,
+                    row.read
+                        .map(|r| (r.reads, r.last, r.min, r.max, r.changes, r.last_ts)),
+                    row.written.map(|w| {
+                        let writers = w.writers.iter().map(|(a, n)| (a.text(), *n)).collect();
+                        (
+                            w.writes,
+                            w.last,
+                            w.min,
+                            w.max,
+                            w.last_ts,
+                            writers,
+                            w.other_writes,
+                        )
+                    }),
+                )
+            })
+            .collect()
+    }
+
     /// Write the finished minutes of the operations view to ``path`` (metrics.ndjson) and
     /// return them: (edge key, minute start, (requests, answers, refused, unanswered),
     /// (p50, p95, max response time in seconds)).
@@ -967,6 +1034,35 @@ fn edge_ref(e: &crate::watch::EdgeRef) -> String {
     )
 }
 
+fn parse_addr(s: &str) -> Option<Addr> {
+    Some(match s.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(a) => Addr::new(&a.octets()),
+        std::net::IpAddr::V6(a) => Addr::new(&a.octets()),
+    })
+}
+
+fn parse_proto(name: &str) -> Option<crate::events::Proto> {
+    use crate::events::Proto;
+    [Proto::Modbus, Proto::S7comm, Proto::S7commPlus, Proto::Dnp3]
+        .into_iter()
+        .find(|p| p.name() == name)
+}
+
+/// The table a point's name gives (those with process values: Modbus tables, DNP3 groups).
+fn table_named(name: &str) -> Option<crate::meaning::Table> {
+    use crate::meaning::Table;
+    const MODBUS: [&str; 4] = [
+        "coils",
+        "discrete_inputs",
+        "input_registers",
+        "holding_registers",
+    ];
+    if let Some(t) = MODBUS.iter().find(|t| **t == name) {
+        return Some(Table::Modbus(t));
+    }
+    name.strip_prefix('g')?.parse().ok().map(Table::Dnp3)
+}
+
 fn parse_edge(key: &str) -> Option<crate::watch::EdgeRef> {
     // "client -> server transport/port protocol"
     let parts: Vec<&str> = key.split(' ').collect();
@@ -974,19 +1070,8 @@ fn parse_edge(key: &str) -> Option<crate::watch::EdgeRef> {
         return None;
     };
     let (transport, port) = tp.split_once('/')?;
-    let addr = |s: &str| -> Option<Addr> {
-        Some(match s.parse::<std::net::IpAddr>().ok()? {
-            std::net::IpAddr::V4(a) => Addr::new(&a.octets()),
-            std::net::IpAddr::V6(a) => Addr::new(&a.octets()),
-        })
-    };
-    let proto = match protocol {
-        "modbus" => crate::events::Proto::Modbus,
-        "s7comm" => crate::events::Proto::S7comm,
-        "s7comm_plus" => crate::events::Proto::S7commPlus,
-        "dnp3" => crate::events::Proto::Dnp3,
-        _ => return None,
-    };
+    let addr = parse_addr;
+    let proto = parse_proto(protocol)?;
     let transport = match transport {
         "tcp" => 6,
         "udp" => 17,
@@ -1057,6 +1142,11 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
                     found.request_index,
                     found.rate,
                     found.meaning.as_ref().map(meaning),
+                    found
+                        .values
+                        .iter()
+                        .map(|d| (d.table.name(), d.address, d.value, d.learned, d.new_writer))
+                        .collect::<Vec<_>>(),
                 ),
             )
                 .into_pyobject(py)

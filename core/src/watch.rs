@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::decode::Addr;
-use crate::events::{Event, Proto};
+use crate::events::{Event, Points, Proto};
 use crate::flows::Flow;
 use crate::meaning::{Table, Use};
+use crate::values::PointKey;
 
 /// An edge as the baseline names it: client, server, transport, server port, protocol.
 pub type EdgeRef = (Addr, Addr, u8, u16, Proto);
@@ -42,6 +43,26 @@ pub struct Watch {
     mid_session: FxHashSet<(EdgeRef, u32)>,
     next_tick: f64,
     last_event: f64,
+    /// written points learned: the range of values and the writers
+    values: FxHashMap<PointKey, Learned>,
+}
+
+/// What the baseline learned of a written point.
+pub struct Learned {
+    pub min: f64,
+    pub max: f64,
+    pub writers: Vec<Addr>,
+}
+
+/// A written value the baseline did not see: outside the learned range, from a new
+/// writer, or into a point never written while learning (`learned` None).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueDeviation {
+    pub table: Table,
+    pub address: u32,
+    pub value: f64,
+    pub learned: Option<(f64, f64)>,
+    pub new_writer: bool,
 }
 
 impl Watch {
@@ -76,6 +97,48 @@ impl Watch {
     pub fn set_startup_only(&mut self, functions: Vec<(EdgeRef, u32)>) {
         self.startup_only = functions.into_iter().collect();
         self.mid_session.clear();
+    }
+
+    pub fn set_values(&mut self, values: Vec<(PointKey, Learned)>) {
+        self.values = values.into_iter().collect();
+    }
+
+    /// Written values the baseline did not see (none when it learned no written values).
+    pub fn check_writes(
+        &self,
+        device: Addr,
+        proto: Proto,
+        unit: u32,
+        writer: Addr,
+        points: &[Points],
+    ) -> Vec<ValueDeviation> {
+        let mut out = Vec::new();
+        if self.values.is_empty() {
+            return out;
+        }
+        for p in points {
+            for (i, &value) in p.values.iter().enumerate() {
+                let address = p.start.wrapping_add(i as u32);
+                let found = self.values.get(&(device, proto, unit, p.table, address));
+                let (outside, new_writer) = match found {
+                    Some(l) => (
+                        !(l.min..=l.max).contains(&value),
+                        !l.writers.contains(&writer),
+                    ),
+                    None => (true, true),
+                };
+                if outside || new_writer {
+                    out.push(ValueDeviation {
+                        table: p.table,
+                        address,
+                        value,
+                        learned: found.map(|l| (l.min, l.max)),
+                        new_writer,
+                    });
+                }
+            }
+        }
+        out
     }
 
     pub fn set_cyclic(&mut self, edges: Vec<EdgeRef>) {

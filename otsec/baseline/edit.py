@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from otsec.baseline.model import AssetEntry, Baseline, BaselineError, EdgeEntry, merge_spans
+from otsec.baseline.model import (
+    AssetEntry,
+    Baseline,
+    BaselineError,
+    EdgeEntry,
+    ValueEntry,
+    merge_spans,
+)
 
 
 def _ndjson(path: Path) -> list[dict[str, Any]]:
@@ -108,6 +115,15 @@ def _apply(base: Baseline, item: dict[str, Any]) -> str:
         entry = _edge(base, item)
         entry.startup_only = [c for c in entry.startup_only if c != int(item["code"])]
         return f"function {item['code']} at any time on {item['edge']}"
+    if kind == "value":
+        learned = ValueEntry(item["device"], item["protocol"], int(item["unit"]), item["table"],
+                             int(item["address"]), item["value"], item["value"],
+                             [item["writer"]], 1)
+        entry = base.values.setdefault(learned.key, learned)
+        if entry is not learned:
+            entry.take(learned)
+        return (f"{item['value']} written by {item['writer']} into unit {item['unit']} "
+                f"{item['table']} {item['address']} of {item['device']}")
     if kind == "forget-cadence":
         entry = _edge(base, item)
         entry.period = None
@@ -146,4 +162,14 @@ def diff(old: Baseline, new: Baseline) -> list[str]:
             out.append(f"~ {key} units {a.units} -> {b.units}")
         if a.ranges != b.ranges:
             out.append(f"~ {key} ranges {a.ranges} -> {b.ranges}")
+    for key in sorted(set(new.values) - set(old.values)):
+        v = new.values[key]
+        out.append(f"+ written {key}: {v.min}..{v.max} by {', '.join(v.writers)}")
+    for key in sorted(set(old.values) - set(new.values)):
+        out.append(f"- written {key}")
+    for key in sorted(set(old.values) & set(new.values)):
+        a, b = old.values[key], new.values[key]
+        if (a.min, a.max, a.writers) != (b.min, b.max, b.writers):
+            out.append(f"~ written {key}: {a.min}..{a.max} by {', '.join(a.writers)} -> "
+                       f"{b.min}..{b.max} by {', '.join(b.writers)}")
     return out

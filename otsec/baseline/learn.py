@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from otsec.baseline.model import AssetEntry, Baseline, EdgeEntry, edge_key, merge_spans
+from collections.abc import Sequence
+
+from otsec.baseline.model import (
+    AssetEntry,
+    Baseline,
+    EdgeEntry,
+    ValueEntry,
+    edge_key,
+    merge_spans,
+)
 from otsec.graph.edges import Edge
 from otsec.inventory.assets import Asset
+from otsec.process import Point, number
 from otsec.protocols import PORT_NAMES
 from otsec.timefmt import iso
 
 MIN_CYCLES = 5  # requests of one function before its period means anything
 
 
-def learn(assets: list[Asset], ip_edges: list[Edge], sources: list[str]) -> Baseline:
-    """``ip_edges`` are the graph's edges keyed by IP (not merged into asset ids)."""
+def learn(assets: list[Asset], ip_edges: list[Edge], sources: list[str],
+          points: Sequence[Point] = ()) -> Baseline:
+    """``ip_edges`` are the graph's edges keyed by IP (not merged into asset ids);
+    ``points``: process values, whose written ranges and writers are learned."""
     base = Baseline(sources=list(sources))
+    for p in points:
+        if p.writes and p.written_min is not None and p.written_max is not None:
+            v = ValueEntry(p.device, p.protocol, p.unit, p.table, p.address,
+                           number(p.written_min) or 0, number(p.written_max) or 0,
+                           sorted(p.writers), p.writes)
+            base.values[v.key] = v
     for a in assets:
         ident = a.identity
         for ip in a.ips:

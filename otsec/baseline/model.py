@@ -59,6 +59,36 @@ class EdgeEntry:
         return edge_key(self.client, self.server, self.transport, self.port, self.protocol)
 
 
+@dataclass
+class ValueEntry:
+    """A point written while learning: the range of the values written, and by whom.
+    Values are numbers as on the wire (registers unsigned, coils 0/1)."""
+
+    device: str
+    protocol: str
+    unit: int
+    table: str
+    address: int
+    min: float
+    max: float
+    writers: list[str] = field(default_factory=list)
+    writes: int = 0
+
+    @property
+    def key(self) -> str:
+        return value_key(self.device, self.protocol, self.unit, self.table, self.address)
+
+    def take(self, other: ValueEntry) -> None:
+        """Widen to what ``other`` learned too."""
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+        self.writers = sorted(set(self.writers) | set(other.writers))
+        self.writes += other.writes
+
+
+def value_key(device: str, protocol: str, unit: int, table: str, address: int) -> str:
+    return f"{device} {protocol} {unit}/{table}/{address}"
+
+
 def mid_session(entry: EdgeEntry, direction: str, code: int, request_index: int | None) -> bool:
     """A function learned only in connections' start-up, used after it."""
     return (direction == "request" and request_index is not None
@@ -73,6 +103,7 @@ def edge_key(client: str, server: str, transport: str, port: int, protocol: str)
 class Baseline:
     assets: dict[str, AssetEntry] = field(default_factory=dict)  # by IP
     edges: dict[str, EdgeEntry] = field(default_factory=dict)  # by edge_key
+    values: dict[str, ValueEntry] = field(default_factory=dict)  # written points, by value_key
     sources: list[str] = field(default_factory=list)  # captures it was learned from
     version: int = VERSION
 
@@ -135,6 +166,12 @@ class Baseline:
             periods = [p for p in (mine_e.period, e.period) if p]
             mine_e.period = min(periods) if periods else None
             mine_e.requests += e.requests
+        for key, v in other.values.items():
+            mine_v = self.values.get(key)
+            if mine_v is None:
+                self.values[key] = v
+            else:
+                mine_v.take(v)
         self.sources = sorted(set(self.sources) | set(other.sources))
 
     # -- files ----------------------------------------------------------------------
@@ -145,6 +182,7 @@ class Baseline:
             "sources": sorted(self.sources),
             "assets": {ip: asdict(a) for ip, a in sorted(self.assets.items())},
             "edges": {k: _edge_json(e) for k, e in sorted(self.edges.items())},
+            "values": {k: asdict(v) for k, v in sorted(self.values.items())},
         }
 
     def save(self, path: Path) -> None:
@@ -168,18 +206,23 @@ class Baseline:
         user error naming the entry, never a failure half way through a run)."""
         if not isinstance(data, dict) or data.get("version") != VERSION:
             raise BaselineError(f"{where}: not an otsec baseline of version {VERSION}")
-        for name, kind in (("assets", dict), ("edges", dict), ("sources", list)):
+        for name, kind in (("assets", dict), ("edges", dict), ("values", dict),
+                           ("sources", list)):
             if not isinstance(data.get(name, kind()), kind):
                 raise BaselineError(f"{where}: '{name}' must be a {_NAMES[kind]}")
         for ip, a in data.get("assets", {}).items():
             _check(a, ASSET_FIELDS, f"{where}: assets[{ip!r}]")
         for key, e in data.get("edges", {}).items():
-            _check(e, EDGE_FIELDS, f"{where}: edges[{key!r}]")
+            _check(e, EDGE_FIELDS, f"{where}: edges[{key!r}]", REQUIRED_EDGE)
+        for key, v in data.get("values", {}).items():
+            _check(v, VALUE_FIELDS, f"{where}: values[{key!r}]", REQUIRED_VALUE)
         if not all(isinstance(x, str) for x in data.get("sources", [])):
             raise BaselineError(f"{where}: 'sources' is a list of texts")
         assets = {ip: AssetEntry(**a) for ip, a in data.get("assets", {}).items()}
         edges = {k: EdgeEntry(**e) for k, e in data.get("edges", {}).items()}
-        return cls(assets=assets, edges=edges, sources=list(data.get("sources", [])))
+        values = {k: ValueEntry(**v) for k, v in data.get("values", {}).items()}
+        return cls(assets=assets, edges=edges, values=values,
+                   sources=list(data.get("sources", [])))
 
 
 _NAMES = {dict: "mapping", list: "list"}
@@ -232,9 +275,20 @@ EDGE_FIELDS = {
     "startup_only": (_ints, "a list of whole numbers"),
 }
 REQUIRED_EDGE = ("client", "server", "transport", "port", "protocol")
+VALUE_FIELDS = {
+    **{name: (_text, "a text") for name in ("device", "protocol", "table")},
+    "unit": (_int, "a whole number"),
+    "address": (_int, "a whole number"),
+    "min": (_number, "a number"),
+    "max": (_number, "a number"),
+    "writers": (lambda v: isinstance(v, list) and all(map(_text, v)), "a list of texts"),
+    "writes": (_int, "a whole number"),
+}
+REQUIRED_VALUE = ("device", "protocol", "unit", "table", "address", "min", "max")
 
 
-def _check(entry: Any, fields: dict[str, tuple[Any, str]], where: str) -> None:
+def _check(entry: Any, fields: dict[str, tuple[Any, str]], where: str,
+           required: tuple[str, ...] = ()) -> None:
     if not isinstance(entry, dict):
         raise BaselineError(f"{where}: must be a mapping")
     for name, value in entry.items():
@@ -243,10 +297,9 @@ def _check(entry: Any, fields: dict[str, tuple[Any, str]], where: str) -> None:
         check, expected = fields[name]
         if not check(value):
             raise BaselineError(f"{where}.{name}: must be {expected}")
-    if fields is EDGE_FIELDS:
-        missing = [n for n in REQUIRED_EDGE if n not in entry]
-        if missing:
-            raise BaselineError(f"{where}: missing {', '.join(missing)}")
+    missing = [n for n in required if n not in entry]
+    if missing:
+        raise BaselineError(f"{where}: missing {', '.join(missing)}")
 
 
 def _edge_json(e: EdgeEntry) -> dict[str, Any]:

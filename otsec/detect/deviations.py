@@ -9,12 +9,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from otsec.baseline.model import Baseline, edge_key, mid_session
+from otsec.baseline.model import Baseline, edge_key, mid_session, value_key
 from otsec.detect.alerts import Finding, Notice
 from otsec.detect.catalog import Rule
 from otsec.events import Event
 from otsec.graph.functions import Use, describe
 from otsec.inventory.assets import Asset
+from otsec.process import number
+
+#: a written value the baseline did not see, as the core reports it: (table, address,
+#: value, learned (min, max) or None, written by a host that never wrote it)
+ValueDeviation = tuple[str, int, float, "tuple[float, float] | None", bool]
 
 SILENT_CYCLES = 10  # a learned cycle missed this many times in a row is silence
 SILENT_MIN = 30.0  # ... and never less than this many seconds
@@ -112,9 +117,11 @@ class Deviations:
                              approve={"kind": "mac", "ip": address, "mac": text}))
 
     def on_event(self, event: Event, rate: int | None = None,
-                 request_index: int | None = None) -> None:
+                 request_index: int | None = None,
+                 values: list[ValueDeviation] | None = None) -> None:
         """One record; ``rate``: requests in the window when the core found this one over
-        the learned rate; ``request_index``: its place among its connection's requests."""
+        the learned rate; ``request_index``: its place among its connection's requests;
+        ``values``: what it wrote that the baseline did not see (the core compared)."""
         ts = event.ts
         if ts > self.now and not self.core_fed:
             self.now = ts
@@ -198,11 +205,37 @@ class Deviations:
                                  key=(unit, table), detail=f"{table} {start}-{start + count - 1}",
                                  approve={"kind": "range", "edge": key, "unit": unit,
                                           "table": table, "start": start, "count": count}))
+        if values:
+            self._values(event, use.unit or 0, client, server, values)
         if request and entry.rate > 0:
             if not self.core_fed:
                 self._rate(event, key, entry.rate)
             elif rate is not None:
                 self._rate_finding(event, key, entry.rate, rate)
+
+    def _values(self, event: Event, unit: int, writer: str, device: str,
+                values: list[ValueDeviation]) -> None:
+        """Written values outside the learned range, or from a host that never wrote
+        the point while learning."""
+        for table, address, value, learned, new_writer in values:
+            key = value_key(device, event.protocol, unit, table, address)
+            shown = number(value)
+            point = f"unit {unit} {table} {address}"
+            approve = {"kind": "value", "device": device, "protocol": event.protocol,
+                       "unit": unit, "table": table, "address": address, "value": shown,
+                       "writer": writer}
+            if learned is not None and not learned[0] <= value <= learned[1] and self._once(
+                    ("value", key, value)):
+                low, high = map(number, learned)
+                self.add(Finding(self.catalog["otsec-baseline-value-out-of-range"], event,
+                                 f"wrote {shown} into {point} (learned {low}..{high}) on",
+                                 key=(key,), detail=f"{point} = {shown}", approve=approve))
+            if new_writer and self._once(("writer", key, writer)):
+                why = ("a point never written while learning" if learned is None
+                       else "a point it never wrote while learning")
+                self.add(Finding(self.catalog["otsec-baseline-new-writer"], event,
+                                 f"wrote {shown} into {point}, {why}, on",
+                                 key=(key,), detail=point, approve=approve))
 
     def on_tick(self, now: float, last_requests: dict[str, float]) -> None:
         """A silence check the core found due (it kept the last requests)."""

@@ -8,7 +8,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Proto, Req};
+use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Points, Proto, Req};
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
@@ -265,7 +265,9 @@ impl Parser {
         if parts.len() >= 2 {
             let mut pdu = decode_fragment(&parts, src, dst);
             pdu.link_function = link_fn;
+            let points = operated(&pdu);
             let mut ev = Event::new(from_client, Body::Dnp3(pdu));
+            ev.points = points;
             self.pair(&mut ev);
             out.push(ev);
         }
@@ -377,6 +379,7 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
                     count: 0,
                     start: None,
                     indexes: Vec::new(),
+                    values: Vec::new(),
                 });
                 return true;
             }
@@ -388,12 +391,14 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
             count,
             start,
             indexes: Vec::new(),
+            values: Vec::new(),
         });
         if !with_data || range_code == 6 || group == 60 {
             continue;
         }
         if matches!(group, 12 | 41) {
-            out.last_mut().unwrap().indexes = control_indexes(frag, pos, group, var, qual, count);
+            let o = out.last_mut().unwrap();
+            (o.indexes, o.values) = controls(frag, pos, group, var, qual, count).unzip();
         }
         match data_size(group, var, qual, count, frag, pos) {
             None => return true, // unknown object size: the headers after it stay unread
@@ -408,22 +413,60 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
     true
 }
 
-/// Points a control request names by index prefix (1, 2 or 4 bytes before each object).
-fn control_indexes(frag: &[u8], pos: usize, group: u8, var: u8, qual: u8, count: u64) -> Vec<u32> {
+/// Points a control request names by index prefix (1, 2 or 4 bytes before each object),
+/// with the value each is given: g41 the analog value by its variation, g12 the control
+/// code (the first byte of a CROB).
+fn controls(
+    frag: &[u8],
+    pos: usize,
+    group: u8,
+    var: u8,
+    qual: u8,
+    count: u64,
+) -> impl Iterator<Item = (u32, f64)> + '_ {
     let prefix = match (qual >> 4) & 0x07 {
         1 => 1,
         2 => 2,
         3 => 4,
-        _ => return Vec::new(),
+        _ => 0,
     };
-    let Some(size) = fixed_size(group, var) else {
+    let size = fixed_size(group, var).filter(|_| prefix > 0).unwrap_or(0) as usize;
+    let step = prefix + size;
+    let n = if size == 0 { 0 } else { count.min(32) as usize };
+    (0..n)
+        .map(move |k| pos + k * step)
+        .take_while(move |&at| at + step <= frag.len())
+        .map(move |at| {
+            let v = &frag[at + prefix..at + step];
+            (le(frag, at, prefix) as u32, control_value(group, var, v))
+        })
+}
+
+fn control_value(group: u8, var: u8, v: &[u8]) -> f64 {
+    match (group, var) {
+        (41, 1) => i32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+        (41, 2) => i16::from_le_bytes([v[0], v[1]]) as f64,
+        (41, 3) => f32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+        (41, 4) => f64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
+        _ => v[0] as f64, // g12: the control code
+    }
+}
+
+/// The values an operate or direct operate sets (a select only names them).
+fn operated(p: &Dnp3Pdu) -> Vec<Points> {
+    if !matches!(p.function_code, 4..=6) {
         return Vec::new();
-    };
-    let step = prefix + size as usize;
-    (0..count.min(32) as usize)
-        .map(|k| pos + k * step)
-        .take_while(|&at| at + prefix <= frag.len())
-        .map(|at| le(frag, at, prefix) as u32)
+    }
+    p.objects
+        .iter()
+        .filter(|o| matches!(o.group, 12 | 41))
+        .flat_map(|o| {
+            o.indexes.iter().zip(&o.values).map(|(&i, &v)| Points {
+                table: Table::Dnp3(o.group),
+                start: i,
+                values: vec![v],
+            })
+        })
         .collect()
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::events::{Body, Event, ModbusPdu, Proto, Req};
+use crate::events::{Body, Event, ModbusPdu, Points, Proto, Req, MAX_POINTS};
 use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
@@ -153,7 +153,9 @@ impl Parser {
         if length as usize > MAX_LENGTH {
             pdu.anomalies.push(INVALID_LENGTH);
         }
+        let data = &buf[pos + 8..end];
         if from_client {
+            let points = written(&pdu, data);
             self.txns = self.txns.wrapping_add(1).max(1);
             let open = Open {
                 txn: self.txns,
@@ -164,6 +166,7 @@ impl Parser {
             };
             let mut ev = Event::new(from_client, Body::Modbus(pdu));
             ev.txn = self.txns;
+            ev.points.extend(points);
             out.push(ev);
             if self.pending.open(tid, open) {
                 let detail = format!("over {MAX_PENDING} requests without responses");
@@ -191,8 +194,14 @@ impl Parser {
                     quantity: req.quantity,
                     accepted: pdu.exception_code.is_none(),
                 };
+                let points = if info.accepted && req.function_code == pdu.function_code {
+                    read(req.function_code, req.address, req.quantity, data)
+                } else {
+                    None
+                };
                 let mut ev = Event::new(from_client, Body::Modbus(pdu));
                 ev.req = Some(Box::new(info));
+                ev.points.extend(points);
                 out.push(ev);
             }
         }
@@ -583,6 +592,77 @@ pub fn json(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
         out.push(b'}');
     }
     out.push(b'}');
+}
+
+// -- process values ----------------------------------------------------------------
+
+/// Big-endian registers from the start of `data`: `count` at most, and what is there.
+fn registers(data: &[u8], count: u16) -> Vec<f64> {
+    data.chunks_exact(2)
+        .take((count as usize).min(MAX_POINTS))
+        .map(|w| u16::from_be_bytes([w[0], w[1]]) as f64)
+        .collect()
+}
+
+/// Packed bits (least significant first) as 0/1: `count` at most, and what is there.
+fn bits(data: &[u8], count: u16) -> Vec<f64> {
+    let n = (count as usize).min(MAX_POINTS).min(data.len() * 8);
+    (0..n)
+        .map(|i| ((data[i / 8] >> (i % 8)) & 1) as f64)
+        .collect()
+}
+
+fn points(table: &'static str, start: Option<u16>, values: Vec<f64>) -> Option<Points> {
+    match start {
+        Some(start) if !values.is_empty() => Some(Points {
+            table: Table::Modbus(table),
+            start: start as u32,
+            values,
+        }),
+        _ => None,
+    }
+}
+
+/// The values a request writes (`data`: the PDU after its function code).
+fn written(p: &ModbusPdu, data: &[u8]) -> Option<Points> {
+    let body = |at: usize| data.get(at..).unwrap_or_default();
+    match p.function_code {
+        5 => match p.value {
+            Some(0xFF00) => points("coils", p.address, vec![1.0]),
+            Some(0) => points("coils", p.address, vec![0.0]),
+            _ => None, // not a coil state: the anomaly says so
+        },
+        6 => points(
+            "holding_registers",
+            p.address,
+            p.value.map(f64::from).into_iter().collect(),
+        ),
+        15 => points("coils", p.address, bits(body(5), p.quantity?)),
+        16 => points(
+            "holding_registers",
+            p.address,
+            registers(body(5), p.quantity?),
+        ),
+        23 => points(
+            "holding_registers",
+            p.write_address,
+            registers(body(9), p.write_quantity?),
+        ),
+        _ => None,
+    }
+}
+
+/// The values a response reports, at the addresses its request asked for.
+fn read(fc: u8, address: Option<u16>, quantity: Option<u16>, data: &[u8]) -> Option<Points> {
+    let body = data.get(1..).unwrap_or_default();
+    let q = quantity?;
+    match fc {
+        1 => points("coils", address, bits(body, q)),
+        2 => points("discrete_inputs", address, bits(body, q)),
+        3 | 23 => points("holding_registers", address, registers(body, q)),
+        4 => points("input_registers", address, registers(body, q)),
+        _ => None,
+    }
 }
 
 // -- what a PDU does (see meaning.rs) --------------------------------------------

@@ -1,0 +1,246 @@
+//! Process values: what the points of each device hold (from the answers to reads) and
+//! what was written into them, by whom. Counted in the core so that steady polling costs
+//! one lookup and one comparison per answer; Python reads the table at the end.
+
+use rustc_hash::FxHashMap;
+
+use crate::decode::Addr;
+use crate::events::{Points, Proto};
+use crate::meaning::Table;
+
+/// A point: device, protocol, unit (Modbus unit id, DNP3 outstation), table, address.
+pub type PointKey = (Addr, Proto, u32, Table, u32);
+
+/// Blocks (one poll's points) and written points tracked; beyond, counted as untracked.
+pub const MAX_BLOCKS: usize = 8_192;
+pub const MAX_WRITTEN: usize = 65_536;
+/// Writers remembered per point (more are counted together).
+pub const MAX_WRITERS: usize = 8;
+
+/// The points one kind of read returns again and again.
+struct Block {
+    last: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
+    changes: Vec<u32>,
+    reads: u64,
+    last_ts: f64,
+}
+
+/// What was written into one point.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub writes: u64,
+    pub last: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last_ts: f64,
+    /// (writer, writes), at most `MAX_WRITERS`; `other_writes` counts the rest
+    pub writers: Vec<(Addr, u64)>,
+    pub other_writes: u64,
+}
+
+/// What was read from one point.
+#[derive(Clone, Copy, Debug)]
+pub struct Read {
+    pub reads: u64,
+    pub last: f64,
+    pub min: f64,
+    pub max: f64,
+    pub changes: u64,
+    pub last_ts: f64,
+}
+
+/// One point as reported: its reads and its writes (either may be absent).
+pub struct Row {
+    pub key: PointKey,
+    pub read: Option<Read>,
+    pub written: Option<Written>,
+}
+
+#[derive(Default)]
+pub struct Values {
+    blocks: FxHashMap<(Addr, Proto, u32, Table, u32, u32), Block>,
+    written: FxHashMap<PointKey, Written>,
+    /// answers and written values not tracked because the tables were full
+    pub untracked: u64,
+}
+
+impl Values {
+    /// Values a device reported in an answer.
+    pub fn read(&mut self, device: Addr, proto: Proto, unit: u32, points: &[Points], ts: f64) {
+        for p in points {
+            let key = (device, proto, unit, p.table, p.start, p.values.len() as u32);
+            if let Some(b) = self.blocks.get_mut(&key) {
+                b.reads += 1;
+                b.last_ts = ts;
+                if b.last != p.values {
+                    for (i, &v) in p.values.iter().enumerate() {
+                        if b.last[i] != v {
+                            b.changes[i] += 1;
+                            b.last[i] = v;
+                            b.min[i] = b.min[i].min(v);
+                            b.max[i] = b.max[i].max(v);
+                        }
+                    }
+                }
+            } else if self.blocks.len() < MAX_BLOCKS {
+                let n = p.values.len();
+                self.blocks.insert(
+                    key,
+                    Block {
+                        last: p.values.clone(),
+                        min: p.values.clone(),
+                        max: p.values.clone(),
+                        changes: vec![0; n],
+                        reads: 1,
+                        last_ts: ts,
+                    },
+                );
+            } else {
+                self.untracked += 1;
+            }
+        }
+    }
+
+    /// Values a request wrote into a device.
+    pub fn write(
+        &mut self,
+        device: Addr,
+        proto: Proto,
+        unit: u32,
+        writer: Addr,
+        points: &[Points],
+        ts: f64,
+    ) {
+        for p in points {
+            for (i, &v) in p.values.iter().enumerate() {
+                let key = (device, proto, unit, p.table, p.start.wrapping_add(i as u32));
+                if self.written.len() >= MAX_WRITTEN && !self.written.contains_key(&key) {
+                    self.untracked += 1;
+                    continue;
+                }
+                let w = self.written.entry(key).or_insert(Written {
+                    writes: 0,
+                    last: v,
+                    min: v,
+                    max: v,
+                    last_ts: ts,
+                    writers: Vec::new(),
+                    other_writes: 0,
+                });
+                w.writes += 1;
+                w.last = v;
+                w.min = w.min.min(v);
+                w.max = w.max.max(v);
+                w.last_ts = ts;
+                if let Some(i) = w.writers.iter().position(|(a, _)| *a == writer) {
+                    w.writers[i].1 += 1;
+                } else if w.writers.len() < MAX_WRITERS {
+                    w.writers.push((writer, 1));
+                } else {
+                    w.other_writes += 1;
+                }
+            }
+        }
+    }
+
+    /// Every point, reads of overlapping blocks folded together, in key order.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut reads: FxHashMap<PointKey, Read> = FxHashMap::default();
+        for (&(device, proto, unit, table, start, _), b) in &self.blocks {
+            for i in 0..b.last.len() {
+                let key = (device, proto, unit, table, start.wrapping_add(i as u32));
+                let here = Read {
+                    reads: b.reads,
+                    last: b.last[i],
+                    min: b.min[i],
+                    max: b.max[i],
+                    changes: b.changes[i] as u64,
+                    last_ts: b.last_ts,
+                };
+                reads
+                    .entry(key)
+                    .and_modify(|r| {
+                        r.reads += here.reads;
+                        r.changes += here.changes;
+                        r.min = r.min.min(here.min);
+                        r.max = r.max.max(here.max);
+                        if here.last_ts > r.last_ts {
+                            r.last = here.last;
+                            r.last_ts = here.last_ts;
+                        }
+                    })
+                    .or_insert(here);
+            }
+        }
+        let mut rows: Vec<Row> = self
+            .written
+            .iter()
+            .filter(|(k, _)| !reads.contains_key(k))
+            .map(|(&key, w)| Row {
+                key,
+                read: None,
+                written: Some(w.clone()),
+            })
+            .collect();
+        rows.extend(reads.into_iter().map(|(key, r)| Row {
+            key,
+            read: Some(r),
+            written: self.written.get(&key).cloned(),
+        }));
+        rows.sort_by_key(|a| a.key);
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pts(start: u32, values: &[f64]) -> Vec<Points> {
+        vec![Points {
+            table: Table::Modbus("holding_registers"),
+            start,
+            values: values.to_vec(),
+        }]
+    }
+
+    #[test]
+    fn steady_reads_count_changes_only_when_values_move() {
+        let dev = Addr::new(&[10, 0, 0, 1]);
+        let mut v = Values::default();
+        v.read(dev, Proto::Modbus, 1, &pts(100, &[40.0, 7.0]), 1.0);
+        v.read(dev, Proto::Modbus, 1, &pts(100, &[40.0, 7.0]), 2.0);
+        v.read(dev, Proto::Modbus, 1, &pts(100, &[55.0, 7.0]), 3.0);
+        v.read(dev, Proto::Modbus, 1, &pts(101, &[9.0]), 4.0); // overlapping block
+        let rows = v.rows();
+        assert_eq!(rows.len(), 2);
+        let r = rows[0].read.unwrap();
+        assert_eq!(
+            (rows[0].key.4, r.reads, r.last, r.min, r.max, r.changes),
+            (100, 3, 55.0, 40.0, 55.0, 1)
+        );
+        let r = rows[1].read.unwrap();
+        assert_eq!(
+            (rows[1].key.4, r.reads, r.last, r.min, r.max),
+            (101, 4, 9.0, 7.0, 9.0)
+        );
+    }
+
+    #[test]
+    fn writes_keep_writers_and_range() {
+        let dev = Addr::new(&[10, 0, 0, 1]);
+        let (a, b) = (Addr::new(&[10, 0, 0, 2]), Addr::new(&[10, 0, 0, 3]));
+        let mut v = Values::default();
+        v.write(dev, Proto::Modbus, 1, a, &pts(7, &[50.0]), 1.0);
+        v.write(dev, Proto::Modbus, 1, b, &pts(7, &[950.0]), 2.0);
+        v.write(dev, Proto::Modbus, 1, a, &pts(7, &[45.0]), 3.0);
+        let rows = v.rows();
+        assert_eq!(rows.len(), 1);
+        let w = rows[0].written.as_ref().unwrap();
+        assert!(rows[0].read.is_none());
+        assert_eq!((w.writes, w.last, w.min, w.max), (3, 45.0, 45.0, 950.0));
+        assert_eq!(w.writers, vec![(a, 2), (b, 1)]);
+    }
+}
