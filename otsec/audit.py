@@ -20,6 +20,7 @@ from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet
 from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline, Progress, gc_paused
+from otsec.process import by_device
 from otsec.report.html import write_report
 from otsec.sinks.documents import (
     alert_document,
@@ -137,14 +138,16 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         flag_actors(view.assets, incident_docs)
         write_ndjson(out_dir / "incidents.ndjson", incident_docs)
         write_ndjson(out_dir / "alerts.ndjson", alert_docs)
-        asset_docs = [asset_document(a) for a in view.assets]
+        points = by_device(view.points)
+        asset_docs = [asset_document(a, [p for ip in a.ips for p in points.get(ip, ())])
+                      for a in view.assets]
         edge_docs = [edge_document(e, ip_of) for e in view.edges]
         write_json(out_dir / "assets.json", asset_docs)  # staged: published when complete
         write_json(out_dir / "edges.json", edge_docs)
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
         summary["incidents"] = count_by_severity(incident_docs)
-        summary["operations"] = operations(metrics)
+        summary["operations"] = operations(metrics, pipe.availability.outages, view.points)
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable
         summary["baseline"] = {
@@ -155,6 +158,6 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         }
         write_json(out_dir / "summary.json", summary)
         result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
-                             asset_docs, edge_docs, incident_docs)
+                             asset_docs, edge_docs, incident_docs, view.points)
         write_report(out_dir / "report.html", result)
     return result

@@ -28,6 +28,7 @@ from otsec.detect.ruleset import RuleSet, load
 from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline
+from otsec.process import by_device
 from otsec.report.html import write_report
 from otsec.sinks.documents import (
     alert_document,
@@ -36,7 +37,7 @@ from otsec.sinks.documents import (
     incident_document,
 )
 from otsec.sinks.ndjson import write_ndjson
-from otsec.summary import AuditResult, build_summary, count_by_severity
+from otsec.summary import AuditResult, build_summary, count_by_severity, operations
 
 REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
 DRAIN_EVERY = 0.2  # seconds between hand-overs from the core to the policy
@@ -89,7 +90,8 @@ def snapshot(pipe: Pipeline, drops: int) -> dict[str, Any]:
     docs = [alert_document(a, asset_by_ip, baseline_state(dev, a.start)) for a in alerts]
     stats = pipe.stats()
     return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": view.ip_edges,
-            "alerts": docs, "stats": stats, "drops": drops}
+            "alerts": docs, "stats": stats, "drops": drops, "points": view.points,
+            "outages": pipe.availability.outages}
 
 
 class Monitor:
@@ -255,6 +257,8 @@ class Monitor:
                 "drops": 0}
         view, inventory, all_edges = workers.merge([past, *latest.values()], keep=True)
         state.save(self.state_file, inventory.hosts, inventory.arp, all_edges)
+        for name in ("points", "outages"):  # each worker's own devices and connections
+            view[name] = [x for snap in latest.values() for x in snap.get(name, [])]
         return view
 
     # -- the files ----------------------------------------------------------------------
@@ -266,7 +270,9 @@ class Monitor:
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
         incident_docs = [incident_document(i) for i in incidents(alert_docs)]
         flag_actors(assets, incident_docs)
-        asset_docs = [asset_document(a) for a in assets]
+        points = by_device(view["points"])
+        asset_docs = [asset_document(a, [p for ip in a.ips for p in points.get(ip, ())])
+                      for a in assets]
         edge_docs = [edge_document(e, ip_of) for e in edges]
         for name, docs in (("incidents", incident_docs), ("alerts", alert_docs)):
             write_ndjson(out / f"{name}.ndjson.tmp", docs)
@@ -278,13 +284,14 @@ class Monitor:
                                 time.monotonic() - self.started, severities, assets, edges, [])
         summary["incidents"] = count_by_severity(incident_docs)
         summary["kernel_drops"] = view["drops"]
+        summary["operations"] = operations([], view["outages"], view["points"])
         summary["workers"] = self.opts.workers
         write_json_atomic(out / "summary.json", summary)
         now = time.monotonic()
         if final or now >= self.next_report:  # the layout costs more than the rest: rarer
             self.next_report = now + REPORT_EVERY
             result = AuditResult(out, summary, alert_docs, assets, edges, [], asset_docs,
-                                 edge_docs, incident_docs)
+                                 edge_docs, incident_docs, view["points"])
             write_report(out / "report.html", result)
         if self.opts.es_url:
             self._ship(alert_docs, asset_docs, edge_docs, incident_docs)

@@ -20,6 +20,7 @@ from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
 from otsec.core import Facts, edges, host_record, host_records
 from otsec.detect import Detector
+from otsec.detect.availability import Availability
 from otsec.detect.compiled import boundaries, compile_rules
 from otsec.detect.deviations import Deviations
 from otsec.detect.probes import Probes
@@ -95,6 +96,7 @@ class Pipeline:
         self.inventory.live = self._host
         self.detector = Detector(ruleset)
         self.probes = Probes(self.detector)
+        self.availability = Availability(self.detector)
         self.inventory.scanners = self.probes.scanners
         self.reload(self.detector.ruleset)
         self.detector.roles = self.inventory.role_of
@@ -180,6 +182,9 @@ class Pipeline:
                 continue
             if kind in ("flood", "scan"):
                 self.probes.on_fact(fact)
+                continue
+            if kind in ("down", "up"):
+                self.availability.on_fact(fact)
                 continue
             ev = event(fact)
             inventory.on_event(ev)

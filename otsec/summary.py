@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from otsec import __version__
+from otsec.detect.availability import Outage
 from otsec.detect.catalog import SEVERITIES, SEVERITY_NAMES
 from otsec.graph.edges import Edge
 from otsec.inventory.assets import Asset
+from otsec.process import Point
 from otsec.timefmt import iso
 
 
@@ -25,6 +28,7 @@ class AuditResult:
     asset_docs: list[dict[str, Any]] = field(default_factory=list)
     edge_docs: list[dict[str, Any]] = field(default_factory=list)
     incident_docs: list[dict[str, Any]] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)  # process values
 
     @cached_property
     def asset_by_id(self) -> dict[str, Asset]:
@@ -39,24 +43,39 @@ def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def operations(rows: list[tuple], slowest: int = 5) -> dict[str, Any]:
-    """The few numbers an engineer wants first: requests, answers, what went unanswered, and
-    the edges whose answers were slowest (their worst minute's p95). ``rows`` are the core's
-    minutes of the operations view (see metrics.ndjson)."""
+def operations(rows: list[tuple], outages: Sequence[Outage] = (),
+               points: Sequence[Point] = (), slowest: int = 5) -> dict[str, Any]:
+    """The few numbers an engineer wants first: requests, answers, what went unanswered,
+    the edges whose answers were slowest (their worst minute's p95) and whose polling
+    jittered most, the devices that stopped answering, and the points written. ``rows``
+    are the core's minutes of the operations view (see metrics.ndjson)."""
     totals = [0, 0, 0, 0]
     worst: dict[tuple, float] = {}
-    for edge, _start, counts, (_p50, p95, _max) in rows:
+    cycles: dict[tuple, list[float]] = {}  # edge -> [periods, jitters, minutes]
+    for edge, _start, counts, (_p50, p95, _max), (period, jitter) in rows:
         for i, n in enumerate(counts):
             totals[i] += n
         if p95 is not None and p95 > worst.get(edge, -1.0):
             worst[edge] = p95
+        if period is not None:
+            c = cycles.setdefault(edge, [0.0, 0.0, 0])
+            c[0], c[1], c[2] = c[0] + period, max(c[1], jitter), c[2] + 1
     ranked = sorted(worst.items(), key=lambda kv: -kv[1])[:slowest]
+    jittery = sorted(cycles.items(), key=lambda kv: -kv[1][1])[:slowest]
+    written = [p for p in points if p.writes]
     return {
         "requests": totals[0], "responses": totals[1], "exceptions": totals[2],
         "unanswered": totals[3],
         "slowest": [{"client": c, "server": s, "port": p, "protocol": proto,
                      "p95_ms": round(v * 1000, 3)}
                     for (c, s, _t, p, proto), v in ranked],
+        "polling": [{"client": c, "server": s, "port": p, "protocol": proto,
+                     "period_ms": round(sum_ / n * 1000, 3), "jitter_ms": round(j * 1000, 3)}
+                    for (c, s, _t, p, proto), (sum_, j, n) in jittery],
+        "outages": [o.to_json() for o in outages],
+        "devices_down": len({(o.device, o.protocol) for o in outages if o.back is None}),
+        "points": {"total": len(points), "written": len(written),
+                   "changing": sum(1 for p in points if p.changes)},
     }
 
 

@@ -4,22 +4,27 @@
 Stacks: pymodbus (Modbus/TCP), python-snap7 (S7comm), opendnp3 via yadnp3 (DNP3). For
 each protocol two captures: normal polling, and the same with an intruder; for Modbus and
 DNP3 a third, "insider", where the known HMI or SCADA master itself attacks (a new register
-range and a unit sweep; FC 21 mid-session and a relay operation).
+range and a unit sweep; FC 21 mid-session and a relay operation). For Modbus also
+"operations": an operator adjusts a setpoint within 40-60 every cycle, then the same host
+writes 950 into it, then the PLC hangs (its process stopped) for HANG seconds and comes
+back; the times of these steps go to a JSON file next to the capture.
 
 A small plant network is built on this machine only: one network namespace per host,
 veth pairs into a Linux bridge in a "switch" namespace, addresses in 10.77.0.0/24 that
 exist inside those namespaces alone (no uplink, no route out). tcpdump on the bridge
 captures everything. Everything is torn down at the end, also on failure.
 
-    sudo python scripts/make_samples.py [--out pcaps] [--seconds 20]
+    sudo python scripts/make_samples.py [--out pcaps] [--seconds 20] [--kinds operations]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +38,7 @@ STACKS = {  # protocol: (stack script, server port, serves one client at a time)
     "dnp3": (ROOT / "stacks" / "dnp3_stack.py", 20000, True),
 }
 INSIDERS = {"modbus", "dnp3"}  # stacks with steps a known host takes (the HMI itself)
+HANG = 13.0  # seconds the PLC stays hung in the operations capture (outages count from 10)
 PREFIX = os.environ.get("OTSEC_NETNS_PREFIX", "otsec")  # names of the namespaces made here
 SWITCH = f"{PREFIX}-sw"
 HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI
@@ -141,11 +147,50 @@ def scenario(out: Path, protocol: str, seconds: float,
             server.wait(timeout=10)
 
 
+def operations(out: Path, seconds: float) -> dict[str, float]:
+    """The operations capture (Modbus): normal operation for ``seconds`` (at least 6), a
+    setpoint written out of range, a hung PLC, its return. Returns the steps' times."""
+    plc_addr = HOSTS["plc"][0]
+    stack, port, _ = STACKS["modbus"]
+    learn = max(seconds, 6.0)
+    steps: dict[str, float] = {}
+    with capture(out):
+        server = run_in("plc", stack, "plc", "--bind", plc_addr)
+        try:
+            wait_port("hmi", plc_addr, port)
+            steps["start"] = time.time()
+            hmi = run_in("hmi", stack, "operator", "--server", plc_addr, "--seconds",
+                         str(learn + HANG + 6))
+            time.sleep(learn)
+            steps["tamper"] = time.time()
+            tamper = run_in("hmi", stack, "tamper", "--server", plc_addr)
+            _, err = tamper.communicate(timeout=60)
+            if tamper.returncode:
+                raise RuntimeError(f"tamper failed: {err.decode()[-500:]}")
+            time.sleep(2.0)
+            steps["hang"] = time.time()
+            server.send_signal(signal.SIGSTOP)
+            time.sleep(HANG)
+            server.send_signal(signal.SIGCONT)
+            steps["resume"] = time.time()
+            _, err = hmi.communicate(timeout=60)
+            if hmi.returncode:
+                raise RuntimeError(f"operator failed: {err.decode()[-500:]}")
+        finally:
+            server.send_signal(signal.SIGCONT)
+            server.terminate()
+            server.wait(timeout=10)
+    out.with_suffix(".json").write_text(json.dumps(steps, indent=1) + "\n")
+    return steps
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT.parent / "pcaps")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the polling")
     ap.add_argument("--protocols", nargs="+", choices=sorted(STACKS), default=list(STACKS))
+    kinds = ["normal", "intrusion", "insider", "operations"]
+    ap.add_argument("--kinds", nargs="+", choices=kinds, default=kinds)
     args = ap.parse_args()
     for tool in ("ip", "tcpdump"):
         if not shutil.which(tool):
@@ -158,8 +203,14 @@ def main() -> int:
             if protocol in INSIDERS:
                 kinds.append(("insider", ("hmi", "insider")))
             for kind, attacker_role in kinds:
+                if kind not in args.kinds:
+                    continue
                 out = args.out / f"{protocol}-{kind}.pcap"
                 scenario(out, protocol, args.seconds, attacker_role)
+                print(out)
+            if protocol == "modbus" and "operations" in args.kinds:
+                out = args.out / "modbus-operations.pcap"
+                operations(out, args.seconds)
                 print(out)
     return 0
 

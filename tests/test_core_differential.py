@@ -102,6 +102,10 @@ class _Policy:
         pass
 
 
+#: rules whose counting came with the core (the former engine had nothing like them)
+CORE_ONLY = {"otsec-net-connection-flood", "otsec-net-scan", "otsec-net-device-unresponsive"}
+
+
 def former_audit(path: Path, out: Path) -> tuple[list, list, list]:
     """Assets, edges and alerts as the Python engine and its consumers made them."""
     inventory, graph, policy = OldInventory(), OldGraph(), _Policy()
@@ -129,9 +133,13 @@ def compare_audit(path: Path, tmp: Path, nothing: bool = False) -> None:
             run_audit([path], tmp)
         return
     run_audit([path], tmp)
-    assert json.loads((tmp / "assets.json").read_text()) == orjson.loads(orjson.dumps(assets))
+    ours = json.loads((tmp / "assets.json").read_text())
+    for doc in ours:  # process values came with the core: the former engine had none
+        doc["otsec"]["asset"].pop("points", None)
+    assert ours == orjson.loads(orjson.dumps(assets))
     assert json.loads((tmp / "edges.json").read_text()) == orjson.loads(orjson.dumps(edges))
     ours = [orjson.loads(x) for x in (tmp / "alerts.ndjson").read_bytes().splitlines()]
+    ours = [a for a in ours if a["rule"]["id"] not in CORE_ONLY]
     assert ours == orjson.loads(orjson.dumps(alerts))
 
 

@@ -350,13 +350,18 @@ impl Aggregates {
         }
         if request {
             e.requests += 1;
+            let mut interval = None;
             e.cadence
                 .entry(u.code)
                 .and_modify(|c| {
+                    interval = Some(ts - c.1);
                     c.1 = ts;
                     c.2 += 1;
                 })
                 .or_insert((ts, ts, 1));
+            if let (Some(i), Some(m)) = (interval, e.minute.as_mut()) {
+                m.cycle(i);
+            }
         }
         e.objects.extend(u.groups.iter().copied());
         if u.writes {

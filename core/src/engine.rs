@@ -105,6 +105,8 @@ pub enum Fact {
     },
     /// a window of connection attempts crossed the flood or scan line
     Probe(crate::probes::Probe),
+    /// a device stopped answering, or answers again
+    Availability(crate::availability::Change),
 }
 
 pub struct Engine {
@@ -120,6 +122,7 @@ pub struct Engine {
     chunks: Vec<Chunk>,
     pub aggregates: Aggregates,
     pub values: crate::values::Values,
+    pub availability: crate::availability::Availability,
     pub probes: crate::probes::Probes,
     probe_reports: Vec<crate::probes::Probe>,
     pub matcher: crate::rules::Matcher,
@@ -162,6 +165,7 @@ impl Engine {
             chunks: Vec::new(),
             aggregates: Aggregates::default(),
             values: crate::values::Values::default(),
+            availability: crate::availability::Availability::default(),
             probes: crate::probes::Probes::default(),
             probe_reports: Vec::new(),
             matcher: crate::rules::Matcher::default(),
@@ -585,6 +589,7 @@ impl Engine {
                 }
                 let meaning = describe(&ev);
                 let op = Self::answer_op(flow, &ev, ts);
+                self.availability(flow, &ev, ts);
                 self.aggregates
                     .on_event(flow, &ev, meaning.as_ref(), ts, op);
                 if !ev.points.is_empty() {
@@ -593,6 +598,23 @@ impl Engine {
                 meaning
             };
             self.decide(flow, ts, frame, ev, meaning);
+        }
+    }
+
+    /// Who answers: a request that expects an answer, or anything the device sends.
+    fn availability(&mut self, flow: &Flow, ev: &Event, ts: f64) {
+        let device = flow.ips[1 - flow.client_side()];
+        let a = &mut self.availability;
+        if ev.is_request() {
+            if ev.txn != 0 {
+                a.request(device, ev.protocol(), ts);
+            }
+        } else if !ev.from_client {
+            a.answer(device, ev.protocol(), ts);
+        }
+        if !a.changes.is_empty() {
+            self.facts
+                .extend(a.changes.drain(..).map(Fact::Availability));
         }
     }
 

@@ -5,6 +5,7 @@
 //! `output` (events.ndjson lines, aggregated anomalies). `python` is the binding.
 
 pub mod aggregate;
+pub mod availability;
 pub mod community_id;
 pub mod decode;
 pub mod engine;

@@ -27,6 +27,24 @@ pub struct Minute {
     refused: u64,
     unanswered: u64,
     samples: Vec<f32>,
+    /// intervals between repeats of one request function: count, sum, sum of squares
+    gaps: (u64, f64, f64),
+}
+
+/// Intervals between repeats of a request longer than this are not a polling cycle...
+pub const MAX_CYCLE: f64 = MINUTE;
+/// ... and a minute with fewer repeats than this tells no cycle.
+const MIN_CYCLES: u64 = 3;
+
+impl Minute {
+    /// A request repeated `interval` seconds after the same function's last one.
+    pub fn cycle(&mut self, interval: f64) {
+        if (0.0..=MAX_CYCLE).contains(&interval) {
+            self.gaps.0 += 1;
+            self.gaps.1 += interval;
+            self.gaps.2 += interval * interval;
+        }
+    }
 }
 
 /// What one record adds to its edge's minute, found from its flow alone.
@@ -56,6 +74,10 @@ pub struct Row {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
     pub max: Option<f64>,
+    /// the polling cycle: mean interval between repeats of one request function, and
+    /// its standard deviation (the jitter)
+    pub period: Option<f64>,
+    pub jitter: Option<f64>,
 }
 
 /// Finished minutes, until the policy takes them.
@@ -152,7 +174,17 @@ pub fn write(rows: &[Row], names: &Names, out: &mut dyn Write) -> io::Result<()>
                 line.extend_from_slice(format!("{:.3}", v * 1000.0).as_bytes());
             }
         }
-        line.extend_from_slice(b"}}}}\n");
+        line.push(b'}');
+        if let (Some(period), Some(jitter)) = (r.period, r.jitter) {
+            key(&mut line, "cycle_ms");
+            line.push(b'{');
+            key(&mut line, "period");
+            line.extend_from_slice(format!("{:.3}", period * 1000.0).as_bytes());
+            key(&mut line, "jitter");
+            line.extend_from_slice(format!("{:.3}", jitter * 1000.0).as_bytes());
+            line.push(b'}');
+        }
+        line.extend_from_slice(b"}}}\n");
         out.write_all(&line)?;
     }
     Ok(())
@@ -168,6 +200,9 @@ pub fn transport(proto: u8) -> &'static str {
 
 fn row(edge: EdgeKey, mut m: Minute) -> Row {
     m.samples.sort_by(f32::total_cmp);
+    let (n, sum, sq) = m.gaps;
+    let period = (n >= MIN_CYCLES).then(|| sum / n as f64);
+    let jitter = period.map(|mean| (sq / n as f64 - mean * mean).max(0.0).sqrt());
     let at = |q: f64| -> Option<f64> {
         if m.samples.is_empty() {
             return None;
@@ -185,6 +220,8 @@ fn row(edge: EdgeKey, mut m: Minute) -> Row {
         p50: at(0.5),
         p95: at(0.95),
         max: m.samples.last().map(|&x| x as f64),
+        period,
+        jitter,
     }
 }
 

@@ -350,6 +350,7 @@ impl Engine {
         bounds.set_item("untracked_edges", agg.untracked_edges)?;
         bounds.set_item("untracked_peers", agg.untracked_peers)?;
         bounds.set_item("untracked_values", self.engine.values.untracked)?;
+        bounds.set_item("untracked_devices", self.engine.availability.untracked)?;
         d.set_item("tracking", bounds)?;
         d.set_item("pdus", s.pdus.clone())?;
         let named = |m: &std::collections::BTreeMap<(&str, &str), u64>| {
@@ -691,7 +692,7 @@ impl Engine {
 
     /// Write the finished minutes of the operations view to ``path`` (metrics.ndjson) and
     /// return them: (edge key, minute start, (requests, answers, refused, unanswered),
-    /// (p50, p95, max response time in seconds)).
+    /// (p50, p95, max response time in seconds), (polling period, jitter in seconds)).
     fn take_metrics<'py>(
         &mut self,
         py: Python<'py>,
@@ -712,6 +713,7 @@ impl Engine {
                     r.start,
                     (r.requests, r.answers, r.refused, r.unanswered),
                     (r.p50, r.p95, r.max),
+                    (r.period, r.jitter),
                 )
                     .into_pyobject(py)
             })
@@ -1178,6 +1180,15 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             *sources,
             *first,
             *last,
+        )
+            .into_pyobject(py),
+        Fact::Availability(c) => (
+            if c.up { "up" } else { "down" },
+            c.device.text(),
+            c.proto.name(),
+            c.since,
+            c.at,
+            c.requests,
         )
             .into_pyobject(py),
         Fact::Probe(Probe::Scan {

@@ -22,6 +22,7 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T0814": ("Denial of Service", ("TA0107",)),
     "T0815": ("Denial of View", ("TA0105",)),
     "T0816": ("Device Restart/Shutdown", ("TA0107",)),
+    "T0826": ("Loss of Availability", ("TA0105",)),
     "T0830": ("Adversary-in-the-Middle", ("TA0100",)),
     "T0831": ("Manipulation of Control", ("TA0105",)),
     "T0835": ("Manipulate I/O Image", ("TA0107",)),

@@ -31,6 +31,8 @@ BASELINE_CAUSES = {
     "otsec-baseline-new-edge": "new conversation",
     "otsec-baseline-rogue-master": "process change",
     "otsec-baseline-new-command": "process change",
+    "otsec-baseline-value-out-of-range": "process change",
+    "otsec-baseline-new-writer": "process change",
     "otsec-baseline-silent-edge": "loss of availability",
     "otsec-baseline-rate": "loss of availability",
     "otsec-baseline-identity-change": "device change",

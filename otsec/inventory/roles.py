@@ -71,6 +71,8 @@ def flag_actors(assets: list[Asset], incident_docs: list[dict[str, Any]]) -> Non
         asset = by_ip.get(inc["actor"])
         if asset is None or doc["event"]["severity"] < 2:  # low: what stations do daily
             continue
+        if inc["actor"] == inc["target"]:  # what befell a device (it stopped answering)
+            continue
         flag = SUSPECT_CAUSES.get(inc["cause"])
         if inc["cause"] == "discovery" and SCAN_CATEGORIES & set(doc["rule"]["category"]):
             flag = "scanned devices"

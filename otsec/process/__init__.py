@@ -46,6 +46,36 @@ def number(v: float | None) -> float | int | None:
     return int(v) if v is not None and v.is_integer() else v
 
 
+#: points listed per asset document (written ones first, then those that changed)
+MAX_POINTS_PER_ASSET = 200
+
+
+def point_document(p: Point) -> dict[str, Any]:
+    """A point as the asset document lists it (fields without a value left out)."""
+    doc: dict[str, Any] = {"protocol": p.protocol, "unit": p.unit, "table": p.table,
+                           "address": p.address}
+    if p.reads:
+        doc.update(reads=p.reads, last=number(p.last), min=number(p.min), max=number(p.max),
+                   changes=p.changes)
+    if p.writes:
+        doc.update(writes=p.writes, written=number(p.written),
+                   written_min=number(p.written_min), written_max=number(p.written_max),
+                   writers=sorted(p.writers))
+    return doc
+
+
+def by_device(points: list[Point], limit: int = MAX_POINTS_PER_ASSET) -> dict[str, list[Point]]:
+    """Each device's points, the telling ones first: written, then changing, then the rest
+    (in address order within each), at most ``limit``."""
+    out: dict[str, list[Point]] = {}
+    for p in points:
+        out.setdefault(p.device, []).append(p)
+    for ps in out.values():
+        ps.sort(key=lambda p: (not p.writes, not p.changes))
+        del ps[limit:]
+    return out
+
+
 def points(core: Any) -> list[Point]:
     """The core's points, in (device, protocol, unit, table, address) order."""
     out = []

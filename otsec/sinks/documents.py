@@ -6,6 +6,7 @@ Field names follow output-schema.md; ICS detail lives under ``otsec.<protocol>``
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from otsec import __version__
@@ -17,6 +18,7 @@ from otsec.detect.incidents import Incident
 from otsec.events import Anomaly, Dnp3Pdu, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, edge_id
 from otsec.inventory.assets import Asset
+from otsec.process import Point, point_document
 from otsec.protocols.s7comm import PLUS_FUNCTIONS
 from otsec.timefmt import iso
 
@@ -335,7 +337,8 @@ def display_name(asset: Asset) -> str:
                                                                    else asset.id)
 
 
-def asset_document(asset: Asset) -> dict[str, Any]:
+def asset_document(asset: Asset, points: Sequence[Point] = ()) -> dict[str, Any]:
+    """An asset; ``points``: its process values (see otsec.process.by_device)."""
     ident = asset.identity
     device: dict[str, Any] = {}
     if ident.manufacturer:
@@ -381,6 +384,8 @@ def asset_document(asset: Asset) -> dict[str, Any]:
     }
     if device:
         doc["device"] = device
+    if points:
+        doc["otsec"]["asset"]["points"] = [point_document(p) for p in points]
     return doc
 
 

@@ -15,7 +15,7 @@ POLICY = "otsec"
 STREAMS = ("alert", "incident", "metric", "event", "asset", "edge")
 LATEST = ("otsec-assets-latest", "otsec-edges-latest")
 
-K, L, D, IP, F, T = "keyword", "long", "date", "ip", "float", "text"
+K, L, D, IP, F, T, N = "keyword", "long", "date", "ip", "float", "text", "double"
 IGNORE_ABOVE = 1024
 
 ECS_FIELDS: dict[str, str] = {
@@ -49,6 +49,7 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.metrics.requests": L, "otsec.metrics.responses": L, "otsec.metrics.exceptions": L,
     "otsec.metrics.unanswered": L, "otsec.metrics.response_time_ms.p50": F,
     "otsec.metrics.response_time_ms.p95": F, "otsec.metrics.response_time_ms.max": F,
+    "otsec.metrics.cycle_ms.period": F, "otsec.metrics.cycle_ms.jitter": F,
     "otsec.direction": K, "otsec.alert.count": L, "otsec.alert.accepted": L,
     "otsec.alert.rejected": L, "otsec.baseline.state": K,
     "otsec.asset.source.id": K, "otsec.asset.source.name": K, "otsec.asset.source.role": K,
@@ -61,6 +62,13 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.asset.peers.count": L, "otsec.asset.identification_source": K,
     "otsec.asset.vlan_ids": L, "otsec.asset.mac_vendor": K, "otsec.asset.dnp3_addresses": L,
     "otsec.asset.packets": L, "otsec.asset.bytes": L,
+    "otsec.asset.points.protocol": K, "otsec.asset.points.unit": L,
+    "otsec.asset.points.table": K, "otsec.asset.points.address": L,
+    "otsec.asset.points.reads": L, "otsec.asset.points.last": N, "otsec.asset.points.min": N,
+    "otsec.asset.points.max": N, "otsec.asset.points.changes": L,
+    "otsec.asset.points.writes": L, "otsec.asset.points.written": N,
+    "otsec.asset.points.written_min": N, "otsec.asset.points.written_max": N,
+    "otsec.asset.points.writers": IP,
     "otsec.edge.id": K, "otsec.edge.client": K, "otsec.edge.server": K,
     "otsec.edge.first_seen": D, "otsec.edge.last_seen": D, "otsec.edge.packets": L,
     "otsec.edge.bytes": L, "otsec.edge.pdus": L, "otsec.edge.writes": L, "otsec.edge.state": K,

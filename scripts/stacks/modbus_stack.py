@@ -85,6 +85,41 @@ async def insider(server: str) -> None:
     client.close()
 
 
+SETPOINT = 20  # the holding register an operator adjusts (a temperature setpoint, say)
+
+
+def setpoint(i: int) -> int:
+    """The operator's adjustments: every value from 40 to 60, in a scrambled order."""
+    return 40 + (i * 8) % 21
+
+
+async def operator(server: str, seconds: float, period: float) -> None:
+    """An HMI that polls and adjusts the setpoint within its usual range every cycle; it
+    keeps polling when the PLC stops answering (short timeouts, reconnecting)."""
+    client = AsyncModbusTcpClient(server, port=502, timeout=1, retries=0)
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        try:
+            if not client.connected:
+                await client.connect()
+            await client.read_holding_registers(0, count=30, device_id=1)
+            await client.write_register(SETPOINT, setpoint(i), device_id=1)
+        except Exception:  # a hung PLC: polling goes on
+            pass
+        i += 1
+        await asyncio.sleep(period)
+    client.close()
+
+
+async def tamper(server: str) -> None:
+    """From the operator's own host: the setpoint written far outside its usual range."""
+    client = AsyncModbusTcpClient(server, port=502)
+    await client.connect()
+    await client.write_register(SETPOINT, 950, device_id=1)
+    client.close()
+
+
 def scan_function_codes(server: str, codes: list[int]) -> None:
     """What scanners (nmap modbus-discover, smod) do: one raw request per function code."""
     with socket.create_connection((server, 502), timeout=3) as sock:
@@ -101,7 +136,9 @@ def main() -> None:
     run(lambda bind: asyncio.run(plc(bind)),
         lambda server, seconds, period: asyncio.run(hmi(server, seconds, period)),
         lambda server: asyncio.run(intruder(server)), period=0.5,
-        insider=lambda server: asyncio.run(insider(server)))
+        insider=lambda server: asyncio.run(insider(server)),
+        operator=lambda server, seconds, period: asyncio.run(operator(server, seconds, period)),
+        tamper=lambda server: asyncio.run(tamper(server)))
 
 
 if __name__ == "__main__":
