@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Write kibana/otsec.ndjson: data views, searches, visualisations and the overview dashboard.
+"""Write kibana/otsec.ndjson: data views, searches, visualisations, the overview dashboard
+(security) and the operations dashboard (response times, timeouts, polling, availability,
+process values).
 
 Kept as code so the saved objects stay consistent with the index mappings; the tests
 check every field they name exists in otsec's templates. Import with
@@ -18,6 +20,8 @@ VIEWS = {
     "otsec-incidents": ("logs-otsec.incident-*", "@timestamp", "otsec incidents"),
     "otsec-alerts": ("logs-otsec.alert-*", "@timestamp", "otsec alerts"),
     "otsec-events": ("logs-otsec.event-*", "@timestamp", "otsec PDU events"),
+    "otsec-metrics": ("logs-otsec.metric-*", "@timestamp", "otsec operations (per edge and "
+                      "minute)"),
     "otsec-assets": ("otsec-assets-latest", "otsec.asset.last_seen", "otsec assets (current)"),
     "otsec-edges": ("otsec-edges-latest", "otsec.edge.last_seen", "otsec edges (current)"),
 }
@@ -54,12 +58,84 @@ def terms(field: str, size: int = 10, schema: str = "segment", aid: str = "2") -
 
 
 COUNT = {"id": "1", "enabled": True, "type": "count", "schema": "metric", "params": {}}
+OVER_TIME = {"id": "2", "enabled": True, "type": "date_histogram", "schema": "segment",
+             "params": {"field": "@timestamp", "interval": "auto"}}
 
 
-def search(sid: str, title: str, view_id: str, columns: list[str], sort: str) -> dict:
+def metric(kind: str, field: str, aid: str = "1") -> dict:
+    return {"id": aid, "enabled": True, "type": kind, "schema": "metric",
+            "params": {"field": field}}
+
+
+def search(sid: str, title: str, view_id: str, columns: list[str], sort: str,
+           query: str = "") -> dict:
     return {"type": "search", "id": sid, **VERSION, "references": ref(view_id),
             "attributes": {"title": title, "columns": columns, "sort": [[sort, "desc"]],
-                           "kibanaSavedObjectMeta": source(view_id)}}
+                           "kibanaSavedObjectMeta": source(view_id, query)}}
+
+
+def dashboard(did: str, title: str, description: str,
+              grid: list[tuple[str, str, int, int, int, int]]) -> dict:
+    panels, refs = [], []
+    for i, (oid, otype, x, y, w, h) in enumerate(grid):
+        panels.append({"panelIndex": str(i), "gridData": {"x": x, "y": y, "w": w, "h": h,
+                                                          "i": str(i)},
+                       "panelRefName": f"panel_{i}", "embeddableConfig": {}, "version": "8.8.0"})
+        refs.append({"name": f"panel_{i}", "type": otype, "id": oid})
+    return {"type": "dashboard", "id": did, **VERSION, "references": refs,
+            "attributes": {"title": title, "description": description,
+                           "panelsJSON": json.dumps(panels), "timeRestore": False,
+                           "optionsJSON": json.dumps({"useMargins": True}),
+                           "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
+                               {"query": {"query": "", "language": "kuery"}, "filter": []})}}}
+
+
+def operations() -> list[dict]:
+    """The plant engineer's view: which device answers slowly, times out or stopped
+    answering, how steady the polling is, and what was written into which point."""
+    by_server = terms("destination.ip", 10, "group", "3")
+    return [
+        vis("otsec-ops-response-time", "otsec: response time p95 over time (ms)",
+            "otsec-metrics", "line",
+            [metric("max", "otsec.metrics.response_time_ms.p95"), OVER_TIME, by_server]),
+        vis("otsec-ops-slowest", "otsec: slowest devices (worst minute's p95, ms)",
+            "otsec-metrics", "table",
+            [metric("max", "otsec.metrics.response_time_ms.p95"),
+             terms("destination.ip", 20, "bucket")]),
+        vis("otsec-ops-timeouts", "otsec: unanswered requests and exceptions over time",
+            "otsec-metrics", "histogram",
+            [metric("sum", "otsec.metrics.unanswered"), OVER_TIME,
+             metric("sum", "otsec.metrics.exceptions", "3")]),
+        vis("otsec-ops-polling", "otsec: polling period and jitter (ms) per edge",
+            "otsec-metrics", "table",
+            [metric("avg", "otsec.metrics.cycle_ms.period"),
+             metric("max", "otsec.metrics.cycle_ms.jitter", "4"),
+             terms("source.ip", 20, "bucket", "2"), terms("destination.ip", 20, "bucket", "3")]),
+        search("otsec-ops-availability", "otsec: devices that stopped answering",
+               "otsec-alerts", ["source.ip", "network.protocol", "event.start", "event.end",
+                                "message"], "@timestamp",
+               'rule.id : "otsec-net-device-unresponsive"'),
+        search("otsec-ops-process-values", "otsec: process values (points written)",
+               "otsec-assets", ["host.ip", "otsec.asset.points.table",
+                                "otsec.asset.points.address", "otsec.asset.points.written",
+                                "otsec.asset.points.written_min",
+                                "otsec.asset.points.written_max",
+                                "otsec.asset.points.writers"], "otsec.asset.last_seen",
+               "otsec.asset.points.writes > 0"),
+        search("otsec-ops-value-alerts", "otsec: writes outside the learned values",
+               "otsec-alerts", ["source.ip", "destination.ip", "message"], "@timestamp",
+               'rule.id : ("otsec-baseline-value-out-of-range" or "otsec-baseline-new-writer")'),
+        dashboard("otsec-operations", "otsec: operations",
+                  "Response times, unanswered requests and exceptions, polling cycles, "
+                  "devices that stopped answering, and the process values written",
+                  [("otsec-ops-response-time", "visualization", 0, 0, 32, 14),
+                   ("otsec-ops-slowest", "visualization", 32, 0, 16, 14),
+                   ("otsec-ops-timeouts", "visualization", 0, 14, 24, 13),
+                   ("otsec-ops-polling", "visualization", 24, 14, 24, 13),
+                   ("otsec-ops-availability", "search", 0, 27, 48, 10),
+                   ("otsec-ops-value-alerts", "search", 0, 37, 48, 10),
+                   ("otsec-ops-process-values", "search", 0, 47, 48, 15)]),
+    ]
 
 
 VEGA = {
@@ -146,30 +222,19 @@ def objects() -> list[dict]:
                                                 "params": {"spec": json.dumps(VEGA, indent=2)}}),
                         "kibanaSavedObjectMeta": {"searchSourceJSON": "{}"}}},
     ]
-    panels, refs = [], []
-    grid = [("otsec-incidents-table", "search", 0, 0, 48, 15),
-            ("otsec-alerts-over-time", "visualization", 0, 15, 48, 12),
-            ("otsec-alerts-by-rule", "visualization", 0, 27, 24, 15),
-            ("otsec-alerts-by-technique", "visualization", 24, 27, 24, 15),
-            ("otsec-top-talkers", "visualization", 0, 42, 24, 15),
-            ("otsec-network-graph", "visualization", 24, 42, 24, 15),
-            ("otsec-asset-inventory", "search", 0, 57, 48, 15),
-            ("otsec-edges-table", "search", 0, 72, 48, 15)]
-    for i, (oid, otype, x, y, w, h) in enumerate(grid):
-        panels.append({"panelIndex": str(i), "gridData": {"x": x, "y": y, "w": w, "h": h,
-                                                          "i": str(i)},
-                       "panelRefName": f"panel_{i}", "embeddableConfig": {}, "version": "8.8.0"})
-        refs.append({"name": f"panel_{i}", "type": otype, "id": oid})
-    out.append({"type": "dashboard", "id": "otsec-overview", **VERSION, "references": refs,
-                "attributes": {"title": "otsec: OT security overview",
-                               "description": "Incidents first, then alerts, ATT&CK "
-                                              "techniques, talkers, the network graph, "
-                                              "assets and edges",
-                               "panelsJSON": json.dumps(panels), "timeRestore": False,
-                               "optionsJSON": json.dumps({"useMargins": True}),
-                               "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
-                                   {"query": {"query": "", "language": "kuery"},
-                                    "filter": []})}}})
+    out.append(dashboard(
+        "otsec-overview", "otsec: OT security overview",
+        "Incidents first, then alerts, ATT&CK techniques, talkers, the network graph, "
+        "assets and edges",
+        [("otsec-incidents-table", "search", 0, 0, 48, 15),
+         ("otsec-alerts-over-time", "visualization", 0, 15, 48, 12),
+         ("otsec-alerts-by-rule", "visualization", 0, 27, 24, 15),
+         ("otsec-alerts-by-technique", "visualization", 24, 27, 24, 15),
+         ("otsec-top-talkers", "visualization", 0, 42, 24, 15),
+         ("otsec-network-graph", "visualization", 24, 42, 24, 15),
+         ("otsec-asset-inventory", "search", 0, 57, 48, 15),
+         ("otsec-edges-table", "search", 0, 72, 48, 15)]))
+    out += operations()
     return out
 
 

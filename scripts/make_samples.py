@@ -148,11 +148,12 @@ def scenario(out: Path, protocol: str, seconds: float,
 
 
 def operations(out: Path, seconds: float) -> dict[str, float]:
-    """The operations capture (Modbus): normal operation for ``seconds`` (at least 6), a
-    setpoint written out of range, a hung PLC, its return. Returns the steps' times."""
+    """The operations capture (Modbus): normal operation for ``seconds`` (at least 12: the
+    operator's 21 setpoint values twice over), a setpoint written out of range, a hung
+    PLC, its return. Returns the steps' times."""
     plc_addr = HOSTS["plc"][0]
     stack, port, _ = STACKS["modbus"]
-    learn = max(seconds, 6.0)
+    learn = max(seconds, 12.0)
     steps: dict[str, float] = {}
     with capture(out):
         server = run_in("plc", stack, "plc", "--bind", plc_addr)

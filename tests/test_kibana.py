@@ -90,3 +90,19 @@ def test_setup_imports_them_into_kibana(tmp_path: Path, monkeypatch: pytest.Monk
     assert headers["kbn-xsrf"] and headers["authorization"] == "ApiKey a2V5"
     assert b'"otsec-overview"' in body and b"multipart" not in body[:2]
     assert main(["setup", "--es", "http://127.0.0.1:9", "--kibana", "http://127.0.0.1:9"]) == 1
+
+
+def test_the_operations_dashboard_shows_what_an_engineer_asks_first() -> None:
+    objs = {o["id"]: o for o in objects()}
+    board = objs["otsec-operations"]
+    panels = {r["id"] for r in board["references"]}
+    assert panels == {"otsec-ops-response-time", "otsec-ops-slowest", "otsec-ops-timeouts",
+                      "otsec-ops-polling", "otsec-ops-availability", "otsec-ops-value-alerts",
+                      "otsec-ops-process-values"}
+    assert objs["otsec-metrics"]["attributes"]["title"] == "logs-otsec.metric-*"
+    for pid in panels:  # the fields their queries name are mapped too
+        search = json.loads(objs[pid]["attributes"]["kibanaSavedObjectMeta"]
+                            ["searchSourceJSON"])
+        query = search.get("query", {}).get("query", "")
+        named = {w for w in query.replace("(", " ").split() if "." in w and '"' not in w}
+        assert named <= MAPPED, (pid, named - MAPPED)

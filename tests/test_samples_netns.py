@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,35 @@ def test_generator_makes_captures_that_alert_as_expected(tmp_path: Path) -> None
         assert rules <= raised, (protocol, raised)
     modbus_insider_steps_are_caught(tmp_path)
     dnp3_insider_steps_are_caught(tmp_path)
+    operations_steps_are_caught(tmp_path)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     assert f"{prefix}-" not in listed.stdout  # torn down
+
+
+def operations_steps_are_caught(tmp: Path) -> None:
+    """The operator (pymodbus) adjusts a setpoint within 40-60, then writes 950 into it;
+    then the PLC's process is stopped for a while: learning until the tampering, the write
+    and the outage alert at their times, with their end points (tests/test_process_values.py
+    checks the bundled capture of this scenario in detail)."""
+    cap = tmp / "modbus-operations.pcap"
+    steps = json.loads(cap.with_suffix(".json").read_text())
+    out = tmp / "operations-out"
+    learn = steps["tamper"] - steps["start"] - 0.5
+    assert main(["audit", str(cap), "--learn-for", f"{learn:.3f}s", "--out", str(out),
+                 "--format", "json"]) == 0
+    alerts = {}
+    for line in (out / "alerts.ndjson").open():
+        a = json.loads(line)
+        alerts[a["rule"]["id"]] = a
+    value = alerts["otsec-baseline-value-out-of-range"]
+    assert value["source"]["ip"] == "10.77.0.20" and "wrote 950" in value["message"]
+    assert value["otsec"]["alert"]["count"] == 1
+    down = alerts["otsec-net-device-unresponsive"]
+    assert down["source"]["ip"] == "10.77.0.10"
+    start = datetime.fromisoformat(down["event"]["start"].replace("Z", "+00:00")).timestamp()
+    assert steps["hang"] + 10 <= start <= steps["resume"]
+    assert set(alerts) == {"otsec-modbus-write", "otsec-baseline-value-out-of-range",
+                           "otsec-net-device-unresponsive"}
 
 
 def insider_audit(tmp: Path, protocol: str) -> tuple[list[dict], list[dict]]:

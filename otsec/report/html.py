@@ -5,11 +5,13 @@ from __future__ import annotations
 import html
 import ipaddress
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from otsec.detect.catalog import SEVERITY_NAMES
 from otsec.graph.edges import Edge
+from otsec.process import number
 from otsec.protocols import COLOURS
 from otsec.sinks.documents import display_name
 from otsec.text import CONTROL_CHARS, MAX_SHOWN, printable
@@ -355,20 +357,97 @@ def _more(n: int) -> str:
 
 
 def _operations(result: AuditResult) -> str:
-    """How the process network is doing: requests, answers, and the slowest devices."""
+    """How the process network is doing: requests and answers, the slowest devices, the
+    polling cycles, devices that stopped answering, and the process values written."""
     ops = result.summary.get("operations")
-    if not ops or not ops["requests"]:
+    if not ops or not (ops["requests"] or ops.get("outages")):
         return ""
-    rows = "".join(
+    slowest = "".join(
         f"<tr><td>{_e(o['client'])}</td><td>{_e(o['server'])}</td>"
         f"<td>{_e(o['protocol'])}/{o['port']}</td><td>{o['p95_ms']:.1f}</td></tr>"
         for o in ops["slowest"])
+    polling = "".join(
+        f"<tr><td>{_e(o['client'])}</td><td>{_e(o['server'])}</td>"
+        f"<td>{_e(o['protocol'])}/{o['port']}</td><td>{o['period_ms']:.1f}</td>"
+        f"<td>{o['jitter_ms']:.1f}</td></tr>"
+        for o in ops.get("polling", []))
     return (f"<h2>Operations</h2><p>{ops['requests']:,} requests, {ops['responses']:,} "
             f"responses ({ops['exceptions']:,} exceptions), {ops['unanswered']:,} never "
             "answered. Per edge and minute in metrics.ndjson.</p>"
             "<table id='slowest' class='sortable'><tr><th>client</th><th>server</th>"
             "<th>protocol</th><th>slowest minute's p95 response time (ms)</th></tr>"
-            f"{rows}</table>")
+            f"{slowest}</table>"
+            + (("<h3>Polling cycles</h3><table id='polling' class='sortable'><tr><th>client"
+                "</th><th>server</th><th>protocol</th><th>period (ms)</th><th>worst "
+                f"minute's jitter (ms)</th></tr>{polling}</table>") if polling else "")
+            + _outages(result, ops.get("outages", []))
+            + _points(result))
+
+
+def _outages(result: AuditResult, outages: list[dict]) -> str:
+    """Devices that stopped answering, each on a timeline of the capture."""
+    if not outages:
+        return ""
+    cap = result.summary["capture"]
+    start, end = (_epoch(cap["start"]), _epoch(cap["end"])) if cap["start"] else (0.0, 1.0)
+    span = max(end - start, 1e-9)
+    rows = []
+    for o in outages:
+        a = (_epoch(o["since"]) - start) / span * 300
+        b = ((_epoch(o["back"]) if o["back"] else end) - start) / span * 300
+        bar = (f"<svg width='300' height='12' role='img'><rect width='300' height='12' "
+               f"fill='#cde8cd'/><rect x='{a:.1f}' width='{max(b - a, 1):.1f}' height='12' "
+               "fill='#d62728'/></svg>")
+        back = _e(o["back"]) if o["back"] else "not during the capture"
+        rows.append(f"<tr><td>{_e(o['device'])}</td><td>{_e(o['protocol'])}</td>"
+                    f"<td>{_e(o['since'])}</td><td>{back}</td><td>{o['unanswered']}</td>"
+                    f"<td>{bar}</td></tr>")
+    return ("<h3>Devices that stopped answering</h3><table id='outages'><tr><th>device</th>"
+            "<th>protocol</th><th>unanswered from</th><th>answered again</th><th>requests "
+            "unanswered</th><th>capture timeline (red: not answering)</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _points(result: AuditResult, limit: int = 200) -> str:
+    """Process values: the points written (by whom, in which range), then those that
+    changed, each with a bar of its range and its last value."""
+    shown = sorted((p for p in result.points if p.writes or p.changes),
+                   key=lambda p: (not p.writes, p.device, p.unit, p.table, p.address))
+    if not shown:
+        return ""
+    rows = []
+    for p in shown[:limit]:
+        low, high, last = ((p.written_min, p.written_max, p.written) if p.writes
+                           else (p.min, p.max, p.last))
+        read = (f"{number(p.last)} ({number(p.min)}..{number(p.max)}, {p.changes} changes)"
+                if p.reads else "")
+        written = (f"{number(p.written)} ({number(p.written_min)}..{number(p.written_max)}, "
+                   f"{p.writes} writes)" if p.writes else "")
+        rows.append(f"<tr><td>{_e(p.device)}</td><td>{_e(p.protocol)}</td>"
+                    f"<td>{_e(p.name)}</td><td>{_e(read)}</td><td>{_e(written)}</td>"
+                    f"<td>{_e(', '.join(sorted(p.writers)))}</td>"
+                    f"<td>{_range_bar(low, high, last)}</td></tr>")
+    more = _more(len(shown) - limit) if len(shown) > limit else ""
+    return ("<h3>Process values</h3><p>Values as numbers on the wire (registers unsigned "
+            "16-bit, coils 0/1, DNP3 outputs by their variation); every point is in "
+            "assets.json.</p><table id='points' class='sortable'><tr><th>device</th>"
+            "<th>protocol</th><th>point</th><th>read: last (range, changes)</th>"
+            "<th>written: last (range, writes)</th><th>writers</th><th>range, last</th>"
+            "</tr>" + "".join(rows) + "</table>" + more)
+
+
+def _range_bar(low: float | None, high: float | None, last: float | None) -> str:
+    """A small bar: the range seen, and where the last value lies in it."""
+    if low is None or high is None or last is None:
+        return ""
+    x = 0.0 if high == low else (last - low) / (high - low) * 96
+    return (f"<svg width='100' height='10' role='img'><rect y='3' width='100' height='4' "
+            f"fill='#c6dbef'/><rect x='{x + 1:.1f}' width='3' height='10' fill='#08519c'/>"
+            "</svg>")
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _incidents(result: AuditResult) -> str:

@@ -44,6 +44,15 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
         if slowest:
             table.add_row("slowest answers", shown(f"{slowest['server']}: p95 "
                                                    f"{slowest['p95_ms']:.1f} ms"))
+    if ops and ops.get("outages"):
+        table.add_row("stopped answering", shown(", ".join(
+            f"{o['device']} ({o['protocol']}, "
+            + (f"{o['seconds']:.0f} s" if o["back"] else "still at the end") + ")"
+            for o in ops["outages"][:5])))
+    if ops and ops.get("points", {}).get("total"):
+        p = ops["points"]
+        table.add_row("process values", f"{p['total']:,} points, {p['written']:,} written, "
+                      f"{p['changing']:,} changing")
     table.add_row("capture span", f"{s['duration']:.1f} s")
     table.add_row("processing", f"{s['processing_seconds']:.2f} s "
                   f"({s['packets_per_second']:,} packets/s)")

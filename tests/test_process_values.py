@@ -1,0 +1,180 @@
+"""Process values, device availability and polling cycles, on the operations sample made
+by real stacks (scripts/make_samples.py): an operator adjusts a setpoint within 40-60 every
+half second, the same host then writes 950 into it, then the PLC hangs (its process
+stopped) and comes back. The steps' times are in pcaps/modbus-operations.json."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from otsec.audit import run_audit, run_learn
+from otsec.baseline.edit import approve
+from otsec.baseline.model import Baseline
+from otsec.pipeline import Pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+CAP = ROOT / "pcaps" / "modbus-operations.pcap"
+STEPS = json.loads(CAP.with_suffix(".json").read_text())
+TSHARK = shutil.which("tshark")
+PLC, HMI = "10.77.0.10", "10.77.0.20"
+SETPOINT = 20
+
+
+def tshark(*args: str) -> list[list[str]]:
+    out = subprocess.run([TSHARK or "tshark", "-r", str(CAP), *args], capture_output=True,
+                         text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def alerts(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "alerts.ndjson").read_text().splitlines()]
+
+
+def epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def points() -> dict[tuple[str, int], object]:
+    pipe = Pipeline(events=False)
+    pipe.run([CAP])
+    pipe.finish()
+    return {(p.table, p.address): p for p in pipe.view().points if p.device == PLC}
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_values_read_and_written_agree_with_tshark() -> None:
+    ours = points()
+    reads = tshark("-Y", "modbus.func_code==3 && tcp.srcport==502", "-T", "fields",
+                   "-e", "modbus.regnum16", "-e", "modbus.regval_uint16")
+    seen: dict[int, list[int]] = {}
+    for numbers, values in reads:
+        for n, v in zip(numbers.split(","), values.split(","), strict=True):
+            seen.setdefault(int(n), []).append(int(v))
+    assert seen
+    for address, values in seen.items():
+        p = ours[("holding_registers", address)]
+        changes = sum(1 for a, b in itertools.pairwise(values) if a != b)
+        assert (p.reads, p.last, p.min, p.max, p.changes) == (
+            len(values), values[-1], min(values), max(values), changes), address
+    writes = tshark("-Y", "modbus.func_code==6 && tcp.dstport==502", "-T", "fields",
+                    "-e", "ip.src", "-e", "modbus.reference_num", "-e", "modbus.data")
+    written = [int(data.replace(":", ""), 16) for _src, _ref, data in writes]
+    assert {(src, int(ref)) for src, ref, _ in writes} == {(HMI, SETPOINT)}
+    p = ours[("holding_registers", SETPOINT)]
+    assert (p.writes, p.written, p.written_min, p.written_max, p.writers) == (
+        len(written), written[-1], 40, 950, {HMI: len(written)})
+
+
+def audit_learning_until_tamper(out: Path) -> list[dict]:
+    """Learning from the first record (an ARP claim before the operator starts) until just
+    before the setpoint is tampered with."""
+    run_audit([CAP], out, learn_for=STEPS["tamper"] - STEPS["start"] - 0.5)
+    return alerts(out)
+
+
+def test_a_setpoint_written_out_of_its_learned_range_and_a_hung_plc(tmp_path: Path) -> None:
+    found = audit_learning_until_tamper(tmp_path)
+    by_rule: dict[str, list[dict]] = {}
+    for a in found:
+        by_rule.setdefault(a["rule"]["id"], []).append(a)
+    # the operator's own adjustments within 40-60 were learned: only 950 deviates
+    (value,) = by_rule.pop("otsec-baseline-value-out-of-range")
+    assert (value["source"]["ip"], value["destination"]["ip"]) == (HMI, PLC)
+    assert abs(epoch(value["event"]["start"]) - STEPS["tamper"]) < 1.0
+    assert value["otsec"]["alert"]["count"] == 1
+    assert value["message"] == (f"{HMI} wrote 950 into unit 1 holding_registers 20 (learned "
+                                f"40..60) on {PLC}; the device accepted it.")
+    assert value["threat"]["technique"]["id"] == ["T0836", "T0831"]
+    assert value["otsec"]["baseline"]["state"] == "protecting"
+    # the PLC left requests unanswered from when it hung until it came back
+    (down,) = by_rule.pop("otsec-net-device-unresponsive")
+    assert down["source"]["ip"] == PLC
+    found_at = epoch(down["event"]["start"])
+    assert STEPS["hang"] + 10 <= found_at <= STEPS["resume"]
+    assert abs(epoch(down["event"]["end"]) - STEPS["resume"]) < 2.0
+    assert "answered again after" in down["message"]
+    # what remains was raised while learning (the signature rule on writes)
+    assert set(by_rule) <= {"otsec-modbus-write"}
+    assert all(epoch(a["event"]["start"]) < STEPS["tamper"] for a in by_rule["otsec-modbus-write"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (outage,) = summary["operations"]["outages"]
+    assert outage["device"] == PLC and abs(epoch(outage["since"]) - STEPS["hang"]) < 1.5
+    assert abs(epoch(outage["back"]) - STEPS["resume"]) < 2.0
+    assert summary["operations"]["devices_down"] == 0
+    assert summary["operations"]["points"]["written"] == 1
+    # the device's points are in its asset document, the written one first
+    plc = next(d for d in json.loads((tmp_path / "assets.json").read_text())
+               if d["host"]["ip"] == [PLC])
+    first = plc["otsec"]["asset"]["points"][0]
+    assert (first["table"], first["address"], first["written_max"], first["writers"]) == (
+        "holding_registers", SETPOINT, 950, [HMI])
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_the_polling_cycle_of_each_minute_agrees_with_tshark(tmp_path: Path) -> None:
+    run_audit([CAP], tmp_path, write_events=False)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.ndjson").read_text().splitlines()]
+    ours = {int(epoch(r["@timestamp"])): r["otsec"]["metrics"]["cycle_ms"] for r in rows
+            if r["source"]["ip"] == HMI}
+    # intervals between repeats of one request function, by the minute of the repeat
+    last: dict[str, float] = {}
+    gaps: dict[int, list[float]] = {}
+    for ts, code in tshark("-Y", f"ip.src=={HMI} && tcp.dstport==502 && mbtcp", "-T",
+                           "fields", "-e", "frame.time_epoch", "-e", "modbus.func_code"):
+        t = float(ts)
+        if code in last:
+            gaps.setdefault(int(t // 60 * 60), []).append(t - last[code])
+        last[code] = t
+    assert set(ours) == set(gaps)
+    for minute, g in gaps.items():
+        mean = sum(g) / len(g)
+        jitter = (sum(x * x for x in g) / len(g) - mean * mean) ** 0.5
+        assert ours[minute]["period"] == pytest.approx(mean * 1000, abs=0.01)
+        assert ours[minute]["jitter"] == pytest.approx(jitter * 1000, abs=0.01)
+    first, second = sorted(ours)
+    assert 480 <= ours[first]["period"] <= 600  # the operator's half-second cycle
+    assert ours[second]["jitter"] > ours[first]["jitter"]  # the PLC hung
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (polling,) = [p for p in summary["operations"]["polling"] if p["client"] == HMI]
+    assert polling["server"] == PLC
+
+
+def test_approving_the_write_widens_the_learned_range(tmp_path: Path) -> None:
+    audit_learning_until_tamper(tmp_path / "first")
+    base = Baseline.load(tmp_path / "first" / "baseline.json")
+    key = f"{PLC} modbus 1/holding_registers/{SETPOINT}"
+    assert (base.values[key].min, base.values[key].max, base.values[key].writers) == (
+        40, 60, [HMI])
+    (alert,) = [a for a in alerts(tmp_path / "first")
+                if a["rule"]["id"] == "otsec-baseline-value-out-of-range"]
+    assert approve(base, alert) == [f"950 written by {HMI} into unit 1 holding_registers "
+                                    f"{SETPOINT} of {PLC}"]
+    assert base.values[key].max == 950
+    base.save(tmp_path / "approved.json")
+    run_audit([CAP], tmp_path / "again", baseline=Baseline.load(tmp_path / "approved.json"))
+    rules = {a["rule"]["id"] for a in alerts(tmp_path / "again")}
+    assert not {r for r in rules if r.startswith("otsec-baseline-")}
+
+
+def test_normal_traffic_against_its_own_baseline_gives_no_deviation(tmp_path: Path) -> None:
+    base = run_learn([CAP])
+    assert len(base.values) == 1
+    run_audit([CAP], tmp_path, baseline=base)
+    assert not [a for a in alerts(tmp_path) if a["rule"]["id"].startswith("otsec-baseline-")]
+
+
+def test_a_new_writer_of_a_learned_point(tmp_path: Path) -> None:
+    base = run_learn([CAP])
+    (entry,) = base.values.values()
+    entry.writers = ["10.77.0.99"]  # learned from another station
+    run_audit([CAP], tmp_path, baseline=base)
+    (new,) = [a for a in alerts(tmp_path) if a["rule"]["id"] == "otsec-baseline-new-writer"]
+    assert new["source"]["ip"] == HMI and "never wrote while learning" in new["message"]
