@@ -8,11 +8,13 @@ reloads the rules. A stats line goes to the log every minute.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,13 @@ from otsec.sinks.documents import (
     incident_document,
 )
 from otsec.sinks.ndjson import write_ndjson
-from otsec.summary import AuditResult, build_summary, count_by_severity, operations
+from otsec.summary import (
+    AuditResult,
+    build_summary,
+    count_by_severity,
+    metric_row,
+    operations,
+)
 
 REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
 DRAIN_EVERY = 0.2  # seconds between hand-overs from the core to the policy
@@ -80,9 +88,20 @@ def save_baseline(pipe: Pipeline, opts: MonitorOptions) -> None:
         pipe.deviations.baseline.save(opts.baseline_file)
 
 
-def snapshot(pipe: Pipeline, drops: int) -> dict[str, Any]:
-    """What a capture process knows, as plain data (a worker sends it to its parent)."""
+def open_metrics(out_dir: Path) -> int:
+    """metrics.ndjson for appending, opened before root is given up (each capture process
+    holds its own descriptor; the user it runs as may not create files there yet)."""
+    return os.open(out_dir / "metrics.ndjson", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def snapshot(pipe: Pipeline, drops: int, metrics_fd: int) -> dict[str, Any]:
+    """What a capture process knows, as plain data (a worker sends it to its parent); the
+    minutes of the operations view it finished are appended to metrics.ndjson, in one
+    write so that the lines of two processes never mix."""
     pipe.core.flush()  # the events written so far are in the file
+    text, _rows = pipe.core.take_metrics_text()
+    if text:
+        os.write(metrics_fd, text)
     view = pipe.view()
     dev = pipe.deviations
     asset_by_ip = {ip: a for a in view.assets for ip in a.ips}
@@ -109,6 +128,8 @@ class Monitor:
         self.shipped: set[str] = set()
         self.spool_state: dict[str, int] = {}
         self.next_report = 0.0
+        self.metrics = MetricsFile(opts.out_dir / "metrics.ndjson")
+        self.metrics_fd = open_metrics(opts.out_dir) if opts.workers <= 1 else -1
 
     # -- signals ----------------------------------------------------------------------
 
@@ -197,7 +218,7 @@ class Monitor:
             self.capture.stats()
         self.pipe.drain()
         drops = self.capture.drops if self.capture else 0
-        return self.write(self._merged({0: snapshot(self.pipe, drops)}), final)
+        return self.write(self._merged({0: snapshot(self.pipe, drops, self.metrics_fd)}), final)
 
     # -- several processes ------------------------------------------------------------
 
@@ -284,7 +305,8 @@ class Monitor:
                                 time.monotonic() - self.started, severities, assets, edges, [])
         summary["incidents"] = count_by_severity(incident_docs)
         summary["kernel_drops"] = view["drops"]
-        summary["operations"] = operations([], view["outages"], view["points"])
+        metric_docs = self.metrics.new_documents()
+        summary["operations"] = operations(self.metrics.rows, view["outages"], view["points"])
         summary["workers"] = self.opts.workers
         write_json_atomic(out / "summary.json", summary)
         now = time.monotonic()
@@ -294,11 +316,12 @@ class Monitor:
                                  edge_docs, incident_docs, view["points"])
             write_report(out / "report.html", result)
         if self.opts.es_url:
-            self._ship(alert_docs, asset_docs, edge_docs, incident_docs)
+            self._ship(alert_docs, asset_docs, edge_docs, incident_docs, metric_docs)
         return summary
 
     def _ship(self, alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
-              edges: list[dict[str, Any]], incidents: list[dict[str, Any]]) -> None:
+              edges: list[dict[str, Any]], incidents: list[dict[str, Any]],
+              metrics: list[dict[str, Any]]) -> None:
         from otsec.sinks.search import Spool, audit_actions, deliver, digest
 
         new = [a for a in alerts if a["event"]["id"] not in self.shipped]
@@ -306,7 +329,8 @@ class Monitor:
         fresh = [d for key, d in changed.items() if key not in self.shipped]
         spool = Spool()
         outcome = deliver(self.opts.es_url, audit_actions(new, assets, edges,
-                                                          incidents=fresh), spool)
+                                                          incidents=fresh, metrics=metrics),
+                          spool)
         self.shipped.update(a["event"]["id"] for a in new)
         self.shipped.update(changed)  # delivered, or spooled for later
         self.spool_state = {"bytes": spool.size(), "dead_lettered": spool.dead_count()}
@@ -317,11 +341,37 @@ class Monitor:
                         outcome.dead_lettered, spool.dead_letter)
 
 
+class MetricsFile:
+    """The minutes the capture processes append to metrics.ndjson: the new ones since the
+    last look (to ship), and the recent ones (for the summary's operations numbers)."""
+
+    KEEP = 100_000  # minutes of edges kept for the summary
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0  # a past run's: shipped
+        self.rows: deque[tuple] = deque(maxlen=self.KEEP)
+
+    def new_documents(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]  # a line being appended waits
+        self.offset += len(complete)
+        docs = [json.loads(line) for line in complete.splitlines() if line.strip()]
+        self.rows.extend(metric_row(d) for d in docs)
+        return docs
+
+
 def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOptions,
             ruleset: RuleSet) -> None:
     """One capture process of a fanout group: its share of the flows, its own engine."""
     capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous, fanout=group)
     pipe = start_pipeline(opts, ruleset, append=True)
+    metrics_fd = open_metrics(opts.out_dir)
     _before_dropping(opts)
     if os.geteuid() == 0 and opts.user:
         drop_privileges(opts.user, [])
@@ -341,7 +391,7 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
         if now >= next_snap:
             next_snap = time.monotonic() + opts.flush_every / 2
             capture.stats()
-            results.put(("snap", index, snapshot(pipe, capture.drops)))
+            results.put(("snap", index, snapshot(pipe, capture.drops, metrics_fd)))
         if workers.Reload.wanted:
             workers.Reload.wanted = False
             try:
@@ -350,7 +400,7 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
                 log.error("worker %d: rules not reloaded: %s", index, exc)
     pipe.finish()
     capture.stats()
-    results.put(("final", index, snapshot(pipe, capture.drops)))
+    results.put(("final", index, snapshot(pipe, capture.drops, metrics_fd)))
     capture.close()
 
 

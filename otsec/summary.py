@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,21 @@ def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def operations(rows: list[tuple], outages: Sequence[Outage] = (),
+def metric_row(doc: dict[str, Any]) -> tuple:
+    """A metrics.ndjson document as the core's row (see ``operations``)."""
+    m = doc["otsec"]["metrics"]
+    times, cycle = m.get("response_time_ms", {}), m.get("cycle_ms", {})
+    ms = [None if v is None else v / 1000 for v in (times.get("p50"), times.get("p95"),
+                                                     times.get("max"), cycle.get("period"),
+                                                     cycle.get("jitter"))]
+    edge = (doc["source"]["ip"], doc["destination"]["ip"], doc["network"]["transport"],
+            doc["destination"]["port"], doc["network"]["protocol"])
+    start = datetime.fromisoformat(doc["event"]["start"].replace("Z", "+00:00")).timestamp()
+    return (edge, start, (m["requests"], m["responses"], m["exceptions"], m["unanswered"]),
+            tuple(ms[:3]), tuple(ms[3:]))
+
+
+def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),
                points: Sequence[Point] = (), slowest: int = 5) -> dict[str, Any]:
     """The few numbers an engineer wants first: requests, answers, what went unanswered,
     the edges whose answers were slowest (their worst minute's p95) and whose polling

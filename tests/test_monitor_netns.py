@@ -133,6 +133,12 @@ def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Pa
     assert len(events) == sum(offline.summary["pdus"].values())  # none twice, none lost
     live_rules = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
     assert live_rules == {a["rule"]["id"] for a in offline.alerts}
+    # the operations view: every request and answer counted, in minutes of the replay
+    minutes = [json.loads(x)["otsec"]["metrics"] for x in (out / "metrics.ndjson").open()]
+    ops = offline.summary["operations"]
+    assert sum(m["requests"] for m in minutes) == ops["requests"] > 0
+    assert sum(m["responses"] for m in minutes) == ops["responses"]
+    assert live["operations"]["requests"] == ops["requests"]
     cap = _core.Capture(str(SAMPLE))
     sent = 0
     while not cap.finished:

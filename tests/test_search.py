@@ -87,6 +87,37 @@ def test_setup_is_idempotent_and_alerts_arrive_once(cluster: str, tmp_path: Path
     assert not spool_dir.exists() or not list(spool_dir.iterdir())
 
 
+def search(index: str, query: dict) -> list[dict]:
+    urllib.request.urlopen(urllib.request.Request(f"{URL}/{index}/_refresh", method="POST"),
+                           timeout=10).read()
+    req = urllib.request.Request(f"{URL}/{index}/_search", data=json.dumps(
+        {"query": query, "size": 100}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return [h["_source"] for h in json.load(r)["hits"]["hits"]]
+
+
+def test_the_operations_view_is_searchable(cluster: str, tmp_path: Path,
+                                            spool_dir: Path) -> None:
+    """What the operations dashboard asks: polling cycles per minute, the points written
+    and by whom, the device that stopped answering, the write outside its learned range."""
+    assert main(["setup", "--es", cluster]) == 0
+    steps = json.loads((ROOT / "pcaps" / "modbus-operations.json").read_text())
+    learn = steps["tamper"] - steps["start"] - 0.5
+    assert main(["audit", str(ROOT / "pcaps" / "modbus-operations.pcap"), "--learn-for",
+                 f"{learn:.3f}s", "--out", str(tmp_path / "o"), "--format", "json", "--es",
+                 cluster, "--es-namespace", "ops"]) == 0
+    cycles = search("logs-otsec.metric-ops", {"range": {"otsec.metrics.cycle_ms.period":
+                                                         {"gte": 400}}})
+    assert cycles and all(d["source"]["ip"] == "10.77.0.20" for d in cycles)
+    (plc,) = search("otsec-assets-latest", {"range": {"otsec.asset.points.written_max":
+                                                      {"gte": 950}}})
+    assert plc["host"]["ip"] == ["10.77.0.10"]
+    assert search("otsec-assets-latest", {"term": {"otsec.asset.points.writers": "10.77.0.20"}})
+    for rule in ("otsec-net-device-unresponsive", "otsec-baseline-value-out-of-range"):
+        (alert,) = search("logs-otsec.alert-ops", {"term": {"rule.id": rule}})
+        assert alert["threat"]["technique"]["id"]
+
+
 def test_node_down_spools_then_ship_delivers_exactly(cluster: str, tmp_path: Path,
                                                      spool_dir: Path) -> None:
     main(["setup", "--es", cluster])

@@ -698,26 +698,20 @@ impl Engine {
         py: Python<'py>,
         path: &str,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let rows = std::mem::take(&mut self.engine.aggregates.metrics.rows);
-        let agg = &self.engine.aggregates;
-        let written = std::fs::File::create(path).and_then(|f| {
-            let mut out = std::io::BufWriter::new(f);
-            crate::metrics::write(&rows, &agg.names, &mut out)?;
-            std::io::Write::flush(&mut out)
-        });
-        written.map_err(|e| PyOSError::new_err(format!("{path}: {e}")))?;
-        rows.iter()
-            .map(|r| {
-                (
-                    edge_tuple(agg, &r.edge),
-                    r.start,
-                    (r.requests, r.answers, r.refused, r.unanswered),
-                    (r.p50, r.p95, r.max),
-                    (r.period, r.jitter),
-                )
-                    .into_pyobject(py)
-            })
-            .collect()
+        let (text, rows) = self.metrics_text(py)?;
+        std::fs::write(path, text).map_err(|e| PyOSError::new_err(format!("{path}: {e}")))?;
+        Ok(rows)
+    }
+
+    /// The finished minutes as metrics.ndjson lines and as rows (see ``take_metrics``):
+    /// the live sensor appends them with one write to a file it opened before giving up
+    /// root, so the lines of its capture processes never mix.
+    fn take_metrics_text<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<Bound<'py, PyTuple>>)> {
+        let (text, rows) = self.metrics_text(py)?;
+        Ok((PyBytes::new(py, &text), rows))
     }
 
     fn edges<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
@@ -1208,5 +1202,33 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             *last,
         )
             .into_pyobject(py),
+    }
+}
+
+impl Engine {
+    #[allow(clippy::type_complexity)]
+    fn metrics_text<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Vec<u8>, Vec<Bound<'py, PyTuple>>)> {
+        let rows = std::mem::take(&mut self.engine.aggregates.metrics.rows);
+        let agg = &self.engine.aggregates;
+        let mut text = Vec::new();
+        crate::metrics::write(&rows, &agg.names, &mut text)
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                (
+                    edge_tuple(agg, &r.edge),
+                    r.start,
+                    (r.requests, r.answers, r.refused, r.unanswered),
+                    (r.p50, r.p95, r.max),
+                    (r.period, r.jitter),
+                )
+                    .into_pyobject(py)
+            })
+            .collect::<PyResult<_>>()?;
+        Ok((text, rows))
     }
 }
