@@ -20,7 +20,6 @@ from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet
 from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline, Progress, gc_paused
-from otsec.process import by_device
 from otsec.report.html import write_report
 from otsec.sinks.documents import (
     alert_document,
@@ -67,7 +66,7 @@ def run_learn(paths: Sequence[str | Path], progress: Progress | None = None,
     pipe.finish()
     view = pipe.view()
     return learn(view.assets, list(view.ip_edges.values()), [str(p) for p in paths],
-                 view.points)
+                 view.values.points)
 
 
 def run_audit(
@@ -138,16 +137,14 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         flag_actors(view.assets, incident_docs)
         write_ndjson(out_dir / "incidents.ndjson", incident_docs)
         write_ndjson(out_dir / "alerts.ndjson", alert_docs)
-        points = by_device(view.points)
-        asset_docs = [asset_document(a, [p for ip in a.ips for p in points.get(ip, ())])
-                      for a in view.assets]
+        asset_docs = [asset_document(a, view.values.documents_of(a.ips)) for a in view.assets]
         edge_docs = [edge_document(e, ip_of) for e in view.edges]
         write_json(out_dir / "assets.json", asset_docs)  # staged: published when complete
         write_json(out_dir / "edges.json", edge_docs)
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
         summary["incidents"] = count_by_severity(incident_docs)
-        summary["operations"] = operations(metrics, pipe.availability.outages, view.points)
+        summary["operations"] = operations(metrics, pipe.availability.outages, view.values)
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable
         summary["baseline"] = {
@@ -158,6 +155,6 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         }
         write_json(out_dir / "summary.json", summary)
         result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
-                             asset_docs, edge_docs, incident_docs, view.points)
+                             asset_docs, edge_docs, incident_docs, view.values.points)
         write_report(out_dir / "report.html", result)
     return result

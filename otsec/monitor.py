@@ -30,7 +30,7 @@ from otsec.detect.ruleset import RuleSet, load
 from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline
-from otsec.process import by_device
+from otsec.process import merged
 from otsec.report.html import write_report
 from otsec.sinks.documents import (
     alert_document,
@@ -109,7 +109,7 @@ def snapshot(pipe: Pipeline, drops: int, metrics_fd: int) -> dict[str, Any]:
     docs = [alert_document(a, asset_by_ip, baseline_state(dev, a.start)) for a in alerts]
     stats = pipe.stats()
     return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": view.ip_edges,
-            "alerts": docs, "stats": stats, "drops": drops, "points": view.points,
+            "alerts": docs, "stats": stats, "drops": drops, "values": view.values,
             "outages": pipe.availability.outages}
 
 
@@ -278,8 +278,9 @@ class Monitor:
                 "drops": 0}
         view, inventory, all_edges = workers.merge([past, *latest.values()], keep=True)
         state.save(self.state_file, inventory.hosts, inventory.arp, all_edges)
-        for name in ("points", "outages"):  # each worker's own devices and connections
-            view[name] = [x for snap in latest.values() for x in snap.get(name, [])]
+        # each worker's own flows: its outages and points
+        view["outages"] = [o for snap in latest.values() for o in snap.get("outages", [])]
+        view["values"] = merged([snap["values"] for snap in latest.values() if "values" in snap])
         return view
 
     # -- the files ----------------------------------------------------------------------
@@ -291,9 +292,8 @@ class Monitor:
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
         incident_docs = [incident_document(i) for i in incidents(alert_docs)]
         flag_actors(assets, incident_docs)
-        points = by_device(view["points"])
-        asset_docs = [asset_document(a, [p for ip in a.ips for p in points.get(ip, ())])
-                      for a in assets]
+        values = view["values"]
+        asset_docs = [asset_document(a, values.documents_of(a.ips)) for a in assets]
         edge_docs = [edge_document(e, ip_of) for e in edges]
         for name, docs in (("incidents", incident_docs), ("alerts", alert_docs)):
             write_ndjson(out / f"{name}.ndjson.tmp", docs)
@@ -306,14 +306,14 @@ class Monitor:
         summary["incidents"] = count_by_severity(incident_docs)
         summary["kernel_drops"] = view["drops"]
         metric_docs = self.metrics.new_documents()
-        summary["operations"] = operations(self.metrics.rows, view["outages"], view["points"])
+        summary["operations"] = operations(self.metrics.rows, view["outages"], values)
         summary["workers"] = self.opts.workers
         write_json_atomic(out / "summary.json", summary)
         now = time.monotonic()
         if final or now >= self.next_report:  # the layout costs more than the rest: rarer
             self.next_report = now + REPORT_EVERY
             result = AuditResult(out, summary, alert_docs, assets, edges, [], asset_docs,
-                                 edge_docs, incident_docs, view["points"])
+                                 edge_docs, incident_docs, values.points)
             write_report(out / "report.html", result)
         if self.opts.es_url:
             self._ship(alert_docs, asset_docs, edge_docs, incident_docs, metric_docs)

@@ -27,7 +27,7 @@ from otsec.detect.probes import Probes
 from otsec.detect.ruleset import RuleSet
 from otsec.graph.edges import Edge, merged_edges
 from otsec.inventory.assets import Asset, Inventory
-from otsec.process import Point, points
+from otsec.process import ProcessValues, process_values
 from otsec.protocols import PORT_NAMES, WELL_KNOWN
 
 Progress = Callable[[int], None]  # called with bytes of input consumed so far
@@ -64,11 +64,12 @@ class View:
     """What the sensor knows at one moment: assets, edges (by asset and by IP), and the
     process values of the devices' points."""
 
+
     assets: list[Asset]
     id_of: dict[str, str]
     edges: list[Edge]
     ip_edges: dict[tuple[str, str, str, int, str], Edge]
-    points: list[Point]
+    values: ProcessValues
 
 
 class Pipeline:
@@ -107,7 +108,7 @@ class Pipeline:
             def learned_so_far() -> None:  # the learning window closes: fold it in
                 view = self.view()
                 base.merge(learn(view.assets, list(view.ip_edges.values()), self.sources,
-                                 view.points))
+                                 view.values.points))
                 self._watch(base)
                 if on_learned is not None:
                     on_learned(base)
@@ -232,7 +233,8 @@ class Pipeline:
         self.inventory.load(host_records(self.core), self.core.arp())
         assets, id_of = self.inventory.assets()
         ip_edges = edges(self.core)
-        return View(assets, id_of, merged_edges(ip_edges, id_of), ip_edges, points(self.core))
+        return View(assets, id_of, merged_edges(ip_edges, id_of), ip_edges,
+                    process_values(self.core))
 
     def _host(self, ip: str) -> Any:
         row = self.core.host(ip)

@@ -14,7 +14,7 @@ from otsec.detect.availability import Outage
 from otsec.detect.catalog import SEVERITIES, SEVERITY_NAMES
 from otsec.graph.edges import Edge
 from otsec.inventory.assets import Asset
-from otsec.process import Point
+from otsec.process import Point, ProcessValues
 from otsec.timefmt import iso
 
 
@@ -59,7 +59,7 @@ def metric_row(doc: dict[str, Any]) -> tuple:
 
 
 def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),
-               points: Sequence[Point] = (), slowest: int = 5) -> dict[str, Any]:
+               values: ProcessValues | None = None, slowest: int = 5) -> dict[str, Any]:
     """The few numbers an engineer wants first: requests, answers, what went unanswered,
     the edges whose answers were slowest (their worst minute's p95) and whose polling
     jittered most, the devices that stopped answering, and the points written. ``rows``
@@ -77,7 +77,6 @@ def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),
             c[0], c[1], c[2] = c[0] + period, max(c[1], jitter), c[2] + 1
     ranked = sorted(worst.items(), key=lambda kv: -kv[1])[:slowest]
     jittery = sorted(cycles.items(), key=lambda kv: -kv[1][1])[:slowest]
-    written = [p for p in points if p.writes]
     return {
         "requests": totals[0], "responses": totals[1], "exceptions": totals[2],
         "unanswered": totals[3],
@@ -89,8 +88,7 @@ def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),
                     for (c, s, _t, p, proto), (sum_, j, n) in jittery],
         "outages": [o.to_json() for o in outages],
         "devices_down": len({(o.device, o.protocol) for o in outages if o.back is None}),
-        "points": {"total": len(points), "written": len(written),
-                   "changing": sum(1 for p in points if p.changes)},
+        "points": (values or ProcessValues()).counts(),
     }
 
 

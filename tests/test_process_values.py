@@ -17,6 +17,7 @@ from otsec.audit import run_audit, run_learn
 from otsec.baseline.edit import approve
 from otsec.baseline.model import Baseline
 from otsec.pipeline import Pipeline
+from otsec.process import ProcessValues
 
 ROOT = Path(__file__).resolve().parents[1]
 CAP = ROOT / "pcaps" / "modbus-operations.pcap"
@@ -42,35 +43,39 @@ def epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def points() -> dict[tuple[str, int], object]:
+def process_values() -> ProcessValues:
     pipe = Pipeline(events=False)
     pipe.run([CAP])
     pipe.finish()
-    return {(p.table, p.address): p for p in pipe.view().points if p.device == PLC}
+    return pipe.view().values
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
 def test_values_read_and_written_agree_with_tshark() -> None:
-    ours = points()
+    values = process_values()
+    ours = {(d["table"], d["address"]): d for d in values.documents[PLC]}
     reads = tshark("-Y", "modbus.func_code==3 && tcp.srcport==502", "-T", "fields",
                    "-e", "modbus.regnum16", "-e", "modbus.regval_uint16")
     seen: dict[int, list[int]] = {}
-    for numbers, values in reads:
-        for n, v in zip(numbers.split(","), values.split(","), strict=True):
+    for numbers, found in reads:
+        for n, v in zip(numbers.split(","), found.split(","), strict=True):
             seen.setdefault(int(n), []).append(int(v))
     assert seen
-    for address, values in seen.items():
-        p = ours[("holding_registers", address)]
-        changes = sum(1 for a, b in itertools.pairwise(values) if a != b)
-        assert (p.reads, p.last, p.min, p.max, p.changes) == (
-            len(values), values[-1], min(values), max(values), changes), address
+    for address, read in seen.items():
+        d = ours[("holding_registers", address)]
+        changes = sum(1 for a, b in itertools.pairwise(read) if a != b)
+        assert (d["reads"], d["last"], d["min"], d["max"], d["changes"]) == (
+            len(read), read[-1], min(read), max(read), changes), address
     writes = tshark("-Y", "modbus.func_code==6 && tcp.dstport==502", "-T", "fields",
                     "-e", "ip.src", "-e", "modbus.reference_num", "-e", "modbus.data")
     written = [int(data.replace(":", ""), 16) for _src, _ref, data in writes]
     assert {(src, int(ref)) for src, ref, _ in writes} == {(HMI, SETPOINT)}
-    p = ours[("holding_registers", SETPOINT)]
+    (p,) = values.points  # the one point written (or changing): the setpoint
+    assert (p.device, p.table, p.address) == (PLC, "holding_registers", SETPOINT)
     assert (p.writes, p.written, p.written_min, p.written_max, p.writers) == (
         len(written), written[-1], 40, 950, {HMI: len(written)})
+    assert (values.total, values.written, values.changing) == (len(seen), 1, 1)
+    assert values.documents[PLC][0]["address"] == SETPOINT  # the telling point first
 
 
 def audit_learning_until_tamper(out: Path) -> list[dict]:

@@ -4,7 +4,7 @@
 use crate::probes::Probe;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::aggregate::Service;
 use crate::decode::{mac_text, Addr};
@@ -644,50 +644,61 @@ impl Engine {
             .collect()
     }
 
-    /// Every point with process values: (device, protocol, unit, table, address, reads,
-    /// writes); reads (count, last, min, max, changes, last time) or None; writes (count,
-    /// last, min, max, last time, [(writer, count)], writes by writers not listed) or None.
+    /// Process values: ((points, written, changing), rows, documents). Rows are the points
+    /// written or changed, (device, protocol, unit, table, address, reads, writes); reads
+    /// (count, last, min, max, changes, last time) or None; writes (count, last, min, max,
+    /// last time, [(writer, count)], writes by writers not listed) or None. Documents:
+    /// {device: [point as the asset document lists it]}, the telling ones first (written,
+    /// then changed, then in address order), at most ``limit`` per device.
+    #[pyo3(signature = (limit=200))]
     #[allow(clippy::type_complexity)]
-    fn values(
+    fn process_values<'py>(
         &self,
-    ) -> Vec<(
-        String,
-        &'static str,
-        u32,
-        String,
-        u32,
-        Option<(u64, f64, f64, f64, u64, f64)>,
-        Option<(u64, f64, f64, f64, f64, Vec<(String, u64)>, u64)>,
+        py: Python<'py>,
+        limit: usize,
+    ) -> PyResult<(
+        (usize, usize, usize),
+        Vec<Bound<'py, PyTuple>>,
+        Bound<'py, PyDict>,
     )> {
-        self.engine
-            .values
-            .rows()
-            .into_iter()
-            .map(|row| {
-                let (device, proto, unit, table, address) = row.key;
-                (
-                    device.text(),
-                    proto.name(),
-                    unit,
-                    table.name(),
-                    address,
-                    row.read
-                        .map(|r| (r.reads, r.last, r.min, r.max, r.changes, r.last_ts)),
-                    row.written.map(|w| {
-                        let writers = w.writers.iter().map(|(a, n)| (a.text(), *n)).collect();
-                        (
-                            w.writes,
-                            w.last,
-                            w.min,
-                            w.max,
-                            w.last_ts,
-                            writers,
-                            w.other_writes,
-                        )
-                    }),
-                )
-            })
-            .collect()
+        let all = self.engine.values.rows();
+        let written = all.iter().filter(|r| r.written.is_some()).count();
+        let changing = all
+            .iter()
+            .filter(|r| r.read.is_some_and(|x| x.changes > 0))
+            .count();
+        let counts = (all.len(), written, changing);
+        let telling =
+            |r: &crate::values::Row| (r.written.is_none(), r.read.is_none_or(|x| x.changes == 0));
+        let mut rows = Vec::new();
+        let mut by_device: Vec<&crate::values::Row> = all.iter().collect();
+        by_device.sort_by_key(|r| (r.key.0, telling(r), r.key));
+        let docs = PyDict::new(py);
+        let mut device: Option<(crate::decode::Addr, Bound<'py, pyo3::types::PyList>)> = None;
+        let mut names = std::collections::HashMap::new();
+        for r in by_device {
+            if telling(r) != (true, true) {
+                rows.push(value_row(py, r)?);
+            }
+            if device.as_ref().is_none_or(|(d, _)| *d != r.key.0) {
+                let list = pyo3::types::PyList::empty(py);
+                docs.set_item(r.key.0.text(), &list)?;
+                device = Some((r.key.0, list));
+            }
+            let list = &device.as_ref().unwrap().1;
+            if list.len() < limit {
+                let (_, proto, _, table, _) = r.key;
+                let names = match names.get(&(proto, table)) {
+                    Some(n) => n,
+                    None => names.entry((proto, table)).or_insert((
+                        PyString::new(py, proto.name()),
+                        PyString::new(py, &table.name()),
+                    )),
+                };
+                list.append(point_document(py, r, names)?)?;
+            }
+        }
+        Ok((counts, rows, docs))
     }
 
     /// Write the finished minutes of the operations view to ``path`` (metrics.ndjson) and
@@ -1231,4 +1242,75 @@ impl Engine {
             .collect::<PyResult<_>>()?;
         Ok((text, rows))
     }
+}
+
+/// A whole number stays whole (registers, coils, codes), anything else is a float.
+fn number<'py>(py: Python<'py>, v: f64) -> PyResult<Bound<'py, PyAny>> {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        Ok((v as i64).into_pyobject(py)?.into_any())
+    } else {
+        Ok(v.into_pyobject(py)?.into_any())
+    }
+}
+
+fn value_row<'py>(py: Python<'py>, row: &crate::values::Row) -> PyResult<Bound<'py, PyTuple>> {
+    let (device, proto, unit, table, address) = row.key;
+    let read = row
+        .read
+        .map(|r| (r.reads, r.last, r.min, r.max, r.changes, r.last_ts));
+    let written = row.written.as_ref().map(|w| {
+        let writers: Vec<(String, u64)> = w.writers.iter().map(|(a, n)| (a.text(), *n)).collect();
+        (
+            w.writes,
+            w.last,
+            w.min,
+            w.max,
+            w.last_ts,
+            writers,
+            w.other_writes,
+        )
+    });
+    (
+        device.text(),
+        proto.name(),
+        unit,
+        table.name(),
+        address,
+        read,
+        written,
+    )
+        .into_pyobject(py)
+}
+
+/// A point as the asset document lists it (see otsec/process); ``names``: the texts of
+/// its table and protocol, made once per table.
+fn point_document<'py>(
+    py: Python<'py>,
+    row: &crate::values::Row,
+    names: &(Bound<'py, PyString>, Bound<'py, PyString>),
+) -> PyResult<Bound<'py, PyDict>> {
+    use pyo3::intern;
+    let (_, _, unit, _, address) = row.key;
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "protocol"), &names.0)?;
+    d.set_item(intern!(py, "unit"), unit)?;
+    d.set_item(intern!(py, "table"), &names.1)?;
+    d.set_item(intern!(py, "address"), address)?;
+    if let Some(r) = row.read {
+        d.set_item(intern!(py, "reads"), r.reads)?;
+        d.set_item(intern!(py, "last"), number(py, r.last)?)?;
+        d.set_item(intern!(py, "min"), number(py, r.min)?)?;
+        d.set_item(intern!(py, "max"), number(py, r.max)?)?;
+        d.set_item(intern!(py, "changes"), r.changes)?;
+    }
+    if let Some(w) = &row.written {
+        d.set_item(intern!(py, "writes"), w.writes)?;
+        d.set_item(intern!(py, "written"), number(py, w.last)?)?;
+        d.set_item(intern!(py, "written_min"), number(py, w.min)?)?;
+        d.set_item(intern!(py, "written_max"), number(py, w.max)?)?;
+        let mut writers: Vec<String> = w.writers.iter().map(|(a, _)| a.text()).collect();
+        writers.sort();
+        d.set_item(intern!(py, "writers"), writers)?;
+    }
+    Ok(d)
 }

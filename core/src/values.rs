@@ -147,49 +147,58 @@ impl Values {
 
     /// Every point, reads of overlapping blocks folded together, in key order.
     pub fn rows(&self) -> Vec<Row> {
-        let mut reads: FxHashMap<PointKey, Read> = FxHashMap::default();
-        for (&(device, proto, unit, table, start, _), b) in &self.blocks {
+        let mut blocks: Vec<_> = self.blocks.iter().collect();
+        blocks.sort_unstable_by_key(|(k, _)| **k);
+        let mut rows = Vec::with_capacity(blocks.iter().map(|(_, b)| b.last.len()).sum());
+        for (&(device, proto, unit, table, start, _), b) in blocks {
             for i in 0..b.last.len() {
-                let key = (device, proto, unit, table, start.wrapping_add(i as u32));
-                let here = Read {
-                    reads: b.reads,
-                    last: b.last[i],
-                    min: b.min[i],
-                    max: b.max[i],
-                    changes: b.changes[i] as u64,
-                    last_ts: b.last_ts,
-                };
-                reads
-                    .entry(key)
-                    .and_modify(|r| {
-                        r.reads += here.reads;
-                        r.changes += here.changes;
-                        r.min = r.min.min(here.min);
-                        r.max = r.max.max(here.max);
-                        if here.last_ts > r.last_ts {
-                            r.last = here.last;
-                            r.last_ts = here.last_ts;
-                        }
-                    })
-                    .or_insert(here);
+                rows.push(Row {
+                    key: (device, proto, unit, table, start.wrapping_add(i as u32)),
+                    read: Some(Read {
+                        reads: b.reads,
+                        last: b.last[i],
+                        min: b.min[i],
+                        max: b.max[i],
+                        changes: b.changes[i] as u64,
+                        last_ts: b.last_ts,
+                    }),
+                    written: None,
+                });
             }
         }
-        let mut rows: Vec<Row> = self
-            .written
-            .iter()
-            .filter(|(k, _)| !reads.contains_key(k))
-            .map(|(&key, w)| Row {
-                key,
-                read: None,
-                written: Some(w.clone()),
-            })
-            .collect();
-        rows.extend(reads.into_iter().map(|(key, r)| Row {
-            key,
-            read: Some(r),
-            written: self.written.get(&key).cloned(),
-        }));
-        rows.sort_by_key(|a| a.key);
+        rows.sort_by_key(|r| r.key); // in order but where blocks overlap: cheap
+        rows.dedup_by(|later, kept| {
+            if later.key != kept.key {
+                return false;
+            }
+            if let (Some(r), Some(here)) = (kept.read.as_mut(), later.read) {
+                r.reads += here.reads;
+                r.changes += here.changes;
+                r.min = r.min.min(here.min);
+                r.max = r.max.max(here.max);
+                if here.last_ts > r.last_ts {
+                    r.last = here.last;
+                    r.last_ts = here.last_ts;
+                }
+            }
+            true
+        });
+        if self.written.is_empty() {
+            return rows;
+        }
+        let mut only_written = Vec::new();
+        for (key, w) in &self.written {
+            match rows.binary_search_by_key(key, |r| r.key) {
+                Ok(i) => rows[i].written = Some(w.clone()),
+                Err(_) => only_written.push(Row {
+                    key: *key,
+                    read: None,
+                    written: Some(w.clone()),
+                }),
+            }
+        }
+        rows.extend(only_written);
+        rows.sort_by_key(|r| r.key);
         rows
     }
 }

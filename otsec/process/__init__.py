@@ -50,42 +50,50 @@ def number(v: float | None) -> float | int | None:
 MAX_POINTS_PER_ASSET = 200
 
 
-def point_document(p: Point) -> dict[str, Any]:
-    """A point as the asset document lists it (fields without a value left out)."""
-    doc: dict[str, Any] = {"protocol": p.protocol, "unit": p.unit, "table": p.table,
-                           "address": p.address}
-    if p.reads:
-        doc.update(reads=p.reads, last=number(p.last), min=number(p.min), max=number(p.max),
-                   changes=p.changes)
-    if p.writes:
-        doc.update(writes=p.writes, written=number(p.written),
-                   written_min=number(p.written_min), written_max=number(p.written_max),
-                   writers=sorted(p.writers))
-    return doc
+@dataclass(slots=True)
+class ProcessValues:
+    """What the core knows of the devices' points at one moment."""
+
+    total: int = 0
+    written: int = 0
+    changing: int = 0
+    #: the telling points: written, or read with changing values
+    points: list[Point] = field(default_factory=list)
+    #: device -> its points as the asset document lists them (built by the core)
+    documents: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {"total": self.total, "written": self.written, "changing": self.changing}
+
+    def documents_of(self, ips: list[str], limit: int = MAX_POINTS_PER_ASSET) -> list[dict]:
+        """The point documents of an asset (all its addresses)."""
+        out = [d for ip in ips for d in self.documents.get(ip, ())]
+        return out[:limit]
 
 
-def by_device(points: list[Point], limit: int = MAX_POINTS_PER_ASSET) -> dict[str, list[Point]]:
-    """Each device's points, the telling ones first: written, then changing, then the rest
-    (in address order within each), at most ``limit``."""
-    out: dict[str, list[Point]] = {}
-    for p in points:
-        out.setdefault(p.device, []).append(p)
-    for ps in out.values():
-        ps.sort(key=lambda p: (not p.writes, not p.changes))
-        del ps[limit:]
+def merged(parts: list[ProcessValues]) -> ProcessValues:
+    """The process values of several capture processes (each saw its own flows)."""
+    out = ProcessValues()
+    for p in parts:
+        out.total, out.written = out.total + p.total, out.written + p.written
+        out.changing += p.changing
+        out.points += p.points
+        for device, docs in p.documents.items():
+            out.documents.setdefault(device, []).extend(docs)
     return out
 
 
-def points(core: Any) -> list[Point]:
-    """The core's points, in (device, protocol, unit, table, address) order."""
-    out = []
-    for device, protocol, unit, table, address, read, written in core.values():
+def process_values(core: Any, limit: int = MAX_POINTS_PER_ASSET) -> ProcessValues:
+    """The core's process values: counts, the telling points, the asset documents' lists."""
+    (total, written, changing), rows, documents = core.process_values(limit)
+    points = []
+    for device, protocol, unit, table, address, read, wrote in rows:
         p = Point(device, protocol, unit, table, address)
         if read is not None:
             p.reads, p.last, p.min, p.max, p.changes, p.last_read = read
-        if written is not None:
+        if wrote is not None:
             (p.writes, p.written, p.written_min, p.written_max, p.last_write, writers,
-             p.other_writes) = written
+             p.other_writes) = wrote
             p.writers = dict(writers)
-        out.append(p)
-    return out
+        points.append(p)
+    return ProcessValues(total, written, changing, points, documents)

@@ -18,7 +18,6 @@ from otsec.detect.incidents import Incident
 from otsec.events import Anomaly, Dnp3Pdu, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, edge_id
 from otsec.inventory.assets import Asset
-from otsec.process import Point, point_document
 from otsec.protocols.s7comm import PLUS_FUNCTIONS
 from otsec.timefmt import iso
 
@@ -337,8 +336,8 @@ def display_name(asset: Asset) -> str:
                                                                    else asset.id)
 
 
-def asset_document(asset: Asset, points: Sequence[Point] = ()) -> dict[str, Any]:
-    """An asset; ``points``: its process values (see otsec.process.by_device)."""
+def asset_document(asset: Asset, points: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """An asset; ``points``: its process values (see ProcessValues.documents_of)."""
     ident = asset.identity
     device: dict[str, Any] = {}
     if ident.manufacturer:
@@ -385,7 +384,7 @@ def asset_document(asset: Asset, points: Sequence[Point] = ()) -> dict[str, Any]
     if device:
         doc["device"] = device
     if points:
-        doc["otsec"]["asset"]["points"] = [point_document(p) for p in points]
+        doc["otsec"]["asset"]["points"] = list(points)
     return doc
 
 
