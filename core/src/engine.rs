@@ -601,16 +601,29 @@ impl Engine {
         }
     }
 
-    /// Who answers: a request that expects an answer, or anything the device sends.
-    fn availability(&mut self, flow: &Flow, ev: &Event, ts: f64) {
-        let device = flow.ips[1 - flow.client_side()];
+    /// Who answers: a request that expects an answer, or anything the device sends (the
+    /// server end of the flow).
+    fn availability(&mut self, flow: &mut Flow, ev: &Event, ts: f64) {
+        let request = ev.is_request();
+        if (request && ev.txn == 0) || (!request && ev.from_client) {
+            return;
+        }
         let a = &mut self.availability;
-        if ev.is_request() {
-            if ev.txn != 0 {
-                a.request(device, ev.protocol(), ts);
+        let proto = ev.protocol();
+        let slot = match flow.device {
+            Some((p, slot)) if p == proto => slot,
+            _ => {
+                let Some(slot) = a.slot(flow.ips[1 - flow.client_side()], proto) else {
+                    return;
+                };
+                flow.device = Some((proto, slot));
+                slot
             }
-        } else if !ev.from_client {
-            a.answer(device, ev.protocol(), ts);
+        };
+        if request {
+            a.request(slot, ts);
+        } else {
+            a.answer(slot, ts);
         }
         if !a.changes.is_empty() {
             self.facts

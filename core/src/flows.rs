@@ -60,6 +60,8 @@ pub struct Flow {
     pub view_macs: Option<[Option<[u8; 6]>; 2]>,
     /// requests so far (rules can ask for a request's index in its connection)
     pub requests: u64,
+    /// the availability slot of its server for one protocol (see availability.rs)
+    pub device: Option<(crate::events::Proto, u32)>,
     /// requests that crossed into Python (their answers cross too)
     pub crossed: Vec<u32>,
     /// requests that counted repeats of findings in the core: (token, keys)
@@ -97,6 +99,7 @@ impl Flow {
             sent_view: None,
             view_macs: None,
             requests: 0,
+            device: None,
             crossed: Vec::new(),
             repeated: Vec::new(),
             hits: Vec::new(),

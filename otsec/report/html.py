@@ -124,11 +124,14 @@ def _layers(nodes: list[str], roles: dict[str, str], order: dict[str, tuple],
 
 
 def _address_order(ip: str) -> tuple:
+    """IPv4 in numeric order, then IPv6, then anything else."""
+    parts = ip.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        return (4, tuple(map(int, parts)), ip)
     try:
-        address = ipaddress.ip_address(ip)
+        return (6, int(ipaddress.IPv6Address(ip)), ip)
     except ValueError:
-        return (2, ip)
-    return (address.version, int(address), ip)
+        return (7, 0, ip)
 
 
 def _graph_svg(result: AuditResult, width: int = 1100) -> str:
@@ -139,7 +142,8 @@ def _graph_svg(result: AuditResult, width: int = 1100) -> str:
     if not nodes:
         return "<p>No communication seen.</p>"
     pad = 60
-    order = {a.id: _address_order(a.ips[0]) for a in result.assets if a.ips}
+    order = {n: _address_order(assets[n].ips[0]) for n in nodes
+             if n in assets and assets[n].ips}
     pos, rows = _layers(nodes, {n: assets[n].role if n in assets else "unknown" for n in nodes},
                         order, per_row=max(1, (width - 4 * pad) // LABEL_WIDTH))
     height = max(360, rows * ROW_HEIGHT + 2 * pad)
