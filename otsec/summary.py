@@ -44,10 +44,13 @@ def count_by_severity(docs: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
+TCP_HEALTH = ("connections", "retransmissions", "resets", "zero_windows")
+
+
 def metric_row(doc: dict[str, Any]) -> tuple:
     """A metrics.ndjson document as the core's row (see ``operations``)."""
     m = doc["otsec"]["metrics"]
-    times, cycle = m.get("response_time_ms", {}), m.get("cycle_ms", {})
+    times, cycle, tcp = m.get("response_time_ms", {}), m.get("cycle_ms", {}), m.get("tcp", {})
     ms = [None if v is None else v / 1000 for v in (times.get("p50"), times.get("p95"),
                                                      times.get("max"), cycle.get("period"),
                                                      cycle.get("jitter"))]
@@ -55,21 +58,25 @@ def metric_row(doc: dict[str, Any]) -> tuple:
             doc["destination"]["port"], doc["network"]["protocol"])
     start = datetime.fromisoformat(doc["event"]["start"].replace("Z", "+00:00")).timestamp()
     return (edge, start, (m["requests"], m["responses"], m["exceptions"], m["unanswered"]),
-            tuple(ms[:3]), tuple(ms[3:]))
+            tuple(ms[:3]), tuple(ms[3:]), tuple(tcp.get(k, 0) for k in TCP_HEALTH))
 
 
 def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),
                values: ProcessValues | None = None, slowest: int = 5) -> dict[str, Any]:
     """The few numbers an engineer wants first: requests, answers, what went unanswered,
     the edges whose answers were slowest (their worst minute's p95) and whose polling
-    jittered most, the devices that stopped answering, and the points written. ``rows``
+    jittered most, the TCP health of their connections, the devices that stopped
+    answering, and the points written. ``rows``
     are the core's minutes of the operations view (see metrics.ndjson)."""
     totals = [0, 0, 0, 0]
+    tcp = [0, 0, 0, 0]
     worst: dict[tuple, float] = {}
     cycles: dict[tuple, list[float]] = {}  # edge -> [periods, jitters, minutes]
-    for edge, _start, counts, (_p50, p95, _max), (period, jitter) in rows:
+    for edge, _start, counts, (_p50, p95, _max), (period, jitter), health in rows:
         for i, n in enumerate(counts):
             totals[i] += n
+        for i, n in enumerate(health):
+            tcp[i] += n
         if p95 is not None and p95 > worst.get(edge, -1.0):
             worst[edge] = p95
         if period is not None:
@@ -80,6 +87,7 @@ def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),
     return {
         "requests": totals[0], "responses": totals[1], "exceptions": totals[2],
         "unanswered": totals[3],
+        "tcp": dict(zip(TCP_HEALTH, tcp, strict=True)),
         "slowest": [{"client": c, "server": s, "port": p, "protocol": proto,
                      "p95_ms": round(v * 1000, 3)}
                     for (c, s, _t, p, proto), v in ranked],

@@ -92,7 +92,8 @@ def dashboard(did: str, title: str, description: str,
 
 def operations() -> list[dict]:
     """The plant engineer's view: which device answers slowly, times out or stopped
-    answering, how steady the polling is, and what was written into which point."""
+    answering, how steady the polling is, how healthy the connections are, and what was
+    written into which point."""
     by_server = terms("destination.ip", 10, "group", "3")
     return [
         vis("otsec-ops-response-time", "otsec: response time p95 over time (ms)",
@@ -111,6 +112,12 @@ def operations() -> list[dict]:
             [metric("avg", "otsec.metrics.cycle_ms.period"),
              metric("max", "otsec.metrics.cycle_ms.jitter", "4"),
              terms("source.ip", 20, "bucket", "2"), terms("destination.ip", 20, "bucket", "3")]),
+        vis("otsec-ops-tcp", "otsec: TCP health over time (resets, segments sent again, zero "
+            "windows, new connections)", "otsec-metrics", "histogram",
+            [metric("sum", "otsec.metrics.tcp.resets"), OVER_TIME,
+             metric("sum", "otsec.metrics.tcp.retransmissions", "3"),
+             metric("sum", "otsec.metrics.tcp.zero_windows", "4"),
+             metric("sum", "otsec.metrics.tcp.connections", "5")]),
         search("otsec-ops-availability", "otsec: devices that stopped answering",
                "otsec-alerts", ["source.ip", "network.protocol", "event.start", "event.end",
                                 "message"], "@timestamp",
@@ -132,9 +139,10 @@ def operations() -> list[dict]:
                    ("otsec-ops-slowest", "visualization", 32, 0, 16, 14),
                    ("otsec-ops-timeouts", "visualization", 0, 14, 24, 13),
                    ("otsec-ops-polling", "visualization", 24, 14, 24, 13),
-                   ("otsec-ops-availability", "search", 0, 27, 48, 10),
-                   ("otsec-ops-value-alerts", "search", 0, 37, 48, 10),
-                   ("otsec-ops-process-values", "search", 0, 47, 48, 15)]),
+                   ("otsec-ops-tcp", "visualization", 0, 27, 48, 12),
+                   ("otsec-ops-availability", "search", 0, 39, 48, 10),
+                   ("otsec-ops-value-alerts", "search", 0, 49, 48, 10),
+                   ("otsec-ops-process-values", "search", 0, 59, 48, 15)]),
     ]
 
 

@@ -111,13 +111,14 @@ class Conversation:
             self.frames.append(self._f(True, 0x02, b"", seq=self.cseq - 1))
             self.frames.append(self._f(False, 0x12, b"", seq=self.sseq - 1))
 
-    def _f(self, from_client: bool, flags: int, payload: bytes, seq: int | None = None) -> bytes:
+    def _f(self, from_client: bool, flags: int, payload: bytes, seq: int | None = None,
+           window: int = 8192) -> bytes:
         if from_client:
             ip = g.ipv4_tcp(self.c, self.s, self.cp, self.sp, self.cseq if seq is None else seq,
-                            self.sseq, flags, payload)
+                            self.sseq, flags, payload, window)
             return g.ether(ip, src=b"\x00\x0c\x29\x00\x00\x14", dst=b"\x00\x80\xf4\x00\x00\x0a")
         ip = g.ipv4_tcp(self.s, self.c, self.sp, self.cp, self.sseq if seq is None else seq,
-                        self.cseq, flags, payload)
+                        self.cseq, flags, payload, window)
         return g.ether(ip, src=b"\x00\x80\xf4\x00\x00\x0a", dst=b"\x00\x0c\x29\x00\x00\x14")
 
     def send(self, from_client: bool, payload: bytes) -> bytes:

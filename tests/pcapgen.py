@@ -10,8 +10,8 @@ Packet = tuple[float, bytes]  # (timestamp, frame bytes)
 
 
 def ipv4_tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
-             payload: bytes = b"") -> bytes:
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 8192, 0, 0) + payload
+             payload: bytes = b"", window: int = 8192) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, window, 0, 0) + payload
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
                      bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
     return ip + tcp

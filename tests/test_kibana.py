@@ -97,7 +97,8 @@ def test_the_operations_dashboard_shows_what_an_engineer_asks_first() -> None:
     board = objs["otsec-operations"]
     panels = {r["id"] for r in board["references"]}
     assert panels == {"otsec-ops-response-time", "otsec-ops-slowest", "otsec-ops-timeouts",
-                      "otsec-ops-polling", "otsec-ops-availability", "otsec-ops-value-alerts",
+                      "otsec-ops-polling", "otsec-ops-tcp", "otsec-ops-availability",
+                      "otsec-ops-value-alerts",
                       "otsec-ops-process-values"}
     assert objs["otsec-metrics"]["attributes"]["title"] == "logs-otsec.metric-*"
     for pid in panels:  # the fields their queries name are mapped too

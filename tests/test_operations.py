@@ -92,3 +92,34 @@ def test_unanswered_requests_and_exceptions_are_counted(tmp_path: Path) -> None:
     assert ops["slowest"][0]["server"] == "10.0.0.10"
     page = (tmp_path / "o" / "report.html").read_text()
     assert "<h2>Operations</h2><p>10 requests, 8 responses (2 exceptions), 2 never" in page
+
+
+def test_tcp_health_of_a_connection_agrees_with_tshark(tmp_path: Path) -> None:
+    """New connections, a segment sent again, a zero window and a reset: counted into the
+    edge's minute, as tshark's TCP analysis counts them."""
+    c = Conversation()
+    for tid in range(3):
+        request = read_holding(tid)
+        c.send(True, request)
+        if tid == 1:  # the request again, same sequence number: a retransmission
+            c.frames.append(c._f(True, 0x18, request, seq=c.cseq - len(request)))
+        c.send(False, g.mbap(tid, 1, bytes([3, 4, 0, 1, 0, 2])))
+    c.frames.append(c._f(False, 0x10, b"", window=0))  # the PLC cannot take more
+    c.frames.append(c._f(True, 0x04, b""))  # the client resets
+    cap = tmp_path / "in.pcap"
+    cap.write_bytes(g.pcap([(1_700_000_000 + i * 0.1, f) for i, f in enumerate(c.frames)]))
+    result = run_audit([cap], tmp_path / "o", write_events=False)
+    (m,) = [d["otsec"]["metrics"] for d in metrics(tmp_path / "o")]
+    ours = m["tcp"]
+    assert ours == {"connections": 1, "retransmissions": 1, "resets": 1, "zero_windows": 1}
+    assert result.summary["operations"]["tcp"] == ours
+    if TSHARK:
+        rows = subprocess.run([TSHARK, "-r", str(cap), "-T", "fields", "-e", "tcp.flags.syn",
+                               "-e", "tcp.flags.ack", "-e", "tcp.flags.reset", "-e",
+                               "tcp.analysis.retransmission", "-e", "tcp.analysis.zero_window"],
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+        fields = [r.split("\t") for r in rows]
+        assert sum(f[0] == "1" and f[1] == "0" for f in fields) == ours["connections"]
+        assert sum(f[2] == "1" for f in fields) == ours["resets"]
+        assert sum(f[3] != "" for f in fields) == ours["retransmissions"]
+        assert sum(f[4] != "" for f in fields) == ours["zero_windows"]

@@ -341,6 +341,11 @@ impl Aggregates {
         if let Some(op) = op {
             self.metrics.count(&mut e.minute, key, ts, op);
         }
+        if flow.tcp.any() {
+            let tcp = std::mem::take(&mut flow.tcp);
+            self.metrics
+                .count(&mut e.minute, key, ts, crate::metrics::Op::Tcp(tcp));
+        }
         e.pdus += 1;
         let f = e.functions.entry((u.code, request)).or_insert((0, false));
         f.0 += 1;
@@ -430,6 +435,10 @@ impl Aggregates {
         if !flow.asked.is_empty() {
             let waiting = std::mem::take(&mut flow.asked).len() as u64;
             let op = crate::metrics::Op::Unanswered(waiting);
+            self.metrics.count(&mut e.minute, key, flow.last_ts, op);
+        }
+        if flow.tcp.any() {
+            let op = crate::metrics::Op::Tcp(std::mem::take(&mut flow.tcp));
             self.metrics.count(&mut e.minute, key, flow.last_ts, op);
         }
         e.packets += packets;

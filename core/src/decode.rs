@@ -232,6 +232,8 @@ pub struct Transport {
     pub seq: u32,
     pub ack: u32,
     pub flags: u8,
+    /// the receive window (TCP; 0 for UDP)
+    pub window: u16,
     pub pstart: usize,
     pub pend: usize,
 }
@@ -320,6 +322,7 @@ pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotT
             seq: be32(b, off + 4),
             ack: be32(b, off + 8),
             flags: b[off + 13],
+            window: be16(b, off + 14),
             pstart: start.min(end),
             pend: end,
         });
@@ -341,6 +344,7 @@ pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotT
             seq: 0,
             ack: 0,
             flags: 0,
+            window: 0,
             pstart: off + 8,
             pend: end,
         });

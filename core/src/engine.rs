@@ -407,6 +407,7 @@ impl Engine {
         if not_ours {
             return;
         }
+        Self::tcp_health(flow, side, t);
         if flow.streams.is_some() && flags & ACK != 0 {
             let peer = &mut flow.streams.as_mut().unwrap()[1 - side];
             if peer.has_pending() {
@@ -598,6 +599,26 @@ impl Engine {
                 meaning
             };
             self.decide(flow, ts, frame, ev, meaning);
+        }
+    }
+
+    /// A connection's TCP health for the operations view (flows otsec dissects, or may).
+    fn tcp_health(flow: &mut Flow, side: usize, t: &Transport) {
+        let flags = t.flags;
+        let h = &mut flow.tcp;
+        if flags & SYN != 0 && flags & ACK == 0 {
+            h.connections += 1;
+        }
+        if flags & RST != 0 {
+            h.resets += 1;
+        } else if t.window == 0 && flags & (SYN | FIN) == 0 && flags & ACK != 0 {
+            h.zero_windows += 1;
+        }
+        if t.pend > t.pstart {
+            let next = flow.streams.as_ref().and_then(|s| s[side].next_seq);
+            if next.is_some_and(|n| n.wrapping_sub(t.seq) as i32 > 0) {
+                h.retransmissions += 1; // starts before what the stream already has
+            }
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Flow {
     pub view_macs: Option<[Option<[u8; 6]>; 2]>,
     /// requests so far (rules can ask for a request's index in its connection)
     pub requests: u64,
+    /// TCP health not yet counted into its edge's minute (see metrics.rs)
+    pub tcp: crate::metrics::Tcp,
     /// the availability slot of its server for one protocol (see availability.rs)
     pub device: Option<(crate::events::Proto, u32)>,
     /// requests that crossed into Python (their answers cross too)
@@ -100,6 +102,7 @@ impl Flow {
             view_macs: None,
             requests: 0,
             device: None,
+            tcp: crate::metrics::Tcp::default(),
             crossed: Vec::new(),
             repeated: Vec::new(),
             hits: Vec::new(),

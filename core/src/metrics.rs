@@ -19,6 +19,29 @@ const MAX_SAMPLES: usize = 4096;
 const MAX_ROWS: usize = 100_000;
 
 /// One edge's current minute (kept with the edge: no lookup of its own per PDU).
+/// TCP health of a connection: new connections (SYNs), segments sent again,
+/// resets, and zero windows advertised (a receiver that cannot keep up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tcp {
+    pub connections: u64,
+    pub retransmissions: u64,
+    pub resets: u64,
+    pub zero_windows: u64,
+}
+
+impl Tcp {
+    pub fn any(&self) -> bool {
+        *self != Tcp::default()
+    }
+
+    fn add(&mut self, o: Tcp) {
+        self.connections += o.connections;
+        self.retransmissions += o.retransmissions;
+        self.resets += o.resets;
+        self.zero_windows += o.zero_windows;
+    }
+}
+
 #[derive(Default)]
 pub struct Minute {
     start: f64,
@@ -29,6 +52,7 @@ pub struct Minute {
     samples: Vec<f32>,
     /// intervals between repeats of one request function: count, sum, sum of squares
     gaps: (u64, f64, f64),
+    tcp: Tcp,
 }
 
 /// Intervals between repeats of a request longer than this are not a polling cycle...
@@ -59,6 +83,8 @@ pub enum Op {
     },
     /// requests that never got an answer (the flow ended)
     Unanswered(u64),
+    /// TCP health counted on a connection since its last count
+    Tcp(Tcp),
 }
 
 /// One edge's minute, finished.
@@ -78,6 +104,7 @@ pub struct Row {
     /// its standard deviation (the jitter)
     pub period: Option<f64>,
     pub jitter: Option<f64>,
+    pub tcp: Tcp,
 }
 
 /// Finished minutes, until the policy takes them.
@@ -119,6 +146,7 @@ impl Rows {
                 }
             }
             Op::Unanswered(n) => m.unanswered += n,
+            Op::Tcp(t) => m.tcp.add(t),
         }
     }
 
@@ -184,6 +212,15 @@ pub fn write(rows: &[Row], names: &Names, out: &mut dyn Write) -> io::Result<()>
             line.extend_from_slice(format!("{:.3}", jitter * 1000.0).as_bytes());
             line.push(b'}');
         }
+        if r.edge.transport == 6 {
+            key(&mut line, "tcp");
+            line.push(b'{');
+            field_u(&mut line, "connections", r.tcp.connections);
+            field_u(&mut line, "retransmissions", r.tcp.retransmissions);
+            field_u(&mut line, "resets", r.tcp.resets);
+            field_u(&mut line, "zero_windows", r.tcp.zero_windows);
+            line.push(b'}');
+        }
         line.extend_from_slice(b"}}}\n");
         out.write_all(&line)?;
     }
@@ -222,6 +259,7 @@ fn row(edge: EdgeKey, mut m: Minute) -> Row {
         max: m.samples.last().map(|&x| x as f64),
         period,
         jitter,
+        tcp: m.tcp,
     }
 }
 

@@ -703,7 +703,8 @@ impl Engine {
 
     /// Write the finished minutes of the operations view to ``path`` (metrics.ndjson) and
     /// return them: (edge key, minute start, (requests, answers, refused, unanswered),
-    /// (p50, p95, max response time in seconds), (polling period, jitter in seconds)).
+    /// (p50, p95, max response time in seconds), (polling period, jitter in seconds),
+    /// (TCP connections, retransmissions, resets, zero windows)).
     fn take_metrics<'py>(
         &mut self,
         py: Python<'py>,
@@ -1236,6 +1237,12 @@ impl Engine {
                     (r.requests, r.answers, r.refused, r.unanswered),
                     (r.p50, r.p95, r.max),
                     (r.period, r.jitter),
+                    (
+                        r.tcp.connections,
+                        r.tcp.retransmissions,
+                        r.tcp.resets,
+                        r.tcp.zero_windows,
+                    ),
                 )
                     .into_pyobject(py)
             })

@@ -375,9 +375,13 @@ def _operations(result: AuditResult) -> str:
         f"<td>{_e(o['protocol'])}/{o['port']}</td><td>{o['period_ms']:.1f}</td>"
         f"<td>{o['jitter_ms']:.1f}</td></tr>"
         for o in ops.get("polling", []))
+    tcp = ops.get("tcp") or {}
+    health = (f" Their TCP connections: {tcp['connections']:,} opened, {tcp['resets']:,} "
+              f"reset, {tcp['retransmissions']:,} segments sent again, "
+              f"{tcp['zero_windows']:,} zero windows." if tcp else "")
     return (f"<h2>Operations</h2><p>{ops['requests']:,} requests, {ops['responses']:,} "
             f"responses ({ops['exceptions']:,} exceptions), {ops['unanswered']:,} never "
-            "answered. Per edge and minute in metrics.ndjson.</p>"
+            f"answered.{health} Per edge and minute in metrics.ndjson.</p>"
             "<table id='slowest' class='sortable'><tr><th>client</th><th>server</th>"
             "<th>protocol</th><th>slowest minute's p95 response time (ms)</th></tr>"
             f"{slowest}</table>"

@@ -41,6 +41,11 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
         slowest = ops["slowest"][0] if ops["slowest"] else None
         table.add_row("requests", f"{ops['requests']:,}, {ops['unanswered']:,} unanswered, "
                       f"{ops['exceptions']:,} exceptions")
+        tcp = ops.get("tcp")
+        if tcp and any(tcp.values()):
+            table.add_row("TCP", f"{tcp['connections']:,} connections, {tcp['resets']:,} "
+                          f"resets, {tcp['retransmissions']:,} retransmissions, "
+                          f"{tcp['zero_windows']:,} zero windows")
         if slowest:
             table.add_row("slowest answers", shown(f"{slowest['server']}: p95 "
                                                    f"{slowest['p95_ms']:.1f} ms"))

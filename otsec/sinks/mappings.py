@@ -50,6 +50,8 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.metrics.unanswered": L, "otsec.metrics.response_time_ms.p50": F,
     "otsec.metrics.response_time_ms.p95": F, "otsec.metrics.response_time_ms.max": F,
     "otsec.metrics.cycle_ms.period": F, "otsec.metrics.cycle_ms.jitter": F,
+    "otsec.metrics.tcp.connections": L, "otsec.metrics.tcp.retransmissions": L,
+    "otsec.metrics.tcp.resets": L, "otsec.metrics.tcp.zero_windows": L,
     "otsec.direction": K, "otsec.alert.count": L, "otsec.alert.accepted": L,
     "otsec.alert.rejected": L, "otsec.baseline.state": K,
     "otsec.asset.source.id": K, "otsec.asset.source.name": K, "otsec.asset.source.role": K,
