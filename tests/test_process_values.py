@@ -183,3 +183,38 @@ def test_a_new_writer_of_a_learned_point(tmp_path: Path) -> None:
     run_audit([CAP], tmp_path, baseline=base)
     (new,) = [a for a in alerts(tmp_path) if a["rule"]["id"] == "otsec-baseline-new-writer"]
     assert new["source"]["ip"] == HMI and "never wrote while learning" in new["message"]
+
+
+def points_of(cap: Path) -> ProcessValues:
+    pipe = Pipeline(events=False)
+    pipe.run([cap])
+    pipe.finish()
+    return pipe.view().values
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_s7_write_var_values_agree_with_tshark() -> None:
+    """python-snap7: the intruder writes DB1 and a flag byte; each element at its byte
+    address in its area, by the item's type."""
+    cap = ROOT / "pcaps" / "s7-intrusion.pcap"
+    rows = subprocess.run(
+        [TSHARK or "tshark", "-r", str(cap), "-Y",
+         "s7comm.param.func==0x05 && s7comm.header.rosctr==1", "-T", "fields", "-e", "ip.src",
+         "-e", "s7comm.param.item.area", "-e", "s7comm.param.item.db", "-e",
+         "s7comm.param.item.address.byte", "-e", "s7comm.resp.data"],
+        capture_output=True, text=True, check=True).stdout.splitlines()
+    theirs = {}
+    for src, area, db, byte, data in (r.split("\t") for r in rows):
+        table = f"DB{db}" if area == "0x84" else {"0x83": "M", "0x82": "Q", "0x81": "I"}[area]
+        for i, b in enumerate(bytes.fromhex(data)):
+            theirs[(table, int(byte) + i)] = (b, src)
+    values = points_of(cap)
+    ours = {(p.table, p.address): (p.written, *p.writers) for p in values.points}
+    assert theirs and ours == theirs
+    assert values.total > len(theirs)  # the panel's reads of DB1 and the flags too
+
+
+def test_dnp3_operate_values_are_the_control_codes() -> None:
+    """opendnp3: the intruder's direct operate of relay 3 (Latch On: control code 3)."""
+    (p,) = points_of(ROOT / "pcaps" / "dnp3-intrusion.pcap").points
+    assert (p.protocol, p.table, p.address, p.written, p.writes) == ("dnp3", "g12", 3, 3, 1)

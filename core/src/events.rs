@@ -160,13 +160,15 @@ pub struct Req {
     pub accepted: bool,
 }
 
-/// Process values a PDU carries: consecutive points of one table from `start`, as
-/// numbers on the wire (registers as unsigned 16-bit, coils as 0/1, DNP3 values by their
-/// variation). Values a request carries are written; a response's are read.
+/// Process values a PDU carries: points of one table from `start`, `step` apart (1 for
+/// registers, coils and DNP3 points; an S7 element's size in bytes), as numbers on the wire
+/// (registers as unsigned 16-bit, coils as 0/1, DNP3 values by their variation, S7 elements
+/// by their type). Values a request carries are written; a response's are read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Points {
     pub table: Table,
     pub start: u32,
+    pub step: u32,
     pub values: Vec<f64>,
 }
 

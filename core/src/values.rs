@@ -17,6 +17,9 @@ pub const MAX_WRITTEN: usize = 65_536;
 /// Writers remembered per point (more are counted together).
 pub const MAX_WRITERS: usize = 8;
 
+/// A block: device, protocol, unit, table, start, step, number of points.
+type BlockKey = (Addr, Proto, u32, Table, u32, u32, u32);
+
 /// The points one kind of read returns again and again.
 struct Block {
     last: Vec<f64>,
@@ -60,7 +63,7 @@ pub struct Row {
 
 #[derive(Default)]
 pub struct Values {
-    blocks: FxHashMap<(Addr, Proto, u32, Table, u32, u32), Block>,
+    blocks: FxHashMap<BlockKey, Block>,
     written: FxHashMap<PointKey, Written>,
     /// answers and written values not tracked because the tables were full
     pub untracked: u64,
@@ -70,7 +73,8 @@ impl Values {
     /// Values a device reported in an answer.
     pub fn read(&mut self, device: Addr, proto: Proto, unit: u32, points: &[Points], ts: f64) {
         for p in points {
-            let key = (device, proto, unit, p.table, p.start, p.values.len() as u32);
+            let len = p.values.len() as u32;
+            let key = (device, proto, unit, p.table, p.start, p.step, len);
             if let Some(b) = self.blocks.get_mut(&key) {
                 b.reads += 1;
                 b.last_ts = ts;
@@ -115,7 +119,8 @@ impl Values {
     ) {
         for p in points {
             for (i, &v) in p.values.iter().enumerate() {
-                let key = (device, proto, unit, p.table, p.start.wrapping_add(i as u32));
+                let address = p.start.wrapping_add((i as u32).wrapping_mul(p.step));
+                let key = (device, proto, unit, p.table, address);
                 if self.written.len() >= MAX_WRITTEN && !self.written.contains_key(&key) {
                     self.untracked += 1;
                     continue;
@@ -150,10 +155,11 @@ impl Values {
         let mut blocks: Vec<_> = self.blocks.iter().collect();
         blocks.sort_unstable_by_key(|(k, _)| **k);
         let mut rows = Vec::with_capacity(blocks.iter().map(|(_, b)| b.last.len()).sum());
-        for (&(device, proto, unit, table, start, _), b) in blocks {
+        for (&(device, proto, unit, table, start, step, _), b) in blocks {
             for i in 0..b.last.len() {
+                let address = start.wrapping_add((i as u32).wrapping_mul(step));
                 rows.push(Row {
-                    key: (device, proto, unit, table, start.wrapping_add(i as u32)),
+                    key: (device, proto, unit, table, address),
                     read: Some(Read {
                         reads: b.reads,
                         last: b.last[i],
@@ -211,6 +217,7 @@ mod tests {
         vec![Points {
             table: Table::Modbus("holding_registers"),
             start,
+            step: 1,
             values: values.to_vec(),
         }]
     }

@@ -464,6 +464,7 @@ fn operated(p: &Dnp3Pdu) -> Vec<Points> {
             o.indexes.iter().zip(&o.values).map(|(&i, &v)| Points {
                 table: Table::Dnp3(o.group),
                 start: i,
+                step: 1,
                 values: vec![v],
             })
         })

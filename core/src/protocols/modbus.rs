@@ -617,6 +617,7 @@ fn points(table: &'static str, start: Option<u16>, values: Vec<f64>) -> Option<P
         Some(start) if !values.is_empty() => Some(Points {
             table: Table::Modbus(table),
             start: start as u32,
+            step: 1,
             values,
         }),
         _ => None,

@@ -6,7 +6,7 @@
 //! reference. S7comm-plus (0x72): version, integrity digest, opcode and function from the
 //! clear header; the object model behind it is not decoded.
 
-use crate::events::{Body, Event, Proto, Req, S7Item, S7Pdu, S7PlusPdu, Tsaps};
+use crate::events::{Body, Event, Points, Proto, Req, S7Item, S7Pdu, S7PlusPdu, Tsaps, MAX_POINTS};
 use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use, USERDATA_BASE};
@@ -217,7 +217,7 @@ impl CotpStream {
 pub struct Parser {
     streams: [CotpStream; 2],
     /// open jobs: reference -> (token, rosctr, function, userdata group)
-    pending: Pending<u16, (u32, u8, Option<u8>, Option<u8>)>,
+    pending: Pending<u16, Job>,
     txns: u32,
     tsaps: Option<Tsaps>,
 }
@@ -280,7 +280,7 @@ impl Parser {
             0x32 => {
                 let mut pdu = decode_s7(data);
                 pdu.tsaps = self.tsaps.clone();
-                self.pair(pdu, from_client, out);
+                self.pair(pdu, data, from_client, out);
             }
             0x72 => {
                 out.push(Event::new(from_client, Body::S7Plus(decode_plus(data))));
@@ -294,17 +294,25 @@ impl Parser {
         }
     }
 
-    fn pair(&mut self, mut pdu: S7Pdu, from_client: bool, out: &mut Vec<Event>) {
+    fn pair(&mut self, mut pdu: S7Pdu, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
         if pdu.rosctr == 7 && pdu.userdata_type == Some(0) {
             out.push(Event::new(from_client, Body::S7(pdu)));
             return; // push messages (alarms, cyclic data) answer nothing
         }
         if pdu.from_request() {
             self.txns = self.txns.wrapping_add(1).max(1);
-            let open = (self.txns, pdu.rosctr, pdu.function_code, pdu.group);
+            let read = pdu.rosctr == 1 && pdu.function_code == Some(0x04);
+            let items = if read { pdu.items.clone() } else { Vec::new() };
+            let open = (self.txns, pdu.rosctr, pdu.function_code, pdu.group, items);
             let r = pdu.pdu_reference;
+            let points = if pdu.rosctr == 1 && pdu.function_code == Some(0x05) {
+                points(&pdu.items, body(data), 0x00)
+            } else {
+                Vec::new()
+            };
             let mut ev = Event::new(from_client, Body::S7(pdu));
             ev.txn = self.txns;
+            ev.points = points;
             out.push(ev);
             if self.pending.open(r, open) {
                 let detail = format!("over {MAX_PENDING} jobs without an answer");
@@ -328,7 +336,7 @@ impl Parser {
                     detail,
                 ));
             }
-            Some((txn, rosctr, req_fc, group)) => {
+            Some((txn, rosctr, req_fc, group, items)) => {
                 if pdu.function_code.is_none() && req_fc.is_some() && pdu.rosctr != 7 {
                     pdu.function_code = req_fc;
                 }
@@ -343,13 +351,101 @@ impl Parser {
                     accepted,
                     ..Default::default()
                 };
+                let answered = pdu.rosctr == 3 && pdu.function_code == Some(0x04);
+                let points = if answered {
+                    points(&items, body(data), 0xFF)
+                } else {
+                    Vec::new()
+                };
                 let mut ev = Event::new(from_client, Body::S7(pdu));
                 ev.req = Some(Box::new(info));
+                ev.points = points;
                 out.push(ev);
             }
         }
     }
 }
+
+// -- process values ----------------------------------------------------------------
+
+/// The data part of an S7 PDU (after header and parameters); empty when it does not fit.
+fn body(data: &[u8]) -> &[u8] {
+    if data.len() < 10 {
+        return &[];
+    }
+    let hlen = if matches!(data[1], 2 | 3) { 12 } else { 10 };
+    let (plen, dlen) = (be16(data, 6) as usize, be16(data, 8) as usize);
+    data.get(hlen + plen..hlen + plen + dlen)
+        .unwrap_or_default()
+}
+
+/// Bytes per element of an item's type, for the types whose values are numbers (BYTE,
+/// CHAR, WORD, INT, DWORD, DINT, REAL); bits, counters, timers and strings are not kept.
+fn element_size(transport_size: u8) -> Option<usize> {
+    match transport_size {
+        2 | 3 => Some(1),
+        4 | 5 => Some(2),
+        6..=8 => Some(4),
+        _ => None,
+    }
+}
+
+fn element(transport_size: u8, b: &[u8]) -> f64 {
+    match transport_size {
+        4 => u16::from_be_bytes([b[0], b[1]]) as f64,
+        5 => i16::from_be_bytes([b[0], b[1]]) as f64,
+        6 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        7 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        8 => f32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        _ => b[0] as f64,
+    }
+}
+
+/// The values of a write job's or a read answer's data items (`ok`: the return code a
+/// good item has: 0x00 in a job, 0xFF in an answer), by the items the job named; each
+/// element at its byte address in its area.
+fn points(items: &[S7Item], body: &[u8], ok: u8) -> Vec<Points> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    for (i, item) in items.iter().enumerate() {
+        if pos + 4 > body.len() {
+            break;
+        }
+        let (rc, ts, length) = (body[pos], body[pos + 1], be16(body, pos + 2) as usize);
+        let size = if matches!(ts, 3..=5) {
+            length.div_ceil(8)
+        } else {
+            length
+        };
+        let data = body.get(pos + 4..pos + 4 + size).unwrap_or_default();
+        pos += 4 + size + (size % 2 == 1 && i + 1 < items.len()) as usize;
+        let Some(width) = element_size(item.transport_size) else {
+            continue;
+        };
+        if rc != ok || data.is_empty() {
+            continue;
+        }
+        let values: Vec<f64> = data
+            .chunks_exact(width)
+            .take(MAX_POINTS)
+            .map(|b| element(item.transport_size, b))
+            .collect();
+        out.push(Points {
+            table: Table::S7 {
+                area: item.area,
+                db: item.db,
+            },
+            start: item.byte,
+            step: width as u32,
+            values,
+        });
+    }
+    out
+}
+
+/// An open job: (txn, rosctr, function, group, the items of a read, whose answer carries
+/// their values).
+type Job = (u32, u8, Option<u8>, Option<u8>, Vec<S7Item>);
 
 /// Python's `str.isdigit` over Latin-1 text: ASCII digits and the superscripts.
 fn latin_isdigit(b: &[u8]) -> bool {
