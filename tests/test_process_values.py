@@ -218,3 +218,21 @@ def test_dnp3_operate_values_are_the_control_codes() -> None:
     """opendnp3: the intruder's direct operate of relay 3 (Latch On: control code 3)."""
     (p,) = points_of(ROOT / "pcaps" / "dnp3-intrusion.pcap").points
     assert (p.protocol, p.table, p.address, p.written, p.writes) == ("dnp3", "g12", 3, 3, 1)
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_dnp3_static_points_of_a_response_agree_with_tshark() -> None:
+    """opendnp3: the integrity poll's answer, point by point (g30 analog inputs by their
+    variation, g1 binary inputs as their state bit, g20 counters; objects in the order of
+    the answer: g1 before g3, g20 before g21)."""
+    cap = ROOT / "pcaps" / "dnp3-normal.pcap"
+    rows = subprocess.run(
+        [TSHARK or "tshark", "-r", str(cap), "-Y", "dnp3.al.func==0x81 && dnp3.al.ana.int",
+         "-T", "fields", "-e", "dnp3.al.ana.int", "-e", "dnp3.al.biq.b7", "-e",
+         "dnp3.al.cnt"],
+        capture_output=True, text=True, check=True).stdout.splitlines()
+    analog, states, counters = ([int(v) for v in f.split(",")] for f in rows[0].split("\t"))
+    docs = {(d["table"], d["address"]): d for d in points_of(cap).documents[PLC]}
+    for table, theirs in (("g30", analog), ("g1", states[:10]), ("g20", counters[:10])):
+        assert [docs[(table, i)]["last"] for i in range(10)] == theirs, table
+    assert all(d["reads"] >= 1 for d in docs.values())

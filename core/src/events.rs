@@ -120,7 +120,8 @@ pub struct Dnp3Object {
     pub start: Option<u64>,
     /// the point indexes of index-prefixed control objects (g12, g41), at most 32
     pub indexes: Vec<u32>,
-    /// their values, one per index: g41 the analog value, g12 the control code
+    /// their values, one per index: g41 the analog value, g12 the control code; or, for a
+    /// range of static points in a response, one per point from `start`
     pub values: Vec<f64>,
 }
 

@@ -8,7 +8,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Points, Proto, Req};
+use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
@@ -265,7 +265,7 @@ impl Parser {
         if parts.len() >= 2 {
             let mut pdu = decode_fragment(&parts, src, dst);
             pdu.link_function = link_fn;
-            let points = operated(&pdu);
+            let points = point_values(&pdu);
             let mut ev = Event::new(from_client, Body::Dnp3(pdu));
             ev.points = points;
             self.pair(&mut ev);
@@ -399,6 +399,8 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
         if matches!(group, 12 | 41) {
             let o = out.last_mut().unwrap();
             (o.indexes, o.values) = controls(frag, pos, group, var, qual, count).unzip();
+        } else if range_code <= 2 {
+            out.last_mut().unwrap().values = static_values(group, var, &frag[pos..], count);
         }
         match data_size(group, var, qual, count, frag, pos) {
             None => return true, // unknown object size: the headers after it stay unread
@@ -442,6 +444,49 @@ fn controls(
         })
 }
 
+/// The values of a range of static points (binary inputs and outputs, counters, analog
+/// inputs and output statuses) by their variation; empty for other objects. Binary points
+/// are 0/1 (their state bit), the rest their value without the flags byte.
+fn static_values(group: u8, var: u8, data: &[u8], count: u64) -> Vec<f64> {
+    let n = (count as usize).min(MAX_POINTS);
+    if matches!((group, var), (1, 1) | (10, 1)) {
+        let n = n.min(data.len() * 8);
+        return (0..n)
+            .map(|i| ((data[i / 8] >> (i % 8)) & 1) as f64)
+            .collect();
+    }
+    // (bytes per point, where the value starts, its kind)
+    let (size, at, kind) = match (group, var) {
+        (1, 2) | (10, 2) => (1, 0, b's'),
+        (20, 1) | (21, 1) => (5, 1, b'U'),
+        (20, 2) | (21, 2) => (3, 1, b'u'),
+        (20, 5) | (21, 9) => (4, 0, b'U'),
+        (20, 6) | (21, 10) => (2, 0, b'u'),
+        (30, 1) | (40, 1) => (5, 1, b'I'),
+        (30, 2) | (40, 2) => (3, 1, b'i'),
+        (30, 3) => (4, 0, b'I'),
+        (30, 4) => (2, 0, b'i'),
+        (30, 5) | (40, 3) => (5, 1, b'f'),
+        (30, 6) | (40, 4) => (9, 1, b'd'),
+        _ => return Vec::new(),
+    };
+    data.chunks_exact(size)
+        .take(n)
+        .map(|p| {
+            let v = &p[at..];
+            match kind {
+                b's' => ((v[0] >> 7) & 1) as f64,
+                b'U' => u32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+                b'u' => u16::from_le_bytes([v[0], v[1]]) as f64,
+                b'I' => i32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+                b'i' => i16::from_le_bytes([v[0], v[1]]) as f64,
+                b'f' => f32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+                _ => f64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
+            }
+        })
+        .collect()
+}
+
 fn control_value(group: u8, var: u8, v: &[u8]) -> f64 {
     match (group, var) {
         (41, 1) => i32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
@@ -452,8 +497,24 @@ fn control_value(group: u8, var: u8, v: &[u8]) -> f64 {
     }
 }
 
-/// The values an operate or direct operate sets (a select only names them).
-fn operated(p: &Dnp3Pdu) -> Vec<Points> {
+/// The values a response reports (static points of a range), or an operate or direct
+/// operate sets (a select only names them).
+fn point_values(p: &Dnp3Pdu) -> Vec<Points> {
+    if matches!(p.function_code, 0x81 | 0x82) {
+        return p
+            .objects
+            .iter()
+            .filter(|o| !o.values.is_empty() && o.indexes.is_empty())
+            .filter_map(|o| {
+                Some(Points {
+                    table: Table::Dnp3(o.group),
+                    start: u32::try_from(o.start?).ok()?,
+                    step: 1,
+                    values: o.values.clone(),
+                })
+            })
+            .collect();
+    }
     if !matches!(p.function_code, 4..=6) {
         return Vec::new();
     }
@@ -670,5 +731,30 @@ pub fn field(p: &Dnp3Pdu, name: u8) -> Val {
         f::ANOMALIES => strs(&p.anomalies),
         f::KIND | f::DETAIL_TEXT => Val::Sym(""),
         _ => Val::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_points_by_their_variation() {
+        // g30v1: flags then a signed 32-bit value, little-endian
+        let mut data = vec![0x01];
+        data.extend_from_slice(&(-1234i32).to_le_bytes());
+        data.push(0x01);
+        data.extend_from_slice(&70000i32.to_le_bytes());
+        assert_eq!(static_values(30, 1, &data, 2), vec![-1234.0, 70000.0]);
+        // g30v5: flags then a 32-bit float
+        let mut data = vec![0x01];
+        data.extend_from_slice(&21.5f32.to_le_bytes());
+        assert_eq!(static_values(30, 5, &data, 1), vec![21.5]);
+        // g1v2: the state is bit 7 of the flags; g1v1: packed bits, least significant first
+        assert_eq!(static_values(1, 2, &[0x81, 0x01], 2), vec![1.0, 0.0]);
+        assert_eq!(static_values(1, 1, &[0b0000_0101], 3), vec![1.0, 0.0, 1.0]);
+        // g20v5: a 32-bit counter without flags; truncated data gives what is there
+        assert_eq!(static_values(20, 5, &[1, 0, 0, 0, 2, 0], 2), vec![1.0]);
+        assert!(static_values(50, 1, &[0; 6], 1).is_empty()); // time: not a process value
     }
 }
