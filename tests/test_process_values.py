@@ -76,6 +76,10 @@ def test_values_read_and_written_agree_with_tshark() -> None:
         len(written), written[-1], 40, 950, {HMI: len(written)})
     assert (values.total, values.written, values.changing) == (len(seen), 1, 1)
     assert values.documents[PLC][0]["address"] == SETPOINT  # the telling point first
+    # its last values (written and read back), oldest first: what the report draws
+    times = [t for t, _ in p.history]
+    assert len(p.history) == 32 and times == sorted(times)
+    assert {v for _, v in p.history} <= set(written) | {SETPOINT}
 
 
 def audit_learning_until_tamper(out: Path) -> list[dict]:
@@ -121,6 +125,8 @@ def test_a_setpoint_written_out_of_its_learned_range_and_a_hung_plc(tmp_path: Pa
     first = plc["otsec"]["asset"]["points"][0]
     assert (first["table"], first["address"], first["written_max"], first["writers"]) == (
         "holding_registers", SETPOINT, 950, [HMI])
+    page = (tmp_path / "report.html").read_text()
+    assert "unit 1 holding_registers 20" in page and "<polyline" in page
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")

@@ -645,7 +645,8 @@ impl Engine {
     }
 
     /// Process values: ((points, written, changing), rows, documents). Rows are the points
-    /// written or changed, (device, protocol, unit, table, address, reads, writes); reads
+    /// written or changed, (device, protocol, unit, table, address, reads, writes, the last
+    /// values as [(time, value)]); reads
     /// (count, last, min, max, changes, last time) or None; writes (count, last, min, max,
     /// last time, [(writer, count)], writes by writers not listed) or None. Documents:
     /// {device: [point as the asset document lists it]}, the telling ones first (written,
@@ -678,7 +679,8 @@ impl Engine {
         let mut names = std::collections::HashMap::new();
         for r in by_device {
             if telling(r) != (true, true) {
-                rows.push(value_row(py, r)?);
+                let history = self.engine.values.history(&r.key);
+                rows.push(value_row(py, r, history)?);
             }
             if device.as_ref().is_none_or(|(d, _)| *d != r.key.0) {
                 let list = pyo3::types::PyList::empty(py);
@@ -1260,7 +1262,11 @@ fn number<'py>(py: Python<'py>, v: f64) -> PyResult<Bound<'py, PyAny>> {
     }
 }
 
-fn value_row<'py>(py: Python<'py>, row: &crate::values::Row) -> PyResult<Bound<'py, PyTuple>> {
+fn value_row<'py>(
+    py: Python<'py>,
+    row: &crate::values::Row,
+    history: Option<&crate::values::History>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let (device, proto, unit, table, address) = row.key;
     let read = row
         .read
@@ -1277,6 +1283,9 @@ fn value_row<'py>(py: Python<'py>, row: &crate::values::Row) -> PyResult<Bound<'
             w.other_writes,
         )
     });
+    let history: Vec<(f64, f64)> = history
+        .map(|h| h.iter().copied().collect())
+        .unwrap_or_default();
     (
         device.text(),
         proto.name(),
@@ -1285,6 +1294,7 @@ fn value_row<'py>(py: Python<'py>, row: &crate::values::Row) -> PyResult<Bound<'
         address,
         read,
         written,
+        history,
     )
         .into_pyobject(py)
 }

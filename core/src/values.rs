@@ -2,6 +2,8 @@
 //! what was written into them, by whom. Counted in the core so that steady polling costs
 //! one lookup and one comparison per answer; Python reads the table at the end.
 
+use std::collections::VecDeque;
+
 use rustc_hash::FxHashMap;
 
 use crate::decode::Addr;
@@ -16,6 +18,10 @@ pub const MAX_BLOCKS: usize = 8_192;
 pub const MAX_WRITTEN: usize = 65_536;
 /// Writers remembered per point (more are counted together).
 pub const MAX_WRITERS: usize = 8;
+/// The last values kept per point that changed or was written (a sparkline's worth), and
+/// the points that keep them.
+pub const HISTORY: usize = 32;
+pub const MAX_HISTORIES: usize = 4_096;
 
 /// A block: device, protocol, unit, table, start, step, number of points.
 type BlockKey = (Addr, Proto, u32, Table, u32, u32, u32);
@@ -61,10 +67,14 @@ pub struct Row {
     pub written: Option<Written>,
 }
 
+/// The last values of a point that changed or was written: (time, value), oldest first.
+pub type History = VecDeque<(f64, f64)>;
+
 #[derive(Default)]
 pub struct Values {
     blocks: FxHashMap<BlockKey, Block>,
     written: FxHashMap<PointKey, Written>,
+    histories: FxHashMap<PointKey, History>,
     /// answers and written values not tracked because the tables were full
     pub untracked: u64,
 }
@@ -76,16 +86,24 @@ impl Values {
             let len = p.values.len() as u32;
             let key = (device, proto, unit, p.table, p.start, p.step, len);
             if let Some(b) = self.blocks.get_mut(&key) {
+                let before = b.last_ts;
                 b.reads += 1;
                 b.last_ts = ts;
                 if b.last != p.values {
+                    let mut changed = Vec::new();
                     for (i, &v) in p.values.iter().enumerate() {
                         if b.last[i] != v {
+                            changed.push((i, b.last[i], v));
                             b.changes[i] += 1;
                             b.last[i] = v;
                             b.min[i] = b.min[i].min(v);
                             b.max[i] = b.max[i].max(v);
                         }
+                    }
+                    for (i, old, v) in changed {
+                        let address = p.start.wrapping_add((i as u32).wrapping_mul(p.step));
+                        let point = (device, proto, unit, p.table, address);
+                        self.remember(point, Some((before, old)), ts, v);
                     }
                 }
             } else if self.blocks.len() < MAX_BLOCKS {
@@ -134,6 +152,7 @@ impl Values {
                     writers: Vec::new(),
                     other_writes: 0,
                 });
+                let before = (w.writes > 0).then_some((w.last_ts, w.last));
                 w.writes += 1;
                 w.last = v;
                 w.min = w.min.min(v);
@@ -146,8 +165,32 @@ impl Values {
                 } else {
                     w.other_writes += 1;
                 }
+                self.remember(key, before, ts, v);
             }
         }
+    }
+
+    /// Keep a value of a point in its history (`before`: the value it had, when the
+    /// history starts with this one).
+    fn remember(&mut self, key: PointKey, before: Option<(f64, f64)>, ts: f64, v: f64) {
+        let full = self.histories.len() >= MAX_HISTORIES;
+        let h = match self.histories.get_mut(&key) {
+            Some(h) => h,
+            None if full => return,
+            None => self.histories.entry(key).or_default(),
+        };
+        if h.is_empty() {
+            h.extend(before);
+        }
+        h.push_back((ts, v));
+        while h.len() > HISTORY {
+            h.pop_front();
+        }
+    }
+
+    /// The last values of a point that changed or was written (empty for the others).
+    pub fn history(&self, key: &PointKey) -> Option<&History> {
+        self.histories.get(key)
     }
 
     /// Every point, reads of overlapping blocks folded together, in key order.
@@ -258,5 +301,7 @@ mod tests {
         assert!(rows[0].read.is_none());
         assert_eq!((w.writes, w.last, w.min, w.max), (3, 45.0, 45.0, 950.0));
         assert_eq!(w.writers, vec![(a, 2), (b, 1)]);
+        let h: Vec<_> = v.history(&rows[0].key).unwrap().iter().copied().collect();
+        assert_eq!(h, vec![(1.0, 50.0), (2.0, 950.0), (3.0, 45.0)]);
     }
 }

@@ -34,6 +34,8 @@ class Point:
     last_write: float | None = None
     writers: dict[str, int] = field(default_factory=dict)
     other_writes: int = 0  # by writers beyond those listed
+    #: its last values, read or written (time, value), oldest first: a sparkline's worth
+    history: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -87,8 +89,8 @@ def process_values(core: Any, limit: int = MAX_POINTS_PER_ASSET) -> ProcessValue
     """The core's process values: counts, the telling points, the asset documents' lists."""
     (total, written, changing), rows, documents = core.process_values(limit)
     points = []
-    for device, protocol, unit, table, address, read, wrote in rows:
-        p = Point(device, protocol, unit, table, address)
+    for device, protocol, unit, table, address, read, wrote, history in rows:
+        p = Point(device, protocol, unit, table, address, history=history)
         if read is not None:
             p.reads, p.last, p.min, p.max, p.changes, p.last_read = read
         if wrote is not None:

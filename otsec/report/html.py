@@ -434,14 +434,37 @@ def _points(result: AuditResult, limit: int = 200) -> str:
         rows.append(f"<tr><td>{_e(p.device)}</td><td>{_e(p.protocol)}</td>"
                     f"<td>{_e(p.name)}</td><td>{_e(read)}</td><td>{_e(written)}</td>"
                     f"<td>{_e(', '.join(sorted(p.writers)))}</td>"
-                    f"<td>{_range_bar(low, high, last)}</td></tr>")
+                    f"<td>{_range_bar(low, high, last)}</td><td>{_sparkline(p.history)}</td>"
+                    "</tr>")
     more = _more(len(shown) - limit) if len(shown) > limit else ""
     return ("<h3>Process values</h3><p>Values as numbers on the wire (registers unsigned "
             "16-bit, coils 0/1, DNP3 outputs by their variation); every point is in "
             "assets.json.</p><table id='points' class='sortable'><tr><th>device</th>"
             "<th>protocol</th><th>point</th><th>read: last (range, changes)</th>"
             "<th>written: last (range, writes)</th><th>writers</th><th>range, last</th>"
-            "</tr>" + "".join(rows) + "</table>" + more)
+            "<th>last values</th></tr>" + "".join(rows) + "</table>" + more)
+
+
+def _sparkline(history: list[tuple[float, float]], width: int = 120,
+               height: int = 20) -> str:
+    """The last values of a point over their time, as a small line (a step per change)."""
+    if len(history) < 2:
+        return ""
+    t0, t1 = history[0][0], history[-1][0]
+    lo = min(v for _, v in history)
+    hi = max(v for _, v in history)
+    span_t, span_v = (t1 - t0) or 1.0, (hi - lo) or 1.0
+    points = []
+    for i, (t, v) in enumerate(history):
+        x = (t - t0) / span_t * (width - 2) + 1
+        y = height - 2 - (v - lo) / span_v * (height - 4)
+        if i:
+            points.append(f"{x:.1f},{points[-1].split(',')[1]}")  # held until it changed
+        points.append(f"{x:.1f},{y:.1f}")
+    title = f"{len(history)} values, {number(lo)}..{number(hi)}"
+    return (f"<svg width='{width}' height='{height}' role='img'><title>{_e(title)}</title>"
+            f"<polyline fill='none' stroke='#08519c' stroke-width='1.2' "
+            f"points='{' '.join(points)}'/></svg>")
 
 
 def _range_bar(low: float | None, high: float | None, last: float | None) -> str:
