@@ -313,7 +313,8 @@ class Monitor:
         if final or now >= self.next_report:  # the layout costs more than the rest: rarer
             self.next_report = now + REPORT_EVERY
             result = AuditResult(out, summary, alert_docs, assets, edges, [], asset_docs,
-                                 edge_docs, incident_docs, values.points)
+                                 edge_docs, incident_docs, values.points,
+                                 list(self.metrics.rows))
             write_report(out / "report.html", result)
         if self.opts.es_url:
             self._ship(alert_docs, asset_docs, edge_docs, incident_docs, metric_docs)

@@ -30,6 +30,7 @@ class AuditResult:
     edge_docs: list[dict[str, Any]] = field(default_factory=list)
     incident_docs: list[dict[str, Any]] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)  # process values
+    metrics: list[tuple] = field(default_factory=list)  # the operations view's minutes
 
     @cached_property
     def asset_by_id(self) -> dict[str, Asset]:

@@ -6,8 +6,9 @@ each protocol two captures: normal polling, and the same with an intruder; for M
 DNP3 a third, "insider", where the known HMI or SCADA master itself attacks (a new register
 range and a unit sweep; FC 21 mid-session and a relay operation). For Modbus also
 "operations": an operator adjusts a setpoint within 40-60 every cycle, then the same host
-writes 950 into it, then the PLC hangs (its process stopped) for HANG seconds and comes
-back; the times of these steps go to a JSON file next to the capture.
+writes 950 into it, then the PLC hangs (its process stopped) for HANG seconds, comes back,
+and is slowed for SLOW seconds; the times of these steps go to a JSON file next to the
+capture.
 
 A small plant network is built on this machine only: one network namespace per host,
 veth pairs into a Linux bridge in a "switch" namespace, addresses in 10.77.0.0/24 that
@@ -39,6 +40,8 @@ STACKS = {  # protocol: (stack script, server port, serves one client at a time)
 }
 INSIDERS = {"modbus", "dnp3"}  # stacks with steps a known host takes (the HMI itself)
 HANG = 13.0  # seconds the PLC stays hung in the operations capture (outages count from 10)
+SLOW = 8.0  # seconds it is slowed afterwards (stopped 0.35 s of every 0.7 s: out of step
+# with the operator's half-second cycle, so that about half of its requests wait)
 PREFIX = os.environ.get("OTSEC_NETNS_PREFIX", "otsec")  # names of the namespaces made here
 SWITCH = f"{PREFIX}-sw"
 HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI
@@ -150,7 +153,7 @@ def scenario(out: Path, protocol: str, seconds: float,
 def operations(out: Path, seconds: float) -> dict[str, float]:
     """The operations capture (Modbus): normal operation for ``seconds`` (at least 12: the
     operator's 21 setpoint values twice over), a setpoint written out of range, a hung
-    PLC, its return. Returns the steps' times."""
+    PLC, its return, a slowed PLC. Returns the steps' times."""
     plc_addr = HOSTS["plc"][0]
     stack, port, _ = STACKS["modbus"]
     learn = max(seconds, 12.0)
@@ -161,7 +164,7 @@ def operations(out: Path, seconds: float) -> dict[str, float]:
             wait_port("hmi", plc_addr, port)
             steps["start"] = time.time()
             hmi = run_in("hmi", stack, "operator", "--server", plc_addr, "--seconds",
-                         str(learn + HANG + 6))
+                         str(learn + HANG + SLOW + 10))
             time.sleep(learn)
             steps["tamper"] = time.time()
             tamper = run_in("hmi", stack, "tamper", "--server", plc_addr)
@@ -174,6 +177,14 @@ def operations(out: Path, seconds: float) -> dict[str, float]:
             time.sleep(HANG)
             server.send_signal(signal.SIGCONT)
             steps["resume"] = time.time()
+            time.sleep(4.0)
+            steps["slow"] = time.time()
+            while time.time() < steps["slow"] + SLOW:  # answers wait up to 0.35 s
+                server.send_signal(signal.SIGSTOP)
+                time.sleep(0.35)
+                server.send_signal(signal.SIGCONT)
+                time.sleep(0.35)
+            steps["slow_end"] = time.time()
             _, err = hmi.communicate(timeout=60)
             if hmi.returncode:
                 raise RuntimeError(f"operator failed: {err.decode()[-500:]}")

@@ -1,7 +1,8 @@
-"""Process values, device availability and polling cycles, on the operations sample made
-by real stacks (scripts/make_samples.py): an operator adjusts a setpoint within 40-60 every
-half second, the same host then writes 950 into it, then the PLC hangs (its process
-stopped) and comes back. The steps' times are in pcaps/modbus-operations.json."""
+"""Process values, device availability, response times and polling cycles, on the
+operations sample made by real stacks (scripts/make_samples.py): an operator adjusts a
+setpoint within 40-60 every half second, the same host then writes 950 into it, then the
+PLC hangs (its process stopped), comes back, and is slowed (stopped 0.35 s of every 0.7 s).
+The steps' times are in pcaps/modbus-operations.json."""
 
 from __future__ import annotations
 
@@ -80,6 +81,30 @@ def test_values_read_and_written_agree_with_tshark() -> None:
     times = [t for t, _ in p.history]
     assert len(p.history) == 32 and times == sorted(times)
     assert {v for _, v in p.history} <= set(written) | {SETPOINT}
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_a_slowed_plc_shows_in_the_response_times(tmp_path: Path) -> None:
+    """Response times of the requests sent while the PLC was slowed, from tshark's frame
+    times paired by transaction id: slow; the minute that holds them has a p95 as slow."""
+    asked: dict[tuple[str, str], float] = {}
+    slowed = []
+    for ts, stream, dport, tid in tshark("-Y", "mbtcp", "-T", "fields", "-e",
+                                         "frame.time_epoch", "-e", "tcp.stream", "-e",
+                                         "tcp.dstport", "-e", "mbtcp.trans_id"):
+        if dport == "502":
+            asked[(stream, tid)] = float(ts)
+        elif (stream, tid) in asked:
+            sent = asked.pop((stream, tid))
+            if STEPS["slow"] <= sent <= STEPS["slow_end"]:
+                slowed.append(float(ts) - sent)
+    slowed.sort()
+    assert len(slowed) > 10 and slowed[int(len(slowed) * 0.9)] > 0.1
+    run_audit([CAP], tmp_path, write_events=False)
+    minute = int(STEPS["slow"] // 60 * 60)
+    (row,) = [json.loads(x)["otsec"]["metrics"] for x in (tmp_path / "metrics.ndjson").open()
+              if epoch(json.loads(x)["@timestamp"]) == minute]
+    assert row["response_time_ms"]["p95"] > 100
 
 
 def audit_learning_until_tamper(out: Path) -> list[dict]:

@@ -366,14 +366,17 @@ def _operations(result: AuditResult) -> str:
     ops = result.summary.get("operations")
     if not ops or not (ops["requests"] or ops.get("outages")):
         return ""
+    series = _minutes(result.metrics)
     slowest = "".join(
         f"<tr><td>{_e(o['client'])}</td><td>{_e(o['server'])}</td>"
-        f"<td>{_e(o['protocol'])}/{o['port']}</td><td>{o['p95_ms']:.1f}</td></tr>"
+        f"<td>{_e(o['protocol'])}/{o['port']}</td><td>{o['p95_ms']:.1f}</td>"
+        f"<td>{_sparkline(series.get(_edge(o), {}).get('p95', []))}</td></tr>"
         for o in ops["slowest"])
     polling = "".join(
         f"<tr><td>{_e(o['client'])}</td><td>{_e(o['server'])}</td>"
         f"<td>{_e(o['protocol'])}/{o['port']}</td><td>{o['period_ms']:.1f}</td>"
-        f"<td>{o['jitter_ms']:.1f}</td></tr>"
+        f"<td>{o['jitter_ms']:.1f}</td>"
+        f"<td>{_sparkline(series.get(_edge(o), {}).get('period', []))}</td></tr>"
         for o in ops.get("polling", []))
     tcp = ops.get("tcp") or {}
     health = (f" Their TCP connections: {tcp['connections']:,} opened, {tcp['resets']:,} "
@@ -383,13 +386,30 @@ def _operations(result: AuditResult) -> str:
             f"responses ({ops['exceptions']:,} exceptions), {ops['unanswered']:,} never "
             f"answered.{health} Per edge and minute in metrics.ndjson.</p>"
             "<table id='slowest' class='sortable'><tr><th>client</th><th>server</th>"
-            "<th>protocol</th><th>slowest minute's p95 response time (ms)</th></tr>"
-            f"{slowest}</table>"
+            "<th>protocol</th><th>slowest minute's p95 response time (ms)</th><th>p95 per "
+            f"minute</th></tr>{slowest}</table>"
             + (("<h3>Polling cycles</h3><table id='polling' class='sortable'><tr><th>client"
                 "</th><th>server</th><th>protocol</th><th>period (ms)</th><th>worst "
-                f"minute's jitter (ms)</th></tr>{polling}</table>") if polling else "")
+                "minute's jitter (ms)</th><th>period per minute</th></tr>"
+                f"{polling}</table>") if polling else "")
             + _outages(result, ops.get("outages", []))
             + _points(result))
+
+
+def _edge(o: dict[str, Any]) -> tuple:
+    return (o["client"], o["server"], o["port"], o["protocol"])
+
+
+def _minutes(rows: list[tuple]) -> dict[tuple, dict[str, list[tuple[float, float]]]]:
+    """Per edge, the p95 response time and the polling period of each minute (ms)."""
+    out: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
+    for (client, server, _t, port, proto), start, _counts, times, cycle, *_ in rows:
+        edge = out.setdefault((client, server, port, proto), {"p95": [], "period": []})
+        if times[1] is not None:
+            edge["p95"].append((start, times[1] * 1000))
+        if cycle[0] is not None:
+            edge["period"].append((start, cycle[0] * 1000))
+    return out
 
 
 def _outages(result: AuditResult, outages: list[dict]) -> str:
@@ -447,7 +467,8 @@ def _points(result: AuditResult, limit: int = 200) -> str:
 
 def _sparkline(history: list[tuple[float, float]], width: int = 120,
                height: int = 20) -> str:
-    """The last values of a point over their time, as a small line (a step per change)."""
+    """Values over their time as a small line, each held until the next (a point's last
+    values, or an edge's minutes)."""
     if len(history) < 2:
         return ""
     t0, t1 = history[0][0], history[-1][0]
