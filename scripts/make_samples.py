@@ -5,10 +5,11 @@ Stacks: pymodbus (Modbus/TCP), python-snap7 (S7comm), opendnp3 via yadnp3 (DNP3)
 each protocol two captures: normal polling, and the same with an intruder; for Modbus and
 DNP3 a third, "insider", where the known HMI or SCADA master itself attacks (a new register
 range and a unit sweep; FC 21 mid-session and a relay operation). For Modbus also
-"operations": an operator adjusts a setpoint within 40-60 every cycle, then the same host
-writes 950 into it, then the PLC hangs (its process stopped) for HANG seconds, comes back,
-and is slowed for SLOW seconds; the times of these steps go to a JSON file next to the
-capture.
+"operations": an operator adjusts a setpoint within 40-60 every cycle while a SCADA station
+polls once a second, then the operator's host writes 950 into the setpoint, then the PLC
+hangs (its process stopped) for HANG seconds, comes back, is slowed for SLOW seconds, the
+operator stops polling (the station goes on for SILENCE seconds), and a SYN flood hits the
+PLC; the times of these steps go to a JSON file next to the capture.
 
 A small plant network is built on this machine only: one network namespace per host,
 veth pairs into a Linux bridge in a "switch" namespace, addresses in 10.77.0.0/24 that
@@ -40,6 +41,7 @@ STACKS = {  # protocol: (stack script, server port, serves one client at a time)
 }
 INSIDERS = {"modbus", "dnp3"}  # stacks with steps a known host takes (the HMI itself)
 HANG = 13.0  # seconds the PLC stays hung in the operations capture (outages count from 10)
+SILENCE = 35.0  # seconds the operator's polling is missed before the flood (30 make silence)
 SLOW = 8.0  # seconds it is slowed afterwards (stopped 0.35 s of every 0.7 s: out of step
 # with the operator's half-second cycle, so that about half of its requests wait)
 PREFIX = os.environ.get("OTSEC_NETNS_PREFIX", "otsec")  # names of the namespaces made here
@@ -48,6 +50,7 @@ HOSTS = {  # name: (address, MAC); the PLC's MAC has Schneider Electric's OUI
     "plc": ("10.77.0.10", "00:80:f4:10:00:0a"),
     "hmi": ("10.77.0.20", "00:0c:29:20:00:14"),
     "intruder": ("10.77.0.66", "02:42:de:ad:00:42"),
+    "scada": ("10.77.0.30", "00:0c:29:30:00:1e"),  # a second station (operations sample)
 }
 
 
@@ -153,7 +156,8 @@ def scenario(out: Path, protocol: str, seconds: float,
 def operations(out: Path, seconds: float) -> dict[str, float]:
     """The operations capture (Modbus): normal operation for ``seconds`` (at least 12: the
     operator's 21 setpoint values twice over), a setpoint written out of range, a hung
-    PLC, its return, a slowed PLC. Returns the steps' times."""
+    PLC, its return, a slowed PLC, a poller that stops, a SYN flood. Returns the steps'
+    times."""
     plc_addr = HOSTS["plc"][0]
     stack, port, _ = STACKS["modbus"]
     learn = max(seconds, 12.0)
@@ -163,6 +167,8 @@ def operations(out: Path, seconds: float) -> dict[str, float]:
         try:
             wait_port("hmi", plc_addr, port)
             steps["start"] = time.time()
+            scada = run_in("scada", stack, "hmi", "--server", plc_addr, "--seconds", "3600",
+                           "--period", "1")
             hmi = run_in("hmi", stack, "operator", "--server", plc_addr, "--seconds",
                          str(learn + HANG + SLOW + 10))
             time.sleep(learn)
@@ -188,6 +194,17 @@ def operations(out: Path, seconds: float) -> dict[str, float]:
             _, err = hmi.communicate(timeout=60)
             if hmi.returncode:
                 raise RuntimeError(f"operator failed: {err.decode()[-500:]}")
+            steps["poller_stops"] = time.time()
+            time.sleep(SILENCE)
+            steps["flood"] = time.time()
+            flood = run_in("intruder", ROOT / "stacks" / "syn_flood.py", plc_addr, "--port",
+                           str(port), "--count", "1000", "--seconds", "1")
+            _, err = flood.communicate(timeout=60)
+            if flood.returncode:
+                raise RuntimeError(f"flood failed: {err.decode()[-500:]}")
+            time.sleep(1.0)
+            scada.terminate()
+            scada.wait(timeout=10)
         finally:
             server.send_signal(signal.SIGCONT)
             server.terminate()

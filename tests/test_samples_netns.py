@@ -70,9 +70,9 @@ def test_generator_makes_captures_that_alert_as_expected(tmp_path: Path) -> None
 
 def operations_steps_are_caught(tmp: Path) -> None:
     """The operator (pymodbus) adjusts a setpoint within 40-60, then writes 950 into it;
-    then the PLC's process is stopped for a while: learning until the tampering, the write
-    and the outage alert at their times, with their end points (tests/test_process_values.py
-    checks the bundled capture of this scenario in detail)."""
+    then the PLC's process is stopped for a while, slowed, the operator stops polling and a
+    SYN flood follows: learning until the tampering, each step alerts at its time, with its
+    end points (tests/test_process_values.py checks the bundled capture in detail)."""
     cap = tmp / "modbus-operations.pcap"
     steps = json.loads(cap.with_suffix(".json").read_text())
     out = tmp / "operations-out"
@@ -91,7 +91,10 @@ def operations_steps_are_caught(tmp: Path) -> None:
     start = datetime.fromisoformat(down["event"]["start"].replace("Z", "+00:00")).timestamp()
     assert steps["hang"] + 10 <= start <= steps["resume"]
     assert set(alerts) == {"otsec-modbus-write", "otsec-baseline-value-out-of-range",
-                           "otsec-net-device-unresponsive"}
+                           "otsec-net-device-unresponsive", "otsec-baseline-silent-edge",
+                           "otsec-net-connection-flood", "otsec-baseline-new-asset"}
+    silent = alerts["otsec-baseline-silent-edge"]
+    assert silent["source"]["ip"] == "10.77.0.20"  # the operator, not the SCADA station
 
 
 def insider_audit(tmp: Path, protocol: str) -> tuple[list[dict], list[dict]]:

@@ -108,7 +108,7 @@ def test_the_operations_view_is_searchable(cluster: str, tmp_path: Path,
                  cluster, "--es-namespace", "ops"]) == 0
     cycles = search("logs-otsec.metric-ops", {"range": {"otsec.metrics.cycle_ms.period":
                                                          {"gte": 400}}})
-    assert cycles and all(d["source"]["ip"] == "10.77.0.20" for d in cycles)
+    assert {d["source"]["ip"] for d in cycles} == {"10.77.0.20", "10.77.0.30"}  # operator, SCADA
     (plc,) = search("otsec-assets-latest", {"range": {"otsec.asset.points.written_max":
                                                       {"gte": 950}}})
     assert plc["host"]["ip"] == ["10.77.0.10"]

@@ -40,14 +40,19 @@ async def plc(bind: str) -> None:
 
 
 async def hmi(server: str, seconds: float, period: float) -> None:
-    """Cyclic polling, as a SCADA master does: holding registers, coils, input registers."""
-    client = AsyncModbusTcpClient(server, port=502)
-    await client.connect()
+    """Cyclic polling, as a SCADA master does: holding registers, coils, input registers;
+    it goes on polling (reconnecting) when the PLC stops answering for a while."""
+    client = AsyncModbusTcpClient(server, port=502, timeout=1, retries=0)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        await client.read_holding_registers(0, count=10, device_id=1)
-        await client.read_coils(0, count=16, device_id=1)
-        await client.read_input_registers(0, count=8, device_id=1)
+        try:
+            if not client.connected:
+                await client.connect()
+            await client.read_holding_registers(0, count=10, device_id=1)
+            await client.read_coils(0, count=16, device_id=1)
+            await client.read_input_registers(0, count=8, device_id=1)
+        except Exception:  # a hung PLC: polling goes on
+            pass
         await asyncio.sleep(period)
     client.close()
 
