@@ -2,13 +2,15 @@
 """Throughput and memory of ``otsec audit`` against tshark's full dissection, on the same
 files in the same run.
 
-    python bench/run.py [--repeat 3] [--memory]
+    python bench/run.py [--repeat 3] [--memory] [--against REV]
 
 Captures (built under bench/out/ when missing): the 500k-packet Modbus/TCP benchmark and a
 500k-packet mixed plant capture made from the real-stack samples (Modbus, S7comm, DNP3).
 Prints seconds, packets/s and the ratio tshark time / otsec time (higher is better).
 ``--memory`` adds peak RSS on 10M packets of steady polling and on a flood of 1M one-shot
-flows from 200k spoofed sources.
+flows from 200k spoofed sources. ``--against REV`` also times the otsec of another git
+revision (built once into bench/out/) on the same files in the same run: what a change
+costs or gains, measured side by side (the machine's load varies from day to day).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,16 +34,20 @@ from make_capture import write as write_modbus  # noqa: E402
 from make_mixed import write as write_mixed  # noqa: E402
 
 
-def best_of(cmd: list[str], repeat: int, fresh_out: bool = False) -> tuple[float, int]:
+def best_of(cmd: list[str], repeat: int, fresh_out: bool = False,
+            build: Path | None = None) -> tuple[float, int]:
     """Best wall time of ``repeat`` runs, and the largest peak RSS (KiB) seen.
     ``fresh_out``: ``--out`` is appended, a new empty folder for every run (as an audit
-    usually has; removing the previous run's files is not part of the timing)."""
+    usually has; removing the previous run's files is not part of the timing). ``build``:
+    run the otsec installed there instead (see ``build_revision``)."""
     times, peak = [], 0
+    env = dict(os.environ, PYTHONPATH=str(build)) if build else None
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as out:
             run = [*cmd, "--out", out] if fresh_out else cmd
             start = time.perf_counter()
-            proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env=env, cwd=build)
             _, status, usage = os.wait4(proc.pid, 0)
             times.append(time.perf_counter() - start)
         if os.waitstatus_to_exitcode(status) != 0:
@@ -67,9 +74,33 @@ def write_flood(path: Path, flows: int = 1_000_000, sources: int = 200_000) -> i
     return flows
 
 
+def build_revision(rev: str, out: Path) -> tuple[str, Path]:
+    """otsec as of a git revision, built into ``out`` once (its wheel, unpacked)."""
+    root = HERE.parent
+    sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    pkg = out / f"build-{sha[:12]}"
+    if (pkg / "otsec").is_dir():
+        return sha[:12], pkg
+    with tempfile.TemporaryDirectory() as tmp:
+        tree, wheels = Path(tmp) / "tree", Path(tmp) / "wheels"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), sha],
+                       check=True, capture_output=True)
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(wheels), str(tree)], check=True)
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                           check=False, capture_output=True)
+        (wheel,) = wheels.glob("otsec-*.whl")
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(pkg)
+    return sha[:12], pkg
+
+
 def line(name: str, seconds: float, packets: int, tshark: float | None = None,
          rss: int | None = None) -> str:
-    text = f"{name:<34}: {seconds:6.2f} s {packets / seconds:>11,.0f} packets/s"
+    text = f"{name:<40}: {seconds:6.2f} s {packets / seconds:>11,.0f} packets/s"
     if tshark is not None:
         text += f"  tshark/otsec {tshark / seconds:4.2f}x"
     if rss is not None:
@@ -81,6 +112,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--memory", action="store_true", help="also the 10M and flood runs")
+    ap.add_argument("--against", metavar="REV", help="also time this git revision's otsec")
     args = ap.parse_args()
     if not shutil.which("tshark"):
         print("bench: tshark is missing (apt-get install tshark)", file=sys.stderr)
@@ -89,6 +121,7 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     captures = {"modbus-500k.pcap": write_modbus, "mixed-500k.pcap": write_mixed}
     audit = [sys.executable, "-m", "otsec", "audit", "--format", "json"]
+    other = build_revision(args.against, out) if args.against else None
     for name, make in captures.items():
         cap = out / name
         if not cap.exists():
@@ -101,6 +134,12 @@ def main() -> int:
         print(line("  tshark -q -z io,phs", tshark, packets))
         print(line("  otsec audit", full, packets, tshark, rss))
         print(line("  otsec audit --no-events", lean, packets, tshark))
+        if other is not None:
+            rev, build = other
+            full, rss = best_of([*audit, str(cap)], args.repeat, True, build)
+            lean, _ = best_of([*audit, str(cap), "--no-events"], args.repeat, True, build)
+            print(line(f"  otsec@{rev} audit", full, packets, tshark, rss))
+            print(line(f"  otsec@{rev} audit --no-events", lean, packets, tshark))
     if args.memory:
         steady = out / "modbus-10m.pcap"
         if not steady.exists():
