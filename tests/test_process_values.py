@@ -19,7 +19,7 @@ from otsec.audit import run_audit, run_learn
 from otsec.baseline.edit import approve
 from otsec.baseline.model import Baseline
 from otsec.pipeline import Pipeline
-from otsec.process import ProcessValues
+from otsec.process import ProcessValues, process_values
 
 ROOT = Path(__file__).resolve().parents[1]
 CAP = ROOT / "pcaps" / "modbus-operations.pcap"
@@ -45,16 +45,17 @@ def epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def process_values() -> ProcessValues:
+def every_point(cap: Path = CAP) -> ProcessValues:
+    """The process values of a capture, with the points whose value never changed."""
     pipe = Pipeline(events=False)
-    pipe.run([CAP])
+    pipe.run([cap])
     pipe.finish()
-    return pipe.view().values
+    return process_values(pipe.core, constant=True)
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
 def test_values_read_and_written_agree_with_tshark() -> None:
-    values = process_values()
+    values = every_point()
     ours = {(d["table"], d["address"]): d for d in values.documents[PLC]}
     reads = tshark("-Y", "modbus.func_code==3 && tcp.srcport==502", "-T", "fields",
                    "-e", "modbus.regnum16", "-e", "modbus.regval_uint16")
@@ -242,13 +243,6 @@ def test_a_new_writer_of_a_learned_point(tmp_path: Path) -> None:
     assert new["source"]["ip"] == HMI and "never wrote while learning" in new["message"]
 
 
-def points_of(cap: Path) -> ProcessValues:
-    pipe = Pipeline(events=False)
-    pipe.run([cap])
-    pipe.finish()
-    return pipe.view().values
-
-
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
 def test_s7_write_var_values_agree_with_tshark() -> None:
     """python-snap7: the intruder writes DB1 and a flag byte; each element at its byte
@@ -265,7 +259,7 @@ def test_s7_write_var_values_agree_with_tshark() -> None:
         table = f"DB{db}" if area == "0x84" else {"0x83": "M", "0x82": "Q", "0x81": "I"}[area]
         for i, b in enumerate(bytes.fromhex(data)):
             theirs[(table, int(byte) + i)] = (b, src)
-    values = points_of(cap)
+    values = every_point(cap)
     ours = {(p.table, p.address): (p.written, *p.writers) for p in values.points}
     assert theirs and ours == theirs
     assert values.total > len(theirs)  # the panel's reads of DB1 and the flags too
@@ -273,7 +267,7 @@ def test_s7_write_var_values_agree_with_tshark() -> None:
 
 def test_dnp3_operate_values_are_the_control_codes() -> None:
     """opendnp3: the intruder's direct operate of relay 3 (Latch On: control code 3)."""
-    (p,) = points_of(ROOT / "pcaps" / "dnp3-intrusion.pcap").points
+    (p,) = every_point(ROOT / "pcaps" / "dnp3-intrusion.pcap").points
     assert (p.protocol, p.table, p.address, p.written, p.writes) == ("dnp3", "g12", 3, 3, 1)
 
 
@@ -289,7 +283,7 @@ def test_dnp3_static_points_of_a_response_agree_with_tshark() -> None:
          "dnp3.al.cnt"],
         capture_output=True, text=True, check=True).stdout.splitlines()
     analog, states, counters = ([int(v) for v in f.split(",")] for f in rows[0].split("\t"))
-    docs = {(d["table"], d["address"]): d for d in points_of(cap).documents[PLC]}
+    docs = {(d["table"], d["address"]): d for d in every_point(cap).documents[PLC]}
     for table, theirs in (("g30", analog), ("g1", states[:10]), ("g20", counters[:10])):
         assert [docs[(table, i)]["last"] for i in range(10)] == theirs, table
     assert all(d["reads"] >= 1 for d in docs.values())

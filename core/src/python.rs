@@ -649,14 +649,17 @@ impl Engine {
     /// values as [(time, value)]); reads
     /// (count, last, min, max, changes, last time) or None; writes (count, last, min, max,
     /// last time, [(writer, count)], writes by writers not listed) or None. Documents:
-    /// {device: [point as the asset document lists it]}, the telling ones first (written,
-    /// then changed, then in address order), at most ``limit`` per device.
-    #[pyo3(signature = (limit=200))]
+    /// {device: [point as the asset document lists it]}: the telling ones (written, then
+    /// changed, in address order), at most ``limit`` per device; with ``constant`` also the
+    /// points whose value never changed (a plant's thousands of idle registers and status
+    /// points: counted, not listed, unless asked for).
+    #[pyo3(signature = (limit=200, constant=false))]
     #[allow(clippy::type_complexity)]
     fn process_values<'py>(
         &self,
         py: Python<'py>,
         limit: usize,
+        constant: bool,
     ) -> PyResult<(
         (usize, usize, usize),
         Vec<Bound<'py, PyTuple>>,
@@ -672,7 +675,10 @@ impl Engine {
         let telling =
             |r: &crate::values::Row| (r.written.is_none(), r.read.is_none_or(|x| x.changes == 0));
         let mut rows = Vec::new();
-        let mut by_device: Vec<&crate::values::Row> = all.iter().collect();
+        let mut by_device: Vec<&crate::values::Row> = all
+            .iter()
+            .filter(|r| constant || telling(r) != (true, true))
+            .collect();
         by_device.sort_by_key(|r| (r.key.0, telling(r), r.key));
         let docs = PyDict::new(py);
         let mut device: Option<(crate::decode::Addr, Bound<'py, pyo3::types::PyList>)> = None;

@@ -85,9 +85,11 @@ def merged(parts: list[ProcessValues]) -> ProcessValues:
     return out
 
 
-def process_values(core: Any, limit: int = MAX_POINTS_PER_ASSET) -> ProcessValues:
-    """The core's process values: counts, the telling points, the asset documents' lists."""
-    (total, written, changing), rows, documents = core.process_values(limit)
+def process_values(core: Any, limit: int = MAX_POINTS_PER_ASSET,
+                   constant: bool = False) -> ProcessValues:
+    """The core's process values: counts, the telling points, the asset documents' lists
+    (``constant``: with the points whose value never changed)."""
+    (total, written, changing), rows, documents = core.process_values(limit, constant)
     points = []
     for device, protocol, unit, table, address, read, wrote, history in rows:
         p = Point(device, protocol, unit, table, address, history=history)
