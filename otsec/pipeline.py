@@ -64,7 +64,6 @@ class View:
     """What the sensor knows at one moment: assets, edges (by asset and by IP), and the
     process values of the devices' points."""
 
-
     assets: list[Asset]
     id_of: dict[str, str]
     edges: list[Edge]

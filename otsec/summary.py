@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from otsec.detect.catalog import SEVERITIES, SEVERITY_NAMES
 from otsec.graph.edges import Edge
 from otsec.inventory.assets import Asset
 from otsec.process import Point, ProcessValues
-from otsec.timefmt import iso
+from otsec.timefmt import epoch, iso
 
 
 @dataclass
@@ -57,9 +56,9 @@ def metric_row(doc: dict[str, Any]) -> tuple:
                                                      cycle.get("jitter"))]
     edge = (doc["source"]["ip"], doc["destination"]["ip"], doc["network"]["transport"],
             doc["destination"]["port"], doc["network"]["protocol"])
-    start = datetime.fromisoformat(doc["event"]["start"].replace("Z", "+00:00")).timestamp()
-    return (edge, start, (m["requests"], m["responses"], m["exceptions"], m["unanswered"]),
-            tuple(ms[:3]), tuple(ms[3:]), tuple(tcp.get(k, 0) for k in TCP_HEALTH))
+    counts = (m["requests"], m["responses"], m["exceptions"], m["unanswered"])
+    return (edge, epoch(doc["event"]["start"]), counts, tuple(ms[:3]), tuple(ms[3:]),
+            tuple(tcp.get(k, 0) for k in TCP_HEALTH))
 
 
 def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),

@@ -1,4 +1,4 @@
-"""Timestamps as ECS wants them: ISO 8601, UTC, microseconds."""
+"""Timestamps as ECS wants them: ISO 8601, UTC, microseconds; and back."""
 
 from __future__ import annotations
 
@@ -18,3 +18,8 @@ def iso(ts: float) -> str:
         _cache[sec] = prefix
     micros = min(round((ts - sec) * 1_000_000), 999_999)
     return f"{prefix}.{micros:06d}Z"
+
+
+def epoch(text: str) -> float:
+    """The epoch seconds of a timestamp as ``iso`` writes it (or any ISO 8601 text)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -20,6 +20,7 @@ from otsec.baseline.edit import approve
 from otsec.baseline.model import Baseline
 from otsec.pipeline import Pipeline
 from otsec.process import ProcessValues, process_values
+from otsec.timefmt import epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 CAP = ROOT / "pcaps" / "modbus-operations.pcap"
@@ -37,12 +38,6 @@ def tshark(*args: str) -> list[list[str]]:
 
 def alerts(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "alerts.ndjson").read_text().splitlines()]
-
-
-def epoch(text: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def every_point(cap: Path = CAP) -> ProcessValues:

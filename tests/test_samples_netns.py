@@ -7,12 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from otsec.cli import main
+from otsec.timefmt import epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.netns
@@ -88,7 +88,7 @@ def operations_steps_are_caught(tmp: Path) -> None:
     assert value["otsec"]["alert"]["count"] == 1
     down = alerts["otsec-net-device-unresponsive"]
     assert down["source"]["ip"] == "10.77.0.10"
-    start = datetime.fromisoformat(down["event"]["start"].replace("Z", "+00:00")).timestamp()
+    start = epoch(down["event"]["start"])
     assert steps["hang"] + 10 <= start <= steps["resume"]
     # (the flooder is a new asset when it asked ARP for the PLC during the capture)
     assert set(alerts) - {"otsec-baseline-new-asset"} == {

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
+
+from otsec.timefmt import epoch
 
 WINDOW = 300.0  # seconds between two alerts of one incident, at most
 
@@ -77,13 +78,9 @@ class Incident:
                 f"{', '.join(names)}). Worst: {self.worst['message']}")
 
 
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def incidents(docs: list[dict[str, Any]], window: float = WINDOW) -> list[Incident]:
     """Group alert documents into incidents, in the order those start."""
-    spans = [(_epoch(d["event"]["start"]), _epoch(d["event"]["end"])) for d in docs]
+    spans = [(epoch(d["event"]["start"]), epoch(d["event"]["end"])) for d in docs]
     order = sorted(range(len(docs)), key=lambda i: (spans[i][0], docs[i]["rule"]["id"]))
     steps: dict[tuple[str, str, float], list[int]] = {}  # the alerts one PDU raised
     for i in order:

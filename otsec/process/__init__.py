@@ -12,9 +12,10 @@ from typing import Any
 
 @dataclass(slots=True)
 class Point:
-    """One point of a device (a Modbus register or coil, a DNP3 output point). Read
-    figures come from the answers to reads, written ones from write and control requests;
-    values are numbers as on the wire."""
+    """One point of a device: a Modbus register or coil, a DNP3 point of a group, an
+    element of an S7 area (at its byte address). Read figures come from the answers to
+    reads, written ones from write and control requests; values are numbers as on the
+    wire."""
 
     device: str
     protocol: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import ipaddress
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ from otsec.process import number
 from otsec.protocols import COLOURS
 from otsec.sinks.documents import display_name
 from otsec.text import CONTROL_CHARS, MAX_SHOWN, printable
-from otsec.timefmt import iso
+from otsec.timefmt import epoch, iso
 
 if TYPE_CHECKING:
     from otsec.summary import AuditResult
@@ -203,12 +202,7 @@ def _timeline(result: AuditResult, width: int = 900, height: int = 90) -> str:
     alerts = result.alerts
     if not alerts:
         return ""
-    from datetime import datetime
-
-    def t(a: dict) -> float:
-        return datetime.fromisoformat(a["event"]["start"].replace("Z", "+00:00")).timestamp()
-
-    times = [t(a) for a in alerts]
+    times = [epoch(a["event"]["start"]) for a in alerts]
     lo, hi = min(times), max(times)
     span = max(hi - lo, 1.0)
     dots = []
@@ -417,12 +411,12 @@ def _outages(result: AuditResult, outages: list[dict]) -> str:
     if not outages:
         return ""
     cap = result.summary["capture"]
-    start, end = (_epoch(cap["start"]), _epoch(cap["end"])) if cap["start"] else (0.0, 1.0)
+    start, end = (epoch(cap["start"]), epoch(cap["end"])) if cap["start"] else (0.0, 1.0)
     span = max(end - start, 1e-9)
     rows = []
     for o in outages:
-        a = (_epoch(o["since"]) - start) / span * 300
-        b = ((_epoch(o["back"]) if o["back"] else end) - start) / span * 300
+        a = (epoch(o["since"]) - start) / span * 300
+        b = ((epoch(o["back"]) if o["back"] else end) - start) / span * 300
         bar = (f"<svg width='300' height='12' role='img'><rect width='300' height='12' "
                f"fill='#cde8cd'/><rect x='{a:.1f}' width='{max(b - a, 1):.1f}' height='12' "
                "fill='#d62728'/></svg>")
@@ -496,10 +490,6 @@ def _range_bar(low: float | None, high: float | None, last: float | None) -> str
     return (f"<svg width='100' height='10' role='img'><rect y='3' width='100' height='4' "
             f"fill='#c6dbef'/><rect x='{x + 1:.1f}' width='3' height='10' fill='#08519c'/>"
             "</svg>")
-
-
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _incidents(result: AuditResult) -> str:
