@@ -5,10 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 _cache: dict[int, str] = {}
+_texts: dict[float, str] = {}  # whole texts: a host's last packet is its edge's too
 
 
 def iso(ts: float) -> str:
-    """Format an epoch timestamp; the per-second prefix is cached (events come in bursts)."""
+    """Format an epoch timestamp; the per-second prefix is cached (events come in bursts),
+    and the texts made lately (documents name the same times again and again)."""
+    text = _texts.get(ts)
+    if text is not None:
+        return text
     sec = int(ts // 1)
     prefix = _cache.get(sec)
     if prefix is None:
@@ -17,7 +22,10 @@ def iso(ts: float) -> str:
         prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _cache[sec] = prefix
     micros = min(round((ts - sec) * 1_000_000), 999_999)
-    return f"{prefix}.{micros:06d}Z"
+    if len(_texts) > 65_536:
+        _texts.clear()
+    text = _texts[ts] = f"{prefix}.{micros:06d}Z"
+    return text
 
 
 def epoch(text: str) -> float:

@@ -665,13 +665,18 @@ impl Engine {
         Vec<Bound<'py, PyTuple>>,
         Bound<'py, PyDict>,
     )> {
-        let all = self.engine.values.rows();
+        let (total, all) = if constant {
+            let all = self.engine.values.rows();
+            (all.len(), all)
+        } else {
+            self.engine.values.telling()
+        };
         let written = all.iter().filter(|r| r.written.is_some()).count();
         let changing = all
             .iter()
             .filter(|r| r.read.is_some_and(|x| x.changes > 0))
             .count();
-        let counts = (all.len(), written, changing);
+        let counts = (total, written, changing);
         let telling =
             |r: &crate::values::Row| (r.written.is_none(), r.read.is_none_or(|x| x.changes == 0));
         let mut rows = Vec::new();

@@ -193,6 +193,93 @@ impl Values {
         self.histories.get(key)
     }
 
+    /// The number of points, and the rows of those written or changed (reads of
+    /// overlapping blocks folded together), in key order: without a row per idle point.
+    pub fn telling(&self) -> (usize, Vec<Row>) {
+        type Group<'a> = Vec<(u32, u32, &'a Block)>; // (start, step, block)
+        let mut groups: FxHashMap<(Addr, Proto, u32, Table), Group> = FxHashMap::default();
+        for (&(device, proto, unit, table, start, step, _), b) in &self.blocks {
+            groups
+                .entry((device, proto, unit, table))
+                .or_default()
+                .push((start, step, b));
+        }
+        let at = |start: u32, step: u32, b: &Block, address: u32| -> Option<usize> {
+            let off = address.checked_sub(start)?;
+            let i = (off % step.max(1) == 0).then_some((off / step.max(1)) as usize)?;
+            (i < b.last.len()).then_some(i)
+        };
+        let mut total = 0;
+        let mut keys: Vec<PointKey> = Vec::new();
+        for (&(device, proto, unit, table), blocks) in &groups {
+            let mut addresses: Vec<u32> = blocks
+                .iter()
+                .flat_map(|&(start, step, b)| {
+                    (0..b.last.len() as u32).map(move |i| start.wrapping_add(i.wrapping_mul(step)))
+                })
+                .collect();
+            addresses.sort_unstable();
+            addresses.dedup();
+            total += addresses.len();
+            for &(start, step, b) in blocks {
+                for (i, &n) in b.changes.iter().enumerate() {
+                    if n > 0 {
+                        let address = start.wrapping_add((i as u32).wrapping_mul(step));
+                        keys.push((device, proto, unit, table, address));
+                    }
+                }
+            }
+        }
+        for &key in self.written.keys() {
+            let (device, proto, unit, table, address) = key;
+            let covered = groups
+                .get(&(device, proto, unit, table))
+                .is_some_and(|blocks| {
+                    blocks
+                        .iter()
+                        .any(|&(start, step, b)| at(start, step, b, address).is_some())
+                });
+            total += usize::from(!covered);
+            keys.push(key);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let rows = keys
+            .into_iter()
+            .map(|key| {
+                let (device, proto, unit, table, address) = key;
+                let mut read: Option<Read> = None;
+                for &(start, step, b) in groups
+                    .get(&(device, proto, unit, table))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    let Some(i) = at(start, step, b, address) else {
+                        continue;
+                    };
+                    let here = Read {
+                        reads: b.reads,
+                        last: b.last[i],
+                        min: b.min[i],
+                        max: b.max[i],
+                        changes: b.changes[i] as u64,
+                        last_ts: b.last_ts,
+                    };
+                    read = Some(match read {
+                        None => here,
+                        Some(r) => fold(r, here),
+                    });
+                }
+                Row {
+                    key,
+                    read,
+                    written: self.written.get(&key).cloned(),
+                }
+            })
+            .collect();
+        (total, rows)
+    }
+
     /// Every point, reads of overlapping blocks folded together, in key order.
     pub fn rows(&self) -> Vec<Row> {
         let mut blocks: Vec<_> = self.blocks.iter().collect();
@@ -220,15 +307,8 @@ impl Values {
             if later.key != kept.key {
                 return false;
             }
-            if let (Some(r), Some(here)) = (kept.read.as_mut(), later.read) {
-                r.reads += here.reads;
-                r.changes += here.changes;
-                r.min = r.min.min(here.min);
-                r.max = r.max.max(here.max);
-                if here.last_ts > r.last_ts {
-                    r.last = here.last;
-                    r.last_ts = here.last_ts;
-                }
+            if let (Some(r), Some(here)) = (kept.read, later.read) {
+                kept.read = Some(fold(r, here));
             }
             true
         });
@@ -250,6 +330,19 @@ impl Values {
         rows.sort_by_key(|r| r.key);
         rows
     }
+}
+
+/// The reads of one point seen in two blocks (polls that overlap), as one.
+fn fold(mut r: Read, here: Read) -> Read {
+    r.reads += here.reads;
+    r.changes += here.changes;
+    r.min = r.min.min(here.min);
+    r.max = r.max.max(here.max);
+    if here.last_ts > r.last_ts {
+        r.last = here.last;
+        r.last_ts = here.last_ts;
+    }
+    r
 }
 
 #[cfg(test)]
@@ -299,6 +392,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         let w = rows[0].written.as_ref().unwrap();
         assert!(rows[0].read.is_none());
+        assert_eq!(v.telling().0, 1);
         assert_eq!((w.writes, w.last, w.min, w.max), (3, 45.0, 45.0, 950.0));
         assert_eq!(w.writers, vec![(a, 2), (b, 1)]);
         let h: Vec<_> = v.history(&rows[0].key).unwrap().iter().copied().collect();
