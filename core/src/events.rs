@@ -118,10 +118,11 @@ pub struct Dnp3Object {
     pub qualifier: u8,
     pub count: u64,
     pub start: Option<u64>,
-    /// the point indexes of index-prefixed control objects (g12, g41), at most 32
+    /// the point indexes of index-prefixed objects: controls (g12, g41; at most 32) and
+    /// events (g2, g22, g32)
     pub indexes: Vec<u32>,
-    /// their values, one per index: g41 the analog value, g12 the control code; or, for a
-    /// range of static points in a response, one per point from `start`
+    /// their values, one per index: g41 the analog value, g12 the control code, an event's
+    /// value; or, for a range of static points in a response, one per point from `start`
     pub values: Vec<f64>,
 }
 

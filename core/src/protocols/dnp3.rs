@@ -396,9 +396,9 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
         if !with_data || range_code == 6 || group == 60 {
             continue;
         }
-        if matches!(group, 12 | 41) {
+        if matches!(group, 2 | 12 | 22 | 32 | 41) {
             let o = out.last_mut().unwrap();
-            (o.indexes, o.values) = controls(frag, pos, group, var, qual, count).unzip();
+            (o.indexes, o.values) = prefixed(frag, pos, group, var, qual, count).unzip();
         } else if range_code <= 2 {
             out.last_mut().unwrap().values = static_values(group, var, &frag[pos..], count);
         }
@@ -415,10 +415,10 @@ fn objects(frag: &[u8], mut pos: usize, with_data: bool, out: &mut Vec<Dnp3Objec
     true
 }
 
-/// Points a control request names by index prefix (1, 2 or 4 bytes before each object),
-/// with the value each is given: g41 the analog value by its variation, g12 the control
-/// code (the first byte of a CROB).
-fn controls(
+/// Points named by index prefix (1, 2 or 4 bytes before each object), with the value of
+/// each: a control request's (g41 the analog value, g12 the control code, at most 32) or an
+/// answer's events (binary input, counter and analog input events).
+fn prefixed(
     frag: &[u8],
     pos: usize,
     group: u8,
@@ -432,16 +432,56 @@ fn controls(
         3 => 4,
         _ => 0,
     };
+    let control = matches!(group, 12 | 41);
     let size = fixed_size(group, var).filter(|_| prefix > 0).unwrap_or(0) as usize;
     let step = prefix + size;
-    let n = if size == 0 { 0 } else { count.min(32) as usize };
+    let limit = if control { 32 } else { MAX_POINTS };
+    let n = if size == 0 {
+        0
+    } else {
+        count.min(limit as u64) as usize
+    };
     (0..n)
         .map(move |k| pos + k * step)
         .take_while(move |&at| at + step <= frag.len())
-        .map(move |at| {
+        .filter_map(move |at| {
             let v = &frag[at + prefix..at + step];
-            (le(frag, at, prefix) as u32, control_value(group, var, v))
+            let value = if control {
+                control_value(group, var, v)
+            } else {
+                let (at, kind) = event_layout(group, var)?;
+                decode(kind, &v[at..])
+            };
+            Some((le(frag, at, prefix) as u32, value))
         })
+}
+
+/// Where an event's value lies after its flags, and its kind (see ``decode``).
+fn event_layout(group: u8, var: u8) -> Option<(usize, u8)> {
+    Some(match (group, var) {
+        (2, 1..=3) => (0, b's'),
+        (22, 1 | 5) => (1, b'U'),
+        (22, 2 | 6) => (1, b'u'),
+        (32, 1 | 3) => (1, b'I'),
+        (32, 2 | 4) => (1, b'i'),
+        (32, 5 | 7) => (1, b'f'),
+        (32, 6 | 8) => (1, b'd'),
+        _ => return None,
+    })
+}
+
+/// A value by its kind: a binary point's state bit (`s`), unsigned 32/16-bit (`U`/`u`),
+/// signed 32/16-bit (`I`/`i`), float 32/64-bit (`f`/`d`), little-endian.
+fn decode(kind: u8, v: &[u8]) -> f64 {
+    match kind {
+        b's' => ((v[0] >> 7) & 1) as f64,
+        b'U' => u32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+        b'u' => u16::from_le_bytes([v[0], v[1]]) as f64,
+        b'I' => i32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+        b'i' => i16::from_le_bytes([v[0], v[1]]) as f64,
+        b'f' => f32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
+        _ => f64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
+    }
 }
 
 /// The values of a range of static points (binary inputs and outputs, counters, analog
@@ -472,18 +512,7 @@ fn static_values(group: u8, var: u8, data: &[u8], count: u64) -> Vec<f64> {
     };
     data.chunks_exact(size)
         .take(n)
-        .map(|p| {
-            let v = &p[at..];
-            match kind {
-                b's' => ((v[0] >> 7) & 1) as f64,
-                b'U' => u32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
-                b'u' => u16::from_le_bytes([v[0], v[1]]) as f64,
-                b'I' => i32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
-                b'i' => i16::from_le_bytes([v[0], v[1]]) as f64,
-                b'f' => f32::from_le_bytes([v[0], v[1], v[2], v[3]]) as f64,
-                _ => f64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
-            }
-        })
+        .map(|p| decode(kind, &p[at..]))
         .collect()
 }
 
@@ -497,23 +526,31 @@ fn control_value(group: u8, var: u8, v: &[u8]) -> f64 {
     }
 }
 
-/// The values a response reports (static points of a range), or an operate or direct
-/// operate sets (a select only names them).
+/// The values a response reports (static points of a range, events by index), or an
+/// operate or direct operate sets (a select only names them).
 fn point_values(p: &Dnp3Pdu) -> Vec<Points> {
     if matches!(p.function_code, 0x81 | 0x82) {
-        return p
-            .objects
-            .iter()
-            .filter(|o| !o.values.is_empty() && o.indexes.is_empty())
-            .filter_map(|o| {
-                Some(Points {
+        let mut out = Vec::new();
+        for o in p.objects.iter().filter(|o| !o.values.is_empty()) {
+            if o.indexes.is_empty() {
+                if let Some(start) = o.start.and_then(|s| u32::try_from(s).ok()) {
+                    out.push(Points {
+                        table: Table::Dnp3(o.group),
+                        start,
+                        step: 1,
+                        values: o.values.clone(),
+                    });
+                }
+            } else {
+                out.extend(o.indexes.iter().zip(&o.values).map(|(&i, &v)| Points {
                     table: Table::Dnp3(o.group),
-                    start: u32::try_from(o.start?).ok()?,
+                    start: i,
                     step: 1,
-                    values: o.values.clone(),
-                })
-            })
-            .collect();
+                    values: vec![v],
+                }));
+            }
+        }
+        return out;
     }
     if !matches!(p.function_code, 4..=6) {
         return Vec::new();
@@ -756,5 +793,22 @@ mod tests {
         // g20v5: a 32-bit counter without flags; truncated data gives what is there
         assert_eq!(static_values(20, 5, &[1, 0, 0, 0, 2, 0], 2), vec![1.0]);
         assert!(static_values(50, 1, &[0; 6], 1).is_empty()); // time: not a process value
+    }
+
+    #[test]
+    fn events_by_index_prefix() {
+        // g32v1 with 1-byte index prefixes (qualifier 0x17): index 3 = -5, index 9 = 42
+        let mut frag = vec![3, 0x01];
+        frag.extend_from_slice(&(-5i32).to_le_bytes());
+        frag.extend_from_slice(&[9, 0x01]);
+        frag.extend_from_slice(&42i32.to_le_bytes());
+        let got: Vec<_> = prefixed(&frag, 0, 32, 1, 0x17, 2).collect();
+        assert_eq!(got, vec![(3, -5.0), (9, 42.0)]);
+        // g2v2 (flags and a 48-bit time) with 2-byte prefixes: the state bit
+        let frag = [7, 0, 0x81, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            prefixed(&frag, 0, 2, 2, 0x28, 1).collect::<Vec<_>>(),
+            vec![(7, 1.0)]
+        );
     }
 }
