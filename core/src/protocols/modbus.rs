@@ -415,7 +415,7 @@ fn request_fields(pdu: &mut ModbusPdu, buf: &[u8], d: usize, size: usize, fc: u8
             if size < 1 {
                 return false;
             }
-            if size >= 7 {
+            if size >= 8 {
                 // the first sub-request: reference type, file, record, length
                 pdu.address = Some(be16(buf, d + 4));
                 pdu.quantity = Some(be16(buf, d + 6));
@@ -753,5 +753,24 @@ pub fn field(p: &ModbusPdu, name: u8) -> Val {
         f::ANOMALIES => strs(&p.anomalies),
         f::KIND | f::DETAIL_TEXT => Val::Sym(""),
         _ => Val::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_record_request_one_byte_short_is_not_read_past_its_end() {
+        // FC 20, byte count 0x12, a sub-request cut after the record number (found by the
+        // dissectors fuzz target: the record length was read past the PDU)
+        let adu = [1, 0, 0, 0, 0, 9, 1, 0x14, 0x12, 0xFF, 0xFF, 0, 0, 0, 0x33];
+        let mut out = Vec::new();
+        Parser::default().feed_datagram(&adu, true, &mut out);
+        let Body::Modbus(p) = &out[0].body else {
+            panic!("a Modbus PDU")
+        };
+        assert_eq!((p.function_code, p.address, p.quantity), (20, None, None));
+        assert!(p.anomalies.contains(&LENGTH_MISMATCH));
     }
 }
