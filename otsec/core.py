@@ -28,6 +28,7 @@ from otsec.events import (
 from otsec.graph.edges import Edge
 from otsec.graph.functions import Use, function_name
 from otsec.inventory.assets import HostRecord
+from otsec.process import ValueDeviation
 
 CaptureError = _core.CaptureError
 TRANSPORT_NAMES = {6: "tcp", 17: "udp"}
@@ -97,9 +98,7 @@ class Facts:
         self.hits: list[tuple[int, int]] = []
         self.request_index = 0
         self.rate: int | None = None
-        #: written values the baseline did not see: (table, address, value,
-        #: learned (min, max) or None, from a new writer)
-        self.values: list[tuple[str, int, float, tuple[float, float] | None, bool]] = []
+        self.values: list[ValueDeviation] = []  # written values the baseline did not see
 
     def event(self, fact: tuple[Any, ...]) -> Event:
         """The typed record of a fact; its hits, request index, rate (requests in the

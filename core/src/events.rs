@@ -174,6 +174,18 @@ pub struct Points {
     pub values: Vec<f64>,
 }
 
+impl Points {
+    /// The address of the `i`-th value.
+    pub fn address(&self, i: usize) -> u32 {
+        nth_address(self.start, self.step, i)
+    }
+}
+
+/// The address of the `i`-th of points `step` apart from `start`.
+pub fn nth_address(start: u32, step: u32, i: usize) -> u32 {
+    start.wrapping_add((i as u32).wrapping_mul(step))
+}
+
 /// Values kept from one PDU (a Modbus read of 2,000 coils keeps the first ones).
 pub const MAX_POINTS: usize = 256;
 

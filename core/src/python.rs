@@ -1072,13 +1072,10 @@ fn parse_proto(name: &str) -> Option<crate::events::Proto> {
 /// The table a point's name gives (those with process values: Modbus tables, DNP3 groups).
 fn table_named(name: &str) -> Option<crate::meaning::Table> {
     use crate::meaning::Table;
-    const MODBUS: [&str; 4] = [
-        "coils",
-        "discrete_inputs",
-        "input_registers",
-        "holding_registers",
-    ];
-    if let Some(t) = MODBUS.iter().find(|t| **t == name) {
+    if let Some(t) = crate::protocols::modbus::TABLES
+        .iter()
+        .find(|t| **t == name)
+    {
         return Some(Table::Modbus(t));
     }
     name.strip_prefix('g')?.parse().ok().map(Table::Dnp3)

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 
 use crate::decode::Addr;
-use crate::events::{Points, Proto};
+use crate::events::{nth_address, Points, Proto};
 use crate::meaning::Table;
 
 /// A point: device, protocol, unit (Modbus unit id, DNP3 outstation), table, address.
@@ -34,6 +34,20 @@ struct Block {
     changes: Vec<u32>,
     reads: u64,
     last_ts: f64,
+}
+
+impl Block {
+    /// What was read of its `i`-th point.
+    fn read(&self, i: usize) -> Read {
+        Read {
+            reads: self.reads,
+            last: self.last[i],
+            min: self.min[i],
+            max: self.max[i],
+            changes: self.changes[i] as u64,
+            last_ts: self.last_ts,
+        }
+    }
 }
 
 /// What was written into one point.
@@ -101,8 +115,7 @@ impl Values {
                         }
                     }
                     for (i, old, v) in changed {
-                        let address = p.start.wrapping_add((i as u32).wrapping_mul(p.step));
-                        let point = (device, proto, unit, p.table, address);
+                        let point = (device, proto, unit, p.table, p.address(i));
                         self.remember(point, Some((before, old)), ts, v);
                     }
                 }
@@ -137,8 +150,7 @@ impl Values {
     ) {
         for p in points {
             for (i, &v) in p.values.iter().enumerate() {
-                let address = p.start.wrapping_add((i as u32).wrapping_mul(p.step));
-                let key = (device, proto, unit, p.table, address);
+                let key = (device, proto, unit, p.table, p.address(i));
                 if self.written.len() >= MAX_WRITTEN && !self.written.contains_key(&key) {
                     self.untracked += 1;
                     continue;
@@ -215,7 +227,7 @@ impl Values {
             let mut addresses: Vec<u32> = blocks
                 .iter()
                 .flat_map(|&(start, step, b)| {
-                    (0..b.last.len() as u32).map(move |i| start.wrapping_add(i.wrapping_mul(step)))
+                    (0..b.last.len()).map(move |i| nth_address(start, step, i))
                 })
                 .collect();
             addresses.sort_unstable();
@@ -224,8 +236,7 @@ impl Values {
             for &(start, step, b) in blocks {
                 for (i, &n) in b.changes.iter().enumerate() {
                     if n > 0 {
-                        let address = start.wrapping_add((i as u32).wrapping_mul(step));
-                        keys.push((device, proto, unit, table, address));
+                        keys.push((device, proto, unit, table, nth_address(start, step, i)));
                     }
                 }
             }
@@ -257,14 +268,7 @@ impl Values {
                     let Some(i) = at(start, step, b, address) else {
                         continue;
                     };
-                    let here = Read {
-                        reads: b.reads,
-                        last: b.last[i],
-                        min: b.min[i],
-                        max: b.max[i],
-                        changes: b.changes[i] as u64,
-                        last_ts: b.last_ts,
-                    };
+                    let here = b.read(i);
                     read = Some(match read {
                         None => here,
                         Some(r) => fold(r, here),
@@ -287,17 +291,9 @@ impl Values {
         let mut rows = Vec::with_capacity(blocks.iter().map(|(_, b)| b.last.len()).sum());
         for (&(device, proto, unit, table, start, step, _), b) in blocks {
             for i in 0..b.last.len() {
-                let address = start.wrapping_add((i as u32).wrapping_mul(step));
                 rows.push(Row {
-                    key: (device, proto, unit, table, address),
-                    read: Some(Read {
-                        reads: b.reads,
-                        last: b.last[i],
-                        min: b.min[i],
-                        max: b.max[i],
-                        changes: b.changes[i] as u64,
-                        last_ts: b.last_ts,
-                    }),
+                    key: (device, proto, unit, table, nth_address(start, step, i)),
+                    read: Some(b.read(i)),
                     written: None,
                 });
             }

@@ -118,7 +118,7 @@ impl Watch {
         }
         for p in points {
             for (i, &value) in p.values.iter().enumerate() {
-                let address = p.start.wrapping_add((i as u32).wrapping_mul(p.step));
+                let address = p.address(i);
                 let found = self.values.get(&(device, proto, unit, p.table, address));
                 let (outside, new_writer) = match found {
                     Some(l) => (

@@ -15,11 +15,7 @@ from otsec.detect.catalog import Rule
 from otsec.events import Event
 from otsec.graph.functions import Use, describe
 from otsec.inventory.assets import Asset
-from otsec.process import number
-
-#: a written value the baseline did not see, as the core reports it: (table, address,
-#: value, learned (min, max) or None, written by a host that never wrote it)
-ValueDeviation = tuple[str, int, float, "tuple[float, float] | None", bool]
+from otsec.process import ValueDeviation, number
 
 SILENT_CYCLES = 10  # a learned cycle missed this many times in a row is silence
 SILENT_MIN = 30.0  # ... and never less than this many seconds

@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: a written value the baseline did not see, as the core reports it: (table, address,
+#: value, learned (min, max) or None, written by a host that never wrote it)
+ValueDeviation = tuple[str, int, float, tuple[float, float] | None, bool]
+
 
 @dataclass(slots=True)
 class Point:

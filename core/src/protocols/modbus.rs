@@ -612,10 +612,11 @@ fn bits(data: &[u8], count: u16) -> Vec<f64> {
         .collect()
 }
 
-fn points(table: &'static str, start: Option<u16>, values: Vec<f64>) -> Option<Points> {
+/// The values of function `fc`, at `start` in the function's table.
+fn points(fc: u8, start: Option<u16>, values: Vec<f64>) -> Option<Points> {
     match start {
         Some(start) if !values.is_empty() => Some(Points {
-            table: Table::Modbus(table),
+            table: Table::Modbus(table(fc)?),
             start: start as u32,
             step: 1,
             values,
@@ -627,28 +628,17 @@ fn points(table: &'static str, start: Option<u16>, values: Vec<f64>) -> Option<P
 /// The values a request writes (`data`: the PDU after its function code).
 fn written(p: &ModbusPdu, data: &[u8]) -> Option<Points> {
     let body = |at: usize| data.get(at..).unwrap_or_default();
-    match p.function_code {
+    let fc = p.function_code;
+    match fc {
         5 => match p.value {
-            Some(0xFF00) => points("coils", p.address, vec![1.0]),
-            Some(0) => points("coils", p.address, vec![0.0]),
+            Some(0xFF00) => points(fc, p.address, vec![1.0]),
+            Some(0) => points(fc, p.address, vec![0.0]),
             _ => None, // not a coil state: the anomaly says so
         },
-        6 => points(
-            "holding_registers",
-            p.address,
-            p.value.map(f64::from).into_iter().collect(),
-        ),
-        15 => points("coils", p.address, bits(body(5), p.quantity?)),
-        16 => points(
-            "holding_registers",
-            p.address,
-            registers(body(5), p.quantity?),
-        ),
-        23 => points(
-            "holding_registers",
-            p.write_address,
-            registers(body(9), p.write_quantity?),
-        ),
+        6 => points(fc, p.address, p.value.map(f64::from).into_iter().collect()),
+        15 => points(fc, p.address, bits(body(5), p.quantity?)),
+        16 => points(fc, p.address, registers(body(5), p.quantity?)),
+        23 => points(fc, p.write_address, registers(body(9), p.write_quantity?)),
         _ => None,
     }
 }
@@ -658,10 +648,8 @@ fn read(fc: u8, address: Option<u16>, quantity: Option<u16>, data: &[u8]) -> Opt
     let body = data.get(1..).unwrap_or_default();
     let q = quantity?;
     match fc {
-        1 => points("coils", address, bits(body, q)),
-        2 => points("discrete_inputs", address, bits(body, q)),
-        3 | 23 => points("holding_registers", address, registers(body, q)),
-        4 => points("input_registers", address, registers(body, q)),
+        1 | 2 => points(fc, address, bits(body, q)),
+        3 | 4 | 23 => points(fc, address, registers(body, q)),
         _ => None,
     }
 }
@@ -671,12 +659,20 @@ fn read(fc: u8, address: Option<u16>, quantity: Option<u16>, data: &[u8]) -> Opt
 const WRITES: [u8; 7] = [5, 6, 15, 16, 21, 22, 23];
 const PROGRAMMING: [u8; 5] = [40, 41, 42, 125, 126];
 
+/// The four Modbus tables: coils, discrete inputs, input registers, holding registers.
+pub const TABLES: [&str; 4] = [
+    "coils",
+    "discrete_inputs",
+    "input_registers",
+    "holding_registers",
+];
+
 fn table(fc: u8) -> Option<&'static str> {
     Some(match fc {
-        1 | 5 | 15 => "coils",
-        2 => "discrete_inputs",
-        4 => "input_registers",
-        3 | 6 | 16 | 22 | 23 | 24 => "holding_registers",
+        1 | 5 | 15 => TABLES[0],
+        2 => TABLES[1],
+        4 => TABLES[2],
+        3 | 6 | 16 | 22 | 23 | 24 => TABLES[3],
         _ => return None,
     })
 }
