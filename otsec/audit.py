@@ -21,6 +21,7 @@ from otsec.detect.ruleset import RuleSet
 from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline, Progress, gc_paused
 from otsec.report.html import write_report
+from otsec.sensor import LOCAL, Sensor
 from otsec.sinks.documents import (
     alert_document,
     asset_document,
@@ -78,6 +79,7 @@ def run_audit(
     baseline: Baseline | None = None,
     learn_for: float | None = None,
     ruleset: RuleSet | None = None,
+    sensor: Sensor = LOCAL,
 ) -> AuditResult:
     """Audit captures. With a baseline (or a learning window) deviations are reported once
     protecting starts; the baseline as it stands after learning goes to baseline.json."""
@@ -87,7 +89,7 @@ def run_audit(
     try:
         pipe = Pipeline(stage, events=write_events, ruleset=ruleset, baseline=baseline,
                         learn_for=learn_for, sources=[str(p) for p in paths],
-                        max_flows=max_flows)
+                        max_flows=max_flows, sensor=sensor)
         result = _audit(pipe, paths, stage, progress, learn_for)
         publish(stage, out_dir)
     finally:
@@ -131,19 +133,22 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         ip_of = {a.id: a.ips[0] for a in view.assets if a.ips}
         alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
 
-        alert_docs = [alert_document(a, asset_by_ip, baseline_state(deviations, a.start))
-                      for a in alerts]
-        incident_docs = [incident_document(i) for i in incidents(alert_docs)]
+        sensor = pipe.sensor
+        alert_docs = [alert_document(a, asset_by_ip, baseline_state(deviations, a.start),
+                                     sensor) for a in alerts]
+        incident_docs = [incident_document(i, sensor) for i in incidents(alert_docs)]
         flag_actors(view.assets, incident_docs)
         write_ndjson(out_dir / "incidents.ndjson", incident_docs)
         write_ndjson(out_dir / "alerts.ndjson", alert_docs)
-        asset_docs = [asset_document(a, view.values.documents_of(a.ips)) for a in view.assets]
-        edge_docs = [edge_document(e, ip_of) for e in view.edges]
+        asset_docs = [asset_document(a, view.values.documents_of(a.ips), sensor)
+                      for a in view.assets]
+        edge_docs = [edge_document(e, ip_of, sensor=sensor) for e in view.edges]
         write_json(out_dir / "assets.json", asset_docs)  # staged: published when complete
         write_json(out_dir / "edges.json", edge_docs)
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
         summary["incidents"] = count_by_severity(incident_docs)
+        summary["sensor"] = {"site": sensor.site, "name": sensor.name}
         summary["operations"] = operations(metrics, pipe.availability.outages, view.values)
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable

@@ -47,6 +47,34 @@ def _search_url(ctx: click.Context, param: click.Parameter, url: str | None) -> 
     return url
 
 
+def _name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from otsec.sensor import BadName, check_name
+
+    try:
+        return None if value is None else check_name(value, param.name or "name")
+    except BadName as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def sensor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--site and --sensor (also OTSEC_SITE, OTSEC_SENSOR): who wrote the documents."""
+    command = click.option(
+        "--sensor", "sensor_name", envvar="OTSEC_SENSOR", default=None, callback=_name,
+        help="This sensor's name in every document (observer.name) [default: the hostname]."
+    )(command)
+    return click.option(
+        "--site", envvar="OTSEC_SITE", default="default", show_default=True, callback=_name,
+        help="The site (plant, segment group) in every document (labels.site); asset and "
+             "edge ids in the cluster are scoped by it.")(command)
+
+
+def make_sensor(site: str, name: str | None, interface: str | None = None) -> Any:
+    from otsec.sensor import Sensor
+
+    return (Sensor(site, name, interface) if name else
+            Sensor(site=site, interface=interface))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="otsec")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -82,10 +110,11 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--es-events", is_flag=True, help="Ship the PDU events too.")
 @click.option("--es-namespace", default="default", show_default=True,
               help="Data stream namespace (logs-otsec.alert-NAMESPACE).")
+@sensor_options
 def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
           max_flows: int, events: bool, baseline_file: str | None, learn_for: str | None,
           rule_paths: tuple[str, ...], es_url: str | None, es_events: bool,
-          es_namespace: str) -> int:
+          es_namespace: str, site: str, sensor_name: str | None) -> int:
     """Audit capture files (pcap, pcapng, gzip of either) offline."""
     from otsec.audit import check_captures, run_audit
     from otsec.detect.ruleset import load
@@ -98,7 +127,8 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
     with progress_bar("auditing", total) as progress:
         result = run_audit(list(pcaps), Path(out_dir), progress=progress,
                            max_flows=max_flows, write_events=events, baseline=baseline,
-                           learn_for=window, ruleset=ruleset)
+                           learn_for=window, ruleset=ruleset,
+                           sensor=make_sensor(site, sensor_name))
     if es_url is not None:
         result.summary["search"] = ship_audit(result, es_url, es_events, es_namespace)
     if fmt == "json":
@@ -136,9 +166,11 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
               help="Keep running as root (not recommended; prefer CAP_NET_RAW or --user).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Capture processes sharing the interface by flow hash (PACKET_FANOUT).")
+@sensor_options
 def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None,
             learn_for: str | None, rule_paths: tuple[str, ...], es_url: str | None,
-            flush_every: float, user: str, stay_root: bool, workers: int) -> int:
+            flush_every: float, user: str, stay_root: bool, workers: int, site: str,
+            sensor_name: str | None) -> int:
     """Passive live sensor on a mirror port (receive-only; needs root or CAP_NET_RAW)."""
     from otsec.capture.live import DEFAULT_FILTER
     from otsec.detect.ruleset import load
@@ -152,7 +184,8 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
         baseline=baseline, baseline_file=path,
         learn_for=parse_duration(learn_for) if learn_for else None,
         rule_paths=tuple(Path(p) for p in rule_paths), es_url=es_url, flush_every=flush_every,
-        user=None if stay_root else user, workers=workers)
+        user=None if stay_root else user, workers=workers,
+        sensor=make_sensor(site, sensor_name, iface))
     if workers > 1 and opts.learn_for is not None:
         raise UserError("learning needs one process: use --workers 1 with --learn-for")
     summary = Monitor(opts, load(list(opts.rule_paths))).run()

@@ -32,6 +32,7 @@ from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline
 from otsec.process import merged
 from otsec.report.html import write_report
+from otsec.sensor import LOCAL, Sensor
 from otsec.sinks.documents import (
     alert_document,
     asset_document,
@@ -69,6 +70,7 @@ class MonitorOptions:
     promiscuous: bool = True
     user: str | None = "nobody"  # drop root to this user once the socket is open; None: stay
     workers: int = 1
+    sensor: Sensor = LOCAL
 
 
 def start_pipeline(opts: MonitorOptions, ruleset: RuleSet, append: bool = False) -> Pipeline:
@@ -80,7 +82,8 @@ def start_pipeline(opts: MonitorOptions, ruleset: RuleSet, append: bool = False)
 
     return Pipeline(opts.out_dir, events=True, ruleset=ruleset, baseline=opts.baseline,
                     learn_for=opts.learn_for, sources=[f"live:{opts.iface}"],
-                    max_flows=opts.max_flows, append=append, on_learned=save)
+                    max_flows=opts.max_flows, append=append, on_learned=save,
+                    sensor=opts.sensor)
 
 
 def save_baseline(pipe: Pipeline, opts: MonitorOptions) -> None:
@@ -106,7 +109,8 @@ def snapshot(pipe: Pipeline, drops: int, metrics_fd: int) -> dict[str, Any]:
     dev = pipe.deviations
     asset_by_ip = {ip: a for a in view.assets for ip in a.ips}
     alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
-    docs = [alert_document(a, asset_by_ip, baseline_state(dev, a.start)) for a in alerts]
+    docs = [alert_document(a, asset_by_ip, baseline_state(dev, a.start), pipe.sensor)
+            for a in alerts]
     stats = pipe.stats()
     return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": view.ip_edges,
             "alerts": docs, "stats": stats, "drops": drops, "values": view.values,
@@ -290,11 +294,12 @@ class Monitor:
         out = self.opts.out_dir
         assets, edges, alert_docs = view["assets"], view["edges"], view["alerts"]
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
-        incident_docs = [incident_document(i) for i in incidents(alert_docs)]
+        sensor = self.opts.sensor
+        incident_docs = [incident_document(i, sensor) for i in incidents(alert_docs)]
         flag_actors(assets, incident_docs)
         values = view["values"]
-        asset_docs = [asset_document(a, values.documents_of(a.ips)) for a in assets]
-        edge_docs = [edge_document(e, ip_of) for e in edges]
+        asset_docs = [asset_document(a, values.documents_of(a.ips), sensor) for a in assets]
+        edge_docs = [edge_document(e, ip_of, sensor=sensor) for e in edges]
         for name, docs in (("incidents", incident_docs), ("alerts", alert_docs)):
             write_ndjson(out / f"{name}.ndjson.tmp", docs)
             (out / f"{name}.ndjson.tmp").replace(out / f"{name}.ndjson")
@@ -304,6 +309,7 @@ class Monitor:
         summary = build_summary(view["stats"], [f"live:{self.opts.iface}"],
                                 time.monotonic() - self.started, severities, assets, edges, [])
         summary["incidents"] = count_by_severity(incident_docs)
+        summary["sensor"] = {"site": sensor.site, "name": sensor.name}
         summary["kernel_drops"] = view["drops"]
         metric_docs = self.metrics.new_documents()
         summary["operations"] = operations(self.metrics.rows, view["outages"], values)

@@ -29,6 +29,7 @@ from otsec.graph.edges import Edge, merged_edges
 from otsec.inventory.assets import Asset, Inventory
 from otsec.process import ProcessValues, process_values
 from otsec.protocols import PORT_NAMES, WELL_KNOWN
+from otsec.sensor import LOCAL, Sensor
 
 Progress = Callable[[int], None]  # called with bytes of input consumed so far
 
@@ -78,8 +79,10 @@ class Pipeline:
                  ruleset: RuleSet | None = None, baseline: Baseline | None = None,
                  learn_for: float | None = None, sources: Sequence[str] = (),
                  max_flows: int = 200_000, append: bool = False,
-                 on_learned: Callable[[Baseline], None] | None = None) -> None:
+                 on_learned: Callable[[Baseline], None] | None = None,
+                 sensor: Sensor = LOCAL) -> None:
         self.sources = list(sources)
+        self.sensor = sensor
         self.unreadable: list[dict[str, str]] = []
         if out_dir is not None and not events and not append:
             (out_dir / "events.ndjson").write_bytes(b"")  # the file exists, and is empty
@@ -91,6 +94,7 @@ class Pipeline:
             anomalies=str(out_dir / "anomalies.ndjson") if out_dir is not None else None,
             append=append, learn_for=learn_for)
         self.core.set_service_names({**PORT_NAMES, **WELL_KNOWN})
+        self.core.set_stamp(sensor.fragment())
         self.facts = Facts()
         self.inventory = Inventory()
         self.inventory.live = self._host

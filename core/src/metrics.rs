@@ -163,14 +163,17 @@ impl Rows {
 }
 
 /// metrics.ndjson: one ECS metric document per row (written here: thousands of them).
-pub fn write(rows: &[Row], names: &Names, out: &mut dyn Write) -> io::Result<()> {
+/// `stamp`: `,"observer":{..},"labels":{..}` of the sensor (empty: none).
+pub fn write(rows: &[Row], names: &Names, stamp: &[u8], out: &mut dyn Write) -> io::Result<()> {
     let mut iso = IsoCache::default();
     let mut line = Vec::with_capacity(512);
     for r in rows {
         line.clear();
         line.extend_from_slice(b"{\"@timestamp\":\"");
         iso.format(r.start, &mut line);
-        line.extend_from_slice(b"\",\"ecs\":{\"version\":\"8.11.0\"},\"event\":{");
+        line.extend_from_slice(b"\",\"ecs\":{\"version\":\"8.11.0\"}");
+        line.extend_from_slice(stamp);
+        line.extend_from_slice(b",\"event\":{");
         field_s(&mut line, "kind", "metric");
         field_s(&mut line, "dataset", "otsec.metrics");
         field_s(&mut line, "module", "otsec");

@@ -46,6 +46,7 @@ fn context(flow: &mut Flow) -> [Vec<u8>; 3] {
 /// Everything of a line after the timestamp up to the protocol object.
 fn middle(
     flow: &mut Flow,
+    stamp: &[u8],
     proto: Proto,
     sender: usize,
     request: bool,
@@ -58,8 +59,10 @@ fn middle(
     let mut m = Vec::with_capacity(512);
     m.extend_from_slice(b"\",\"ecs\":{\"version\":\"");
     m.extend_from_slice(ECS_VERSION.as_bytes());
+    m.extend_from_slice(b"\"}");
+    m.extend_from_slice(stamp);
     m.extend_from_slice(
-        b"\"},\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":[\"protocol\"",
+        b",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":[\"protocol\"",
     );
     if error.is_some() {
         m.extend_from_slice(b",\"error\"");
@@ -176,6 +179,8 @@ impl Drop for Writer {
 
 pub struct Lines {
     out: Writer,
+    /// `,"observer":{..},"labels":{..}`: the sensor that writes the lines (empty: none)
+    pub stamp: Vec<u8>,
     pub count: u64,
     iso: IsoCache,
     line: Vec<u8>,
@@ -194,6 +199,7 @@ impl Lines {
         };
         Ok(Lines {
             out: Writer::new(f),
+            stamp: Vec::new(),
             count: 0,
             iso: IsoCache::default(),
             line: Vec::with_capacity(1024),
@@ -211,7 +217,7 @@ impl Lines {
         line.extend_from_slice(b"{\"@timestamp\":\"");
         self.iso.format(ts, line);
         if flow.templates.as_ref().is_none_or(|t| t[slot].is_none()) {
-            let m = middle(flow, proto, sender, request, None);
+            let m = middle(flow, &self.stamp, proto, sender, request, None);
             flow.templates.get_or_insert_with(Default::default)[slot] = Some(m);
         }
         line.extend_from_slice(flow.templates.as_ref().unwrap()[slot].as_ref().unwrap());
@@ -238,6 +244,7 @@ impl Lines {
         self.iso.format(agg.first_ts, line);
         line.extend_from_slice(&middle(
             flow,
+            &self.stamp,
             a.protocol,
             sender,
             agg.from_client,

@@ -5,11 +5,9 @@ Field names follow output-schema.md; ICS detail lives under ``otsec.<protocol>``
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from typing import Any
 
-from otsec import __version__
 from otsec.core import FlowView
 from otsec.detect.alerts import Alert, Notice
 from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
@@ -19,17 +17,10 @@ from otsec.events import Anomaly, Dnp3Pdu, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, edge_id
 from otsec.inventory.assets import Asset
 from otsec.protocols.s7comm import PLUS_FUNCTIONS
+from otsec.sensor import LOCAL, Sensor
 from otsec.timefmt import iso
 
 ECS_VERSION = "8.11.0"
-OBSERVER = {
-    "type": "ids",
-    "vendor": "otsec",
-    "product": "otsec",
-    "version": __version__,
-    "hostname": socket.gethostname(),
-    "name": socket.gethostname(),
-}
 
 
 def _endpoint(flow: FlowView, side: int) -> dict[str, Any]:
@@ -161,7 +152,8 @@ PROTOCOL_FIELDS: dict[type, Any] = {
 
 
 def alert_document(
-    alert: Alert, asset_of: dict[str, Asset] | None = None, baseline_state: str = "none"
+    alert: Alert, asset_of: dict[str, Asset] | None = None, baseline_state: str = "none",
+    sensor: Sensor = LOCAL,
 ) -> dict[str, Any]:
     """The ECS alert for one aggregated alert."""
     rule = alert.rule
@@ -209,7 +201,7 @@ def alert_document(
             "action": rule.id.removeprefix("otsec-"),
             "severity": level,
             "risk_score": RISK[level],
-            "id": alert.id,
+            "id": sensor.alert_id(alert.id),
             "start": iso(alert.start),
             "end": iso(alert.end),
             "dataset": "otsec.alert",
@@ -238,20 +230,20 @@ def alert_document(
                 "reference": [technique_url(t) for t in rule.techniques],
             },
         },
-        "observer": OBSERVER,
+        "observer": sensor.observer,
         "source": src,
         "destination": dst,
         "network": dict(network, protocol=getattr(ev, "protocol", "") or
                         getattr(ev, "protocol_name", "")),
         "related": {"ip": sorted({src["ip"], dst["ip"]})},
         "tags": ["otsec", rule.protocol, rule.category, rule.severity],
-        "labels": {},
+        "labels": sensor.labels,
         "otsec": otsec,
     }
     return doc
 
 
-def incident_document(incident: Incident) -> dict[str, Any]:
+def incident_document(incident: Incident, sensor: Sensor = LOCAL) -> dict[str, Any]:
     """One incident: its alerts' documents folded (the worst one gives the addresses), with
     the evidence an analyst reads first. Each alert document gets the incident's id."""
     docs = incident.alerts
@@ -292,13 +284,13 @@ def incident_document(incident: Incident) -> dict[str, Any]:
             "technique": {"id": techniques, "name": [TECHNIQUES[t][0] for t in techniques],
                           "reference": [technique_url(t) for t in techniques]},
         },
-        "observer": OBSERVER,
+        "observer": sensor.observer,
         "source": worst["source"],
         "destination": worst["destination"],
         "network": worst["network"],
         "related": {"ip": sorted(set(union(("related", "ip"))))},
         "tags": ["otsec", "incident", *sorted(set(union(("tags",))) - {"otsec"})],
-        "labels": {},
+        "labels": sensor.labels,
         "otsec": {
             "incident": {
                 "id": incident.id,
@@ -336,7 +328,8 @@ def display_name(asset: Asset) -> str:
                                                                    else asset.id)
 
 
-def asset_document(asset: Asset, points: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def asset_document(asset: Asset, points: Sequence[dict[str, Any]] = (),
+                   sensor: Sensor = LOCAL) -> dict[str, Any]:
     """An asset; ``points``: its process values (see ProcessValues.documents_of)."""
     ident = asset.identity
     device: dict[str, Any] = {}
@@ -385,11 +378,12 @@ def asset_document(asset: Asset, points: Sequence[dict[str, Any]] = ()) -> dict[
         doc["device"] = device
     if points:
         doc["otsec"]["asset"]["points"] = list(points)
-    return doc
+    return sensor.stamp(doc)
 
 
 def edge_document(
-    edge: Edge, ip_of: dict[str, str] | None = None, state: str = "learned"
+    edge: Edge, ip_of: dict[str, str] | None = None, state: str = "learned",
+    sensor: Sensor = LOCAL,
 ) -> dict[str, Any]:
     """An edge between assets; ``ip_of`` maps asset ids (MACs) to their address."""
     ip_of = ip_of or {}
@@ -403,7 +397,7 @@ def edge_document(
         for s, e in spans
     ]
     last = iso(edge.last_seen)
-    return {
+    return sensor.stamp({
         "@timestamp": last,
         "ecs": {"version": ECS_VERSION},
         "event": {"kind": "state", "dataset": "otsec.edge", "module": "otsec"},
@@ -428,4 +422,4 @@ def edge_document(
                 "writes": edge.writes,
             }
         },
-    }
+    })

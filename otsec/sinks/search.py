@@ -2,9 +2,10 @@
 
 Alerts go to data stream ``logs-otsec.alert-<namespace>`` with ``create`` and their
 deterministic ``event.id`` as ``_id`` (a retry answered 409 counts as delivered, so
-delivery is exactly-once); the current inventory and graph overwrite documents in
-``otsec-assets-latest`` / ``otsec-edges-latest``. Whatever the cluster does not take
-goes to a bounded on-disk spool, delivered in order by the next run or `otsec ship`.
+delivery is exactly-once); the current inventory and graph are merged per site into
+``otsec-assets-latest`` / ``otsec-edges-latest`` by the cluster (see merge.py). Whatever
+the cluster does not take goes to a bounded on-disk spool, delivered in order by the next
+run or `otsec ship`.
 Credentials come from the environment (or files it names), never from the command line.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from otsec.sinks.mappings import POLICY, component_templates, index_templates, lifecycle_policy
+from otsec.sinks.merge import merge_action
 
 log = logging.getLogger(__name__)
 for _noisy in ("opensearch", "elastic_transport.transport"):  # they log every refused request
@@ -181,7 +183,7 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
                                     ("edge", edges, "otsec-edges-latest", "otsec")):
         for doc in docs:
             doc_id = doc["entity"]["id"] if key == "entity" else doc["otsec"]["edge"]["id"]
-            yield {"_op_type": "index", "_index": latest, "_id": doc_id, "_source": doc}
+            yield merge_action(latest, doc_id, doc)
             yield {"_op_type": "create", "_index": f"logs-otsec.{kind}-{namespace}",
                    "_id": digest(doc), "_source": doc}  # history: one per change
     for stream, docs in (("metric", metrics), ("event", events)):
@@ -330,8 +332,8 @@ def send(client: Any, flavor: str, actions: list[Action], spool: Spool | None = 
             status = info.get("status")
             if ok:
                 result.delivered += 1
-            elif status == 409:
-                result.duplicates += 1
+            elif status == 409 and action.get("_op_type") == "create":
+                result.duplicates += 1  # an update's 409 is a conflict: retried later
             elif _rejected(status) and spool is not None:
                 spool.bury(f"rejected by the cluster ({status}): {info.get('error')}", action)
                 result.dead_lettered += 1
