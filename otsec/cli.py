@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,11 +168,13 @@ def audit(pcaps: tuple[str, ...], out_dir: str, fmt: str, fail_on: str | None,
               help="Keep running as root (not recommended; prefer CAP_NET_RAW or --user).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Capture processes sharing the interface by flow hash (PACKET_FANOUT).")
+@click.option("--heartbeat", "heartbeat_every", type=click.FloatRange(min=1), default=60.0,
+              show_default=True, help="Seconds between the sensor's health documents.")
 @sensor_options
 def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None,
             learn_for: str | None, rule_paths: tuple[str, ...], es_url: str | None,
-            flush_every: float, user: str, stay_root: bool, workers: int, site: str,
-            sensor_name: str | None) -> int:
+            flush_every: float, user: str, stay_root: bool, workers: int,
+            heartbeat_every: float, site: str, sensor_name: str | None) -> int:
     """Passive live sensor on a mirror port (receive-only; needs root or CAP_NET_RAW)."""
     from otsec.capture.live import DEFAULT_FILTER
     from otsec.detect.ruleset import load
@@ -185,7 +189,7 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
         learn_for=parse_duration(learn_for) if learn_for else None,
         rule_paths=tuple(Path(p) for p in rule_paths), es_url=es_url, flush_every=flush_every,
         user=None if stay_root else user, workers=workers,
-        sensor=make_sensor(site, sensor_name, iface))
+        sensor=make_sensor(site, sensor_name, iface), heartbeat_every=heartbeat_every)
     if workers > 1 and opts.learn_for is not None:
         raise UserError("learning needs one process: use --workers 1 with --learn-for")
     summary = Monitor(opts, load(list(opts.rule_paths))).run()
@@ -217,17 +221,25 @@ def learn(pcaps: tuple[str, ...], baseline_file: str) -> int:
 
 def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict[str, Any]:
     """Send an audit's documents; what the cluster does not take is spooled, not lost."""
-    from otsec.sinks.search import Spool, audit_actions, deliver
+    from otsec.health import Health, Reading
+    from otsec.sinks.search import Spool, audit_actions, deliver, heartbeat_actions
 
     def lines(name: str, wanted: bool = True) -> Iterator[dict[str, Any]]:  # streamed
         if wanted:
             with (result.out_dir / name).open() as fh:
                 yield from map(json.loads, fh)
 
-    outcome = deliver(url, audit_actions(result.alerts, result.asset_docs, result.edge_docs,
-                                         lines("events.ndjson", with_events), namespace,
-                                         result.incident_docs, lines("metrics.ndjson")),
-                      Spool())
+    summary = result.summary
+    health = Health(make_sensor(summary["sensor"]["site"], summary["sensor"]["name"]), "audit",
+                    started=time.time() - summary["processing_seconds"])
+    heartbeat = health.beat(Reading(
+        at=time.time(), packets=summary["packets"], flows=summary["flows"],
+        pdus=sum(summary["pdus"].values()), alerts=summary["alerts"]["total"]), stopping=True)
+    outcome = deliver(url, itertools.chain(
+        audit_actions(result.alerts, result.asset_docs, result.edge_docs,
+                      lines("events.ndjson", with_events), namespace, result.incident_docs,
+                      lines("metrics.ndjson")),
+        heartbeat_actions(heartbeat, namespace)), Spool())
     for err in outcome.errors[:3]:
         logging.getLogger("otsec").warning("search cluster: %s", printable(err))
     return {"delivered": outcome.delivered, "duplicates": outcome.duplicates,
@@ -290,6 +302,52 @@ def ship(es_url: str) -> int:
     return 0
 
 
+@cli.command()
+@click.option("--es", "es_url", required=True, metavar="URL", callback=_search_url)
+@click.option("--site", default=None, callback=_name, help="Only the sensors of this site.")
+@click.option("--silent-after", type=click.FloatRange(min=0), default=180.0, show_default=True,
+              help="Seconds without a heartbeat after which a running sensor is silent.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def sensors(es_url: str, site: str | None, silent_after: float, fmt: str) -> int:
+    """The fleet: every sensor's newest heartbeat, and which went silent (exit 1 then)."""
+    from otsec.health import silent
+    from otsec.sinks.search import SearchError, connect, find
+    from otsec.timefmt import epoch
+
+    try:
+        client, flavor = connect(es_url)
+        latest = find(client, flavor, "otsec-sensors-latest",
+                      {"term": {"labels.site": site}} if site else {"match_all": {}})
+    except SearchError as exc:
+        raise click.ClickException(str(exc)) from None
+    quiet = {id(d) for d in silent(latest, after=silent_after)}
+    now = time.time()
+    rows = []
+    for d in sorted(latest, key=lambda d: (d["labels"]["site"], d["observer"]["name"])):
+        s = d["otsec"]["sensor"]
+        rows.append({"site": d["labels"]["site"], "sensor": d["observer"]["name"],
+                     "mode": s.get("mode", ""), "state": "silent" if id(d) in quiet
+                     else s["state"], "heartbeat": d["@timestamp"],
+                     "age_s": round(now - epoch(d["@timestamp"]), 1),
+                     "packets": s["packets"], "kernel_drops": s["kernel_drops"],
+                     "spool_bytes": s["spool"]["bytes"], "version": s["version"]})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} sensors, {len(quiet)} silent")
+        for col in ("site", "sensor", "mode", "state", "heartbeat", "age s", "packets",
+                    "kernel drops", "spool bytes", "version"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(*(shown(str(v)) for v in r.values()))
+        Console(width=160).print(table)
+    return 1 if quiet else 0
+
+
 @cli.group()
 def rules() -> None:
     """The rule catalogue: built-in rules/*.yaml plus your own."""
@@ -349,6 +407,8 @@ def rules_explain(rule_id: str, rule_paths: tuple[str, ...]) -> int:
              f"  reference: {r.reference}", f"  defined at {c.source}"]
     if c.kind == "baseline":
         lines.append("  raised by the baseline when protecting (quiet while learning)")
+    elif c.kind == "sensor":
+        lines.append("  raised by a live sensor about itself, from its heartbeat")
     elif c.kind == "counter":
         lines.append("  raised from the counts of connection attempts per 10 s window")
     for cond in c.conditions:

@@ -8,6 +8,7 @@ reloads the rules. A stats line goes to the log every minute.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from otsec.detect.catalog import SEVERITY_NAMES
 from otsec.detect.deviations import baseline_state
 from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet, load
+from otsec.health import HEARTBEAT_EVERY, Health, Reading
 from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline
@@ -71,6 +73,7 @@ class MonitorOptions:
     user: str | None = "nobody"  # drop root to this user once the socket is open; None: stay
     workers: int = 1
     sensor: Sensor = LOCAL
+    heartbeat_every: float = HEARTBEAT_EVERY
 
 
 def start_pipeline(opts: MonitorOptions, ruleset: RuleSet, append: bool = False) -> Pipeline:
@@ -131,6 +134,9 @@ class Monitor:
         self.stopping = False
         self.shipped: set[str] = set()
         self.spool_state: dict[str, int] = {}
+        self.health = Health(opts.sensor)
+        self.next_beat = 0.0  # the first flush says the sensor is there
+        self.spool_dropped = 0
         self.next_report = 0.0
         self.metrics = MetricsFile(opts.out_dir / "metrics.ndjson")
         self.metrics_fd = open_metrics(opts.out_dir) if opts.workers <= 1 else -1
@@ -296,6 +302,9 @@ class Monitor:
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
         sensor = self.opts.sensor
         incident_docs = [incident_document(i, sensor) for i in incidents(alert_docs)]
+        heartbeat = self._beat(view, len(alert_docs), final)
+        alert_docs = alert_docs + self.health.alerts(
+            {rid: c.rule for rid, c in self.ruleset.rules.items()})
         flag_actors(assets, incident_docs)
         values = view["values"]
         asset_docs = [asset_document(a, values.documents_of(a.ips), sensor) for a in assets]
@@ -309,7 +318,7 @@ class Monitor:
         summary = build_summary(view["stats"], [f"live:{self.opts.iface}"],
                                 time.monotonic() - self.started, severities, assets, edges, [])
         summary["incidents"] = count_by_severity(incident_docs)
-        summary["sensor"] = {"site": sensor.site, "name": sensor.name}
+        summary["sensor"] = self._sensor_summary()
         summary["kernel_drops"] = view["drops"]
         metric_docs = self.metrics.new_documents()
         summary["operations"] = operations(self.metrics.rows, view["outages"], values)
@@ -323,21 +332,54 @@ class Monitor:
                                  list(self.metrics.rows))
             write_report(out / "report.html", result)
         if self.opts.es_url:
-            self._ship(alert_docs, asset_docs, edge_docs, incident_docs, metric_docs)
+            self._ship(alert_docs, asset_docs, edge_docs, incident_docs, metric_docs, heartbeat)
         return summary
+
+    def _beat(self, view: dict[str, Any], alerts: int, final: bool) -> dict[str, Any] | None:
+        """The heartbeat, when one is due (and on the way out)."""
+        now = time.monotonic()
+        if not final and now < self.next_beat:
+            return None
+        self.next_beat = now + self.opts.heartbeat_every
+        stats = view["stats"] or {}
+        spool = self._spool()
+        reading = Reading(
+            at=time.time(), packets=stats.get("packets", 0), kernel_drops=view["drops"],
+            flows=stats.get("flows", {}).get("created", 0),
+            pdus=sum(stats.get("pdus", {}).values()), alerts=alerts,
+            spool_bytes=spool.size() if spool else 0,
+            spool_max=spool.max_bytes if spool else 1,
+            spool_oldest=spool.oldest() if spool else None, spool_dropped=self.spool_dropped)
+        return self.health.beat(reading, stopping=final)
+
+    def _spool(self) -> Any:
+        if not self.opts.es_url:
+            return None
+        from otsec.sinks.search import Spool
+
+        return Spool()
+
+    def _sensor_summary(self) -> dict[str, Any]:
+        last = self.health.last
+        sensor = self.opts.sensor
+        return {"site": sensor.site, "name": sensor.name,
+                **({"state": last["otsec"]["sensor"]["state"],
+                    "heartbeat": last["@timestamp"]} if last else {})}
 
     def _ship(self, alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
               edges: list[dict[str, Any]], incidents: list[dict[str, Any]],
-              metrics: list[dict[str, Any]]) -> None:
-        from otsec.sinks.search import Spool, audit_actions, deliver, digest
+              metrics: list[dict[str, Any]], heartbeat: dict[str, Any] | None) -> None:
+        from otsec.sinks.search import Spool, audit_actions, deliver, digest, heartbeat_actions
 
         new = [a for a in alerts if a["event"]["id"] not in self.shipped]
         changed = {digest(d): d for d in incidents}  # an incident that grew is a new version
         fresh = [d for key, d in changed.items() if key not in self.shipped]
         spool = Spool()
-        outcome = deliver(self.opts.es_url, audit_actions(new, assets, edges,
-                                                          incidents=fresh, metrics=metrics),
-                          spool)
+        actions = audit_actions(new, assets, edges, incidents=fresh, metrics=metrics)
+        if heartbeat is not None:
+            actions = itertools.chain(heartbeat_actions(heartbeat), actions)
+        outcome = deliver(self.opts.es_url, actions, spool)
+        self.spool_dropped += outcome.dropped
         self.shipped.update(a["event"]["id"] for a in new)
         self.shipped.update(changed)  # delivered, or spooled for later
         self.spool_state = {"bytes": spool.size(), "dead_lettered": spool.dead_count()}

@@ -36,7 +36,7 @@ OPERATORS = {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "a
 THRESHOLD_KEYS = {"count", "window", "by", "distinct"}
 BY = ("client", "server", "source", "destination")
 ACTORS = ("sender", "receiver", "tcp_client")
-KINDS = ("signature", "baseline", "counter")
+KINDS = ("signature", "baseline", "counter", "sensor")
 
 
 class RuleError(Exception):
@@ -89,7 +89,8 @@ class CompiledRule:
     rule: Rule
     source: str  # file:line
     kind: str = "signature"  # "baseline": raised by the baseline logic, not by matching;
-    # "counter": raised from the core's counts of connection attempts
+    # "counter": raised from the core's counts of connection attempts; "sensor": raised by
+    # the sensor about itself (its heartbeat)
     event: str = "pdu"  # or "anomaly"
     conditions: tuple[Condition, ...] = ()
     message: str = ""

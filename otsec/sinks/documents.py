@@ -5,13 +5,14 @@ Field names follow output-schema.md; ICS detail lives under ``otsec.<protocol>``
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from otsec.core import FlowView
 from otsec.detect.alerts import Alert, Notice
 from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
-from otsec.detect.catalog import RISK
+from otsec.detect.catalog import RISK, Rule
 from otsec.detect.incidents import Incident
 from otsec.events import Anomaly, Dnp3Pdu, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, edge_id
@@ -172,7 +173,6 @@ def alert_document(
             sender = 1 - sender
         src, dst = (a, b) if sender == 0 else (b, a)
     level = rule.severity_level
-    tactics = rule.tactics
     otsec: dict[str, Any] = {
         "alert": {"count": alert.count, "accepted": alert.accepted, "rejected": alert.rejected},
         "baseline": {"state": baseline_state},
@@ -208,6 +208,24 @@ def alert_document(
             "module": "otsec",
             "outcome": alert.outcome,
         },
+        **rule_fields(rule),
+        "observer": sensor.observer,
+        "source": src,
+        "destination": dst,
+        "network": dict(network, protocol=getattr(ev, "protocol", "") or
+                        getattr(ev, "protocol_name", "")),
+        "related": {"ip": sorted({src["ip"], dst["ip"]})},
+        "tags": ["otsec", rule.protocol, rule.category, rule.severity],
+        "labels": sensor.labels,
+        "otsec": otsec,
+    }
+    return doc
+
+
+def rule_fields(rule: Rule) -> dict[str, Any]:
+    """An alert's ``rule`` and ``threat`` (its ATT&CK for ICS mapping)."""
+    tactics = rule.tactics
+    return {
         "rule": {
             "id": rule.id,
             "name": rule.name,
@@ -230,17 +248,31 @@ def alert_document(
                 "reference": [technique_url(t) for t in rule.techniques],
             },
         },
-        "observer": sensor.observer,
-        "source": src,
-        "destination": dst,
-        "network": dict(network, protocol=getattr(ev, "protocol", "") or
-                        getattr(ev, "protocol_name", "")),
-        "related": {"ip": sorted({src["ip"], dst["ip"]})},
-        "tags": ["otsec", rule.protocol, rule.category, rule.severity],
-        "labels": sensor.labels,
-        "otsec": otsec,
     }
-    return doc
+
+
+def sensor_alert_document(rule: Rule, sensor: Sensor, start: float, end: float, count: int,
+                          message: str) -> dict[str, Any]:
+    """An alert a sensor raises about itself (no network endpoints: the sensor is the
+    subject, named in ``observer``)."""
+    level = rule.severity_level
+    key = f"{rule.id}|{sensor.site}|{sensor.name}|{iso(start)}"
+    return {
+        "@timestamp": iso(start),
+        "ecs": {"version": ECS_VERSION},
+        "message": message,
+        "event": {
+            "kind": "alert", "category": ["host"], "type": ["info"],
+            "action": rule.id.removeprefix("otsec-"), "severity": level,
+            "risk_score": RISK[level], "id": hashlib.sha256(key.encode()).hexdigest()[:32],
+            "start": iso(start), "end": iso(end), "dataset": "otsec.alert", "module": "otsec",
+        },
+        **rule_fields(rule),
+        "observer": sensor.observer,
+        "tags": ["otsec", rule.category, rule.severity],
+        "labels": sensor.labels,
+        "otsec": {"alert": {"count": count, "accepted": 0, "rejected": 0}},
+    }
 
 
 def incident_document(incident: Incident, sensor: Sensor = LOCAL) -> dict[str, Any]:

@@ -13,7 +13,8 @@ ECS_VERSION = "8.11.0"
 POLICY = "otsec"
 # logs-otsec.<stream>-<namespace>
 STREAMS = ("alert", "incident", "metric", "event", "asset", "edge")
-LATEST = ("otsec-assets-latest", "otsec-edges-latest")
+HEARTBEATS = "metrics-otsec.sensor"  # metrics-otsec.sensor-<namespace>: sensor health
+LATEST = ("otsec-assets-latest", "otsec-edges-latest", "otsec-sensors-latest")
 
 K, L, D, IP, F, T, N = "keyword", "long", "date", "ip", "float", "text", "double"
 IGNORE_ABOVE = 1024
@@ -29,7 +30,7 @@ ECS_FIELDS: dict[str, str] = {
     "threat.tactic.reference": K, "threat.technique.id": K, "threat.technique.name": K,
     "threat.technique.reference": K,
     "observer.type": K, "observer.vendor": K, "observer.product": K, "observer.version": K,
-    "observer.hostname": K, "observer.name": K,
+    "observer.hostname": K, "observer.name": K, "observer.ingress.interface.name": K,
     "source.ip": IP, "source.port": L, "source.mac": K,
     "destination.ip": IP, "destination.port": L, "destination.mac": K,
     "network.transport": K, "network.protocol": K, "network.community_id": K,
@@ -95,6 +96,14 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.dnp3.objects.variation": L, "otsec.dnp3.objects.qualifier": L,
     "otsec.dnp3.objects.count": L,
     "otsec.anomaly.protocol": K, "otsec.anomaly.kind": K, "otsec.anomaly.detail": T,
+    "otsec.sensor.name": K, "otsec.sensor.site": K, "otsec.sensor.interface": K,
+    "otsec.sensor.version": K, "otsec.sensor.mode": K, "otsec.sensor.state": K,
+    "otsec.sensor.uptime_s": F, "otsec.sensor.packets": L, "otsec.sensor.kernel_drops": L,
+    "otsec.sensor.flows": L, "otsec.sensor.pdus": L, "otsec.sensor.alerts": L,
+    "otsec.sensor.spool.bytes": L, "otsec.sensor.spool.max_bytes": L,
+    "otsec.sensor.spool.age_s": F, "otsec.sensor.spool.dropped": L,
+    "otsec.sensor.since_last.seconds": F, "otsec.sensor.since_last.packets": L,
+    "otsec.sensor.since_last.kernel_drops": L,
 }  # fmt: skip
 
 
@@ -129,9 +138,9 @@ def index_templates(flavor: str) -> dict[str, dict[str, Any]]:
     if flavor == "elasticsearch":
         settings["index.lifecycle.name"] = POLICY
     out = {}
-    for stream in STREAMS:
-        out[f"logs-otsec.{stream}"] = {
-            "index_patterns": [f"logs-otsec.{stream}-*"],
+    for name in [*(f"logs-otsec.{stream}" for stream in STREAMS), HEARTBEATS]:
+        out[name] = {
+            "index_patterns": [f"{name}-*"],
             "data_stream": {},
             "priority": 200,
             "composed_of": ["otsec-ecs", "otsec-fields"],
@@ -164,5 +173,6 @@ def lifecycle_policy(flavor: str, delete_after: str = "90d") -> dict[str, Any]:
                               "conditions": {"min_index_age": delete_after}}]},
             {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
         ],
-        "ism_template": [{"index_patterns": [".ds-logs-otsec.*"], "priority": 200}],
+        "ism_template": [{"index_patterns": [".ds-logs-otsec.*", f".ds-{HEARTBEATS}-*"],
+                          "priority": 200}],
     }}  # fmt: skip

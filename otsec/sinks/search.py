@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from otsec.sinks.mappings import POLICY, component_templates, index_templates, lifecycle_policy
+from otsec.sinks.mappings import (
+    HEARTBEATS,
+    POLICY,
+    component_templates,
+    index_templates,
+    lifecycle_policy,
+)
 from otsec.sinks.merge import merge_action
+from otsec.timefmt import epoch
 
 log = logging.getLogger(__name__)
 for _noisy in ("opensearch", "elastic_transport.transport"):  # they log every refused request
@@ -192,6 +199,34 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
                    "_id": digest(doc), "_source": doc}
 
 
+def heartbeat_actions(doc: dict[str, Any], namespace: str = "default") -> list[Action]:
+    """A sensor's heartbeat: kept in its data stream, and as the sensor's newest one in
+    ``otsec-sensors-latest`` (versioned by its time: a replayed older one changes nothing)."""
+    sensor = doc["otsec"]["sensor"]
+    millis = int(epoch(doc["@timestamp"]) * 1000)
+    return [{"_op_type": "create", "_index": f"{HEARTBEATS}-{namespace}", "_id": digest(doc),
+             "_source": doc},
+            {"_op_type": "index", "_index": "otsec-sensors-latest",
+             "_id": f"{sensor['site']}:{sensor['name']}", "version": millis,
+             "version_type": "external", "_source": doc}]
+
+
+def find(client: Any, flavor: str, index: str, query: dict[str, Any], size: int = 1000,
+         sort: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The sources of the documents of ``index`` that match (none when it does not exist)."""
+    body: dict[str, Any] = {"size": size, "query": query, **({"sort": sort} if sort else {})}
+    try:
+        if flavor == "opensearch":
+            answer = client.search(index=index, body=body)
+        else:
+            answer = client.search(index=index, **body)
+    except Exception as exc:
+        if getattr(exc, "status_code", None) == 404:  # both clients' NotFoundError
+            return []
+        raise SearchError(f"{index}: search failed ({type(exc).__name__}: {exc})") from None
+    return [h["_source"] for h in answer["hits"]["hits"]]
+
+
 # -- delivery and the spool -----------------------------------------------------------
 
 BATCH = 1000  # actions read, sent or spooled at a time: shipping runs in bounded memory
@@ -332,8 +367,10 @@ def send(client: Any, flavor: str, actions: list[Action], spool: Spool | None = 
             status = info.get("status")
             if ok:
                 result.delivered += 1
-            elif status == 409 and action.get("_op_type") == "create":
-                result.duplicates += 1  # an update's 409 is a conflict: retried later
+            elif status == 409 and (action.get("_op_type") == "create" or
+                                    action.get("version_type") == "external"):
+                result.duplicates += 1  # there, or newer there (an update's 409 is a
+                # conflict: retried later)
             elif _rejected(status) and spool is not None:
                 spool.bury(f"rejected by the cluster ({status}): {info.get('error')}", action)
                 result.dead_lettered += 1
