@@ -182,6 +182,8 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
 
     logging.getLogger().setLevel(logging.INFO)
     path = Path(baseline_file) if baseline_file else None
+    if path is not None and not path.exists() and es_url is not None:
+        site_baseline(path, es_url, site)
     baseline = load_baseline(baseline_file) if path is not None and path.exists() else None
     opts = MonitorOptions(
         iface=iface, out_dir=Path(out_dir), bpf=DEFAULT_FILTER if bpf is None else bpf,
@@ -199,24 +201,49 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
 
 
 @cli.command()
-@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("pcaps", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), required=True,
               help="Baseline file to create, or to extend when it exists.")
-def learn(pcaps: tuple[str, ...], baseline_file: str) -> int:
-    """Build (or extend) a baseline from captures of normal operation."""
+@click.option("--merge", "merge_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Also fold in this baseline (repeatable): e.g. what each sensor of a site "
+                   "learned.")
+def learn(pcaps: tuple[str, ...], baseline_file: str, merge_files: tuple[str, ...]) -> int:
+    """Build (or extend) a baseline from captures of normal operation, and from other
+    sensors' baselines."""
     from otsec.audit import check_captures, run_learn
+    from otsec.baseline.model import Baseline
 
+    if not pcaps and not merge_files:
+        raise click.UsageError("give captures to learn from, or baselines to --merge")
     check_captures(pcaps)
+    others = [load_baseline(f) for f in merge_files]  # all readable before anything runs
     path = Path(baseline_file)
-    base = load_baseline(baseline_file) if path.exists() else None
-    learned = run_learn(list(pcaps))
-    if base is not None:
-        base.merge(learned)
-        learned = base
+    learned = load_baseline(baseline_file) if path.exists() else Baseline()
+    for part in [*([run_learn(list(pcaps))] if pcaps else []), *others]:
+        learned.merge(part)
     learned.save(path)
     click.echo(f"baseline {path}: {len(learned.assets)} assets, {len(learned.edges)} edges "
                f"from {len(learned.sources)} capture(s)")
     return 0
+
+
+def site_baseline(path: Path, es_url: str, site: str) -> None:
+    """A new sensor starts with its site's shared baseline, when the cluster has one."""
+    from otsec.baseline.shared import fetch
+
+    log = logging.getLogger("otsec")
+    try:
+        got = fetch(_client(es_url)[0], site)
+    except Exception as exc:  # the sensor starts anyway (learning, or without a baseline)
+        log.warning("site %s: baseline not fetched from the cluster (%s)", site,
+                    printable(str(exc), 300))
+        return
+    if got is None:
+        log.info("site %s: no shared baseline in the cluster yet", site)
+        return
+    got.baseline.save(path)
+    log.info("site %s: protecting with the shared baseline version %d (from %s)", site,
+             got.version, got.by)
 
 
 def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict[str, Any]:
@@ -278,17 +305,11 @@ def setup(es_url: str, kibana_url: str | None) -> int:
 @click.option("--es", "es_url", required=True, metavar="URL", callback=_search_url)
 def ship(es_url: str) -> int:
     """Deliver documents spooled while the cluster was unreachable (OTSEC_SPOOL_DIR)."""
-    from otsec.sinks.search import SearchError, SecretError, Spool, connect, deliver
+    from otsec.sinks.search import Spool, deliver
 
     spool = Spool()
     before = len(spool.files())
-    try:
-        client, flavor = connect(es_url)  # a wrong URL or unreadable secret: say so first
-    except SecretError as exc:
-        raise UserError(str(exc)) from None
-    except SearchError as exc:
-        raise click.ClickException(str(exc)) from None
-    del client
+    _, flavor = _client(es_url)  # a wrong URL or unreadable secret: say so first
     outcome = deliver(es_url, [], spool, flavor)
     click.echo(f"delivered {outcome.delivered} ({outcome.duplicates} already there) from "
                f"{before} spool file(s); {len(spool.files())} left")
@@ -466,6 +487,59 @@ def baseline_diff(old: str, new: str) -> int:
     for line in lines:
         click.echo(printable(line, 4096))
     return 1 if lines else 0
+
+
+@baseline.command("publish")
+@click.argument("baseline_file", type=click.Path(dir_okay=False))
+@click.option("--es", "es_url", required=True, metavar="URL", callback=_search_url)
+@click.option("--merge", is_flag=True,
+              help="Fold this baseline into the site's current one instead of replacing it.")
+@sensor_options
+def baseline_publish(baseline_file: str, es_url: str, merge: bool, site: str,
+                     sensor_name: str | None) -> int:
+    """Make a baseline the site's shared one in the cluster (a new version of it)."""
+    from otsec.baseline.shared import publish
+
+    base = load_baseline(baseline_file)
+    sensor = make_sensor(site, sensor_name)
+    client, flavor = _client(es_url)
+    version, shared = publish(client, flavor, base, sensor, merge=merge)
+    click.echo(f"site {site}: baseline version {version} published ({len(shared.assets)} "
+               f"assets, {len(shared.edges)} edges)")
+    return 0
+
+
+@baseline.command("fetch")
+@click.argument("baseline_file", type=click.Path(dir_okay=False))
+@click.option("--es", "es_url", required=True, metavar="URL", callback=_search_url)
+@click.option("--site", envvar="OTSEC_SITE", default="default", show_default=True,
+              callback=_name)
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="An earlier version [default: the current one].")
+def baseline_fetch(baseline_file: str, es_url: str, site: str, version: int | None) -> int:
+    """Save the site's shared baseline from the cluster to a file."""
+    from otsec.baseline.shared import fetch
+
+    client, _flavor = _client(es_url)
+    got = fetch(client, site, version)
+    if got is None:
+        which = f"version {version}" if version else "baseline"
+        raise UserError(f"site {site}: no {which} in the cluster (see 'baseline publish')")
+    got.baseline.save(Path(baseline_file))
+    click.echo(f"site {site}: baseline version {got.version} (published by {got.by} at "
+               f"{got.at}) saved to {baseline_file}")
+    return 0
+
+
+def _client(es_url: str) -> tuple[Any, str]:
+    from otsec.sinks.search import SearchError, SecretError, connect
+
+    try:
+        return connect(es_url)
+    except SecretError as exc:
+        raise UserError(str(exc)) from None
+    except SearchError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @baseline.command("approve")

@@ -14,7 +14,8 @@ POLICY = "otsec"
 # logs-otsec.<stream>-<namespace>
 STREAMS = ("alert", "incident", "metric", "event", "asset", "edge")
 HEARTBEATS = "metrics-otsec.sensor"  # metrics-otsec.sensor-<namespace>: sensor health
-LATEST = ("otsec-assets-latest", "otsec-edges-latest", "otsec-sensors-latest")
+LATEST = ("otsec-assets-latest", "otsec-edges-latest", "otsec-sensors-latest",
+          "otsec-baselines")
 
 K, L, D, IP, F, T, N = "keyword", "long", "date", "ip", "float", "text", "double"
 IGNORE_ABOVE = 1024
@@ -55,6 +56,8 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.metrics.tcp.resets": L, "otsec.metrics.tcp.zero_windows": L,
     "otsec.direction": K, "otsec.alert.count": L, "otsec.alert.accepted": L,
     "otsec.alert.rejected": L, "otsec.baseline.state": K,
+    "otsec.baseline.site": K, "otsec.baseline.version": L, "otsec.baseline.published_by": K,
+    "otsec.baseline.assets": L, "otsec.baseline.edges": L, "otsec.baseline.values": L,
     "otsec.asset.source.id": K, "otsec.asset.source.name": K, "otsec.asset.source.role": K,
     "otsec.asset.destination.id": K, "otsec.asset.destination.name": K,
     "otsec.asset.destination.role": K,
