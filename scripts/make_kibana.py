@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write kibana/otsec.ndjson: data views, searches, visualisations, the overview dashboard
-(security) and the operations dashboard (response times, timeouts, polling, availability,
-process values).
+(security), the operations dashboard (response times, timeouts, polling, availability,
+process values) and the fleet dashboard (sensors per site, silence, drops, spools); each
+starts with a site and sensor filter.
 
 Kept as code so the saved objects stay consistent with the index mappings; the tests
 check every field they name exists in otsec's templates. Import with
@@ -24,6 +25,8 @@ VIEWS = {
                       "minute)"),
     "otsec-assets": ("otsec-assets-latest", "otsec.asset.last_seen", "otsec assets (current)"),
     "otsec-edges": ("otsec-edges-latest", "otsec.edge.last_seen", "otsec edges (current)"),
+    "otsec-sensors": ("otsec-sensors-latest", "@timestamp", "otsec sensors (newest heartbeat)"),
+    "otsec-heartbeats": ("metrics-otsec.sensor-*", "@timestamp", "otsec sensor heartbeats"),
 }
 
 
@@ -68,15 +71,42 @@ def metric(kind: str, field: str, aid: str = "1") -> dict:
 
 
 def search(sid: str, title: str, view_id: str, columns: list[str], sort: str,
-           query: str = "") -> dict:
+           query: str = "", order: str = "desc") -> dict:
     return {"type": "search", "id": sid, **VERSION, "references": ref(view_id),
-            "attributes": {"title": title, "columns": columns, "sort": [[sort, "desc"]],
+            "attributes": {"title": title, "columns": columns, "sort": [[sort, order]],
                            "kibanaSavedObjectMeta": source(view_id, query)}}
+
+
+FILTER = "otsec-site-sensor-filter"
+FILTER_ROWS = 5
+
+
+def site_and_sensor_filter() -> dict:
+    """Options lists on labels.site and observer.name: every document has both, so the
+    filter they set narrows every panel of a dashboard."""
+    controls = [{"id": str(i), "fieldName": field, "label": label, "type": "list",
+                 "indexPatternRefName": f"control_{i}_index_pattern", "parent": "",
+                 "options": {"type": "terms", "multiselect": True, "dynamicOptions": True,
+                             "size": 50, "order": "desc"}}
+                for i, (field, label) in enumerate((("labels.site", "site"),
+                                                    ("observer.name", "sensor")))]
+    state = {"title": "otsec: site and sensor", "type": "input_control_vis", "aggs": [],
+             "params": {"controls": controls, "updateFiltersOnChange": True,
+                        "useTimeFilter": False, "pinFilters": False}}
+    return {"type": "visualization", "id": FILTER, **VERSION,
+            "references": [{"name": f"control_{i}_index_pattern", "type": "index-pattern",
+                            "id": "otsec-sensors"} for i in range(len(controls))],
+            "attributes": {"title": state["title"], "visState": json.dumps(state),
+                           "uiStateJSON": "{}", "description": "",
+                           "kibanaSavedObjectMeta": {"searchSourceJSON": "{}"}}}
 
 
 def dashboard(did: str, title: str, description: str,
               grid: list[tuple[str, str, int, int, int, int]]) -> dict:
+    """A dashboard whose first row is the site and sensor filter."""
     panels, refs = [], []
+    grid = [(FILTER, "visualization", 0, 0, 48, FILTER_ROWS),
+            *((oid, otype, x, y + FILTER_ROWS, w, h) for oid, otype, x, y, w, h in grid)]
     for i, (oid, otype, x, y, w, h) in enumerate(grid):
         panels.append({"panelIndex": str(i), "gridData": {"x": x, "y": y, "w": w, "h": h,
                                                           "i": str(i)},
@@ -146,6 +176,51 @@ def operations() -> list[dict]:
     ]
 
 
+def fleet() -> list[dict]:
+    """The SOC's view of its sensors: which are there per site, which went silent (the
+    oldest newest-heartbeat first), which drop packets or hold a full spool, and the
+    alerts per site."""
+    by_sensor = terms("observer.name", 20, "group", "3")
+    return [
+        search("otsec-fleet-sensors", "otsec: sensors, the longest silent first",
+               "otsec-sensors", ["labels.site", "observer.name", "otsec.sensor.mode",
+                                 "otsec.sensor.state", "otsec.sensor.uptime_s",
+                                 "otsec.sensor.packets", "otsec.sensor.kernel_drops",
+                                 "otsec.sensor.spool.bytes", "otsec.sensor.spool.age_s",
+                                 "otsec.sensor.version"], "@timestamp", order="asc"),
+        vis("otsec-fleet-per-site", "otsec: sensors per site", "otsec-sensors", "table",
+            [metric("cardinality", "observer.name"), terms("labels.site", 50, "bucket")]),
+        vis("otsec-fleet-heartbeats", "otsec: heartbeats per sensor over time (a gap is "
+            "silence)", "otsec-heartbeats", "histogram", [COUNT, OVER_TIME, by_sensor]),
+        vis("otsec-fleet-drops", "otsec: kernel drops per sensor over time",
+            "otsec-heartbeats", "histogram",
+            [metric("sum", "otsec.sensor.since_last.kernel_drops"), OVER_TIME, by_sensor]),
+        vis("otsec-fleet-packets", "otsec: packets per sensor over time", "otsec-heartbeats",
+            "line", [metric("sum", "otsec.sensor.since_last.packets"), OVER_TIME, by_sensor]),
+        vis("otsec-fleet-spool", "otsec: spool bytes per sensor over time",
+            "otsec-heartbeats", "line",
+            [metric("max", "otsec.sensor.spool.bytes"), OVER_TIME, by_sensor]),
+        vis("otsec-fleet-alerts-per-site", "otsec: alerts per site and severity",
+            "otsec-alerts", "table",
+            [COUNT, terms("labels.site", 50, "bucket", "2"),
+             terms("event.severity", 4, "bucket", "3")]),
+        search("otsec-fleet-health-alerts", "otsec: sensor health alerts", "otsec-alerts",
+               ["labels.site", "observer.name", "rule.name", "message"], "@timestamp",
+               'rule.category : "sensor-health"'),
+        dashboard("otsec-fleet", "otsec: fleet",
+                  "Sensors per site, the ones gone silent, packet drops, spools, and alerts "
+                  "per site",
+                  [("otsec-fleet-sensors", "search", 0, 0, 48, 12),
+                   ("otsec-fleet-per-site", "visualization", 0, 12, 16, 12),
+                   ("otsec-fleet-alerts-per-site", "visualization", 16, 12, 32, 12),
+                   ("otsec-fleet-heartbeats", "visualization", 0, 24, 24, 12),
+                   ("otsec-fleet-drops", "visualization", 24, 24, 24, 12),
+                   ("otsec-fleet-packets", "visualization", 0, 36, 24, 12),
+                   ("otsec-fleet-spool", "visualization", 24, 36, 24, 12),
+                   ("otsec-fleet-health-alerts", "search", 0, 48, 48, 10)]),
+    ]
+
+
 VEGA = {
     "$schema": "https://vega.github.io/schema/vega/v5.json",
     "description": "otsec communication graph: assets as nodes, edges as links",
@@ -199,6 +274,7 @@ VEGA["data"].append({"name": "links", "source": "edges",
 def objects() -> list[dict]:
     out = [view(v) for v in VIEWS]
     out += [
+        site_and_sensor_filter(),
         search("otsec-incidents-table", "otsec: incidents (one per actor, target and cause)",
                "otsec-incidents", ["event.severity", "source.ip", "destination.ip",
                                    "otsec.incident.cause", "otsec.incident.alerts",
@@ -243,6 +319,7 @@ def objects() -> list[dict]:
          ("otsec-asset-inventory", "search", 0, 57, 48, 15),
          ("otsec-edges-table", "search", 0, 72, 48, 15)]))
     out += operations()
+    out += fleet()
     return out
 
 

@@ -30,6 +30,7 @@ def fields_named(obj: dict) -> set[str]:
     if obj["type"] == "visualization":
         state = json.loads(attrs["visState"])
         out |= {a["params"]["field"] for a in state["aggs"] if "field" in a.get("params", {})}
+        out |= {c["fieldName"] for c in state["params"].get("controls", [])}
         if state["type"] == "vega":
             spec = json.loads(state["params"]["spec"])
             out |= set(spec["data"][0]["url"]["body"]["_source"])
@@ -92,10 +93,35 @@ def test_setup_imports_them_into_kibana(tmp_path: Path, monkeypatch: pytest.Monk
     assert main(["setup", "--es", "http://127.0.0.1:9", "--kibana", "http://127.0.0.1:9"]) == 1
 
 
+def test_every_dashboard_filters_by_site_and_sensor() -> None:
+    objs = {o["id"]: o for o in objects()}
+    boards = [o for o in objs.values() if o["type"] == "dashboard"]
+    assert {"otsec-overview", "otsec-operations", "otsec-fleet"} <= {b["id"] for b in boards}
+    control = json.loads(objs["otsec-site-sensor-filter"]["attributes"]["visState"])
+    assert [c["fieldName"] for c in control["params"]["controls"]] == ["labels.site",
+                                                                       "observer.name"]
+    for board in boards:
+        first = min(json.loads(board["attributes"]["panelsJSON"]),
+                    key=lambda p: (p["gridData"]["y"], p["gridData"]["x"]))
+        ref = next(r for r in board["references"] if r["name"] == first["panelRefName"])
+        assert ref["id"] == "otsec-site-sensor-filter", board["id"]
+
+
+def test_the_fleet_dashboard_puts_silent_sensors_first() -> None:
+    objs = {o["id"]: o for o in objects()}
+    sensors = objs["otsec-fleet-sensors"]["attributes"]
+    assert sensors["sort"] == [["@timestamp", "asc"]]  # the oldest newest heartbeat on top
+    assert objs["otsec-sensors"]["attributes"]["title"] == "otsec-sensors-latest"
+    assert objs["otsec-heartbeats"]["attributes"]["title"] == "metrics-otsec.sensor-*"
+    panels = {r["id"] for r in objs["otsec-fleet"]["references"]}
+    assert {"otsec-fleet-drops", "otsec-fleet-spool", "otsec-fleet-alerts-per-site",
+            "otsec-fleet-health-alerts"} <= panels
+
+
 def test_the_operations_dashboard_shows_what_an_engineer_asks_first() -> None:
     objs = {o["id"]: o for o in objects()}
     board = objs["otsec-operations"]
-    panels = {r["id"] for r in board["references"]}
+    panels = {r["id"] for r in board["references"]} - {"otsec-site-sensor-filter"}
     assert panels == {"otsec-ops-response-time", "otsec-ops-slowest", "otsec-ops-timeouts",
                       "otsec-ops-polling", "otsec-ops-tcp", "otsec-ops-availability",
                       "otsec-ops-value-alerts",

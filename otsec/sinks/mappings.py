@@ -32,6 +32,7 @@ ECS_FIELDS: dict[str, str] = {
     "threat.technique.reference": K,
     "observer.type": K, "observer.vendor": K, "observer.product": K, "observer.version": K,
     "observer.hostname": K, "observer.name": K, "observer.ingress.interface.name": K,
+    "labels.site": K,
     "source.ip": IP, "source.port": L, "source.mac": K,
     "destination.ip": IP, "destination.port": L, "destination.mac": K,
     "network.transport": K, "network.protocol": K, "network.community_id": K,
@@ -125,7 +126,7 @@ def _properties(fields: dict[str, str]) -> dict[str, Any]:
 
 def component_templates() -> dict[str, dict[str, Any]]:
     ecs = _properties(ECS_FIELDS)
-    ecs["labels"] = {"type": "object", "dynamic": True}
+    ecs["labels"].update(type="object", dynamic=True)  # a site's own labels too
     otsec = _properties(OTSEC_FIELDS)["otsec"]
     otsec["dynamic"] = False
     return {
