@@ -53,7 +53,8 @@ def _name(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
     from otsec.sensor import BadName, check_name
 
     try:
-        return None if value is None else check_name(value, param.name or "name")
+        what = param.opts[0].lstrip("-") if param.opts else "name"
+        return None if value is None else check_name(value, what)
     except BadName as exc:
         raise click.BadParameter(str(exc)) from None
 

@@ -456,7 +456,9 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
 def _before_dropping(opts: MonitorOptions) -> None:
     """Load what is read lazily from disk while the files are still readable."""
     if opts.es_url:
-        import otsec.sinks.search  # noqa: F401
+        from otsec.sinks.search import preload
+
+        preload()
     mac_vendor("00-1B-1B-00-00-00")
 
 

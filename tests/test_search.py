@@ -3,62 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from otsec.cli import main
 from otsec.sinks.search import Spool, audit_actions, deliver
+from tests.searchnode import count, get, needs_node, node, search
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "search-node"
-# a port per test worker, so parallel workers never share a node
-PORT = str(9262 + 20 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0))
-URL = f"http://127.0.0.1:{PORT}"
-MISSING = next((t for t in ("java", "javac", "mvn") if not shutil.which(t)), None)
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"{MISSING} is not installed")
 INTRUSION = ROOT / "pcaps" / "modbus-intrusion.pcap"
-
-
-def node(command: str) -> str:
-    env = dict(os.environ, OTSEC_SEARCH_PORT=PORT)
-    proc = subprocess.run([str(SCRIPT), command], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    node("down")  # a clean slate, whatever an interrupted run left
-    url = node("up")
-    try:
-        yield url
-    finally:
-        node("down")
-
-
-def get(path: str) -> dict:
-    with urllib.request.urlopen(f"{URL}{path}", timeout=10) as r:
-        return json.load(r)
-
-
-def count(index: str) -> int:
-    urllib.request.urlopen(urllib.request.Request(f"{URL}/{index}/_refresh", method="POST"),
-                           timeout=10).read()
-    return get(f"/{index}/_count")["count"]
-
-
-@pytest.fixture
-def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OTSEC_SPOOL_DIR", str(tmp_path / "spool"))
-    return tmp_path / "spool"
+pytestmark = needs_node
 
 
 def test_setup_is_idempotent_and_alerts_arrive_once(cluster: str, tmp_path: Path,
@@ -87,15 +43,6 @@ def test_setup_is_idempotent_and_alerts_arrive_once(cluster: str, tmp_path: Path
     assert not spool_dir.exists() or not list(spool_dir.iterdir())
 
 
-def search(index: str, query: dict) -> list[dict]:
-    urllib.request.urlopen(urllib.request.Request(f"{URL}/{index}/_refresh", method="POST"),
-                           timeout=10).read()
-    req = urllib.request.Request(f"{URL}/{index}/_search", data=json.dumps(
-        {"query": query, "size": 100}).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return [h["_source"] for h in json.load(r)["hits"]["hits"]]
-
-
 def test_the_operations_view_is_searchable(cluster: str, tmp_path: Path,
                                             spool_dir: Path) -> None:
     """What the operations dashboard asks: polling cycles per minute, the points written
@@ -105,14 +52,16 @@ def test_the_operations_view_is_searchable(cluster: str, tmp_path: Path,
     learn = steps["tamper"] - steps["start"] - 0.5
     assert main(["audit", str(ROOT / "pcaps" / "modbus-operations.pcap"), "--learn-for",
                  f"{learn:.3f}s", "--out", str(tmp_path / "o"), "--format", "json", "--es",
-                 cluster, "--es-namespace", "ops"]) == 0
+                 cluster, "--es-namespace", "ops", "--site", "ops"]) == 0
+    site = {"term": {"labels.site": "ops"}}
     cycles = search("logs-otsec.metric-ops", {"range": {"otsec.metrics.cycle_ms.period":
                                                          {"gte": 400}}})
     assert {d["source"]["ip"] for d in cycles} == {"10.77.0.20", "10.77.0.30"}  # operator, SCADA
-    (plc,) = search("otsec-assets-latest", {"range": {"otsec.asset.points.written_max":
-                                                      {"gte": 950}}})
+    (plc,) = search("otsec-assets-latest", {"bool": {"filter": [site, {"range": {
+        "otsec.asset.points.written_max": {"gte": 950}}}]}})
     assert plc["host"]["ip"] == ["10.77.0.10"]
-    assert search("otsec-assets-latest", {"term": {"otsec.asset.points.writers": "10.77.0.20"}})
+    assert search("otsec-assets-latest", {"bool": {"filter": [site, {"term": {
+        "otsec.asset.points.writers": "10.77.0.20"}}]}})
     for rule in ("otsec-net-device-unresponsive", "otsec-baseline-value-out-of-range"):
         (alert,) = search("logs-otsec.alert-ops", {"term": {"rule.id": rule}})
         assert alert["threat"]["technique"]["id"]

@@ -112,3 +112,30 @@ def test_bulk_creates_alerts_with_their_ids_and_counts_409_as_delivered(es: str,
     assert [m["_id"] for m in metas] == [a["event"]["id"] for a in alerts]
     again = deliver(es, actions, Spool())
     assert again.duplicates == len(alerts) and again.delivered == 0 and again.spooled == 0
+
+
+def test_assets_are_merged_by_the_cluster_and_heartbeats_keep_the_newest(
+        es: str, tmp_path: Path) -> None:
+    """The Elasticsearch client sends the same merge (a scripted upsert per sensor's
+    document, keyed by site) and the sensor's heartbeat (its newest one versioned by time)."""
+    assert main(["audit", str(ROOT / "pcaps" / "modbus-intrusion.pcap"), "--out",
+                 str(tmp_path / "o"), "--format", "json", "--es", es, "--site", "north",
+                 "--sensor", "north-a"]) == 0
+    bulk = [b for _m, p, _h, b in Recorder.requests if p.startswith("/_bulk")]
+    lines = [json.loads(x) for body in bulk for x in body.splitlines() if x.strip()]
+    pairs = list(zip(lines[::2], lines[1::2], strict=True))
+    merges = [(meta["update"], body) for meta, body in pairs if "update" in meta]
+    assets = json.loads((tmp_path / "o" / "assets.json").read_text())
+    assert {m["_id"] for m, _b in merges if m["_index"] == "otsec-assets-latest"} == {
+        f"north:{a['entity']['id']}" for a in assets}
+    for meta, body in merges:
+        assert meta["retry_on_conflict"] > 0 and body["scripted_upsert"] is True
+        assert body["script"]["lang"] == "painless"
+        assert body["script"]["params"]["sensor"] == "north-a"
+    beats = [(op, meta, body) for action, body in pairs for op, meta in action.items()
+             if meta["_index"] in ("metrics-otsec.sensor-default", "otsec-sensors-latest")]
+    assert [(op, m["_index"]) for op, m, _b in beats] == [
+        ("create", "metrics-otsec.sensor-default"), ("index", "otsec-sensors-latest")]
+    latest = beats[1][1]
+    assert latest["_id"] == "north:north-a" and latest["version_type"] == "external"
+    assert beats[1][2]["otsec"]["sensor"]["mode"] == "audit"

@@ -92,6 +92,12 @@ def _options(url: str) -> dict[str, Any]:
     return opts
 
 
+def preload() -> None:
+    """Import both clients now: a sensor that gives up root may no longer read them."""
+    import elasticsearch.helpers  # noqa: F401
+    import opensearchpy.helpers  # noqa: F401
+
+
 def connect(url: str, flavor: str | None = None) -> tuple[Any, str]:
     """The official client for the cluster behind ``url``: asked, unless ``flavor`` is given."""
     opts = _options(url)
