@@ -121,6 +121,29 @@ def test_three_sensors_two_sites_one_merged_inventory(cluster: str, tmp_path: Pa
     assert all(d["otsec"]["sensor"]["state"] == "stopped" for d in beats)
 
 
+@needs_node
+def test_an_older_sensors_spool_still_ships(cluster: str, tmp_path: Path,
+                                            spool_dir: Path) -> None:
+    """Documents written before sites existed (no labels.site, no observer.name, the
+    -latest asset overwritten under its bare id) index with today's templates."""
+    assert main(["setup", "--es", cluster]) == 0
+    out = tmp_path / "o"
+    assert main(["audit", str(MODBUS), "--out", str(out), "--format", "json"]) == 0
+    alert = json.loads((out / "alerts.ndjson").open().readline())
+    asset = json.loads((out / "assets.json").read_text())[0]
+    alert["labels"] = {}
+    del alert["observer"]["name"]
+    del asset["labels"], asset["observer"]
+    Spool().put([{"_op_type": "create", "_index": "logs-otsec.alert-old", "_id": "old-1",
+                  "_source": alert},
+                 {"_op_type": "index", "_index": "otsec-assets-latest",
+                  "_id": asset["entity"]["id"], "_source": asset}])
+    assert main(["ship", "--es", cluster]) == 0
+    assert count("logs-otsec.alert-old") == 1
+    assert search("otsec-assets-latest", {"ids": {"values": [asset["entity"]["id"]]}})
+    assert not (spool_dir / "dead-letter.ndjson").exists()
+
+
 def test_every_document_names_its_sensor_and_site(tmp_path: Path) -> None:
     out = tmp_path / "o"
     assert main(["audit", str(MODBUS), "--out", str(out), "--format", "json", "--site",

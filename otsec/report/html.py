@@ -272,7 +272,7 @@ def render(result: AuditResult) -> str:
         f"<style>{CSS}</style></head><body>",
         "<h1>otsec audit report</h1>",
         f"<p class='sub'>{_e(', '.join(s['files']))}<br>capture {_e(s['capture']['start'])} "
-        f"to {_e(s['capture']['end'])} ({s['duration']:.1f} s)</p>",
+        f"to {_e(s['capture']['end'])} ({s['duration']:.1f} s){_sensor(s)}</p>",
         "<div class='cards'>",
         *(f"<div class='card'><b>{v}</b>{_e(k)}</div>" for k, v in cards),
         "</div>",
@@ -527,6 +527,13 @@ def _changes(result: AuditResult) -> str:
 
 
 WRITE_CODES = {"modbus": (5, 6, 15, 16, 21, 22, 23), "s7comm": (5,), "dnp3": (2, 3, 4, 5, 6)}
+
+
+def _sensor(summary: dict[str, Any]) -> str:
+    sensor = summary.get("sensor")
+    if not sensor:
+        return ""
+    return f"<br>sensor {_e(sensor['name'])} at site {_e(sensor['site'])}"
 
 
 def write_report(path: Path, result: AuditResult) -> None:

@@ -22,6 +22,9 @@ def print_summary(result: AuditResult, console: Console, max_alerts: int = 20) -
     table = Table(title="otsec audit", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
+    if "sensor" in s:
+        table.add_row("sensor", f"{printable(s['sensor']['name'])} (site "
+                      f"{printable(s['sensor']['site'])})")
     table.add_row("packets", f"{s['packets']:,}")
     table.add_row("flows", f"{s['flows']:,}")
     for proto, n in s["pdus"].items():
