@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,8 +37,17 @@ def get(path: str) -> dict:
 
 
 def refresh(index: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{URL}/{index}/_refresh", method="POST"),
-                           timeout=10).read()
+    """Make what was written searchable; an index created a moment ago may answer 503
+    until its shard has started."""
+    for attempt in range(40):
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{URL}/{index}/_refresh",
+                                                          method="POST"), timeout=10).read()
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == 39:
+                raise
+            time.sleep(0.25)
 
 
 def count(index: str) -> int:
