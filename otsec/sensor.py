@@ -12,6 +12,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from otsec import __version__
@@ -42,8 +43,9 @@ class Sensor:
     name: str = field(default_factory=_hostname)
     interface: str | None = None  # the capture interface of a live sensor
 
-    @property
+    @cached_property
     def observer(self) -> dict[str, Any]:
+        """(One dict, shared by the documents of a run: never change it in place.)"""
         doc: dict[str, Any] = {"type": "ids", "vendor": "otsec", "product": "otsec",
                                "version": __version__, "hostname": socket.gethostname(),
                                "name": self.name}
@@ -51,7 +53,7 @@ class Sensor:
             doc["ingress"] = {"interface": {"name": self.interface}}
         return doc
 
-    @property
+    @cached_property
     def labels(self) -> dict[str, str]:
         return {"site": self.site}
 

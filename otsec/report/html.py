@@ -17,6 +17,7 @@ from otsec.text import CONTROL_CHARS, MAX_SHOWN, printable
 from otsec.timefmt import epoch, iso
 
 if TYPE_CHECKING:
+    from otsec.inventory.assets import Asset
     from otsec.summary import AuditResult
 
 ROLE_COLOURS = {
@@ -26,6 +27,7 @@ ROLE_COLOURS = {
 MAX_NODES = 150  # beyond this the picture shows the OT assets and the busiest others
 LABEL_WIDTH = 150  # pixels a node and its label take in a row
 MAX_EDGE_ROWS = 300  # rows of the edge tables; edges.json has them all
+MAX_ASSET_ROWS = 500  # rows of the inventory; assets.json has them all
 ROW_HEIGHT = 70
 SEVERITY_COLOURS = {1: "#5bc0de", 2: "#f0ad4e", 3: "#d9534f", 4: "#8b0000"}
 CSS = """
@@ -221,9 +223,12 @@ def _timeline(result: AuditResult, width: int = 900, height: int = 90) -> str:
             f'xmlns="http://www.w3.org/2000/svg" id="timeline">{axis}{"".join(dots)}</svg>')
 
 
-def _host_cells(result: AuditResult) -> dict[str, str]:
-    """Table cells naming each host by name and IP, its asset id (often a MAC) in a tooltip."""
-    return {a.id: f"<td title='{_e(a.id)}'>{_e(display_name(a))}</td>" for a in result.assets}
+def _host_cells(result: AuditResult, edges: list[Edge]) -> dict[str, str]:
+    """Table cells naming the hosts of ``edges`` by name and IP, their asset id (often a
+    MAC) in a tooltip."""
+    wanted = {e.client for e in edges} | {e.server for e in edges}
+    return {a.id: f"<td title='{_e(a.id)}'>{_e(display_name(a))}</td>" for a in result.assets
+            if a.id in wanted}
 
 
 def _host(cells: dict[str, str], asset_id: str) -> str:
@@ -315,7 +320,8 @@ def render(result: AuditResult) -> str:
                "<th>role</th>"
                "<th>IP</th><th>MAC</th><th>vendor / model / firmware</th><th>services</th>"
                "<th>first seen</th><th>last seen</th></tr>")
-    for asset in result.assets:
+    shown = _shown_assets(result)
+    for asset in shown:
         ident = asset.identity
         device = " / ".join(x for x in (ident.manufacturer, ident.model_name or
                                         ident.model_identifier, ident.firmware_version) if x)
@@ -324,10 +330,10 @@ def render(result: AuditResult) -> str:
                    f"<td>{_e(', '.join(asset.ips))}</td><td>{_e(', '.join(asset.macs))}</td>"
                    f"<td>{_e(device)}</td><td>{_e(services)}</td>"
                    f"<td>{_e(iso(asset.first_seen))}</td><td>{_e(iso(asset.last_seen))}</td></tr>")
-    hosts = _host_cells(result)
     busiest = _busiest_edges(result)
-    out.append("</table><h2>Who asks what</h2>" + _matrix(busiest, hosts)
-               + _more(len(result.edges) - len(busiest)))
+    hosts = _host_cells(result, busiest)
+    out.append(f"</table>{_more(len(result.assets) - len(shown), 'asset')}<h2>Who asks what</h2>"
+               + _matrix(busiest, hosts) + _more(len(result.edges) - len(busiest)))
     out.append("<h2>Edges</h2><table id='edges' class='sortable'><tr><th>client</th><th>server</th>"
                "<th>protocol</th><th>packets</th><th>PDUs</th><th>functions</th>"
                "<th>writes</th></tr>")
@@ -342,6 +348,17 @@ def render(result: AuditResult) -> str:
     return "\n".join(out)
 
 
+def _shown_assets(result: AuditResult) -> list[Asset]:
+    """The assets a person reads: all of a plant's; of a large network, the OT devices
+    first, then the hosts with the most traffic."""
+    if len(result.assets) <= MAX_ASSET_ROWS:
+        return result.assets
+    ranked = sorted(result.assets, key=lambda a: (a.role in ("it_host", "unknown"),
+                                                  -a.packets, a.id))[:MAX_ASSET_ROWS]
+    keep = {id(a) for a in ranked}
+    return [a for a in result.assets if id(a) in keep]  # in the inventory's order
+
+
 def _busiest_edges(result: AuditResult) -> list[Edge]:
     """The edges a person reads: all of a plant's, the busiest of a large network's."""
     if len(result.edges) <= MAX_EDGE_ROWS:
@@ -349,9 +366,9 @@ def _busiest_edges(result: AuditResult) -> list[Edge]:
     return sorted(result.edges, key=lambda e: (-e.pdus, -e.packets, e.key))[:MAX_EDGE_ROWS]
 
 
-def _more(n: int) -> str:
-    return f"<p>{n:,} quieter edges are left out here: every edge is in edges.json.</p>" \
-        if n > 0 else ""
+def _more(n: int, what: str = "edge") -> str:
+    return (f"<p>{n:,} quieter {what}s are left out here: every {what} is in {what}s.json.</p>"
+            if n > 0 else "")
 
 
 def _operations(result: AuditResult) -> str:

@@ -385,6 +385,8 @@ def asset_document(asset: Asset, points: Sequence[dict[str, Any]] = (),
             "last_seen_timestamp": iso(asset.last_seen),
         },
         "host": {"ip": asset.ips, "mac": asset.macs, "name": ident.name or display_name(asset)},
+        "observer": sensor.observer,
+        "labels": sensor.labels,
         "otsec": {
             "asset": {
                 "first_seen": iso(asset.first_seen),
@@ -410,7 +412,7 @@ def asset_document(asset: Asset, points: Sequence[dict[str, Any]] = (),
         doc["device"] = device
     if points:
         doc["otsec"]["asset"]["points"] = list(points)
-    return sensor.stamp(doc)
+    return doc
 
 
 def edge_document(
@@ -429,7 +431,7 @@ def edge_document(
         for s, e in spans
     ]
     last = iso(edge.last_seen)
-    return sensor.stamp({
+    return {
         "@timestamp": last,
         "ecs": {"version": ECS_VERSION},
         "event": {"kind": "state", "dataset": "otsec.edge", "module": "otsec"},
@@ -454,4 +456,6 @@ def edge_document(
                 "writes": edge.writes,
             }
         },
-    })
+        "observer": sensor.observer,
+        "labels": sensor.labels,
+    }
