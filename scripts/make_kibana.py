@@ -25,15 +25,19 @@ VIEWS = {
                       "minute)"),
     "otsec-assets": ("otsec-assets-latest", "otsec.asset.last_seen", "otsec assets (current)"),
     "otsec-edges": ("otsec-edges-latest", "otsec.edge.last_seen", "otsec edges (current)"),
-    "otsec-sensors": ("otsec-sensors-latest", "@timestamp", "otsec sensors (newest heartbeat)"),
+    # no time field: a sensor silent for longer than the dashboard's time range must show
+    "otsec-sensors": ("otsec-sensors-latest", None, "otsec sensors (newest heartbeat)"),
     "otsec-heartbeats": ("metrics-otsec.sensor-*", "@timestamp", "otsec sensor heartbeats"),
 }
 
 
 def view(vid: str) -> dict:
     title, time_field, name = VIEWS[vid]
+    attributes = {"title": title, "name": name}
+    if time_field:
+        attributes["timeFieldName"] = time_field
     return {"type": "index-pattern", "id": vid, **VERSION, "references": [],
-            "attributes": {"title": title, "timeFieldName": time_field, "name": name}}
+            "attributes": attributes}
 
 
 def source(vid: str, query: str = "") -> dict:

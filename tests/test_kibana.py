@@ -23,7 +23,7 @@ def objects() -> list[dict]:
 def fields_named(obj: dict) -> set[str]:
     attrs = obj["attributes"]
     out: set[str] = set()
-    if obj["type"] == "index-pattern":
+    if obj["type"] == "index-pattern" and "timeFieldName" in attrs:
         out.add(attrs["timeFieldName"])
     if obj["type"] == "search":
         out |= set(attrs["columns"]) | {s[0] for s in attrs["sort"]}
@@ -112,6 +112,7 @@ def test_the_fleet_dashboard_puts_silent_sensors_first() -> None:
     sensors = objs["otsec-fleet-sensors"]["attributes"]
     assert sensors["sort"] == [["@timestamp", "asc"]]  # the oldest newest heartbeat on top
     assert objs["otsec-sensors"]["attributes"]["title"] == "otsec-sensors-latest"
+    assert "timeFieldName" not in objs["otsec-sensors"]["attributes"]  # silent for long: shown
     assert objs["otsec-heartbeats"]["attributes"]["title"] == "metrics-otsec.sensor-*"
     panels = {r["id"] for r in objs["otsec-fleet"]["references"]}
     assert {"otsec-fleet-drops", "otsec-fleet-spool", "otsec-fleet-alerts-per-site",
