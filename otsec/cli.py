@@ -249,7 +249,7 @@ def site_baseline(path: Path, es_url: str, site: str) -> None:
 
 def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict[str, Any]:
     """Send an audit's documents; what the cluster does not take is spooled, not lost."""
-    from otsec.health import Health, Reading
+    from otsec.health import audit_heartbeat
     from otsec.sinks.search import Spool, audit_actions, deliver, heartbeat_actions
 
     def lines(name: str, wanted: bool = True) -> Iterator[dict[str, Any]]:  # streamed
@@ -257,12 +257,8 @@ def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict
             with (result.out_dir / name).open() as fh:
                 yield from map(json.loads, fh)
 
-    summary = result.summary
-    health = Health(make_sensor(summary["sensor"]["site"], summary["sensor"]["name"]), "audit",
-                    started=time.time() - summary["processing_seconds"])
-    heartbeat = health.beat(Reading(
-        at=time.time(), packets=summary["packets"], flows=summary["flows"],
-        pdus=sum(summary["pdus"].values()), alerts=summary["alerts"]["total"]), stopping=True)
+    heartbeat = audit_heartbeat(make_sensor(result.summary["sensor"]["site"],
+                                            result.summary["sensor"]["name"]), result.summary)
     outcome = deliver(url, itertools.chain(
         audit_actions(result.alerts, result.asset_docs, result.edge_docs,
                       lines("events.ndjson", with_events), namespace, result.incident_docs,
@@ -334,11 +330,11 @@ def ship(es_url: str) -> int:
 def sensors(es_url: str, site: str | None, silent_after: float, fmt: str) -> int:
     """The fleet: every sensor's newest heartbeat, and which went silent (exit 1 then)."""
     from otsec.health import silent
-    from otsec.sinks.search import SearchError, connect, find
+    from otsec.sinks.search import SearchError, find
     from otsec.timefmt import epoch
 
+    client, flavor = _client(es_url)
     try:
-        client, flavor = connect(es_url)
         latest = find(client, flavor, "otsec-sensors-latest",
                       {"term": {"labels.site": site}} if site else {"match_all": {}})
     except SearchError as exc:

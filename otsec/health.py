@@ -24,6 +24,7 @@ SILENT_AFTER = 180.0  # three missed heartbeats
 SPOOL_FULL = 0.9  # of the spool's room
 PACKET_LOSS = "otsec-sensor-packet-loss"
 SPOOL_FULL_RULE = "otsec-sensor-spool-full"
+MAX_EPISODES = 100  # kept per rule (a sensor runs for months; older ones were shipped)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ class Health:
             return
         if episode is None:
             episode = self._open[rule_id] = Episode(at, at, 0, "")
-            self.episodes.setdefault(rule_id, []).append(episode)
+            kept = self.episodes.setdefault(rule_id, [])
+            kept.append(episode)
+            del kept[:-MAX_EPISODES]
         episode.end, episode.count = at, episode.count + n
         episode.message = say(episode.count) + "."
 
@@ -137,6 +140,15 @@ class Health:
             docs += [sensor_alert_document(rule, self.sensor, e.start, e.end, e.count,
                                            e.message) for e in episodes]
         return docs
+
+
+def audit_heartbeat(sensor: Sensor, summary: dict[str, Any]) -> dict[str, Any]:
+    """The one heartbeat of an audit (from its summary.json): what it read, and that it
+    ended."""
+    health = Health(sensor, "audit", started=time.time() - summary["processing_seconds"])
+    return health.beat(Reading(at=time.time(), packets=summary["packets"],
+                               flows=summary["flows"], pdus=sum(summary["pdus"].values()),
+                               alerts=summary["alerts"]["total"]), stopping=True)
 
 
 def silent(latest: list[dict[str, Any]], now: float | None = None,
