@@ -32,22 +32,26 @@ def node(command: str) -> str:
 
 
 def get(path: str) -> dict:
-    with urllib.request.urlopen(f"{URL}{path}", timeout=10) as r:
-        return json.load(r)
+    return _call(urllib.request.Request(f"{URL}{path}"))
 
 
-def refresh(index: str) -> None:
-    """Make what was written searchable; an index created a moment ago may answer 503
-    until its shard has started."""
+def _call(req: urllib.request.Request) -> dict:
+    """One request; an index created a moment ago may answer 503 until its shard has
+    started (a heartbeat stream that a live sensor is creating, say): asked again then."""
     for attempt in range(40):
         try:
-            urllib.request.urlopen(urllib.request.Request(f"{URL}/{index}/_refresh",
-                                                          method="POST"), timeout=10).read()
-            return
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.load(r)
         except urllib.error.HTTPError as exc:
             if exc.code != 503 or attempt == 39:
                 raise
             time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
+def refresh(index: str) -> None:
+    """Make what was written searchable."""
+    _call(urllib.request.Request(f"{URL}/{index}/_refresh", method="POST"))
 
 
 def count(index: str) -> int:
@@ -59,5 +63,4 @@ def search(index: str, query: dict, size: int = 100) -> list[dict]:
     refresh(index)
     req = urllib.request.Request(f"{URL}/{index}/_search", data=json.dumps(
         {"query": query, "size": size}).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return [h["_source"] for h in json.load(r)["hits"]["hits"]]
+    return [h["_source"] for h in _call(req)["hits"]["hits"]]
