@@ -51,6 +51,7 @@ from otsec.summary import (
 )
 
 REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
+INVENTORY_EVERY = 60.0  # seconds between shipments of the assets and edges that changed
 DRAIN_EVERY = 0.2  # seconds between hand-overs from the core to the policy
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ class Monitor:
         self.shipped: set[str] = set()
         self.spool_state: dict[str, int] = {}
         self.health = Health(opts.sensor)
+        self.next_inventory = 0.0
+        self.inventory_sent: dict[str, str] = {}  # asset or edge id: digest shipped last
         self.next_beat = 0.0  # the first flush says the sensor is there
         self.spool_dropped = 0
         self.next_report = 0.0
@@ -332,6 +335,12 @@ class Monitor:
                                  list(self.metrics.rows))
             write_report(out / "report.html", result)
         if self.opts.es_url:
+            if final or now >= self.next_inventory:  # alerts go at once, the inventory less
+                self.next_inventory = now + INVENTORY_EVERY  # often: one merge per change
+                asset_docs = changed_documents(asset_docs, self.inventory_sent)
+                edge_docs = changed_documents(edge_docs, self.inventory_sent)
+            else:
+                asset_docs, edge_docs = [], []
             self._ship(alert_docs, asset_docs, edge_docs, incident_docs, metric_docs, heartbeat)
         return summary
 
@@ -388,6 +397,21 @@ class Monitor:
         if outcome.dead_lettered:
             log.warning("search cluster: %d documents rejected, set aside in %s",
                         outcome.dead_lettered, spool.dead_letter)
+
+
+def changed_documents(docs: list[dict[str, Any]], sent: dict[str, str]) -> list[dict[str, Any]]:
+    """The asset or edge documents that differ from what was shipped last (``sent``: their
+    ids and digests, updated)."""
+    from otsec.sinks.search import digest
+
+    out = []
+    for doc in docs:
+        key = doc["entity"]["id"] if "entity" in doc else "edge:" + doc["otsec"]["edge"]["id"]
+        value = digest(doc)
+        if sent.get(key) != value:
+            sent[key] = value
+            out.append(doc)
+    return out
 
 
 class MetricsFile:

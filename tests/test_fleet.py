@@ -292,3 +292,18 @@ def test_shipping_a_heartbeat_twice_keeps_one_newest(tmp_path: Path) -> None:
     assert newest["_id"] == "north:north-a" and newest["version_type"] == "external"
     assert newest["version"] == 1_700_000_000_000
     assert deliver(None, [create, newest], Spool(tmp_path / "s")).spooled == 2
+
+
+def test_a_live_sensor_ships_only_the_assets_and_edges_that_changed(tmp_path: Path) -> None:
+    from otsec.monitor import changed_documents
+
+    out = tmp_path / "o"
+    assert main(["audit", str(MODBUS), "--out", str(out), "--format", "json"]) == 0
+    assets = json.loads((out / "assets.json").read_text())
+    edges = json.loads((out / "edges.json").read_text())
+    sent: dict[str, str] = {}
+    assert changed_documents(assets, sent) == assets and changed_documents(edges, sent) == edges
+    assert changed_documents(assets, sent) == [] and changed_documents(edges, sent) == []
+    assets[0]["otsec"]["asset"]["packets"] += 1  # one device had traffic since
+    assert changed_documents(assets, sent) == [assets[0]]
+    assert len(sent) == len(assets) + len(edges)  # one entry per document: bounded
