@@ -307,3 +307,37 @@ def test_a_live_sensor_ships_only_the_assets_and_edges_that_changed(tmp_path: Pa
     assets[0]["otsec"]["asset"]["packets"] += 1  # one device had traffic since
     assert changed_documents(assets, sent) == [assets[0]]
     assert len(sent) == len(assets) + len(edges)  # one entry per document: bounded
+
+
+@needs_node
+def test_sensors_updating_one_device_at_once_all_count(cluster: str, tmp_path: Path,
+                                                       spool_dir: Path) -> None:
+    """Eight sensors of one site send their view of one PLC at the same moment: the
+    cluster's version conflicts are retried, none of the views is lost."""
+    import copy
+    import threading
+
+    assert main(["setup", "--es", cluster]) == 0
+    out = tmp_path / "o"
+    assert main(["audit", str(MODBUS), "--out", str(out), "--format", "json", "--site",
+                 "busy"]) == 0
+    plc = plc_docs(out)[0]
+    names = [f"cell-{i}" for i in range(8)]
+    views = []
+    for i, name in enumerate(names):
+        doc = copy.deepcopy(plc)
+        doc["observer"] = dict(doc["observer"], name=name)
+        doc["otsec"]["asset"]["packets"] = 10 ** i
+        views.append(doc)
+    results = []
+    threads = [threading.Thread(target=lambda d=d: results.append(deliver(
+        cluster, list(audit_actions([], [d], [], namespace="busy")), Spool())))
+        for d in views]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(r.spooled == 0 and r.dead_lettered == 0 for r in results), results
+    (merged,) = latest("otsec-assets-latest", "busy", {"host.ip": PLC})
+    assert sorted(merged["observer"]["name"]) == names
+    assert merged["otsec"]["asset"]["packets"] == 11_111_111
