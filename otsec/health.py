@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otsec import __version__
-from otsec.detect.catalog import Rule
+from otsec.detect.ruleset import RuleSet
 from otsec.sensor import Sensor
 from otsec.sinks.documents import ECS_VERSION, sensor_alert_document
 from otsec.timefmt import epoch, iso
@@ -130,15 +130,21 @@ class Health:
         episode.end, episode.count = at, episode.count + n
         episode.message = say(episode.count) + "."
 
-    def alerts(self, catalog: dict[str, Rule]) -> list[dict[str, Any]]:
-        """The sensor's own alerts so far (one per episode of trouble)."""
+    def alerts(self, ruleset: RuleSet) -> list[dict[str, Any]]:
+        """The sensor's own alerts so far (one per episode of trouble), but those the
+        site's policy silences: a suppression of the rule without addresses, or a
+        maintenance window without hosts (the whole site: a planned cluster outage)."""
         docs = []
         for rule_id, episodes in self.episodes.items():
-            rule = catalog.get(rule_id)
-            if rule is None:  # a site's rules replaced the catalogue without it
+            compiled = ruleset.rules.get(rule_id)
+            if compiled is None:  # a site's rules replaced the catalogue without it
                 continue
-            docs += [sensor_alert_document(rule, self.sensor, e.start, e.end, e.count,
-                                           e.message) for e in episodes]
+            if any(s.covers(rule_id, "", "") for s in ruleset.suppress):
+                continue
+            docs += [sensor_alert_document(compiled.rule, self.sensor, e.start, e.end,
+                                           e.count, e.message) for e in episodes
+                     if not any(m.start <= e.start <= m.end and not m.hosts
+                                for m in ruleset.maintenance)]
         return docs
 
 

@@ -306,8 +306,7 @@ class Monitor:
         sensor = self.opts.sensor
         incident_docs = [incident_document(i, sensor) for i in incidents(alert_docs)]
         heartbeat = self._beat(view, len(alert_docs), final)
-        alert_docs = alert_docs + self.health.alerts(
-            {rid: c.rule for rid, c in self.ruleset.rules.items()})
+        alert_docs = alert_docs + self.health.alerts(self.ruleset)
         flag_actors(assets, incident_docs)
         values = view["values"]
         asset_docs = [asset_document(a, values.documents_of(a.ips), sensor) for a in assets]

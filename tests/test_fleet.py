@@ -174,10 +174,10 @@ def test_a_bad_site_or_sensor_name_is_a_usage_error(flag: list[str], tmp_path: P
     assert err.count("\n") == 1 and "letters, digits" in err
 
 
-def test_health_alerts_on_drops_and_a_full_spool() -> None:
+def test_health_alerts_on_drops_and_a_full_spool(tmp_path: Path) -> None:
     from otsec.detect.ruleset import load
 
-    catalog = {rid: c.rule for rid, c in load([]).rules.items()}
+    catalog = load([])
     health = Health(Sensor("north", "north-a", "eth1"), started=1000.0)
     first = health.beat(Reading(at=1060.0, packets=500, spool_max=100))
     assert first["otsec"]["sensor"]["state"] == "ok" and not health.alerts(catalog)
@@ -199,6 +199,12 @@ def test_health_alerts_on_drops_and_a_full_spool() -> None:
     assert silent([last], now=1240.0 + 100) == []
     stopped = health.beat(Reading(at=1250.0), stopping=True)
     assert silent([stopped], now=1e12) == []  # it said it stopped
+    # the site's policy: a planned cluster outage, and packet loss accepted on this site
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("suppress:\n  - {rule: otsec-sensor-packet-loss, reason: small box}\n"
+                      "maintenance:\n  - {start: 1970-01-01T00:20:00Z, "
+                      "end: 1970-01-01T00:21:00Z, reason: cluster upgrade}\n")
+    assert health.alerts(load([policy])) == []
 
 
 @needs_node
