@@ -341,11 +341,8 @@ impl Aggregates {
         if let Some(op) = op {
             self.metrics.count(&mut e.minute, key, ts, op);
         }
-        if flow.tcp.any() {
-            let tcp = std::mem::take(&mut flow.tcp);
-            self.metrics
-                .count(&mut e.minute, key, ts, crate::metrics::Op::Tcp(tcp));
-        }
+        self.metrics
+            .count_tcp(&mut e.minute, key, ts, &mut flow.tcp);
         e.pdus += 1;
         let f = e.functions.entry((u.code, request)).or_insert((0, false));
         f.0 += 1;
@@ -437,10 +434,8 @@ impl Aggregates {
             let op = crate::metrics::Op::Unanswered(waiting);
             self.metrics.count(&mut e.minute, key, flow.last_ts, op);
         }
-        if flow.tcp.any() {
-            let op = crate::metrics::Op::Tcp(std::mem::take(&mut flow.tcp));
-            self.metrics.count(&mut e.minute, key, flow.last_ts, op);
-        }
+        self.metrics
+            .count_tcp(&mut e.minute, key, flow.last_ts, &mut flow.tcp);
         e.packets += packets;
         e.bytes += bytes;
         e.first_seen = e.first_seen.min(flow.first_ts);

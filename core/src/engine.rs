@@ -117,6 +117,8 @@ pub struct Engine {
     now: f64,
     pub events: Option<Lines>,
     pub anomalies: Option<Lines>,
+    /// `,"observer":{..},"labels":{..}`: the sensor, in every line written (empty: none)
+    pub stamp: Vec<u8>,
     pub io_error: Option<String>,
     scratch: Vec<Event>,
     chunks: Vec<Chunk>,
@@ -160,6 +162,7 @@ impl Engine {
             now: 0.0,
             events: None,
             anomalies: None,
+            stamp: Vec::new(),
             io_error: None,
             scratch: Vec::new(),
             chunks: Vec::new(),
@@ -584,7 +587,7 @@ impl Engine {
                     self.count_pdu_anomalies(flow, &ev, ts);
                 }
                 if let Some(lines) = &mut self.events {
-                    if let Err(e) = lines.pdu(flow, &ev, ts) {
+                    if let Err(e) = lines.pdu(flow, &ev, ts, &self.stamp) {
                         self.io_error.get_or_insert(format!("events.ndjson: {e}"));
                     }
                 }
@@ -634,7 +637,7 @@ impl Engine {
         let slot = match flow.device {
             Some((p, slot)) if p == proto => slot,
             _ => {
-                let Some(slot) = a.slot(flow.ips[1 - flow.client_side()], proto) else {
+                let Some(slot) = a.slot(flow.ends().1, proto) else {
                     return;
                 };
                 flow.device = Some((proto, slot));
@@ -654,10 +657,9 @@ impl Engine {
 
     /// Values written into or read from the device at the flow's server end.
     fn process_values(&mut self, flow: &Flow, ev: &Event, u: Option<&Use>, ts: f64) {
-        let client = flow.client_side();
-        let (device, unit) = (flow.ips[1 - client], u.and_then(|u| u.unit).unwrap_or(0));
+        let (writer, device) = flow.ends();
+        let unit = u.and_then(|u| u.unit).unwrap_or(0);
         if ev.is_request() {
-            let writer = flow.ips[client];
             self.values
                 .write(device, ev.protocol(), unit, writer, &ev.points, ts);
         } else {
@@ -729,12 +731,12 @@ impl Engine {
             cross |= new || over.is_some();
             rate = over;
             if request && !ev.points.is_empty() {
-                let client = flow.client_side();
+                let (writer, device) = flow.ends();
                 values = self.watch.check_writes(
-                    flow.ips[1 - client],
+                    device,
                     ev.protocol(),
                     u.unit.unwrap_or(0),
-                    flow.ips[client],
+                    writer,
                     &ev.points,
                 );
                 cross |= !values.is_empty();
@@ -803,7 +805,7 @@ impl Engine {
         }
         if let Some(lines) = &mut self.anomalies {
             for agg in std::mem::take(&mut flow.anomalies) {
-                if let Err(e) = lines.anomaly(&mut flow, &agg) {
+                if let Err(e) = lines.anomaly(&mut flow, &agg, &self.stamp) {
                     self.io_error
                         .get_or_insert(format!("anomalies.ndjson: {e}"));
                 }

@@ -165,6 +165,12 @@ impl Flow {
         }
     }
 
+    /// (client address, server address).
+    pub fn ends(&self) -> (Addr, Addr) {
+        let c = self.client_side();
+        (self.ips[c], self.ips[1 - c])
+    }
+
     /// The side that sent a record travelling client-to-server or back.
     pub fn sender(&self, from_client: bool) -> usize {
         let c = self.client_side();

@@ -18,7 +18,6 @@ const MAX_SAMPLES: usize = 4096;
 /// Finished minutes held until the policy takes them.
 const MAX_ROWS: usize = 100_000;
 
-/// One edge's current minute (kept with the edge: no lookup of its own per PDU).
 /// TCP health of a connection: new connections (SYNs), segments sent again,
 /// resets, and zero windows advertised (a receiver that cannot keep up).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,6 +41,7 @@ impl Tcp {
     }
 }
 
+/// One edge's current minute (kept with the edge: no lookup of its own per PDU).
 #[derive(Default)]
 pub struct Minute {
     start: f64,
@@ -124,6 +124,19 @@ impl Rows {
     }
 
     /// Count `op` in the edge's minute of `ts` (the previous minute, if any, is finished).
+    /// The TCP health a flow gathered since it was last counted, into its edge's minute.
+    pub fn count_tcp(
+        &mut self,
+        minute: &mut Option<Minute>,
+        edge: EdgeKey,
+        ts: f64,
+        tcp: &mut Tcp,
+    ) {
+        if tcp.any() {
+            self.count(minute, edge, ts, Op::Tcp(std::mem::take(tcp)));
+        }
+    }
+
     pub fn count(&mut self, minute: &mut Option<Minute>, edge: EdgeKey, ts: f64, op: Op) {
         let start = (ts / MINUTE).floor() * MINUTE;
         if minute.as_ref().is_some_and(|m| start > m.start) {
@@ -201,18 +214,15 @@ pub fn write(rows: &[Row], names: &Names, stamp: &[u8], out: &mut dyn Write) -> 
         line.push(b'{');
         for (name, v) in [("p50", r.p50), ("p95", r.p95), ("max", r.max)] {
             if let Some(v) = v {
-                key(&mut line, name);
-                line.extend_from_slice(format!("{:.3}", v * 1000.0).as_bytes());
+                field_ms(&mut line, name, v);
             }
         }
         line.push(b'}');
         if let (Some(period), Some(jitter)) = (r.period, r.jitter) {
             key(&mut line, "cycle_ms");
             line.push(b'{');
-            key(&mut line, "period");
-            line.extend_from_slice(format!("{:.3}", period * 1000.0).as_bytes());
-            key(&mut line, "jitter");
-            line.extend_from_slice(format!("{:.3}", jitter * 1000.0).as_bytes());
+            field_ms(&mut line, "period", period);
+            field_ms(&mut line, "jitter", jitter);
             line.push(b'}');
         }
         if r.edge.transport == 6 {
@@ -228,6 +238,12 @@ pub fn write(rows: &[Row], names: &Names, stamp: &[u8], out: &mut dyn Write) -> 
         out.write_all(&line)?;
     }
     Ok(())
+}
+
+/// A duration given in seconds, written in milliseconds.
+fn field_ms(line: &mut Vec<u8>, name: &str, seconds: f64) {
+    key(line, name);
+    line.extend_from_slice(format!("{:.3}", seconds * 1000.0).as_bytes());
 }
 
 pub fn transport(proto: u8) -> &'static str {

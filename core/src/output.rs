@@ -43,7 +43,8 @@ fn context(flow: &mut Flow) -> [Vec<u8>; 3] {
     [net, a, b]
 }
 
-/// Everything of a line after the timestamp up to the protocol object.
+/// Everything of a line after the timestamp up to the protocol object; `stamp` is the
+/// sensor's `,"observer":{..},"labels":{..}` (empty: none).
 fn middle(
     flow: &mut Flow,
     stamp: &[u8],
@@ -179,8 +180,6 @@ impl Drop for Writer {
 
 pub struct Lines {
     out: Writer,
-    /// `,"observer":{..},"labels":{..}`: the sensor that writes the lines (empty: none)
-    pub stamp: Vec<u8>,
     pub count: u64,
     iso: IsoCache,
     line: Vec<u8>,
@@ -199,15 +198,14 @@ impl Lines {
         };
         Ok(Lines {
             out: Writer::new(f),
-            stamp: Vec::new(),
             count: 0,
             iso: IsoCache::default(),
             line: Vec::with_capacity(1024),
         })
     }
 
-    /// One line of events.ndjson for a PDU.
-    pub fn pdu(&mut self, flow: &mut Flow, ev: &Event, ts: f64) -> io::Result<()> {
+    /// One line of events.ndjson for a PDU (`stamp`: the sensor's fields, see `middle`).
+    pub fn pdu(&mut self, flow: &mut Flow, ev: &Event, ts: f64, stamp: &[u8]) -> io::Result<()> {
         let proto = ev.protocol();
         let request = ev.is_request();
         let sender = flow.sender(ev.from_client);
@@ -217,7 +215,7 @@ impl Lines {
         line.extend_from_slice(b"{\"@timestamp\":\"");
         self.iso.format(ts, line);
         if flow.templates.as_ref().is_none_or(|t| t[slot].is_none()) {
-            let m = middle(flow, &self.stamp, proto, sender, request, None);
+            let m = middle(flow, stamp, proto, sender, request, None);
             flow.templates.get_or_insert_with(Default::default)[slot] = Some(m);
         }
         line.extend_from_slice(flow.templates.as_ref().unwrap()[slot].as_ref().unwrap());
@@ -234,7 +232,7 @@ impl Lines {
     }
 
     /// One line of anomalies.ndjson: one kind of anomaly on one flow, with its count.
-    pub fn anomaly(&mut self, flow: &mut Flow, agg: &AnomalyCount) -> io::Result<()> {
+    pub fn anomaly(&mut self, flow: &mut Flow, agg: &AnomalyCount, stamp: &[u8]) -> io::Result<()> {
         let a = &agg.first;
         let sender = flow.sender(agg.from_client);
         let action = format!("{}-{}", a.protocol.name(), a.kind);
@@ -244,7 +242,7 @@ impl Lines {
         self.iso.format(agg.first_ts, line);
         line.extend_from_slice(&middle(
             flow,
-            &self.stamp,
+            stamp,
             a.protocol,
             sender,
             agg.from_client,

@@ -226,8 +226,6 @@ fn szl_identity(szl_id: u16, data: &[u8]) -> Vec<(&'static str, String)> {
 #[pyclass(module = "otsec._core")]
 pub struct Engine {
     engine: CoreEngine,
-    /// `,"observer":{..},"labels":{..}`: the sensor, in every line the core writes
-    stamp: Vec<u8>,
 }
 
 fn lines(path: Option<&str>, append: bool) -> PyResult<Option<Lines>> {
@@ -265,10 +263,7 @@ impl Engine {
         });
         engine.events = lines(events, append)?;
         engine.anomalies = lines(anomalies, append)?;
-        Ok(Engine {
-            engine,
-            stamp: Vec::new(),
-        })
+        Ok(Engine { engine })
     }
 
     /// Read up to `chunks` chunks (4 MiB each) of a capture; False once it has ended.
@@ -600,19 +595,13 @@ impl Engine {
             .collect()
     }
 
-    /// Names of the services on ports otsec does not dissect: {(transport, port): name}.
     /// The sensor's fields as a JSON fragment (`,"observer":{..},"labels":{..}`), put into
     /// every event, anomaly and metric line written from now on.
     fn set_stamp(&mut self, stamp: &[u8]) {
-        self.stamp = stamp.to_vec();
-        for lines in [&mut self.engine.events, &mut self.engine.anomalies]
-            .into_iter()
-            .flatten()
-        {
-            lines.stamp = stamp.to_vec();
-        }
+        self.engine.stamp = stamp.to_vec();
     }
 
+    /// Names of the services on ports otsec does not dissect: {(transport, port): name}.
     fn set_service_names(&mut self, names: std::collections::HashMap<(u8, u16), String>) {
         let agg = &mut self.engine.aggregates;
         for ((t, p), n) in names {
@@ -1105,7 +1094,6 @@ fn parse_edge(key: &str) -> Option<crate::watch::EdgeRef> {
         return None;
     };
     let (transport, port) = tp.split_once('/')?;
-    let addr = parse_addr;
     let proto = parse_proto(protocol)?;
     let transport = match transport {
         "tcp" => 6,
@@ -1113,8 +1101,8 @@ fn parse_edge(key: &str) -> Option<crate::watch::EdgeRef> {
         _ => return None,
     };
     Some((
-        addr(client)?,
-        addr(server)?,
+        parse_addr(client)?,
+        parse_addr(server)?,
         transport,
         port.parse().ok()?,
         proto,
@@ -1253,7 +1241,7 @@ impl Engine {
         let rows = std::mem::take(&mut self.engine.aggregates.metrics.rows);
         let agg = &self.engine.aggregates;
         let mut text = Vec::new();
-        crate::metrics::write(&rows, &agg.names, &self.stamp, &mut text)
+        crate::metrics::write(&rows, &agg.names, &self.engine.stamp, &mut text)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         let rows = rows
             .iter()
