@@ -148,7 +148,7 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         summary = build_summary(stats, sources, elapsed, [a.rule.severity for a in alerts],
                                 view.assets, view.edges, warnings)
         summary["incidents"] = count_by_severity(incident_docs)
-        summary["sensor"] = {"site": sensor.site, "name": sensor.name}
+        summary["sensor"] = sensor.summary()
         summary["operations"] = operations(metrics, pipe.availability.outages, view.values)
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable
@@ -161,6 +161,6 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         write_json(out_dir / "summary.json", summary)
         result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
                              asset_docs, edge_docs, incident_docs, view.values.points,
-                             metrics)
+                             metrics, sensor)
         write_report(out_dir / "report.html", result)
     return result

@@ -257,8 +257,7 @@ def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict
             with (result.out_dir / name).open() as fh:
                 yield from map(json.loads, fh)
 
-    heartbeat = audit_heartbeat(make_sensor(result.summary["sensor"]["site"],
-                                            result.summary["sensor"]["name"]), result.summary)
+    heartbeat = audit_heartbeat(result.sensor, result.summary)
     outcome = deliver(url, itertools.chain(
         audit_actions(result.alerts, result.asset_docs, result.edge_docs,
                       lines("events.ndjson", with_events), namespace, result.incident_docs,

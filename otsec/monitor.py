@@ -40,6 +40,7 @@ from otsec.sinks.documents import (
     asset_document,
     edge_document,
     incident_document,
+    local_id,
 )
 from otsec.sinks.ndjson import write_ndjson
 from otsec.summary import (
@@ -331,7 +332,7 @@ class Monitor:
             self.next_report = now + REPORT_EVERY
             result = AuditResult(out, summary, alert_docs, assets, edges, [], asset_docs,
                                  edge_docs, incident_docs, values.points,
-                                 list(self.metrics.rows))
+                                 list(self.metrics.rows), sensor)
             write_report(out / "report.html", result)
         if self.opts.es_url:
             if final or now >= self.next_inventory:  # alerts go at once, the inventory less
@@ -369,8 +370,7 @@ class Monitor:
 
     def _sensor_summary(self) -> dict[str, Any]:
         last = self.health.last
-        sensor = self.opts.sensor
-        return {"site": sensor.site, "name": sensor.name,
+        return {**self.opts.sensor.summary(),
                 **({"state": last["otsec"]["sensor"]["state"],
                     "heartbeat": last["@timestamp"]} if last else {})}
 
@@ -405,7 +405,7 @@ def changed_documents(docs: list[dict[str, Any]], sent: dict[str, str]) -> list[
 
     out = []
     for doc in docs:
-        key = doc["entity"]["id"] if "entity" in doc else "edge:" + doc["otsec"]["edge"]["id"]
+        key = local_id(doc)
         value = digest(doc)
         if sent.get(key) != value:
             sent[key] = value

@@ -57,6 +57,10 @@ class Sensor:
     def labels(self) -> dict[str, str]:
         return {"site": self.site}
 
+    def summary(self) -> dict[str, str]:
+        """Its place in summary.json."""
+        return {"site": self.site, "name": self.name}
+
     def stamp(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Put the sensor's fields into ``doc`` (in place; returned for chaining)."""
         doc["observer"] = self.observer

@@ -14,6 +14,7 @@ from otsec.detect.catalog import SEVERITIES, SEVERITY_NAMES
 from otsec.graph.edges import Edge
 from otsec.inventory.assets import Asset
 from otsec.process import Point, ProcessValues
+from otsec.sensor import LOCAL, Sensor
 from otsec.timefmt import epoch, iso
 
 
@@ -30,6 +31,7 @@ class AuditResult:
     incident_docs: list[dict[str, Any]] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)  # process values
     metrics: list[tuple] = field(default_factory=list)  # the operations view's minutes
+    sensor: Sensor = LOCAL  # who wrote the documents
 
     @cached_property
     def asset_by_id(self) -> dict[str, Asset]:
@@ -71,7 +73,7 @@ def operations(rows: Sequence[tuple], outages: Sequence[Outage] = (),
     totals = [0, 0, 0, 0]
     tcp = [0, 0, 0, 0]
     worst: dict[tuple, float] = {}
-    cycles: dict[tuple, list[float]] = {}  # edge -> [periods, jitters, minutes]
+    cycles: dict[tuple, list[float]] = {}  # edge -> [sum of periods, worst jitter, minutes]
     for edge, _start, counts, (_p50, p95, _max), (period, jitter), health in rows:
         for i, n in enumerate(counts):
             totals[i] += n

@@ -105,23 +105,27 @@ def site_and_sensor_filter() -> dict:
                            "kibanaSavedObjectMeta": {"searchSourceJSON": "{}"}}}
 
 
-def dashboard(did: str, title: str, description: str,
-              grid: list[tuple[str, str, int, int, int, int]]) -> dict:
-    """A dashboard whose first row is the site and sensor filter."""
+Placed = tuple[dict, int, int, int, int]  # a saved object, and its x, y, w, h on the grid
+
+
+def board(did: str, title: str, description: str, placed: list[Placed]) -> list[dict]:
+    """The objects ``placed`` and a dashboard showing them, under the site and sensor
+    filter."""
     panels, refs = [], []
     grid = [(FILTER, "visualization", 0, 0, 48, FILTER_ROWS),
-            *((oid, otype, x, y + FILTER_ROWS, w, h) for oid, otype, x, y, w, h in grid)]
+            *((o["id"], o["type"], x, y + FILTER_ROWS, w, h) for o, x, y, w, h in placed)]
     for i, (oid, otype, x, y, w, h) in enumerate(grid):
         panels.append({"panelIndex": str(i), "gridData": {"x": x, "y": y, "w": w, "h": h,
                                                           "i": str(i)},
                        "panelRefName": f"panel_{i}", "embeddableConfig": {}, "version": "8.8.0"})
         refs.append({"name": f"panel_{i}", "type": otype, "id": oid})
-    return {"type": "dashboard", "id": did, **VERSION, "references": refs,
-            "attributes": {"title": title, "description": description,
-                           "panelsJSON": json.dumps(panels), "timeRestore": False,
-                           "optionsJSON": json.dumps({"useMargins": True}),
-                           "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
-                               {"query": {"query": "", "language": "kuery"}, "filter": []})}}}
+    return [o for o, *_ in placed] + [{
+        "type": "dashboard", "id": did, **VERSION, "references": refs,
+        "attributes": {"title": title, "description": description,
+                       "panelsJSON": json.dumps(panels), "timeRestore": False,
+                       "optionsJSON": json.dumps({"useMargins": True}),
+                       "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
+                           {"query": {"query": "", "language": "kuery"}, "filter": []})}}}]
 
 
 def operations() -> list[dict]:
@@ -129,55 +133,49 @@ def operations() -> list[dict]:
     answering, how steady the polling is, how healthy the connections are, and what was
     written into which point."""
     by_server = terms("destination.ip", 10, "group", "3")
-    return [
-        vis("otsec-ops-response-time", "otsec: response time p95 over time (ms)",
-            "otsec-metrics", "line",
-            [metric("max", "otsec.metrics.response_time_ms.p95"), OVER_TIME, by_server]),
-        vis("otsec-ops-slowest", "otsec: slowest devices (worst minute's p95, ms)",
-            "otsec-metrics", "table",
-            [metric("max", "otsec.metrics.response_time_ms.p95"),
-             terms("destination.ip", 20, "bucket")]),
-        vis("otsec-ops-timeouts", "otsec: unanswered requests and exceptions over time",
-            "otsec-metrics", "histogram",
-            [metric("sum", "otsec.metrics.unanswered"), OVER_TIME,
-             metric("sum", "otsec.metrics.exceptions", "3")]),
-        vis("otsec-ops-polling", "otsec: polling period and jitter (ms) per edge",
-            "otsec-metrics", "table",
-            [metric("avg", "otsec.metrics.cycle_ms.period"),
-             metric("max", "otsec.metrics.cycle_ms.jitter", "4"),
-             terms("source.ip", 20, "bucket", "2"), terms("destination.ip", 20, "bucket", "3")]),
-        vis("otsec-ops-tcp", "otsec: TCP health over time (resets, segments sent again, zero "
-            "windows, new connections)", "otsec-metrics", "histogram",
-            [metric("sum", "otsec.metrics.tcp.resets"), OVER_TIME,
-             metric("sum", "otsec.metrics.tcp.retransmissions", "3"),
-             metric("sum", "otsec.metrics.tcp.zero_windows", "4"),
-             metric("sum", "otsec.metrics.tcp.connections", "5")]),
-        search("otsec-ops-availability", "otsec: devices that stopped answering",
-               "otsec-alerts", ["source.ip", "network.protocol", "event.start", "event.end",
-                                "message"], "@timestamp",
-               'rule.id : "otsec-net-device-unresponsive"'),
-        search("otsec-ops-process-values", "otsec: process values (points written)",
-               "otsec-assets", ["host.ip", "otsec.asset.points.table",
-                                "otsec.asset.points.address", "otsec.asset.points.written",
-                                "otsec.asset.points.written_min",
-                                "otsec.asset.points.written_max",
-                                "otsec.asset.points.writers"], "otsec.asset.last_seen",
-               "otsec.asset.points.writes > 0"),
-        search("otsec-ops-value-alerts", "otsec: writes outside the learned values",
-               "otsec-alerts", ["source.ip", "destination.ip", "message"], "@timestamp",
-               'rule.id : ("otsec-baseline-value-out-of-range" or "otsec-baseline-new-writer")'),
-        dashboard("otsec-operations", "otsec: operations",
-                  "Response times, unanswered requests and exceptions, polling cycles, "
-                  "devices that stopped answering, and the process values written",
-                  [("otsec-ops-response-time", "visualization", 0, 0, 32, 14),
-                   ("otsec-ops-slowest", "visualization", 32, 0, 16, 14),
-                   ("otsec-ops-timeouts", "visualization", 0, 14, 24, 13),
-                   ("otsec-ops-polling", "visualization", 24, 14, 24, 13),
-                   ("otsec-ops-tcp", "visualization", 0, 27, 48, 12),
-                   ("otsec-ops-availability", "search", 0, 39, 48, 10),
-                   ("otsec-ops-value-alerts", "search", 0, 49, 48, 10),
-                   ("otsec-ops-process-values", "search", 0, 59, 48, 15)]),
-    ]
+    return board("otsec-operations", "otsec: operations", (
+        "Response times, unanswered requests and exceptions, polling cycles, devices that "
+        "stopped answering, and the process values written"), [
+        (vis("otsec-ops-response-time", "otsec: response time p95 over time (ms)",
+             "otsec-metrics", "line",
+             [metric("max", "otsec.metrics.response_time_ms.p95"), OVER_TIME, by_server]),
+              0, 0, 32, 14),
+        (vis("otsec-ops-slowest", "otsec: slowest devices (worst minute's p95, ms)",
+             "otsec-metrics", "table",
+             [metric("max", "otsec.metrics.response_time_ms.p95"),
+              terms("destination.ip", 20, "bucket")]), 32, 0, 16, 14),
+        (vis("otsec-ops-timeouts", "otsec: unanswered requests and exceptions over time",
+             "otsec-metrics", "histogram",
+             [metric("sum", "otsec.metrics.unanswered"), OVER_TIME,
+              metric("sum", "otsec.metrics.exceptions", "3")]), 0, 14, 24, 13),
+        (vis("otsec-ops-polling", "otsec: polling period and jitter (ms) per edge",
+             "otsec-metrics", "table",
+             [metric("avg", "otsec.metrics.cycle_ms.period"),
+              metric("max", "otsec.metrics.cycle_ms.jitter", "4"),
+              terms("source.ip", 20, "bucket", "2"), terms("destination.ip", 20, "bucket", "3")]),
+               24, 14, 24, 13),
+        (vis("otsec-ops-tcp", "otsec: TCP health over time (resets, segments sent again, zero "
+             "windows, new connections)", "otsec-metrics", "histogram",
+             [metric("sum", "otsec.metrics.tcp.resets"), OVER_TIME,
+              metric("sum", "otsec.metrics.tcp.retransmissions", "3"),
+              metric("sum", "otsec.metrics.tcp.zero_windows", "4"),
+              metric("sum", "otsec.metrics.tcp.connections", "5")]), 0, 27, 48, 12),
+        (search("otsec-ops-availability", "otsec: devices that stopped answering",
+                "otsec-alerts", ["source.ip", "network.protocol", "event.start", "event.end",
+                                 "message"], "@timestamp",
+                'rule.id : "otsec-net-device-unresponsive"'), 0, 39, 48, 10),
+        (search("otsec-ops-value-alerts", "otsec: writes outside the learned values",
+                "otsec-alerts", ["source.ip", "destination.ip", "message"], "@timestamp",
+                'rule.id : ("otsec-baseline-value-out-of-range" or "otsec-baseline-new-writer")'),
+                 0, 49, 48, 10),
+        (search("otsec-ops-process-values", "otsec: process values (points written)",
+                "otsec-assets", ["host.ip", "otsec.asset.points.table",
+                                 "otsec.asset.points.address", "otsec.asset.points.written",
+                                 "otsec.asset.points.written_min",
+                                 "otsec.asset.points.written_max",
+                                 "otsec.asset.points.writers"], "otsec.asset.last_seen",
+                "otsec.asset.points.writes > 0"), 0, 59, 48, 15),
+    ])
 
 
 def fleet() -> list[dict]:
@@ -185,44 +183,39 @@ def fleet() -> list[dict]:
     oldest newest-heartbeat first), which drop packets or hold a full spool, and the
     alerts per site."""
     by_sensor = terms("observer.name", 20, "group", "3")
-    return [
-        search("otsec-fleet-sensors", "otsec: sensors, the longest silent first",
-               "otsec-sensors", ["labels.site", "observer.name", "otsec.sensor.mode",
-                                 "otsec.sensor.state", "otsec.sensor.uptime_s",
-                                 "otsec.sensor.packets", "otsec.sensor.kernel_drops",
-                                 "otsec.sensor.spool.bytes", "otsec.sensor.spool.age_s",
-                                 "otsec.sensor.version"], "@timestamp", order="asc"),
-        vis("otsec-fleet-per-site", "otsec: sensors per site", "otsec-sensors", "table",
-            [metric("cardinality", "observer.name"), terms("labels.site", 50, "bucket")]),
-        vis("otsec-fleet-heartbeats", "otsec: heartbeats per sensor over time (a gap is "
-            "silence)", "otsec-heartbeats", "histogram", [COUNT, OVER_TIME, by_sensor]),
-        vis("otsec-fleet-drops", "otsec: kernel drops per sensor over time",
-            "otsec-heartbeats", "histogram",
-            [metric("sum", "otsec.sensor.since_last.kernel_drops"), OVER_TIME, by_sensor]),
-        vis("otsec-fleet-packets", "otsec: packets per sensor over time", "otsec-heartbeats",
-            "line", [metric("sum", "otsec.sensor.since_last.packets"), OVER_TIME, by_sensor]),
-        vis("otsec-fleet-spool", "otsec: spool bytes per sensor over time",
-            "otsec-heartbeats", "line",
-            [metric("max", "otsec.sensor.spool.bytes"), OVER_TIME, by_sensor]),
-        vis("otsec-fleet-alerts-per-site", "otsec: alerts per site and severity",
-            "otsec-alerts", "table",
-            [COUNT, terms("labels.site", 50, "bucket", "2"),
-             terms("event.severity", 4, "bucket", "3")]),
-        search("otsec-fleet-health-alerts", "otsec: sensor health alerts", "otsec-alerts",
-               ["labels.site", "observer.name", "rule.name", "message"], "@timestamp",
-               'rule.category : "sensor-health"'),
-        dashboard("otsec-fleet", "otsec: fleet",
-                  "Sensors per site, the ones gone silent, packet drops, spools, and alerts "
-                  "per site",
-                  [("otsec-fleet-sensors", "search", 0, 0, 48, 12),
-                   ("otsec-fleet-per-site", "visualization", 0, 12, 16, 12),
-                   ("otsec-fleet-alerts-per-site", "visualization", 16, 12, 32, 12),
-                   ("otsec-fleet-heartbeats", "visualization", 0, 24, 24, 12),
-                   ("otsec-fleet-drops", "visualization", 24, 24, 24, 12),
-                   ("otsec-fleet-packets", "visualization", 0, 36, 24, 12),
-                   ("otsec-fleet-spool", "visualization", 24, 36, 24, 12),
-                   ("otsec-fleet-health-alerts", "search", 0, 48, 48, 10)]),
-    ]
+    return board("otsec-fleet", "otsec: fleet", (
+        "Sensors per site, the ones gone silent, packet drops, spools, and alerts per site"), [
+        (search("otsec-fleet-sensors", "otsec: sensors, the longest silent first",
+                "otsec-sensors", ["labels.site", "observer.name", "otsec.sensor.mode",
+                                  "otsec.sensor.state", "otsec.sensor.uptime_s",
+                                  "otsec.sensor.packets", "otsec.sensor.kernel_drops",
+                                  "otsec.sensor.spool.bytes", "otsec.sensor.spool.age_s",
+                                  "otsec.sensor.version"], "@timestamp", order="asc"),
+                                   0, 0, 48, 12),
+        (vis("otsec-fleet-per-site", "otsec: sensors per site", "otsec-sensors", "table",
+             [metric("cardinality", "observer.name"), terms("labels.site", 50, "bucket")]),
+              0, 12, 16, 12),
+        (vis("otsec-fleet-alerts-per-site", "otsec: alerts per site and severity",
+             "otsec-alerts", "table",
+             [COUNT, terms("labels.site", 50, "bucket", "2"),
+              terms("event.severity", 4, "bucket", "3")]), 16, 12, 32, 12),
+        (vis("otsec-fleet-heartbeats", "otsec: heartbeats per sensor over time (a gap is "
+             "silence)", "otsec-heartbeats", "histogram", [COUNT, OVER_TIME, by_sensor]),
+              0, 24, 24, 12),
+        (vis("otsec-fleet-drops", "otsec: kernel drops per sensor over time",
+             "otsec-heartbeats", "histogram",
+             [metric("sum", "otsec.sensor.since_last.kernel_drops"), OVER_TIME, by_sensor]),
+              24, 24, 24, 12),
+        (vis("otsec-fleet-packets", "otsec: packets per sensor over time", "otsec-heartbeats",
+             "line", [metric("sum", "otsec.sensor.since_last.packets"), OVER_TIME, by_sensor]),
+              0, 36, 24, 12),
+        (vis("otsec-fleet-spool", "otsec: spool bytes per sensor over time",
+             "otsec-heartbeats", "line",
+             [metric("max", "otsec.sensor.spool.bytes"), OVER_TIME, by_sensor]), 24, 36, 24, 12),
+        (search("otsec-fleet-health-alerts", "otsec: sensor health alerts", "otsec-alerts",
+                ["labels.site", "observer.name", "rule.name", "message"], "@timestamp",
+                'rule.category : "sensor-health"'), 0, 48, 48, 10),
+    ])
 
 
 VEGA = {
@@ -275,56 +268,47 @@ VEGA["data"].append({"name": "links", "source": "edges",
                                     "as": ["source", "target"]}]})
 
 
-def objects() -> list[dict]:
-    out = [view(v) for v in VIEWS]
-    out += [
-        site_and_sensor_filter(),
-        search("otsec-incidents-table", "otsec: incidents (one per actor, target and cause)",
-               "otsec-incidents", ["event.severity", "source.ip", "destination.ip",
-                                   "otsec.incident.cause", "otsec.incident.alerts",
-                                   "otsec.incident.worst", "threat.technique.id"],
-               "@timestamp"),
-        vis("otsec-alerts-over-time", "otsec: alerts over time", "otsec-alerts", "histogram",
-            [COUNT, {"id": "2", "enabled": True, "type": "date_histogram", "schema": "segment",
-                     "params": {"field": "@timestamp", "interval": "auto"}},
-             terms("event.severity", 4, "group", "3")]),
-        vis("otsec-alerts-by-rule", "otsec: alerts by rule", "otsec-alerts", "table",
-            [COUNT, terms("rule.id", 25, "bucket")]),
-        vis("otsec-alerts-by-technique", "otsec: alerts by ATT&CK technique", "otsec-alerts",
-            "pie", [COUNT, terms("threat.technique.id", 15)]),
-        vis("otsec-top-talkers", "otsec: top talkers (PDUs)", "otsec-events", "horizontal_bar",
-            [COUNT, terms("source.ip", 15)]),
-        search("otsec-asset-inventory", "otsec: asset inventory", "otsec-assets",
-               ["entity.display_name", "entity.sub_type", "host.ip", "host.mac",
-                "device.manufacturer", "device.model.name", "otsec.asset.firmware_version",
-                "otsec.asset.last_seen"], "otsec.asset.last_seen"),
-        search("otsec-edges-table", "otsec: communication edges", "otsec-edges",
-               ["source.ip", "destination.ip", "destination.port", "network.protocol",
-                "otsec.edge.pdus", "otsec.edge.writes", "otsec.edge.state"],
-               "otsec.edge.last_seen"),
-        {"type": "visualization", "id": "otsec-network-graph", **VERSION, "references": [],
-         "attributes": {"title": "otsec: network graph", "uiStateJSON": "{}",
-                        "description": "",
-                        "visState": json.dumps({"title": "otsec: network graph", "type": "vega",
-                                                "aggs": [],
-                                                "params": {"spec": json.dumps(VEGA, indent=2)}}),
-                        "kibanaSavedObjectMeta": {"searchSourceJSON": "{}"}}},
-    ]
-    out.append(dashboard(
-        "otsec-overview", "otsec: OT security overview",
+def overview() -> list[dict]:
+    """The SOC's first look: incidents, alerts, techniques, talkers, graph, inventory."""
+    graph = {"type": "visualization", "id": "otsec-network-graph", **VERSION, "references": [],
+             "attributes": {"title": "otsec: network graph", "uiStateJSON": "{}",
+                            "description": "",
+                            "visState": json.dumps({"title": "otsec: network graph",
+                                                    "type": "vega", "aggs": [],
+                                                    "params": {"spec": json.dumps(VEGA,
+                                                                                  indent=2)}}),
+                            "kibanaSavedObjectMeta": {"searchSourceJSON": "{}"}}}
+    return board("otsec-overview", "otsec: OT security overview", (
         "Incidents first, then alerts, ATT&CK techniques, talkers, the network graph, "
-        "assets and edges",
-        [("otsec-incidents-table", "search", 0, 0, 48, 15),
-         ("otsec-alerts-over-time", "visualization", 0, 15, 48, 12),
-         ("otsec-alerts-by-rule", "visualization", 0, 27, 24, 15),
-         ("otsec-alerts-by-technique", "visualization", 24, 27, 24, 15),
-         ("otsec-top-talkers", "visualization", 0, 42, 24, 15),
-         ("otsec-network-graph", "visualization", 24, 42, 24, 15),
-         ("otsec-asset-inventory", "search", 0, 57, 48, 15),
-         ("otsec-edges-table", "search", 0, 72, 48, 15)]))
-    out += operations()
-    out += fleet()
-    return out
+        "assets and edges"), [
+        (search("otsec-incidents-table", "otsec: incidents (one per actor, target and cause)",
+                "otsec-incidents", ["event.severity", "source.ip", "destination.ip",
+                                    "otsec.incident.cause", "otsec.incident.alerts",
+                                    "otsec.incident.worst", "threat.technique.id"],
+                "@timestamp"), 0, 0, 48, 15),
+        (vis("otsec-alerts-over-time", "otsec: alerts over time", "otsec-alerts", "histogram",
+             [COUNT, OVER_TIME, terms("event.severity", 4, "group", "3")]), 0, 15, 48, 12),
+        (vis("otsec-alerts-by-rule", "otsec: alerts by rule", "otsec-alerts", "table",
+             [COUNT, terms("rule.id", 25, "bucket")]), 0, 27, 24, 15),
+        (vis("otsec-alerts-by-technique", "otsec: alerts by ATT&CK technique", "otsec-alerts",
+             "pie", [COUNT, terms("threat.technique.id", 15)]), 24, 27, 24, 15),
+        (vis("otsec-top-talkers", "otsec: top talkers (PDUs)", "otsec-events",
+             "horizontal_bar", [COUNT, terms("source.ip", 15)]), 0, 42, 24, 15),
+        (graph, 24, 42, 24, 15),
+        (search("otsec-asset-inventory", "otsec: asset inventory", "otsec-assets",
+                ["entity.display_name", "entity.sub_type", "host.ip", "host.mac",
+                 "device.manufacturer", "device.model.name", "otsec.asset.firmware_version",
+                 "otsec.asset.last_seen"], "otsec.asset.last_seen"), 0, 57, 48, 15),
+        (search("otsec-edges-table", "otsec: communication edges", "otsec-edges",
+                ["source.ip", "destination.ip", "destination.port", "network.protocol",
+                 "otsec.edge.pdus", "otsec.edge.writes", "otsec.edge.state"],
+                "otsec.edge.last_seen"), 0, 72, 48, 15),
+    ])
+
+
+def objects() -> list[dict]:
+    return [*(view(v) for v in VIEWS), site_and_sensor_filter(), *overview(), *operations(),
+            *fleet()]
 
 
 def main() -> None:

@@ -415,6 +415,11 @@ def asset_document(asset: Asset, points: Sequence[dict[str, Any]] = (),
     return doc
 
 
+def local_id(doc: dict[str, Any]) -> str:
+    """The id of an asset or edge document (in its site: see Sensor and merge.py)."""
+    return doc["entity"]["id"] if "entity" in doc else doc["otsec"]["edge"]["id"]
+
+
 def edge_document(
     edge: Edge, ip_of: dict[str, str] | None = None, state: str = "learned",
     sensor: Sensor = LOCAL,

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from otsec.sensor import DEFAULT_SITE
+from otsec.sinks.documents import local_id
 
 SCRIPT = resources.files("otsec.sinks").joinpath("merge.painless").read_text(encoding="utf-8")
 # how a field of two sensors' documents combines (by field name; the rest: lists are
@@ -34,12 +35,12 @@ def evidence(doc: dict[str, Any]) -> int:
     return strength * 10 + len(device) + bool(asset.get("firmware_version"))
 
 
-def merge_action(index: str, local_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+def merge_action(index: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The bulk action that folds one sensor's document into its site's -latest one."""
     site = doc.get("labels", {}).get("site", DEFAULT_SITE)
     sensor = doc.get("observer", {}).get("name", "")
     return {
-        "_op_type": "update", "_index": index, "_id": f"{site}:{local_id}",
+        "_op_type": "update", "_index": index, "_id": f"{site}:{local_id(doc)}",
         "retry_on_conflict": 10,  # two sensors updating one device at once
         "_source": {"scripted_upsert": True, "upsert": {},
                     "script": {"lang": "painless", "source": SCRIPT,

@@ -192,11 +192,10 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
     for doc in alerts:
         yield {"_op_type": "create", "_index": f"logs-otsec.alert-{namespace}",
                "_id": doc["event"]["id"], "_source": doc}
-    for kind, docs, latest, key in (("asset", assets, "otsec-assets-latest", "entity"),
-                                    ("edge", edges, "otsec-edges-latest", "otsec")):
+    for kind, docs, latest in (("asset", assets, "otsec-assets-latest"),
+                               ("edge", edges, "otsec-edges-latest")):
         for doc in docs:
-            doc_id = doc["entity"]["id"] if key == "entity" else doc["otsec"]["edge"]["id"]
-            yield merge_action(latest, doc_id, doc)
+            yield merge_action(latest, doc)
             yield {"_op_type": "create", "_index": f"logs-otsec.{kind}-{namespace}",
                    "_id": digest(doc), "_source": doc}  # history: one per change
     for stream, docs in (("metric", metrics), ("event", events)):
