@@ -9,6 +9,7 @@ the deviations. Hosts and edges are read from the core's counters when a view is
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,13 +125,18 @@ class Pipeline:
             self._watch(base if learn_for is None else Baseline())
 
     def _watch(self, base: Baseline) -> None:
-        """What the core watches for the deviations: learned rates, cyclic edges, the
-        functions learned only in connections' start-up and the written points."""
+        """What the core watches for the deviations (learned rates, cyclic edges, the
+        functions learned only in connections' start-up, the written points) and what
+        rules may ask of the baseline (its functions, its assets' roles)."""
         self.core.watch({k: e.rate for k, e in base.edges.items() if e.rate > 0},
                         [k for k, e in base.edges.items() if e.period],
                         [(k, code) for k, e in base.edges.items() for code in e.startup_only],
                         [((v.device, v.protocol, v.unit, v.table, v.address), v.min, v.max,
-                          v.writers) for v in base.values.values()])
+                          v.writers) for v in base.values.values()],
+                        [(k, direction == "request", code) for k, e in base.edges.items()
+                         for direction, codes in e.functions.items() for code in codes])
+        self.core.set_roles([(ip, a.role, math.inf) for ip, a in base.assets.items()],
+                            lasting=True)
 
     def reload(self, ruleset: RuleSet) -> None:
         """New rules from now on (in the core too); the alerts raised so far stay."""
@@ -192,10 +198,13 @@ class Pipeline:
                 continue
             ev = event(fact)
             inventory.on_event(ev)
-            detector.on_event(ev, self.facts.hits, self.facts.request_index)
+            detector.on_event(ev, self.facts.hits, self.facts.request_index,
+                              self.facts.undecided)
             if deviations is not None:
                 deviations.on_event(ev, self.facts.rate, self.facts.request_index,
                                     self.facts.values)
+        if detector.roles_decided:
+            self.core.set_roles(detector.take_roles())
         self._learning_window()
 
     def _learning_window_start(self) -> None:

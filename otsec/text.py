@@ -5,8 +5,10 @@ characters are spelled out and the length is bounded."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.text import Text
 
 MAX_SHOWN = 512  # characters of one value on a terminal or a page
 
@@ -29,5 +31,8 @@ def printable(value: object, limit: int = MAX_SHOWN) -> str:
 
 
 def shown(value: object, limit: int = MAX_SHOWN) -> Text:
-    """For a rich table cell: printable, and never read as console markup."""
+    """For a rich table cell: printable, and never read as console markup. (rich is loaded
+    here, by what draws on a terminal: a JSON run need not pay for it.)"""
+    from rich.text import Text
+
     return Text(printable(value, limit))

@@ -121,6 +121,10 @@ class Conversation:
                         self.cseq, flags, payload, window)
         return g.ether(ip, src=b"\x00\x80\xf4\x00\x00\x0a", dst=b"\x00\x0c\x29\x00\x00\x14")
 
+    def frame(self, from_client: bool, flags: int) -> bytes:
+        """A frame without payload (a FIN, an RST) at the side's current sequence number."""
+        return self._f(from_client, flags, b"")
+
     def send(self, from_client: bool, payload: bytes) -> bytes:
         frame = self._f(from_client, 0x18, payload)
         if from_client:

@@ -2,6 +2,7 @@
 //! MACs, services, peers, behaviour evidence) and the communication graph's edges
 //! (functions per direction, units, ranges, object groups, writes, cadence, volume).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -195,6 +196,10 @@ pub struct Aggregates {
     pub untracked_peers: u64,
     /// finished minutes of the operations view
     pub metrics: crate::metrics::Rows,
+    /// rules ask for roles: note the hosts whose role may have changed (`role_inputs`)
+    pub track_roles: bool,
+    /// hosts that appeared or gained an evidence kind, a service or a use
+    pub role_inputs: Vec<Addr>,
 }
 
 impl Default for Aggregates {
@@ -211,17 +216,58 @@ impl Default for Aggregates {
             untracked_hosts: 0,
             untracked_edges: 0,
             untracked_peers: 0,
+            track_roles: false,
+            role_inputs: Vec::new(),
         }
     }
 }
 
 impl Aggregates {
     fn host(&mut self, ip: Addr, ts: f64) -> Option<&mut Host> {
-        if self.hosts.len() >= self.max_hosts && !self.hosts.contains_key(&ip) {
-            self.untracked_hosts += 1;
+        self.host_noted(ip, ts).map(|(h, _)| h)
+    }
+
+    /// A host (None beyond the bound), and where to note that its role may have changed
+    /// (None when no rule asks for roles). A new host is noted.
+    fn host_noted(&mut self, ip: Addr, ts: f64) -> Option<(&mut Host, Option<&mut Vec<Addr>>)> {
+        let Aggregates {
+            hosts,
+            max_hosts,
+            untracked_hosts,
+            track_roles,
+            role_inputs,
+            ..
+        } = self;
+        if hosts.len() >= *max_hosts && !hosts.contains_key(&ip) {
+            *untracked_hosts += 1;
             return None;
         }
-        Some(self.hosts.entry(ip).or_insert_with(|| Host::new(ts)))
+        let notes = if *track_roles {
+            Some(role_inputs)
+        } else {
+            None
+        };
+        match hosts.entry(ip) {
+            Entry::Occupied(e) => Some((e.into_mut(), notes)),
+            Entry::Vacant(e) => {
+                let mut notes = notes;
+                if let Some(n) = notes.as_mut() {
+                    n.push(ip);
+                }
+                Some((e.insert(Host::new(ts)), notes))
+            }
+        }
+    }
+
+    /// Count one piece of role evidence; a new kind may change the host's role.
+    fn evidence(&mut self, ip: Addr, name: &'static str, ts: f64) -> Option<&mut Host> {
+        let (h, notes) = self.host_noted(ip, ts)?;
+        let n = h.evidence.entry(name).or_insert(0);
+        *n += 1;
+        if let (1, Some(notes)) = (*n, notes) {
+            notes.push(ip);
+        }
+        Some(h)
     }
 
     /// The dissected protocol, else the name of the server's port ("unknown").
@@ -319,13 +365,10 @@ impl Aggregates {
             }
         }
         if let Some(name) = obs.client {
-            if let Some(h) = self.host(flow.ips[client], ts) {
-                *h.evidence.entry(name).or_insert(0) += 1;
-            }
+            self.evidence(flow.ips[client], name, ts);
         }
         if let Some(name) = obs.server {
-            if let Some(h) = self.host(flow.ips[server], ts) {
-                *h.evidence.entry(name).or_insert(0) += 1;
+            if let Some(h) = self.evidence(flow.ips[server], name, ts) {
                 if let Body::Dnp3(p) = &ev.body {
                     h.dnp3_addresses.insert(p.source_address);
                 }
@@ -413,11 +456,18 @@ impl Aggregates {
             }
         }
         if answered && (flow.client.is_some() || flow.protocol.is_some()) {
-            if let Some(h) = self.hosts.get_mut(&flow.ips[server]) {
-                h.services.insert(service);
-            }
-            if let Some(h) = self.hosts.get_mut(&flow.ips[client]) {
-                h.uses.insert(service);
+            for side in [server, client] {
+                let Some(h) = self.hosts.get_mut(&flow.ips[side]) else {
+                    continue;
+                };
+                let set = if side == server {
+                    &mut h.services
+                } else {
+                    &mut h.uses
+                };
+                if set.insert(service) && self.track_roles {
+                    self.role_inputs.push(flow.ips[side]);
+                }
             }
         }
         // graph: a flow nobody answered is a probe, not a communication path

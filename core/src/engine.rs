@@ -38,6 +38,8 @@ pub struct Stats {
     pub ip_fragments: u64,
     pub other_ip: u64,
     pub unrecognised_on_ot_port: u64,
+    /// records handed to Python (steady traffic should not be)
+    pub crossed: u64,
     pub pdus: BTreeMap<&'static str, u64>,
     /// parse anomalies by (protocol, kind): named "protocol.kind" only when reported
     pub anomalies: BTreeMap<(&'static str, &'static str), u64>,
@@ -68,6 +70,8 @@ pub type ViewKey = (
 pub struct Found {
     /// findings of core rules first seen on this record: (rule, key)
     pub hits: Vec<crate::rules::Hit>,
+    /// rules Python decides on this record (a role the core does not know)
+    pub undecided: Vec<u32>,
     /// the record's request index in its connection
     pub request_index: u64,
     /// requests in the rate window, when this one went over the learned rate
@@ -136,6 +140,9 @@ pub struct Engine {
     pub first_record: Option<f64>,
     /// the learning window closed at the last packet: the caller stops reading there
     pub paused: bool,
+    /// a record left a rule to Python (a role the core does not know): pause after its
+    /// packet, so that one record per host asks rather than every record of the chunk
+    asking: bool,
     /// when it closed (until the caller takes it)
     pub pause_ts: Option<f64>,
 }
@@ -178,6 +185,7 @@ impl Engine {
             learn_for: cfg.learn_for,
             first_record: None,
             paused: false,
+            asking: false,
             pause_ts: None,
         }
     }
@@ -186,20 +194,22 @@ impl Engine {
         self.flows.stats
     }
 
-    /// One packet of a capture or of the live ring; false when the learning window closed
-    /// with it (stop reading, let Python take the baseline, then go on).
+    /// One packet of a capture or of the live ring; false when reading should pause with
+    /// it: the learning window closed (let Python take the baseline, then go on), or a
+    /// record left a rule to Python (let Python decide the roles it needs).
     pub fn packet(&mut self, pkt: Packet<'_>) -> bool {
         self.process(pkt);
+        let mut pause = std::mem::take(&mut self.asking);
         if let (Some(window), Some(first)) = (self.learn_for, self.first_record) {
             if pkt.ts >= first + window {
                 self.learn_for = None;
-                self.paused = true;
                 self.pause_ts = Some(pkt.ts);
                 self.watch.forget_seen(); // protecting: what is new is reported from here
-                return false;
+                pause = true;
             }
         }
-        true
+        self.paused |= pause;
+        !pause
     }
 
     fn process(&mut self, pkt: Packet<'_>) {
@@ -673,9 +683,39 @@ impl Engine {
     fn started(&mut self, ts: f64) {
         self.first_record = Some(ts);
         if let Some(window) = self.learn_for {
+            let from = &mut self.matcher.context.protect_from;
+            if *from == Some(f64::INFINITY) {
+                *from = Some(ts + window);
+            }
             let b = &mut self.matcher.boundaries;
             let at = b.partition_point(|&x| x <= ts + window);
             b.insert(at, ts + window);
+        }
+    }
+
+    /// Roles Python decided stand until what decides them changes.
+    fn roles_changed(&mut self) {
+        for ip in self.aggregates.role_inputs.drain(..) {
+            self.matcher.context.forget_role(&ip);
+        }
+    }
+
+    /// Rules ask for roles: the inventory notes the hosts whose role may change.
+    pub fn track_roles(&mut self) {
+        self.aggregates.track_roles = self.matcher.asks_roles();
+        self.aggregates.role_inputs.clear();
+    }
+
+    /// A baseline is in use: rules see it learning until the learning window closes (from
+    /// the first record), protecting after. Set once: reloads do not move the window.
+    pub fn baseline_in_use(&mut self) {
+        let ctx = &mut self.matcher.context;
+        if ctx.protect_from.is_none() {
+            ctx.protect_from = Some(match (self.learn_for, self.first_record) {
+                (Some(window), Some(first)) => first + window,
+                (Some(_), None) => f64::INFINITY, // set by the first record
+                (None, _) => f64::NEG_INFINITY,
+            });
         }
     }
 
@@ -697,10 +737,14 @@ impl Engine {
         }
         let mut cross = self.cross_all;
         let mut hits = Vec::new();
+        let mut undecided = Vec::new();
         if !self.matcher.is_empty() {
+            self.roles_changed();
             let v = self.matcher.evaluate(flow, &ev, ts, flow.requests);
-            cross |= v.candidate || !v.hits.is_empty();
+            cross |= v.candidate || !v.hits.is_empty() || !v.undecided.is_empty();
             hits = v.hits;
+            undecided = v.undecided;
+            self.asking |= !undecided.is_empty();
             if !v.repeats.is_empty() {
                 if flow.repeated.len() >= MAX_OPEN {
                     flow.repeated.remove(0);
@@ -753,6 +797,7 @@ impl Engine {
         }
         let found = Found {
             hits,
+            undecided,
             request_index: flow.requests,
             rate,
             meaning,
@@ -764,6 +809,7 @@ impl Engine {
     /// Hand a record to Python, with the flow's view when Python has not seen it as is.
     fn cross(&mut self, flow: &mut Flow, ts: f64, frame: u64, ev: Event, found: Found) {
         let view = changed_view(flow);
+        self.stats.crossed += 1;
         self.facts.push(Fact::Event {
             flow: flow.seq,
             view,
@@ -795,6 +841,7 @@ impl Engine {
             }
         }
         self.aggregates.on_flow_end(&mut flow);
+        self.roles_changed();
         if flow.sent_view.is_some() {
             if let Some(view) = changed_view(&mut flow) {
                 self.facts.push(Fact::View {

@@ -342,6 +342,7 @@ impl Engine {
         d.set_item("other_ip", s.other_ip)?;
         d.set_item("unrecognised_on_ot_port", s.unrecognised_on_ot_port)?;
         d.set_item("unknown_linktype", s.linktypes_unknown)?;
+        d.set_item("crossed", s.crossed)?;
         let agg = &self.engine.aggregates;
         let bounds = PyDict::new(py);
         bounds.set_item("hosts", agg.hosts.len())?;
@@ -480,8 +481,22 @@ impl Engine {
         }
         let mut boundaries = boundaries;
         boundaries.sort_by(f64::total_cmp);
+        let context = std::mem::take(&mut self.engine.matcher.context);
         self.engine.matcher = Matcher::new(out, window, boundaries);
+        self.engine.matcher.context = context;
+        self.engine.track_roles();
         Ok(())
+    }
+
+    /// Roles decided for rules to match: [(ip, role or None, until)], until a capture
+    /// time; `lasting`: the baseline's roles, which stand whatever the hosts do.
+    #[pyo3(signature = (roles, lasting=false))]
+    fn set_roles(&mut self, roles: Vec<(String, Option<String>, f64)>, lasting: bool) {
+        let roles = roles.into_iter().filter_map(|(ip, role, until)| {
+            let role = role.map_or(crate::rules::Val::None, crate::rules::Val::Str);
+            Some((parse_addr(&ip)?, role, until))
+        });
+        self.engine.matcher.context.set_roles(roles, lasting);
     }
 
     /// Repeats of the findings that crossed, counted here: (key, repeats, last time,
@@ -518,9 +533,10 @@ impl Engine {
 
     /// Protecting with a baseline: report what is new, watch the learned rates
     /// ({edge key: requests/s}), the last request of learned cyclic edges ([edge key]) and
-    /// functions learned only in connections' start-up ([(edge key, code)]) and written
-    /// points (((device, protocol, unit, table, address), min, max, [writer])).
-    #[pyo3(signature = (rates, cyclic, startup_only=Vec::new(), values=Vec::new()))]
+    /// functions learned only in connections' start-up ([(edge key, code)]), written
+    /// points (((device, protocol, unit, table, address), min, max, [writer])) and the
+    /// learned functions rules may ask about ([(edge key, request?, code)]).
+    #[pyo3(signature = (rates, cyclic, startup_only=Vec::new(), values=Vec::new(), functions=Vec::new()))]
     #[allow(clippy::type_complexity)]
     fn watch(
         &mut self,
@@ -528,7 +544,14 @@ impl Engine {
         cyclic: Vec<String>,
         startup_only: Vec<(String, u32)>,
         values: Vec<((String, String, u32, String, u32), f64, f64, Vec<String>)>,
+        functions: Vec<(String, bool, u32)>,
     ) {
+        self.engine.baseline_in_use();
+        self.engine.matcher.context.set_learned(
+            functions
+                .iter()
+                .filter_map(|(k, request, code)| parse_edge(k).map(|e| (e, *request, *code))),
+        );
         let w = &mut self.engine.watch;
         w.on = true;
         w.set_values(
@@ -820,6 +843,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dnp3_crc, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add("FIELDS", crate::rules::FIELDS.to_vec())?;
+    m.add("CONTEXT_FIELDS", crate::rules::CONTEXT_FIELDS.to_vec())?;
     m.add_function(wrap_pyfunction!(szl_identity, m)?)?;
     m.add("CaptureError", m.py().get_type::<CaptureError>())?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
@@ -1162,6 +1186,7 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
                 req,
                 found.hits.clone(),
                 (
+                    found.undecided.clone(),
                     found.request_index,
                     found.rate,
                     found.meaning.as_ref().map(meaning),

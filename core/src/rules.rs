@@ -4,12 +4,16 @@
 //! counters. Only the first record of each such finding crosses into Python, which owns
 //! the policy (messages, site suppressions, maintenance windows, the baseline).
 //!
-//! Rules with conditions the core cannot evaluate (roles, baseline state, computed text)
-//! are *passthrough*: the core checks what it can and hands every candidate over.
+//! Conditions on what no record holds (hosts' roles, the baseline's state, the functions
+//! it learned) are read from a [`Context`] that Python keeps filled: roles are Python's
+//! policy, so a role the core does not know (yet, or any more) sends the record across
+//! for Python to decide, and Python hands the role back. Rules with conditions the core
+//! cannot evaluate at all (computed text) are *passthrough*: the core checks what it can
+//! and hands every candidate over.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::decode::Addr;
 use crate::events::{Body, Event, Proto};
@@ -257,9 +261,153 @@ pub mod f {
     pub const REQUEST_GROUP: u8 = 49;
 }
 
-/// The id of a field name (see `FIELDS`).
+/// Fields no single record holds, read from the [`Context`]; their ids start at
+/// `CONTEXT_BASE`. They may be conditions, never grouping or threshold fields.
+pub const CONTEXT_FIELDS: &[&str] = &[
+    "source_role",
+    "destination_role",
+    "baseline_state",
+    "function_learned",
+];
+pub const CONTEXT_BASE: u8 = 64;
+
+/// The id of a field name (see `FIELDS` and `CONTEXT_FIELDS`).
 pub fn field_id(name: &str) -> Option<u8> {
-    FIELDS.iter().position(|&n| n == name).map(|i| i as u8)
+    FIELDS
+        .iter()
+        .position(|&n| n == name)
+        .map(|i| i as u8)
+        .or_else(|| {
+            CONTEXT_FIELDS
+                .iter()
+                .position(|&n| n == name)
+                .map(|i| CONTEXT_BASE + i as u8)
+        })
+}
+
+/// A role Python decided for an address (see `Context::role`).
+#[derive(Clone, Debug)]
+struct Role {
+    role: Val,
+    /// capture time until which it stands unless the host changes (Python says: roles
+    /// decided by rates and time stand shorter; the baseline's forever)
+    until: f64,
+    /// it went stale and one record crossed for Python to decide it again
+    asked: bool,
+    /// the baseline's: stands whatever the host does
+    lasting: bool,
+}
+
+/// Roles kept before the live ones are all forgotten (they are asked for again).
+const MAX_ROLES: usize = 100_000;
+
+/// What rules may ask that no record holds, kept filled by Python.
+#[derive(Default)]
+pub struct Context {
+    roles: FxHashMap<Addr, Role>,
+    /// None: no baseline; Some(t): learning before t, protecting from t
+    pub protect_from: Option<f64>,
+    /// the baseline's functions: (edge, request?, code)
+    learned: FxHashSet<(crate::watch::EdgeRef, bool, u32)>,
+    /// some rule asks for a role: the inventory reports what changes a host's role
+    pub wants_roles: bool,
+}
+
+impl Context {
+    /// Roles Python decided: (address, role, until); `lasting`: the baseline's (a live
+    /// decision never replaces one of those).
+    pub fn set_roles(&mut self, roles: impl IntoIterator<Item = (Addr, Val, f64)>, lasting: bool) {
+        for (ip, role, until) in roles {
+            let known = self.roles.get(&ip);
+            if !lasting && known.is_some_and(|r| r.lasting) {
+                continue;
+            }
+            if known.is_none() && self.roles.len() >= MAX_ROLES {
+                self.roles.retain(|_, r| r.lasting);
+            }
+            let asked = false;
+            self.roles.insert(
+                ip,
+                Role {
+                    role,
+                    until,
+                    asked,
+                    lasting,
+                },
+            );
+        }
+    }
+
+    /// What decides a host's role changed (new evidence, service or use): Python decides
+    /// it again at its next record that needs it. The baseline's roles stand.
+    pub fn forget_role(&mut self, ip: &Addr) {
+        if self.roles.get(ip).is_some_and(|r| !r.lasting) {
+            self.roles.remove(ip);
+        }
+    }
+
+    pub fn set_learned(
+        &mut self,
+        functions: impl IntoIterator<Item = (crate::watch::EdgeRef, bool, u32)>,
+    ) {
+        self.learned = functions.into_iter().collect();
+    }
+
+    /// A role for a rule: None when Python must decide it. A role past its time is used
+    /// once more while one record crosses to have it decided again.
+    fn role(&mut self, ip: &Addr, ts: f64) -> Option<&Val> {
+        let r = self.roles.get_mut(ip)?;
+        if ts > r.until && !r.asked {
+            r.asked = true;
+            return None;
+        }
+        Some(&r.role)
+    }
+
+    /// Test a context condition; None: the core cannot tell (Python decides the record).
+    fn test(
+        &mut self,
+        id: u8,
+        op: Op,
+        want: &Val,
+        flow: &Flow,
+        ev: &Event,
+        ts: f64,
+    ) -> Option<bool> {
+        let sender = flow.sender(ev.from_client);
+        match id - CONTEXT_BASE {
+            0 | 1 => {
+                let ip = flow.ips[if id == CONTEXT_BASE {
+                    sender
+                } else {
+                    1 - sender
+                }];
+                Some(test(op, self.role(&ip, ts)?, want))
+            }
+            2 => {
+                let state = match self.protect_from {
+                    None => "none",
+                    Some(t) if ts >= t => "protecting",
+                    Some(_) => "learning",
+                };
+                Some(test(op, &Val::Sym(state), want))
+            }
+            _ => {
+                let learned = crate::meaning::code(ev).is_some_and(|code| {
+                    let client = flow.client_side();
+                    let edge = (
+                        flow.ips[client],
+                        flow.ips[1 - client],
+                        flow.proto,
+                        flow.ports[1 - client],
+                        ev.protocol(),
+                    );
+                    self.learned.contains(&(edge, ev.is_request(), code))
+                });
+                Some(test(op, &Val::Int(learned as i64), want))
+            }
+        }
+    }
 }
 
 pub(crate) fn int<T: Into<i64>>(v: Option<T>) -> Val {
@@ -453,6 +601,7 @@ pub struct Matcher {
     keys: FxHashMap<Key, u32>,
     pub counts: Vec<Counts>,
     windows: FxHashMap<(u32, Addr), Window>,
+    pub context: Context,
 }
 
 /// What the matcher decided for one record.
@@ -461,6 +610,9 @@ pub struct Verdict {
     pub hits: Vec<Hit>,
     /// a passthrough rule's candidate: Python evaluates it
     pub candidate: bool,
+    /// rules whose conditions hold except for a role the core does not know: Python
+    /// decides them on this record (and hands the roles back)
+    pub undecided: Vec<u32>,
     /// keys this (answerable) request counted a repeat on, for its response
     pub repeats: Vec<u32>,
 }
@@ -534,6 +686,14 @@ impl Matcher {
         self.rules.is_empty()
     }
 
+    /// Does a rule ask for a host's role?
+    pub fn asks_roles(&self) -> bool {
+        let roles = CONTEXT_BASE..CONTEXT_BASE + 2;
+        self.rules
+            .iter()
+            .any(|r| r.conditions.iter().any(|(id, _, _)| roles.contains(id)))
+    }
+
     pub fn evaluate(
         &mut self,
         flow: &mut Flow,
@@ -567,15 +727,28 @@ impl Matcher {
             if rule.request.is_some_and(|r| r != request) {
                 continue;
             }
-            let ok = rule
-                .conditions
-                .iter()
-                .all(|(id, op, want)| test(*op, &field(ev, *id, request_index), want));
+            let context = &mut self.context;
+            let mut undecided = false;
+            let ok = rule.conditions.iter().all(|(id, op, want)| {
+                if *id < CONTEXT_BASE {
+                    return test(*op, &field(ev, *id, request_index), want);
+                }
+                context
+                    .test(*id, *op, want, flow, ev, ts)
+                    .unwrap_or_else(|| {
+                        undecided = true;
+                        true
+                    })
+            });
             if !ok {
                 continue;
             }
             if rule.passthrough {
                 out.candidate = true;
+                continue;
+            }
+            if undecided {
+                out.undecided.push(i as u32);
                 continue;
             }
             if !self.crossed(i, flow, ev, ts, request_index) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 from otsec.baseline.model import Baseline
@@ -36,7 +37,10 @@ class Detector:
         self.matcher = Matcher(self.ruleset, self._context, only=passthrough)
         self.hit_alerts: dict[int, Alert | str] = {}  # core key -> alert, or why it was dropped
         self._applied: dict[int, tuple[int, int, int, dict[str, int]]] = {}
-        self.roles: Callable[[str], str | None] | None = None  # live role guesses by IP
+        #: live role guesses by IP at a time: (role, until when it stands)
+        self.roles: Callable[[str, float], tuple[str | None, float]] | None = None
+        #: roles decided for rules since the core was last told: ip -> (role, until)
+        self.roles_decided: dict[str, tuple[str | None, float]] = {}
         self.book = AlertBook(window=window)
         self.baseline: Baseline | None = None
         self.deviations: Deviations | None = None
@@ -78,16 +82,32 @@ class Detector:
         sender = flow.sender(event.from_client)
         ip = flow.ip_texts[sender if name == "source_role" else 1 - sender]
         if self.baseline is not None and ip in self.baseline.assets:
-            return self.baseline.assets[ip].role
-        return self.roles(ip) if self.roles else None
+            role, until = self.baseline.assets[ip].role, math.inf
+        elif self.roles is not None:
+            role, until = self.roles(ip, event.ts)
+        else:
+            return None
+        self.roles_decided[ip] = (role, until)  # the core matches on it from now on
+        return role
+
+    def take_roles(self) -> list[tuple[str, str | None, float]]:
+        """The roles decided since the last call, for the core: (ip, role, until)."""
+        out = [(ip, role, until) for ip, (role, until) in self.roles_decided.items()]
+        self.roles_decided.clear()
+        return out
 
     def on_event(self, event: Event, hits: Sequence[tuple[int, int]] = (),
-                 request_index: int | None = None) -> None:
-        """One record that crossed; ``hits`` are the core rules' first findings on it."""
+                 request_index: int | None = None, undecided: Sequence[int] = ()) -> None:
+        """One record that crossed; ``hits`` are the core rules' first findings on it,
+        ``undecided`` the core rules it left to Python."""
         req = getattr(event, "request", None)
         if req is not None and req.accepted is not None:
             self.book.settle(req, req.accepted, resolve(event, "reason"))
         findings = self.matcher.evaluate(event, request_index)
+        for rule in undecided:
+            found = self.matcher.decide(self.core_rules[rule], event, request_index)
+            if found is not None:
+                findings.append(found)
         keys: list[int | None] = [None] * len(findings)
         for rule, key in hits:
             findings.append(self.matcher.finding(self.core_rules[rule], event))

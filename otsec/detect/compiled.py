@@ -2,8 +2,11 @@
 
 A rule whose conditions, threshold and grouping the core can evaluate on record fields
 (``otsec._core.FIELDS``) runs entirely in the core: only the first record of each finding
-crosses into Python, repeats are counted there. Any other rule is *passthrough*: the core
-checks the conditions it can, and every candidate crosses for the Python matcher.
+crosses into Python, repeats are counted there. Conditions on roles, the baseline's state
+and learned functions (``otsec._core.CONTEXT_FIELDS``) are evaluated there too, from
+what Python told the core (a record whose host's role the core does not know crosses once
+for Python to decide). Any other rule is *passthrough*: the core checks the conditions it
+can, and every candidate crosses for the Python matcher.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from otsec.detect.ruleset import CompiledRule, RuleSet
 from otsec.protocols import RECORD_PROTOCOLS
 
 CORE_FIELDS = frozenset(_core.FIELDS)
+CONTEXT_FIELDS = frozenset(_core.CONTEXT_FIELDS)
 #: computed text fields, told apart in the core by the record fields they are made of
 SOURCES = {
     "function_name": ["protocol", "function_code"], "block": ["block_type", "block_number"],
@@ -38,9 +42,12 @@ def _keys(names: list[str]) -> list[str] | None:
 def _spec(c: CompiledRule) -> tuple[Any, ...]:
     rule = c.rule
     conditions = [(x.field, x.op, sorted(x.value, key=repr) if isinstance(x.value, frozenset)
-                   else x.value) for x in c.conditions if x.field in CORE_FIELDS]
+                   else x.value) for x in c.conditions
+                  if x.field in CORE_FIELDS or x.field in CONTEXT_FIELDS]
     keys = _keys([*c.group_by, *template_fields(c.detail)])
+    contextual = any(x.field in CONTEXT_FIELDS for x in c.conditions)
     passthrough = (len(conditions) < len(c.conditions) or keys is None
+                   or (c.threshold is not None and contextual)  # one count, in one place
                    or (c.threshold is not None and c.threshold.distinct is not None
                        and c.threshold.distinct not in CORE_FIELDS))
     threshold = None

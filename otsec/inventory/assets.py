@@ -8,6 +8,7 @@ asset identified by that MAC (a router's MAC, seen in front of many IPs, is not 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from otsec.events import Event
 from otsec.inventory.evidence import observe
 from otsec.inventory.oui import mac_vendor
-from otsec.inventory.roles import guess_role
+from otsec.inventory.roles import guess_role, role_stands_until
 
 
 @dataclass
@@ -108,13 +109,16 @@ class Inventory:
         if host is not None:
             host.identity = ident
 
-    def role_of(self, ip: str) -> str | None:
-        """The role the evidence so far suggests for one address (for rules, on demand)."""
+    def role_of(self, ip: str, now: float) -> tuple[str | None, float]:
+        """The role the evidence so far suggests for one address (for rules, on demand),
+        and until when it stands unless the host's evidence kinds, services or uses
+        change."""
         host = self.live(ip) if self.live is not None else self.hosts.get(ip)
         if host is None:
-            return None
-        return guess_role(host.evidence, host.services, host.uses,
+            return None, math.inf  # the host's appearance is a change
+        role = guess_role(host.evidence, host.services, host.uses,
                           host.last_seen - host.first_seen)[0]
+        return role, role_stands_until(role, host.evidence, host.first_seen, now)
 
     # -- the merged view ----------------------------------------------------------
 

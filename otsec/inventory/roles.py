@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,23 @@ def guess_role(
         names = sorted({proto for _t, _p, proto in services | uses})
         return "it_host", [f"IT traffic only: {', '.join(names)}"]
     return "unknown", notes
+
+
+def role_stands_until(role: str, evidence: Counter[str], first_seen: float,
+                      now: float) -> float:
+    """The earliest capture time at which ``guess_role`` could answer otherwise for a host
+    whose evidence kinds, services and uses stay as they are (the compiled core asks again
+    when those change, and at this time). Only a station that only reads is decided by
+    counts and time: a historian may become an HMI with its next read; an HMI that only
+    reads cannot become a historian before its reads are slow enough over a long enough
+    span."""
+    if role == "historian":
+        return now
+    reads = sum(v for k, v in evidence.items() if k.endswith("-read"))
+    writes = any(k.endswith("-write") for k in evidence)
+    if role == "hmi" and reads and not writes:
+        return first_seen + max(HISTORIAN_MIN_SPAN, reads / HISTORIAN_MAX_RATE)
+    return math.inf
 
 
 #: incident causes no ordinary operator station has; what the asset is flagged with

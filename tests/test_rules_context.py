@@ -1,0 +1,210 @@
+"""Rules on what no record holds (hosts' roles, the baseline's state, learned functions)
+are matched in the core from what Python told it. The reference is Python deciding every
+candidate as it happens (one packet at a time, the roles as the evidence so far has them):
+the core gives the same alerts with a handful of records crossing instead of every one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otsec.audit import run_audit, run_learn
+from otsec.detect import compiled
+from otsec.detect.ruleset import load
+from otsec.pipeline import Pipeline
+from tests import pcapgen as g
+from tests.helpers import Conversation, holding_reply, read_holding
+from tests.pyengine.capture_files import CaptureReader
+
+PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
+T0 = 1_764_000_000.0
+
+RULES = """
+rules:
+  - id: site-plc-read
+    name: Reads of a PLC the baseline did not learn
+    description: Roles, baseline state and learned functions together.
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/runbook
+    protocol: modbus
+    match: {direction: request, destination_role: plc, function_code: [1, 2, 3, 4],
+            baseline_state: {ne: protecting}, function_learned: false}
+    message: "read {table} of"
+  - id: site-write-not-from-hmi
+    name: Write from a host that is not an HMI
+    description: Writes belong to HMIs.
+    severity: high
+    category: write
+    techniques: [T0855]
+    reference: https://example.invalid/runbook
+    protocol: modbus
+    match: {direction: request, function_code: [5, 6, 15, 16],
+            source_role: {not_in: [hmi]}}
+    message: "wrote {table} at {address} on"
+    group_by: [function_code]
+  - id: site-modbus-answer-to-station
+    name: Answers to stations
+    description: A response role check (the sender is the server).
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/runbook
+    protocol: modbus
+    match: {direction: response, source_role: plc, destination_role: {ne: plc}}
+    message: "answered"
+  - id: site-s7-job-to-plc
+    name: S7 job to a PLC while protecting
+    description: Jobs to controllers once protecting, unless learned.
+    severity: medium
+    category: programming
+    techniques: [T0843]
+    reference: https://example.invalid/runbook
+    protocol: s7comm
+    match: {rosctr: 1, destination_role: plc, baseline_state: protecting,
+            function_learned: false}
+    message: "sent a job to"
+  - id: site-dnp3-to-outstation
+    name: DNP3 requests to an outstation
+    description: Any request to an RTU-like outstation.
+    severity: low
+    category: control
+    techniques: [T0855]
+    reference: https://example.invalid/runbook
+    protocol: dnp3
+    match: {direction: request, destination_role: [rtu, plc]}
+    message: "sent {function_name} to"
+"""
+
+SCENARIOS = {
+    "modbus": ("modbus-normal.pcap", "modbus-intrusion.pcap"),
+    "s7": ("s7-normal.pcap", "s7-intrusion.pcap"),
+    "dnp3": ("dnp3-normal.pcap", "dnp3-intrusion.pcap"),
+}
+
+
+def _alerts(result: Any) -> list[tuple[Any, ...]]:
+    """What an analyst sees of each alert (its id names rule, endpoints and start)."""
+    out = []
+    for doc in result.alerts:
+        a = doc["otsec"]["alert"]
+        out.append((doc["rule"]["id"], doc["source"]["ip"], doc["destination"]["ip"],
+                    doc["event"]["start"], doc["event"]["end"], a["count"],
+                    a.get("accepted"), a.get("rejected"), doc["message"]))
+    return sorted(out, key=repr)
+
+
+def _one_packet_at_a_time(self: Pipeline, paths: Sequence[str | Path],
+                          progress: Any = None) -> list[str]:
+    """Pipeline.run, handing every record over as soon as its packet is read."""
+    for path in paths:
+        with CaptureReader(Path(path)) as reader:
+            for ts, linktype, buf, start, caplen, wirelen in reader:
+                self.core.packet(ts, linktype, bytes(buf[start:start + caplen]), wirelen)
+                self.drain()
+    return []
+
+
+def _audit(tmp: Path, name: str, capture: str, python_decides: bool,
+           monkeypatch: pytest.MonkeyPatch, **kw: Any) -> Any:
+    """One audit with the site rules; ``python_decides``: the context conditions are left
+    to the Python matcher for every candidate (the rules become passthrough), one packet
+    at a time."""
+    with monkeypatch.context() as m:
+        if python_decides:
+            m.setattr(compiled, "CONTEXT_FIELDS", frozenset())
+            m.setattr(Pipeline, "run", _one_packet_at_a_time)
+        return run_audit([PCAPS / capture], tmp / name, ruleset=load([tmp / "site.yaml"]),
+                         **kw)
+
+
+@pytest.mark.parametrize("protocol", sorted(SCENARIOS))
+def test_context_rules_in_the_core_alert_as_python_does(
+        protocol: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "site.yaml").write_text(RULES)
+    normal, intrusion = SCENARIOS[protocol]
+    baseline = run_learn([PCAPS / normal])
+    runs: list[tuple[str, str, dict[str, Any]]] = [
+        ("plain", intrusion, {}),
+        ("protecting", intrusion, {"baseline": baseline}),
+        ("learning", normal, {"learn_for": 20.0}),
+    ]
+    seen = 0
+    for name, capture, kw in runs:
+        core = _audit(tmp_path, f"{name}-core", capture, False, monkeypatch, **kw)
+        python = _audit(tmp_path, f"{name}-py", capture, True, monkeypatch, **kw)
+        assert _alerts(core) == _alerts(python), name
+        seen += sum(1 for a in core.alerts if a["rule"]["id"].startswith("site-"))
+    assert seen  # the rules matched something in every protocol's runs
+
+
+def test_context_rules_do_not_send_every_candidate_across(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steady polling of a PLC under a role rule: the core decides nearly every record."""
+    (tmp_path / "site.yaml").write_text(RULES)
+    core = _audit(tmp_path, "core", "modbus-normal.pcap", False, monkeypatch)
+    python = _audit(tmp_path, "py", "modbus-normal.pcap", True, monkeypatch)
+    reads = next(a for a in core.alerts if a["rule"]["id"] == "site-plc-read")
+    assert reads["otsec"]["alert"]["count"] > 100
+    assert _alerts(core) == _alerts(python)
+    # the candidates stayed in the core
+    assert core.summary["records_to_policy"] * 10 < python.summary["records_to_policy"]
+
+
+def test_a_role_that_changes_is_asked_for_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The roles the core holds follow the baseline once it is learned: a host the learning
+    window made a PLC is matched as one (baseline roles stand; live ones are re-asked)."""
+    (tmp_path / "site.yaml").write_text(RULES)
+    learning = _audit(tmp_path, "learn", "modbus-intrusion.pcap", False, monkeypatch,
+                      learn_for=10.0)
+    python = _audit(tmp_path, "learn-py", "modbus-intrusion.pcap", True, monkeypatch,
+                    learn_for=10.0)
+    assert _alerts(learning) == _alerts(python)
+
+
+HISTORIAN_RULE = """
+rules:
+  - id: site-historian-read
+    name: Reads by a historian
+    description: A role that time decides (a slow reader becomes a historian).
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/runbook
+    protocol: modbus
+    match: {direction: request, function_code: 3, source_role: historian}
+    message: "read registers of"
+"""
+
+
+def test_a_role_that_time_changes_is_asked_for_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One read every 20 s, a connection each: an HMI at first, a historian once a minute
+    of slow reading is behind it. Nothing new is seen when that happens; the core asks
+    again because the role it holds has aged."""
+    frames = []
+    for i in range(10):
+        c = Conversation(client="10.0.0.30", cport=41000 + i)
+        c.send(True, read_holding(i + 1))
+        c.send(False, holding_reply(i + 1))
+        c.frames += [c.frame(True, 0x11), c.frame(False, 0x11)]
+        frames += [(T0 + 20 * i + k * 0.001, f) for k, f in enumerate(c.frames)]
+    (tmp_path / "slow.pcap").write_bytes(g.pcap(frames))
+    (tmp_path / "site.yaml").write_text(HISTORIAN_RULE)
+    runs = {}
+    for name, python_decides in (("core", False), ("py", True)):
+        with monkeypatch.context() as m:
+            if python_decides:
+                m.setattr(compiled, "CONTEXT_FIELDS", frozenset())
+                m.setattr(Pipeline, "run", _one_packet_at_a_time)
+            runs[name] = run_audit([tmp_path / "slow.pcap"], tmp_path / name,
+                                   ruleset=load([tmp_path / "site.yaml"]))
+    assert _alerts(runs["core"]) == _alerts(runs["py"])
+    (alert,) = runs["core"].alerts
+    assert alert["otsec"]["alert"]["count"] == 5  # the reads from 100 s on
+    assert alert["event"]["start"].startswith("2025-11-24T16:01:40")
