@@ -96,19 +96,16 @@ class Facts:
         self.requests: dict[tuple[int, int], Event] = {}  # (flow, txn) -> crossed request
         self.max_requests = max_requests
         self.hits: list[tuple[int, int]] = []
-        self.undecided: list[int] = []  # rules the core left to Python (unknown roles)
         self.request_index = 0
         self.rate: int | None = None
         self.values: list[ValueDeviation] = []  # written values the baseline did not see
 
     def event(self, fact: tuple[Any, ...]) -> Event:
-        """The typed record of a fact; its hits, the rules left to Python, request index,
-        rate (requests in the window when over the learned rate) and unlearned written
-        values are left in ``hits``, ``undecided``, ``request_index``, ``rate``,
-        ``values``."""
+        """The typed record of a fact; its hits, request index, rate (requests in the
+        window when over the learned rate) and unlearned written values are left in
+        ``hits``, ``request_index``, ``rate``, ``values``."""
         kind, flow_id, view, ts, frame, from_client, fields, txn, req, hits, extra = fact
-        self.hits = hits
-        self.undecided, self.request_index, self.rate, meaning, self.values = extra
+        self.hits, (self.request_index, self.rate, meaning, self.values) = hits, extra
         flow = self.flows.get(flow_id)
         if flow is None:
             flow = self.flows[flow_id] = FlowView(flow_id)

@@ -98,13 +98,14 @@ class Pipeline:
         self.core.set_stamp(sensor.fragment())
         self.facts = Facts()
         self.inventory = Inventory()
-        self.inventory.live = self._host
         self.detector = Detector(ruleset)
         self.probes = Probes(self.detector)
         self.availability = Availability(self.detector)
         self.inventory.scanners = self.probes.scanners
         self.reload(self.detector.ruleset)
-        self.detector.roles = self.inventory.role_of
+        self.detector.hosts = self._host
+        self.detector.counts_of = self.core.hit_counts
+        self.core.set_role_source(self._role_for_rules)
         self.deviations: Deviations | None = None
         if baseline is not None or learn_for is not None:
             base = baseline if baseline is not None else Baseline()
@@ -198,13 +199,10 @@ class Pipeline:
                 continue
             ev = event(fact)
             inventory.on_event(ev)
-            detector.on_event(ev, self.facts.hits, self.facts.request_index,
-                              self.facts.undecided)
+            detector.on_event(ev, self.facts.hits, self.facts.request_index)
             if deviations is not None:
                 deviations.on_event(ev, self.facts.rate, self.facts.request_index,
                                     self.facts.values)
-        if detector.roles_decided:
-            self.core.set_roles(detector.take_roles())
         self._learning_window()
 
     def _learning_window_start(self) -> None:
@@ -251,6 +249,11 @@ class Pipeline:
     def _host(self, ip: str) -> Any:
         row = self.core.host(ip)
         return None if row is None else host_record(row)
+
+    def _role_for_rules(self, ip: str, row: tuple[Any, ...] | None,
+                        now: float) -> tuple[str | None, float]:
+        """The core asks for a host's role (it hands over the host as it stands)."""
+        return self.detector.role(ip, None if row is None else host_record(row), now)
 
     def stats(self) -> dict[str, Any]:
         return self.core.stats()

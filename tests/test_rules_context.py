@@ -5,6 +5,7 @@ the core gives the same alerts with a handful of records crossing instead of eve
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,13 @@ from typing import Any
 import pytest
 
 from otsec.audit import run_audit, run_learn
+from otsec.capture import NothingAnalysed
 from otsec.detect import compiled
 from otsec.detect.ruleset import load
 from otsec.pipeline import Pipeline
 from tests import pcapgen as g
 from tests.helpers import Conversation, holding_reply, read_holding
+from tests.oracle import CORPUS, corpus_rows, nothing_to_analyse
 from tests.pyengine.capture_files import CaptureReader
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
@@ -111,9 +114,9 @@ def _one_packet_at_a_time(self: Pipeline, paths: Sequence[str | Path],
 
 def _audit(tmp: Path, name: str, capture: str, python_decides: bool,
            monkeypatch: pytest.MonkeyPatch, **kw: Any) -> Any:
-    """One audit with the site rules; ``python_decides``: the context conditions are left
-    to the Python matcher for every candidate (the rules become passthrough), one packet
-    at a time."""
+    """One audit of a sample (or of any capture, by its absolute path) with the site
+    rules; ``python_decides``: the context conditions are left to the Python matcher for
+    every candidate (the rules become passthrough), one packet at a time."""
     with monkeypatch.context() as m:
         if python_decides:
             m.setattr(compiled, "CONTEXT_FIELDS", frozenset())
@@ -155,10 +158,10 @@ def test_context_rules_do_not_send_every_candidate_across(
     assert core.summary["records_to_policy"] * 10 < python.summary["records_to_policy"]
 
 
-def test_a_role_that_changes_is_asked_for_again(
+def test_roles_follow_the_baseline_the_learning_window_made(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The roles the core holds follow the baseline once it is learned: a host the learning
-    window made a PLC is matched as one (baseline roles stand; live ones are re-asked)."""
+    """Once the learning window closes, the baseline's roles stand for its hosts (and its
+    state and functions change what the rules see) in the core as in Python."""
     (tmp_path / "site.yaml").write_text(RULES)
     learning = _audit(tmp_path, "learn", "modbus-intrusion.pcap", False, monkeypatch,
                       learn_for=10.0)
@@ -196,15 +199,37 @@ def test_a_role_that_time_changes_is_asked_for_again(
         frames += [(T0 + 20 * i + k * 0.001, f) for k, f in enumerate(c.frames)]
     (tmp_path / "slow.pcap").write_bytes(g.pcap(frames))
     (tmp_path / "site.yaml").write_text(HISTORIAN_RULE)
-    runs = {}
-    for name, python_decides in (("core", False), ("py", True)):
-        with monkeypatch.context() as m:
-            if python_decides:
-                m.setattr(compiled, "CONTEXT_FIELDS", frozenset())
-                m.setattr(Pipeline, "run", _one_packet_at_a_time)
-            runs[name] = run_audit([tmp_path / "slow.pcap"], tmp_path / name,
-                                   ruleset=load([tmp_path / "site.yaml"]))
-    assert _alerts(runs["core"]) == _alerts(runs["py"])
-    (alert,) = runs["core"].alerts
+    slow = str(tmp_path / "slow.pcap")
+    core = _audit(tmp_path, "core", slow, False, monkeypatch)
+    assert _alerts(core) == _alerts(_audit(tmp_path, "py", slow, True, monkeypatch))
+    (alert,) = core.alerts
     assert alert["otsec"]["alert"]["count"] == 5  # the reads from 100 s on
     assert alert["event"]["start"].startswith("2025-11-24T16:01:40")
+
+
+OT_ROWS = [r for r in corpus_rows() if not nothing_to_analyse(r)
+           and int(r["packets"]) < 60_000
+           and any(int(r[k] or 0) for k in ("modbus_pdu_frames", "s7comm_frames", "dnp3_frames"))]
+
+
+@pytest.mark.skipif(not OT_ROWS, reason="the corpus is absent")
+def test_context_rules_agree_on_every_corpus_capture(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every corpus capture with Modbus, S7comm or DNP3 (under 60k packets): the core's
+    context rules alert as Python deciding each candidate as it happens."""
+    (tmp_path / "site.yaml").write_text(RULES)
+    differ, matched = [], 0
+    for i, row in enumerate(OT_ROWS):
+        path = CORPUS / row["local_path"]
+        try:
+            core = _audit(tmp_path, f"c{i}", str(path), False, monkeypatch)
+        except NothingAnalysed:
+            continue
+        python = _audit(tmp_path, f"p{i}", str(path), True, monkeypatch)
+        matched += sum(1 for a in core.alerts if a["rule"]["id"].startswith("site-"))
+        if _alerts(core) != _alerts(python):
+            differ.append(row["local_path"])
+        shutil.rmtree(tmp_path / f"c{i}")
+        shutil.rmtree(tmp_path / f"p{i}")
+    assert differ == []
+    assert matched > 100

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::aggregate::Aggregates;
 use crate::decode::{
-    decode_arp, decode_frame, NotTransport, Transport, ACK, FIN, RST, SYN, TCP, UDP,
+    decode_arp, decode_frame, Addr, NotTransport, Transport, ACK, FIN, RST, SYN, TCP, UDP,
 };
 use crate::events::{Body, Event, Proto};
 use crate::flows::{Flow, FlowKey, FlowStats, FlowTable, ParserState};
@@ -65,13 +65,15 @@ pub type ViewKey = (
     Option<crate::protocols::Kind>,
 );
 
+/// The policy's role of a host (as the aggregates hold it) at a capture time: (role,
+/// until when it stands unless the host changes).
+pub type RoleSource = dyn Fn(&Aggregates, &Addr, f64) -> (crate::rules::Val, f64) + Send + Sync;
+
 /// What the core found about a record that crosses into Python.
 #[derive(Default)]
 pub struct Found {
     /// findings of core rules first seen on this record: (rule, key)
     pub hits: Vec<crate::rules::Hit>,
-    /// rules Python decides on this record (a role the core does not know)
-    pub undecided: Vec<u32>,
     /// the record's request index in its connection
     pub request_index: u64,
     /// requests in the rate window, when this one went over the learned rate
@@ -140,9 +142,8 @@ pub struct Engine {
     pub first_record: Option<f64>,
     /// the learning window closed at the last packet: the caller stops reading there
     pub paused: bool,
-    /// a record left a rule to Python (a role the core does not know): pause after its
-    /// packet, so that one record per host asks rather than every record of the chunk
-    asking: bool,
+    /// the policy's role of a host, for rules that ask (Python's inventory)
+    pub role_source: Option<Box<RoleSource>>,
     /// when it closed (until the caller takes it)
     pub pause_ts: Option<f64>,
 }
@@ -185,7 +186,7 @@ impl Engine {
             learn_for: cfg.learn_for,
             first_record: None,
             paused: false,
-            asking: false,
+            role_source: None,
             pause_ts: None,
         }
     }
@@ -194,22 +195,20 @@ impl Engine {
         self.flows.stats
     }
 
-    /// One packet of a capture or of the live ring; false when reading should pause with
-    /// it: the learning window closed (let Python take the baseline, then go on), or a
-    /// record left a rule to Python (let Python decide the roles it needs).
+    /// One packet of a capture or of the live ring; false when the learning window closed
+    /// with it (stop reading, let Python take the baseline, then go on).
     pub fn packet(&mut self, pkt: Packet<'_>) -> bool {
         self.process(pkt);
-        let mut pause = std::mem::take(&mut self.asking);
         if let (Some(window), Some(first)) = (self.learn_for, self.first_record) {
             if pkt.ts >= first + window {
                 self.learn_for = None;
+                self.paused = true;
                 self.pause_ts = Some(pkt.ts);
                 self.watch.forget_seen(); // protecting: what is new is reported from here
-                pause = true;
+                return false;
             }
         }
-        self.paused |= pause;
-        !pause
+        true
     }
 
     fn process(&mut self, pkt: Packet<'_>) {
@@ -737,14 +736,18 @@ impl Engine {
         }
         let mut cross = self.cross_all;
         let mut hits = Vec::new();
-        let mut undecided = Vec::new();
         if !self.matcher.is_empty() {
             self.roles_changed();
-            let v = self.matcher.evaluate(flow, &ev, ts, flow.requests);
-            cross |= v.candidate || !v.hits.is_empty() || !v.undecided.is_empty();
+            let (agg, source) = (&self.aggregates, &self.role_source);
+            let mut ask = |ip: &Addr, ts: f64| match source {
+                Some(policy) => policy(agg, ip, ts),
+                None => (crate::rules::Val::None, f64::INFINITY),
+            };
+            let v = self
+                .matcher
+                .evaluate(flow, &ev, ts, flow.requests, &mut ask);
+            cross |= v.candidate || !v.hits.is_empty();
             hits = v.hits;
-            undecided = v.undecided;
-            self.asking |= !undecided.is_empty();
             if !v.repeats.is_empty() {
                 if flow.repeated.len() >= MAX_OPEN {
                     flow.repeated.remove(0);
@@ -797,7 +800,6 @@ impl Engine {
         }
         let found = Found {
             hits,
-            undecided,
             request_index: flow.requests,
             rate,
             meaning,

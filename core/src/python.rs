@@ -488,6 +488,33 @@ impl Engine {
         Ok(())
     }
 
+    /// The policy that decides hosts' roles for rules: called as `policy(ip, host, ts)`
+    /// with the host as `hosts()` gives it (None when untracked) when a rule needs a role
+    /// the core does not hold; returns (role or None, until: the capture time until which
+    /// it stands unless the host shows new evidence, a new service or use). The policy
+    /// must not call this engine (it is reading); a failing policy counts as no role.
+    fn set_role_source(&mut self, policy: Py<PyAny>) {
+        use crate::rules::Val;
+        self.engine.role_source = Some(Box::new(move |agg, ip, ts| {
+            Python::attach(|py| {
+                let ask = || -> PyResult<(Val, f64)> {
+                    let host = agg
+                        .hosts
+                        .get(ip)
+                        .map(|h| host_tuple(py, agg, ip, h))
+                        .transpose()?;
+                    let (role, until): (Option<String>, f64) =
+                        policy.call1(py, (ip.text(), host, ts))?.extract(py)?;
+                    Ok((role.map_or(Val::None, Val::Str), until))
+                };
+                ask().unwrap_or_else(|e| {
+                    e.write_unraisable(py, None); // reported, never fatal
+                    (Val::None, f64::INFINITY)
+                })
+            })
+        }));
+    }
+
     /// Roles decided for rules to match: [(ip, role or None, until)], until a capture
     /// time; `lasting`: the baseline's roles, which stand whatever the hosts do.
     #[pyo3(signature = (roles, lasting=false))]
@@ -500,10 +527,13 @@ impl Engine {
     }
 
     /// Repeats of the findings that crossed, counted here: (key, repeats, last time,
-    /// accepted, rejected, {reason: count}) for every key with something to add.
+    /// accepted, rejected, {reason: count}) for every key with something to add (of
+    /// `keys` only, when given).
+    #[pyo3(signature = (keys=None))]
     #[allow(clippy::type_complexity)]
     fn hit_counts(
         &self,
+        keys: Option<Vec<u32>>,
     ) -> Vec<(
         u32,
         u64,
@@ -512,11 +542,16 @@ impl Engine {
         u64,
         std::collections::BTreeMap<String, u64>,
     )> {
-        self.engine
-            .matcher
-            .counts
-            .iter()
-            .enumerate()
+        let counts = &self.engine.matcher.counts;
+        let ids: Box<dyn Iterator<Item = usize>> = match keys {
+            Some(keys) => Box::new(
+                keys.into_iter()
+                    .map(|k| k as usize)
+                    .filter(|&k| k < counts.len()),
+            ),
+            None => Box::new(0..counts.len()),
+        };
+        ids.map(|i| (i, &counts[i]))
             .filter(|(_, c)| c.repeats > 0 || c.accepted > 0 || c.rejected > 0)
             .map(|(i, c)| {
                 (
@@ -1186,7 +1221,6 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
                 req,
                 found.hits.clone(),
                 (
-                    found.undecided.clone(),
                     found.request_index,
                     found.rate,
                     found.meaning.as_ref().map(meaning),

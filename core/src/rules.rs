@@ -6,10 +6,10 @@
 //!
 //! Conditions on what no record holds (hosts' roles, the baseline's state, the functions
 //! it learned) are read from a [`Context`] that Python keeps filled: roles are Python's
-//! policy, so a role the core does not know (yet, or any more) sends the record across
-//! for Python to decide, and Python hands the role back. Rules with conditions the core
-//! cannot evaluate at all (computed text) are *passthrough*: the core checks what it can
-//! and hands every candidate over.
+//! policy, so the core asks Python for a host's role when it holds none (or one that may
+//! have changed) and keeps the answer. Rules with conditions the core cannot evaluate at
+//! all (computed text) are *passthrough*: the core checks what it can and hands every
+//! candidate over.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -289,14 +289,15 @@ pub fn field_id(name: &str) -> Option<u8> {
 #[derive(Clone, Debug)]
 struct Role {
     role: Val,
-    /// capture time until which it stands unless the host changes (Python says: roles
-    /// decided by rates and time stand shorter; the baseline's forever)
+    /// capture time until which it stands unless the host changes (the policy says:
+    /// roles decided by rates and time stand shorter; the baseline's forever)
     until: f64,
-    /// it went stale and one record crossed for Python to decide it again
-    asked: bool,
     /// the baseline's: stands whatever the host does
     lasting: bool,
 }
+
+/// Asks the policy for the role of an address at a capture time: (role, until).
+pub type AskRole<'a> = dyn FnMut(&Addr, f64) -> (Val, f64) + 'a;
 
 /// Roles kept before the live ones are all forgotten (they are asked for again).
 const MAX_ROLES: usize = 100_000;
@@ -309,13 +310,11 @@ pub struct Context {
     pub protect_from: Option<f64>,
     /// the baseline's functions: (edge, request?, code)
     learned: FxHashSet<(crate::watch::EdgeRef, bool, u32)>,
-    /// some rule asks for a role: the inventory reports what changes a host's role
-    pub wants_roles: bool,
 }
 
 impl Context {
-    /// Roles Python decided: (address, role, until); `lasting`: the baseline's (a live
-    /// decision never replaces one of those).
+    /// Roles decided: (address, role, until); `lasting`: the baseline's (a live decision
+    /// never replaces one of those).
     pub fn set_roles(&mut self, roles: impl IntoIterator<Item = (Addr, Val, f64)>, lasting: bool) {
         for (ip, role, until) in roles {
             let known = self.roles.get(&ip);
@@ -325,21 +324,21 @@ impl Context {
             if known.is_none() && self.roles.len() >= MAX_ROLES {
                 self.roles.retain(|_, r| r.lasting);
             }
-            let asked = false;
+            let until = if lasting { f64::INFINITY } else { until };
             self.roles.insert(
                 ip,
                 Role {
                     role,
                     until,
-                    asked,
                     lasting,
                 },
             );
         }
     }
 
-    /// What decides a host's role changed (new evidence, service or use): Python decides
-    /// it again at its next record that needs it. The baseline's roles stand.
+    /// What decides a host's role changed (it appeared, or showed new evidence, a new
+    /// service or use): the policy is asked again when a rule needs it. The baseline's
+    /// roles stand.
     pub fn forget_role(&mut self, ip: &Addr) {
         if self.roles.get(ip).is_some_and(|r| !r.lasting) {
             self.roles.remove(ip);
@@ -353,45 +352,38 @@ impl Context {
         self.learned = functions.into_iter().collect();
     }
 
-    /// A role for a rule: None when Python must decide it. A role past its time is used
-    /// once more while one record crosses to have it decided again.
-    fn role(&mut self, ip: &Addr, ts: f64) -> Option<&Val> {
-        let r = self.roles.get_mut(ip)?;
-        if ts > r.until && !r.asked {
-            r.asked = true;
-            return None;
+    /// A host's role for a rule: the one held while it stands, else the policy's answer.
+    fn role(&mut self, ip: &Addr, ts: f64, ask: &mut AskRole<'_>) -> &Val {
+        if !self.roles.get(ip).is_some_and(|r| ts <= r.until) {
+            let (role, until) = ask(ip, ts);
+            self.set_roles([(*ip, role, until)], false);
         }
-        Some(&r.role)
+        self.roles.get(ip).map_or(&Val::None, |r| &r.role)
     }
 
-    /// Test a context condition; None: the core cannot tell (Python decides the record).
+    /// Test a condition on a context field.
     fn test(
         &mut self,
         id: u8,
-        op: Op,
-        want: &Val,
-        flow: &Flow,
-        ev: &Event,
-        ts: f64,
-    ) -> Option<bool> {
+        (op, want): (Op, &Val),
+        (flow, ev, ts): (&Flow, &Event, f64),
+        ask: &mut AskRole<'_>,
+    ) -> bool {
         let sender = flow.sender(ev.from_client);
-        match id - CONTEXT_BASE {
+        let value = match id - CONTEXT_BASE {
             0 | 1 => {
                 let ip = flow.ips[if id == CONTEXT_BASE {
                     sender
                 } else {
                     1 - sender
                 }];
-                Some(test(op, self.role(&ip, ts)?, want))
+                return test(op, self.role(&ip, ts, ask), want);
             }
-            2 => {
-                let state = match self.protect_from {
-                    None => "none",
-                    Some(t) if ts >= t => "protecting",
-                    Some(_) => "learning",
-                };
-                Some(test(op, &Val::Sym(state), want))
-            }
+            2 => Val::Sym(match self.protect_from {
+                None => "none",
+                Some(t) if ts >= t => "protecting",
+                Some(_) => "learning",
+            }),
             _ => {
                 let learned = crate::meaning::code(ev).is_some_and(|code| {
                     let client = flow.client_side();
@@ -404,9 +396,10 @@ impl Context {
                     );
                     self.learned.contains(&(edge, ev.is_request(), code))
                 });
-                Some(test(op, &Val::Int(learned as i64), want))
+                Val::Int(learned as i64)
             }
-        }
+        };
+        test(op, &value, want)
     }
 }
 
@@ -610,9 +603,6 @@ pub struct Verdict {
     pub hits: Vec<Hit>,
     /// a passthrough rule's candidate: Python evaluates it
     pub candidate: bool,
-    /// rules whose conditions hold except for a role the core does not know: Python
-    /// decides them on this record (and hands the roles back)
-    pub undecided: Vec<u32>,
     /// keys this (answerable) request counted a repeat on, for its response
     pub repeats: Vec<u32>,
 }
@@ -694,12 +684,15 @@ impl Matcher {
             .any(|r| r.conditions.iter().any(|(id, _, _)| roles.contains(id)))
     }
 
+    /// The rules on one record; `ask` gives the policy's role of a host the context does
+    /// not hold.
     pub fn evaluate(
         &mut self,
         flow: &mut Flow,
         ev: &Event,
         ts: f64,
         request_index: u64,
+        ask: &mut AskRole<'_>,
     ) -> Verdict {
         let mut out = Verdict::default();
         let anomaly = matches!(ev.body, Body::Anomaly(_));
@@ -728,27 +721,17 @@ impl Matcher {
                 continue;
             }
             let context = &mut self.context;
-            let mut undecided = false;
             let ok = rule.conditions.iter().all(|(id, op, want)| {
                 if *id < CONTEXT_BASE {
                     return test(*op, &field(ev, *id, request_index), want);
                 }
-                context
-                    .test(*id, *op, want, flow, ev, ts)
-                    .unwrap_or_else(|| {
-                        undecided = true;
-                        true
-                    })
+                context.test(*id, (*op, want), (flow, ev, ts), ask)
             });
             if !ok {
                 continue;
             }
             if rule.passthrough {
                 out.candidate = true;
-                continue;
-            }
-            if undecided {
-                out.undecided.push(i as u32);
                 continue;
             }
             if !self.crossed(i, flow, ev, ts, request_index) {

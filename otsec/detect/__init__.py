@@ -13,6 +13,13 @@ from otsec.detect.matcher import Matcher
 from otsec.detect.ruleset import CompiledRule, RuleSet, load
 from otsec.events import Event
 from otsec.graph.functions import describe
+from otsec.inventory.assets import HostRecord
+from otsec.inventory.roles import role_for_rules
+
+#: the core's counts of one finding: key, repeats, last time, accepted, rejected, reasons
+HitCount = tuple[int, int, float, int, int, dict[str, int]]
+#: core findings remembered per alert (to bring its end up to date before folding into it)
+MAX_CORE_KEYS = 256
 
 #: rule categories a learned function silences (scans and malformed traffic always alert)
 CONTEXTUAL = frozenset({"write", "diagnostics", "recon", "programming", "operating-mode",
@@ -37,10 +44,9 @@ class Detector:
         self.matcher = Matcher(self.ruleset, self._context, only=passthrough)
         self.hit_alerts: dict[int, Alert | str] = {}  # core key -> alert, or why it was dropped
         self._applied: dict[int, tuple[int, int, int, dict[str, int]]] = {}
-        #: live role guesses by IP at a time: (role, until when it stands)
-        self.roles: Callable[[str, float], tuple[str | None, float]] | None = None
-        #: roles decided for rules since the core was last told: ip -> (role, until)
-        self.roles_decided: dict[str, tuple[str | None, float]] = {}
+        self.hosts: Callable[[str], HostRecord | None] | None = None  # live, by IP
+        #: the core's counts of some of its findings (as ``sync`` takes them)
+        self.counts_of: Callable[[list[int]], Iterable[HitCount]] | None = None
         self.book = AlertBook(window=window)
         self.baseline: Baseline | None = None
         self.deviations: Deviations | None = None
@@ -81,33 +87,24 @@ class Detector:
             return None
         sender = flow.sender(event.from_client)
         ip = flow.ip_texts[sender if name == "source_role" else 1 - sender]
-        if self.baseline is not None and ip in self.baseline.assets:
-            role, until = self.baseline.assets[ip].role, math.inf
-        elif self.roles is not None:
-            role, until = self.roles(ip, event.ts)
-        else:
-            return None
-        self.roles_decided[ip] = (role, until)  # the core matches on it from now on
-        return role
+        host = self.hosts(ip) if self.hosts is not None else None
+        return self.role(ip, host, event.ts)[0]
 
-    def take_roles(self) -> list[tuple[str, str | None, float]]:
-        """The roles decided since the last call, for the core: (ip, role, until)."""
-        out = [(ip, role, until) for ip, (role, until) in self.roles_decided.items()]
-        self.roles_decided.clear()
-        return out
+    def role(self, ip: str, host: HostRecord | None, now: float) -> tuple[str | None, float]:
+        """A host's role for rules (the baseline's, else what its evidence so far
+        suggests) and until when it stands unless the host changes (the compiled core asks
+        this when a rule needs a role it does not hold)."""
+        if self.baseline is not None and ip in self.baseline.assets:
+            return self.baseline.assets[ip].role, math.inf
+        return role_for_rules(host, now)
 
     def on_event(self, event: Event, hits: Sequence[tuple[int, int]] = (),
-                 request_index: int | None = None, undecided: Sequence[int] = ()) -> None:
-        """One record that crossed; ``hits`` are the core rules' first findings on it,
-        ``undecided`` the core rules it left to Python."""
+                 request_index: int | None = None) -> None:
+        """One record that crossed; ``hits`` are the core rules' first findings on it."""
         req = getattr(event, "request", None)
         if req is not None and req.accepted is not None:
             self.book.settle(req, req.accepted, resolve(event, "reason"))
         findings = self.matcher.evaluate(event, request_index)
-        for rule in undecided:
-            found = self.matcher.decide(self.core_rules[rule], event, request_index)
-            if found is not None:
-                findings.append(found)
         keys: list[int | None] = [None] * len(findings)
         for rule, key in hits:
             findings.append(self.matcher.finding(self.core_rules[rule], event))
@@ -119,6 +116,8 @@ class Detector:
             outcome = self.add(finding) if finding in kept else "baseline"
             if key is not None:
                 self.hit_alerts[key] = outcome
+                if isinstance(outcome, Alert) and len(outcome.core_keys) < MAX_CORE_KEYS:
+                    outcome.core_keys.append(key)
 
     def add(self, finding: Finding) -> Alert | str:
         """Every finding (rules and baseline deviations) passes site policy here; returns
@@ -127,9 +126,13 @@ class Detector:
         if dropped:
             self.suppressed[dropped] += 1
             return dropped
+        open_alert = self.book.open_alert(finding)
+        if open_alert is not None and open_alert.core_keys and self.counts_of is not None:
+            # the repeats the core counted decide whether this finding is within its window
+            self.sync(self.counts_of(open_alert.core_keys))
         return self.book.add(finding)
 
-    def sync(self, counts: Iterable[tuple[int, int, float, int, int, dict[str, int]]]) -> None:
+    def sync(self, counts: Iterable[HitCount]) -> None:
         """Fold the repeats the core counted into the alerts (again and again: only what is
         new since the last call is added)."""
         for key, repeats, last, accepted, rejected, reasons in counts:

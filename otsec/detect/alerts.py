@@ -69,6 +69,8 @@ class Alert:
     overflow: bool = False  # holds the findings beyond MAX_PER_RULE alerts of its rule
     again_after: float | None = None  # the same finding alerted before, then was quiet this
     # long (the alert window) at least
+    #: the compiled core's findings folded into it (it counts their repeats)
+    core_keys: list[int] = field(default_factory=list, repr=False)
 
     @property
     def id(self) -> str:
@@ -145,6 +147,11 @@ class AlertBook:
         self._open: dict[tuple[object, ...], Alert] = {}
         self._watch: OrderedDict[int, tuple[Event, list[Alert]]] = OrderedDict()
         self._per_rule: dict[str, int] = {}
+
+    def open_alert(self, finding: Finding) -> Alert | None:
+        """The alert a finding would fold into if it came within the window of its end."""
+        src, dst = endpoints(finding)
+        return self._open.get((finding.rule.id, src, dst, *finding.key))
 
     def add(self, finding: Finding) -> Alert:
         ev = finding.event

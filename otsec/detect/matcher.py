@@ -98,7 +98,6 @@ class Matcher:
                         self.by_code.setdefault(slot, {}).setdefault(code, []).append(plan)
         self.windows: dict[tuple[str, str], Any] = {}
         self.requests: dict[int, int] = {}
-        self._decided: dict[str, _Plan] = {}
         self._index: int | None = None
 
     def evaluate(self, event: Event, request_index: int | None = None) -> list[Finding]:
@@ -116,25 +115,16 @@ class Matcher:
             hits = by_code.get(getattr(event, "function_code", None), ()) if by_code else ()
             rest = self.rest.get(slot, ())
             candidates = [*hits, *rest] if hits and rest else (hits or rest)
-        return [self.finding(plan.compiled, event) for plan in candidates
-                if self._holds(plan, event) and self._crossed(plan.compiled, event)]
-
-    def decide(self, c: CompiledRule, event: Event,
-               request_index: int | None = None) -> Finding | None:
-        """A rule the core left to Python on this record (it did not know a host's role);
-        the core counts its threshold-free findings, so there is no window here."""
-        plan = self._decided.get(c.rule.id)
-        if plan is None or plan.compiled is not c:
-            plan = self._decided[c.rule.id] = _Plan(c, c.conditions)
-        self._index = request_index
-        return self.finding(c, event) if self._holds(plan, event) else None
-
-    def _holds(self, plan: _Plan, event: Event) -> bool:
-        for getter, name, op, want in plan.tests:
-            value = getter(event) if getter is not None else self._value(name, event)
-            if not _test(op, value, want):
-                return False
-        return True
+        out = []
+        for plan in candidates:
+            for getter, name, op, want in plan.tests:
+                value = getter(event) if getter is not None else self._value(name, event)
+                if not _test(op, value, want):
+                    break
+            else:
+                if self._crossed(plan.compiled, event):
+                    out.append(self.finding(plan.compiled, event))
+        return out
 
     def _value(self, name: str, event: Event) -> Any:
         if name == "request_index":

@@ -8,15 +8,13 @@ asset identified by that MAC (a router's MAC, seen in front of many IPs, is not 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from otsec.events import Event
 from otsec.inventory.evidence import observe
 from otsec.inventory.oui import mac_vendor
-from otsec.inventory.roles import guess_role, role_stands_until
+from otsec.inventory.roles import guess_role
 
 
 @dataclass
@@ -80,7 +78,6 @@ class Inventory:
         self.hosts: dict[str, HostRecord] = {}
         self.arp: dict[str, set[str]] = {}  # ip -> macs claimed in ARP
         self.identities: dict[str, Identity] = {}
-        self.live: Callable[[str], HostRecord | None] | None = None  # the core, by IP
         self.scanners: set[str] = set()  # IPs reported scanning the network
 
     def load(self, hosts: dict[str, HostRecord], arp: dict[str, list[str]]) -> None:
@@ -108,17 +105,6 @@ class Inventory:
         host = self.hosts.get(server_ip)
         if host is not None:
             host.identity = ident
-
-    def role_of(self, ip: str, now: float) -> tuple[str | None, float]:
-        """The role the evidence so far suggests for one address (for rules, on demand),
-        and until when it stands unless the host's evidence kinds, services or uses
-        change."""
-        host = self.live(ip) if self.live is not None else self.hosts.get(ip)
-        if host is None:
-            return None, math.inf  # the host's appearance is a change
-        role = guess_role(host.evidence, host.services, host.uses,
-                          host.last_seen - host.first_seen)[0]
-        return role, role_stands_until(role, host.evidence, host.first_seen, now)
 
     # -- the merged view ----------------------------------------------------------
 

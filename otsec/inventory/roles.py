@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from otsec.protocols import SERVER_ROLES
 
 if TYPE_CHECKING:
-    from otsec.inventory.assets import Asset
+    from otsec.inventory.assets import Asset, HostRecord
 
 OT_SERVER_ROLES = {**SERVER_ROLES, "iec104": "rtu", "enip": "plc", "bacnet": "plc",
                    "fins": "plc"}
@@ -54,21 +54,24 @@ def guess_role(
     return "unknown", notes
 
 
-def role_stands_until(role: str, evidence: Counter[str], first_seen: float,
-                      now: float) -> float:
-    """The earliest capture time at which ``guess_role`` could answer otherwise for a host
-    whose evidence kinds, services and uses stay as they are (the compiled core asks again
-    when those change, and at this time). Only a station that only reads is decided by
-    counts and time: a historian may become an HMI with its next read; an HMI that only
-    reads cannot become a historian before its reads are slow enough over a long enough
-    span."""
+def role_for_rules(host: HostRecord | None, now: float) -> tuple[str | None, float]:
+    """The role the evidence so far suggests for a host (None: no such host), and the
+    earliest capture time at which the answer could change while the host's evidence
+    kinds, services and uses stay as they are (the compiled core keeps the role until then
+    or until those change). Only a station that only reads is decided by counts and time:
+    a historian may become an HMI with its next read; an HMI that only reads cannot become
+    a historian before its reads are slow enough over a long enough span."""
+    if host is None:
+        return None, math.inf  # its appearance is a change
+    role = guess_role(host.evidence, host.services, host.uses,
+                      host.last_seen - host.first_seen)[0]
     if role == "historian":
-        return now
-    reads = sum(v for k, v in evidence.items() if k.endswith("-read"))
-    writes = any(k.endswith("-write") for k in evidence)
+        return role, now
+    reads = sum(v for k, v in host.evidence.items() if k.endswith("-read"))
+    writes = any(k.endswith("-write") for k in host.evidence)
     if role == "hmi" and reads and not writes:
-        return first_seen + max(HISTORIAN_MIN_SPAN, reads / HISTORIAN_MAX_RATE)
-    return math.inf
+        return role, host.first_seen + max(HISTORIAN_MIN_SPAN, reads / HISTORIAN_MAX_RATE)
+    return role, math.inf
 
 
 #: incident causes no ordinary operator station has; what the asset is flagged with
