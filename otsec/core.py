@@ -12,23 +12,12 @@ from collections import Counter
 from typing import Any
 
 from otsec import _core
-from otsec.events import (
-    Anomaly,
-    Dnp3Anomaly,
-    Dnp3Object,
-    Dnp3Pdu,
-    Event,
-    ModbusAnomaly,
-    ModbusPdu,
-    S7Anomaly,
-    S7Item,
-    S7Pdu,
-    S7PlusPdu,
-)
+from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu
 from otsec.graph.edges import Edge
 from otsec.graph.functions import Use, function_name
 from otsec.inventory.assets import HostRecord
 from otsec.process import ValueDeviation
+from otsec.protocols import RECORDS
 
 CaptureError = _core.CaptureError
 TRANSPORT_NAMES = {6: "tcp", 17: "udp"}
@@ -68,24 +57,10 @@ class FlowView:
         return self.mac_texts[side]
 
 
-def _s7(fields: dict[str, Any]) -> None:
-    if "items" in fields:
-        fields["items"] = tuple(S7Item(*i) for i in fields["items"])
-    for name in ("src_tsap", "dst_tsap"):
-        if name in fields:
-            fields[name] = int.from_bytes(fields[name], "big")
-
-
-def _dnp3(fields: dict[str, Any]) -> None:
-    if "objects" in fields:
-        fields["objects"] = tuple(Dnp3Object(*o) for o in fields["objects"])
-
-
 #: record protocol -> (event type, its anomaly names, what else its fields need)
 TYPES: dict[str, tuple[type, type, Any]] = {
-    "modbus": (ModbusPdu, ModbusAnomaly, None), "s7comm": (S7Pdu, S7Anomaly, _s7),
-    "s7comm_plus": (S7PlusPdu, S7Anomaly, None), "dnp3": (Dnp3Pdu, Dnp3Anomaly, _dnp3),
-}  # fmt: skip
+    name: (r.event, r.anomalies, r.fix) for name, r in RECORDS.items()
+}
 
 
 class Facts:

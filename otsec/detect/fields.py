@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
-from otsec.graph.functions import S7_AREAS
 from otsec.protocols import dnp3, modbus, s7comm
 
 MODBUS_TABLES = {1: "coil", 5: "coil", 15: "coil", 2: "discrete input", 4: "input register",
@@ -76,7 +75,7 @@ def _items(e: Event) -> str:
         return ""
     parts = []
     for i in e.items[:4]:
-        area = S7_AREAS.get(i.area, f"area 0x{i.area:02x}")
+        area = s7comm.AREAS.get(i.area, f"area 0x{i.area:02x}")
         parts.append(f"DB{i.db}.DBX{i.byte}.{i.bit}" if i.area == 0x84
                      else f"{area}{i.byte}.{i.bit}")
     more = f" and {len(e.items) - 4} more" if len(e.items) > 4 else ""

@@ -7,11 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from otsec.events import Event
-from otsec.protocols import dnp3, modbus, s7comm
-
-S7_AREAS = {0x81: "I", 0x82: "Q", 0x83: "M", 0x84: "DB", 0x85: "DI", 0x1C: "C", 0x1D: "T",
-            0x80: "P"}  # fmt: skip
-USERDATA_BASE = 0x1000  # S7 userdata functions are 0x1000 + group * 0x100 + sub-function
+from otsec.protocols import RECORDS
 
 
 @dataclass(slots=True)
@@ -34,15 +30,5 @@ def describe(event: Event) -> Use | None:
 @lru_cache(maxsize=4096)
 def function_name(protocol: str, code: int) -> str:
     """The name of a function code as the graph shows it (see ``Use.code``)."""
-    if protocol == "modbus":
-        return modbus.FUNCTION_NAMES.get(code & 0x7F, f"function {code & 0x7F}")
-    if protocol == "s7comm":
-        if code >= USERDATA_BASE:
-            group, sub = (code - USERDATA_BASE) >> 8, code & 0xFF
-            return f"{s7comm.GROUP_NAMES.get(group, 'group ' + str(group))}/{sub}"
-        return s7comm.FUNCTION_NAMES.get(code, f"0x{code:02x}")
-    if protocol == "s7comm_plus":
-        return s7comm.PLUS_FUNCTIONS.get(code, f"0x{code:04x}")
-    if protocol == "dnp3":
-        return dnp3.FUNCTION_NAMES.get(code, f"function {code}")
-    return str(code)
+    record = RECORDS.get(protocol)
+    return str(code) if record is None else record.function_name(code)

@@ -1,4 +1,5 @@
-"""The protocols otsec dissects (in the compiled core), with their well-known ports.
+"""The protocols otsec dissects (in the compiled core), with their well-known ports, and
+everything else derived from what each protocol's module declares.
 
 The core matches a flow on a protocol's well-known port first (its first payload must
 still look like the protocol, so HTTP or TLS on port 502 is not Modbus) and by content
@@ -7,34 +8,24 @@ alone on any other port.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from otsec.protocols import dnp3, modbus, s7comm
+from otsec.protocols.spec import ProtocolSpec, RecordSpec
 
-
-@dataclass(frozen=True, slots=True)
-class ProtocolSpec:
-    name: str
-    tcp_ports: frozenset[int]
-    udp_ports: frozenset[int]
-    #: the names its records carry (S7comm's connections also carry S7comm-plus)
-    records: tuple[str, ...]
-    #: the role of a host that answers it
-    server_role: str
-    #: the colour of each of its record protocols in the report
-    colours: tuple[str, ...]
-
-
+#: the protocols otsec dissects: each is one module here (names, documents, mappings,
+#: report colours of its records) and one in the core; add one by adding its line
 REGISTRY: tuple[ProtocolSpec, ...] = (
-    ProtocolSpec("modbus", frozenset({502}), frozenset({502}), ("modbus",), "plc", ("#1f77b4",)),
-    ProtocolSpec("s7comm", frozenset({102}), frozenset(), ("s7comm", "s7comm_plus"), "plc",
-                 ("#2ca02c", "#17becf")),
-    ProtocolSpec("dnp3", frozenset({20000}), frozenset({20000}), ("dnp3",), "rtu", ("#ff7f0e",)),
+    modbus.SPEC,
+    s7comm.SPEC,
+    dnp3.SPEC,
 )
 
+#: record protocol -> what it is
+RECORDS: dict[str, RecordSpec] = {r.name: r for spec in REGISTRY for r in spec.records}
 #: every record protocol, in registry order (rules name these, or "any")
-RECORD_PROTOCOLS: tuple[str, ...] = tuple(p for spec in REGISTRY for p in spec.records)
+RECORD_PROTOCOLS: tuple[str, ...] = tuple(RECORDS)
 #: record protocol -> its colour in the report, and the role of a host that answers it
-COLOURS = {p: c for spec in REGISTRY for p, c in zip(spec.records, spec.colours, strict=True)}
-SERVER_ROLES = {p: spec.server_role for spec in REGISTRY for p in spec.records}
+COLOURS = {name: r.colour for name, r in RECORDS.items()}
+SERVER_ROLES = {r.name: spec.server_role for spec in REGISTRY for r in spec.records}
 
 #: (transport, port) -> the protocol dissected there
 PORT_NAMES = {

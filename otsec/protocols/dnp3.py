@@ -1,9 +1,16 @@
-"""DNP3 (IEEE 1815): what its application function codes mean (the compiled core parses
-link frames, transport segments and object headers)."""
+"""DNP3 (IEEE 1815): what its application function codes mean, its records' documents and
+mappings (the compiled core parses link frames, transport segments and object headers)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from otsec.events import Dnp3Anomaly, Dnp3Object, Dnp3Pdu
+from otsec.protocols.spec import LONG, ProtocolSpec, RecordSpec
+
 PORT = 20000
+#: writes, selects and operates: what changes the outstation or the process
+CHANGES = frozenset({2, 3, 4, 5, 6})
 
 FUNCTION_NAMES = {
     0: "confirm", 1: "read", 2: "write", 3: "select", 4: "operate", 5: "direct operate",
@@ -18,3 +25,44 @@ FUNCTION_NAMES = {
     32: "authenticate request", 33: "authenticate request no ack", 129: "response",
     130: "unsolicited response", 131: "authenticate response",
 }  # fmt: skip
+
+
+def function_name(code: int) -> str:
+    return FUNCTION_NAMES.get(code, f"function {code}")
+
+
+def document(pdu: Dnp3Pdu) -> dict[str, Any]:
+    """The ``otsec.dnp3`` object of a PDU's ECS document."""
+    d: dict[str, Any] = {
+        "source_address": pdu.source_address,
+        "destination_address": pdu.destination_address,
+        "function_code": pdu.function_code,
+        "application_control": pdu.app_control,
+        "unsolicited": pdu.unsolicited,
+    }
+    if pdu.iin is not None:
+        d["iin"] = pdu.iin
+    if pdu.objects:
+        d["objects"] = [{"group": o.group, "variation": o.variation, "qualifier": o.qualifier,
+                         "count": o.count} for o in pdu.objects[:64]]
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    return d
+
+
+def fix(fields: dict[str, Any]) -> None:
+    """Object headers as dataclasses."""
+    if "objects" in fields:
+        fields["objects"] = tuple(Dnp3Object(*o) for o in fields["objects"])
+
+
+MAPPINGS = {
+    f"otsec.dnp3.{name}": LONG
+    for name in ("source_address", "destination_address", "function_code", "iin",
+                 "objects.group", "objects.variation", "objects.qualifier", "objects.count")
+}
+
+SPEC = ProtocolSpec("dnp3", frozenset({PORT}), frozenset({PORT}), (
+    RecordSpec("dnp3", Dnp3Pdu, Dnp3Anomaly, function_name, document, MAPPINGS, CHANGES,
+               "#ff7f0e", fix),
+), server_role="rtu")

@@ -1,6 +1,12 @@
-"""Modbus/TCP: what its function codes mean (the compiled core parses the bytes)."""
+"""Modbus/TCP: what its function codes mean, its records' documents and mappings (the
+compiled core parses the bytes)."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from otsec.events import ModbusAnomaly, ModbusPdu
+from otsec.protocols.spec import LONG, ProtocolSpec, RecordSpec
 
 PORT = 502
 WRITE_FUNCTIONS = frozenset({5, 6, 15, 16, 21, 22, 23})
@@ -29,3 +35,56 @@ FUNCTION_NAMES = {
     43: "encapsulated interface transport",
     90: "UMAS",
 }
+
+
+def function_name(code: int) -> str:
+    return FUNCTION_NAMES.get(code & 0x7F, f"function {code & 0x7F}")
+
+
+def document(pdu: ModbusPdu) -> dict[str, Any]:
+    """The ``otsec.modbus`` object of a PDU's ECS document."""
+    d: dict[str, Any] = {
+        "transaction_id": pdu.transaction_id,
+        "unit_id": pdu.unit_id,
+        "function_code": pdu.function_code,
+    }
+    if pdu.exception_code is not None:
+        d["exception_code"] = pdu.exception_code
+    if pdu.subfunction is not None:
+        d["subfunction"] = pdu.subfunction
+    if pdu.mei_type is not None:
+        d["mei_type"] = pdu.mei_type
+    if pdu.address is not None:
+        d["address"] = pdu.address
+    if pdu.quantity is not None:
+        d["quantity"] = pdu.quantity
+    if pdu.value is not None:
+        d["value"] = pdu.value
+    if pdu.write_address is not None:
+        d["write_address"] = pdu.write_address
+        d["write_quantity"] = pdu.write_quantity
+    if pdu.umas_function is not None:
+        d["umas_function"] = pdu.umas_function
+    if pdu.device_id:
+        d["device_identification"] = {str(k): v for k, v in sorted(pdu.device_id.items())}
+    if pdu.server_id is not None:
+        d["server_id"] = pdu.server_id
+        d["run_indicator"] = pdu.run_indicator
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    req = pdu.request
+    if req is not None and req.address is not None:
+        d["request"] = {"address": req.address, "quantity": req.quantity}
+    return d
+
+
+MAPPINGS = {
+    f"otsec.modbus.{name}": LONG
+    for name in ("transaction_id", "unit_id", "function_code", "exception_code", "subfunction",
+                 "mei_type", "address", "quantity", "umas_function")
+}
+
+SPEC = ProtocolSpec("modbus", frozenset({PORT}), frozenset({PORT}), (
+    RecordSpec("modbus", ModbusPdu, ModbusAnomaly, function_name, document, MAPPINGS,
+               WRITE_FUNCTIONS, "#1f77b4"),
+), server_role="plc")

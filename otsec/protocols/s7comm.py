@@ -1,9 +1,18 @@
-"""Siemens S7comm and S7comm-plus: what functions, groups, areas and blocks mean (the
-compiled core parses the bytes; see the README for what S7comm-plus V3 sessions hide)."""
+"""Siemens S7comm and S7comm-plus: what functions, groups, areas and blocks mean, their
+records' documents and mappings (the compiled core parses the bytes; see the README for
+what S7comm-plus V3 sessions hide)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from otsec.events import S7Anomaly, S7Item, S7Pdu, S7PlusPdu
+from otsec.protocols.spec import KEYWORD, LONG, ProtocolSpec, RecordSpec
+
 PORT = 102
+USERDATA_BASE = 0x1000  # userdata functions are 0x1000 + group * 0x100 + sub-function
+AREAS = {0x81: "I", 0x82: "Q", 0x83: "M", 0x84: "DB", 0x85: "DI", 0x1C: "C", 0x1D: "T",
+         0x80: "P"}  # fmt: skip
 READ_VAR, WRITE_VAR = 0x04, 0x05
 PI_SERVICE, PLC_STOP = 0x28, 0x29
 DOWNLOAD = (0x1A, 0x1B, 0x1C)
@@ -27,3 +36,94 @@ PLUS_FUNCTIONS = {
     0x057C: "SetVarSubStreamed", 0x0586: "GetVarSubStreamed", 0x0590: "GetVariablesAddress",
     0x059A: "Abort", 0x05A9: "Error2", 0x05B3: "InitSsl",
 }  # fmt: skip
+
+
+def function_name(code: int) -> str:
+    """A job's function, or a userdata function as group/sub-function (see
+    ``USERDATA_BASE``)."""
+    if code >= USERDATA_BASE:
+        group, sub = (code - USERDATA_BASE) >> 8, code & 0xFF
+        return f"{GROUP_NAMES.get(group, 'group ' + str(group))}/{sub}"
+    return FUNCTION_NAMES.get(code, f"0x{code:02x}")
+
+
+def plus_function_name(code: int) -> str:
+    return PLUS_FUNCTIONS.get(code, f"0x{code:04x}")
+
+
+def document(pdu: S7Pdu) -> dict[str, Any]:
+    """The ``otsec.s7comm`` object of a PDU's ECS document."""
+    d: dict[str, Any] = {"rosctr": pdu.rosctr, "pdu_reference": pdu.pdu_reference}
+    if pdu.function_code is not None:
+        d["function_code"] = pdu.function_code
+    if pdu.group is not None:
+        ud: dict[str, Any] = {"type": pdu.userdata_type, "group": pdu.group,
+                              "subfunction": pdu.subfunction}
+        if pdu.szl_id is not None:
+            ud["szl_id"] = pdu.szl_id
+            ud["szl_index"] = pdu.szl_index
+        d["userdata"] = ud
+    if pdu.pi_service is not None:
+        d["pi_service"] = pdu.pi_service
+    if pdu.block_type is not None:
+        d["block"] = {"type": pdu.block_type, "number": pdu.block_number}
+    if pdu.error_class is not None:
+        d["error_class"] = pdu.error_class
+        d["error_code"] = pdu.error_code
+    if pdu.items:
+        d["items"] = [{"area": i.area, "db": i.db, "byte": i.byte, "bit": i.bit,
+                       "length": i.length, "transport_size": i.transport_size}
+                      for i in pdu.items[:64]]
+    if pdu.return_codes:
+        d["return_codes"] = list(pdu.return_codes[:64])
+    if pdu.identity:
+        d["identity"] = pdu.identity
+    if pdu.dst_tsap is not None:
+        d["tsap"] = {"source": pdu.src_tsap, "destination": pdu.dst_tsap}
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    return d
+
+
+def plus_document(pdu: S7PlusPdu) -> dict[str, Any]:
+    """The ``otsec.s7comm_plus`` object of a PDU's ECS document."""
+    d: dict[str, Any] = {"version": pdu.version, "integrity": pdu.integrity}
+    if pdu.opcode is not None:
+        d["opcode"] = pdu.opcode
+    if pdu.function_code is not None:
+        d["function_code"] = pdu.function_code
+        d["function_name"] = PLUS_FUNCTIONS.get(pdu.function_code, "unknown")
+    if pdu.sequence is not None:
+        d["sequence"] = pdu.sequence
+    if pdu.anomalies:
+        d["anomalies"] = [str(a) for a in pdu.anomalies]
+    return d
+
+
+def fix(fields: dict[str, Any]) -> None:
+    """Items as dataclasses, TSAPs as numbers."""
+    if "items" in fields:
+        fields["items"] = tuple(S7Item(*i) for i in fields["items"])
+    for name in ("src_tsap", "dst_tsap"):
+        if name in fields:
+            fields[name] = int.from_bytes(fields[name], "big")
+
+
+MAPPINGS = {
+    **{f"otsec.s7comm.{name}": LONG
+       for name in ("rosctr", "pdu_reference", "function_code", "userdata.group",
+                    "userdata.subfunction", "userdata.szl_id", "error_class", "error_code",
+                    "block.number")},
+    "otsec.s7comm.pi_service": KEYWORD, "otsec.s7comm.block.type": KEYWORD,
+}  # fmt: skip
+PLUS_MAPPINGS = {
+    "otsec.s7comm_plus.version": LONG, "otsec.s7comm_plus.opcode": LONG,
+    "otsec.s7comm_plus.function_code": LONG, "otsec.s7comm_plus.function_name": KEYWORD,
+}  # fmt: skip
+
+SPEC = ProtocolSpec("s7comm", frozenset({PORT}), frozenset(), (
+    RecordSpec("s7comm", S7Pdu, S7Anomaly, function_name, document, MAPPINGS,
+               frozenset({WRITE_VAR}), "#2ca02c", fix),
+    RecordSpec("s7comm_plus", S7PlusPdu, S7Anomaly, plus_function_name, plus_document,
+               PLUS_MAPPINGS, frozenset(), "#17becf"),
+), server_role="plc")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from otsec.detect.catalog import SEVERITY_NAMES
 from otsec.graph.edges import Edge
 from otsec.process import number
-from otsec.protocols import COLOURS
+from otsec.protocols import COLOURS, RECORDS
 from otsec.sinks.documents import display_name
 from otsec.text import CONTROL_CHARS, MAX_SHOWN, printable
 from otsec.timefmt import epoch, iso
@@ -543,7 +543,8 @@ def _changes(result: AuditResult) -> str:
     return f"<h2>What changed since the baseline</h2><ul id='changes'>{items}</ul>"
 
 
-WRITE_CODES = {"modbus": (5, 6, 15, 16, 21, 22, 23), "s7comm": (5,), "dnp3": (2, 3, 4, 5, 6)}
+#: the request codes that change the process, marked in the matrix
+WRITE_CODES = {name: r.changes for name, r in RECORDS.items()}
 
 
 def _sensor(summary: dict[str, Any]) -> str:

@@ -14,10 +14,10 @@ from otsec.detect.alerts import Alert, Notice
 from otsec.detect.attack import TACTICS, TECHNIQUES, tactic_url, technique_url
 from otsec.detect.catalog import RISK, Rule
 from otsec.detect.incidents import Incident
-from otsec.events import Anomaly, Dnp3Pdu, ModbusPdu, S7Pdu, S7PlusPdu
+from otsec.events import Anomaly
 from otsec.graph.edges import Edge, edge_id
 from otsec.inventory.assets import Asset
-from otsec.protocols.s7comm import PLUS_FUNCTIONS
+from otsec.protocols import RECORDS
 from otsec.sensor import LOCAL, Sensor
 from otsec.timefmt import iso
 
@@ -46,110 +46,8 @@ def flow_context(flow: FlowView) -> tuple[Any, ...]:
     return ctx
 
 
-def modbus_fields(pdu: ModbusPdu) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "transaction_id": pdu.transaction_id,
-        "unit_id": pdu.unit_id,
-        "function_code": pdu.function_code,
-    }
-    if pdu.exception_code is not None:
-        d["exception_code"] = pdu.exception_code
-    if pdu.subfunction is not None:
-        d["subfunction"] = pdu.subfunction
-    if pdu.mei_type is not None:
-        d["mei_type"] = pdu.mei_type
-    if pdu.address is not None:
-        d["address"] = pdu.address
-    if pdu.quantity is not None:
-        d["quantity"] = pdu.quantity
-    if pdu.value is not None:
-        d["value"] = pdu.value
-    if pdu.write_address is not None:
-        d["write_address"] = pdu.write_address
-        d["write_quantity"] = pdu.write_quantity
-    if pdu.umas_function is not None:
-        d["umas_function"] = pdu.umas_function
-    if pdu.device_id:
-        d["device_identification"] = {str(k): v for k, v in sorted(pdu.device_id.items())}
-    if pdu.server_id is not None:
-        d["server_id"] = pdu.server_id
-        d["run_indicator"] = pdu.run_indicator
-    if pdu.anomalies:
-        d["anomalies"] = [str(a) for a in pdu.anomalies]
-    req = pdu.request
-    if req is not None and req.address is not None:
-        d["request"] = {"address": req.address, "quantity": req.quantity}
-    return d
-
-
-def s7_fields(pdu: S7Pdu) -> dict[str, Any]:
-    d: dict[str, Any] = {"rosctr": pdu.rosctr, "pdu_reference": pdu.pdu_reference}
-    if pdu.function_code is not None:
-        d["function_code"] = pdu.function_code
-    if pdu.group is not None:
-        ud: dict[str, Any] = {"type": pdu.userdata_type, "group": pdu.group,
-                              "subfunction": pdu.subfunction}
-        if pdu.szl_id is not None:
-            ud["szl_id"] = pdu.szl_id
-            ud["szl_index"] = pdu.szl_index
-        d["userdata"] = ud
-    if pdu.pi_service is not None:
-        d["pi_service"] = pdu.pi_service
-    if pdu.block_type is not None:
-        d["block"] = {"type": pdu.block_type, "number": pdu.block_number}
-    if pdu.error_class is not None:
-        d["error_class"] = pdu.error_class
-        d["error_code"] = pdu.error_code
-    if pdu.items:
-        d["items"] = [{"area": i.area, "db": i.db, "byte": i.byte, "bit": i.bit,
-                       "length": i.length, "transport_size": i.transport_size}
-                      for i in pdu.items[:64]]
-    if pdu.return_codes:
-        d["return_codes"] = list(pdu.return_codes[:64])
-    if pdu.identity:
-        d["identity"] = pdu.identity
-    if pdu.dst_tsap is not None:
-        d["tsap"] = {"source": pdu.src_tsap, "destination": pdu.dst_tsap}
-    if pdu.anomalies:
-        d["anomalies"] = [str(a) for a in pdu.anomalies]
-    return d
-
-
-def s7plus_fields(pdu: S7PlusPdu) -> dict[str, Any]:
-    d: dict[str, Any] = {"version": pdu.version, "integrity": pdu.integrity}
-    if pdu.opcode is not None:
-        d["opcode"] = pdu.opcode
-    if pdu.function_code is not None:
-        d["function_code"] = pdu.function_code
-        d["function_name"] = PLUS_FUNCTIONS.get(pdu.function_code, "unknown")
-    if pdu.sequence is not None:
-        d["sequence"] = pdu.sequence
-    if pdu.anomalies:
-        d["anomalies"] = [str(a) for a in pdu.anomalies]
-    return d
-
-
-def dnp3_fields(pdu: Dnp3Pdu) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "source_address": pdu.source_address,
-        "destination_address": pdu.destination_address,
-        "function_code": pdu.function_code,
-        "application_control": pdu.app_control,
-        "unsolicited": pdu.unsolicited,
-    }
-    if pdu.iin is not None:
-        d["iin"] = pdu.iin
-    if pdu.objects:
-        d["objects"] = [{"group": o.group, "variation": o.variation, "qualifier": o.qualifier,
-                         "count": o.count} for o in pdu.objects[:64]]
-    if pdu.anomalies:
-        d["anomalies"] = [str(a) for a in pdu.anomalies]
-    return d
-
-
-PROTOCOL_FIELDS: dict[type, Any] = {
-    ModbusPdu: modbus_fields, S7Pdu: s7_fields, S7PlusPdu: s7plus_fields, Dnp3Pdu: dnp3_fields,
-}
+#: event type -> the ``otsec.<protocol>`` object of its documents
+PROTOCOL_FIELDS: dict[type, Any] = {r.event: r.document for r in RECORDS.values()}
 
 
 def alert_document(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from otsec.protocols import RECORDS
+
 ECS_VERSION = "8.11.0"
 POLICY = "otsec"
 # logs-otsec.<stream>-<namespace>
@@ -84,21 +86,7 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.edge.unit_ids": L, "otsec.edge.object_groups": L,
     "otsec.edge.address_ranges.unit_id": L, "otsec.edge.address_ranges.table": K,
     "otsec.edge.address_ranges.start": L, "otsec.edge.address_ranges.end": L,
-    "otsec.modbus.transaction_id": L, "otsec.modbus.unit_id": L,
-    "otsec.modbus.function_code": L, "otsec.modbus.exception_code": L,
-    "otsec.modbus.subfunction": L, "otsec.modbus.mei_type": L, "otsec.modbus.address": L,
-    "otsec.modbus.quantity": L, "otsec.modbus.umas_function": L,
-    "otsec.s7comm.rosctr": L, "otsec.s7comm.pdu_reference": L, "otsec.s7comm.function_code": L,
-    "otsec.s7comm.userdata.group": L, "otsec.s7comm.userdata.subfunction": L,
-    "otsec.s7comm.userdata.szl_id": L, "otsec.s7comm.pi_service": K,
-    "otsec.s7comm.error_class": L, "otsec.s7comm.error_code": L,
-    "otsec.s7comm.block.type": K, "otsec.s7comm.block.number": L,
-    "otsec.s7comm_plus.version": L, "otsec.s7comm_plus.opcode": L,
-    "otsec.s7comm_plus.function_code": L, "otsec.s7comm_plus.function_name": K,
-    "otsec.dnp3.source_address": L, "otsec.dnp3.destination_address": L,
-    "otsec.dnp3.function_code": L, "otsec.dnp3.iin": L, "otsec.dnp3.objects.group": L,
-    "otsec.dnp3.objects.variation": L, "otsec.dnp3.objects.qualifier": L,
-    "otsec.dnp3.objects.count": L,
+    **{path: kind for r in RECORDS.values() for path, kind in r.mappings.items()},
     "otsec.anomaly.protocol": K, "otsec.anomaly.kind": K, "otsec.anomaly.detail": T,
     "otsec.sensor.name": K, "otsec.sensor.site": K, "otsec.sensor.interface": K,
     "otsec.sensor.version": K, "otsec.sensor.mode": K, "otsec.sensor.state": K,
