@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from otsec.events import Event
-from otsec.inventory.evidence import observe
 from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import guess_role
+from otsec.protocols import RECORDS
 
 
 @dataclass
@@ -26,6 +26,10 @@ class Identity:
     firmware_version: str | None = None
     name: str | None = None
     source: str | None = None
+
+
+#: event type -> what its records tell of a device's identity
+IDENTITY = {r.event: r.identity for r in RECORDS.values() if r.identity is not None}
 
 
 @dataclass
@@ -90,10 +94,13 @@ class Inventory:
         self.arp = {ip: set(macs) for ip, macs in arp.items()}
 
     def on_event(self, event: Event) -> None:
-        """Identity from a record that crossed: FC 43/17 answers, SZL lists."""
-        obs = observe(event)
-        if obs is None or not obs.identity or "dnp3_address" in obs.identity:
+        """Identity from a record that crossed (FC 43/17 answers, SZL lists: each protocol
+        module says what its records tell)."""
+        read = IDENTITY.get(type(event))
+        found = read(event) if read is not None else None
+        if not found:
             return
+        told, source = found
         flow = event.flow
         ips = flow.ip_texts
         sender = flow.sender(event.from_client)
@@ -101,7 +108,7 @@ class Inventory:
         ident = self.identities.get(server_ip)
         if ident is None:
             ident = self.identities[server_ip] = Identity()
-        merge_identity(ident, obs.identity, obs.source)
+        merge_identity(ident, told, source)
         host = self.hosts.get(server_ip)
         if host is not None:
             host.identity = ident

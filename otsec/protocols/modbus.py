@@ -78,6 +78,25 @@ def document(pdu: ModbusPdu) -> dict[str, Any]:
     return d
 
 
+def identity(pdu: ModbusPdu) -> tuple[dict[str, str], str] | None:
+    """What an answer tells of the device's identity (FC 43 device identification, FC 17
+    server id), and where that came from."""
+    if pdu.from_client:
+        return None
+    if pdu.device_id:
+        d = pdu.device_id
+        ident = {"manufacturer": d.get(0), "model_identifier": d.get(1),
+                 "firmware_version": d.get(2), "model_name": d.get(5) or d.get(4)}
+        found = {k: v for k, v in ident.items() if v}
+        return (found, "modbus-fc43") if found else None
+    if pdu.server_id:
+        raw = bytes.fromhex(pdu.server_id)
+        text = raw.decode("ascii", "replace").strip("\x00 ")
+        printable = raw and all(32 <= b < 127 for b in raw.rstrip(b"\x00"))
+        return {"model_identifier": text if printable else pdu.server_id}, "modbus-fc17"
+    return None
+
+
 MAPPINGS = {
     f"otsec.modbus.{name}": LONG
     for name in ("transaction_id", "unit_id", "function_code", "exception_code", "subfunction",
@@ -86,5 +105,5 @@ MAPPINGS = {
 
 SPEC = ProtocolSpec("modbus", frozenset({PORT}), frozenset({PORT}), (
     RecordSpec("modbus", ModbusPdu, ModbusAnomaly, function_name, document, MAPPINGS,
-               WRITE_FUNCTIONS, "#1f77b4"),
+               WRITE_FUNCTIONS, "#1f77b4", identity=identity),
 ), server_role="plc")

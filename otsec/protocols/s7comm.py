@@ -100,6 +100,22 @@ def plus_document(pdu: S7PlusPdu) -> dict[str, Any]:
     return d
 
 
+def identity(pdu: S7Pdu) -> tuple[dict[str, str], str] | None:
+    """What a PLC's answer tells of its identity (SZL 0x0011 / 0x001C), and from where."""
+    if pdu.direction == "request" or pdu.from_client or not pdu.identity:
+        return None
+    ident = pdu.identity
+    mapped = {
+        "manufacturer": "Siemens",
+        "model_identifier": ident.get("order_number"),
+        "model_name": ident.get("module_type"),
+        "serial_number": ident.get("serial_number"),
+        "firmware_version": ident.get("firmware_version"),
+        "name": ident.get("plant_name") or ident.get("module_name"),
+    }
+    return {k: v for k, v in mapped.items() if v}, f"s7comm-szl-0x{pdu.szl_id:04x}"
+
+
 def fix(fields: dict[str, Any]) -> None:
     """Items as dataclasses, TSAPs as numbers."""
     if "items" in fields:
@@ -123,7 +139,7 @@ PLUS_MAPPINGS = {
 
 SPEC = ProtocolSpec("s7comm", frozenset({PORT}), frozenset(), (
     RecordSpec("s7comm", S7Pdu, S7Anomaly, function_name, document, MAPPINGS,
-               frozenset({WRITE_VAR}), "#2ca02c", fix),
+               frozenset({WRITE_VAR}), "#2ca02c", fix, identity),
     RecordSpec("s7comm_plus", S7PlusPdu, S7Anomaly, plus_function_name, plus_document,
                PLUS_MAPPINGS, frozenset(), "#17becf"),
 ), server_role="plc")

@@ -30,6 +30,8 @@ class RecordSpec:
     colour: str
     #: turns the core's nested tuples in a record's fields into their dataclasses
     fix: Callable[[dict[str, Any]], None] | None = None
+    #: what a record tells of the answering device's identity, and where that came from
+    identity: Callable[[Any], tuple[dict[str, str], str] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ from otsec.events import Anomaly, Event, S7Pdu, S7PlusPdu
 from otsec.graph.edges import Edge, EdgeKey
 from otsec.graph.functions import describe
 from otsec.inventory.assets import HostRecord, merge_identity
-from otsec.inventory.evidence import observe
 from otsec.protocols import PORT_NAMES, WELL_KNOWN
+from tests.pyengine.evidence import observe
 from tests.pyengine.linktypes import format_mac
 from tests.pyengine.net.flows import Flow, ip_text
 

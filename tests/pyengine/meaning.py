@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from otsec.events import Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
 from otsec.graph.functions import Use
-from otsec.inventory.evidence import DNP3_WRITES, S7PLUS_WRITES
 from otsec.protocols import dnp3, modbus, s7comm
 from otsec.protocols.s7comm import AREAS as S7_AREAS
 from otsec.protocols.s7comm import USERDATA_BASE
+from tests.pyengine.evidence import DNP3_WRITES, S7PLUS_WRITES
 
 MODBUS_TABLES = {
     1: "coils", 5: "coils", 15: "coils", 2: "discrete_inputs", 4: "input_registers",

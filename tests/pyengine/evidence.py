@@ -1,4 +1,6 @@
-"""What one PDU says about the hosts at each end: behaviour evidence and identity.
+"""What one PDU says about the hosts at each end, as the former Python engine decided it:
+behaviour evidence and identity (the compiled core now decides the evidence when it parses
+a PDU, and each protocol module says what a PDU tells of a device's identity).
 
 Evidence names are ``<protocol>-<behaviour>``: ``read``, ``write`` and ``programming``
 for the requesting side, ``server`` for the answering side, and for DNP3 ``master`` and
