@@ -48,18 +48,10 @@ def document(pdu: ModbusPdu) -> dict[str, Any]:
         "unit_id": pdu.unit_id,
         "function_code": pdu.function_code,
     }
-    if pdu.exception_code is not None:
-        d["exception_code"] = pdu.exception_code
-    if pdu.subfunction is not None:
-        d["subfunction"] = pdu.subfunction
-    if pdu.mei_type is not None:
-        d["mei_type"] = pdu.mei_type
-    if pdu.address is not None:
-        d["address"] = pdu.address
-    if pdu.quantity is not None:
-        d["quantity"] = pdu.quantity
-    if pdu.value is not None:
-        d["value"] = pdu.value
+    for name in ("exception_code", "subfunction", "mei_type", "address", "quantity", "value"):
+        value = getattr(pdu, name)
+        if value is not None:
+            d[name] = value
     if pdu.write_address is not None:
         d["write_address"] = pdu.write_address
         d["write_quantity"] = pdu.write_quantity

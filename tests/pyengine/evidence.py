@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from otsec.events import Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
+from otsec.protocols import modbus, s7comm
 from otsec.protocols.modbus import PROGRAMMING_FUNCTIONS, UMAS, WRITE_FUNCTIONS
 from otsec.protocols.s7comm import DOWNLOAD, PI_SERVICE, PLC_STOP, UPLOAD, WRITE_VAR
 
@@ -60,18 +61,9 @@ def _modbus(pdu: ModbusPdu) -> Observation:
     if req is not None and req.accepted and (req.function_code in PROGRAMMING_FUNCTIONS
                                              or req.function_code == UMAS):
         obs.client = "modbus-programming"
-    if pdu.device_id:
-        d = pdu.device_id
-        ident = {"manufacturer": d.get(0), "model_identifier": d.get(1),
-                 "firmware_version": d.get(2), "model_name": d.get(5) or d.get(4)}
-        obs.identity = {k: v for k, v in ident.items() if v}
-        obs.source = "modbus-fc43"
-    elif pdu.server_id:
-        raw = bytes.fromhex(pdu.server_id)
-        text = raw.decode("ascii", "replace").strip("\x00 ")
-        printable = raw and all(32 <= b < 127 for b in raw.rstrip(b"\x00"))
-        obs.identity = {"model_identifier": text if printable else pdu.server_id}
-        obs.source = "modbus-fc17"
+    told = modbus.identity(pdu)  # what production reads of identities, by protocol
+    if told is not None:
+        obs.identity, obs.source = told
     return obs
 
 
@@ -95,18 +87,9 @@ def _s7(pdu: S7Pdu) -> Observation:
         req.function_code in S7_PROGRAMMING or (req.rosctr == 7 and req.group in
                                                 S7_PROGRAMMING_GROUPS)):
         obs.client = "s7comm-programming"
-    if pdu.identity:
-        ident = pdu.identity
-        mapped = {
-            "manufacturer": "Siemens",
-            "model_identifier": ident.get("order_number"),
-            "model_name": ident.get("module_type"),
-            "serial_number": ident.get("serial_number"),
-            "firmware_version": ident.get("firmware_version"),
-            "name": ident.get("plant_name") or ident.get("module_name"),
-        }
-        obs.identity = {k: v for k, v in mapped.items() if v}
-        obs.source = f"s7comm-szl-0x{pdu.szl_id:04x}"
+    told = s7comm.identity(pdu)
+    if told is not None:
+        obs.identity, obs.source = told
     return obs
 
 
