@@ -36,3 +36,8 @@ def shown(value: object, limit: int = MAX_SHOWN) -> Text:
     from rich.text import Text
 
     return Text(printable(value, limit))
+
+
+def hex_code(value: int | None, width: int = 2) -> str:
+    """A protocol code as hex (``0x05``), ``?`` when there is none."""
+    return "?" if value is None else f"0x{value:0{width}x}"

@@ -31,6 +31,21 @@ def function_name(code: int) -> str:
     return FUNCTION_NAMES.get(code, f"function {code}")
 
 
+def refusal(iin: int) -> str:
+    """What the internal indications' second octet says was refused."""
+    return ", ".join(n for b, n in ((1, "function not supported"), (2, "object unknown"),
+                                    (4, "parameter error")) if iin & b)
+
+
+TEXTS = {
+    "function_name": lambda pdu: function_name(pdu.function_code),
+    "objects_text": lambda pdu: " on " + ", ".join(f"g{o.group}v{o.variation}"
+                                                   for o in pdu.objects[:4])
+    if pdu.objects else "",
+    "reason": lambda pdu: refusal(pdu.iin or 0),
+}
+
+
 def document(pdu: Dnp3Pdu) -> dict[str, Any]:
     """The ``otsec.dnp3`` object of a PDU's ECS document."""
     d: dict[str, Any] = {
@@ -64,5 +79,5 @@ MAPPINGS = {
 
 SPEC = ProtocolSpec("dnp3", frozenset({PORT}), frozenset({PORT}), (
     RecordSpec("dnp3", Dnp3Pdu, Dnp3Anomaly, function_name, document, MAPPINGS, CHANGES,
-               "#ff7f0e", fix),
+               "#ff7f0e", fix, texts=TEXTS),
 ), server_role="rtu")

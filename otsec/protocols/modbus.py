@@ -36,9 +36,47 @@ FUNCTION_NAMES = {
     90: "UMAS",
 }
 
+TABLES = {1: "coil", 5: "coil", 15: "coil", 2: "discrete input", 4: "input register",
+          3: "holding register", 6: "holding register", 16: "holding register",
+          22: "holding register", 23: "holding register", 24: "holding register",
+          21: "file record"}  # fmt: skip
+EXCEPTIONS = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+              4: "server device failure", 5: "acknowledge", 6: "server device busy",
+              8: "memory parity error", 10: "gateway path unavailable",
+              11: "gateway target failed to respond"}  # fmt: skip
+DIAG_NAMES = {0: "return query data", 1: "restart communications",
+              2: "return diagnostic register", 4: "force listen-only mode",
+              10: "clear counters and diagnostic register"}  # fmt: skip
+
 
 def function_name(code: int) -> str:
     return FUNCTION_NAMES.get(code & 0x7F, f"function {code & 0x7F}")
+
+
+def refusal(code: int) -> str:
+    """Words for an exception code."""
+    return EXCEPTIONS.get(code, f"exception {code}")
+
+
+def _table(pdu: ModbusPdu) -> str:
+    table = TABLES.get(pdu.code, "register")
+    return table if (pdu.quantity or 1) == 1 else f"{pdu.quantity} {table}s"
+
+
+def _value(pdu: ModbusPdu) -> str:
+    if pdu.value is None:
+        return ""
+    if pdu.function_code == 5:
+        return " = ON" if pdu.value == 0xFF00 else " = OFF" if pdu.value == 0 else ""
+    return f" = {pdu.value}" if pdu.function_code == 6 else ""
+
+
+TEXTS = {
+    "function_name": lambda pdu: FUNCTION_NAMES.get(pdu.code, f"function {pdu.code}"),
+    "table": _table,
+    "value_text": _value,
+    "reason": lambda pdu: "" if pdu.exception_code is None else refusal(pdu.exception_code),
+}
 
 
 def document(pdu: ModbusPdu) -> dict[str, Any]:
@@ -97,5 +135,5 @@ MAPPINGS = {
 
 SPEC = ProtocolSpec("modbus", frozenset({PORT}), frozenset({PORT}), (
     RecordSpec("modbus", ModbusPdu, ModbusAnomaly, function_name, document, MAPPINGS,
-               WRITE_FUNCTIONS, "#1f77b4", identity=identity),
+               WRITE_FUNCTIONS, "#1f77b4", identity=identity, texts=TEXTS),
 ), server_role="plc")

@@ -8,6 +8,7 @@ from typing import Any
 
 from otsec.events import S7Anomaly, S7Item, S7Pdu, S7PlusPdu
 from otsec.protocols.spec import KEYWORD, LONG, ProtocolSpec, RecordSpec
+from otsec.text import hex_code
 
 PORT = 102
 USERDATA_BASE = 0x1000  # userdata functions are 0x1000 + group * 0x100 + sub-function
@@ -36,6 +37,13 @@ PLUS_FUNCTIONS = {
     0x057C: "SetVarSubStreamed", 0x0586: "GetVarSubStreamed", 0x0590: "GetVariablesAddress",
     0x059A: "Abort", 0x05A9: "Error2", 0x05B3: "InitSsl",
 }  # fmt: skip
+
+PI_NAMES = {"P_PROGRAM": "start (P_PROGRAM)", "_GARB": "compress memory (_GARB)",
+            "_MODU": "copy RAM to ROM (_MODU)", "_DELE": "delete block (_DELE)",
+            "_INSE": "insert block (_INSE)"}  # fmt: skip
+USERDATA_NAMES = {(5, 1): "set password", (5, 2): "clear password", (1, 8): "modify variable",
+                  (1, 9): "force", (1, 12): "memory reset", (7, 2): "set clock",
+                  (7, 4): "set clock"}  # fmt: skip
 
 
 def function_name(code: int) -> str:
@@ -116,6 +124,48 @@ def identity(pdu: S7Pdu) -> tuple[dict[str, str], str] | None:
     return {k: v for k, v in mapped.items() if v}, f"s7comm-szl-0x{pdu.szl_id:04x}"
 
 
+def refusal(error_class: int | None, error_code: int | None) -> str:
+    return f"error class {hex_code(error_class)} code {hex_code(error_code)}"
+
+
+def _reason(pdu: S7Pdu) -> str:
+    if pdu.error_class or pdu.error_code:
+        return refusal(pdu.error_class, pdu.error_code)
+    bad = [rc for rc in pdu.return_codes if rc != 0xFF]
+    return f"return code {hex_code(bad[0])}" if bad else ""
+
+
+def _items(pdu: S7Pdu) -> str:
+    parts = []
+    for i in pdu.items[:4]:
+        area = AREAS.get(i.area, f"area 0x{i.area:02x}")
+        parts.append(f"DB{i.db}.DBX{i.byte}.{i.bit}" if i.area == 0x84
+                     else f"{area}{i.byte}.{i.bit}")
+    more = f" and {len(pdu.items) - 4} more" if len(pdu.items) > 4 else ""
+    return ", ".join(parts) + more
+
+
+def _block(pdu: S7Pdu) -> str:
+    if pdu.block_type is None:
+        return ""
+    return f"{pdu.block_type}{'' if pdu.block_number is None else pdu.block_number}"
+
+
+TEXTS = {
+    "function_name": lambda pdu: FUNCTION_NAMES.get(pdu.function_code or -1,
+                                                    str(pdu.function_code)),
+    "block": _block,
+    "items_text": _items,
+    "userdata_name": lambda pdu: USERDATA_NAMES.get((pdu.group or -1, pdu.subfunction or -1),
+                                                    f"{pdu.group}/{pdu.subfunction}"),
+    "reason": _reason,
+}
+PLUS_TEXTS = {
+    "function_name": lambda pdu: PLUS_FUNCTIONS.get(pdu.function_code or -1,
+                                                    str(pdu.function_code)),
+}
+
+
 def fix(fields: dict[str, Any]) -> None:
     """Items as dataclasses, TSAPs as numbers."""
     if "items" in fields:
@@ -139,7 +189,7 @@ PLUS_MAPPINGS = {
 
 SPEC = ProtocolSpec("s7comm", frozenset({PORT}), frozenset(), (
     RecordSpec("s7comm", S7Pdu, S7Anomaly, function_name, document, MAPPINGS,
-               frozenset({WRITE_VAR}), "#2ca02c", fix, identity),
+               frozenset({WRITE_VAR}), "#2ca02c", fix, identity, TEXTS),
     RecordSpec("s7comm_plus", S7PlusPdu, S7Anomaly, plus_function_name, plus_document,
-               PLUS_MAPPINGS, frozenset(), "#17becf"),
+               PLUS_MAPPINGS, frozenset(), "#17becf", texts=PLUS_TEXTS),
 ), server_role="plc")

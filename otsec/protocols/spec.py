@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +32,8 @@ class RecordSpec:
     fix: Callable[[dict[str, Any]], None] | None = None
     #: what a record tells of the answering device's identity, and where that came from
     identity: Callable[[Any], tuple[dict[str, str], str] | None] | None = None
+    #: texts rules and messages compute from its records (``{table}``, ``{reason}``...)
+    texts: Mapping[str, Callable[[Any], str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
