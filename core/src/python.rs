@@ -912,107 +912,26 @@ fn to_val(v: &Bound<'_, PyAny>) -> PyResult<crate::rules::Val> {
     )))
 }
 
-fn opt<'py, T: IntoPyObject<'py>>(d: &Bound<'py, PyDict>, k: &str, v: Option<T>) -> PyResult<()> {
+pub(crate) fn opt<'py, T: IntoPyObject<'py>>(
+    d: &Bound<'py, PyDict>,
+    k: &str,
+    v: Option<T>,
+) -> PyResult<()> {
     if let Some(v) = v {
         d.set_item(k, v)?;
     }
     Ok(())
 }
 
-/// The record's fields, named as the attributes of the Python event types.
+/// The record's fields, named as the attributes of the Python event types (each
+/// protocol module names its own).
 fn fields<'py>(py: Python<'py>, ev: &Event) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     match &ev.body {
-        Body::Modbus(p) => {
-            d.set_item("transaction_id", p.transaction_id)?;
-            d.set_item("unit_id", p.unit_id)?;
-            d.set_item("function_code", p.function_code)?;
-            d.set_item("length", p.length)?;
-            opt(&d, "exception_code", p.exception_code)?;
-            opt(&d, "subfunction", p.subfunction)?;
-            opt(&d, "mei_type", p.mei_type)?;
-            opt(&d, "address", p.address)?;
-            opt(&d, "quantity", p.quantity)?;
-            opt(&d, "value", p.value)?;
-            opt(&d, "write_address", p.write_address)?;
-            opt(&d, "write_quantity", p.write_quantity)?;
-            opt(&d, "umas_function", p.umas_function)?;
-            opt(&d, "device_id", p.device_id.clone())?;
-            opt(&d, "server_id", p.server_id.clone())?;
-            opt(&d, "run_indicator", p.run_indicator)?;
-            if !p.anomalies.is_empty() {
-                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-            }
-        }
-        Body::S7(p) => {
-            d.set_item("rosctr", p.rosctr)?;
-            d.set_item("pdu_reference", p.pdu_reference)?;
-            opt(&d, "function_code", p.function_code)?;
-            opt(&d, "error_class", p.error_class)?;
-            opt(&d, "error_code", p.error_code)?;
-            opt(&d, "group", p.group)?;
-            opt(&d, "subfunction", p.subfunction)?;
-            opt(&d, "userdata_type", p.userdata_type)?;
-            opt(&d, "szl_id", p.szl_id)?;
-            opt(&d, "szl_index", p.szl_index)?;
-            opt(&d, "pi_service", p.pi_service.clone())?;
-            opt(&d, "block_type", p.block_type.clone())?;
-            opt(&d, "block_number", p.block_number)?;
-            if !p.items.is_empty() {
-                let items: Vec<(u8, u16, u32, u8, u16, u8)> = p
-                    .items
-                    .iter()
-                    .map(|i| (i.area, i.db, i.byte, i.bit, i.length, i.transport_size))
-                    .collect();
-                d.set_item("items", items)?;
-            }
-            if !p.return_codes.is_empty() {
-                d.set_item("return_codes", PyTuple::new(py, &p.return_codes)?)?;
-            }
-            if let Some(ident) = &p.identity {
-                let id = PyDict::new(py);
-                for (k, v) in ident {
-                    id.set_item(*k, v)?;
-                }
-                d.set_item("identity", id)?;
-            }
-            if let Some((src, dst)) = &p.tsaps {
-                opt(&d, "src_tsap", src.as_ref().map(|b| PyBytes::new(py, b)))?;
-                opt(&d, "dst_tsap", dst.as_ref().map(|b| PyBytes::new(py, b)))?;
-            }
-            if !p.anomalies.is_empty() {
-                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-            }
-        }
-        Body::S7Plus(p) => {
-            d.set_item("version", p.version)?;
-            opt(&d, "opcode", p.opcode)?;
-            opt(&d, "function_code", p.function_code)?;
-            opt(&d, "sequence", p.sequence)?;
-            d.set_item("integrity", p.integrity)?;
-            if !p.anomalies.is_empty() {
-                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-            }
-        }
-        Body::Dnp3(p) => {
-            d.set_item("source_address", p.source_address)?;
-            d.set_item("destination_address", p.destination_address)?;
-            d.set_item("function_code", p.function_code)?;
-            d.set_item("app_control", p.app_control)?;
-            opt(&d, "iin", p.iin)?;
-            if !p.objects.is_empty() {
-                let objs: Vec<(u8, u8, u8, u64, Option<u64>)> = p
-                    .objects
-                    .iter()
-                    .map(|o| (o.group, o.variation, o.qualifier, o.count, o.start))
-                    .collect();
-                d.set_item("objects", objs)?;
-            }
-            d.set_item("link_function", p.link_function)?;
-            if !p.anomalies.is_empty() {
-                d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-            }
-        }
+        Body::Modbus(p) => crate::protocols::modbus::py_fields(py, p, &d)?,
+        Body::S7(p) => crate::protocols::s7comm::py_fields(py, p, &d)?,
+        Body::S7Plus(p) => crate::protocols::s7comm::plus_py_fields(py, p, &d)?,
+        Body::Dnp3(p) => crate::protocols::dnp3::py_fields(py, p, &d)?,
         Body::Anomaly(a) => {
             d.set_item("protocol_name", a.protocol.name())?;
             d.set_item("kind", a.kind)?;

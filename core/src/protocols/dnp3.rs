@@ -771,6 +771,36 @@ pub fn field(p: &Dnp3Pdu, name: u8) -> Val {
     }
 }
 
+/// The record's fields for Python, named as the attributes of its event type.
+#[cfg(feature = "python")]
+pub fn py_fields<'py>(
+    py: pyo3::Python<'py>,
+    p: &Dnp3Pdu,
+    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+) -> pyo3::PyResult<()> {
+    use crate::python::opt;
+    use pyo3::prelude::*;
+    use pyo3::types::PyTuple;
+    d.set_item("source_address", p.source_address)?;
+    d.set_item("destination_address", p.destination_address)?;
+    d.set_item("function_code", p.function_code)?;
+    d.set_item("app_control", p.app_control)?;
+    opt(d, "iin", p.iin)?;
+    if !p.objects.is_empty() {
+        let objs: Vec<(u8, u8, u8, u64, Option<u64>)> = p
+            .objects
+            .iter()
+            .map(|o| (o.group, o.variation, o.qualifier, o.count, o.start))
+            .collect();
+        d.set_item("objects", objs)?;
+    }
+    d.set_item("link_function", p.link_function)?;
+    if !p.anomalies.is_empty() {
+        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -752,6 +752,38 @@ pub fn field(p: &ModbusPdu, name: u8) -> Val {
     }
 }
 
+/// The record's fields for Python, named as the attributes of its event type.
+#[cfg(feature = "python")]
+pub fn py_fields<'py>(
+    py: pyo3::Python<'py>,
+    p: &ModbusPdu,
+    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+) -> pyo3::PyResult<()> {
+    use crate::python::opt;
+    use pyo3::prelude::*;
+    use pyo3::types::PyTuple;
+    d.set_item("transaction_id", p.transaction_id)?;
+    d.set_item("unit_id", p.unit_id)?;
+    d.set_item("function_code", p.function_code)?;
+    d.set_item("length", p.length)?;
+    opt(d, "exception_code", p.exception_code)?;
+    opt(d, "subfunction", p.subfunction)?;
+    opt(d, "mei_type", p.mei_type)?;
+    opt(d, "address", p.address)?;
+    opt(d, "quantity", p.quantity)?;
+    opt(d, "value", p.value)?;
+    opt(d, "write_address", p.write_address)?;
+    opt(d, "write_quantity", p.write_quantity)?;
+    opt(d, "umas_function", p.umas_function)?;
+    opt(d, "device_id", p.device_id.clone())?;
+    opt(d, "server_id", p.server_id.clone())?;
+    opt(d, "run_indicator", p.run_indicator)?;
+    if !p.anomalies.is_empty() {
+        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1071,3 +1071,75 @@ pub fn plus_field(p: &S7PlusPdu, name: u8) -> Val {
         _ => Val::None,
     }
 }
+
+/// The record's fields for Python, named as the attributes of its event type.
+#[cfg(feature = "python")]
+pub fn py_fields<'py>(
+    py: pyo3::Python<'py>,
+    p: &S7Pdu,
+    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+) -> pyo3::PyResult<()> {
+    use crate::python::opt;
+    use pyo3::prelude::*;
+    use pyo3::types::{PyBytes, PyDict, PyTuple};
+    d.set_item("rosctr", p.rosctr)?;
+    d.set_item("pdu_reference", p.pdu_reference)?;
+    opt(d, "function_code", p.function_code)?;
+    opt(d, "error_class", p.error_class)?;
+    opt(d, "error_code", p.error_code)?;
+    opt(d, "group", p.group)?;
+    opt(d, "subfunction", p.subfunction)?;
+    opt(d, "userdata_type", p.userdata_type)?;
+    opt(d, "szl_id", p.szl_id)?;
+    opt(d, "szl_index", p.szl_index)?;
+    opt(d, "pi_service", p.pi_service.clone())?;
+    opt(d, "block_type", p.block_type.clone())?;
+    opt(d, "block_number", p.block_number)?;
+    if !p.items.is_empty() {
+        let items: Vec<(u8, u16, u32, u8, u16, u8)> = p
+            .items
+            .iter()
+            .map(|i| (i.area, i.db, i.byte, i.bit, i.length, i.transport_size))
+            .collect();
+        d.set_item("items", items)?;
+    }
+    if !p.return_codes.is_empty() {
+        d.set_item("return_codes", PyTuple::new(py, &p.return_codes)?)?;
+    }
+    if let Some(ident) = &p.identity {
+        let id = PyDict::new(py);
+        for (k, v) in ident {
+            id.set_item(*k, v)?;
+        }
+        d.set_item("identity", id)?;
+    }
+    if let Some((src, dst)) = &p.tsaps {
+        opt(d, "src_tsap", src.as_ref().map(|b| PyBytes::new(py, b)))?;
+        opt(d, "dst_tsap", dst.as_ref().map(|b| PyBytes::new(py, b)))?;
+    }
+    if !p.anomalies.is_empty() {
+        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+    }
+    Ok(())
+}
+
+/// The record's fields for Python, named as the attributes of its event type.
+#[cfg(feature = "python")]
+pub fn plus_py_fields<'py>(
+    py: pyo3::Python<'py>,
+    p: &S7PlusPdu,
+    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+) -> pyo3::PyResult<()> {
+    use crate::python::opt;
+    use pyo3::prelude::*;
+    use pyo3::types::PyTuple;
+    d.set_item("version", p.version)?;
+    opt(d, "opcode", p.opcode)?;
+    opt(d, "function_code", p.function_code)?;
+    opt(d, "sequence", p.sequence)?;
+    d.set_item("integrity", p.integrity)?;
+    if !p.anomalies.is_empty() {
+        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
+    }
+    Ok(())
+}
