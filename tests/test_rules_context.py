@@ -233,3 +233,23 @@ def test_context_rules_agree_on_every_corpus_capture(
         shutil.rmtree(tmp_path / f"p{i}")
     assert differ == []
     assert matched > 100
+
+
+def test_a_failing_role_policy_is_reported_and_the_run_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the role policy never stops the reading: it is reported each time a role is
+    asked for (when a host changes, not per record), the host has no role for the rules,
+    everything else is analysed."""
+    (tmp_path / "site.yaml").write_text(RULES)
+    reported: list[str] = []
+
+    def broken(self: Pipeline, ip: str, row: Any, now: float) -> tuple[str | None, float]:
+        raise RuntimeError(f"no role for {ip}")
+
+    monkeypatch.setattr(Pipeline, "_role_for_rules", broken)
+    monkeypatch.setattr("sys.unraisablehook", lambda u: reported.append(str(u.exc_value)))
+    result = _audit(tmp_path, "o", "modbus-normal.pcap", False, monkeypatch)
+    assert result.summary["pdus"] == {"modbus": 240}
+    assert not [a for a in result.alerts if a["rule"]["id"].startswith("site-")]
+    assert 0 < len(reported) <= 10  # 240 records: asked when the PLC appeared and changed
+    assert all(r.startswith("no role for 10.") for r in reported)

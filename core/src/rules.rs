@@ -386,14 +386,7 @@ impl Context {
             }),
             _ => {
                 let learned = crate::meaning::code(ev).is_some_and(|code| {
-                    let client = flow.client_side();
-                    let edge = (
-                        flow.ips[client],
-                        flow.ips[1 - client],
-                        flow.proto,
-                        flow.ports[1 - client],
-                        ev.protocol(),
-                    );
+                    let edge = crate::watch::edge_of(flow, ev);
                     self.learned.contains(&(edge, ev.is_request(), code))
                 });
                 Val::Int(learned as i64)
@@ -953,6 +946,27 @@ pub fn reason(ev: &Event) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_role_is_kept_until_it_may_change() {
+        let (plc, hmi) = (Addr::new(&[10, 0, 0, 10]), Addr::new(&[10, 0, 0, 20]));
+        let mut ctx = Context::default();
+        let mut asked = Vec::new();
+        let mut ask = |ip: &Addr, ts: f64| {
+            asked.push((*ip, ts));
+            (Val::Str("hmi".into()), ts + 60.0)
+        };
+        assert_eq!(ctx.role(&hmi, 0.0, &mut ask), &Val::Str("hmi".into()));
+        ctx.role(&hmi, 30.0, &mut ask); // held
+        ctx.role(&hmi, 61.0, &mut ask); // past its time: asked again
+        ctx.forget_role(&hmi); // the host changed
+        ctx.role(&hmi, 62.0, &mut ask);
+        ctx.set_roles([(plc, Val::Str("plc".into()), 0.0)], true); // the baseline's
+        ctx.set_roles([(plc, Val::Str("hmi".into()), 9.0)], false);
+        ctx.forget_role(&plc);
+        assert_eq!(ctx.role(&plc, 1e9, &mut ask), &Val::Str("plc".into()));
+        assert_eq!(asked, vec![(hmi, 0.0), (hmi, 61.0), (hmi, 62.0)]);
+    }
 
     #[test]
     fn operators_follow_python() {

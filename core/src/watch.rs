@@ -16,6 +16,18 @@ use crate::values::PointKey;
 /// An edge as the baseline names it: client, server, transport, server port, protocol.
 pub type EdgeRef = (Addr, Addr, u8, u16, Proto);
 
+/// The edge a record travels: (client, server, transport, server port, protocol).
+pub fn edge_of(flow: &Flow, ev: &Event) -> EdgeRef {
+    let client = flow.client_side();
+    (
+        flow.ips[client],
+        flow.ips[1 - client],
+        flow.proto,
+        flow.ports[1 - client],
+        ev.protocol(),
+    )
+}
+
 /// Things remembered before the sets start again (Python's own memory is bounded too).
 const MAX_SEEN: usize = 200_000;
 pub const RATE_WINDOW: f64 = 60.0;
@@ -176,14 +188,7 @@ impl Watch {
     /// Does this record show something new, or a rate over the learned one? Returns
     /// (new, requests in the rate window when over the learned rate).
     pub fn observe(&mut self, flow: &Flow, ev: &Event, u: &Use, ts: f64) -> (bool, Option<u64>) {
-        let client = flow.client_side();
-        let edge: EdgeRef = (
-            flow.ips[client],
-            flow.ips[1 - client],
-            flow.proto,
-            flow.ports[1 - client],
-            ev.protocol(),
-        );
+        let edge = edge_of(flow, ev);
         let request = ev.is_request();
         let mut new = false;
         new |= Self::remember(&mut self.hosts, edge.0);
