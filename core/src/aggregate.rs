@@ -428,9 +428,12 @@ impl Aggregates {
         let bytes = flow.side_bytes[0] + flow.side_bytes[1];
         for side in 0..2 {
             let (first, last) = (flow.first_ts, flow.last_ts);
-            let Some(h) = self.host(flow.ips[side], first) else {
+            let Some((h, notes)) = self.host_noted(flow.ips[side], first) else {
                 continue;
             };
+            if let (true, Some(notes)) = (first < h.first_seen, notes) {
+                notes.push(flow.ips[side]); // a longer history: a slow reader's role may change
+            }
             h.first_seen = h.first_seen.min(first);
             h.last_seen = h.last_seen.max(last);
             h.packets += packets;

@@ -4,9 +4,9 @@ A rule whose conditions, threshold and grouping the core can evaluate on record 
 (``otsec._core.FIELDS``) runs entirely in the core: only the first record of each finding
 crosses into Python, repeats are counted there. Conditions on roles, the baseline's state
 and learned functions (``otsec._core.CONTEXT_FIELDS``) are evaluated there too, from
-what Python told the core (a record whose host's role the core does not know crosses once
-for Python to decide). Any other rule is *passthrough*: the core checks the conditions it
-can, and every candidate crosses for the Python matcher.
+what Python told the core (it asks the policy for a host's role it does not hold). Any
+other rule is *passthrough*: the core checks the conditions it can, and every candidate
+crosses for the Python matcher.
 """
 
 from __future__ import annotations

@@ -121,5 +121,5 @@ def reason_text(key: str) -> str:
     if kind == "s7" and len(numbers) == 2:
         return s7comm.refusal(numbers[0], numbers[1])
     if kind == "s7rc" and numbers:
-        return f"return code {hex_code(numbers[0])}"
+        return s7comm.item_refusal(numbers[0])
     return key

@@ -128,11 +128,15 @@ def refusal(error_class: int | None, error_code: int | None) -> str:
     return f"error class {hex_code(error_class)} code {hex_code(error_code)}"
 
 
+def item_refusal(return_code: int) -> str:
+    return f"return code {hex_code(return_code)}"
+
+
 def _reason(pdu: S7Pdu) -> str:
     if pdu.error_class or pdu.error_code:
         return refusal(pdu.error_class, pdu.error_code)
     bad = [rc for rc in pdu.return_codes if rc != 0xFF]
-    return f"return code {hex_code(bad[0])}" if bad else ""
+    return item_refusal(bad[0]) if bad else ""
 
 
 def _items(pdu: S7Pdu) -> str:
