@@ -12,12 +12,15 @@ from collections import Counter
 from typing import Any
 
 from otsec import _core
-from otsec.events import Anomaly, Dnp3Pdu, Event, ModbusPdu, S7Pdu
+from otsec.events import Anomaly, Event
 from otsec.graph.edges import Edge
 from otsec.graph.functions import Use, function_name
 from otsec.inventory.assets import HostRecord
 from otsec.process import ValueDeviation
 from otsec.protocols import RECORDS
+from otsec.protocols.dnp3 import Dnp3Pdu
+from otsec.protocols.modbus import ModbusPdu
+from otsec.protocols.s7comm import S7Pdu
 
 CaptureError = _core.CaptureError
 TRANSPORT_NAMES = {6: "tcp", 17: "udp"}

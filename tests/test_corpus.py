@@ -9,7 +9,9 @@ import pytest
 
 from otsec.audit import run_audit
 from otsec.capture import NothingAnalysed
-from otsec.events import Dnp3Pdu, ModbusPdu, S7Pdu
+from otsec.protocols.dnp3 import Dnp3Pdu
+from otsec.protocols.modbus import ModbusPdu
+from otsec.protocols.s7comm import S7Pdu
 from tests.helpers import run_file
 from tests.oracle import (
     CORPUS,

@@ -7,7 +7,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otsec.events import Anomaly, Dnp3Anomaly, Dnp3Pdu
+from otsec.events import Anomaly
+from otsec.protocols.dnp3 import Dnp3Anomaly, Dnp3Pdu
 from tests.helpers import Dnp3Parser, crc, looks_like_dnp3
 
 

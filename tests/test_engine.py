@@ -6,7 +6,7 @@ import struct
 
 import communityid
 
-from otsec.events import ModbusPdu
+from otsec.protocols.modbus import ModbusPdu
 from tests import pcapgen as g
 from tests.helpers import Conversation, holding_reply, read_holding, run_frames
 

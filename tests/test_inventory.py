@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
-from otsec.events import Dnp3Pdu
 from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import guess_role
+from otsec.protocols.dnp3 import Dnp3Pdu
 from tests import pcapgen as g
 from tests.helpers import Conversation, run_frames
 from tests.test_dnp3 import app, fragment

@@ -8,7 +8,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otsec.events import Anomaly, ModbusAnomaly, ModbusPdu
+from otsec.events import Anomaly
+from otsec.protocols.modbus import ModbusAnomaly, ModbusPdu
 from tests.helpers import ModbusParser, looks_like_modbus
 from tests.pcapgen import mbap
 

@@ -8,7 +8,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otsec.events import Anomaly, S7Anomaly, S7Pdu, S7PlusPdu
+from otsec.events import Anomaly
+from otsec.protocols.s7comm import S7Anomaly, S7Pdu, S7PlusPdu
 from tests.helpers import S7Parser, looks_like_tpkt, szl_identity
 
 

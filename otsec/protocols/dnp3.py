@@ -1,12 +1,68 @@
-"""DNP3 (IEEE 1815): what its application function codes mean, its records' documents and
-mappings (the compiled core parses link frames, transport segments and object headers)."""
+"""DNP3 (IEEE 1815) in Python: its records, what its application function codes mean and
+how its records are shown and stored (the compiled core parses link frames, transport
+segments and object headers)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
 
-from otsec.events import Dnp3Anomaly, Dnp3Object, Dnp3Pdu
+from otsec.events import Event
 from otsec.protocols.spec import LONG, ProtocolSpec, RecordSpec
+
+
+class Dnp3Anomaly(StrEnum):
+    """Deviations in the DNP3 link, transport and application layers."""
+
+    BAD_HEADER_CRC = "bad_header_crc"  # link header CRC mismatch
+    BAD_DATA_CRC = "bad_data_crc"  # a user-data block CRC mismatch
+    INVALID_LENGTH = "invalid_length"  # link length under 5
+    TRANSPORT_SEQUENCE = "transport_sequence"  # segment out of sequence, or no FIR
+    FRAGMENT_TOO_LONG = "fragment_too_long"  # reassembled fragment over the limit
+    RESERVED_FUNCTION = "reserved_function"  # application function code not assigned
+    TRUNCATED_OBJECTS = "truncated_objects"  # an object header or its data is cut short
+    RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next 0x05 0x64
+    DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Dnp3Object:
+    group: int
+    variation: int
+    qualifier: int
+    count: int
+    start: int | None = None  # range start (start/stop qualifiers)
+    indexes: tuple[int, ...] = ()  # points of index-prefixed control objects (g12, g41)
+
+
+@dataclass(slots=True, kw_only=True)
+class Dnp3Pdu(Event):
+    """One DNP3 application fragment (after transport reassembly)."""
+
+    protocol: ClassVar[str] = "dnp3"
+    source_address: int
+    destination_address: int
+    function_code: int
+    app_control: int
+    iin: int | None = None  # responses: IIN1 << 8 | IIN2
+    objects: tuple[Dnp3Object, ...] = ()
+    link_function: int = 0
+    anomalies: tuple[Dnp3Anomaly, ...] = ()
+    request: Dnp3Pdu | None = None
+    accepted: bool | None = None
+
+    @property
+    def direction(self) -> str:
+        return "request" if self.function_code < 0x80 else "response"
+
+    @property
+    def unsolicited(self) -> bool:
+        return bool(self.app_control & 0x10)
+
+    @property
+    def sequence(self) -> int:
+        return self.app_control & 0x0F
 
 PORT = 20000
 #: writes, selects and operates: what changes the outstation or the process

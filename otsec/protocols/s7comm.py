@@ -1,14 +1,99 @@
-"""Siemens S7comm and S7comm-plus: what functions, groups, areas and blocks mean, their
-records' documents and mappings (the compiled core parses the bytes; see the README for
-what S7comm-plus V3 sessions hide)."""
+"""Siemens S7comm and S7comm-plus in Python: their records, what functions, groups, areas
+and blocks mean, what the records tell of a PLC and how they are shown and stored (the
+compiled core parses the bytes; see the README for what S7comm-plus V3 sessions hide)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
 
-from otsec.events import S7Anomaly, S7Item, S7Pdu, S7PlusPdu
+from otsec.events import Event
 from otsec.protocols.spec import KEYWORD, LONG, ProtocolSpec, RecordSpec
 from otsec.text import hex_code
+
+
+class S7Anomaly(StrEnum):
+    """Deviations in TPKT, COTP, S7comm and S7comm-plus."""
+
+    INVALID_TPKT = "invalid_tpkt"  # version not 3, or a length under 7
+    INVALID_COTP = "invalid_cotp"  # COTP length indicator beyond the TPKT
+    INVALID_HEADER = "invalid_header"  # neither S7comm (0x32) nor S7comm-plus (0x72)
+    TRUNCATED_PDU = "truncated_pdu"  # parameter/data lengths run past the PDU
+    UNKNOWN_ROSCTR = "unknown_rosctr"  # PDU type other than 1, 2, 3, 7
+    FRAGMENT_OVERFLOW = "fragment_overflow"  # COTP fragments beyond the reassembly limit
+    UNSOLICITED_RESPONSE = "unsolicited_response"  # ack/ack_data for no job we saw
+    FLOODED = "flooded"  # too many jobs waiting for an answer
+    RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next TPKT header
+    DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
+
+
+@dataclass(frozen=True, slots=True)
+class S7Item:
+    """One variable of a read/write var job (S7ANY addressing)."""
+
+    area: int  # 0x84 DB, 0x81 inputs, 0x82 outputs, 0x83 flags (M), 0x1c counters, 0x1d timers
+    db: int
+    byte: int
+    bit: int
+    length: int  # elements of transport size
+    transport_size: int
+
+
+@dataclass(slots=True, kw_only=True)
+class S7Pdu(Event):
+    """One S7comm PDU (protocol id 0x32) from a COTP data TPDU."""
+
+    protocol: ClassVar[str] = "s7comm"
+    rosctr: int  # 1 job, 2 ack, 3 ack_data, 7 userdata
+    pdu_reference: int
+    function_code: int | None = None  # job/ack_data parameter function
+    error_class: int | None = None
+    error_code: int | None = None
+    group: int | None = None  # userdata function group
+    subfunction: int | None = None  # userdata sub-function
+    userdata_type: int | None = None  # 0 push, 4 request, 8 response
+    szl_id: int | None = None
+    szl_index: int | None = None
+    pi_service: str | None = None
+    block_type: str | None = None  # "OB", "DB", "FC", "FB", ...
+    block_number: int | None = None
+    items: tuple[S7Item, ...] = ()
+    return_codes: tuple[int, ...] = ()  # per item of an ack_data read/write, or userdata
+    identity: dict[str, str] | None = None  # from SZL 0x0011 / 0x001C answers
+    src_tsap: int | None = None  # from the COTP connection request
+    dst_tsap: int | None = None
+    anomalies: tuple[S7Anomaly, ...] = ()
+    request: S7Pdu | None = None
+    accepted: bool | None = None
+
+    @property
+    def from_request(self) -> bool:
+        """Job, or userdata of type request (the client side of the exchange)."""
+        return self.rosctr == 1 or (self.rosctr == 7 and self.userdata_type == 4)
+
+    @property
+    def direction(self) -> str:
+        return "request" if self.from_request else "response"
+
+
+@dataclass(slots=True, kw_only=True)
+class S7PlusPdu(Event):
+    """The visible header of one S7comm-plus PDU (protocol id 0x72)."""
+
+    protocol: ClassVar[str] = "s7comm_plus"
+    version: int  # 1, 2, 3; 0xFE/0xFF keep-alive
+    opcode: int | None = None  # 0x31 request, 0x32 response, 0x33 notification, 0x02 response2
+    function_code: int | None = None  # e.g. 0x04CA CreateObject
+    sequence: int | None = None
+    integrity: bool = False  # V3 integrity digest present before the data
+    anomalies: tuple[S7Anomaly, ...] = ()
+
+    @property
+    def direction(self) -> str:
+        if self.opcode is None:
+            return "request" if self.from_client else "response"
+        return "request" if self.opcode == 0x31 else "response"
 
 PORT = 102
 USERDATA_BASE = 0x1000  # userdata functions are 0x1000 + group * 0x100 + sub-function

@@ -4,11 +4,12 @@ counts them now): kept to show the core's aggregates are the same."""
 from __future__ import annotations
 
 from otsec.baseline.model import STARTUP
-from otsec.events import Anomaly, Event, S7Pdu, S7PlusPdu
+from otsec.events import Anomaly, Event
 from otsec.graph.edges import Edge, EdgeKey
 from otsec.graph.functions import describe
 from otsec.inventory.assets import HostRecord, merge_identity
 from otsec.protocols import PORT_NAMES, WELL_KNOWN
+from otsec.protocols.s7comm import S7Pdu, S7PlusPdu
 from tests.pyengine.evidence import observe
 from tests.pyengine.linktypes import format_mac
 from tests.pyengine.net.flows import Flow, ip_text

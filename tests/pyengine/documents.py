@@ -6,7 +6,8 @@ from typing import Any
 
 import orjson
 
-from otsec.events import Anomaly, Event, ModbusPdu
+from otsec.events import Anomaly, Event
+from otsec.protocols.modbus import ModbusPdu
 from otsec.protocols.modbus import document as modbus_fields
 from otsec.sinks.documents import ECS_VERSION, PROTOCOL_FIELDS, flow_context
 from otsec.timefmt import iso

@@ -12,10 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otsec.events import Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
+from otsec.events import Event
 from otsec.protocols import modbus, s7comm
-from otsec.protocols.modbus import PROGRAMMING_FUNCTIONS, UMAS, WRITE_FUNCTIONS
-from otsec.protocols.s7comm import DOWNLOAD, PI_SERVICE, PLC_STOP, UPLOAD, WRITE_VAR
+from otsec.protocols.dnp3 import Dnp3Pdu
+from otsec.protocols.modbus import PROGRAMMING_FUNCTIONS, UMAS, WRITE_FUNCTIONS, ModbusPdu
+from otsec.protocols.s7comm import (
+    DOWNLOAD,
+    PI_SERVICE,
+    PLC_STOP,
+    UPLOAD,
+    WRITE_VAR,
+    S7Pdu,
+    S7PlusPdu,
+)
 
 S7_PROGRAMMING = frozenset({*DOWNLOAD, *UPLOAD, PI_SERVICE, PLC_STOP})
 S7_PROGRAMMING_GROUPS = frozenset({1, 3, 5})  # programmer commands, block functions, security

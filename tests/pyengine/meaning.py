@@ -3,11 +3,13 @@ the oracle's events get it here so the shared policy code can read ``event.meani
 
 from __future__ import annotations
 
-from otsec.events import Dnp3Pdu, Event, ModbusPdu, S7Pdu, S7PlusPdu
+from otsec.events import Event
 from otsec.graph.functions import Use
 from otsec.protocols import dnp3, modbus, s7comm
+from otsec.protocols.dnp3 import Dnp3Pdu
+from otsec.protocols.modbus import ModbusPdu
 from otsec.protocols.s7comm import AREAS as S7_AREAS
-from otsec.protocols.s7comm import USERDATA_BASE
+from otsec.protocols.s7comm import USERDATA_BASE, S7Pdu, S7PlusPdu
 from tests.pyengine.evidence import DNP3_WRITES, S7PLUS_WRITES
 
 MODBUS_TABLES = {

@@ -10,8 +10,8 @@ decoded.
 
 from __future__ import annotations
 
-from otsec.events import Anomaly, Dnp3Anomaly, Dnp3Object, Dnp3Pdu, Event
-from otsec.protocols.dnp3 import FUNCTION_NAMES
+from otsec.events import Anomaly, Event
+from otsec.protocols.dnp3 import FUNCTION_NAMES, Dnp3Anomaly, Dnp3Object, Dnp3Pdu
 from tests.pyengine.protocols.transactions import Pending
 
 PORT = 20000

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import struct
 
-from otsec.events import Anomaly, Event, ModbusAnomaly, ModbusPdu
-from otsec.protocols.modbus import FUNCTION_NAMES, PROGRAMMING_FUNCTIONS, UMAS, WRITE_FUNCTIONS  # noqa: F401
+from otsec.events import Anomaly, Event
+from otsec.protocols.modbus import (  # noqa: F401
+    FUNCTION_NAMES,
+    PROGRAMMING_FUNCTIONS,
+    UMAS,
+    WRITE_FUNCTIONS,
+    ModbusAnomaly,
+    ModbusPdu,
+)
 from tests.pyengine.protocols.transactions import Pending
 
 PORT = 502

@@ -16,8 +16,16 @@ from __future__ import annotations
 
 import struct
 
-from otsec.events import Anomaly, Event, S7Anomaly, S7Item, S7Pdu, S7PlusPdu
-from otsec.protocols.s7comm import FUNCTION_NAMES, GROUP_NAMES, PLUS_FUNCTIONS  # noqa: F401
+from otsec.events import Anomaly, Event
+from otsec.protocols.s7comm import (  # noqa: F401
+    FUNCTION_NAMES,
+    GROUP_NAMES,
+    PLUS_FUNCTIONS,
+    S7Anomaly,
+    S7Item,
+    S7Pdu,
+    S7PlusPdu,
+)
 from tests.pyengine.protocols.cotp import CC, CR, DT, CotpStream, looks_like_tpkt
 from tests.pyengine.protocols.transactions import Pending
 
