@@ -1,9 +1,8 @@
-//! The records dissectors emit: one per application PDU, or one per parse anomaly.
+//! The records dissectors emit: one per application PDU, or one per parse anomaly. Each
+//! protocol's PDU record is defined in its module under `protocols/`, with its parser.
 //!
 //! Field names and meanings are those of the `otsec.<protocol>` object of the PDU event
 //! document (see `output.rs`).
-
-use std::collections::BTreeMap;
 
 use crate::meaning::Table;
 
@@ -35,108 +34,10 @@ pub struct Anomaly {
     pub detail: String,
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct ModbusPdu {
-    pub transaction_id: u16,
-    pub unit_id: u8,
-    /// the raw byte: exception responses carry code | 0x80
-    pub function_code: u8,
-    pub length: u16,
-    pub exception_code: Option<u8>,
-    pub subfunction: Option<u16>,
-    pub mei_type: Option<u8>,
-    pub address: Option<u16>,
-    pub quantity: Option<u16>,
-    pub value: Option<u16>,
-    pub write_address: Option<u16>,
-    pub write_quantity: Option<u16>,
-    pub umas_function: Option<u8>,
-    pub device_id: Option<BTreeMap<u8, String>>,
-    pub server_id: Option<String>,
-    pub run_indicator: Option<bool>,
-    pub anomalies: Vec<&'static str>,
-}
-
-/// The TSAPs of a COTP connection (source, destination), as big-endian bytes.
-pub type Tsaps = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct S7Item {
-    pub area: u8,
-    pub db: u16,
-    pub byte: u32,
-    pub bit: u8,
-    pub length: u16,
-    pub transport_size: u8,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct S7Pdu {
-    pub rosctr: u8,
-    pub pdu_reference: u16,
-    pub function_code: Option<u8>,
-    pub error_class: Option<u8>,
-    pub error_code: Option<u8>,
-    pub group: Option<u8>,
-    pub subfunction: Option<u8>,
-    pub userdata_type: Option<u8>,
-    pub szl_id: Option<u16>,
-    pub szl_index: Option<u16>,
-    pub pi_service: Option<String>,
-    pub block_type: Option<String>,
-    pub block_number: Option<u32>,
-    pub items: Vec<S7Item>,
-    pub return_codes: Vec<u8>,
-    /// from SZL 0x0011 / 0x001C answers, in the order found
-    pub identity: Option<Vec<(&'static str, String)>>,
-    /// TSAPs of the COTP connection request (big-endian bytes)
-    pub tsaps: Option<Tsaps>,
-    pub anomalies: Vec<&'static str>,
-}
-
-impl S7Pdu {
-    /// Job, or userdata of type request (the client side of the exchange).
-    pub fn from_request(&self) -> bool {
-        self.rosctr == 1 || (self.rosctr == 7 && self.userdata_type == Some(4))
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct S7PlusPdu {
-    pub version: u8,
-    pub opcode: Option<u8>,
-    pub function_code: Option<u16>,
-    pub sequence: Option<u16>,
-    pub integrity: bool,
-    pub anomalies: Vec<&'static str>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dnp3Object {
-    pub group: u8,
-    pub variation: u8,
-    pub qualifier: u8,
-    pub count: u64,
-    pub start: Option<u64>,
-    /// the point indexes of index-prefixed objects: controls (g12, g41; at most 32) and
-    /// events (g2, g22, g32)
-    pub indexes: Vec<u32>,
-    /// their values, one per index: g41 the analog value, g12 the control code, an event's
-    /// value; or, for a range of static points in a response, one per point from `start`
-    pub values: Vec<f64>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Dnp3Pdu {
-    pub source_address: u16,
-    pub destination_address: u16,
-    pub function_code: u8,
-    pub app_control: u8,
-    pub iin: Option<u16>,
-    pub objects: Vec<Dnp3Object>,
-    pub link_function: u8,
-    pub anomalies: Vec<&'static str>,
-}
+// each protocol's record is defined with its parser
+pub use crate::protocols::dnp3::{Dnp3Object, Dnp3Pdu};
+pub use crate::protocols::modbus::ModbusPdu;
+pub use crate::protocols::s7comm::{S7Item, S7Pdu, S7PlusPdu, Tsaps};
 
 #[derive(Clone, Debug)]
 pub enum Body {

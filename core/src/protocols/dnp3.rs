@@ -8,11 +8,39 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::events::{Body, Dnp3Object, Dnp3Pdu, Event, Points, Proto, Req, MAX_POINTS};
+use crate::events::{Body, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
 use crate::rules::{f, int, strs, Val};
+
+/// One DNP3 application fragment, with the link header it came in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dnp3Object {
+    pub group: u8,
+    pub variation: u8,
+    pub qualifier: u8,
+    pub count: u64,
+    pub start: Option<u64>,
+    /// the point indexes of index-prefixed objects: controls (g12, g41; at most 32) and
+    /// events (g2, g22, g32)
+    pub indexes: Vec<u32>,
+    /// their values, one per index: g41 the analog value, g12 the control code, an event's
+    /// value; or, for a range of static points in a response, one per point from `start`
+    pub values: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Dnp3Pdu {
+    pub source_address: u16,
+    pub destination_address: u16,
+    pub function_code: u8,
+    pub app_control: u8,
+    pub iin: Option<u16>,
+    pub objects: Vec<Dnp3Object>,
+    pub link_function: u8,
+    pub anomalies: Vec<&'static str>,
+}
 
 pub const PORT: u16 = 20000;
 const MAX_FRAGMENT: usize = 64 * 1024;

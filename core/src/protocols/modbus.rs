@@ -6,12 +6,35 @@
 
 use std::collections::BTreeMap;
 
-use crate::events::{Body, Event, ModbusPdu, Points, Proto, Req, MAX_POINTS};
+use crate::events::{Body, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
 use crate::rules::{f, int, strs, Val};
+
+/// One Modbus/TCP application PDU (MBAP header, function code, data).
+#[derive(Clone, Debug, Default)]
+pub struct ModbusPdu {
+    pub transaction_id: u16,
+    pub unit_id: u8,
+    /// the raw byte: exception responses carry code | 0x80
+    pub function_code: u8,
+    pub length: u16,
+    pub exception_code: Option<u8>,
+    pub subfunction: Option<u16>,
+    pub mei_type: Option<u8>,
+    pub address: Option<u16>,
+    pub quantity: Option<u16>,
+    pub value: Option<u16>,
+    pub write_address: Option<u16>,
+    pub write_quantity: Option<u16>,
+    pub umas_function: Option<u8>,
+    pub device_id: Option<BTreeMap<u8, String>>,
+    pub server_id: Option<String>,
+    pub run_indicator: Option<bool>,
+    pub anomalies: Vec<&'static str>,
+}
 
 pub const PORT: u16 = 502;
 pub const MAX_LENGTH: usize = 254;

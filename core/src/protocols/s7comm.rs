@@ -6,12 +6,66 @@
 //! reference. S7comm-plus (0x72): version, integrity digest, opcode and function from the
 //! clear header; the object model behind it is not decoded.
 
-use crate::events::{Body, Event, Points, Proto, Req, S7Item, S7Pdu, S7PlusPdu, Tsaps, MAX_POINTS};
+use crate::events::{Body, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use, USERDATA_BASE};
 use crate::pending::Pending;
 use crate::rules::{f, int, strs, Val};
+
+/// The TSAPs of a COTP connection (source, destination), as big-endian bytes.
+pub type Tsaps = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct S7Item {
+    pub area: u8,
+    pub db: u16,
+    pub byte: u32,
+    pub bit: u8,
+    pub length: u16,
+    pub transport_size: u8,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct S7Pdu {
+    pub rosctr: u8,
+    pub pdu_reference: u16,
+    pub function_code: Option<u8>,
+    pub error_class: Option<u8>,
+    pub error_code: Option<u8>,
+    pub group: Option<u8>,
+    pub subfunction: Option<u8>,
+    pub userdata_type: Option<u8>,
+    pub szl_id: Option<u16>,
+    pub szl_index: Option<u16>,
+    pub pi_service: Option<String>,
+    pub block_type: Option<String>,
+    pub block_number: Option<u32>,
+    pub items: Vec<S7Item>,
+    pub return_codes: Vec<u8>,
+    /// from SZL 0x0011 / 0x001C answers, in the order found
+    pub identity: Option<Vec<(&'static str, String)>>,
+    /// TSAPs of the COTP connection request (big-endian bytes)
+    pub tsaps: Option<Tsaps>,
+    pub anomalies: Vec<&'static str>,
+}
+
+impl S7Pdu {
+    /// Job, or userdata of type request (the client side of the exchange).
+    pub fn from_request(&self) -> bool {
+        self.rosctr == 1 || (self.rosctr == 7 && self.userdata_type == Some(4))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct S7PlusPdu {
+    pub version: u8,
+    pub opcode: Option<u8>,
+    pub function_code: Option<u16>,
+    pub sequence: Option<u16>,
+    pub integrity: bool,
+    pub anomalies: Vec<&'static str>,
+}
 
 pub const PORT: u16 = 102;
 const CR: u8 = 0xE0;
