@@ -153,6 +153,14 @@ def host_record(row: tuple[Any, ...]) -> HostRecord:
                       evidence=Counter(dict(evidence)), dnp3_addresses=set(dnp3))
 
 
+def role_record(ip: str, row: tuple[Any, ...]) -> HostRecord:
+    """What the core hands over to have a host's role decided, as the inventory's record
+    (see ``Engine.set_role_source``)."""
+    (first, last), services, uses, evidence = row
+    return HostRecord(ip=ip, first_seen=first, last_seen=last, services=set(services),
+                      uses=set(uses), evidence=Counter(dict(evidence)))
+
+
 def host_records(core: Any) -> dict[str, HostRecord]:
     return {row[0]: host_record(row) for row in core.hosts()}
 

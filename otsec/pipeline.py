@@ -19,7 +19,7 @@ from typing import Any
 from otsec import _core
 from otsec.baseline.learn import learn
 from otsec.baseline.model import Baseline
-from otsec.core import Facts, edges, host_record, host_records
+from otsec.core import Facts, edges, host_record, host_records, role_record
 from otsec.detect import Detector
 from otsec.detect.availability import Availability
 from otsec.detect.compiled import boundaries, compile_rules
@@ -253,7 +253,7 @@ class Pipeline:
     def _role_for_rules(self, ip: str, row: tuple[Any, ...] | None,
                         now: float) -> tuple[str | None, float]:
         """The core asks for a host's role (it hands over the host as it stands)."""
-        return self.detector.role(ip, None if row is None else host_record(row), now)
+        return self.detector.role(ip, None if row is None else role_record(ip, row), now)
 
     def stats(self) -> dict[str, Any]:
         return self.core.stats()

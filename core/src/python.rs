@@ -489,7 +489,8 @@ impl Engine {
     }
 
     /// The policy that decides hosts' roles for rules: called as `policy(ip, host, ts)`
-    /// with the host as `hosts()` gives it (None when untracked) when a rule needs a role
+    /// with what decides the host's role, ((first seen, last seen), services, uses,
+    /// evidence) as `hosts()` gives them (None when untracked), when a rule needs a role
     /// the core does not hold; returns (role or None, until: the capture time until which
     /// it stands unless the host shows new evidence, a new service or use). The policy
     /// must not call this engine (it is reading); a failing policy counts as no role.
@@ -501,7 +502,7 @@ impl Engine {
                     let host = agg
                         .hosts
                         .get(ip)
-                        .map(|h| host_tuple(py, agg, ip, h))
+                        .map(|h| role_tuple(py, agg, h))
                         .transpose()?;
                     let (role, until): (Option<String>, f64) =
                         policy.call1(py, (ip.text(), host, ts))?.extract(py)?;
@@ -960,17 +961,9 @@ fn host_tuple<'py>(
     ip: &Addr,
     h: &crate::aggregate::Host,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let svc = |s: &Service| {
-        let t = match s.0 {
-            6 => "tcp",
-            17 => "udp",
-            _ => "ip",
-        };
-        (t, s.1, agg.names.name(s.2).to_string())
-    };
     let macs: Vec<(String, u64)> = h.macs.iter().map(|(m, n)| (mac_text(m), *n)).collect();
-    let services: Vec<_> = h.services.iter().map(svc).collect();
-    let uses: Vec<_> = h.uses.iter().map(svc).collect();
+    let services: Vec<_> = h.services.iter().map(|s| service(agg, s)).collect();
+    let uses: Vec<_> = h.uses.iter().map(|s| service(agg, s)).collect();
     let peers: Vec<String> = h.peers.iter().map(|p| p.text()).collect();
     let protocols: Vec<String> = h
         .protocols
@@ -993,6 +986,28 @@ fn host_tuple<'py>(
         dnp3,
     )
         .into_pyobject(py)
+}
+
+/// What decides a host's role: ((first seen, last seen), services, uses, evidence).
+fn role_tuple<'py>(
+    py: Python<'py>,
+    agg: &crate::aggregate::Aggregates,
+    h: &crate::aggregate::Host,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let services: Vec<_> = h.services.iter().map(|s| service(agg, s)).collect();
+    let uses: Vec<_> = h.uses.iter().map(|s| service(agg, s)).collect();
+    let evidence: Vec<(&str, u64)> = h.evidence.iter().map(|(k, v)| (*k, *v)).collect();
+    ((h.first_seen, h.last_seen), services, uses, evidence).into_pyobject(py)
+}
+
+/// A service as Python names it: (transport, port, protocol).
+fn service(agg: &crate::aggregate::Aggregates, s: &Service) -> (&'static str, u16, String) {
+    let t = match s.0 {
+        6 => "tcp",
+        17 => "udp",
+        _ => "ip",
+    };
+    (t, s.1, agg.names.name(s.2).to_string())
 }
 
 /// What a record means, as decided when it was parsed: (code, writes, command, unit,
