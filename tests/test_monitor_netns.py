@@ -208,6 +208,16 @@ rules:
     protocol: modbus
     match: {direction: request, function_code: 3}
     message: "read holding registers of"
+  - id: site-plc-read
+    name: Holding registers of a PLC read
+    description: A role condition, matched in each worker's core with the roles it asks for.
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/runbook
+    protocol: modbus
+    match: {direction: request, function_code: 3, destination_role: plc}
+    message: "read holding registers of"
 """
 
 
@@ -232,7 +242,7 @@ def test_sighup_reloads_rules(veth: object, workers: int) -> None:
     _, err = sensor.communicate(timeout=60)
     assert sensor.returncode == 0, err[-2000:]
     rules_seen = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
-    assert "site-any-read" in rules_seen
+    assert {"site-any-read", "site-plc-read"} <= rules_seen
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
