@@ -253,3 +253,23 @@ def test_a_failing_role_policy_is_reported_and_the_run_goes_on(
     assert not [a for a in result.alerts if a["rule"]["id"].startswith("site-")]
     assert 0 < len(reported) <= 10  # 240 records: asked when the PLC appeared and changed
     assert all(r.startswith("no role for 10.") for r in reported)
+
+
+def test_ctrl_c_in_a_role_policy_stops_the_audit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """While the core reads, Python code runs only when the core asks for a role: an
+    interrupt arriving there stops the run (exit 130), it is not swallowed."""
+    from otsec.cli import main
+
+    (tmp_path / "site.yaml").write_text(RULES)
+
+    def interrupted(self: Pipeline, ip: str, row: Any, now: float) -> tuple[str | None, float]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Pipeline, "_role_for_rules", interrupted)
+    code = main(["audit", str(PCAPS / "modbus-normal.pcap"), "--rules",
+                 str(tmp_path / "site.yaml"), "--out", str(tmp_path / "o")])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "summary.json").exists()  # no partial run published

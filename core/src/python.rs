@@ -5,6 +5,7 @@ use crate::probes::Probe;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use std::sync::{Arc, Mutex};
 
 use crate::aggregate::Service;
 use crate::decode::{mac_text, Addr};
@@ -226,6 +227,9 @@ fn szl_identity(szl_id: u16, data: &[u8]) -> Vec<(&'static str, String)> {
 #[pyclass(module = "otsec._core")]
 pub struct Engine {
     engine: CoreEngine,
+    /// an interruption (Ctrl-C, exit) raised in a policy call while reading: reading
+    /// stops and it is raised when the call returns
+    interrupted: Arc<Mutex<Option<PyErr>>>,
 }
 
 fn lines(path: Option<&str>, append: bool) -> PyResult<Option<Lines>> {
@@ -234,12 +238,24 @@ fn lines(path: Option<&str>, append: bool) -> PyResult<Option<Lines>> {
 }
 
 impl Engine {
-    /// The first write error of the output files since the last call, as Python's OSError.
+    /// An interruption raised in a policy call, else the first write error of the output
+    /// files since the last call (as Python's OSError).
     fn io_result(&mut self) -> PyResult<()> {
+        if let Some(e) = self.take_interruption() {
+            return Err(e);
+        }
         match self.engine.io_error.take() {
             Some(e) => Err(PyOSError::new_err(e)),
             None => Ok(()),
         }
+    }
+
+    fn take_interruption(&self) -> Option<PyErr> {
+        self.interrupted.lock().ok()?.take()
+    }
+
+    fn is_interrupted(interrupted: &Mutex<Option<PyErr>>) -> bool {
+        interrupted.lock().is_ok_and(|e| e.is_some())
     }
 }
 
@@ -263,7 +279,10 @@ impl Engine {
         });
         engine.events = lines(events, append)?;
         engine.anomalies = lines(anomalies, append)?;
-        Ok(Engine { engine })
+        Ok(Engine {
+            engine,
+            interrupted: Arc::default(),
+        })
     }
 
     /// Read up to `chunks` chunks (4 MiB each) of a capture; False once it has ended.
@@ -276,11 +295,12 @@ impl Engine {
     ) -> PyResult<bool> {
         let engine = &mut self.engine;
         let reader = &mut capture.reader;
+        let interrupted = &self.interrupted;
         let more = py.detach(|| {
             let mut more = true;
             for _ in 0..chunks.max(1) {
                 more = reader.next_chunk(&mut |p| engine.packet(p));
-                if !more || engine.paused {
+                if !more || engine.paused || Self::is_interrupted(interrupted) {
                     break;
                 }
             }
@@ -292,13 +312,17 @@ impl Engine {
     }
 
     /// One retired block of a TPACKET_V3 ring (the live sensor); returns its packets.
-    fn feed_block(&mut self, py: Python<'_>, block: &[u8]) -> u32 {
+    fn feed_block(&mut self, py: Python<'_>, block: &[u8]) -> PyResult<u32> {
         let engine = &mut self.engine;
-        py.detach(|| {
+        let packets = py.detach(|| {
             crate::ring::walk_block(block, &mut |p| {
                 engine.packet(p);
             })
-        })
+        });
+        match self.take_interruption() {
+            Some(e) => Err(e),
+            None => Ok(packets),
+        }
     }
 
     /// One packet (tests).
@@ -496,6 +520,7 @@ impl Engine {
     /// must not call this engine (it is reading); a failing policy counts as no role.
     fn set_role_source(&mut self, policy: Py<PyAny>) {
         use crate::rules::Val;
+        let interrupted = Arc::clone(&self.interrupted);
         self.engine.role_source = Some(Box::new(move |agg, ip, ts| {
             Python::attach(|py| {
                 let ask = || -> PyResult<(Val, f64)> {
@@ -509,7 +534,11 @@ impl Engine {
                     Ok((role.map_or(Val::None, Val::Str), until))
                 };
                 ask().unwrap_or_else(|e| {
-                    e.write_unraisable(py, None); // reported, never fatal
+                    if e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                        e.write_unraisable(py, None); // a bug: reported, never fatal
+                    } else if let Ok(mut slot) = interrupted.lock() {
+                        slot.get_or_insert(e); // Ctrl-C, exit: the run stops
+                    }
                     (Val::None, f64::INFINITY)
                 })
             })
