@@ -6,9 +6,10 @@ files in the same run.
 
 Captures (built under bench/out/ when missing): the 500k-packet Modbus/TCP benchmark and a
 500k-packet mixed plant capture made from the real-stack samples (Modbus, S7comm, DNP3).
-Prints seconds, packets/s and the ratio tshark time / otsec time (higher is better).
-``--memory`` adds peak RSS on 10M packets of steady polling and on a flood of 1M one-shot
-flows from 200k spoofed sources. ``--against REV`` also times the otsec of another git
+Prints seconds, packets/s and the ratio tshark time / otsec time (higher is better), also
+for an audit with a site rule on roles (bench/site-rules.yaml). ``--memory`` adds peak RSS
+on 10M packets of steady polling and on a flood of 1M one-shot flows from 200k spoofed
+sources. ``--against REV`` also times the otsec of another git
 revision (built once into bench/out/) on the same files in the same run: what a change
 costs or gains, measured side by side (the machine's load varies from day to day).
 """
@@ -28,6 +29,7 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SITE_RULES = HERE / "site-rules.yaml"  # a rule on roles (see the file)
 sys.path.insert(0, str(HERE))
 
 from make_capture import PCAP_HEADER, frame, record  # noqa: E402
@@ -143,10 +145,13 @@ def main() -> int:
         tshark, _ = best_of(["tshark", "-q", "-z", "io,phs", "-r", str(cap)], args.repeat)
         full, rss = best_of([*audit, str(cap)], args.repeat, fresh_out=True)
         lean, _ = best_of([*audit, str(cap), "--no-events"], args.repeat, fresh_out=True)
+        ruled, _ = best_of([*audit, str(cap), "--no-events", "--rules", str(SITE_RULES)],
+                           args.repeat, fresh_out=True)
         print(f"{cap.name} ({cap.stat().st_size / 1e6:.1f} MB)")
         print(line("  tshark -q -z io,phs", tshark, packets))
         print(line("  otsec audit", full, packets, tshark, rss))
         print(line("  otsec audit --no-events", lean, packets, tshark))
+        print(line("  otsec audit --no-events + role rule", ruled, packets, tshark))
         if other is not None:
             rev, build = other
             full, rss = best_of([*audit, str(cap)], args.repeat, True, build)
