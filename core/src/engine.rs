@@ -694,6 +694,9 @@ impl Engine {
 
     /// Roles Python decided stand until what decides them changes.
     fn roles_changed(&mut self) {
+        if self.aggregates.role_inputs.is_empty() {
+            return; // every record asks: the usual answer is nothing
+        }
         for ip in self.aggregates.role_inputs.drain(..) {
             self.matcher.context.forget_role(&ip);
         }

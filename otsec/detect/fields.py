@@ -26,7 +26,8 @@ def _protocol(e: Event) -> str:
 def _text(name: str) -> Callable[[Event], str]:
     """A text the record's protocol computes ("" for records of other protocols)."""
     def compute(e: Event) -> str:
-        f = _TEXTS.get(type(e), {}).get(name)
+        texts = _TEXTS.get(type(e))
+        f = None if texts is None else texts.get(name)
         return "" if f is None else f(e)
     return compute
 

@@ -18,6 +18,12 @@ HISTORIAN_MAX_RATE = 0.1  # requests per second: a historian reads, and not ofte
 HISTORIAN_MIN_SPAN = 60.0  # seconds of activity before the rate means anything
 
 
+def _reads_writes(evidence: Counter[str]) -> tuple[int, int]:
+    """Read and write requests a host sent, over all protocols."""
+    reads = sum(v for k, v in evidence.items() if k.endswith("-read"))
+    return reads, sum(v for k, v in evidence.items() if k.endswith("-write"))
+
+
 def guess_role(
     evidence: Counter[str],
     services: set[tuple[str, int, str]],
@@ -38,8 +44,7 @@ def guess_role(
         proto = (answering or served)[0]
         notes.insert(0, f"answers {', '.join(answering or served)} requests")
         return OT_SERVER_ROLES.get(proto, "plc"), notes
-    reads = sum(v for k, v in evidence.items() if k.endswith("-read"))
-    writes = sum(v for k, v in evidence.items() if k.endswith("-write"))
+    reads, writes = _reads_writes(evidence)
     used = sorted({proto for _t, _p, proto in uses if proto in OT_PROTOCOLS})
     if reads and not writes and span >= HISTORIAN_MIN_SPAN and reads / span <= HISTORIAN_MAX_RATE:
         notes.insert(0, f"only reads, {reads} requests in {span:.0f} s (slow polling)")
@@ -67,8 +72,7 @@ def role_for_rules(host: HostRecord | None, now: float) -> tuple[str | None, flo
                       host.last_seen - host.first_seen)[0]
     if role == "historian":
         return role, now
-    reads = sum(v for k, v in host.evidence.items() if k.endswith("-read"))
-    writes = any(k.endswith("-write") for k in host.evidence)
+    reads, writes = _reads_writes(host.evidence)
     if role == "hmi" and reads and not writes:
         return role, host.first_seen + max(HISTORIAN_MIN_SPAN, reads / HISTORIAN_MAX_RATE)
     return role, math.inf
