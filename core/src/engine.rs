@@ -40,7 +40,7 @@ pub struct Stats {
     pub unrecognised_on_ot_port: u64,
     /// records handed to Python (steady traffic should not be)
     pub crossed: u64,
-    pub pdus: BTreeMap<&'static str, u64>,
+    pub pdus: BTreeMap<Proto, u64>,
     /// parse anomalies by (protocol, kind): named "protocol.kind" only when reported
     pub anomalies: BTreeMap<(&'static str, &'static str), u64>,
     /// what parsed PDUs carried wrong, by (protocol, kind)
@@ -591,7 +591,7 @@ impl Engine {
                 });
                 None
             } else {
-                *self.stats.pdus.entry(ev.protocol().name()).or_insert(0) += 1;
+                *self.stats.pdus.entry(ev.protocol()).or_insert(0) += 1;
                 if !ev.pdu_anomalies().is_empty() {
                     self.count_pdu_anomalies(flow, &ev, ts);
                 }
@@ -761,8 +761,12 @@ impl Engine {
         if let Some(r) = &ev.req {
             if let Some(i) = flow.repeated.iter().position(|(t, _)| *t == r.txn) {
                 let (_, keys) = flow.repeated.remove(i);
-                self.matcher
-                    .settle(&keys, r.accepted, crate::rules::reason(&ev));
+                let reason = if r.accepted {
+                    None // why is asked only of a refusal
+                } else {
+                    crate::rules::reason(&ev)
+                };
+                self.matcher.settle(&keys, r.accepted, reason);
             }
             if let Some(i) = flow.crossed.iter().position(|&t| t == r.txn) {
                 flow.crossed.remove(i);

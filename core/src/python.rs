@@ -377,7 +377,9 @@ impl Engine {
         bounds.set_item("untracked_values", self.engine.values.untracked)?;
         bounds.set_item("untracked_devices", self.engine.availability.untracked)?;
         d.set_item("tracking", bounds)?;
-        d.set_item("pdus", s.pdus.clone())?;
+        let pdus: std::collections::BTreeMap<&str, u64> =
+            s.pdus.iter().map(|(p, n)| (p.name(), *n)).collect();
+        d.set_item("pdus", pdus)?;
         let named = |m: &std::collections::BTreeMap<(&str, &str), u64>| {
             m.iter()
                 .map(|((p, k), n)| (format!("{p}.{k}"), *n))

@@ -552,6 +552,9 @@ pub struct Counts {
     pub reasons: BTreeMap<String, u64>,
 }
 
+/// Where a rule is indexed: (protocol, anomaly record?, request?).
+type Slot = (Proto, bool, bool);
+
 /// A finding to hand over: (rule index, key id).
 pub type Hit = (u32, u32);
 
@@ -576,9 +579,9 @@ const BUCKETS: f64 = 64.0;
 #[derive(Default)]
 pub struct Matcher {
     pub rules: Vec<Rule>,
-    /// rule indices per (protocol, anomaly?): by function code, and the rest
-    by_code: FxHashMap<(Proto, bool, i64), Vec<u32>>,
-    rest: FxHashMap<(Proto, bool), Vec<u32>>,
+    /// rule indices per (protocol, anomaly?, request?): by function code, and the rest
+    by_code: FxHashMap<(Slot, i64), Vec<u32>>,
+    rest: FxHashMap<Slot, Vec<u32>>,
     candidates: Vec<u32>,
     /// findings of one key closer than this fold together (the alert window)
     pub window: f64,
@@ -647,17 +650,21 @@ impl Matcher {
             }
             r.codes = codes;
             r.request = request;
+            let directions = match request {
+                Some(d) => vec![d],
+                None => vec![true, false],
+            };
             for &p in &r.protocols {
-                match &r.codes {
-                    Some(codes) => {
-                        for &c in codes {
-                            m.by_code
-                                .entry((p, r.anomaly, c))
-                                .or_default()
-                                .push(i as u32);
+                for &d in &directions {
+                    let slot = (p, r.anomaly, d);
+                    match &r.codes {
+                        Some(codes) => {
+                            for &c in codes {
+                                m.by_code.entry((slot, c)).or_default().push(i as u32);
+                            }
                         }
+                        None => m.rest.entry(slot).or_default().push(i as u32),
                     }
-                    None => m.rest.entry((p, r.anomaly)).or_default().push(i as u32),
                 }
             }
         }
@@ -695,8 +702,9 @@ impl Matcher {
             Val::Int(c) => Some(c),
             _ => None,
         };
-        let coded = code.and_then(|c| self.by_code.get(&(proto, anomaly, c)));
-        let rest = self.rest.get(&(proto, anomaly));
+        let slot = (proto, anomaly, request);
+        let coded = code.and_then(|c| self.by_code.get(&(slot, c)));
+        let rest = self.rest.get(&slot);
         // the candidates' indices are copied out (the matcher changes while they run) into
         // a buffer kept between records, so the steady state allocates nothing
         let mut candidates = std::mem::take(&mut self.candidates);
@@ -710,9 +718,6 @@ impl Matcher {
         for &i in &candidates {
             let i = i as usize;
             let rule = &self.rules[i];
-            if rule.request.is_some_and(|r| r != request) {
-                continue;
-            }
             let context = &mut self.context;
             let ok = rule.conditions.iter().all(|(id, op, want)| {
                 if *id < CONTEXT_BASE {
