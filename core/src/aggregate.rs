@@ -273,7 +273,7 @@ impl Aggregates {
     /// The dissected protocol, else the name of the server's port ("unknown").
     fn protocol_name(&mut self, flow: &Flow, server: usize) -> u16 {
         if let Some(k) = flow.protocol {
-            return self.names.id(k.name());
+            return self.names.id(k.name);
         }
         match self.services.get(&(flow.proto, flow.ports[server])) {
             Some(&id) => id,
@@ -354,7 +354,8 @@ impl Aggregates {
         let mut obs = evidence(ev);
         // S7 roles follow the connection: the station that opened it (the SYN's sender) is
         // never the controller because it answered a notification or a job of the PLC's
-        if matches!(ev.body, Body::S7(_) | Body::S7Plus(_)) {
+        let record = ev.body.record();
+        if record.is_some_and(|r| r.roles_follow_connection()) {
             if let Some(tcp_client) = flow.client {
                 if server == tcp_client {
                     obs.server = None;
@@ -369,8 +370,8 @@ impl Aggregates {
         }
         if let Some(name) = obs.server {
             if let Some(h) = self.evidence(flow.ips[server], name, ts) {
-                if let Body::Dnp3(p) = &ev.body {
-                    h.dnp3_addresses.insert(p.source_address);
+                if let Some(address) = record.and_then(|r| r.station_address()) {
+                    h.dnp3_addresses.insert(address);
                 }
             }
         }

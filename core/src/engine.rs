@@ -13,7 +13,7 @@ use crate::events::{Body, Event, Proto};
 use crate::flows::{Flow, FlowKey, FlowStats, FlowTable, ParserState};
 use crate::meaning::{describe, Use};
 use crate::output::{AnomalyCount, Lines};
-use crate::protocols::{is_other_protocol, Kind, REGISTRY};
+use crate::protocols::{is_other_protocol, Dissector, REGISTRY};
 use crate::reader::Packet;
 use crate::reassembly::{Chunk, ReassemblyStats, Tag, TcpStream};
 
@@ -523,7 +523,7 @@ impl Engine {
         let mut by_port = None;
         let mut server_side = None;
         for s in [1 - side, side] {
-            if let Some(k) = Kind::by_port(tcp, flow.ports[s]) {
+            if let Some(k) = Dissector::by_port(tcp, flow.ports[s]) {
                 by_port = Some(k);
                 server_side = Some(s);
                 break;
@@ -531,11 +531,11 @@ impl Engine {
         }
         let mut chosen = None;
         match by_port {
-            Some(k) if k.probe(data, false) => chosen = Some(k),
+            Some(k) if (k.looks_like)(data, false) => chosen = Some(k),
             Some(_) => {}
             None => {
-                for k in REGISTRY {
-                    if k.probe(data, true) {
+                for k in &REGISTRY {
+                    if (k.looks_like)(data, true) {
                         chosen = Some(k);
                         server_side = Some(match flow.client {
                             None => 1 - side,
@@ -563,7 +563,7 @@ impl Engine {
             }
         }
         flow.protocol = Some(kind);
-        flow.parser = ParserState::Active(kind.parser());
+        flow.parser = ParserState::Active((kind.parser)());
         true
     }
 
@@ -773,11 +773,7 @@ impl Engine {
                 cross = true;
             }
         }
-        cross |= match &ev.body {
-            Body::Modbus(p) => p.device_id.is_some() || p.server_id.is_some(),
-            Body::S7(p) => p.identity.is_some(),
-            _ => false,
-        };
+        cross |= ev.body.record().is_some_and(|r| r.identifies());
         let mut rate = None;
         let mut values = Vec::new();
         if let (true, Some(u)) = (self.watch.on, &meaning) {
@@ -913,7 +909,7 @@ fn changed_view(flow: &mut Flow) -> Option<Box<FlowSnapshot>> {
         macs,
         vlan: flow.vlan,
         client: flow.client,
-        protocol: flow.protocol.map(|k| k.name()),
+        protocol: flow.protocol.map(|k| k.name),
         community_id: flow.community_id().to_string(),
     }))
 }
@@ -931,11 +927,7 @@ fn guarded(
     };
     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| feed(parser, out)));
     if done.is_err() {
-        let proto = match flow.protocol {
-            Some(crate::protocols::Kind::S7comm) => crate::events::Proto::S7comm,
-            Some(crate::protocols::Kind::Dnp3) => crate::events::Proto::Dnp3,
-            _ => crate::events::Proto::Modbus,
-        };
+        let proto = flow.protocol.map_or(Proto::Modbus, |k| k.proto);
         let detail = "the dissector failed on this flow; it is no longer parsed".to_string();
         out.push(Event::anomaly(
             from_client,

@@ -5,25 +5,7 @@
 //! document (see `output.rs`).
 
 use crate::meaning::Table;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Modbus,
-    S7comm,
-    S7commPlus,
-    Dnp3,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Modbus => "modbus",
-            Proto::S7comm => "s7comm",
-            Proto::S7commPlus => "s7comm_plus",
-            Proto::Dnp3 => "dnp3",
-        }
-    }
-}
+use crate::protocols::Record;
 
 /// A deviation found while parsing; the flow goes on being parsed.
 #[derive(Clone, Debug)]
@@ -39,13 +21,55 @@ pub use crate::protocols::dnp3::{Dnp3Object, Dnp3Pdu};
 pub use crate::protocols::modbus::ModbusPdu;
 pub use crate::protocols::s7comm::{S7Item, S7Pdu, S7PlusPdu, Tsaps};
 
-#[derive(Clone, Debug)]
-pub enum Body {
-    Modbus(ModbusPdu),
-    S7(S7Pdu),
-    S7Plus(S7PlusPdu),
-    Dnp3(Dnp3Pdu),
-    Anomaly(Anomaly),
+/// Declares the record types: the protocol each is reported under (`Proto`, with its
+/// name in outputs and rules) and the `Body` variant that holds it.
+macro_rules! records {
+    ($($variant:ident($record:ty) = $name:literal,)+) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Proto {
+            $($variant,)+
+        }
+
+        impl Proto {
+            pub const ALL: &'static [Proto] = &[$(Proto::$variant,)+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Proto::$variant => $name,)+
+                }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub enum Body {
+            $($variant($record),)+
+            Anomaly(Anomaly),
+        }
+
+        impl Body {
+            /// The protocol record it holds (None: a parse anomaly).
+            pub fn record(&self) -> Option<&dyn Record> {
+                match self {
+                    $(Body::$variant(p) => Some(p),)+
+                    Body::Anomaly(_) => None,
+                }
+            }
+
+            pub fn protocol(&self) -> Proto {
+                match self {
+                    $(Body::$variant(_) => Proto::$variant,)+
+                    Body::Anomaly(a) => a.protocol,
+                }
+            }
+        }
+    };
+}
+
+records! {
+    Modbus(ModbusPdu) = "modbus",
+    S7comm(S7Pdu) = "s7comm",
+    S7commPlus(S7PlusPdu) = "s7comm_plus",
+    Dnp3(Dnp3Pdu) = "dnp3",
 }
 
 /// What a response knows of the request it answers (paired by the dissector).
@@ -128,35 +152,17 @@ impl Event {
 
     /// What a PDU's dissector found wrong in it (empty for anomaly records themselves).
     pub fn pdu_anomalies(&self) -> &[&'static str] {
-        match &self.body {
-            Body::Modbus(p) => &p.anomalies,
-            Body::S7(p) => &p.anomalies,
-            Body::S7Plus(p) => &p.anomalies,
-            Body::Dnp3(p) => &p.anomalies,
-            Body::Anomaly(_) => &[],
-        }
+        self.body.record().map_or(&[], |r| r.anomalies())
     }
 
     pub fn protocol(&self) -> Proto {
-        match &self.body {
-            Body::Modbus(_) => Proto::Modbus,
-            Body::S7(_) => Proto::S7comm,
-            Body::S7Plus(_) => Proto::S7commPlus,
-            Body::Dnp3(_) => Proto::Dnp3,
-            Body::Anomaly(a) => a.protocol,
-        }
+        self.body.protocol()
     }
 
     /// Request or response, from the protocol's own semantics.
     pub fn is_request(&self) -> bool {
-        match &self.body {
-            Body::Modbus(_) | Body::Anomaly(_) => self.from_client,
-            Body::S7(p) => p.from_request(),
-            Body::S7Plus(p) => match p.opcode {
-                None => self.from_client,
-                Some(op) => op == 0x31,
-            },
-            Body::Dnp3(p) => p.function_code < 0x80,
-        }
+        self.body
+            .record()
+            .map_or(self.from_client, |r| r.is_request(self.from_client))
     }
 }

@@ -2,8 +2,7 @@
 //! writes or commands, the unit and ranges it touches, and what it says about the roles
 //! of the hosts at each end. The graph, the inventory and the detections read this.
 
-use crate::events::{Body, Event};
-use crate::protocols::{dnp3, modbus, s7comm};
+use crate::events::Event;
 
 /// Where a range lives: a Modbus table, an S7 area (with its DB number), or the DNP3
 /// points of an object group (controls: g12 binary, g41 analog outputs).
@@ -60,29 +59,12 @@ pub struct Use {
 pub const USERDATA_BASE: u32 = 0x1000;
 /// The function code of a record as the graph counts it (see `Use::code`).
 pub fn code(ev: &Event) -> Option<u32> {
-    match &ev.body {
-        Body::Modbus(p) => Some(p.function_code as u32),
-        Body::S7(p) => match (p.rosctr, p.group) {
-            (7, Some(group)) => {
-                Some(USERDATA_BASE + group as u32 * 0x100 + p.subfunction.unwrap_or(0) as u32)
-            }
-            _ => p.function_code.map(u32::from),
-        },
-        Body::S7Plus(p) => p.function_code.map(u32::from),
-        Body::Dnp3(p) => Some(p.function_code as u32),
-        Body::Anomaly(_) => None,
-    }
+    ev.body.record()?.code()
 }
 
 /// What a record does, by the protocol module that parsed it.
 pub fn describe(ev: &Event) -> Option<Use> {
-    match &ev.body {
-        Body::Modbus(p) => Some(modbus::describe(p, ev.from_client)),
-        Body::S7(p) => s7comm::describe(p),
-        Body::S7Plus(p) => s7comm::plus_describe(p, ev.is_request()),
-        Body::Dnp3(p) => Some(dnp3::describe(p)),
-        Body::Anomaly(_) => None,
-    }
+    ev.body.record()?.describe(ev.from_client)
 }
 
 /// Behaviour evidence for the requesting and the answering host, `<protocol>-<behaviour>`.
@@ -96,12 +78,7 @@ pub struct Evidence {
 
 /// What a record says about the roles of the hosts at each end.
 pub fn evidence(ev: &Event) -> Evidence {
-    let req = ev.req.as_deref();
-    match &ev.body {
-        Body::Modbus(p) => modbus::evidence(p, ev.from_client, req),
-        Body::S7(p) => s7comm::evidence(p, ev.from_client, req),
-        Body::S7Plus(p) => s7comm::plus_evidence(p, ev.is_request()),
-        Body::Dnp3(p) => dnp3::evidence(p),
-        Body::Anomaly(_) => Evidence::default(),
-    }
+    ev.body.record().map_or_else(Evidence::default, |r| {
+        r.evidence(ev.from_client, ev.req.as_deref())
+    })
 }

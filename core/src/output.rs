@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
-use crate::events::{Anomaly, Body, Event, Proto};
+use crate::events::{Anomaly, Event, Proto};
 use crate::flows::Flow;
 use crate::json::*;
 use crate::timefmt::IsoCache;
@@ -219,13 +219,10 @@ impl Lines {
             flow.templates.get_or_insert_with(Default::default)[slot] = Some(m);
         }
         line.extend_from_slice(flow.templates.as_ref().unwrap()[slot].as_ref().unwrap());
-        match &ev.body {
-            Body::Modbus(p) => crate::protocols::modbus::json(line, p, ev.req.as_deref()),
-            Body::S7(p) => crate::protocols::s7comm::json(line, p),
-            Body::S7Plus(p) => crate::protocols::s7comm::plus_json(line, p),
-            Body::Dnp3(p) => crate::protocols::dnp3::json(line, p),
-            Body::Anomaly(_) => return Ok(()),
-        }
+        let Some(record) = ev.body.record() else {
+            return Ok(());
+        };
+        record.json(line, ev.req.as_deref());
         line.extend_from_slice(b"}}\n");
         self.count += 1;
         self.out.write_all(line)

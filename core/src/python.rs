@@ -106,14 +106,11 @@ pub struct Dissector {
 impl Dissector {
     #[new]
     fn new(protocol: &str) -> PyResult<Self> {
-        let kind = crate::protocols::REGISTRY
-            .into_iter()
-            .find(|k| k.name() == protocol)
-            .ok_or_else(|| {
-                pyo3::exceptions::PyValueError::new_err(format!("no dissector {protocol}"))
-            })?;
+        let kind = crate::protocols::Dissector::by_name(protocol).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("no dissector {protocol}"))
+        })?;
         Ok(Dissector {
-            parser: kind.parser(),
+            parser: (kind.parser)(),
         })
     }
 
@@ -173,9 +170,7 @@ fn loose<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Vec<Bound<'py, Py
 /// Does this first payload look like the protocol? (`strict`: off its well-known port)
 #[pyfunction]
 fn looks_like(protocol: &str, payload: &[u8], strict: bool) -> bool {
-    crate::protocols::REGISTRY
-        .into_iter()
-        .any(|k| k.name() == protocol && k.probe(payload, strict))
+    crate::protocols::Dissector::by_name(protocol).is_some_and(|k| (k.looks_like)(payload, strict))
 }
 
 /// Link, IP and transport headers of one frame: (source, destination, transport, source
@@ -445,16 +440,7 @@ impl Engine {
             answerable,
         ) in rules
         {
-            let protocols = protocols
-                .iter()
-                .filter_map(|p| match p.as_str() {
-                    "modbus" => Some(crate::events::Proto::Modbus),
-                    "s7comm" => Some(crate::events::Proto::S7comm),
-                    "s7comm_plus" => Some(crate::events::Proto::S7commPlus),
-                    "dnp3" => Some(crate::events::Proto::Dnp3),
-                    _ => None,
-                })
-                .collect();
+            let protocols = protocols.iter().filter_map(|p| parse_proto(p)).collect();
             let id = |name: &str| {
                 crate::rules::field_id(name).ok_or_else(|| {
                     pyo3::exceptions::PyValueError::new_err(format!("no core field {name}"))
@@ -960,14 +946,15 @@ pub(crate) fn opt<'py, T: IntoPyObject<'py>>(
 fn fields<'py>(py: Python<'py>, ev: &Event) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     match &ev.body {
-        Body::Modbus(p) => crate::protocols::modbus::py_fields(py, p, &d)?,
-        Body::S7(p) => crate::protocols::s7comm::py_fields(py, p, &d)?,
-        Body::S7Plus(p) => crate::protocols::s7comm::plus_py_fields(py, p, &d)?,
-        Body::Dnp3(p) => crate::protocols::dnp3::py_fields(py, p, &d)?,
         Body::Anomaly(a) => {
             d.set_item("protocol_name", a.protocol.name())?;
             d.set_item("kind", a.kind)?;
             d.set_item("detail", &a.detail)?;
+        }
+        body => {
+            if let Some(record) = body.record() {
+                record.py_fields(py, &d)?;
+            }
         }
     }
     Ok(d)
@@ -1093,9 +1080,9 @@ fn parse_addr(s: &str) -> Option<Addr> {
 }
 
 fn parse_proto(name: &str) -> Option<crate::events::Proto> {
-    use crate::events::Proto;
-    [Proto::Modbus, Proto::S7comm, Proto::S7commPlus, Proto::Dnp3]
-        .into_iter()
+    crate::events::Proto::ALL
+        .iter()
+        .copied()
         .find(|p| p.name() == name)
 }
 

@@ -439,10 +439,7 @@ pub fn field(ev: &Event, name: u8, request_index: u64) -> Val {
             f::DETAIL_TEXT => Val::Str(a.detail.clone()),
             _ => Val::None,
         },
-        Body::Modbus(p) => crate::protocols::modbus::field(p, name),
-        Body::S7(p) => crate::protocols::s7comm::field(p, name),
-        Body::S7Plus(p) => crate::protocols::s7comm::plus_field(p, name),
-        Body::Dnp3(p) => crate::protocols::dnp3::field(p, name),
+        body => body.record().map_or(Val::None, |r| r.field(name)),
     }
 }
 
@@ -927,25 +924,7 @@ impl Matcher {
 
 /// Why a device refused a request, as a short key Python turns into words.
 pub fn reason(ev: &Event) -> Option<String> {
-    match &ev.body {
-        Body::Modbus(p) => p.exception_code.map(|c| format!("modbus:{c}")),
-        Body::Dnp3(p) => p.iin.map(|iin| format!("dnp3:{}", iin & 0x7)),
-        Body::S7(p) => {
-            if p.error_class.unwrap_or(0) != 0 || p.error_code.unwrap_or(0) != 0 {
-                Some(format!(
-                    "s7:{}:{}",
-                    p.error_class.unwrap_or(0),
-                    p.error_code.unwrap_or(0)
-                ))
-            } else {
-                p.return_codes
-                    .iter()
-                    .find(|&&rc| rc != 0xFF)
-                    .map(|rc| format!("s7rc:{rc}"))
-            }
-        }
-        _ => None,
-    }
+    ev.body.record()?.refusal()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use _core::engine::{Config, Engine};
 use _core::events::{Body, Event};
-use _core::protocols::{Kind, REGISTRY};
+use _core::protocols::{modbus, REGISTRY};
 use _core::reader::{Packet, Reader};
 use _core::reassembly::{Chunk, ReassemblyStats, Tag, TcpStream};
 use proptest::prelude::*;
@@ -51,8 +51,8 @@ proptest! {
     #[test]
     fn dissectors_survive_any_bytes(chunks in prop::collection::vec(
         (prop::collection::vec(any::<u8>(), 0..400), any::<bool>(), any::<bool>()), 0..12)) {
-        for kind in REGISTRY {
-            let mut p = kind.parser();
+        for kind in &REGISTRY {
+            let mut p = (kind.parser)();
             let mut out = Vec::new();
             for (data, from_client, gap) in &chunks {
                 p.feed(data, *from_client, *gap, &mut out);
@@ -71,7 +71,7 @@ proptest! {
         for (at, v) in edits {
             s[at % n] = v;
         }
-        let mut p = Kind::Modbus.parser();
+        let mut p = (modbus::DISSECTOR.parser)();
         let mut out = Vec::new();
         p.feed(&s, true, false, &mut out);
     }
@@ -80,11 +80,11 @@ proptest! {
     fn any_segmentation_gives_the_same_pdus(cuts in prop::collection::vec(any::<usize>(), 0..30)) {
         let s = modbus_stream();
         let mut whole = Vec::new();
-        Kind::Modbus.parser().feed(&s, true, false, &mut whole);
+        (modbus::DISSECTOR.parser)().feed(&s, true, false, &mut whole);
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % s.len()).collect();
         cuts.sort_unstable();
         cuts.dedup();
-        let mut p = Kind::Modbus.parser();
+        let mut p = (modbus::DISSECTOR.parser)();
         let mut pieces = Vec::new();
         let mut last = 0;
         for c in cuts.into_iter().chain([s.len()]) {

@@ -8,8 +8,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let cut = data[0] as usize % data.len();
-    for kind in REGISTRY {
-        let mut p = kind.parser();
+    for kind in &REGISTRY {
+        let mut p = (kind.parser)();
         let mut out = Vec::new();
         p.feed(&data[1..cut.max(1)], true, false, &mut out);
         p.feed(

@@ -43,6 +43,15 @@ pub struct Dnp3Pdu {
 }
 
 pub const PORT: u16 = 20000;
+
+pub const DISSECTOR: super::Dissector = super::Dissector {
+    name: "dnp3",
+    proto: Proto::Dnp3,
+    tcp_port: PORT,
+    udp_port: Some(PORT),
+    looks_like,
+    parser: || Box::<Parser>::default(),
+};
 const MAX_FRAGMENT: usize = 64 * 1024;
 const MAX_OBJECTS: usize = 256;
 pub const MAX_PENDING: usize = 64;
@@ -136,8 +145,8 @@ fn anomaly(from_client: bool, kind: &'static str, detail: String) -> Event {
     Event::anomaly(from_client, Proto::Dnp3, kind, detail)
 }
 
-impl Parser {
-    pub fn held(&self) -> super::Held {
+impl super::Dissect for Parser {
+    fn held(&self) -> super::Held {
         (
             self.buf[0].len().max(self.buf[1].len()),
             self.pending.len(),
@@ -145,7 +154,7 @@ impl Parser {
         )
     }
 
-    pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
+    fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
         let side = if from_client { 0 } else { 1 };
         if gap {
             self.buf[side].clear();
@@ -191,10 +200,12 @@ impl Parser {
         self.buf[side] = buf;
     }
 
-    pub fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
+    fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
         self.feed(data, from_client, true, out);
     }
+}
 
+impl Parser {
     fn frame(&mut self, frame: &[u8], from_client: bool, out: &mut Vec<Event>) {
         let control = frame[3];
         let dst = u16::from_le_bytes([frame[4], frame[5]]);
@@ -673,7 +684,7 @@ fn data_size(group: u8, var: u8, qual: u8, count: u64, frag: &[u8], pos: usize) 
 
 // -- the `otsec.dnp3` object of the PDU event document ------------------------------
 
-pub fn json(out: &mut Vec<u8>, p: &Dnp3Pdu) {
+fn json(out: &mut Vec<u8>, p: &Dnp3Pdu) {
     out.push(b'{');
     field_u(out, "source_address", p.source_address as u64);
     field_u(out, "destination_address", p.destination_address as u64);
@@ -701,7 +712,7 @@ pub fn json(out: &mut Vec<u8>, p: &Dnp3Pdu) {
 
 const WRITES: [u8; 13] = [2, 3, 4, 5, 6, 15, 16, 17, 18, 19, 25, 27, 31];
 
-pub fn describe(p: &Dnp3Pdu) -> Use {
+fn describe(p: &Dnp3Pdu) -> Use {
     let fc = p.function_code;
     let request = fc < 0x80;
     let unit = if request {
@@ -748,7 +759,7 @@ fn control_points(p: &Dnp3Pdu) -> Vec<(Table, i64, i64)> {
     out
 }
 
-pub fn evidence(p: &Dnp3Pdu) -> Evidence {
+fn evidence(p: &Dnp3Pdu) -> Evidence {
     let fc = p.function_code;
     if fc >= 0x80 {
         Evidence {
@@ -772,7 +783,7 @@ pub fn evidence(p: &Dnp3Pdu) -> Evidence {
 
 // -- the fields rules match (see rules.rs) -----------------------------------------
 
-pub fn field(p: &Dnp3Pdu, name: u8) -> Val {
+fn field(p: &Dnp3Pdu, name: u8) -> Val {
     match name {
         f::SOURCE_ADDRESS => Val::Int(p.source_address.into()),
         f::DESTINATION_ADDRESS => Val::Int(p.destination_address.into()),
@@ -799,9 +810,47 @@ pub fn field(p: &Dnp3Pdu, name: u8) -> Val {
     }
 }
 
+impl super::Record for Dnp3Pdu {
+    fn anomalies(&self) -> &[&'static str] {
+        &self.anomalies
+    }
+    fn is_request(&self, _from_client: bool) -> bool {
+        self.function_code < 0x80
+    }
+    fn code(&self) -> Option<u32> {
+        Some(self.function_code as u32)
+    }
+    fn describe(&self, _from_client: bool) -> Option<Use> {
+        Some(describe(self))
+    }
+    fn evidence(&self, _from_client: bool, _req: Option<&Req>) -> Evidence {
+        evidence(self)
+    }
+    fn station_address(&self) -> Option<u16> {
+        Some(self.source_address)
+    }
+    fn refusal(&self) -> Option<String> {
+        self.iin.map(|iin| format!("dnp3:{}", iin & 0x7))
+    }
+    fn json(&self, out: &mut Vec<u8>, _req: Option<&Req>) {
+        json(out, self)
+    }
+    fn field(&self, id: u8) -> Val {
+        field(self, id)
+    }
+    #[cfg(feature = "python")]
+    fn py_fields<'py>(
+        &self,
+        py: pyo3::Python<'py>,
+        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+    ) -> pyo3::PyResult<()> {
+        py_fields(py, self, d)
+    }
+}
+
 /// The record's fields for Python, named as the attributes of its event type.
 #[cfg(feature = "python")]
-pub fn py_fields<'py>(
+fn py_fields<'py>(
     py: pyo3::Python<'py>,
     p: &Dnp3Pdu,
     d: &pyo3::Bound<'py, pyo3::types::PyDict>,

@@ -8,68 +8,110 @@ pub mod dnp3;
 pub mod modbus;
 pub mod s7comm;
 
-use crate::events::Event;
+use crate::events::{Event, Proto, Req};
+use crate::meaning::{Evidence, Use};
+use crate::rules::Val;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Modbus,
-    S7comm,
-    Dnp3,
+/// A protocol: everything the engine needs to find it and parse it. Adding a protocol is
+/// its module (a `DISSECTOR` and a `Record` for each of its record types), one line in
+/// `REGISTRY` and one line per record type in `events::records!`.
+#[derive(Debug)]
+pub struct Dissector {
+    pub name: &'static str,
+    /// what its parse anomalies (and a dissector failure) are reported under
+    pub proto: Proto,
+    pub tcp_port: u16,
+    pub udp_port: Option<u16>,
+    /// does a first payload look like it? (`strict`: off its well-known port)
+    pub looks_like: fn(&[u8], bool) -> bool,
+    /// a new flow's state
+    pub parser: fn() -> Parser,
 }
 
+/// A registered protocol (its entry in `REGISTRY`).
+pub type Kind = &'static Dissector;
+
 /// The registry, in the order content recognition tries them.
-pub const REGISTRY: [Kind; 3] = [Kind::Modbus, Kind::S7comm, Kind::Dnp3];
+pub static REGISTRY: [Dissector; 3] = [modbus::DISSECTOR, s7comm::DISSECTOR, dnp3::DISSECTOR];
 
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Modbus => "modbus",
-            Kind::S7comm => "s7comm",
-            Kind::Dnp3 => "dnp3",
-        }
+impl PartialEq for Dissector {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
     }
+}
 
-    pub fn tcp_port(self) -> u16 {
-        match self {
-            Kind::Modbus => modbus::PORT,
-            Kind::S7comm => s7comm::PORT,
-            Kind::Dnp3 => dnp3::PORT,
-        }
-    }
-
-    pub fn udp_port(self) -> Option<u16> {
-        match self {
-            Kind::Modbus => Some(modbus::PORT),
-            Kind::S7comm => None,
-            Kind::Dnp3 => Some(dnp3::PORT),
-        }
-    }
-
-    pub fn probe(self, payload: &[u8], strict: bool) -> bool {
-        match self {
-            Kind::Modbus => modbus::looks_like(payload, strict),
-            Kind::S7comm => s7comm::looks_like(payload, strict),
-            Kind::Dnp3 => dnp3::looks_like(payload, strict),
-        }
-    }
-
-    pub fn parser(self) -> Parser {
-        match self {
-            Kind::Modbus => Parser::Modbus(Box::default()),
-            Kind::S7comm => Parser::S7(Box::default()),
-            Kind::Dnp3 => Parser::Dnp3(Box::default()),
-        }
+impl Dissector {
+    pub fn by_name(name: &str) -> Option<Kind> {
+        REGISTRY.iter().find(|k| k.name == name)
     }
 
     pub fn by_port(tcp: bool, port: u16) -> Option<Kind> {
-        REGISTRY.into_iter().find(|k| {
+        REGISTRY.iter().find(|k| {
             if tcp {
-                k.tcp_port() == port
+                k.tcp_port == port
             } else {
-                k.udp_port() == Some(port)
+                k.udp_port == Some(port)
             }
         })
     }
+}
+
+/// A flow's dissector state.
+pub trait Dissect: Send + Sync {
+    /// What it holds, every part bounded (see `Held`).
+    fn held(&self) -> Held;
+    /// Parse what the stream delivered; `gap`: bytes before `data` were lost.
+    fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>);
+    fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>);
+}
+
+pub type Parser = Box<dyn Dissect>;
+
+/// What a dissector holds: (bytes buffered in the larger direction, requests waiting for
+/// an answer, partial reassemblies). Every one of them is bounded.
+pub type Held = (usize, usize, usize);
+
+/// What one protocol record tells the rest of the core, decided once by its module:
+/// its meaning, the evidence it gives, its output line and its rule fields.
+pub trait Record {
+    /// what its dissector found wrong in it
+    fn anomalies(&self) -> &[&'static str];
+    /// request or response, by the protocol's own semantics
+    fn is_request(&self, from_client: bool) -> bool;
+    /// the function code as the graph counts it (see `Use::code`)
+    fn code(&self) -> Option<u32>;
+    /// what it does
+    fn describe(&self, from_client: bool) -> Option<Use>;
+    /// what it says about the roles of the hosts at each end
+    fn evidence(&self, from_client: bool, req: Option<&Req>) -> Evidence;
+    /// the roles it shows follow the connection (the station that opened it is never the
+    /// controller), not who sent a request
+    fn roles_follow_connection(&self) -> bool {
+        false
+    }
+    /// the answering station's own protocol address (kept with its host)
+    fn station_address(&self) -> Option<u16> {
+        None
+    }
+    /// it tells the device's identity (always crosses to Python)
+    fn identifies(&self) -> bool {
+        false
+    }
+    /// why the device refused the request this answers, as a short key Python words
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+    /// its `otsec.<protocol>` object in the event line
+    fn json(&self, out: &mut Vec<u8>, req: Option<&Req>);
+    /// a rule field (by id, see `rules::FIELDS`)
+    fn field(&self, id: u8) -> Val;
+    /// its fields as the Python event type's attributes
+    #[cfg(feature = "python")]
+    fn py_fields<'py>(
+        &self,
+        py: pyo3::Python<'py>,
+        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+    ) -> pyo3::PyResult<()>;
 }
 
 /// Clearly something else (HTTP, TLS, SSH), whatever the port says.
@@ -85,41 +127,4 @@ pub fn is_other_protocol(p: &[u8]) -> bool {
         b"OPTI",
     ];
     PREFIXES.iter().any(|pre| p.starts_with(pre))
-}
-
-/// A flow's dissector.
-pub enum Parser {
-    Modbus(Box<modbus::Parser>),
-    S7(Box<s7comm::Parser>),
-    Dnp3(Box<dnp3::Parser>),
-}
-
-/// What a dissector holds: (bytes buffered in the larger direction, requests waiting for
-/// an answer, partial reassemblies). Every one of them is bounded.
-pub type Held = (usize, usize, usize);
-
-impl Parser {
-    pub fn held(&self) -> Held {
-        match self {
-            Parser::Modbus(p) => p.held(),
-            Parser::S7(p) => p.held(),
-            Parser::Dnp3(p) => p.held(),
-        }
-    }
-
-    pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
-        match self {
-            Parser::Modbus(p) => p.feed(data, from_client, gap, out),
-            Parser::S7(p) => p.feed(data, from_client, gap, out),
-            Parser::Dnp3(p) => p.feed(data, from_client, gap, out),
-        }
-    }
-
-    pub fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
-        match self {
-            Parser::Modbus(p) => p.feed_datagram(data, from_client, out),
-            Parser::S7(p) => p.feed_datagram(data, from_client, out),
-            Parser::Dnp3(p) => p.feed_datagram(data, from_client, out),
-        }
-    }
 }

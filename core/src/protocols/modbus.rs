@@ -37,6 +37,15 @@ pub struct ModbusPdu {
 }
 
 pub const PORT: u16 = 502;
+
+pub const DISSECTOR: super::Dissector = super::Dissector {
+    name: "modbus",
+    proto: Proto::Modbus,
+    tcp_port: PORT,
+    udp_port: Some(PORT),
+    looks_like,
+    parser: || Box::<Parser>::default(),
+};
 pub const MAX_LENGTH: usize = 254;
 /// longer frames (some UMAS stacks) are parsed but flagged
 pub const OVERSIZE_LENGTH: usize = 2048;
@@ -126,8 +135,8 @@ fn anomaly(from_client: bool, kind: &'static str, detail: String) -> Event {
     Event::anomaly(from_client, Proto::Modbus, kind, detail)
 }
 
-impl Parser {
-    pub fn held(&self) -> super::Held {
+impl super::Dissect for Parser {
+    fn held(&self) -> super::Held {
         (
             self.buf[0].len().max(self.buf[1].len()),
             self.pending.len(),
@@ -136,7 +145,7 @@ impl Parser {
     }
 
     /// Parse what the stream delivered; `gap` says bytes before `data` were lost.
-    pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
+    fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
         let side = if from_client { 0 } else { 1 };
         if gap {
             self.buf[side].clear();
@@ -162,13 +171,15 @@ impl Parser {
     }
 
     /// Modbus over UDP: every datagram stands alone.
-    pub fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
+    fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
         let side = if from_client { 0 } else { 1 };
         self.resync[side] = false;
         self.buf[side].clear();
         self.parse(data, side, from_client, out);
     }
+}
 
+impl Parser {
     fn one(&mut self, buf: &[u8], pos: usize, end: usize, from_client: bool, out: &mut Vec<Event>) {
         let tid = be16(buf, pos);
         let length = be16(buf, pos + 4);
@@ -564,7 +575,7 @@ fn device_id(pdu: &mut ModbusPdu, buf: &[u8], d: usize, end: usize) -> bool {
 
 // -- the `otsec.modbus` object of the PDU event document ------------------------------
 
-pub fn json(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
+fn json(out: &mut Vec<u8>, p: &ModbusPdu, req: Option<&Req>) {
     out.push(b'{');
     field_u(out, "transaction_id", p.transaction_id as u64);
     field_u(out, "unit_id", p.unit_id as u64);
@@ -700,7 +711,7 @@ fn table(fc: u8) -> Option<&'static str> {
     })
 }
 
-pub fn describe(p: &ModbusPdu, from_client: bool) -> Use {
+fn describe(p: &ModbusPdu, from_client: bool) -> Use {
     let fc = p.function_code;
     let writes = from_client && WRITES.contains(&fc);
     let command = from_client && (writes || fc == 8 || fc == UMAS || PROGRAMMING.contains(&fc));
@@ -723,7 +734,7 @@ pub fn describe(p: &ModbusPdu, from_client: bool) -> Use {
     }
 }
 
-pub fn evidence(p: &ModbusPdu, from_client: bool, req: Option<&Req>) -> Evidence {
+fn evidence(p: &ModbusPdu, from_client: bool, req: Option<&Req>) -> Evidence {
     if from_client {
         let fc = p.function_code;
         if WRITES.contains(&fc) {
@@ -752,7 +763,7 @@ pub fn evidence(p: &ModbusPdu, from_client: bool, req: Option<&Req>) -> Evidence
 
 // -- the fields rules match (see rules.rs) -----------------------------------------
 
-pub fn field(p: &ModbusPdu, name: u8) -> Val {
+fn field(p: &ModbusPdu, name: u8) -> Val {
     match name {
         f::TRANSACTION_ID => Val::Int(p.transaction_id.into()),
         f::UNIT_ID => Val::Int(p.unit_id.into()),
@@ -775,9 +786,47 @@ pub fn field(p: &ModbusPdu, name: u8) -> Val {
     }
 }
 
+impl super::Record for ModbusPdu {
+    fn anomalies(&self) -> &[&'static str] {
+        &self.anomalies
+    }
+    fn is_request(&self, from_client: bool) -> bool {
+        from_client
+    }
+    fn code(&self) -> Option<u32> {
+        Some(self.function_code as u32)
+    }
+    fn describe(&self, from_client: bool) -> Option<Use> {
+        Some(describe(self, from_client))
+    }
+    fn evidence(&self, from_client: bool, req: Option<&Req>) -> Evidence {
+        evidence(self, from_client, req)
+    }
+    fn identifies(&self) -> bool {
+        self.device_id.is_some() || self.server_id.is_some()
+    }
+    fn refusal(&self) -> Option<String> {
+        self.exception_code.map(|c| format!("modbus:{c}"))
+    }
+    fn json(&self, out: &mut Vec<u8>, req: Option<&Req>) {
+        json(out, self, req)
+    }
+    fn field(&self, id: u8) -> Val {
+        field(self, id)
+    }
+    #[cfg(feature = "python")]
+    fn py_fields<'py>(
+        &self,
+        py: pyo3::Python<'py>,
+        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+    ) -> pyo3::PyResult<()> {
+        py_fields(py, self, d)
+    }
+}
+
 /// The record's fields for Python, named as the attributes of its event type.
 #[cfg(feature = "python")]
-pub fn py_fields<'py>(
+fn py_fields<'py>(
     py: pyo3::Python<'py>,
     p: &ModbusPdu,
     d: &pyo3::Bound<'py, pyo3::types::PyDict>,
@@ -810,6 +859,7 @@ pub fn py_fields<'py>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::Dissect;
 
     #[test]
     fn a_file_record_request_one_byte_short_is_not_read_past_its_end() {

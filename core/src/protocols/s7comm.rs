@@ -68,6 +68,15 @@ pub struct S7PlusPdu {
 }
 
 pub const PORT: u16 = 102;
+
+pub const DISSECTOR: super::Dissector = super::Dissector {
+    name: "s7comm",
+    proto: Proto::S7comm,
+    tcp_port: PORT,
+    udp_port: None,
+    looks_like,
+    parser: || Box::<Parser>::default(),
+};
 const CR: u8 = 0xE0;
 const CC: u8 = 0xD0;
 const DT: u8 = 0xF0;
@@ -287,8 +296,8 @@ impl Default for Parser {
     }
 }
 
-impl Parser {
-    pub fn held(&self) -> super::Held {
+impl super::Dissect for Parser {
+    fn held(&self) -> super::Held {
         let buffered = self.streams.iter().map(|s| s.buf.len()).max().unwrap_or(0);
         let fragments = self
             .streams
@@ -299,7 +308,7 @@ impl Parser {
         (buffered, self.pending.len(), fragments)
     }
 
-    pub fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
+    fn feed(&mut self, data: &[u8], from_client: bool, gap: bool, out: &mut Vec<Event>) {
         let mut units = Vec::new();
         let mut problems = Vec::new();
         self.streams[if from_client { 0 } else { 1 }].feed(data, gap, &mut units, &mut problems);
@@ -325,10 +334,12 @@ impl Parser {
         }
     }
 
-    pub fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
+    fn feed_datagram(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
         self.feed(data, from_client, true, out);
     }
+}
 
+impl Parser {
     fn data(&mut self, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
         match data[0] {
             0x32 => {
@@ -337,7 +348,7 @@ impl Parser {
                 self.pair(pdu, data, from_client, out);
             }
             0x72 => {
-                out.push(Event::new(from_client, Body::S7Plus(decode_plus(data))));
+                out.push(Event::new(from_client, Body::S7commPlus(decode_plus(data))));
             }
             other => out.push(Event::anomaly(
                 from_client,
@@ -350,7 +361,7 @@ impl Parser {
 
     fn pair(&mut self, mut pdu: S7Pdu, data: &[u8], from_client: bool, out: &mut Vec<Event>) {
         if pdu.rosctr == 7 && pdu.userdata_type == Some(0) {
-            out.push(Event::new(from_client, Body::S7(pdu)));
+            out.push(Event::new(from_client, Body::S7comm(pdu)));
             return; // push messages (alarms, cyclic data) answer nothing
         }
         if pdu.from_request() {
@@ -364,7 +375,7 @@ impl Parser {
             } else {
                 Vec::new()
             };
-            let mut ev = Event::new(from_client, Body::S7(pdu));
+            let mut ev = Event::new(from_client, Body::S7comm(pdu));
             ev.txn = self.txns;
             ev.points = points;
             out.push(ev);
@@ -375,13 +386,13 @@ impl Parser {
             return;
         }
         if !matches!(pdu.rosctr, 2 | 3 | 7) {
-            out.push(Event::new(from_client, Body::S7(pdu)));
+            out.push(Event::new(from_client, Body::S7comm(pdu)));
             return;
         }
         match self.pending.close(&pdu.pdu_reference) {
             None => {
                 let r = pdu.pdu_reference;
-                out.push(Event::new(from_client, Body::S7(pdu)));
+                out.push(Event::new(from_client, Body::S7comm(pdu)));
                 let detail = format!("answer to PDU {r} without a job");
                 out.push(Event::anomaly(
                     from_client,
@@ -411,7 +422,7 @@ impl Parser {
                 } else {
                     Vec::new()
                 };
-                let mut ev = Event::new(from_client, Body::S7(pdu));
+                let mut ev = Event::new(from_client, Body::S7comm(pdu));
                 ev.req = Some(Box::new(info));
                 ev.points = points;
                 out.push(ev);
@@ -863,7 +874,7 @@ fn tsap_value(out: &mut Vec<u8>, v: &Option<Vec<u8>>) {
     }
 }
 
-pub fn json(out: &mut Vec<u8>, p: &S7Pdu) {
+fn json(out: &mut Vec<u8>, p: &S7Pdu) {
     out.push(b'{');
     field_u(out, "rosctr", p.rosctr as u64);
     field_u(out, "pdu_reference", p.pdu_reference as u64);
@@ -964,7 +975,7 @@ pub fn plus_function_name(fc: u16) -> &'static str {
     }
 }
 
-pub fn plus_json(out: &mut Vec<u8>, p: &S7PlusPdu) {
+fn plus_json(out: &mut Vec<u8>, p: &S7PlusPdu) {
     out.push(b'{');
     field_u(out, "version", p.version as u64);
     field_b(out, "integrity", p.integrity);
@@ -989,7 +1000,7 @@ fn programming(fc: u8) -> bool {
     matches!(fc, 0x1A..=0x1F | 0x28 | 0x29)
 }
 
-pub fn describe(p: &S7Pdu) -> Option<Use> {
+fn describe(p: &S7Pdu) -> Option<Use> {
     if let (7, Some(group)) = (p.rosctr, p.group) {
         let code = USERDATA_BASE + group as u32 * 0x100 + p.subfunction.unwrap_or(0) as u32;
         let command = p.userdata_type == Some(4) && matches!(group, 1 | 5 | 7);
@@ -1020,7 +1031,7 @@ pub fn describe(p: &S7Pdu) -> Option<Use> {
     })
 }
 
-pub fn plus_describe(p: &S7PlusPdu, request: bool) -> Option<Use> {
+fn plus_describe(p: &S7PlusPdu, request: bool) -> Option<Use> {
     let fc = p.function_code?;
     let writes = request && PLUS_WRITES.contains(&fc);
     Some(Use {
@@ -1031,7 +1042,7 @@ pub fn plus_describe(p: &S7PlusPdu, request: bool) -> Option<Use> {
     })
 }
 
-pub fn evidence(p: &S7Pdu, from_client: bool, req: Option<&Req>) -> Evidence {
+fn evidence(p: &S7Pdu, from_client: bool, req: Option<&Req>) -> Evidence {
     if p.from_request() {
         if !from_client {
             return Evidence::default(); // the PLC's own download-block jobs
@@ -1070,7 +1081,7 @@ pub fn evidence(p: &S7Pdu, from_client: bool, req: Option<&Req>) -> Evidence {
     }
 }
 
-pub fn plus_evidence(p: &S7PlusPdu, request: bool) -> Evidence {
+fn plus_evidence(p: &S7PlusPdu, request: bool) -> Evidence {
     if !request {
         return Evidence {
             client: None,
@@ -1090,7 +1101,7 @@ pub fn plus_evidence(p: &S7PlusPdu, request: bool) -> Evidence {
 
 // -- the fields rules match (see rules.rs) -----------------------------------------
 
-pub fn field(p: &S7Pdu, name: u8) -> Val {
+fn field(p: &S7Pdu, name: u8) -> Val {
     match name {
         f::ROSCTR => Val::Int(p.rosctr.into()),
         f::PDU_REFERENCE => Val::Int(p.pdu_reference.into()),
@@ -1113,7 +1124,7 @@ pub fn field(p: &S7Pdu, name: u8) -> Val {
     }
 }
 
-pub fn plus_field(p: &S7PlusPdu, name: u8) -> Val {
+fn plus_field(p: &S7PlusPdu, name: u8) -> Val {
     match name {
         f::VERSION => Val::Int(p.version.into()),
         f::OPCODE => int(p.opcode),
@@ -1126,9 +1137,100 @@ pub fn plus_field(p: &S7PlusPdu, name: u8) -> Val {
     }
 }
 
+impl super::Record for S7Pdu {
+    fn anomalies(&self) -> &[&'static str] {
+        &self.anomalies
+    }
+    fn is_request(&self, _from_client: bool) -> bool {
+        self.from_request()
+    }
+    fn code(&self) -> Option<u32> {
+        match (self.rosctr, self.group) {
+            (7, Some(group)) => {
+                Some(USERDATA_BASE + group as u32 * 0x100 + self.subfunction.unwrap_or(0) as u32)
+            }
+            _ => self.function_code.map(u32::from),
+        }
+    }
+    fn describe(&self, _from_client: bool) -> Option<Use> {
+        describe(self)
+    }
+    fn evidence(&self, from_client: bool, req: Option<&Req>) -> Evidence {
+        evidence(self, from_client, req)
+    }
+    fn roles_follow_connection(&self) -> bool {
+        true
+    }
+    fn identifies(&self) -> bool {
+        self.identity.is_some()
+    }
+    fn refusal(&self) -> Option<String> {
+        let (class, code) = (self.error_class.unwrap_or(0), self.error_code.unwrap_or(0));
+        if class != 0 || code != 0 {
+            return Some(format!("s7:{class}:{code}"));
+        }
+        self.return_codes
+            .iter()
+            .find(|&&rc| rc != 0xFF)
+            .map(|rc| format!("s7rc:{rc}"))
+    }
+    fn json(&self, out: &mut Vec<u8>, _req: Option<&Req>) {
+        json(out, self)
+    }
+    fn field(&self, id: u8) -> Val {
+        field(self, id)
+    }
+    #[cfg(feature = "python")]
+    fn py_fields<'py>(
+        &self,
+        py: pyo3::Python<'py>,
+        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+    ) -> pyo3::PyResult<()> {
+        py_fields(py, self, d)
+    }
+}
+
+impl super::Record for S7PlusPdu {
+    fn anomalies(&self) -> &[&'static str] {
+        &self.anomalies
+    }
+    fn is_request(&self, from_client: bool) -> bool {
+        match self.opcode {
+            None => from_client,
+            Some(op) => op == 0x31,
+        }
+    }
+    fn code(&self) -> Option<u32> {
+        self.function_code.map(u32::from)
+    }
+    fn describe(&self, from_client: bool) -> Option<Use> {
+        plus_describe(self, self.is_request(from_client))
+    }
+    fn evidence(&self, from_client: bool, _req: Option<&Req>) -> Evidence {
+        plus_evidence(self, self.is_request(from_client))
+    }
+    fn roles_follow_connection(&self) -> bool {
+        true
+    }
+    fn json(&self, out: &mut Vec<u8>, _req: Option<&Req>) {
+        plus_json(out, self)
+    }
+    fn field(&self, id: u8) -> Val {
+        plus_field(self, id)
+    }
+    #[cfg(feature = "python")]
+    fn py_fields<'py>(
+        &self,
+        py: pyo3::Python<'py>,
+        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
+    ) -> pyo3::PyResult<()> {
+        plus_py_fields(py, self, d)
+    }
+}
+
 /// The record's fields for Python, named as the attributes of its event type.
 #[cfg(feature = "python")]
-pub fn py_fields<'py>(
+fn py_fields<'py>(
     py: pyo3::Python<'py>,
     p: &S7Pdu,
     d: &pyo3::Bound<'py, pyo3::types::PyDict>,
@@ -1179,7 +1281,7 @@ pub fn py_fields<'py>(
 
 /// The record's fields for Python, named as the attributes of its event type.
 #[cfg(feature = "python")]
-pub fn plus_py_fields<'py>(
+fn plus_py_fields<'py>(
     py: pyo3::Python<'py>,
     p: &S7PlusPdu,
     d: &pyo3::Bound<'py, pyo3::types::PyDict>,
