@@ -140,6 +140,7 @@ class Inventory:
     def assets(self) -> tuple[list[Asset], dict[str, str]]:
         """The merged assets and the map from IP to asset id."""
         owned = self.owned_macs()
+        owner_macs = set(owned.values())
         groups: dict[str, list[HostRecord]] = {}
         for host in self.hosts.values():
             groups.setdefault(owned.get(host.ip, host.ip), []).append(host)
@@ -172,7 +173,7 @@ class Inventory:
                 # connected to OT ports while scanning, never asked anything: not an HMI
                 role, role_evidence = "unknown", ["scanned the network (connections to many "
                                                   "address and port pairs, no requests)"]
-            macs = [aid] if aid in owned.values() else []
+            macs = [aid] if aid in owner_macs else []
             vendor = mac_vendor(macs[0]) if macs else None
             if identity.manufacturer is None and vendor:
                 identity = replace(identity, manufacturer=vendor,
