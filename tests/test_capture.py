@@ -65,6 +65,27 @@ def test_gzip_of_either_format(tmp_path: Path) -> None:
         assert [d for _, _, d in read_all(f)] == [g.ether(IP)]
 
 
+def test_a_gzip_larger_than_the_blocks_read_ahead(tmp_path: Path) -> None:
+    """A gzipped capture is decompressed on a thread of its own, blocks ahead: every
+    packet comes in order, and a stream cut short gives the packets before the cut and a
+    warning, as the plain file read directly does."""
+    frames = [(1.0 + i / 1000, g.ether(g.ipv4_tcp("10.0.0.1", "10.0.0.2", 40000, 502, i, 1,
+                                                  0x18, i.to_bytes(4, "big") * 200)))
+              for i in range(20_000)]  # 16 MB: many blocks
+    data = g.pcap(frames)
+    (tmp_path / "plain.pcap").write_bytes(data)
+    (tmp_path / "whole.pcap.gz").write_bytes(g.gz(data))
+    plain = read_all(tmp_path / "plain.pcap")
+    assert len(plain) == 20_000
+    assert read_all(tmp_path / "whole.pcap.gz") == plain
+    zipped = g.gz(data)
+    (tmp_path / "cut.pcap.gz").write_bytes(zipped[: len(zipped) * 2 // 3])
+    packets, warnings = reader(tmp_path / "cut.pcap.gz")
+    assert 5_000 < len(packets) < 20_000
+    assert packets == plain[: len(packets)]
+    assert warnings
+
+
 def test_truncated_last_record_warns(tmp_path: Path) -> None:
     data = g.pcap([(1.0, g.ether(IP)), (2.0, g.ether(IP))])
     f = tmp_path / "cut.pcap"

@@ -18,6 +18,7 @@ pub mod output;
 pub mod pending;
 pub mod probes;
 pub mod protocols;
+pub mod readahead;
 pub mod reader;
 pub mod reassembly;
 pub mod ring;

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 
+use crate::readahead::ReadAhead;
+
 pub const CHUNK: usize = 4 * 1024 * 1024;
 /// Larger records mean a corrupt file, not a jumbo frame.
 pub const MAX_RECORD: usize = 16 * 1024 * 1024;
@@ -124,13 +126,25 @@ impl Reader {
                 .unwrap_or(0);
             (Box::new(f), size)
         };
-        Reader::from_reader(path.to_string(), src, size)
+        Reader::from_source(path.to_string(), src, size, true)
     }
 
+    /// A capture in memory or any other source, read on the calling thread.
     pub fn from_reader(
         name: String,
         raw: Box<dyn Read + Send + Sync>,
         size: u64,
+    ) -> Result<Reader, String> {
+        Reader::from_source(name, raw, size, false)
+    }
+
+    /// `ahead`: decompress a gzipped source on a thread of its own (on another core, it
+    /// overlaps with the dissection; an uncompressed file gains nothing from it).
+    fn from_source(
+        name: String,
+        raw: Box<dyn Read + Send + Sync>,
+        size: u64,
+        ahead: bool,
     ) -> Result<Reader, String> {
         let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut counting = BufReader::with_capacity(
@@ -152,6 +166,12 @@ impl Reader {
         } else {
             Box::new(chained)
         };
+        if ahead && compressed {
+            src = match ReadAhead::spawn(src) {
+                Ok(r) => Box::new(r),
+                Err(src) => src,
+            };
+        }
         let mut magic = [0u8; 4];
         let got = read_full(&mut src, &mut magic)
             .map_err(|e| format!("{name}: corrupt gzip data ({e})"))?;
