@@ -81,6 +81,17 @@ rules:
     protocol: dnp3
     match: {direction: request, destination_role: [rtu, plc]}
     message: "sent {function_name} to"
+  - id: site-busy-controller
+    name: Many requests to a controller
+    description: A threshold counted only on records whose roles match.
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/runbook
+    protocol: any
+    match: {direction: request, destination_role: [plc, rtu], function_learned: false}
+    threshold: {count: 20, window: 30, by: client}
+    message: "sent many requests to"
 """
 
 SCENARIOS = {
@@ -182,6 +193,17 @@ rules:
     protocol: modbus
     match: {direction: request, function_code: 3, source_role: historian}
     message: "read registers of"
+  - id: site-hmi-reads
+    name: Reads by an HMI, counted
+    description: A threshold on a role that time changes.
+    severity: low
+    category: recon
+    techniques: [T0801]
+    reference: https://example.invalid/runbook
+    protocol: modbus
+    match: {direction: request, source_role: hmi}
+    threshold: {count: 3, window: 300, by: client}
+    message: "read as an HMI from"
 """
 
 
@@ -202,9 +224,14 @@ def test_a_role_that_time_changes_is_asked_for_again(
     slow = str(tmp_path / "slow.pcap")
     core = _audit(tmp_path, "core", slow, False, monkeypatch)
     assert _alerts(core) == _alerts(_audit(tmp_path, "py", slow, True, monkeypatch))
-    (alert,) = core.alerts
-    assert alert["otsec"]["alert"]["count"] == 5  # the reads from 100 s on
-    assert alert["event"]["start"].startswith("2025-11-24T16:01:40")
+    historian, hmi = sorted(core.alerts, key=lambda a: a["rule"]["id"])
+    assert historian["otsec"]["alert"]["count"] == 5  # the reads from 100 s on
+    assert historian["event"]["start"].startswith("2025-11-24T16:01:40")
+    # the threshold counts only the reads made as an HMI: the third (at 40 s) crosses it,
+    # the fourth and fifth fold in, and none from 100 s on
+    assert hmi["rule"]["id"] == "site-hmi-reads"
+    assert hmi["otsec"]["alert"]["count"] == 3
+    assert hmi["event"]["end"].startswith("2025-11-24T16:01:20")
 
 
 OT_ROWS = [r for r in corpus_rows() if not nothing_to_analyse(r)

@@ -45,9 +45,7 @@ def _spec(c: CompiledRule) -> tuple[Any, ...]:
                    else x.value) for x in c.conditions
                   if x.field in CORE_FIELDS or x.field in CONTEXT_FIELDS]
     keys = _keys([*c.group_by, *template_fields(c.detail)])
-    contextual = any(x.field in CONTEXT_FIELDS for x in c.conditions)
     passthrough = (len(conditions) < len(c.conditions) or keys is None
-                   or (c.threshold is not None and contextual)  # one count, in one place
                    or (c.threshold is not None and c.threshold.distinct is not None
                        and c.threshold.distinct not in CORE_FIELDS))
     threshold = None
