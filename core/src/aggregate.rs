@@ -273,7 +273,7 @@ impl Aggregates {
     /// The dissected protocol, else the name of the server's port ("unknown").
     fn protocol_name(&mut self, flow: &Flow, server: usize) -> u16 {
         if let Some(k) = flow.protocol {
-            return self.names.id(k.name);
+            return self.names.id(k.name());
         }
         match self.services.get(&(flow.proto, flow.ports[server])) {
             Some(&id) => id,

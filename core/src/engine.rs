@@ -909,7 +909,7 @@ fn changed_view(flow: &mut Flow) -> Option<Box<FlowSnapshot>> {
         macs,
         vlan: flow.vlan,
         client: flow.client,
-        protocol: flow.protocol.map(|k| k.name),
+        protocol: flow.protocol.map(|k| k.name()),
         community_id: flow.community_id().to_string(),
     }))
 }

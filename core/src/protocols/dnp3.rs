@@ -45,7 +45,6 @@ pub struct Dnp3Pdu {
 pub const PORT: u16 = 20000;
 
 pub const DISSECTOR: super::Dissector = super::Dissector {
-    name: "dnp3",
     proto: Proto::Dnp3,
     tcp_port: PORT,
     udp_port: Some(PORT),

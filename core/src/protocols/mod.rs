@@ -17,8 +17,7 @@ use crate::rules::Val;
 /// `REGISTRY` and one line per record type in `events::records!`.
 #[derive(Debug)]
 pub struct Dissector {
-    pub name: &'static str,
-    /// what its parse anomalies (and a dissector failure) are reported under
+    /// its name, and what its parse anomalies (and a dissector failure) are reported under
     pub proto: Proto,
     pub tcp_port: u16,
     pub udp_port: Option<u16>,
@@ -36,13 +35,17 @@ pub static REGISTRY: [Dissector; 3] = [modbus::DISSECTOR, s7comm::DISSECTOR, dnp
 
 impl PartialEq for Dissector {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
+        self.proto == other.proto
     }
 }
 
 impl Dissector {
+    pub fn name(&self) -> &'static str {
+        self.proto.name()
+    }
+
     pub fn by_name(name: &str) -> Option<Kind> {
-        REGISTRY.iter().find(|k| k.name == name)
+        REGISTRY.iter().find(|k| k.name() == name)
     }
 
     pub fn by_port(tcp: bool, port: u16) -> Option<Kind> {

@@ -39,7 +39,6 @@ pub struct ModbusPdu {
 pub const PORT: u16 = 502;
 
 pub const DISSECTOR: super::Dissector = super::Dissector {
-    name: "modbus",
     proto: Proto::Modbus,
     tcp_port: PORT,
     udp_port: Some(PORT),

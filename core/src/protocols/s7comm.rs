@@ -70,7 +70,6 @@ pub struct S7PlusPdu {
 pub const PORT: u16 = 102;
 
 pub const DISSECTOR: super::Dissector = super::Dissector {
-    name: "s7comm",
     proto: Proto::S7comm,
     tcp_port: PORT,
     udp_port: None,
