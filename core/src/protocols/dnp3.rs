@@ -51,6 +51,7 @@ pub const DISSECTOR: super::Dissector = super::Dissector {
     looks_like,
     parser: || Box::<Parser>::default(),
 };
+
 const MAX_FRAGMENT: usize = 64 * 1024;
 const MAX_OBJECTS: usize = 256;
 pub const MAX_PENDING: usize = 64;

@@ -45,6 +45,7 @@ pub const DISSECTOR: super::Dissector = super::Dissector {
     looks_like,
     parser: || Box::<Parser>::default(),
 };
+
 pub const MAX_LENGTH: usize = 254;
 /// longer frames (some UMAS stacks) are parsed but flagged
 pub const OVERSIZE_LENGTH: usize = 2048;

@@ -76,6 +76,7 @@ pub const DISSECTOR: super::Dissector = super::Dissector {
     looks_like,
     parser: || Box::<Parser>::default(),
 };
+
 const CR: u8 = 0xE0;
 const CC: u8 = 0xD0;
 const DT: u8 = 0xF0;
