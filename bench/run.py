@@ -4,8 +4,9 @@ files in the same run.
 
     python bench/run.py [--repeat 3] [--memory] [--against REV]
 
-Captures (built under bench/out/ when missing): the 500k-packet Modbus/TCP benchmark and a
-500k-packet mixed plant capture made from the real-stack samples (Modbus, S7comm, DNP3).
+Captures (built under bench/out/ when missing): the 500k-packet Modbus/TCP benchmark, a
+500k-packet mixed plant capture made from the real-stack samples (Modbus, S7comm, DNP3)
+and the mixed capture gzipped (both tools decompress it as they read).
 Prints seconds, packets/s and the ratio tshark time / otsec time (higher is better), also
 for an audit with a site rule on roles (bench/site-rules.yaml). ``--memory`` adds peak RSS
 on 10M packets of steady polling and on a flood of 1M one-shot flows from 200k spoofed
@@ -17,6 +18,7 @@ costs or gains, measured side by side (the machine's load varies from day to day
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import os
 import random
@@ -77,6 +79,12 @@ def write_flood(path: Path, flows: int = 1_000_000, sources: int = 200_000) -> i
     return flows
 
 
+def write_gzipped(plain: Path, path: Path) -> None:
+    """``plain`` (made first), gzipped at the default level."""
+    with plain.open("rb") as src, gzip.open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
 def build_revision(rev: str, out: Path) -> tuple[str, Path]:
     """otsec as of a git revision, built into ``out`` once (its wheel, unpacked)."""
     root = HERE.parent
@@ -131,7 +139,8 @@ def main() -> int:
         return 2
     out = HERE / "out"
     out.mkdir(exist_ok=True)
-    captures = {"modbus-500k.pcap": write_modbus, "mixed-500k.pcap": write_mixed}
+    captures = {"modbus-500k.pcap": write_modbus, "mixed-500k.pcap": write_mixed,
+                "mixed-500k.pcap.gz": lambda p, _n: write_gzipped(out / "mixed-500k.pcap", p)}
     audit = [sys.executable, "-m", "otsec", "audit", "--format", "json"]
     spec = importlib.util.find_spec("otsec")  # the otsec that ``-m otsec`` runs
     if spec is not None and spec.origin is not None:
