@@ -7,6 +7,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::Mutex;
 use std::thread;
 
+use crate::reader::read_full;
+
 /// One block of what the thread read.
 pub const BLOCK: usize = 1 << 20;
 /// Blocks read ahead and not yet taken (memory: `AHEAD + 2` blocks, with the one being
@@ -49,7 +51,7 @@ impl ReadAhead {
                 let Ok(mut src) = started.recv() else { return };
                 loop {
                     let mut block = free.try_recv().unwrap_or_else(|_| vec![0; BLOCK]);
-                    match fill(&mut *src, &mut block) {
+                    match read_full(&mut *src, &mut block) {
                         Ok(0) => return, // the end: the closed channel says so
                         Ok(n) => {
                             if tx.send(Msg::Data(block, n)).is_err() {
@@ -146,22 +148,6 @@ impl Read for ReadAhead {
         }
         Ok(copied)
     }
-}
-
-/// Read until `block` is full or the source ends (a pipe gives less per read).
-fn fill(src: &mut dyn Read, block: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < block.len() {
-        match src.read(&mut block[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // the bytes before an error first: a lasting error comes again on the next read
-            Err(_) if got > 0 => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]

@@ -577,13 +577,16 @@ fn interface(buf: &[u8], body: usize, end: usize, big: bool) -> Iface {
     }
 }
 
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Read until `buf` is full or the source ends (a pipe gives less per read). The bytes
+/// before an error come first: a lasting error comes again on the next read.
+pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) if got > 0 => break,
             Err(e) => return Err(e),
         }
     }
