@@ -479,8 +479,6 @@ impl Engine {
                 _ => Actor::Sender,
             };
             out.push(Rule {
-                codes: None,
-                request: None,
                 protocols,
                 anomaly,
                 conditions: conds,

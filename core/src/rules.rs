@@ -505,10 +505,6 @@ pub struct Threshold {
 }
 
 pub struct Rule {
-    /// function codes the rule names (checked first: most records fail here)
-    pub codes: Option<Vec<i64>>,
-    /// the direction the rule names (true: requests)
-    pub request: Option<bool>,
     pub protocols: Vec<Proto>,
     pub anomaly: bool,
     pub conditions: Vec<(u8, Op, Val)>,
@@ -610,7 +606,7 @@ impl Matcher {
         for (i, r) in rules.iter_mut().enumerate() {
             let mut codes: Option<Vec<i64>> = None;
             let mut request: Option<bool> = None;
-            // the function code and direction conditions become the rule's index and filter
+            // the function code and direction conditions become where the rule is indexed
             r.conditions.retain(|(field, op, want)| {
                 let ints = |l: &[Val]| -> Option<Vec<i64>> {
                     l.iter()
@@ -645,8 +641,8 @@ impl Matcher {
                     items.sort(); // membership tests search it
                 }
             }
-            r.codes = codes;
-            r.request = request;
+            // a rule is found by the function codes and direction it names: most records
+            // meet none of the rules
             let directions = match request {
                 Some(d) => vec![d],
                 None => vec![true, false],
@@ -654,7 +650,7 @@ impl Matcher {
             for &p in &r.protocols {
                 for &d in &directions {
                     let slot = (p, r.anomaly, d);
-                    match &r.codes {
+                    match &codes {
                         Some(codes) => {
                             for &c in codes {
                                 m.by_code.entry((slot, c)).or_default().push(i as u32);
