@@ -47,7 +47,7 @@ def check_captures(paths: Sequence[str | Path]) -> None:
     for p in paths:
         if str(p) == "-" or Path(p).is_fifo():
             continue
-        _core.Capture(str(p))
+        _core.check_capture(str(p))
 
 
 def fail_if_nothing_analysed(unreadable: list[dict[str, str]],

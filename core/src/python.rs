@@ -167,6 +167,14 @@ fn loose<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Vec<Bound<'py, Py
         .collect()
 }
 
+/// Fail (CaptureError, one line) unless `path` is a capture otsec reads; reads its headers
+/// only.
+#[pyfunction]
+fn check_capture(py: Python<'_>, path: &str) -> PyResult<()> {
+    py.detach(|| Reader::check(path))
+        .map_err(CaptureError::new_err)
+}
+
 /// Does this first payload look like the protocol? (`strict`: off its well-known port)
 #[pyfunction]
 fn looks_like(protocol: &str, payload: &[u8], strict: bool) -> bool {
@@ -891,6 +899,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Dissector>()?;
     m.add_function(wrap_pyfunction!(looks_like, m)?)?;
+    m.add_function(wrap_pyfunction!(check_capture, m)?)?;
     m.add_function(wrap_pyfunction!(dnp3_crc, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add("FIELDS", crate::rules::FIELDS.to_vec())?;

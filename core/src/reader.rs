@@ -115,18 +115,16 @@ impl Reader {
         let (src, size): (Box<dyn Read + Send + Sync>, u64) = if path == "-" {
             (Box::new(io::stdin()), 0)
         } else {
-            let p = Path::new(path);
-            if p.is_dir() {
-                return Err(format!("{path}: is a directory, not a capture file"));
-            }
-            let f = File::open(p).map_err(|e| format!("cannot open {path}: {}", io_text(&e)))?;
-            let size = f
-                .metadata()
-                .map(|m| if m.is_file() { m.len() } else { 0 })
-                .unwrap_or(0);
+            let (f, size) = open_file(path)?;
             (Box::new(f), size)
         };
         Reader::from_source(path.to_string(), src, size, true)
+    }
+
+    /// Is `path` a capture otsec reads? (Its headers are read; nothing is read ahead.)
+    pub fn check(path: &str) -> Result<(), String> {
+        let (f, size) = open_file(path)?;
+        Reader::from_source(path.to_string(), Box::new(f), size, false).map(|_| ())
     }
 
     /// A capture in memory or any other source, read on the calling thread.
@@ -235,7 +233,7 @@ impl Reader {
             interrupted: false,
         };
         if r.format == Format::Pcap {
-            r.fill(24);
+            r.fill_by(24, 24 - r.buf.len()); // the header alone: opening reads no packets
             if r.buf.len() < 24 {
                 return Err(format!("{}: pcap header truncated", r.name));
             }
@@ -264,13 +262,17 @@ impl Reader {
 
     /// Read until at least `want` bytes are buffered past `pos`, or the source ends.
     fn fill(&mut self, want: usize) {
+        self.fill_by(want, CHUNK.max(want));
+    }
+
+    /// `fill`, reading at most `step` bytes at a time.
+    fn fill_by(&mut self, want: usize, step: usize) {
         if self.pos > 0 && self.pos >= self.buf.len() / 2 {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
         while !self.eof && self.buf.len() - self.pos < want {
             let old = self.buf.len();
-            let step = CHUNK.max(want);
             self.buf.resize(old + step, 0);
             match self.src.read(&mut self.buf[old..]) {
                 Ok(0) => {
@@ -591,6 +593,20 @@ pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
+}
+
+/// A capture file and its size (0 when it is no regular file: a FIFO).
+fn open_file(path: &str) -> Result<(File, u64), String> {
+    let p = Path::new(path);
+    if p.is_dir() {
+        return Err(format!("{path}: is a directory, not a capture file"));
+    }
+    let f = File::open(p).map_err(|e| format!("cannot open {path}: {}", io_text(&e)))?;
+    let size = f
+        .metadata()
+        .map(|m| if m.is_file() { m.len() } else { 0 })
+        .unwrap_or(0);
+    Ok((f, size))
 }
 
 fn io_text(e: &io::Error) -> String {
