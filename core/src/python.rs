@@ -960,7 +960,10 @@ fn fields<'py>(py: Python<'py>, ev: &Event) -> PyResult<Bound<'py, PyDict>> {
         }
         body => {
             if let Some(record) = body.record() {
-                record.py_fields(py, &d)?;
+                record.py_fields(&d)?;
+                if !record.anomalies().is_empty() {
+                    d.set_item("anomalies", PyTuple::new(py, record.anomalies())?)?;
+                }
             }
         }
     }

@@ -439,7 +439,12 @@ pub fn field(ev: &Event, name: u8, request_index: u64) -> Val {
             f::DETAIL_TEXT => Val::Str(a.detail.clone()),
             _ => Val::None,
         },
-        body => body.record().map_or(Val::None, |r| r.field(name)),
+        body => match (body.record(), name) {
+            (None, _) => Val::None,
+            (Some(r), f::ANOMALIES) => strs(r.anomalies()),
+            (Some(_), f::KIND | f::DETAIL_TEXT) => Val::Sym(""),
+            (Some(r), _) => r.field(name),
+        },
     }
 }
 

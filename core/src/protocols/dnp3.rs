@@ -12,7 +12,7 @@ use crate::events::{Body, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
-use crate::rules::{f, int, strs, Val};
+use crate::rules::{f, int, Val};
 
 /// One DNP3 application fragment, with the link header it came in.
 #[derive(Clone, Debug, PartialEq)]
@@ -781,34 +781,7 @@ fn evidence(p: &Dnp3Pdu) -> Evidence {
     }
 }
 
-// -- the fields rules match (see rules.rs) -----------------------------------------
-
-fn field(p: &Dnp3Pdu, name: u8) -> Val {
-    match name {
-        f::SOURCE_ADDRESS => Val::Int(p.source_address.into()),
-        f::DESTINATION_ADDRESS => Val::Int(p.destination_address.into()),
-        f::FUNCTION_CODE => Val::Int(p.function_code.into()),
-        f::APP_CONTROL => Val::Int(p.app_control.into()),
-        f::IIN => int(p.iin),
-        f::LINK_FUNCTION => Val::Int(p.link_function.into()),
-        f::OBJECTS_GROUP => Val::List(p.objects.iter().map(|o| Val::Int(o.group.into())).collect()),
-        f::OBJECTS_VARIATION => Val::List(
-            p.objects
-                .iter()
-                .map(|o| Val::Int(o.variation.into()))
-                .collect(),
-        ),
-        f::OBJECTS_QUALIFIER => Val::List(
-            p.objects
-                .iter()
-                .map(|o| Val::Int(o.qualifier.into()))
-                .collect(),
-        ),
-        f::ANOMALIES => strs(&p.anomalies),
-        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-        _ => Val::None,
-    }
-}
+// -- the record as the rest of the core reads it: meaning, output, rule fields ---------
 
 impl super::Record for Dnp3Pdu {
     fn anomalies(&self) -> &[&'static str] {
@@ -835,47 +808,55 @@ impl super::Record for Dnp3Pdu {
     fn json(&self, out: &mut Vec<u8>, _req: Option<&Req>) {
         json(out, self)
     }
-    fn field(&self, id: u8) -> Val {
-        field(self, id)
+    fn field(&self, name: u8) -> Val {
+        match name {
+            f::SOURCE_ADDRESS => Val::Int(self.source_address.into()),
+            f::DESTINATION_ADDRESS => Val::Int(self.destination_address.into()),
+            f::FUNCTION_CODE => Val::Int(self.function_code.into()),
+            f::APP_CONTROL => Val::Int(self.app_control.into()),
+            f::IIN => int(self.iin),
+            f::LINK_FUNCTION => Val::Int(self.link_function.into()),
+            f::OBJECTS_GROUP => Val::List(
+                self.objects
+                    .iter()
+                    .map(|o| Val::Int(o.group.into()))
+                    .collect(),
+            ),
+            f::OBJECTS_VARIATION => Val::List(
+                self.objects
+                    .iter()
+                    .map(|o| Val::Int(o.variation.into()))
+                    .collect(),
+            ),
+            f::OBJECTS_QUALIFIER => Val::List(
+                self.objects
+                    .iter()
+                    .map(|o| Val::Int(o.qualifier.into()))
+                    .collect(),
+            ),
+            _ => Val::None,
+        }
     }
     #[cfg(feature = "python")]
-    fn py_fields<'py>(
-        &self,
-        py: pyo3::Python<'py>,
-        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-    ) -> pyo3::PyResult<()> {
-        py_fields(py, self, d)
+    fn py_fields(&self, d: &pyo3::Bound<'_, pyo3::types::PyDict>) -> pyo3::PyResult<()> {
+        use crate::python::opt;
+        use pyo3::prelude::*;
+        d.set_item("source_address", self.source_address)?;
+        d.set_item("destination_address", self.destination_address)?;
+        d.set_item("function_code", self.function_code)?;
+        d.set_item("app_control", self.app_control)?;
+        opt(d, "iin", self.iin)?;
+        if !self.objects.is_empty() {
+            let objs: Vec<(u8, u8, u8, u64, Option<u64>)> = self
+                .objects
+                .iter()
+                .map(|o| (o.group, o.variation, o.qualifier, o.count, o.start))
+                .collect();
+            d.set_item("objects", objs)?;
+        }
+        d.set_item("link_function", self.link_function)?;
+        Ok(())
     }
-}
-
-/// The record's fields for Python, named as the attributes of its event type.
-#[cfg(feature = "python")]
-fn py_fields<'py>(
-    py: pyo3::Python<'py>,
-    p: &Dnp3Pdu,
-    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-) -> pyo3::PyResult<()> {
-    use crate::python::opt;
-    use pyo3::prelude::*;
-    use pyo3::types::PyTuple;
-    d.set_item("source_address", p.source_address)?;
-    d.set_item("destination_address", p.destination_address)?;
-    d.set_item("function_code", p.function_code)?;
-    d.set_item("app_control", p.app_control)?;
-    opt(d, "iin", p.iin)?;
-    if !p.objects.is_empty() {
-        let objs: Vec<(u8, u8, u8, u64, Option<u64>)> = p
-            .objects
-            .iter()
-            .map(|o| (o.group, o.variation, o.qualifier, o.count, o.start))
-            .collect();
-        d.set_item("objects", objs)?;
-    }
-    d.set_item("link_function", p.link_function)?;
-    if !p.anomalies.is_empty() {
-        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

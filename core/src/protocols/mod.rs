@@ -106,15 +106,11 @@ pub trait Record {
     }
     /// its `otsec.<protocol>` object in the event line
     fn json(&self, out: &mut Vec<u8>, req: Option<&Req>);
-    /// a rule field (by id, see `rules::FIELDS`)
+    /// a rule field of its own (by id, see `rules::FIELDS`; `anomalies` is read for all)
     fn field(&self, id: u8) -> Val;
-    /// its fields as the Python event type's attributes
+    /// its fields as the Python event type's attributes (`anomalies` is set for all)
     #[cfg(feature = "python")]
-    fn py_fields<'py>(
-        &self,
-        py: pyo3::Python<'py>,
-        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-    ) -> pyo3::PyResult<()>;
+    fn py_fields(&self, d: &pyo3::Bound<'_, pyo3::types::PyDict>) -> pyo3::PyResult<()>;
 }
 
 /// Clearly something else (HTTP, TLS, SSH), whatever the port says.

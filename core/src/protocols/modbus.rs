@@ -11,7 +11,7 @@ use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
 use crate::pending::Pending;
-use crate::rules::{f, int, strs, Val};
+use crate::rules::{f, int, Val};
 
 /// One Modbus/TCP application PDU (MBAP header, function code, data).
 #[derive(Clone, Debug, Default)]
@@ -761,30 +761,7 @@ fn evidence(p: &ModbusPdu, from_client: bool, req: Option<&Req>) -> Evidence {
     }
 }
 
-// -- the fields rules match (see rules.rs) -----------------------------------------
-
-fn field(p: &ModbusPdu, name: u8) -> Val {
-    match name {
-        f::TRANSACTION_ID => Val::Int(p.transaction_id.into()),
-        f::UNIT_ID => Val::Int(p.unit_id.into()),
-        f::FUNCTION_CODE => Val::Int(p.function_code.into()),
-        f::LENGTH => Val::Int(p.length.into()),
-        f::EXCEPTION_CODE => int(p.exception_code),
-        f::SUBFUNCTION => int(p.subfunction),
-        f::MEI_TYPE => int(p.mei_type),
-        f::ADDRESS => int(p.address),
-        f::QUANTITY => int(p.quantity),
-        f::VALUE => int(p.value),
-        f::WRITE_ADDRESS => int(p.write_address),
-        f::WRITE_QUANTITY => int(p.write_quantity),
-        f::UMAS_FUNCTION => int(p.umas_function),
-        f::SERVER_ID => p.server_id.clone().map_or(Val::None, Val::Str),
-        f::RUN_INDICATOR => int(p.run_indicator.map(i64::from)),
-        f::ANOMALIES => strs(&p.anomalies),
-        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-        _ => Val::None,
-    }
-}
+// -- the record as the rest of the core reads it: meaning, output, rule fields ---------
 
 impl super::Record for ModbusPdu {
     fn anomalies(&self) -> &[&'static str] {
@@ -811,49 +788,48 @@ impl super::Record for ModbusPdu {
     fn json(&self, out: &mut Vec<u8>, req: Option<&Req>) {
         json(out, self, req)
     }
-    fn field(&self, id: u8) -> Val {
-        field(self, id)
+    fn field(&self, name: u8) -> Val {
+        match name {
+            f::TRANSACTION_ID => Val::Int(self.transaction_id.into()),
+            f::UNIT_ID => Val::Int(self.unit_id.into()),
+            f::FUNCTION_CODE => Val::Int(self.function_code.into()),
+            f::LENGTH => Val::Int(self.length.into()),
+            f::EXCEPTION_CODE => int(self.exception_code),
+            f::SUBFUNCTION => int(self.subfunction),
+            f::MEI_TYPE => int(self.mei_type),
+            f::ADDRESS => int(self.address),
+            f::QUANTITY => int(self.quantity),
+            f::VALUE => int(self.value),
+            f::WRITE_ADDRESS => int(self.write_address),
+            f::WRITE_QUANTITY => int(self.write_quantity),
+            f::UMAS_FUNCTION => int(self.umas_function),
+            f::SERVER_ID => self.server_id.clone().map_or(Val::None, Val::Str),
+            f::RUN_INDICATOR => int(self.run_indicator.map(i64::from)),
+            _ => Val::None,
+        }
     }
     #[cfg(feature = "python")]
-    fn py_fields<'py>(
-        &self,
-        py: pyo3::Python<'py>,
-        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-    ) -> pyo3::PyResult<()> {
-        py_fields(py, self, d)
+    fn py_fields(&self, d: &pyo3::Bound<'_, pyo3::types::PyDict>) -> pyo3::PyResult<()> {
+        use crate::python::opt;
+        use pyo3::prelude::*;
+        d.set_item("transaction_id", self.transaction_id)?;
+        d.set_item("unit_id", self.unit_id)?;
+        d.set_item("function_code", self.function_code)?;
+        d.set_item("length", self.length)?;
+        opt(d, "exception_code", self.exception_code)?;
+        opt(d, "subfunction", self.subfunction)?;
+        opt(d, "mei_type", self.mei_type)?;
+        opt(d, "address", self.address)?;
+        opt(d, "quantity", self.quantity)?;
+        opt(d, "value", self.value)?;
+        opt(d, "write_address", self.write_address)?;
+        opt(d, "write_quantity", self.write_quantity)?;
+        opt(d, "umas_function", self.umas_function)?;
+        opt(d, "device_id", self.device_id.clone())?;
+        opt(d, "server_id", self.server_id.clone())?;
+        opt(d, "run_indicator", self.run_indicator)?;
+        Ok(())
     }
-}
-
-/// The record's fields for Python, named as the attributes of its event type.
-#[cfg(feature = "python")]
-fn py_fields<'py>(
-    py: pyo3::Python<'py>,
-    p: &ModbusPdu,
-    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-) -> pyo3::PyResult<()> {
-    use crate::python::opt;
-    use pyo3::prelude::*;
-    use pyo3::types::PyTuple;
-    d.set_item("transaction_id", p.transaction_id)?;
-    d.set_item("unit_id", p.unit_id)?;
-    d.set_item("function_code", p.function_code)?;
-    d.set_item("length", p.length)?;
-    opt(d, "exception_code", p.exception_code)?;
-    opt(d, "subfunction", p.subfunction)?;
-    opt(d, "mei_type", p.mei_type)?;
-    opt(d, "address", p.address)?;
-    opt(d, "quantity", p.quantity)?;
-    opt(d, "value", p.value)?;
-    opt(d, "write_address", p.write_address)?;
-    opt(d, "write_quantity", p.write_quantity)?;
-    opt(d, "umas_function", p.umas_function)?;
-    opt(d, "device_id", p.device_id.clone())?;
-    opt(d, "server_id", p.server_id.clone())?;
-    opt(d, "run_indicator", p.run_indicator)?;
-    if !p.anomalies.is_empty() {
-        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::json::latin1;
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use, USERDATA_BASE};
 use crate::pending::Pending;
-use crate::rules::{f, int, strs, Val};
+use crate::rules::{f, int, Val};
 
 /// The TSAPs of a COTP connection (source, destination), as big-endian bytes.
 pub type Tsaps = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -1099,43 +1099,7 @@ fn plus_evidence(p: &S7PlusPdu, request: bool) -> Evidence {
     }
 }
 
-// -- the fields rules match (see rules.rs) -----------------------------------------
-
-fn field(p: &S7Pdu, name: u8) -> Val {
-    match name {
-        f::ROSCTR => Val::Int(p.rosctr.into()),
-        f::PDU_REFERENCE => Val::Int(p.pdu_reference.into()),
-        f::FUNCTION_CODE => int(p.function_code),
-        f::ERROR_CLASS => int(p.error_class),
-        f::ERROR_CODE => int(p.error_code),
-        f::GROUP => int(p.group),
-        f::SUBFUNCTION => int(p.subfunction),
-        f::USERDATA_TYPE => int(p.userdata_type),
-        f::SZL_ID => int(p.szl_id),
-        f::SZL_INDEX => int(p.szl_index),
-        f::PI_SERVICE => p.pi_service.clone().map_or(Val::None, Val::Str),
-        f::BLOCK_TYPE => p.block_type.clone().map_or(Val::None, Val::Str),
-        f::BLOCK_NUMBER => int(p.block_number),
-        f::ITEMS_AREA => Val::List(p.items.iter().map(|i| Val::Int(i.area.into())).collect()),
-        f::ITEMS_DB => Val::List(p.items.iter().map(|i| Val::Int(i.db.into())).collect()),
-        f::ANOMALIES => strs(&p.anomalies),
-        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-        _ => Val::None,
-    }
-}
-
-fn plus_field(p: &S7PlusPdu, name: u8) -> Val {
-    match name {
-        f::VERSION => Val::Int(p.version.into()),
-        f::OPCODE => int(p.opcode),
-        f::FUNCTION_CODE => int(p.function_code),
-        f::SEQUENCE => int(p.sequence),
-        f::INTEGRITY => Val::Int(p.integrity as i64),
-        f::ANOMALIES => strs(&p.anomalies),
-        f::KIND | f::DETAIL_TEXT => Val::Sym(""),
-        _ => Val::None,
-    }
-}
+// -- the record as the rest of the core reads it: meaning, output, rule fields ---------
 
 impl super::Record for S7Pdu {
     fn anomalies(&self) -> &[&'static str] {
@@ -1177,16 +1141,70 @@ impl super::Record for S7Pdu {
     fn json(&self, out: &mut Vec<u8>, _req: Option<&Req>) {
         json(out, self)
     }
-    fn field(&self, id: u8) -> Val {
-        field(self, id)
+    fn field(&self, name: u8) -> Val {
+        match name {
+            f::ROSCTR => Val::Int(self.rosctr.into()),
+            f::PDU_REFERENCE => Val::Int(self.pdu_reference.into()),
+            f::FUNCTION_CODE => int(self.function_code),
+            f::ERROR_CLASS => int(self.error_class),
+            f::ERROR_CODE => int(self.error_code),
+            f::GROUP => int(self.group),
+            f::SUBFUNCTION => int(self.subfunction),
+            f::USERDATA_TYPE => int(self.userdata_type),
+            f::SZL_ID => int(self.szl_id),
+            f::SZL_INDEX => int(self.szl_index),
+            f::PI_SERVICE => self.pi_service.clone().map_or(Val::None, Val::Str),
+            f::BLOCK_TYPE => self.block_type.clone().map_or(Val::None, Val::Str),
+            f::BLOCK_NUMBER => int(self.block_number),
+            f::ITEMS_AREA => {
+                Val::List(self.items.iter().map(|i| Val::Int(i.area.into())).collect())
+            }
+            f::ITEMS_DB => Val::List(self.items.iter().map(|i| Val::Int(i.db.into())).collect()),
+            _ => Val::None,
+        }
     }
     #[cfg(feature = "python")]
-    fn py_fields<'py>(
-        &self,
-        py: pyo3::Python<'py>,
-        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-    ) -> pyo3::PyResult<()> {
-        py_fields(py, self, d)
+    fn py_fields(&self, d: &pyo3::Bound<'_, pyo3::types::PyDict>) -> pyo3::PyResult<()> {
+        use crate::python::opt;
+        use pyo3::prelude::*;
+        use pyo3::types::{PyBytes, PyDict, PyTuple};
+        let py = d.py();
+        d.set_item("rosctr", self.rosctr)?;
+        d.set_item("pdu_reference", self.pdu_reference)?;
+        opt(d, "function_code", self.function_code)?;
+        opt(d, "error_class", self.error_class)?;
+        opt(d, "error_code", self.error_code)?;
+        opt(d, "group", self.group)?;
+        opt(d, "subfunction", self.subfunction)?;
+        opt(d, "userdata_type", self.userdata_type)?;
+        opt(d, "szl_id", self.szl_id)?;
+        opt(d, "szl_index", self.szl_index)?;
+        opt(d, "pi_service", self.pi_service.clone())?;
+        opt(d, "block_type", self.block_type.clone())?;
+        opt(d, "block_number", self.block_number)?;
+        if !self.items.is_empty() {
+            let items: Vec<(u8, u16, u32, u8, u16, u8)> = self
+                .items
+                .iter()
+                .map(|i| (i.area, i.db, i.byte, i.bit, i.length, i.transport_size))
+                .collect();
+            d.set_item("items", items)?;
+        }
+        if !self.return_codes.is_empty() {
+            d.set_item("return_codes", PyTuple::new(py, &self.return_codes)?)?;
+        }
+        if let Some(ident) = &self.identity {
+            let id = PyDict::new(py);
+            for (k, v) in ident {
+                id.set_item(*k, v)?;
+            }
+            d.set_item("identity", id)?;
+        }
+        if let Some((src, dst)) = &self.tsaps {
+            opt(d, "src_tsap", src.as_ref().map(|b| PyBytes::new(py, b)))?;
+            opt(d, "dst_tsap", dst.as_ref().map(|b| PyBytes::new(py, b)))?;
+        }
+        Ok(())
     }
 }
 
@@ -1215,87 +1233,25 @@ impl super::Record for S7PlusPdu {
     fn json(&self, out: &mut Vec<u8>, _req: Option<&Req>) {
         plus_json(out, self)
     }
-    fn field(&self, id: u8) -> Val {
-        plus_field(self, id)
+    fn field(&self, name: u8) -> Val {
+        match name {
+            f::VERSION => Val::Int(self.version.into()),
+            f::OPCODE => int(self.opcode),
+            f::FUNCTION_CODE => int(self.function_code),
+            f::SEQUENCE => int(self.sequence),
+            f::INTEGRITY => Val::Int(self.integrity as i64),
+            _ => Val::None,
+        }
     }
     #[cfg(feature = "python")]
-    fn py_fields<'py>(
-        &self,
-        py: pyo3::Python<'py>,
-        d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-    ) -> pyo3::PyResult<()> {
-        plus_py_fields(py, self, d)
+    fn py_fields(&self, d: &pyo3::Bound<'_, pyo3::types::PyDict>) -> pyo3::PyResult<()> {
+        use crate::python::opt;
+        use pyo3::prelude::*;
+        d.set_item("version", self.version)?;
+        opt(d, "opcode", self.opcode)?;
+        opt(d, "function_code", self.function_code)?;
+        opt(d, "sequence", self.sequence)?;
+        d.set_item("integrity", self.integrity)?;
+        Ok(())
     }
-}
-
-/// The record's fields for Python, named as the attributes of its event type.
-#[cfg(feature = "python")]
-fn py_fields<'py>(
-    py: pyo3::Python<'py>,
-    p: &S7Pdu,
-    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-) -> pyo3::PyResult<()> {
-    use crate::python::opt;
-    use pyo3::prelude::*;
-    use pyo3::types::{PyBytes, PyDict, PyTuple};
-    d.set_item("rosctr", p.rosctr)?;
-    d.set_item("pdu_reference", p.pdu_reference)?;
-    opt(d, "function_code", p.function_code)?;
-    opt(d, "error_class", p.error_class)?;
-    opt(d, "error_code", p.error_code)?;
-    opt(d, "group", p.group)?;
-    opt(d, "subfunction", p.subfunction)?;
-    opt(d, "userdata_type", p.userdata_type)?;
-    opt(d, "szl_id", p.szl_id)?;
-    opt(d, "szl_index", p.szl_index)?;
-    opt(d, "pi_service", p.pi_service.clone())?;
-    opt(d, "block_type", p.block_type.clone())?;
-    opt(d, "block_number", p.block_number)?;
-    if !p.items.is_empty() {
-        let items: Vec<(u8, u16, u32, u8, u16, u8)> = p
-            .items
-            .iter()
-            .map(|i| (i.area, i.db, i.byte, i.bit, i.length, i.transport_size))
-            .collect();
-        d.set_item("items", items)?;
-    }
-    if !p.return_codes.is_empty() {
-        d.set_item("return_codes", PyTuple::new(py, &p.return_codes)?)?;
-    }
-    if let Some(ident) = &p.identity {
-        let id = PyDict::new(py);
-        for (k, v) in ident {
-            id.set_item(*k, v)?;
-        }
-        d.set_item("identity", id)?;
-    }
-    if let Some((src, dst)) = &p.tsaps {
-        opt(d, "src_tsap", src.as_ref().map(|b| PyBytes::new(py, b)))?;
-        opt(d, "dst_tsap", dst.as_ref().map(|b| PyBytes::new(py, b)))?;
-    }
-    if !p.anomalies.is_empty() {
-        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-    }
-    Ok(())
-}
-
-/// The record's fields for Python, named as the attributes of its event type.
-#[cfg(feature = "python")]
-fn plus_py_fields<'py>(
-    py: pyo3::Python<'py>,
-    p: &S7PlusPdu,
-    d: &pyo3::Bound<'py, pyo3::types::PyDict>,
-) -> pyo3::PyResult<()> {
-    use crate::python::opt;
-    use pyo3::prelude::*;
-    use pyo3::types::PyTuple;
-    d.set_item("version", p.version)?;
-    opt(d, "opcode", p.opcode)?;
-    opt(d, "function_code", p.function_code)?;
-    opt(d, "sequence", p.sequence)?;
-    d.set_item("integrity", p.integrity)?;
-    if !p.anomalies.is_empty() {
-        d.set_item("anomalies", PyTuple::new(py, &p.anomalies)?)?;
-    }
-    Ok(())
 }
