@@ -7,15 +7,13 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::Mutex;
 use std::thread;
 
-use crate::reader::read_full;
+use crate::reader::{read_full, Source};
 
 /// One block of what the thread read.
 pub const BLOCK: usize = 1 << 20;
 /// Blocks read ahead and not yet taken (memory: `AHEAD + 2` blocks, with the one being
 /// filled and the one being copied out).
 const AHEAD: usize = 4;
-
-pub type Source = Box<dyn Read + Send + Sync>;
 
 enum Msg {
     /// a block and how many of its bytes are data

@@ -11,6 +11,9 @@ use flate2::read::MultiGzDecoder;
 
 use crate::readahead::ReadAhead;
 
+/// Where a capture's bytes come from: a file, standard input, memory.
+pub type Source = Box<dyn Read + Send + Sync>;
+
 pub const CHUNK: usize = 4 * 1024 * 1024;
 /// Larger records mean a corrupt file, not a jumbo frame.
 pub const MAX_RECORD: usize = 16 * 1024 * 1024;
@@ -73,7 +76,7 @@ enum State {
 /// The reader: feed it with `next_chunk`, which calls back once per packet.
 pub struct Reader {
     name: String,
-    src: Box<dyn Read + Send + Sync>,
+    src: Source,
     consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     buf: Vec<u8>,
     pos: usize,
@@ -112,7 +115,7 @@ fn u16_at(b: &[u8], off: usize, big: bool) -> u16 {
 impl Reader {
     /// Open a capture file; `-` is standard input. Errors are one line for the user.
     pub fn open(path: &str) -> Result<Reader, String> {
-        let (src, size): (Box<dyn Read + Send + Sync>, u64) = if path == "-" {
+        let (src, size): (Source, u64) = if path == "-" {
             (Box::new(io::stdin()), 0)
         } else {
             let (f, size) = open_file(path)?;
@@ -128,22 +131,13 @@ impl Reader {
     }
 
     /// A capture in memory or any other source, read on the calling thread.
-    pub fn from_reader(
-        name: String,
-        raw: Box<dyn Read + Send + Sync>,
-        size: u64,
-    ) -> Result<Reader, String> {
+    pub fn from_reader(name: String, raw: Source, size: u64) -> Result<Reader, String> {
         Reader::from_source(name, raw, size, false)
     }
 
     /// `ahead`: decompress a gzipped source on a thread of its own (on another core, it
     /// overlaps with the dissection; an uncompressed file gains nothing from it).
-    fn from_source(
-        name: String,
-        raw: Box<dyn Read + Send + Sync>,
-        size: u64,
-        ahead: bool,
-    ) -> Result<Reader, String> {
+    fn from_source(name: String, raw: Source, size: u64, ahead: bool) -> Result<Reader, String> {
         let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut counting = BufReader::with_capacity(
             1 << 20,
@@ -156,7 +150,7 @@ impl Reader {
         let got = read_full(&mut counting, &mut head).map_err(|e| format!("{name}: {e}"))?;
         let compressed = got == 2 && head == [0x1f, 0x8b];
         let chained = io::Cursor::new(head[..got].to_vec()).chain(counting);
-        let mut src: Box<dyn Read + Send + Sync> = if compressed {
+        let mut src: Source = if compressed {
             Box::new(MultiGzDecoder::new(BufReader::with_capacity(
                 1 << 20,
                 chained,
