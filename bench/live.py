@@ -99,6 +99,7 @@ def trial(pcap: Path, rate: int, workers: int, tcpreplay: bool) -> tuple[float, 
     sensor.send_signal(signal.SIGTERM)
     sensor.wait(timeout=120)
     summary = json.loads((out / "summary.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
     return sent, summary["packets"], summary.get("kernel_drops", 0)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,19 @@ def cluster() -> Iterator[str]:
 def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OTSEC_SPOOL_DIR", str(tmp_path / "spool"))
     return tmp_path / "spool"
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Callable[[str], Path]]:
+    """Folders under /tmp that a sensor which dropped its privileges can still reach (pytest's
+    own lie under root's private folder); removed after the test, whatever it left there."""
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.with_name(f"{folder.name}-rules.yaml").unlink(missing_ok=True)

@@ -12,8 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -246,8 +246,8 @@ def _netns_reason() -> str | None:
 @needs_node
 @pytest.mark.netns
 @pytest.mark.skipif(_netns_reason() is not None, reason=_netns_reason() or "")
-def test_a_killed_sensor_shows_as_silent(cluster: str, capsys: pytest.CaptureFixture[str]
-                                         ) -> None:
+def test_a_killed_sensor_shows_as_silent(cluster: str, capsys: pytest.CaptureFixture[str],
+                                         public_tmp: Callable[[str], Path]) -> None:
     """A monitor on a veth end (the other end in a namespace of the test, nothing sent)
     beats every second; killed, it says nothing more, and `otsec sensors` calls it silent."""
     assert main(["setup", "--es", cluster]) == 0
@@ -257,7 +257,7 @@ def test_a_killed_sensor_shows_as_silent(cluster: str, capsys: pytest.CaptureFix
                     NS], check=True)
     subprocess.run(["sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], check=False)
     subprocess.run(["ip", "link", "set", dev, "up"], check=True)
-    out = Path(tempfile.mkdtemp(prefix="otsec-fleet-", dir="/tmp"))
+    out = public_tmp("otsec-fleet-")
     env = dict(os.environ, OTSEC_SPOOL_DIR=str(out / "spool"))
     sensor = subprocess.Popen([sys.executable, "-m", "otsec", "monitor", "-i", dev, "--out",
                                str(out), "--es", cluster, "--site", "east", "--sensor",

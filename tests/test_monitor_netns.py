@@ -8,8 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from otsec.audit import run_audit
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "pcaps" / "modbus-intrusion.pcap"
+PublicTmp = Callable[[str], Path]
 # every test process its own namespaces (parallel workers, parallel runs)
 NS_TX, NS_RX = f"otsec-tx-{os.getpid()}", f"otsec-rx-{os.getpid()}"
 pytestmark = pytest.mark.netns
@@ -98,8 +99,8 @@ def send_sample() -> None:
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Path,
-                                                      workers: int) -> None:
-    out = Path(tempfile.mkdtemp(prefix="otsec-live-", dir="/tmp"))  # reachable by nobody
+                                                      public_tmp: PublicTmp, workers: int) -> None:
+    out = public_tmp("otsec-live-")
     sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
                                "monitor", "-i", "mirror0", "--out", str(out),
                                "--flush-every", "1", "--workers", str(workers)],
@@ -170,8 +171,8 @@ def test_sensor_never_transmits(veth: object, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize("workers", [1, 2])
-def test_state_survives_a_restart(veth: object, workers: int) -> None:
-    out = Path(tempfile.mkdtemp(prefix="otsec-state-", dir="/tmp"))
+def test_state_survives_a_restart(veth: object, public_tmp: PublicTmp, workers: int) -> None:
+    out = public_tmp("otsec-state-")
 
     def run(replay: bool) -> dict:
         sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
@@ -223,8 +224,8 @@ rules:
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sighup_reloads_rules(veth: object, workers: int) -> None:
-    out = Path(tempfile.mkdtemp(prefix="otsec-hup-", dir="/tmp"))
+def test_sighup_reloads_rules(veth: object, public_tmp: PublicTmp, workers: int) -> None:
+    out = public_tmp("otsec-hup-")
     rules = out.parent / f"{out.name}-rules.yaml"
     rules.write_text("rules: []\n")
     rules.chmod(0o644)
@@ -246,16 +247,17 @@ def test_sighup_reloads_rules(veth: object, workers: int) -> None:
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
-def test_live_sensor_protects_with_a_baseline(veth: object, tmp_path: Path) -> None:
+def test_live_sensor_protects_with_a_baseline(veth: object, tmp_path: Path,
+                                              public_tmp: PublicTmp) -> None:
     """With a learned baseline the sensor reports what the offline audit reports: the
     core watches what is new and hands it over."""
     from otsec.audit import run_learn
 
-    baseline = Path(tempfile.mkdtemp(prefix="otsec-base-", dir="/tmp")) / "base.json"
+    baseline = public_tmp("otsec-base-") / "base.json"
     run_learn([ROOT / "pcaps" / "modbus-normal.pcap"]).save(baseline)
     baseline.parent.chmod(0o777)
     baseline.chmod(0o666)
-    out = Path(tempfile.mkdtemp(prefix="otsec-live-", dir="/tmp"))
+    out = public_tmp("otsec-live-")
     sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
                                "monitor", "-i", "mirror0", "--out", str(out),
                                "--baseline", str(baseline), "--flush-every", "1"],
