@@ -9,6 +9,7 @@ turned into the inventory's ``HostRecord`` and the graph's ``Edge``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from otsec import _core
@@ -143,14 +144,22 @@ def _stub(cls: type, from_client: bool, req: dict[str, Any]) -> Event:
                    function_code=fc or 0, app_control=0)
 
 
+def counter(pairs: Iterable[tuple[Any, int]]) -> Counter[Any]:
+    """A Counter of (key, count) pairs. ``Counter(dict(pairs))`` checks its argument's type
+    on every call, and a view makes thousands."""
+    c: Counter[Any] = Counter()
+    dict.update(c, pairs)
+    return c
+
+
 def host_record(row: tuple[Any, ...]) -> HostRecord:
     """One of the core's hosts as the inventory's record (the inventory adds identity)."""
     (ip, (first, last, packets, nbytes), macs, services, uses, peers, protocols, vlans,
      evidence, dnp3) = row
     return HostRecord(ip=ip, first_seen=first, last_seen=last, packets=packets, bytes=nbytes,
-                      macs=Counter(dict(macs)), services=set(services), uses=set(uses),
+                      macs=counter(macs), services=set(services), uses=set(uses),
                       peers=set(peers), protocols=set(protocols), vlans=set(vlans),
-                      evidence=Counter(dict(evidence)), dnp3_addresses=set(dnp3))
+                      evidence=counter(evidence), dnp3_addresses=set(dnp3))
 
 
 def role_record(ip: str, row: tuple[Any, ...]) -> HostRecord:
@@ -158,7 +167,7 @@ def role_record(ip: str, row: tuple[Any, ...]) -> HostRecord:
     (see ``Engine.set_role_source``)."""
     (first, last), services, uses, evidence = row
     return HostRecord(ip=ip, first_seen=first, last_seen=last, services=set(services),
-                      uses=set(uses), evidence=Counter(dict(evidence)))
+                      uses=set(uses), evidence=counter(evidence))
 
 
 def host_records(core: Any) -> dict[str, HostRecord]:
@@ -173,7 +182,7 @@ def edges(core: Any) -> dict[tuple[str, str, str, int, str], Edge]:
         protocol = key[4]
         e = Edge(*key, first_seen=first, last_seen=last, packets=packets, bytes=nbytes,
                  pdus=pdus, writes=writes, requests=requests,
-                 functions=Counter({(code, d): n for code, d, n in functions}),
+                 functions=counter([((code, d), n) for code, d, n in functions]),
                  names={code: function_name(protocol, code) for code, _d, _n in functions},
                  unit_ids=set(units),
                  ranges={(unit, table): spans for unit, table, spans in ranges},

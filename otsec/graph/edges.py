@@ -44,6 +44,14 @@ class Edge:
     def key(self) -> EdgeKey:
         return (self.client, self.server, self.transport, self.port, self.protocol)
 
+    def rekeyed(self, client: str, server: str) -> Edge:
+        """The edge under other ends, sharing its counters (``dataclasses.replace`` runs
+        ``__init__`` again: a view re-keys thousands of edges)."""
+        edge = Edge.__new__(Edge)
+        edge.__dict__.update(self.__dict__)
+        edge.client, edge.server = client, server
+        return edge
+
     def touch(self, unit: int, table: str, start: int, count: int) -> None:
         """Record a register range, merging overlapping and adjacent intervals."""
         last = (unit, table, start, count)
@@ -91,7 +99,7 @@ def merged_edges(edges: dict[EdgeKey, Edge], id_of: dict[str, str]) -> list[Edge
                e.port, e.protocol)
         m = out.get(key)
         if m is None:
-            out[key] = e if key == e.key else replace(e, client=key[0], server=key[1])
+            out[key] = e if key == e.key else e.rekeyed(key[0], key[1])
             continue
         if key not in copied:
             copied.add(key)

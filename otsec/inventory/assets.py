@@ -152,6 +152,8 @@ class Inventory:
                 evidence, services, uses, protocols = h.evidence, h.services, h.uses, h.protocols
                 peers = set(map(id_of.get, h.peers, h.peers))
                 identity = h.identity  # copied below only if it changes
+                first, last, ips = h.first_seen, h.last_seen, [h.ip]
+                packets, nbytes, vlans, dnp3 = h.packets, h.bytes, h.vlans, h.dnp3_addresses
             else:
                 evidence = Counter()
                 services, uses, protocols, peers = set(), set(), set(), set()
@@ -165,10 +167,15 @@ class Inventory:
                     for name in vars(identity):
                         if getattr(identity, name) is None:
                             setattr(identity, name, getattr(h.identity, name))
-            first = min(h.first_seen for h in hosts)
-            last = max(h.last_seen for h in hosts)
+                first = min(h.first_seen for h in hosts)
+                last = max(h.last_seen for h in hosts)
+                ips = sorted(h.ip for h in hosts)
+                packets = sum(h.packets for h in hosts)
+                nbytes = sum(h.bytes for h in hosts)
+                vlans = {v for h in hosts for v in h.vlans}
+                dnp3 = {a for h in hosts for a in h.dnp3_addresses}
             role, role_evidence = guess_role(evidence, services, uses, last - first)
-            if role == "hmi" and self.scanners.intersection(h.ip for h in hosts) and not any(
+            if role == "hmi" and self.scanners.intersection(ips) and not any(
                     k.endswith(("-read", "-write")) for k in evidence):
                 # connected to OT ports while scanning, never asked anything: not an HMI
                 role, role_evidence = "unknown", ["scanned the network (connections to many "
@@ -181,21 +188,21 @@ class Inventory:
             out.append(
                 Asset(
                     id=aid,
-                    ips=sorted(h.ip for h in hosts),
+                    ips=ips,
                     macs=macs,
                     first_seen=first,
                     last_seen=last,
-                    packets=sum(h.packets for h in hosts),
-                    bytes=sum(h.bytes for h in hosts),
+                    packets=packets,
+                    bytes=nbytes,
                     services=sorted(services),
                     protocols=sorted(protocols),
                     peers=peers - {aid},
-                    vlans=sorted({v for h in hosts for v in h.vlans}),
+                    vlans=sorted(vlans),
                     role=role,
                     role_evidence=role_evidence,
                     identity=identity,
                     mac_vendor=vendor,
-                    dnp3_addresses=sorted({a for h in hosts for a in h.dnp3_addresses}),
+                    dnp3_addresses=sorted(dnp3),
                 )
             )
         return out, id_of
