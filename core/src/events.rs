@@ -123,7 +123,7 @@ pub struct Event {
     /// a request waiting for its answer: its token within the flow (0: none)
     pub txn: u32,
     /// a response: the request it answers
-    pub req: Option<Box<Req>>,
+    pub req: Option<Req>,
     /// process values it writes (a request) or reports (a response)
     pub points: Vec<Points>,
 }

@@ -31,6 +31,8 @@ pub enum ParserState {
 
 pub struct Flow {
     pub seq: u64,
+    /// its place in the table (the policy's copy of the flow is kept under it too)
+    pub slot: u32,
     pub ips: [Addr; 2],
     pub ports: [u16; 2],
     pub proto: u8,
@@ -72,12 +74,35 @@ pub struct Flow {
     pub hits: Vec<(u32, u64, u32)>,
     /// requests waiting for their answer: (transaction token, time)
     pub asked: Vec<(u32, f64)>,
+    /// a MAC changed since the policy last saw the flow: its rendered parts are stale
+    pub macs_changed: bool,
+}
+
+/// What the packet side knows of a flow and the policy side reads: sent with its records
+/// and at its end (see `engine::Batch`). The TCP health counted since the last one travels
+/// with it.
+pub struct Head {
+    pub seq: u64,
+    pub ips: [Addr; 2],
+    pub ports: [u16; 2],
+    pub proto: u8,
+    pub macs: [Option<[u8; 6]>; 2],
+    pub vlan: i32,
+    pub first_ts: f64,
+    pub last_ts: f64,
+    pub side_packets: [u64; 2],
+    pub side_bytes: [u64; 2],
+    pub client: Option<usize>,
+    pub protocol: Option<Kind>,
+    pub tcp: crate::metrics::Tcp,
+    pub macs_changed: bool,
 }
 
 impl Flow {
     pub fn new(seq: u64, key: &FlowKey, ts: f64) -> Flow {
         Flow {
             seq,
+            slot: 0,
             ips: [key.src, key.dst],
             ports: [key.sport, key.dport],
             proto: key.proto,
@@ -107,7 +132,58 @@ impl Flow {
             repeated: Vec::new(),
             hits: Vec::new(),
             asked: Vec::new(),
+            macs_changed: false,
         }
+    }
+
+    /// The packet side's fields for the policy side (the TCP health counted so far and
+    /// a MAC change are handed over, not copied).
+    pub fn head(&mut self) -> Head {
+        Head {
+            seq: self.seq,
+            ips: self.ips,
+            ports: self.ports,
+            proto: self.proto,
+            macs: self.macs,
+            vlan: self.vlan,
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            side_packets: self.side_packets,
+            side_bytes: self.side_bytes,
+            client: self.client,
+            protocol: self.protocol,
+            tcp: std::mem::take(&mut self.tcp),
+            macs_changed: std::mem::take(&mut self.macs_changed),
+        }
+    }
+
+    /// The policy side's copy of a flow it has not seen yet.
+    pub fn mirror(slot: u32, h: &Head) -> Flow {
+        let key = FlowKey {
+            src: h.ips[0],
+            dst: h.ips[1],
+            proto: h.proto,
+            sport: h.ports[0],
+            dport: h.ports[1],
+        };
+        let mut flow = Flow::new(h.seq, &key, h.first_ts);
+        flow.slot = slot;
+        flow
+    }
+
+    /// The policy side's copy takes what the packet side knows now.
+    pub fn follow(&mut self, h: Head) {
+        if h.macs_changed {
+            self.forget_templates();
+        }
+        self.macs = h.macs;
+        self.vlan = h.vlan;
+        self.last_ts = h.last_ts;
+        self.side_packets = h.side_packets;
+        self.side_bytes = h.side_bytes;
+        self.client = h.client;
+        self.protocol = h.protocol;
+        self.tcp.add(h.tcp);
     }
 
     pub fn key(&self) -> FlowKey {
@@ -228,18 +304,17 @@ impl FlowTable {
 
     /// Insert a new flow (the caller has made room).
     pub fn insert(&mut self, key: FlowKey, ts: f64) -> u32 {
-        let flow = Box::new(Flow::new(self.next_seq, &key, ts));
+        let mut flow = Box::new(Flow::new(self.next_seq, &key, ts));
         self.next_seq += 1;
         let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Some(flow);
-                s
-            }
+            Some(s) => s,
             None => {
-                self.slots.push(Some(flow));
+                self.slots.push(None);
                 (self.slots.len() - 1) as u32
             }
         };
+        flow.slot = slot;
+        self.slots[slot as usize] = Some(flow);
         self.index.insert(key, (slot, 0));
         let rev = FlowKey {
             src: key.dst,

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod events;
 pub mod flows;
 pub mod json;
+pub mod ledger;
 pub mod meaning;
 pub mod metrics;
 pub mod output;

@@ -79,6 +79,6 @@ pub struct Evidence {
 /// What a record says about the roles of the hosts at each end.
 pub fn evidence(ev: &Event) -> Evidence {
     ev.body.record().map_or_else(Evidence::default, |r| {
-        r.evidence(ev.from_client, ev.req.as_deref())
+        r.evidence(ev.from_client, ev.req.as_ref())
     })
 }

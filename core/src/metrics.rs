@@ -33,7 +33,7 @@ impl Tcp {
         *self != Tcp::default()
     }
 
-    fn add(&mut self, o: Tcp) {
+    pub fn add(&mut self, o: Tcp) {
         self.connections += o.connections;
         self.retransmissions += o.retransmissions;
         self.resets += o.resets;

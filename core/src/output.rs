@@ -222,7 +222,7 @@ impl Lines {
         let Some(record) = ev.body.record() else {
             return Ok(());
         };
-        record.json(line, ev.req.as_deref());
+        record.json(line, ev.req.as_ref());
         line.extend_from_slice(b"}}\n");
         self.count += 1;
         self.out.write_all(line)

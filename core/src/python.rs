@@ -247,7 +247,7 @@ impl Engine {
         if let Some(e) = self.take_interruption() {
             return Err(e);
         }
-        match self.engine.io_error.take() {
+        match self.engine.ledger.io_error.take() {
             Some(e) => Err(PyOSError::new_err(e)),
             None => Ok(()),
         }
@@ -280,8 +280,8 @@ impl Engine {
             cross_all,
             learn_for,
         });
-        engine.events = lines(events, append)?;
-        engine.anomalies = lines(anomalies, append)?;
+        engine.ledger.events = lines(events, append)?;
+        engine.ledger.anomalies = lines(anomalies, append)?;
         Ok(Engine {
             engine,
             interrupted: Arc::default(),
@@ -300,13 +300,7 @@ impl Engine {
         let reader = &mut capture.reader;
         let interrupted = &self.interrupted;
         let more = py.detach(|| {
-            let mut more = true;
-            for _ in 0..chunks.max(1) {
-                more = reader.next_chunk(&mut |p| engine.packet(p));
-                if !more || engine.paused || Self::is_interrupted(interrupted) {
-                    break;
-                }
-            }
+            let more = engine.read(reader, chunks, &|| Self::is_interrupted(interrupted));
             engine.paused = false;
             more
         });
@@ -354,7 +348,7 @@ impl Engine {
 
     /// The counters, as plain Python values.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = &self.engine.stats;
+        let s = &self.engine.stats();
         let d = PyDict::new(py);
         d.set_item("packets", s.packets)?;
         d.set_item("bytes", s.bytes)?;
@@ -370,15 +364,18 @@ impl Engine {
         d.set_item("unrecognised_on_ot_port", s.unrecognised_on_ot_port)?;
         d.set_item("unknown_linktype", s.linktypes_unknown)?;
         d.set_item("crossed", s.crossed)?;
-        let agg = &self.engine.aggregates;
+        let agg = &self.engine.ledger.aggregates;
         let bounds = PyDict::new(py);
         bounds.set_item("hosts", agg.hosts.len())?;
         bounds.set_item("edges", agg.edges.len())?;
         bounds.set_item("untracked_hosts", agg.untracked_hosts)?;
         bounds.set_item("untracked_edges", agg.untracked_edges)?;
         bounds.set_item("untracked_peers", agg.untracked_peers)?;
-        bounds.set_item("untracked_values", self.engine.values.untracked)?;
-        bounds.set_item("untracked_devices", self.engine.availability.untracked)?;
+        bounds.set_item("untracked_values", self.engine.ledger.values.untracked)?;
+        bounds.set_item(
+            "untracked_devices",
+            self.engine.ledger.availability.untracked,
+        )?;
         d.set_item("tracking", bounds)?;
         let pdus: std::collections::BTreeMap<&str, u64> =
             s.pdus.iter().map(|(p, n)| (p.name(), *n)).collect();
@@ -406,13 +403,19 @@ impl Engine {
         fl.set_item("evicted_when_full", f.evicted_full)?;
         fl.set_item("live", self.engine.flows.live)?;
         d.set_item("flows", fl)?;
-        let events = self.engine.events.as_ref().map(|l| l.count).unwrap_or(0);
+        let events = self
+            .engine
+            .ledger
+            .events
+            .as_ref()
+            .map(|l| l.count)
+            .unwrap_or(0);
         d.set_item("events_written", events)?;
         Ok(d)
     }
     /// What crossed into Python since the last call, as tuples (see otsec/core.py).
     fn take_facts<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let facts = std::mem::take(&mut self.engine.facts);
+        let facts = std::mem::take(&mut self.engine.ledger.facts);
         facts.iter().map(|f| fact(py, f)).collect()
     }
 
@@ -499,10 +502,10 @@ impl Engine {
         }
         let mut boundaries = boundaries;
         boundaries.sort_by(f64::total_cmp);
-        let context = std::mem::take(&mut self.engine.matcher.context);
-        self.engine.matcher = Matcher::new(out, window, boundaries);
-        self.engine.matcher.context = context;
-        self.engine.track_roles();
+        let context = std::mem::take(&mut self.engine.ledger.matcher.context);
+        self.engine.ledger.matcher = Matcher::new(out, window, boundaries);
+        self.engine.ledger.matcher.context = context;
+        self.engine.ledger.track_roles();
         Ok(())
     }
 
@@ -515,7 +518,7 @@ impl Engine {
     fn set_role_source(&mut self, policy: Py<PyAny>) {
         use crate::rules::Val;
         let interrupted = Arc::clone(&self.interrupted);
-        self.engine.role_source = Some(Box::new(move |agg, ip, ts| {
+        self.engine.ledger.role_source = Some(Box::new(move |agg, ip, ts| {
             Python::attach(|py| {
                 let ask = || -> PyResult<(Val, f64)> {
                     let host = agg
@@ -547,7 +550,7 @@ impl Engine {
             let role = role.map_or(crate::rules::Val::None, crate::rules::Val::Str);
             Some((parse_addr(&ip)?, role, until))
         });
-        self.engine.matcher.context.set_roles(roles, lasting);
+        self.engine.ledger.matcher.context.set_roles(roles, lasting);
     }
 
     /// Repeats of the findings that crossed, counted here: (key, repeats, last time,
@@ -566,7 +569,7 @@ impl Engine {
         u64,
         std::collections::BTreeMap<String, u64>,
     )> {
-        let counts = &self.engine.matcher.counts;
+        let counts = &self.engine.ledger.matcher.counts;
         let ids: Box<dyn Iterator<Item = usize>> = match keys {
             Some(keys) => Box::new(
                 keys.into_iter()
@@ -605,13 +608,13 @@ impl Engine {
         values: Vec<((String, String, u32, String, u32), f64, f64, Vec<String>)>,
         functions: Vec<(String, bool, u32)>,
     ) {
-        self.engine.baseline_in_use();
-        self.engine.matcher.context.set_learned(
+        self.engine.ledger.baseline_in_use();
+        self.engine.ledger.matcher.context.set_learned(
             functions
                 .iter()
                 .filter_map(|(k, request, code)| parse_edge(k).map(|e| (e, *request, *code))),
         );
-        let w = &mut self.engine.watch;
+        let w = &mut self.engine.ledger.watch;
         w.on = true;
         w.set_values(
             values
@@ -649,7 +652,7 @@ impl Engine {
     /// The time of the first record (the learning window starts there), or None.
     #[getter]
     fn first_record(&self) -> Option<f64> {
-        self.engine.first_record
+        self.engine.ledger.first_record
     }
 
     /// The time the learning window closed, once (None when it has not, or was taken).
@@ -660,6 +663,7 @@ impl Engine {
     /// The last request of each learned cyclic edge: {edge key: time}.
     fn last_requests(&self) -> std::collections::HashMap<String, f64> {
         self.engine
+            .ledger
             .watch
             .last_requests()
             .iter()
@@ -670,6 +674,7 @@ impl Engine {
     /// Requests over the learned rate after the first one that crossed: {edge key: n}.
     fn rate_repeats(&self) -> std::collections::HashMap<String, u64> {
         self.engine
+            .ledger
             .watch
             .rate_repeats
             .iter()
@@ -680,12 +685,12 @@ impl Engine {
     /// The sensor's fields as a JSON fragment (`,"observer":{..},"labels":{..}`), put into
     /// every event, anomaly and metric line written from now on.
     fn set_stamp(&mut self, stamp: &[u8]) {
-        self.engine.stamp = stamp.to_vec();
+        self.engine.ledger.stamp = stamp.to_vec();
     }
 
     /// Names of the services on ports otsec does not dissect: {(transport, port): name}.
     fn set_service_names(&mut self, names: std::collections::HashMap<(u8, u16), String>) {
-        let agg = &mut self.engine.aggregates;
+        let agg = &mut self.engine.ledger.aggregates;
         for ((t, p), n) in names {
             let id = agg.names.id(&n);
             agg.services.insert((t, p), id);
@@ -694,7 +699,7 @@ impl Engine {
 
     /// Every host as a tuple (see otsec/core.py for the fields).
     fn hosts<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let agg = &self.engine.aggregates;
+        let agg = &self.engine.ledger.aggregates;
         agg.hosts
             .iter()
             .map(|(ip, h)| host_tuple(py, agg, ip, h))
@@ -710,7 +715,7 @@ impl Engine {
             std::net::IpAddr::V4(a) => Addr::new(&a.octets()),
             std::net::IpAddr::V6(a) => Addr::new(&a.octets()),
         };
-        let agg = &self.engine.aggregates;
+        let agg = &self.engine.ledger.aggregates;
         agg.hosts
             .get(&addr)
             .map(|h| host_tuple(py, agg, &addr, h))
@@ -720,6 +725,7 @@ impl Engine {
     /// ARP claims: {ip: [mac, ...]}.
     fn arp(&self) -> std::collections::BTreeMap<String, Vec<String>> {
         self.engine
+            .ledger
             .aggregates
             .arp
             .iter()
@@ -754,10 +760,10 @@ impl Engine {
         Bound<'py, PyDict>,
     )> {
         let (total, all) = if constant {
-            let all = self.engine.values.rows();
+            let all = self.engine.ledger.values.rows();
             (all.len(), all)
         } else {
-            self.engine.values.telling()
+            self.engine.ledger.values.telling()
         };
         let written = all.iter().filter(|r| r.written.is_some()).count();
         let changing = all
@@ -778,7 +784,7 @@ impl Engine {
         let mut names = std::collections::HashMap::new();
         for r in by_device {
             if telling(r) != (true, true) {
-                let history = self.engine.values.history(&r.key);
+                let history = self.engine.ledger.values.history(&r.key);
                 rows.push(value_row(py, r, history)?);
             }
             if device.as_ref().is_none_or(|(d, _)| *d != r.key.0) {
@@ -828,7 +834,7 @@ impl Engine {
     }
 
     fn edges<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let agg = &self.engine.aggregates;
+        let agg = &self.engine.ledger.aggregates;
         let mut out = Vec::with_capacity(agg.edges.len());
         for (k, e) in &agg.edges {
             let functions: Vec<(u32, &str, u64)> = e
@@ -1259,10 +1265,10 @@ impl Engine {
         &mut self,
         py: Python<'py>,
     ) -> PyResult<(Vec<u8>, Vec<Bound<'py, PyTuple>>)> {
-        let rows = std::mem::take(&mut self.engine.aggregates.metrics.rows);
-        let agg = &self.engine.aggregates;
+        let rows = std::mem::take(&mut self.engine.ledger.aggregates.metrics.rows);
+        let agg = &self.engine.ledger.aggregates;
         let mut text = Vec::new();
-        crate::metrics::write(&rows, &agg.names, &self.engine.stamp, &mut text)
+        crate::metrics::write(&rows, &agg.names, &self.engine.ledger.stamp, &mut text)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         let rows = rows
             .iter()

@@ -326,12 +326,12 @@ impl Parser {
             if let Some((txn, req_fc)) = self.pending.close(&key) {
                 // IIN2 bits 0-2: function not supported, object unknown, parameter error
                 let accepted = pdu.iin.is_none_or(|iin| iin & 0x0007 == 0);
-                ev.req = Some(Box::new(Req {
+                ev.req = Some(Req {
                     txn,
                     function_code: Some(req_fc as u16),
                     accepted,
                     ..Default::default()
-                }));
+                });
             }
         }
     }

@@ -234,7 +234,7 @@ impl Parser {
                     None
                 };
                 let mut ev = Event::new(from_client, Body::Modbus(pdu));
-                ev.req = Some(Box::new(info));
+                ev.req = Some(info);
                 ev.points.extend(points);
                 out.push(ev);
             }

@@ -423,7 +423,7 @@ impl Parser {
                     Vec::new()
                 };
                 let mut ev = Event::new(from_client, Body::S7comm(pdu));
-                ev.req = Some(Box::new(info));
+                ev.req = Some(info);
                 ev.points = points;
                 out.push(ev);
             }
