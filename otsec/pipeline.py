@@ -81,7 +81,7 @@ class Pipeline:
                  learn_for: float | None = None, sources: Sequence[str] = (),
                  max_flows: int = 200_000, append: bool = False,
                  on_learned: Callable[[Baseline], None] | None = None,
-                 sensor: Sensor = LOCAL) -> None:
+                 sensor: Sensor = LOCAL, threads: bool = True) -> None:
         self.sources = list(sources)
         self.sensor = sensor
         self.unreadable: list[dict[str, str]] = []
@@ -93,7 +93,7 @@ class Pipeline:
             max_flows=max_flows,
             events=str(out_dir / "events.ndjson") if out_dir is not None and events else None,
             anomalies=str(out_dir / "anomalies.ndjson") if out_dir is not None else None,
-            append=append, learn_for=learn_for)
+            append=append, learn_for=learn_for, threads=threads)
         self.core.set_service_names({**PORT_NAMES, **WELL_KNOWN})
         self.core.set_stamp(sensor.fragment())
         self.facts = Facts()

@@ -57,9 +57,9 @@ def python_engine(path: Path, out: Path) -> tuple[Engine, list[bytes]]:
     return engine, (out / "events.ndjson").read_bytes().splitlines()
 
 
-def core_engine(path: Path, out: Path) -> tuple[dict, list[bytes]]:
+def core_engine(path: Path, out: Path, threads: bool = True) -> tuple[dict, list[bytes]]:
     capture = _core.Capture(str(path))
-    engine = _core.Engine(events=str(out / "core-events.ndjson"))
+    engine = _core.Engine(events=str(out / "core-events.ndjson"), threads=threads)
     while engine.feed(capture):
         pass
     engine.finish()
@@ -153,6 +153,15 @@ def compare_all(path: Path, tmp: Path, nothing: bool = False) -> None:
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
 def test_samples_give_the_same_results(path: Path, tmp_path: Path) -> None:
     compare_all(path, tmp_path)
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_the_record_thread_changes_nothing(path: Path, tmp_path: Path) -> None:
+    """The core's record side on a thread of its own or on the reading thread: the same
+    lines and counters."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    assert core_engine(path, tmp_path / "one", threads=False) == core_engine(path, tmp_path / "two")
 
 
 @pytest.mark.corpus

@@ -20,6 +20,9 @@ use crate::reassembly::{Chunk, ReassemblyStats, Tag, TcpStream};
 const PROBE_TRIES: u32 = 4;
 /// seconds of capture time between idle-flow sweeps
 const SWEEP_EVERY: f64 = 10.0;
+/// where a packet source hands its packets (false: stop reading)
+type Take<'t> = &'t mut dyn FnMut(Packet<'_>) -> bool;
+
 /// messages per batch handed to the record side
 const BATCH: usize = 256;
 /// batches on their way to the record side at most (memory stays bounded)
@@ -51,6 +54,8 @@ pub struct Stats {
 
 pub struct Config {
     pub max_flows: usize,
+    /// run the record side on a thread of its own while reading (see `Engine::threads`)
+    pub threads: bool,
     /// hand every record to Python (the policy still reads them one by one)
     pub cross_all: bool,
     /// the learning window: reading pauses once it closes, so Python can fold what was
@@ -83,6 +88,10 @@ pub struct Engine {
     spent: Vec<Event>,
     /// messages per batch handed to the record side's thread
     pub batch_size: usize,
+    /// the record side runs on a thread of its own while `read` and `block` work (its
+    /// copy of each flow follows the packet side's through messages); otherwise it takes
+    /// each packet's records at once, from the packet side's flow. Fixed for an engine.
+    threads: bool,
     pub ledger: Ledger,
 }
 
@@ -104,6 +113,7 @@ impl Engine {
             batch: Batch::default(),
             spent: Vec::new(),
             batch_size: BATCH,
+            threads: cfg.threads,
             ledger: Ledger::new(cfg.cross_all, cfg.learn_for),
         }
     }
@@ -135,12 +145,56 @@ impl Engine {
     }
 
     /// Read up to `chunks` chunks of a capture, the record side on a thread of its own
-    /// (at most `IN_FLIGHT` batches behind). Stops early when the learning window closes
-    /// or `stop` says so; false once the capture has ended. Gives what `packet` gives
-    /// packet by packet: the record side takes the same messages in the same order.
+    /// (see `pipelined`). Stops early when the learning window closes or `stop` says so;
+    /// false once the capture has ended.
     pub fn read(&mut self, reader: &mut Reader, chunks: usize, stop: &dyn Fn() -> bool) -> bool {
+        let mut run = |take: Take<'_>| {
+            let mut more = true;
+            for _ in 0..chunks.max(1) {
+                let mut paused = false;
+                more = reader.next_chunk(&mut |p| {
+                    let go = take(p);
+                    paused |= !go;
+                    go
+                });
+                if !more || paused || stop() {
+                    break;
+                }
+            }
+            more
+        };
+        let piped = if self.threads {
+            self.pipelined(&mut run)
+        } else {
+            None
+        };
+        piped.unwrap_or_else(|| run(&mut |p| self.packet(p)))
+    }
+
+    /// One retired block of the live ring, the record side on a thread of its own; returns
+    /// the block's packets.
+    pub fn block(&mut self, block: &[u8]) -> u32 {
+        let mut run = |take: Take<'_>| {
+            crate::ring::walk_block(block, &mut |p| {
+                take(p);
+            })
+        };
+        let piped = if self.threads {
+            self.pipelined(&mut run)
+        } else {
+            None
+        };
+        piped.unwrap_or_else(|| run(&mut |p| self.packet(p)))
+    }
+
+    /// Run `run`, which hands packets to the function it is given, with the record side
+    /// on a thread of its own, at most `IN_FLIGHT` batches behind. Gives what `packet`
+    /// gives packet by packet: the record side takes the same messages in the same order.
+    /// None when no thread could be started (`run` was not called; it runs on this
+    /// thread, which gives the same).
+    fn pipelined<T>(&mut self, run: &mut dyn FnMut(Take<'_>) -> T) -> Option<T> {
         let mut ledger = std::mem::take(&mut self.ledger);
-        let read = std::thread::scope(|s| {
+        let out = std::thread::scope(|s| {
             let (to_ledger, batches) = std::sync::mpsc::sync_channel::<Batch>(IN_FLIGHT);
             let (spent, returned) = std::sync::mpsc::channel::<Batch>();
             let ledger = &mut ledger;
@@ -152,45 +206,24 @@ impl Engine {
             };
             let named = std::thread::Builder::new().name("otsec-records".into());
             named.spawn_scoped(s, records).ok()?;
-            let mut more = true;
-            for _ in 0..chunks.max(1) {
-                more = reader.next_chunk(&mut |p| {
-                    let go = self.dissect(p);
-                    if self.batch.msgs.len() >= self.batch_size {
-                        let mut next = returned.try_recv().unwrap_or_default();
-                        self.spent.clear();
-                        std::mem::swap(&mut self.spent, &mut next.records);
-                        let full = std::mem::replace(&mut self.batch, next);
-                        // the record side only stops by panicking: the scope reports it
-                        let _ = to_ledger.send(full);
-                    }
-                    go
-                });
-                if !more || self.paused || stop() {
-                    break;
+            let out = run(&mut |p| {
+                let go = self.dissect(p);
+                if self.batch.msgs.len() >= self.batch_size {
+                    let mut next = returned.try_recv().unwrap_or_default();
+                    self.spent.clear();
+                    std::mem::swap(&mut self.spent, &mut next.records);
+                    let full = std::mem::replace(&mut self.batch, next);
+                    // the record side only stops by panicking: the scope reports it
+                    let _ = to_ledger.send(full);
                 }
-            }
+                go
+            });
             let _ = to_ledger.send(std::mem::take(&mut self.batch));
             self.spent.clear();
-            Some(more)
+            Some(out)
         });
         self.ledger = ledger;
-        match read {
-            Some(more) => more,
-            None => self.read_here(reader, chunks, stop), // no thread to be had
-        }
-    }
-
-    /// `read` on this thread alone.
-    fn read_here(&mut self, reader: &mut Reader, chunks: usize, stop: &dyn Fn() -> bool) -> bool {
-        let mut more = true;
-        for _ in 0..chunks.max(1) {
-            more = reader.next_chunk(&mut |p| self.packet(p));
-            if !more || self.paused || stop() {
-                break;
-            }
-        }
-        more
+        out
     }
 
     /// `packet` without the record side: what it would do is added to the batch.
@@ -201,7 +234,7 @@ impl Engine {
                 self.learn_for = None;
                 self.paused = true;
                 self.pause_ts = Some(pkt.ts);
-                self.batch.msgs.push(Msg::Pause);
+                self.send(Msg::Pause);
                 return false;
             }
         }
@@ -241,7 +274,7 @@ impl Engine {
                             if ip != [0; 4] && self.first_record.is_none() {
                                 self.first_record = Some(ts);
                             }
-                            self.batch.msgs.push(Msg::Arp { mac, ip, ts });
+                            self.send(Msg::Arp { mac, ip, ts });
                         }
                     }
                     NotTransport::NotIp => st.not_ip += 1,
@@ -307,9 +340,17 @@ impl Engine {
     }
 
     fn report_probes(&mut self) {
-        self.batch
-            .msgs
-            .extend(self.probe_reports.drain(..).map(Msg::Probe));
+        for p in std::mem::take(&mut self.probe_reports) {
+            self.send(Msg::Probe(p));
+        }
+    }
+
+    /// A message for the record side: batched on a pipeline, taken in at once otherwise.
+    fn send(&mut self, msg: Msg) {
+        self.batch.msgs.push(msg);
+        if !self.threads {
+            self.ledger.apply(&mut self.batch);
+        }
     }
 
     fn create(&mut self, key: FlowKey, ts: f64) -> u32 {
@@ -514,10 +555,17 @@ impl Engine {
         if count == 0 {
             return;
         }
-        self.spent.truncate(self.spent.len().saturating_sub(count));
         if self.first_record.is_none() {
             self.first_record = Some(ts);
         }
+        if !self.threads {
+            flow.catch_up();
+            let records = self.batch.records[first..].iter();
+            self.ledger.emit(flow, ts, frame, records);
+            self.batch.records.truncate(first);
+            return;
+        }
+        self.spent.truncate(self.spent.len().saturating_sub(count));
         self.batch.msgs.push(Msg::Records {
             slot: flow.slot,
             head: flow.head(),
@@ -568,8 +616,13 @@ impl Engine {
                 s.release(&mut self.reassembly);
             }
         }
-        let head = flow.head();
-        self.batch.msgs.push(Msg::End { slot, head });
+        if self.threads {
+            let head = flow.head();
+            self.batch.msgs.push(Msg::End { slot, head });
+        } else {
+            flow.catch_up();
+            self.ledger.end(&mut flow);
+        }
     }
 
     /// Everything written so far reaches the files (the live sensor calls it every flush).

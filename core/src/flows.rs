@@ -78,7 +78,7 @@ pub struct Flow {
     pub macs_changed: bool,
 }
 
-/// What the packet side knows of a flow and the policy side reads: sent with its records
+/// What the packet side knows of a flow and the record side reads: sent with its records
 /// and at its end (see `engine::Batch`). The TCP health counted since the last one travels
 /// with it.
 pub struct Head {
@@ -136,7 +136,7 @@ impl Flow {
         }
     }
 
-    /// The packet side's fields for the policy side (the TCP health counted so far and
+    /// The packet side's fields for the record side (the TCP health counted so far and
     /// a MAC change are handed over, not copied).
     pub fn head(&mut self) -> Head {
         Head {
@@ -157,7 +157,7 @@ impl Flow {
         }
     }
 
-    /// The policy side's copy of a flow it has not seen yet.
+    /// The record side's copy of a flow it has not seen yet.
     pub fn mirror(slot: u32, h: &Head) -> Flow {
         let key = FlowKey {
             src: h.ips[0],
@@ -171,7 +171,7 @@ impl Flow {
         flow
     }
 
-    /// The policy side's copy takes what the packet side knows now.
+    /// The record side's copy takes what the packet side knows now.
     pub fn follow(&mut self, h: Head) {
         if h.macs_changed {
             self.forget_templates();
@@ -254,6 +254,14 @@ impl Flow {
             c
         } else {
             1 - c
+        }
+    }
+
+    /// The record side works on this flow itself: a MAC change makes its rendered parts
+    /// stale (see `follow` for its copy).
+    pub fn catch_up(&mut self) {
+        if std::mem::take(&mut self.macs_changed) {
+            self.forget_templates();
         }
     }
 

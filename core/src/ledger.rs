@@ -225,7 +225,7 @@ impl Ledger {
     }
 
     /// A flow left the table: its counts go to hosts and edges, its anomalies are written.
-    fn end(&mut self, flow: &mut Flow) {
+    pub(crate) fn end(&mut self, flow: &mut Flow) {
         self.aggregates.on_flow_end(flow);
         self.roles_changed();
         if flow.sent_view.is_some() {
@@ -299,7 +299,7 @@ impl Ledger {
     }
 
     /// The records of one packet.
-    fn emit<'a>(
+    pub(crate) fn emit<'a>(
         &mut self,
         flow: &mut Flow,
         ts: f64,

@@ -264,9 +264,12 @@ impl Engine {
 
 #[pymethods]
 impl Engine {
+    /// `threads`: the record side works on a thread of its own while `feed` and
+    /// `feed_block` read (the results are the same; see `engine::Engine::threads`).
     #[new]
     #[pyo3(signature = (max_flows=200_000, events=None, anomalies=None, cross_all=false,
-                        append=false, learn_for=None))]
+                        append=false, learn_for=None, threads=true))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         max_flows: usize,
         events: Option<&str>,
@@ -274,9 +277,11 @@ impl Engine {
         cross_all: bool,
         append: bool,
         learn_for: Option<f64>,
+        threads: bool,
     ) -> PyResult<Self> {
         let mut engine = CoreEngine::new(Config {
             max_flows,
+            threads,
             cross_all,
             learn_for,
         });
@@ -311,11 +316,7 @@ impl Engine {
     /// One retired block of a TPACKET_V3 ring (the live sensor); returns its packets.
     fn feed_block(&mut self, py: Python<'_>, block: &[u8]) -> PyResult<u32> {
         let engine = &mut self.engine;
-        let packets = py.detach(|| {
-            crate::ring::walk_block(block, &mut |p| {
-                engine.packet(p);
-            })
-        });
+        let packets = py.detach(|| engine.block(block));
         match self.take_interruption() {
             Some(e) => Err(e),
             None => Ok(packets),

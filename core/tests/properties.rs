@@ -139,7 +139,7 @@ proptest! {
         };
         file.extend_from_slice(&body);
         let mut r = Reader::from_reader("t".into(), Box::new(std::io::Cursor::new(file)), 0).unwrap();
-        let mut engine = Engine::new(Config { max_flows: 1000, cross_all: true, learn_for: None });
+        let mut engine = Engine::new(Config { max_flows: 1000, threads: false, cross_all: true, learn_for: None });
         let mut n = 0;
         while r.next_chunk(&mut |p: Packet<'_>| { n += 1; engine.packet(p) }) {}
         engine.finish();
@@ -149,8 +149,8 @@ proptest! {
     #[test]
     fn engine_survives_any_frame(frames in prop::collection::vec(
         (prop::sample::select(vec![0u32, 1, 101, 108, 113, 276, 228, 229, 999]),
-         prop::collection::vec(any::<u8>(), 0..300)), 0..40)) {
-        let mut engine = Engine::new(Config { max_flows: 50, cross_all: true, learn_for: None });
+         prop::collection::vec(any::<u8>(), 0..300)), 0..40), threads in any::<bool>()) {
+        let mut engine = Engine::new(Config { max_flows: 50, threads, cross_all: true, learn_for: None });
         for (i, (lt, data)) in frames.iter().enumerate() {
             engine.packet(Packet { ts: i as f64, linktype: *lt, data, wirelen: data.len() as u32 });
         }

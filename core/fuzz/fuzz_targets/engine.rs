@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut engine = Engine::new(Config {
         max_flows: 64,
+        threads: data.first().is_some_and(|b| b & 1 == 1), // the record side's two modes
         cross_all: true,
         learn_for: None,
     });
