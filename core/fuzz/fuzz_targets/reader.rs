@@ -14,9 +14,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut engine = Engine::new(Config {
         max_flows: 1000,
+        threads: data.len() % 2 == 1, // the record side on its own thread, or not
         cross_all: true,
         learn_for: None,
     });
-    while r.next_chunk(&mut |p| engine.packet(p)) {}
+    while engine.read(&mut r, 1, &|| false) {}
     engine.finish();
 });
