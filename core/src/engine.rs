@@ -1,4 +1,5 @@
-//! The packet path: decode, flows, reassembly, recognition, dissection, output.
+//! The packet path: decode, flows, reassembly, recognition, dissection; and the hand-over
+//! of records to the record side (ledger.rs), on the same thread or on one of its own.
 //!
 //! The engine moves bytes and records. What a record means for the inventory, the graph
 //! and the alerts is decided after it, never inside a dissector.
@@ -20,6 +21,14 @@ use crate::reassembly::{Chunk, ReassemblyStats, Tag, TcpStream};
 const PROBE_TRIES: u32 = 4;
 /// seconds of capture time between idle-flow sweeps
 const SWEEP_EVERY: f64 = 10.0;
+/// The packet side's ends of the channels to the record side's thread: full batches go,
+/// read ones come back (their records to free, their buffers to fill again).
+struct Pipe {
+    to_ledger: std::sync::mpsc::SyncSender<Batch>,
+    /// (in a mutex only to let the engine be shared: the packet side alone reads it)
+    returned: std::sync::Mutex<std::sync::mpsc::Receiver<Batch>>,
+}
+
 /// where a packet source hands its packets (false: stop reading)
 type Take<'t> = &'t mut dyn FnMut(Packet<'_>) -> bool;
 
@@ -64,7 +73,7 @@ pub struct Config {
 }
 
 /// The packet side (reading, decoding, flows, reassembly, recognition, dissection) and the
-/// record side (`Ledger`), which takes the records in batches.
+/// record side (`Ledger`), which takes what the packet side found (see `threads`).
 pub struct Engine {
     pub stats: Stats,
     pub reassembly: ReassemblyStats,
@@ -88,6 +97,8 @@ pub struct Engine {
     spent: Vec<Event>,
     /// messages per batch handed to the record side's thread
     pub batch_size: usize,
+    /// the way to that thread, while it runs
+    pipe: Option<Pipe>,
     /// the record side runs on a thread of its own while `read` and `block` work (its
     /// copy of each flow follows the packet side's through messages); otherwise it takes
     /// each packet's records at once, from the packet side's flow. Fixed for an engine.
@@ -113,6 +124,7 @@ impl Engine {
             batch: Batch::default(),
             spent: Vec::new(),
             batch_size: BATCH,
+            pipe: None,
             threads: cfg.threads,
             ledger: Ledger::new(cfg.cross_all, cfg.learn_for),
         }
@@ -206,19 +218,14 @@ impl Engine {
             };
             let named = std::thread::Builder::new().name("otsec-records".into());
             named.spawn_scoped(s, records).ok()?;
-            let out = run(&mut |p| {
-                let go = self.dissect(p);
-                if self.batch.msgs.len() >= self.batch_size {
-                    let mut next = returned.try_recv().unwrap_or_default();
-                    self.spent.clear();
-                    std::mem::swap(&mut self.spent, &mut next.records);
-                    let full = std::mem::replace(&mut self.batch, next);
-                    // the record side only stops by panicking: the scope reports it
-                    let _ = to_ledger.send(full);
-                }
-                go
+            self.pipe = Some(Pipe {
+                to_ledger,
+                returned: std::sync::Mutex::new(returned),
             });
-            let _ = to_ledger.send(std::mem::take(&mut self.batch));
+            let out = run(&mut |p| self.dissect(p));
+            if let Some(pipe) = self.pipe.take() {
+                let _ = pipe.to_ledger.send(std::mem::take(&mut self.batch));
+            }
             self.spent.clear();
             Some(out)
         });
@@ -351,6 +358,28 @@ impl Engine {
         if !self.threads {
             self.ledger.apply(&mut self.batch);
         }
+        self.ship();
+    }
+
+    /// A full batch goes to the record side's thread (checked after every message: a
+    /// sweep can end thousands of flows within one packet).
+    fn ship(&mut self) {
+        if self.batch.msgs.len() < self.batch_size {
+            return;
+        }
+        let Some(pipe) = &self.pipe else {
+            // no thread (packet by packet, or the flows' ends at `finish`): taken in here
+            self.ledger.apply(&mut self.batch);
+            self.batch.records.clear();
+            return;
+        };
+        let back = pipe.returned.lock().ok().and_then(|r| r.try_recv().ok());
+        let mut next = back.unwrap_or_default();
+        self.spent.clear();
+        std::mem::swap(&mut self.spent, &mut next.records);
+        let full = std::mem::replace(&mut self.batch, next);
+        // the record side only stops by panicking: the scope reports it
+        let _ = pipe.to_ledger.send(full);
     }
 
     fn create(&mut self, key: FlowKey, ts: f64) -> u32 {
@@ -566,9 +595,10 @@ impl Engine {
             return;
         }
         self.spent.truncate(self.spent.len().saturating_sub(count));
-        self.batch.msgs.push(Msg::Records {
+        let head = flow.head();
+        self.send(Msg::Records {
             slot: flow.slot,
-            head: flow.head(),
+            head,
             ts,
             frame,
             count: count as u32,
@@ -618,7 +648,7 @@ impl Engine {
         }
         if self.threads {
             let head = flow.head();
-            self.batch.msgs.push(Msg::End { slot, head });
+            self.send(Msg::End { slot, head });
         } else {
             flow.catch_up();
             self.ledger.end(&mut flow);
@@ -676,4 +706,57 @@ fn guarded(
 
 fn streams(flow: &mut Flow) -> &mut [TcpStream; 2] {
     flow.streams.get_or_insert_with(Default::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet/IPv4 TCP SYN from 10.(i)/16 to 10.1.0.10:502.
+    fn syn(i: u32) -> Vec<u8> {
+        let mut f = vec![0, 0x80, 0xF4, 0, 2, 1, 0, 0x0C, 0x29, 9, 9, 9, 8, 0];
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&[10, 200, (i >> 8) as u8, i as u8, 10, 1, 0, 10]);
+        f.extend_from_slice(&(1024 + (i % 60000) as u16).to_be_bytes());
+        f.extend_from_slice(&502u16.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xFF, 0xFF, 0, 0, 0, 0]);
+        f
+    }
+
+    fn packet(engine: &mut Engine, i: u32, ts: f64) {
+        let data = syn(i);
+        let wirelen = data.len() as u32;
+        engine.packet(Packet {
+            ts,
+            linktype: 1,
+            data: &data,
+            wirelen,
+        });
+    }
+
+    /// A sweep that ends thousands of flows within one packet, or `finish`, never holds
+    /// more than a batch of messages for the record side.
+    #[test]
+    fn flows_ended_at_once_go_over_batch_by_batch() {
+        let mut engine = Engine::new(Config {
+            max_flows: 100_000,
+            threads: true,
+            cross_all: false,
+            learn_for: None,
+        });
+        let t0 = 1.7e9;
+        for i in 0..5000 {
+            packet(&mut engine, i, t0 + i as f64 * 1e-4);
+        }
+        packet(&mut engine, 6000, t0 + 5000.0); // every flow has been idle long enough
+        assert!(engine.flows.stats.expired >= 5000);
+        assert!(engine.batch.msgs.capacity() <= 2 * BATCH);
+        for i in 0..5000 {
+            packet(&mut engine, i, t0 + 6000.0 + i as f64 * 1e-4);
+        }
+        engine.finish();
+        assert_eq!(engine.flows.live, 0);
+        assert!(engine.batch.msgs.capacity() <= 2 * BATCH);
+        assert_eq!(engine.ledger.aggregates.hosts.len(), 5002);
+    }
 }

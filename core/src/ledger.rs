@@ -2,10 +2,11 @@
 //! process values, the availability of devices, the rules and the baseline's watch; the
 //! lines written for them; and the facts handed to Python.
 //!
-//! It reads only what the packet side sends it (`Batch`): the records of each packet with
-//! its flow's `Head`, the ends of flows, ARP claims and probe reports, in capture order.
-//! The engine runs it after each packet (the live sensor, tests) or on a second thread
-//! that a capture's reading feeds (see `Engine::read`); both give the same results.
+//! The packet side hands it, in capture order, each packet's records and the ends of
+//! flows, ARP claims and probe reports. In one mode it takes them at once, working on the
+//! packet side's flows; in the other it keeps a copy of each flow that follows the packet
+//! side's through the `Head` sent with its records (`Batch`), and runs on a thread of its
+//! own while the engine reads (see `Engine::threads`). Both give the same results.
 
 use crate::aggregate::Aggregates;
 use crate::decode::Addr;
