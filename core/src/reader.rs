@@ -92,6 +92,8 @@ pub struct Reader {
     pub size: u64,
     /// the callback asked to stop before the end of the buffered records
     interrupted: bool,
+    /// a thread decompresses ahead of the reading
+    reads_ahead: bool,
 }
 
 fn u32_at(b: &[u8], off: usize, big: bool) -> u32 {
@@ -158,9 +160,13 @@ impl Reader {
         } else {
             Box::new(chained)
         };
+        let mut reads_ahead = false;
         if ahead && compressed {
             src = match ReadAhead::spawn(src) {
-                Ok(r) => Box::new(r),
+                Ok(r) => {
+                    reads_ahead = true;
+                    Box::new(r)
+                }
                 Err(src) => src,
             };
         }
@@ -225,6 +231,7 @@ impl Reader {
             corrupt: false,
             size,
             interrupted: false,
+            reads_ahead,
         };
         if r.format == Format::Pcap {
             r.fill_by(24, 24 - r.buf.len()); // the header alone: opening reads no packets
@@ -244,6 +251,11 @@ impl Reader {
     /// Bytes of the source consumed so far (compressed bytes for gzip), for progress.
     pub fn position(&self) -> u64 {
         self.consumed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a thread of its own decompresses the capture (it takes a core).
+    pub fn reads_ahead(&self) -> bool {
+        self.reads_ahead
     }
 
     pub fn finished(&self) -> bool {
