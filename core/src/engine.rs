@@ -226,12 +226,17 @@ impl Engine {
                 to_ledger,
                 returned: std::sync::Mutex::new(returned),
             });
-            let out = run(&mut |p| self.dissect(p));
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&mut |p| self.dissect(p))
+            }));
+            // the channel closes whatever happened: the record side's thread then ends
             if let Some(pipe) = self.pipe.take() {
-                let _ = pipe.to_ledger.send(std::mem::take(&mut self.batch));
+                if out.is_ok() {
+                    let _ = pipe.to_ledger.send(std::mem::take(&mut self.batch));
+                }
             }
             self.spent.clear();
-            Some(out)
+            Some(out.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
         });
         self.ledger = ledger;
         out
@@ -736,6 +741,33 @@ mod tests {
             data: &data,
             wirelen,
         });
+    }
+
+    /// A panic on the packet side while the record side's thread runs reaches the caller
+    /// (the thread ends with its channel; it used to wait for more forever).
+    #[test]
+    fn a_panic_while_piped_reaches_the_caller() {
+        let mut engine = Engine::new(Config {
+            max_flows: 10,
+            threads: true,
+            cross_all: false,
+            learn_for: None,
+        });
+        let data = syn(1);
+        let wirelen = data.len() as u32;
+        let mut run = |take: Take<'_>| -> u32 {
+            take(Packet {
+                ts: 1.7e9,
+                linktype: 1,
+                data: &data,
+                wirelen,
+            });
+            panic!("a bug on the packet side");
+        };
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.pipelined(&mut run)));
+        assert!(out.is_err());
+        assert!(engine.pipe.is_none());
     }
 
     /// A sweep that ends thousands of flows within one packet, or `finish`, never holds
