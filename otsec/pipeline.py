@@ -82,6 +82,8 @@ class Pipeline:
                  max_flows: int = 200_000, append: bool = False,
                  on_learned: Callable[[Baseline], None] | None = None,
                  sensor: Sensor = LOCAL, threads: bool = True) -> None:
+        """``threads``: the core's record side works on a thread of its own while it reads
+        (the same results; see ``otsec.monitor.two_cores_each`` for when it pays)."""
         self.sources = list(sources)
         self.sensor = sensor
         self.unreadable: list[dict[str, str]] = []
