@@ -9,6 +9,21 @@ use _core::engine::{Config, Engine, Fact};
 use _core::output::Lines;
 use _core::reader::Reader;
 
+/// A folder of the test's own, removed when the test ends, failed or not.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        Scratch(std::env::temp_dir().join(format!("otsec-{name}-{}", std::process::id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn samples() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps");
     let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -83,7 +98,8 @@ fn engine(out: &Path, threads: bool) -> Engine {
 
 #[test]
 fn both_modes_give_the_same() {
-    let tmp = std::env::temp_dir().join(format!("otsec-threads-{}", std::process::id()));
+    let scratch = Scratch::new("threads");
+    let tmp = &scratch.0;
     for path in samples() {
         let path = path.to_str().unwrap();
         let one = tmp.join("one");
@@ -114,7 +130,6 @@ fn both_modes_give_the_same() {
             "{path}: packet by packet"
         );
     }
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// A capture's packets as retired TPACKET_V3 blocks of `per` packets (what the kernel
@@ -153,7 +168,8 @@ fn blocks(path: &str, per: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn live_blocks_give_the_same_in_both_modes() {
-    let tmp = std::env::temp_dir().join(format!("otsec-blocks-{}", std::process::id()));
+    let scratch = Scratch::new("blocks");
+    let tmp = &scratch.0;
     for path in samples() {
         let path = path.to_str().unwrap();
         let ring = blocks(path, 50);
@@ -169,5 +185,4 @@ fn live_blocks_give_the_same_in_both_modes() {
         assert!(got[0].len() > 1000, "{path}: too little to compare");
         assert_eq!(got[1], got[0], "{path}");
     }
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
