@@ -130,6 +130,11 @@ impl Engine {
         }
     }
 
+    /// Whether the record side works on a thread of its own while reading (see `threads`).
+    pub fn threads(&self) -> bool {
+        self.threads
+    }
+
     pub fn flow_stats(&self) -> FlowStats {
         self.flows.stats
     }

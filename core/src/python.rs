@@ -650,6 +650,12 @@ impl Engine {
         w.set_cyclic(cyclic.iter().filter_map(|k| parse_edge(k)).collect());
     }
 
+    /// Whether the record side works on a thread of its own while reading.
+    #[getter]
+    fn threads(&self) -> bool {
+        self.engine.threads()
+    }
+
     /// The time of the first record (the learning window starts there), or None.
     #[getter]
     fn first_record(&self) -> Option<f64> {
