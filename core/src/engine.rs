@@ -4,8 +4,6 @@
 //! The engine moves bytes and records. What a record means for the inventory, the graph
 //! and the alerts is decided after it, never inside a dissector.
 
-use std::collections::BTreeMap;
-
 use crate::decode::{
     decode_arp, decode_frame, NotTransport, Transport, ACK, FIN, RST, SYN, TCP, UDP,
 };
@@ -51,13 +49,6 @@ pub struct Stats {
     pub ip_fragments: u64,
     pub other_ip: u64,
     pub unrecognised_on_ot_port: u64,
-    /// records handed to Python (steady traffic should not be)
-    pub crossed: u64,
-    pub pdus: BTreeMap<Proto, u64>,
-    /// parse anomalies by (protocol, kind): named "protocol.kind" only when reported
-    pub anomalies: BTreeMap<(&'static str, &'static str), u64>,
-    /// what parsed PDUs carried wrong, by (protocol, kind)
-    pub pdu_anomalies: BTreeMap<(&'static str, &'static str), u64>,
     pub linktypes_unknown: u64,
 }
 
@@ -139,26 +130,19 @@ impl Engine {
         self.flows.stats
     }
 
-    /// The counters of both sides.
-    pub fn stats(&self) -> Stats {
-        let c = &self.ledger.counts;
-        Stats {
-            crossed: c.crossed,
-            pdus: c.pdus.clone(),
-            anomalies: c.anomalies.clone(),
-            pdu_anomalies: c.pdu_anomalies.clone(),
-            ..self.stats.clone()
-        }
-    }
-
     /// One packet of a capture or of the live ring, its records taken in at once; false
     /// when the learning window closed with it (stop reading, let Python take the
     /// baseline, then go on).
     pub fn packet(&mut self, pkt: Packet<'_>) -> bool {
         let go = self.dissect(pkt);
+        self.take_in();
+        go
+    }
+
+    /// The record side takes the batch in on this thread; its records are freed.
+    fn take_in(&mut self) {
         self.ledger.apply(&mut self.batch);
         self.batch.records.clear();
-        go
     }
 
     /// Read up to `chunks` chunks of a capture, the record side on a thread of its own
@@ -184,12 +168,7 @@ impl Engine {
             }
             more
         };
-        let piped = if self.threads && room {
-            self.pipelined(&mut run)
-        } else {
-            None
-        };
-        piped.unwrap_or_else(|| run(&mut |p| self.packet(p)))
+        self.drive(room, &mut run)
     }
 
     /// One retired block of the live ring, the record side on a thread of its own; returns
@@ -200,8 +179,14 @@ impl Engine {
                 take(p);
             })
         };
-        let piped = if self.threads {
-            self.pipelined(&mut run)
+        self.drive(true, &mut run)
+    }
+
+    /// Run a packet source: `pipelined` when this engine's record side has a thread and
+    /// `room` for it, packet by packet otherwise.
+    fn drive<T>(&mut self, room: bool, run: &mut dyn FnMut(Take<'_>) -> T) -> T {
+        let piped = if self.threads && room {
+            self.pipelined(run)
         } else {
             None
         };
@@ -369,10 +354,11 @@ impl Engine {
     /// A message for the record side: batched on a pipeline, taken in at once otherwise.
     fn send(&mut self, msg: Msg) {
         self.batch.msgs.push(msg);
-        if !self.threads {
-            self.ledger.apply(&mut self.batch);
+        if self.threads {
+            self.ship();
+        } else {
+            self.take_in();
         }
-        self.ship();
     }
 
     /// A full batch goes to the record side's thread (checked after every message: a
@@ -383,8 +369,7 @@ impl Engine {
         }
         let Some(pipe) = &self.pipe else {
             // no thread (packet by packet, or the flows' ends at `finish`): taken in here
-            self.ledger.apply(&mut self.batch);
-            self.batch.records.clear();
+            self.take_in();
             return;
         };
         let back = pipe.returned.lock().ok().and_then(|r| r.try_recv().ok());
@@ -681,8 +666,7 @@ impl Engine {
         }
         self.probes.close(&mut self.probe_reports, None);
         self.report_probes();
-        self.ledger.apply(&mut self.batch);
-        self.batch.records.clear();
+        self.take_in();
         self.ledger.finish();
         self.stats.last_ts = if self.now != 0.0 {
             Some(self.now)

@@ -122,7 +122,7 @@ pub struct Batch {
     pub records: Vec<Event>,
 }
 
-/// Counters of the record side (the engine's `Stats` shows them with its own).
+/// Counters of the record side (the summary shows them with the engine's `Stats`).
 #[derive(Default, Debug, Clone)]
 pub struct Counts {
     /// records handed to Python (steady traffic should not be)

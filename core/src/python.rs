@@ -349,7 +349,8 @@ impl Engine {
 
     /// The counters, as plain Python values.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = &self.engine.stats();
+        let s = &self.engine.stats;
+        let c = &self.engine.ledger.counts;
         let d = PyDict::new(py);
         d.set_item("packets", s.packets)?;
         d.set_item("bytes", s.bytes)?;
@@ -364,7 +365,7 @@ impl Engine {
         d.set_item("other_ip", s.other_ip)?;
         d.set_item("unrecognised_on_ot_port", s.unrecognised_on_ot_port)?;
         d.set_item("unknown_linktype", s.linktypes_unknown)?;
-        d.set_item("crossed", s.crossed)?;
+        d.set_item("crossed", c.crossed)?;
         let agg = &self.engine.ledger.aggregates;
         let bounds = PyDict::new(py);
         bounds.set_item("hosts", agg.hosts.len())?;
@@ -379,15 +380,15 @@ impl Engine {
         )?;
         d.set_item("tracking", bounds)?;
         let pdus: std::collections::BTreeMap<&str, u64> =
-            s.pdus.iter().map(|(p, n)| (p.name(), *n)).collect();
+            c.pdus.iter().map(|(p, n)| (p.name(), *n)).collect();
         d.set_item("pdus", pdus)?;
         let named = |m: &std::collections::BTreeMap<(&str, &str), u64>| {
             m.iter()
                 .map(|((p, k), n)| (format!("{p}.{k}"), *n))
                 .collect::<std::collections::BTreeMap<String, u64>>()
         };
-        d.set_item("anomalies", named(&s.anomalies))?;
-        d.set_item("pdu_anomalies", named(&s.pdu_anomalies))?;
+        d.set_item("anomalies", named(&c.anomalies))?;
+        d.set_item("pdu_anomalies", named(&c.pdu_anomalies))?;
         let r = &self.engine.reassembly;
         let ra = PyDict::new(py);
         ra.set_item("gaps", r.gaps)?;
