@@ -1,14 +1,14 @@
 """The live sensor: a mirror port through the same engine, outputs flushed as it goes.
 
 Everything an audit writes is kept current in ``--out``: events.ndjson is appended as PDUs
-arrive, the other files are rewritten atomically every few seconds and once more on the
-way out. SIGTERM/SIGINT stop it within a second or two with everything flushed; SIGHUP
+arrive, the other files are rewritten atomically every few seconds (by the writer's thread,
+see live_outputs.py: the capture thread never waits on files or the cluster) and once more
+on the way out. SIGTERM/SIGINT stop it within a second or two with everything flushed; SIGHUP
 reloads the rules. A stats line goes to the log every minute.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -21,39 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from otsec import state, workers
-from otsec.atomic import write_json_atomic
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
-from otsec.detect.catalog import SEVERITY_NAMES
-from otsec.detect.deviations import baseline_state
-from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet, load
-from otsec.health import HEARTBEAT_EVERY, Health, Reading
+from otsec.health import HEARTBEAT_EVERY, Health
 from otsec.inventory.oui import mac_vendor
-from otsec.inventory.roles import flag_actors
+from otsec.live_outputs import AlertChanges, LiveOutputs, Snapshot, changed_documents
 from otsec.pipeline import Pipeline
 from otsec.process import merged
-from otsec.report.html import write_report
 from otsec.sensor import LOCAL, Sensor
-from otsec.sinks.documents import (
-    alert_document,
-    asset_document,
-    edge_document,
-    incident_document,
-    local_id,
-)
-from otsec.sinks.ndjson import write_ndjson
-from otsec.summary import (
-    AuditResult,
-    build_summary,
-    count_by_severity,
-    metric_row,
-    operations,
-)
+from otsec.shipper import Shipper
+from otsec.summary import metric_row
 
-REPORT_EVERY = 60.0  # seconds between report.html rewrites while running
-INVENTORY_EVERY = 60.0  # seconds between shipments of the assets and edges that changed
+__all__ = ["Monitor", "MonitorOptions", "changed_documents"]
+
 DRAIN_EVERY = 0.2  # seconds between hand-overs from the core to the policy
+STATE_EVERY = 60.0  # seconds between saves of state.json (and on the way out)
 
 log = logging.getLogger(__name__)
 
@@ -107,27 +90,27 @@ def save_baseline(pipe: Pipeline, opts: MonitorOptions) -> None:
 def open_metrics(out_dir: Path) -> int:
     """metrics.ndjson for appending, opened before root is given up (each capture process
     holds its own descriptor; the user it runs as may not create files there yet)."""
-    return os.open(out_dir / "metrics.ndjson", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    return os.open(out_dir / "metrics.ndjson",
+                   os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
 
 
-def snapshot(pipe: Pipeline, drops: int, metrics_fd: int) -> dict[str, Any]:
-    """What a capture process knows, as plain data (a worker sends it to its parent); the
-    minutes of the operations view it finished are appended to metrics.ndjson, in one
-    write so that the lines of two processes never mix."""
+def snapshot(pipe: Pipeline, drops: int, metrics_fd: int, changes: AlertChanges,
+             final: bool = False) -> dict[str, Any]:
+    """What a capture process knows, as plain data (a worker sends it to its parent): its
+    counters as new objects and the documents of the alerts that changed. The minutes of
+    the operations view it finished are appended to metrics.ndjson, in one write so that
+    the lines of two processes never mix. Costs what changed, plus reading the core's
+    counters: the documents, files and shipping are the writer's."""
     pipe.core.flush()  # the events written so far are in the file
     text, _rows = pipe.core.take_metrics_text()
     if text:
         os.write(metrics_fd, text)
-    view = pipe.view()
-    dev = pipe.deviations
-    asset_by_ip = {ip: a for a in view.assets for ip in a.ips}
-    alerts = sorted(pipe.detector.alerts, key=lambda a: (a.start, a.rule.id))
-    docs = [alert_document(a, asset_by_ip, baseline_state(dev, a.start), pipe.sensor)
-            for a in alerts]
-    stats = pipe.stats()
-    return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": view.ip_edges,
-            "alerts": docs, "stats": stats, "drops": drops, "values": view.values,
-            "outages": pipe.availability.outages}
+    ip_edges, values = pipe.counters()
+    last = pipe.stats()["last_ts"]
+    alerts, closed = changes.take(pipe, None if final or last is None else last)
+    return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": ip_edges,
+            "alerts": alerts, "closed": closed, "stats": pipe.stats(), "drops": drops,
+            "values": values, "outages": list(pipe.availability.outages)}
 
 
 class Monitor:
@@ -136,22 +119,36 @@ class Monitor:
         opts.out_dir.mkdir(parents=True, exist_ok=True)
         self.ruleset = ruleset if ruleset is not None else load(list(opts.rule_paths))
         self.pipe = start_pipeline(opts, self.ruleset) if opts.workers <= 1 else None
+        self.changes = AlertChanges(opts.sensor)
         self.state_file = opts.out_dir / "state.json"
         self.restored = state.load(self.state_file)  # hosts, ARP and edges a past run saw
         self.capture: LiveCapture | None = None
         self.started = time.monotonic()
         self.reload = False
         self.stopping = False
-        self.shipped: set[str] = set()
-        self.spool_state: dict[str, int] = {}
         self.health = Health(opts.sensor)
-        self.next_inventory = 0.0
-        self.inventory_sent: dict[str, str] = {}  # asset or edge id: digest shipped last
-        self.next_beat = 0.0  # the first flush says the sensor is there
-        self.spool_dropped = 0
-        self.next_report = 0.0
-        self.metrics = MetricsFile(opts.out_dir / "metrics.ndjson")
         self.metrics_fd = open_metrics(opts.out_dir) if opts.workers <= 1 else -1
+        self.outputs: LiveOutputs | None = None
+        self.next_state = 0.0
+        self.summary: dict[str, Any] = {}
+
+    def _start_outputs(self) -> LiveOutputs:
+        """The writer (and shipper) threads, once the files they write are open."""
+        spool = shipper = None
+        if self.opts.es_url:
+            from otsec.sinks.search import Spool
+
+            spool = Spool()
+            shipper = Shipper(self.opts.es_url, spool)
+        self.outputs = LiveOutputs(
+            self.opts.out_dir, self.opts.iface, self.opts.sensor, self.ruleset, self.health,
+            MetricsFile(self.opts.out_dir / "metrics.ndjson"), self.opts.workers,
+            shipper=shipper, spool=spool, heartbeat_every=self.opts.heartbeat_every,
+            started=self.started, merge=self._merged, on_summary=self._keep)
+        return self.outputs
+
+    def _keep(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
 
     # -- signals ----------------------------------------------------------------------
 
@@ -180,6 +177,7 @@ class Monitor:
         _before_dropping(opts)
         if os.geteuid() == 0 and opts.user:
             drop_privileges(opts.user, _writable(opts))
+        outputs = self._start_outputs()
         previous = self._signals()
         log.info("monitoring %s (filter: %s)", opts.iface, opts.bpf or "none")
         next_flush = time.monotonic() + opts.flush_every
@@ -196,7 +194,7 @@ class Monitor:
                     pipe.drain()
                 if now >= next_flush:
                     next_flush = now + opts.flush_every
-                    self.flush()
+                    outputs.offer(self._snapshot())
                 if now >= next_stats:
                     next_stats = now + opts.stats_every
                     self._stats()
@@ -206,10 +204,25 @@ class Monitor:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             pipe.finish()
-            summary = self.flush(final=True)
+            summary = outputs.close(self._snapshot(final=True))
             save_baseline(pipe, opts)
             self.capture.close()
         return summary
+
+    def _snapshot(self, final: bool = False) -> Snapshot:
+        """On the capture thread: what changed, handed to the writer."""
+        assert self.pipe is not None
+        self.pipe.drain()
+        drops = self._drops()
+        snap = snapshot(self.pipe, drops, self.metrics_fd, self.changes, final)
+        return Snapshot({0: snap}, snap["alerts"], set(snap["closed"]), final)
+
+    def _drops(self) -> int:
+        """The kernel's drops since the start (its counters reset on each read)."""
+        if self.capture is None:
+            return 0
+        self.capture.stats()
+        return self.capture.drops
 
     def _reload(self) -> None:
         self.reload = False
@@ -222,25 +235,15 @@ class Monitor:
 
     def _stats(self) -> None:
         assert self.pipe is not None
-        received, dropped = self.capture.stats() if self.capture else (0, 0)
         st = self.pipe.stats()
-        log.info("stats: packets %d (kernel %d, dropped %d), flows %d, pdus %s, alerts %d%s",
-                 st["packets"], received, dropped, st["flows"]["live"], st["pdus"],
-                 len(self.pipe.detector.alerts), self._spool_text())
+        drops = self._drops()
+        log.info("stats: packets %d, kernel drops %d, flows %d, pdus %s, alerts %d, "
+                 "queued for the writer %d%s", st["packets"], drops, st["flows"]["live"],
+                 st["pdus"], len(self.pipe.detector.alerts) + self.pipe.detector.book.retired,
+                 self.outputs.queued() if self.outputs else 0, self._spool_text())
 
     def _spool_text(self) -> str:
-        sp = self.spool_state
-        if not sp.get("bytes") and not sp.get("dead_lettered"):
-            return ""
-        return f", spool {sp['bytes']} bytes, dead letters {sp['dead_lettered']}"
-
-    def flush(self, final: bool = False) -> dict[str, Any]:
-        assert self.pipe is not None
-        if self.capture is not None:
-            self.capture.stats()
-        self.pipe.drain()
-        drops = self.capture.drops if self.capture else 0
-        return self.write(self._merged({0: snapshot(self.pipe, drops, self.metrics_fd)}), final)
+        return self.outputs.spool_text() if self.outputs is not None else ""
 
     # -- several processes ------------------------------------------------------------
 
@@ -252,35 +255,41 @@ class Monitor:
             (opts.out_dir / name).write_bytes(b"")
         procs, results, stop = workers.start(opts.workers, _worker, (opts, self.ruleset))
         latest: dict[int, dict[str, Any]] = {}
+        changes = Snapshot({})
         ready = 0
         end = time.monotonic() + 60
         while ready < opts.workers and time.monotonic() < end:
-            ready += workers.collect(results, latest, 0.5).count("ready")
+            ready += workers.collect(results, latest, 0.5, changes).count("ready")
             if any(not p.is_alive() for p in procs):
                 raise RuntimeError("a capture worker failed to start")
         _before_dropping(opts)
         if os.geteuid() == 0 and opts.user:
             drop_privileges(opts.user, _writable(opts))
+        outputs = self._start_outputs()
         previous = self._signals()
         log.info("monitoring %s with %d workers", opts.iface, opts.workers)
         next_flush = time.monotonic() + opts.flush_every
         next_stats = time.monotonic() + opts.stats_every
         try:
             while not self.stopping:
-                workers.collect(results, latest, 0.5)
+                workers.collect(results, latest, 0.5, changes)
                 if self.reload:  # each worker reloads its own rules
                     self.reload = False
                     for p in procs:
                         os.kill(p.pid, signal.SIGHUP)
                 if time.monotonic() >= next_flush and len(latest) == opts.workers:
                     next_flush = time.monotonic() + opts.flush_every
-                    summary = self.write(self._merged(latest))
+                    outputs.offer(Snapshot(dict(latest), changes.alerts, changes.closed))
+                    changes = Snapshot({})
                     if time.monotonic() >= next_stats:
                         next_stats = time.monotonic() + opts.stats_every
-                        log.info("stats: packets %d, kernel drops %d, flows %d, pdus %s, "
-                                 "alerts %d (%d workers)%s", summary["packets"],
-                                 summary["kernel_drops"], summary["flows"], summary["pdus"],
-                                 summary["alerts"]["total"], opts.workers, self._spool_text())
+                        summary = self.summary
+                        if summary:
+                            log.info("stats: packets %d, kernel drops %d, flows %d, pdus %s, "
+                                     "alerts %d (%d workers)%s", summary["packets"],
+                                     summary["kernel_drops"], summary["flows"],
+                                     summary["pdus"], summary["alerts"]["total"],
+                                     opts.workers, self._spool_text())
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -288,137 +297,29 @@ class Monitor:
             finals = 0
             end = time.monotonic() + 30
             while finals < opts.workers and time.monotonic() < end:
-                finals += workers.collect(results, latest, 0.5).count("final")
+                finals += workers.collect(results, latest, 0.5, changes).count("final")
             for p in procs:
                 p.join(timeout=5)
-        return self.write(self._merged(latest), final=True)
+        return outputs.close(Snapshot(dict(latest), changes.alerts, changes.closed))
 
     def _merged(self, latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
-        """The workers' snapshots and what a previous run saw, merged and saved."""
+        """The workers' snapshots and what a previous run saw, merged and saved (on the
+        writer's thread)."""
         hosts, arp, edges = self.restored
-        past = {"hosts": hosts, "arp": arp, "edges": edges, "alerts": [], "stats": None,
-                "drops": 0}
-        view, inventory, all_edges = workers.merge([past, *latest.values()], keep=True)
-        state.save(self.state_file, inventory.hosts, inventory.arp, all_edges)
+        past = {"hosts": hosts, "arp": arp, "edges": edges, "stats": None, "drops": 0}
+        now = time.monotonic()
+        owned = self.opts.workers <= 1
+        if now >= self.next_state or self.stopping:  # the heaviest file: once a minute
+            self.next_state = now + STATE_EVERY
+            view, inventory, all_edges = workers.merge([past, *latest.values()], keep=True,
+                                                       owned=owned)
+            state.save(self.state_file, inventory.hosts, inventory.arp, all_edges)
+        else:
+            view = workers.merge([past, *latest.values()], owned=owned)
         # each worker's own flows: its outages and points
         view["outages"] = [o for snap in latest.values() for o in snap.get("outages", [])]
         view["values"] = merged([snap["values"] for snap in latest.values() if "values" in snap])
         return view
-
-    # -- the files ----------------------------------------------------------------------
-
-    def write(self, view: dict[str, Any], final: bool = False) -> dict[str, Any]:
-        """Rewrite the state files (atomically) from a view of what was seen so far."""
-        out = self.opts.out_dir
-        assets, edges, alert_docs = view["assets"], view["edges"], view["alerts"]
-        ip_of = {a.id: a.ips[0] for a in assets if a.ips}
-        sensor = self.opts.sensor
-        incident_docs = [incident_document(i, sensor) for i in incidents(alert_docs)]
-        heartbeat = self._beat(view, len(alert_docs), final)
-        alert_docs = alert_docs + self.health.alerts(self.ruleset)
-        flag_actors(assets, incident_docs)
-        values = view["values"]
-        asset_docs = [asset_document(a, values.documents_of(a.ips), sensor) for a in assets]
-        edge_docs = [edge_document(e, ip_of, sensor=sensor) for e in edges]
-        for name, docs in (("incidents", incident_docs), ("alerts", alert_docs)):
-            write_ndjson(out / f"{name}.ndjson.tmp", docs)
-            (out / f"{name}.ndjson.tmp").replace(out / f"{name}.ndjson")
-        write_json_atomic(out / "assets.json", asset_docs)
-        write_json_atomic(out / "edges.json", edge_docs)
-        severities = [SEVERITY_NAMES[a["event"]["severity"]] for a in alert_docs]
-        summary = build_summary(view["stats"], [f"live:{self.opts.iface}"],
-                                time.monotonic() - self.started, severities, assets, edges, [])
-        summary["incidents"] = count_by_severity(incident_docs)
-        summary["sensor"] = self._sensor_summary()
-        summary["kernel_drops"] = view["drops"]
-        metric_docs = self.metrics.new_documents()
-        summary["operations"] = operations(self.metrics.rows, view["outages"], values)
-        summary["workers"] = self.opts.workers
-        write_json_atomic(out / "summary.json", summary)
-        now = time.monotonic()
-        if final or now >= self.next_report:  # the layout costs more than the rest: rarer
-            self.next_report = now + REPORT_EVERY
-            result = AuditResult(out, summary, alert_docs, assets, edges, [], asset_docs,
-                                 edge_docs, incident_docs, values.points,
-                                 list(self.metrics.rows), sensor)
-            write_report(out / "report.html", result)
-        if self.opts.es_url:
-            if final or now >= self.next_inventory:  # alerts go at once, the inventory less
-                self.next_inventory = now + INVENTORY_EVERY  # often: one merge per change
-                asset_docs = changed_documents(asset_docs, self.inventory_sent)
-                edge_docs = changed_documents(edge_docs, self.inventory_sent)
-            else:
-                asset_docs, edge_docs = [], []
-            self._ship(alert_docs, asset_docs, edge_docs, incident_docs, metric_docs, heartbeat)
-        return summary
-
-    def _beat(self, view: dict[str, Any], alerts: int, final: bool) -> dict[str, Any] | None:
-        """The heartbeat, when one is due (and on the way out)."""
-        now = time.monotonic()
-        if not final and now < self.next_beat:
-            return None
-        self.next_beat = now + self.opts.heartbeat_every
-        stats = view["stats"] or {}
-        spool = self._spool()
-        reading = Reading(
-            at=time.time(), packets=stats.get("packets", 0), kernel_drops=view["drops"],
-            flows=stats.get("flows", {}).get("created", 0),
-            pdus=sum(stats.get("pdus", {}).values()), alerts=alerts,
-            spool_bytes=spool.size() if spool else 0,
-            spool_max=spool.max_bytes if spool else 1,
-            spool_oldest=spool.oldest() if spool else None, spool_dropped=self.spool_dropped)
-        return self.health.beat(reading, stopping=final)
-
-    def _spool(self) -> Any:
-        if not self.opts.es_url:
-            return None
-        from otsec.sinks.search import Spool
-
-        return Spool()
-
-    def _sensor_summary(self) -> dict[str, Any]:
-        last = self.health.last
-        return {**self.opts.sensor.summary(),
-                **({"state": last["otsec"]["sensor"]["state"],
-                    "heartbeat": last["@timestamp"]} if last else {})}
-
-    def _ship(self, alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
-              edges: list[dict[str, Any]], incidents: list[dict[str, Any]],
-              metrics: list[dict[str, Any]], heartbeat: dict[str, Any] | None) -> None:
-        from otsec.sinks.search import Spool, audit_actions, deliver, digest, heartbeat_actions
-
-        new = [a for a in alerts if a["event"]["id"] not in self.shipped]
-        changed = {digest(d): d for d in incidents}  # an incident that grew is a new version
-        fresh = [d for key, d in changed.items() if key not in self.shipped]
-        spool = Spool()
-        actions = audit_actions(new, assets, edges, incidents=fresh, metrics=metrics)
-        if heartbeat is not None:
-            actions = itertools.chain(heartbeat_actions(heartbeat), actions)
-        outcome = deliver(self.opts.es_url, actions, spool)
-        self.spool_dropped += outcome.dropped
-        self.shipped.update(a["event"]["id"] for a in new)
-        self.shipped.update(changed)  # delivered, or spooled for later
-        self.spool_state = {"bytes": spool.size(), "dead_lettered": spool.dead_count()}
-        if outcome.spooled:
-            log.warning("search cluster: %d documents spooled", outcome.spooled)
-        if outcome.dead_lettered:
-            log.warning("search cluster: %d documents rejected, set aside in %s",
-                        outcome.dead_lettered, spool.dead_letter)
-
-
-def changed_documents(docs: list[dict[str, Any]], sent: dict[str, str]) -> list[dict[str, Any]]:
-    """The asset or edge documents that differ from what was shipped last (``sent``: their
-    ids and digests, updated)."""
-    from otsec.sinks.search import digest
-
-    out = []
-    for doc in docs:
-        key = local_id(doc)
-        value = digest(doc)
-        if sent.get(key) != value:
-            sent[key] = value
-            out.append(doc)
-    return out
 
 
 class MetricsFile:
@@ -456,6 +357,7 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
     if os.geteuid() == 0 and opts.user:
         drop_privileges(opts.user, [])
     results.put(("ready", index, None))
+    changes = AlertChanges(opts.sensor)
     next_snap = time.monotonic() + opts.flush_every / 2
     next_drain = 0.0
     feed = pipe.core.feed_block
@@ -471,7 +373,7 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
         if now >= next_snap:
             next_snap = time.monotonic() + opts.flush_every / 2
             capture.stats()
-            results.put(("snap", index, snapshot(pipe, capture.drops, metrics_fd)))
+            results.put(("snap", index, snapshot(pipe, capture.drops, metrics_fd, changes)))
         if workers.Reload.wanted:
             workers.Reload.wanted = False
             try:
@@ -480,7 +382,7 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
                 log.error("worker %d: rules not reloaded: %s", index, exc)
     pipe.finish()
     capture.stats()
-    results.put(("final", index, snapshot(pipe, capture.drops, metrics_fd)))
+    results.put(("final", index, snapshot(pipe, capture.drops, metrics_fd, changes, True)))
     capture.close()
 
 

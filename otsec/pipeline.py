@@ -238,15 +238,20 @@ class Pipeline:
             return self._view()
 
     def _view(self) -> View:
-        self.detector.sync(self.core.hit_counts())
+        ip_edges, values = self.counters()
+        assets, id_of = self.inventory.assets()
+        return View(assets, id_of, merged_edges(ip_edges, id_of), ip_edges, values)
+
+    def counters(self) -> tuple[dict[tuple[str, str, str, int, str], Edge], ProcessValues]:
+        """Bring the policy up to date with the core's counters (repeats of findings,
+        rates, hosts and ARP claims into the inventory); the IP edges and process values,
+        as new objects (another thread may read them while this one goes on)."""
+        self.detector.sync(self.core.hit_counts(list(self.detector.hit_alerts)))
         if self.deviations is not None:
             self.deviations.sync_rates(self.core.rate_repeats())
             self.deviations.last_request.update(self.core.last_requests())
         self.inventory.load(host_records(self.core), self.core.arp())
-        assets, id_of = self.inventory.assets()
-        ip_edges = edges(self.core)
-        return View(assets, id_of, merged_edges(ip_edges, id_of), ip_edges,
-                    process_values(self.core))
+        return edges(self.core), process_values(self.core)
 
     def _host(self, ip: str) -> Any:
         row = self.core.host(ip)

@@ -2,8 +2,8 @@
 
 The kernel hashes each flow, both directions alike, to one worker, so every worker sees
 whole conversations and nothing is counted twice. Workers send snapshots of what they
-hold (hosts, edges, alert documents, counters); the parent merges them into the same
-files a single process writes.
+hold (hosts, edges, counters, the documents of the alerts that changed); the parent
+merges them into the same files a single process writes.
 """
 
 from __future__ import annotations
@@ -56,15 +56,18 @@ def sum_stats(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     return total
 
 
-def merge(snapshots: list[dict[str, Any]], keep: bool = False) -> Any:
-    """One inventory, graph, alert list and set of counters from every worker's snapshot
-    (with ``keep``, also the merged inventory and IP-keyed edges, to save them)."""
+def merge(snapshots: list[dict[str, Any]], keep: bool = False, owned: bool = False) -> Any:
+    """One inventory, graph and set of counters from every worker's snapshot
+    (with ``keep``, also the merged inventory and IP-keyed edges, to save them).
+    ``owned``: two snapshots, a past run's (kept) and one used once: the hosts of the
+    latter are merged into, those of the former taken last, so neither is copied."""
     inventory = Inventory()
-    for snap in snapshots:
+    order = [snapshots[1], snapshots[0]] if owned else snapshots
+    for snap in order:
         for ip, host in snap["hosts"].items():
             mine = inventory.hosts.get(ip)
-            if mine is None:
-                inventory.hosts[ip] = copy.deepcopy(host)  # snapshots stay untouched
+            if mine is None:  # snapshots stay untouched (the kept one is never merged into)
+                inventory.hosts[ip] = host if owned else copy.deepcopy(host)
             else:
                 merge_host(mine, host)
         for ip, macs in snap["arp"].items():
@@ -72,9 +75,7 @@ def merge(snapshots: list[dict[str, Any]], keep: bool = False) -> Any:
     assets, id_of = inventory.assets()
     all_edges = {(i, key): e for i, snap in enumerate(snapshots)
                  for key, e in snap["edges"].items()}
-    alerts = sorted((a for s in snapshots for a in s["alerts"]),
-                    key=lambda a: (a["event"]["start"], a["rule"]["id"]))
-    view = {"assets": assets, "edges": merged_edges(all_edges, id_of), "alerts": alerts,
+    view = {"assets": assets, "edges": merged_edges(all_edges, id_of),
             "stats": sum_stats([s["stats"] for s in snapshots]),
             "drops": sum(s["drops"] for s in snapshots)}
     if not keep:
@@ -111,8 +112,11 @@ def _guarded(target: Any, *args: Any) -> None:
     target(*args)
 
 
-def collect(results: Any, latest: dict[int, dict[str, Any]], timeout: float) -> list[str]:
-    """Drain snapshots into ``latest``; return the kinds of messages seen."""
+def collect(results: Any, latest: dict[int, dict[str, Any]], timeout: float,
+            changes: Any = None) -> list[str]:
+    """Drain snapshots into ``latest``; return the kinds of messages seen. The alert
+    documents that changed (each snapshot has only those) and the ids of alerts that
+    closed add up in ``changes`` (a live_outputs.Snapshot) until the writer takes them."""
     kinds = []
     end = time.monotonic() + timeout
     while True:
@@ -124,4 +128,7 @@ def collect(results: Any, latest: dict[int, dict[str, Any]], timeout: float) -> 
             return kinds
         kinds.append(kind)
         if payload is not None:
+            if changes is not None:
+                changes.alerts.update(payload.pop("alerts", {}))
+                changes.closed.update(payload.pop("closed", ()))
             latest[index] = payload

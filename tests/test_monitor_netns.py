@@ -282,3 +282,94 @@ def test_live_sensor_protects_with_a_baseline(veth: object, tmp_path: Path,
     expected = {a["rule"]["id"] for a in offline.alerts}
     assert {"otsec-baseline-new-asset", "otsec-baseline-rogue-master"} <= expected
     assert live_rules == expected
+
+
+HUNG = """
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9299))
+s.listen(64)
+held = []
+end = time.monotonic() + 120
+s.settimeout(1)
+while time.monotonic() < end:  # takes connections and requests, never answers
+    try:
+        held.append(s.accept()[0])
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_hung_cluster_blinds_nothing_and_loses_nothing(veth: object, tmp_path: Path,
+                                                         public_tmp: PublicTmp,
+                                                         workers: int) -> None:
+    """A cluster that takes connections and never answers: the files stay current, every
+    PDU is seen, the sensor stops in seconds, and the alerts wait in the spool."""
+    out, spool = public_tmp("otsec-hung-"), public_tmp("otsec-hung-spool-")
+    spool.chmod(0o777)  # the sensor's user after it dropped root
+    sh("ip", "-n", NS_RX, "link", "set", "lo", "up")
+    hung = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-c", HUNG])
+    sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                               "monitor", "-i", "mirror0", "--out", str(out), "--es",
+                               "http://127.0.0.1:9299", "--flush-every", "1",
+                               "--workers", str(workers)],
+                              env=dict(os.environ, OTSEC_SPOOL_DIR=str(spool)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    offline = run_audit([SAMPLE], tmp_path / "offline")
+    try:
+        time.sleep(2.5)
+        send_sample()
+        seen: dict = {}
+        for _ in range(80):  # the files follow the traffic while the cluster hangs
+            time.sleep(0.1)
+            if (out / "summary.json").exists():
+                seen = json.loads((out / "summary.json").read_text())
+                if seen["pdus"] == offline.summary["pdus"]:
+                    break
+        assert seen.get("pdus") == offline.summary["pdus"]
+        started = time.monotonic()
+        sensor.send_signal(signal.SIGTERM)
+        _, stderr = sensor.communicate(timeout=60)
+        assert time.monotonic() - started < 20
+    finally:
+        for proc in (sensor, hung):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert sensor.returncode == 0, stderr[-2000:]
+    assert seen["kernel_drops"] == 0
+    spooled = {json.loads(x)["_id"] for f in spool.glob("spool-*.ndjson") for x in f.open()}
+    alerts = {json.loads(x)["event"]["id"] for x in (out / "alerts.ndjson").open()}
+    assert alerts and alerts <= spooled  # every alert waits for the cluster
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_a_restart_keeps_the_alerts_of_the_run_before(veth: object,
+                                                     public_tmp: PublicTmp) -> None:
+    out = public_tmp("otsec-keep-")
+
+    def run(replay: bool) -> list[str]:
+        sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                                   "monitor", "-i", "mirror0", "--out", str(out),
+                                   "--flush-every", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.5)
+        if replay:
+            send_sample()
+            time.sleep(2)
+        sensor.send_signal(signal.SIGTERM)
+        _, err = sensor.communicate(timeout=60)
+        assert sensor.returncode == 0, err[-2000:]
+        return [json.loads(x)["event"]["id"] for x in (out / "alerts.ndjson").open()]
+
+    first = run(replay=True)
+    assert first
+    assert run(replay=False) == first  # a restart without traffic: nothing lost
+    third = run(replay=True)  # the same attack again: the old alerts stay, the new follow
+    assert third[:len(first)] == first and len(third) > len(first)
+    incidents = (out / "incidents.ndjson").read_text().splitlines()
+    assert len(incidents) >= 2 * len({json.loads(x)["otsec"]["incident"]["id"]
+                                      for x in incidents[:1]})

@@ -20,6 +20,8 @@ from otsec.inventory.roles import role_for_rules
 HitCount = tuple[int, int, float, int, int, dict[str, int]]
 #: core findings remembered per alert (to bring its end up to date before folding into it)
 MAX_CORE_KEYS = 256
+#: core findings remembered in all before those that policy dropped are forgotten
+MAX_DROPPED_KEYS = 200_000
 
 #: rule categories a learned function silences (scans and malformed traffic always alert)
 CONTEXTUAL = frozenset({"write", "diagnostics", "recon", "programming", "operating-mode",
@@ -131,6 +133,23 @@ class Detector:
             # the repeats the core counted decide whether this finding is within its window
             self.sync(self.counts_of(open_alert.core_keys))
         return self.book.add(finding)
+
+    def retire(self, now: float) -> list[Alert]:
+        """The alerts quiet for longer than the window, taken out (their documents are
+        final; the core counts their findings anew); bring counts up to date first."""
+        if self.counts_of is not None:
+            keys = [k for a in self.book.alerts for k in a.core_keys]
+            if keys:
+                self.sync(self.counts_of(keys))
+        gone = self.book.retire(now)
+        for alert in gone:
+            for key in alert.core_keys:
+                self.hit_alerts.pop(key, None)
+                self._applied.pop(key, None)
+        if len(self.hit_alerts) > MAX_DROPPED_KEYS:  # findings policy dropped: forget
+            self.hit_alerts = {k: v for k, v in self.hit_alerts.items() if not isinstance(v, str)}
+            self._applied = {k: v for k, v in self._applied.items() if k in self.hit_alerts}
+        return gone
 
     def sync(self, counts: Iterable[HitCount]) -> None:
         """Fold the repeats the core counted into the alerts (again and again: only what is

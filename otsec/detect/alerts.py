@@ -19,7 +19,11 @@ from otsec.timefmt import iso
 
 MAX_DETAILS = 16
 MAX_WATCHED = 50_000  # requests waiting for their response to settle an alert's outcome
-MAX_PER_RULE = 1_000  # alerts of one rule; the findings beyond fold into one more
+MAX_PER_RULE = 1_000  # alerts of one rule per cap window; the findings beyond fold into one
+MAX_PER_ACTOR = 100  # alerts of one rule from one actor per cap window; likewise
+MAX_ACTORS = 100  # actors an overflow alert names (it counts them all)
+MAX_COUNTED = 65_536  # distinct actors an overflow alert counts
+CAP_WINDOW = 3600.0  # seconds: the caps above count anew in each
 
 
 @dataclass(slots=True, kw_only=True)
@@ -66,7 +70,11 @@ class Alert:
     reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons
     details: list[str] = field(default_factory=list)  # distinct finding details, capped
     approve: list[dict[str, object]] = field(default_factory=list)  # baseline additions
-    overflow: bool = False  # holds the findings beyond MAX_PER_RULE alerts of its rule
+    overflow: bool = False  # holds the findings beyond its rule's (or actor's) cap
+    actors: list[str] = field(default_factory=list)  # an overflow's actors, capped
+    actor_count: int = 0  # an overflow's distinct actors (up to MAX_COUNTED)
+    others: set[str] = field(default_factory=set, repr=False)
+    _id: str = field(default="", repr=False, compare=False)
     again_after: float | None = None  # the same finding alerted before, then was quiet this
     # long (the alert window) at least
     #: the compiled core's findings folded into it (it counts their repeats)
@@ -74,8 +82,15 @@ class Alert:
 
     @property
     def id(self) -> str:
-        text = "|".join(str(k) for k in (self.rule.id, *self.key, iso(self.start)))
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        if not self._id:  # key and start never change: computed once
+            text = "|".join(str(k) for k in (self.rule.id, *self.key, iso(self.start)))
+            self._id = hashlib.sha256(text.encode()).hexdigest()[:32]
+        return self._id
+
+    def signature(self) -> tuple[object, ...]:
+        """What a change of its document would change (cheap to compare every flush)."""
+        return (self.count, self.end, self.accepted, self.rejected, len(self.details),
+                len(self.approve), self.actor_count)
 
     @property
     def source_ip(self) -> str:
@@ -93,14 +108,27 @@ class Alert:
         other = "" if self.destination_ip == self.source_ip else f" {self.destination_ip}"
         text = f"{self.source_ip} {action}{other}{target}"
         if self.overflow:
-            return (f"{self.count:,} more findings of this rule beyond its first "
-                    f"{MAX_PER_RULE:,} alerts (many hosts at once), the first: {text}.")
+            return self._overflow_message(text)
         if self.count > 1:
             text += f", {self.count} times"
         if self.again_after is not None:  # not a duplicate: the same finding came back
             text += f" (again, after {_duration(self.again_after)} or more without it)"
         phrase = self.outcome_phrase()
         return f"{text}; {phrase}." if phrase else f"{text}."
+
+    def _overflow_message(self, first: str) -> str:
+        named = ", ".join(self.actors)
+        more = self.actor_count - len(self.actors)
+        if more > 0:
+            named += f" and {more:,}{'+' if self.actor_count >= MAX_COUNTED else ''} more"
+        if self.key[3] == "*":  # the rule's cap: many actors at once
+            return (f"{self.count:,} more findings of this rule beyond its first "
+                    f"{MAX_PER_RULE:,} alerts within {_duration(CAP_WINDOW)}, from "
+                    f"{self.actor_count:,} source{'s' if self.actor_count > 1 else ''} "
+                    f"({named}); the first: {first}.")
+        return (f"{self.count:,} more findings of this rule by {self.source_ip} beyond its "
+                f"first {MAX_PER_ACTOR:,} alerts within {_duration(CAP_WINDOW)}; the first: "
+                f"{first}.")
 
     @property
     def outcome(self) -> str:
@@ -139,39 +167,64 @@ def _duration(seconds: float) -> str:
 
 
 class AlertBook:
-    """Aggregates findings into alerts and settles outcomes from responses."""
+    """Aggregates findings into alerts and settles outcomes from responses.
+
+    Memory follows what is active: ``retire`` takes out the alerts that have been quiet
+    for the window (their documents are final), and the caps that keep a flood of
+    spoofed sources from raising an alert each count per rule and per actor within
+    ``CAP_WINDOW``, so a new actor after a quiet hour gets an alert of its own and an
+    overflow names the actors it folds."""
 
     def __init__(self, window: float = 3600.0) -> None:
         self.window = window
         self.alerts: list[Alert] = []
         self._open: dict[tuple[object, ...], Alert] = {}
         self._watch: OrderedDict[int, tuple[Event, list[Alert]]] = OrderedDict()
-        self._per_rule: dict[str, int] = {}
+        self._caps: dict[object, tuple[float, int]] = {}  # rule or (rule, actor): since, n
+        self.retired = 0
 
     def open_alert(self, finding: Finding) -> Alert | None:
         """The alert a finding would fold into if it came within the window of its end."""
         src, dst = endpoints(finding)
         return self._open.get((finding.rule.id, src, dst, *finding.key))
 
+    def _capped(self, key: object, ts: float, cap: int) -> bool:
+        """Whether ``key`` (a rule, or a rule and actor) used up its cap in this window."""
+        since, n = self._caps.get(key, (ts, 0))
+        if ts - since >= CAP_WINDOW:
+            since, n = ts, 0
+        self._caps[key] = (since, n)
+        return n >= cap
+
+    def _count(self, key: object) -> None:
+        since, n = self._caps[key]
+        self._caps[key] = (since, n + 1)
+
     def add(self, finding: Finding) -> Alert:
         ev = finding.event
         src, dst = endpoints(finding)
-        key = (finding.rule.id, src, dst, *finding.key)
+        rule_id = finding.rule.id
+        key: tuple[object, ...] = (rule_id, src, dst, *finding.key)
         alert = self._open.get(key)
         overflow = False
-        if alert is None and self._per_rule.get(finding.rule.id, 0) >= MAX_PER_RULE:
-            key = (finding.rule.id, "*", "*")  # one alert holds the rest (bounded memory)
-            alert, overflow = self._open.get(key), True
         if alert is None or ev.ts - alert.end > self.window:
-            again = None if alert is None else self.window
+            if self._capped((rule_id, src), ev.ts, MAX_PER_ACTOR):
+                key, overflow = (rule_id, src, "*"), True  # one actor, many targets/keys
+            elif self._capped(rule_id, ev.ts, MAX_PER_RULE):
+                key, overflow = (rule_id, "*", "*"), True  # many actors at once
+            if overflow:
+                alert = self._open.get(key)
+        if alert is None or ev.ts - alert.end > self.window:
+            again = None if alert is None or overflow else self.window
             if not overflow:
-                self._per_rule[finding.rule.id] = self._per_rule.get(finding.rule.id, 0) + 1
+                self._count(rule_id)
+                self._count((rule_id, src))
             if finding.templates is not None:  # rendered once per alert, not per repeat
                 finding.action = render(finding.templates[0], ev)
                 finding.target = render(finding.templates[1], ev)
             alert = Alert(
                 rule=finding.rule,
-                key=(src, dst, "beyond") if overflow else key[1:],
+                key=(src, dst, "beyond", key[1]) if overflow else key[1:],
                 event=ev,
                 action=finding.action,
                 answerable=finding.answerable,
@@ -187,6 +240,11 @@ class AlertBook:
         else:
             alert.count += 1
             alert.end = max(alert.end, ev.ts)
+        if alert.overflow and src not in alert.others and len(alert.others) < MAX_COUNTED:
+            alert.others.add(src)
+            alert.actor_count = len(alert.others)
+            if len(alert.actors) < MAX_ACTORS:
+                alert.actors.append(src)
         approve = finding.approve
         if approve is not None and approve not in alert.approve and len(
                 alert.approve) < MAX_DETAILS:
@@ -205,6 +263,19 @@ class AlertBook:
             elif alert not in watched[1]:
                 watched[1].append(alert)
         return alert
+
+    def retire(self, now: float) -> list[Alert]:
+        """Take out the alerts quiet for longer than the window (a later finding opens a
+        new one, "again"): what a long-running sensor holds is what is active."""
+        quiet = [a for a in self.alerts if now - a.end > self.window]
+        if not quiet:
+            return []
+        gone = {id(a) for a in quiet}
+        self.alerts = [a for a in self.alerts if id(a) not in gone]
+        self._open = {k: a for k, a in self._open.items() if id(a) not in gone}
+        self._caps = {k: v for k, v in self._caps.items() if now - v[0] < CAP_WINDOW}
+        self.retired += len(quiet)
+        return quiet
 
     def settle(self, request: Event, accepted: bool, reason: str = "") -> None:
         """A response arrived for ``request``: count it on the alerts it raised."""

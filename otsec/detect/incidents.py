@@ -103,3 +103,60 @@ def incidents(docs: list[dict[str, Any]], window: float = WINDOW) -> list[Incide
             inc.alerts.append(docs[i])
             inc.end = max(inc.end, spans[i][1])
     return out
+
+
+class IncidentBook:
+    """Incidents kept up to date as alert documents arrive and change (the live sensor):
+    an alert joins an incident once, when it first arrives, by the same rules as
+    ``incidents`` (alerts of one PDU together; the same actor, target and cause while
+    less than ``window`` apart), so the work per flush follows what changed."""
+
+    def __init__(self, window: float = WINDOW) -> None:
+        self.window = window
+        self.of: dict[str, Incident] = {}  # alert id -> its incident
+        self._open: dict[tuple[str, str, str], Incident] = {}
+        self._steps: dict[tuple[str, str, str], Incident] = {}  # (actor, target, start)
+
+    def update(self, docs: list[dict[str, Any]]) -> set[str]:
+        """Fold new and changed alert documents in; the ids of the incidents that changed."""
+        touched: set[str] = set()
+        fresh = []
+        for doc in docs:
+            inc = self.of.get(doc["event"]["id"])
+            if inc is None:
+                fresh.append(doc)
+                continue
+            inc.alerts = [doc if d["event"]["id"] == doc["event"]["id"] else d
+                          for d in inc.alerts]
+            inc.end = max(inc.end, epoch(doc["event"]["end"]))
+            touched.add(inc.id)
+        fresh.sort(key=lambda d: (d["event"]["start"], d["rule"]["id"]))
+        for doc in fresh:
+            actor, target = doc["source"]["ip"], doc["destination"]["ip"]
+            start = doc["event"]["start"]
+            inc = self._steps.get((actor, target, start))
+            if inc is None:
+                key = (actor, target, cause(doc))
+                at = epoch(start)
+                inc = self._open.get(key)
+                if inc is None or at - inc.end > self.window:
+                    inc = self._open[key] = Incident(actor, target, key[2], start=at, end=at,
+                                                     first=start)
+                self._steps[(actor, target, start)] = inc
+            inc.alerts.append(doc)
+            inc.end = max(inc.end, epoch(doc["event"]["end"]))
+            self.of[doc["event"]["id"]] = inc
+            touched.add(inc.id)
+        return touched
+
+    def incidents(self) -> list[Incident]:
+        """The incidents held, in the order they start."""
+        return sorted({id(i): i for i in self.of.values()}.values(),
+                      key=lambda i: (i.start, i.first))
+
+    def forget(self, inc: Incident) -> None:
+        """An incident that ended (its alerts closed): out of memory."""
+        for d in inc.alerts:
+            self.of.pop(d["event"]["id"], None)
+        self._open = {k: i for k, i in self._open.items() if i is not inc}
+        self._steps = {k: i for k, i in self._steps.items() if i is not inc}

@@ -85,7 +85,7 @@ def alert_document(
                             "detail": ev.detail}
     if asset_of is not None:
         otsec["asset"] = {
-            role: _asset_ref(asset_of.get(ep["ip"]))
+            role: asset_ref(asset_of.get(ep["ip"]))
             for role, ep in (("source", src), ("destination", dst))
         }
     doc: dict[str, Any] = {
@@ -244,7 +244,7 @@ def incident_document(incident: Incident, sensor: Sensor = LOCAL) -> dict[str, A
 MAX_EVIDENCE = 20
 
 
-def _asset_ref(asset: Asset | None) -> dict[str, Any]:
+def asset_ref(asset: Asset | None) -> dict[str, Any]:
     if asset is None:
         return {}
     return {"id": asset.id, "name": display_name(asset), "role": asset.role}

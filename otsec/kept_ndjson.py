@@ -1,0 +1,108 @@
+"""An NDJSON file of which the head is final and the tail still changes (a live sensor's
+alerts and incidents).
+
+Every rewrite is atomic (a reader sees the old file or the new one); the final head is
+copied by the kernel from the file being replaced, so a rewrite costs what changed, not
+what is kept in memory, and a past run's lines stay (a restart appends). A head that grows
+past ``rotate_bytes`` moves to a file of its own (``alerts.<UTC time>-<n>.ndjson``): files are
+rotated, never truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+ROTATE_BYTES = 256 << 20
+MODE = 0o640
+
+
+class KeptNdjson:
+    def __init__(self, path: Path, rotate_bytes: int = ROTATE_BYTES) -> None:
+        self.path = path
+        self.rotate_bytes = rotate_bytes
+        self.head = _complete_lines(path)  # bytes of final lines at the start of the file
+        self.closing: list[bytes] = []  # lines that became final since the last write
+
+    def close(self, lines: Iterable[bytes]) -> None:
+        """Lines that will not change any more: kept at the head from the next write on."""
+        self.closing.extend(lines)
+
+    def write(self, tail: Iterable[bytes]) -> None:
+        """The file anew: the final head, then ``tail`` (one JSON document a line each)."""
+        if self.head + sum(map(len, self.closing)) > self.rotate_bytes:
+            self._rotate()
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, MODE)
+        try:
+            self._copy_head(fd)
+            closing = b"".join(self.closing)
+            _write_all(fd, closing + b"".join(tail))
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        self.head += len(closing)
+        self.closing.clear()
+
+    def _copy_head(self, fd: int) -> None:
+        if not self.head:
+            return
+        src = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            left, offset = self.head, 0
+            while left:
+                n = os.sendfile(fd, src, offset, left)
+                if n == 0:  # the file is shorter than it was (changed under us)
+                    break
+                offset += n
+                left -= n
+            self.head = offset
+        finally:
+            os.close(src)
+
+    def _rotate(self) -> None:
+        """The head (and what closed since) into a file of its own; the file restarts."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for n in range(10_000):  # several in one second: numbered, in order
+            target = self.path.with_name(f"{self.path.stem}.{stamp}-{n:04d}{self.path.suffix}")
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, MODE)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(target)
+        try:
+            self._copy_head(fd)
+            _write_all(fd, b"".join(self.closing))
+        finally:
+            os.close(fd)
+        log.info("%s: %d bytes of closed documents rotated to %s", self.path.name,
+                 self.head + sum(map(len, self.closing)), target.name)
+        self.head = 0
+        self.closing.clear()
+
+
+def _complete_lines(path: Path) -> int:
+    """How many bytes of ``path`` are whole lines (a line cut by a crash is dropped)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with path.open("rb") as fh:
+        back = min(size, 1 << 20)
+        fh.seek(size - back)
+        last = fh.read(back).rfind(b"\n")
+    return size - back + last + 1 if last >= 0 else 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,113 @@
+"""Alerts over a long run: caps that count per hour and per actor, overflows that name
+whom they fold, alerts that close and leave memory, files kept across restarts."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from otsec.detect.alerts import CAP_WINDOW, MAX_PER_ACTOR, MAX_PER_RULE
+from otsec.kept_ndjson import KeptNdjson
+from tests import pcapgen as g
+from tests.helpers import Conversation
+from tests.test_probes import audit
+
+T0 = 1_700_000_000.0
+
+
+def write(c: Conversation, fc: int, address: int, value: int) -> list[bytes]:
+    before = len(c.frames)
+    pdu = bytes([fc]) + struct.pack("!HH", address, value)
+    c.send(True, g.mbap(1, 1, pdu))
+    c.send(False, g.mbap(1, 1, pdu))
+    return c.frames[before:]
+
+
+def test_a_new_attacker_after_a_flood_gets_an_alert_of_its_own(tmp_path: Path) -> None:
+    packets: list[tuple[float, bytes]] = []
+    for i in range(MAX_PER_RULE + 50):  # day 0: a write from each of 1,050 spoofed sources
+        c = Conversation(client=f"10.9.{i >> 8}.{i & 0xFF}", cport=40000 + i % 20000)
+        packets += [(T0 + len(packets) * 0.01, f) for f in write(c, 6, 1, i & 0xFF)]
+    day30 = T0 + 30 * 86400
+    laptop = Conversation(client="10.1.0.50", cport=41000)
+    packets += [(day30, f) for f in write(laptop, 6, 7, 1)]
+    attacker = Conversation(client="10.66.66.66", cport=42000)
+    packets += [(day30 + 1800 + i, f) for i, f in enumerate(write(attacker, 16, 40, 9) +
+                                                            write(attacker, 5, 3, 0xFF00))]
+    _, alerts, _ = audit(tmp_path, packets)
+    writes = [a for a in alerts if a["rule"]["id"] == "otsec-modbus-write"]
+    mine = [a for a in writes if a["source"]["ip"] == "10.66.66.66"]
+    assert {a["otsec"]["modbus"]["function_code"] for a in mine} == {16, 5}
+    assert all("beyond" not in a["message"] for a in mine)
+    (laptop,) = [a for a in writes if a["source"]["ip"] == "10.1.0.50"]
+    assert laptop["otsec"]["alert"]["count"] == 1
+    (rest,) = [a for a in writes if "beyond its first" in a["message"]]
+    assert rest["otsec"]["alert"]["count"] == 50
+    assert "from 50 sources (10.9.3.232, 10.9.3.233," in rest["message"]  # names them all
+    assert "10.9.4.25" in rest["message"]
+
+
+def test_one_actor_against_many_targets_folds_into_its_own_overflow(tmp_path: Path) -> None:
+    packets: list[tuple[float, bytes]] = []
+    for i in range(MAX_PER_ACTOR + 20):  # one host writes to 120 devices
+        c = Conversation(client="10.5.0.5", server=f"10.20.0.{i % 250}" if i < 250 else "",
+                         cport=40000 + i)
+        packets += [(T0 + len(packets) * 0.01, f) for f in write(c, 6, 1, 1)]
+    other = Conversation(client="10.5.0.6", server="10.20.0.1", cport=50000)
+    packets += [(T0 + 100, f) for f in write(other, 6, 1, 1)]
+    _, alerts, _ = audit(tmp_path, packets)
+    writes = [a for a in alerts if a["rule"]["id"] == "otsec-modbus-write"]
+    (rest,) = [a for a in writes if "beyond its first" in a["message"]]
+    assert rest["source"]["ip"] == "10.5.0.5" and rest["otsec"]["alert"]["count"] == 20
+    assert rest["message"].startswith("20 more findings of this rule by 10.5.0.5 beyond its "
+                                      f"first {MAX_PER_ACTOR}")
+    assert [a for a in writes if a["source"]["ip"] == "10.5.0.6"]  # the cap is per actor
+
+
+def test_quiet_alerts_retire_and_the_same_finding_later_is_again(tmp_path: Path) -> None:
+    from otsec.pipeline import Pipeline
+
+    hmi = Conversation(client="10.2.0.10", cport=30000)
+    packets = [(T0 + 7200 * n + i, f) for n in range(5)
+               for i, f in enumerate(write(hmi, 6, 10, 50 + n))]
+    cap = tmp_path / "in.pcap"
+    cap.write_bytes(g.pcap(packets))
+    pipe = Pipeline(None, events=False)
+    pipe.run([cap])
+    book = pipe.detector.book
+    assert len(book.alerts) == 5
+    gone = pipe.detector.retire(T0 + 7200 * 4 + 10)
+    assert len(gone) == 4 and len(book.alerts) == 1 and book.retired == 4
+    assert all(a.again_after for a in gone[1:])
+    assert not [k for a in gone for k in a.core_keys if k in pipe.detector.hit_alerts]
+    assert len(book._open) == 1  # what a long run holds is what is active
+    assert CAP_WINDOW <= 3600
+
+
+def test_kept_ndjson_keeps_the_head_and_a_past_runs_lines(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.ndjson"
+    path.write_bytes(b'{"past": 1}\n{"cut": ')  # a past run's line, and one cut by a crash
+    kept = KeptNdjson(path)
+    kept.write([b'{"open": 1}\n'])
+    assert path.read_bytes() == b'{"past": 1}\n{"open": 1}\n'
+    kept.close([b'{"closed": 1}\n'])
+    kept.write([b'{"open": 2}\n'])
+    kept.write([b'{"open": 3}\n'])
+    assert path.read_bytes() == b'{"past": 1}\n{"closed": 1}\n{"open": 3}\n'
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+    again = KeptNdjson(path)  # a restart: everything there is kept
+    again.write([])
+    assert path.read_bytes().count(b"\n") == 3
+
+
+def test_kept_ndjson_rotates_instead_of_growing(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.ndjson"
+    kept = KeptNdjson(path, rotate_bytes=100)
+    for i in range(30):
+        kept.close([json.dumps({"n": i}).encode() + b"\n"])
+        kept.write([b'{"open": true}\n'])
+    rotated = sorted(tmp_path.glob("alerts.*.ndjson"))
+    lines = [json.loads(x) for f in [*rotated, path] for x in f.read_text().splitlines()]
+    assert [d["n"] for d in lines if "n" in d] == list(range(30))  # none lost, in order
+    assert path.stat().st_size < 200 and rotated
