@@ -24,6 +24,7 @@ SILENT_AFTER = 180.0  # three missed heartbeats
 SPOOL_FULL = 0.9  # of the spool's room
 PACKET_LOSS = "otsec-sensor-packet-loss"
 SPOOL_FULL_RULE = "otsec-sensor-spool-full"
+WORKER_DIED = "otsec-sensor-worker-died"
 MAX_EPISODES = 100  # kept per rule (a sensor runs for months; older ones were shipped)
 
 
@@ -41,6 +42,8 @@ class Reading:
     spool_max: int = 1
     spool_oldest: float | None = None  # when the oldest spooled document was written
     spool_dropped: int = 0  # documents turned away for lack of spool room
+    worker_deaths: int = 0  # capture processes that ended unasked (each was restarted)
+    workers_down: int = 0  # capture processes not running at this moment
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Health:
         if (r.spool_bytes >= SPOOL_FULL * r.spool_max or
                 (before is not None and r.spool_dropped > before.spool_dropped)):
             wrong.append("spool-full")
+        if r.workers_down or (before is not None and r.worker_deaths > before.worker_deaths):
+            wrong.append("degraded")
         return wrong
 
     def beat(self, r: Reading, stopping: bool = False) -> dict[str, Any]:
@@ -87,6 +92,12 @@ class Health:
                                  f"spool holds {r.spool_bytes:,} of {r.spool_max:,} bytes "
                                  f"({r.spool_dropped:,} documents turned away) while the "
                                  "search cluster does not take them")
+        self._episode(WORKER_DIED, r.worker_deaths > before.worker_deaths, r.at,
+                      r.worker_deaths - before.worker_deaths,
+                      lambda n: f"sensor {self.sensor.name} (site {self.sensor.site}): {n} "
+                                f"capture worker{'s' if n > 1 else ''} died and "
+                                f"{'were' if n > 1 else 'was'} restarted; "
+                                "its flows went unwatched meanwhile")
         doc = {
             "@timestamp": iso(r.at),
             "ecs": {"version": ECS_VERSION},
@@ -105,6 +116,7 @@ class Health:
                 "flows": r.flows,
                 "pdus": r.pdus,
                 "alerts": r.alerts,
+                "workers": {"deaths": r.worker_deaths, "down": r.workers_down},
                 "spool": {"bytes": r.spool_bytes, "max_bytes": r.spool_max,
                           "age_s": round(r.at - r.spool_oldest, 3) if r.spool_oldest else 0,
                           "dropped": r.spool_dropped},

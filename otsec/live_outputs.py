@@ -133,6 +133,8 @@ class LiveOutputs:
         self._busy = False
         self._stop = False
         self.writes = 0
+        self.worker_deaths = 0  # set by the parent of capture workers
+        self.workers_down = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="otsec-writer", daemon=True)
         self._thread.start()
@@ -307,7 +309,8 @@ class LiveOutputs:
             pdus=sum(stats.get("pdus", {}).values()), alerts=alerts,
             spool_bytes=spool.size() if spool else 0,
             spool_max=spool.max_bytes if spool else 1,
-            spool_oldest=spool.oldest() if spool else None, spool_dropped=dropped)
+            spool_oldest=spool.oldest() if spool else None, spool_dropped=dropped,
+            worker_deaths=self.worker_deaths, workers_down=self.workers_down)
         return self.health.beat(reading, stopping=final)
 
     def _sensor_summary(self) -> dict[str, Any]:

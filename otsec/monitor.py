@@ -253,14 +253,16 @@ class Monitor:
             raise ValueError("learning needs one process: drop --workers or --learn-for")
         for name in ("events.ndjson", "anomalies.ndjson"):
             (opts.out_dir / name).write_bytes(b"")
-        procs, results, stop = workers.start(opts.workers, _worker, (opts, self.ruleset))
-        latest: dict[int, dict[str, Any]] = {}
-        changes = Snapshot({})
+        group = os.getpid() & 0xFFFF
+        # the rings are this process's: a worker that dies is replaced and reads on
+        captures = [LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous,
+                                fanout=group) for _ in range(opts.workers)]
+        crew = Crew(opts, self.ruleset, captures, group)
         ready = 0
         end = time.monotonic() + 60
         while ready < opts.workers and time.monotonic() < end:
-            ready += workers.collect(results, latest, 0.5, changes).count("ready")
-            if any(not p.is_alive() for p in procs):
+            ready += crew.collect(0.5).count("ready")
+            if any(not p.is_alive() for p in crew.procs):
                 raise RuntimeError("a capture worker failed to start")
         _before_dropping(opts)
         if os.geteuid() == 0 and opts.user:
@@ -272,35 +274,38 @@ class Monitor:
         next_stats = time.monotonic() + opts.stats_every
         try:
             while not self.stopping:
-                workers.collect(results, latest, 0.5, changes)
+                crew.collect(0.5)
+                crew.replace_the_dead()
+                outputs.worker_deaths, outputs.workers_down = crew.deaths, crew.down()
                 if self.reload:  # each worker reloads its own rules
                     self.reload = False
-                    for p in procs:
-                        os.kill(p.pid, signal.SIGHUP)
-                if time.monotonic() >= next_flush and len(latest) == opts.workers:
+                    crew.signal(signal.SIGHUP)
+                if time.monotonic() >= next_flush and len(crew.latest) == opts.workers:
                     next_flush = time.monotonic() + opts.flush_every
-                    outputs.offer(Snapshot(dict(latest), changes.alerts, changes.closed))
-                    changes = Snapshot({})
+                    outputs.offer(crew.take())
                     if time.monotonic() >= next_stats:
                         next_stats = time.monotonic() + opts.stats_every
                         summary = self.summary
                         if summary:
                             log.info("stats: packets %d, kernel drops %d, flows %d, pdus %s, "
-                                     "alerts %d (%d workers)%s", summary["packets"],
-                                     summary["kernel_drops"], summary["flows"],
-                                     summary["pdus"], summary["alerts"]["total"],
-                                     opts.workers, self._spool_text())
+                                     "alerts %d (%d workers, %d restarted)%s",
+                                     summary["packets"], summary["kernel_drops"],
+                                     summary["flows"], summary["pdus"],
+                                     summary["alerts"]["total"], opts.workers, crew.deaths,
+                                     self._spool_text())
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            stop.set()
+            crew.stop.set()
             finals = 0
             end = time.monotonic() + 30
-            while finals < opts.workers and time.monotonic() < end:
-                finals += workers.collect(results, latest, 0.5, changes).count("final")
-            for p in procs:
+            while finals < len(crew.procs) and time.monotonic() < end:
+                finals += crew.collect(0.5).count("final")
+            for p in crew.procs:
                 p.join(timeout=5)
-        return outputs.close(Snapshot(dict(latest), changes.alerts, changes.closed))
+            for capture in captures:
+                capture.close()
+        return outputs.close(crew.take())
 
     def _merged(self, latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """The workers' snapshots and what a previous run saw, merged and saved (on the
@@ -320,6 +325,96 @@ class Monitor:
         view["outages"] = [o for snap in latest.values() for o in snap.get("outages", [])]
         view["values"] = merged([snap["values"] for snap in latest.values() if "values" in snap])
         return view
+
+
+class Crew:
+    """The capture workers of a sensor: their newest snapshots, the alert changes they
+    sent since the writer last took them, and their replacements when one dies (its
+    alerts close, its counters are kept: nothing it saw is forgotten)."""
+
+    def __init__(self, opts: MonitorOptions, ruleset: RuleSet, captures: list[LiveCapture],
+                 group: int) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self.opts, self.ruleset, self.captures, self.group = opts, ruleset, captures, group
+        self.results = ctx.Queue()
+        self.stop = ctx.Event()
+        self.procs = [self._spawn(i) for i in range(len(captures))]
+        self.latest: dict[int, dict[str, Any]] = {}
+        self.departed: list[dict[str, Any]] = []  # the last snapshots of workers that died
+        self.changes = Snapshot({})
+        self.owner: dict[str, int] = {}  # alert id -> the worker that holds it
+        self.deaths = 0
+        self.backoff = [1.0] * len(captures)
+        self.due: dict[int, float] = {}  # worker -> when to start it again
+
+    def _spawn(self, index: int) -> Any:
+        return workers.spawn(index, self.group, self.results, self.stop, _worker,
+                             (self.opts, self.ruleset, self.captures[index]))
+
+    def collect(self, timeout: float) -> list[str]:
+        kinds = []
+        for kind, index, payload in workers.receive(self.results, timeout):
+            kinds.append(kind)
+            if payload is None:
+                continue
+            alerts = payload.pop("alerts", {})
+            self.changes.alerts.update(alerts)
+            self.owner.update(dict.fromkeys(alerts, index))
+            closed = payload.pop("closed", ())
+            self.changes.closed.update(closed)
+            for aid in closed:
+                self.owner.pop(aid, None)
+            self.latest[index] = payload
+        return kinds
+
+    def replace_the_dead(self) -> None:
+        now = time.monotonic()
+        for i, p in enumerate(self.procs):
+            if i in self.due:
+                if now >= self.due[i]:
+                    del self.due[i]
+                    self.procs[i] = self._spawn(i)
+                    log.info("capture worker %d started again (pid %d)", i, self.procs[i].pid)
+                continue
+            if p.is_alive() or self.stop.is_set():
+                continue
+            self.deaths += 1
+            log.error("capture worker %d (pid %d) died (exit status %s); its flows are "
+                      "unwatched until it starts again in %.0f s", i, p.pid, p.exitcode,
+                      self.backoff[i])
+            self.due[i] = now + self.backoff[i]
+            self.backoff[i] = min(self.backoff[i] * 2, 60.0)
+            gone = self.latest.pop(i, None)
+            if gone is not None:
+                self.departed.append(gone)
+                del self.departed[:-MAX_DEPARTED]
+            mine = {aid for aid, w in self.owner.items() if w == i}
+            self.changes.closed |= mine  # its alerts end with it
+            for aid in mine:
+                del self.owner[aid]
+
+    def down(self) -> int:
+        return len(self.due) + sum(1 for p in self.procs if not p.is_alive())
+
+    def signal(self, signum: int) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    def take(self) -> Snapshot:
+        """What the writer needs: every worker's newest counters (and those of workers
+        that died), and the alert changes since the last call."""
+        latest = dict(self.latest)
+        for n, snap in enumerate(self.departed):
+            latest[-1 - n] = snap
+        snap = Snapshot(latest, self.changes.alerts, self.changes.closed)
+        self.changes = Snapshot({})
+        return snap
+
+
+MAX_DEPARTED = 16  # last snapshots of dead workers kept (their counters stay in the totals)
 
 
 class MetricsFile:
@@ -347,15 +442,16 @@ class MetricsFile:
         return docs
 
 
-def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOptions,
-            ruleset: RuleSet) -> None:
-    """One capture process of a fanout group: its share of the flows, its own engine."""
-    capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous, fanout=group)
+def _worker(index: int, _group: int, results: Any, stop: Any, opts: MonitorOptions,
+            ruleset: RuleSet, capture: LiveCapture) -> None:
+    """One capture process of a fanout group (its ring opened by the parent): its share
+    of the flows, its own engine."""
     pipe = start_pipeline(opts, ruleset, append=True)
     metrics_fd = open_metrics(opts.out_dir)
     _before_dropping(opts)
     if os.geteuid() == 0 and opts.user:
         drop_privileges(opts.user, [])
+        workers.die_with_parent()
     results.put(("ready", index, None))
     changes = AlertChanges(opts.sensor)
     next_snap = time.monotonic() + opts.flush_every / 2
@@ -383,7 +479,6 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
     pipe.finish()
     capture.stats()
     results.put(("final", index, snapshot(pipe, capture.drops, metrics_fd, changes, True)))
-    capture.close()
 
 
 def _before_dropping(opts: MonitorOptions) -> None:

@@ -9,6 +9,7 @@ merges them into the same files a single process writes.
 from __future__ import annotations
 
 import copy
+import ctypes
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -84,19 +85,14 @@ def merge(snapshots: list[dict[str, Any]], keep: bool = False, owned: bool = Fal
     return view, inventory, {e.key: e for e in merged_edges(all_edges, identity)}
 
 
-def start(count: int, target: Any, args: tuple[Any, ...]) -> tuple[list[Any], Any, Any]:
-    """Fork ``count`` workers running ``target(index, group, queue, stop, *args)``."""
-    ctx = mp.get_context("fork")
-    results = ctx.Queue()
-    stop = ctx.Event()
-    group = os.getpid() & 0xFFFF
-    procs = []
-    for index in range(count):
-        p = ctx.Process(target=_guarded, args=(target, index, group, results, stop, *args),
-                        daemon=True)
-        p.start()
-        procs.append(p)
-    return procs, results, stop
+def spawn(index: int, group: int, results: Any, stop: Any, target: Any,
+          args: tuple[Any, ...]) -> Any:
+    """Fork the worker ``index`` (again, when one died: it takes over what its
+    predecessor held open, inherited from this process)."""
+    p = mp.get_context("fork").Process(
+        target=_guarded, args=(target, index, group, results, stop, *args), daemon=True)
+    p.start()
+    return p
 
 
 class Reload:
@@ -105,30 +101,34 @@ class Reload:
     wanted = False
 
 
+def die_with_parent() -> None:
+    """A worker never outlives its parent (killed, it cannot stop its workers itself).
+    Called again after a change of user, which clears it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before that took effect
+        os._exit(1)
+
+
 def _guarded(target: Any, *args: Any) -> None:
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, lambda *_: setattr(Reload, "wanted", True))
     target(*args)
 
 
-def collect(results: Any, latest: dict[int, dict[str, Any]], timeout: float,
-            changes: Any = None) -> list[str]:
-    """Drain snapshots into ``latest``; return the kinds of messages seen. The alert
-    documents that changed (each snapshot has only those) and the ids of alerts that
-    closed add up in ``changes`` (a live_outputs.Snapshot) until the writer takes them."""
-    kinds = []
+def receive(results: Any, timeout: float) -> list[tuple[str, int, Any]]:
+    """The workers' messages (kind, worker, payload) that arrive within ``timeout``."""
+    out = []
     end = time.monotonic() + timeout
     while True:
         remaining = end - time.monotonic()
         try:
-            kind, index, payload = results.get(timeout=max(remaining, 0.0)) \
-                if remaining > 0 else results.get_nowait()
+            out.append(results.get(timeout=max(remaining, 0.0)) if remaining > 0
+                       else results.get_nowait())
         except queue_mod.Empty:
-            return kinds
-        kinds.append(kind)
-        if payload is not None:
-            if changes is not None:
-                changes.alerts.update(payload.pop("alerts", {}))
-                changes.closed.update(payload.pop("closed", ()))
-            latest[index] = payload
+            return out

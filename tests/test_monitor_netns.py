@@ -373,3 +373,51 @@ def test_a_restart_keeps_the_alerts_of_the_run_before(veth: object,
     incidents = (out / "incidents.ndjson").read_text().splitlines()
     assert len(incidents) >= 2 * len({json.loads(x)["otsec"]["incident"]["id"]
                                       for x in incidents[:1]})
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_a_killed_worker_is_replaced_and_reported(veth: object, tmp_path: Path,
+                                                  public_tmp: PublicTmp) -> None:
+    out = public_tmp("otsec-crew-")
+    sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                               "monitor", "-i", "mirror0", "--out", str(out), "--workers", "2",
+                               "--flush-every", "0.5", "--heartbeat", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if (out / "summary.json").exists():
+                break
+            time.sleep(0.1)
+        parent = sensor.pid  # `ip netns exec` execs the sensor
+        (victim, _other) = sorted(children(parent))[:2]
+        os.kill(victim, signal.SIGKILL)  # what the OOM killer or a crash does
+        states = set()
+        for _ in range(100):  # reported, and replaced within seconds
+            time.sleep(0.1)
+            states.add(json.loads((out / "summary.json").read_text())["sensor"].get("state"))
+            kids = children(parent)
+            if len(kids) >= 2 and victim not in kids and "degraded" in states:
+                break
+        assert victim not in children(parent) and len(children(parent)) >= 2
+        assert "degraded" in states  # the heartbeat said so
+        time.sleep(1.5)
+        send_sample()  # the new worker reads its predecessor's ring: nothing is lost
+        time.sleep(2)
+        sensor.send_signal(signal.SIGTERM)
+        _, stderr = sensor.communicate(timeout=60)
+    finally:
+        if sensor.poll() is None:
+            sensor.kill()
+    assert sensor.returncode == 0, stderr[-2000:]
+    assert "capture worker" in stderr and "died" in stderr
+    offline = run_audit([SAMPLE], tmp_path / "offline")
+    live = json.loads((out / "summary.json").read_text())
+    assert live["pdus"] == offline.summary["pdus"]
+    died = [json.loads(x) for x in (out / "alerts.ndjson").open()
+            if '"otsec-sensor-worker-died"' in x]
+    assert died and died[0]["otsec"]["alert"]["count"] == 1

@@ -10,16 +10,21 @@ does not need.
 from __future__ import annotations
 
 import ctypes
+import logging
 import mmap
+import os
 import select
 import shutil
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 
 from otsec.capture import CaptureError
 from otsec.protocols import capture_filter
+
+log = logging.getLogger(__name__)
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -92,6 +97,7 @@ class LiveCapture:
             sock.setsockopt(SOL_PACKET, 18, (fanout & 0xFFFF))
         self.packets = 0
         self.drops = 0
+        self._error = 0
 
     def stats(self) -> tuple[int, int]:
         """(packets, drops) the kernel counted since the last call (they reset on read)."""
@@ -107,17 +113,45 @@ class LiveCapture:
         self.ring.close()
         self.sock.close()
 
+    def _wait(self, poller: select.poll) -> bool:
+        """Wait up to 200 ms for a block; False when none came. An error on the socket
+        (the interface went down) is read and waited out, not spun on."""
+        events = poller.poll(200)
+        if events and events[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err and err != self._error:
+                log.warning("%s: %s", self.iface, os.strerror(err))
+            self._error = err
+            time.sleep(0.2)
+            return False
+        return bool(events)
+
+    def _oldest_filled(self) -> int | None:
+        """The filled block the kernel handed over first (None: none filled yet); the
+        kernel fills the ring in order, so reading goes on from there."""
+        filled = [(struct.unpack_from("=Q", self.ring, i * self.block_size + 24)[0], i)
+                  for i in range(self.blocks)
+                  if struct.unpack_from("=I", self.ring, i * self.block_size + 8)[0]
+                  & TP_STATUS_USER]
+        return min(filled)[1] if filled else None
+
     def __iter__(self) -> Iterator[bytes | None]:
         """Retired blocks, and None whenever 200 ms pass without one (for housekeeping)."""
         ring, bs = self.ring, self.block_size
-        block = 0
+        block = None
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
         while self.running:
+            if block is None:  # where the kernel is (a restarted worker takes over a ring)
+                block = self._oldest_filled()
+                if block is None:
+                    if not self._wait(poller):
+                        yield None
+                    continue
             base = block * bs
             status = struct.unpack_from("=I", ring, base + 8)[0]
             if not status & TP_STATUS_USER:
-                if not poller.poll(200):
+                if not self._wait(poller):
                     yield None
                 continue
             used = struct.unpack_from("=I", ring, base + 20)[0]  # blk_len

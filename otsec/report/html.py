@@ -154,7 +154,7 @@ def _graph_svg(result: AuditResult, width: int = 1100) -> str:
         return pad + (x + 1) / 2 * (width - 4 * pad), pad + (y + 1) / 2 * (height - 2 * pad)
 
     hot = {ip for a in result.alerts if a["event"]["severity"] >= 3
-           for ip in (a["source"].get("ip"),)}
+           for ip in (a.get("source", {}).get("ip"),)}
     new_paths = {(a["source"].get("ip"), a["destination"].get("ip")) for a in result.alerts
                  if a["rule"]["id"] == "otsec-baseline-new-edge"}
     ip_of = {a.id: a.ips[0] for a in result.assets if a.ips}

@@ -96,6 +96,7 @@ OTSEC_FIELDS: dict[str, str] = {
     "otsec.sensor.spool.age_s": F, "otsec.sensor.spool.dropped": L,
     "otsec.sensor.since_last.seconds": F, "otsec.sensor.since_last.packets": L,
     "otsec.sensor.since_last.kernel_drops": L,
+    "otsec.sensor.workers.deaths": L, "otsec.sensor.workers.down": L,
 }  # fmt: skip
 
 
