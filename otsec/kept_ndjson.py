@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import orjson
+
 log = logging.getLogger(__name__)
 ROTATE_BYTES = 256 << 20
 MODE = 0o640
@@ -27,6 +29,28 @@ class KeptNdjson:
         self.rotate_bytes = rotate_bytes
         self.head = _complete_lines(path)  # bytes of final lines at the start of the file
         self.closing: list[bytes] = []  # lines that became final since the last write
+
+    def drop(self, ids: set[str]) -> int:
+        """Take out the lines of documents whose ``event.id`` is in ``ids`` (alerts a
+        restarted sensor took over: they come back as open ones); how many went."""
+        if not ids or not self.head:
+            return 0
+        kept, gone = [], 0
+        with self.path.open("rb") as fh:
+            for line in fh:
+                try:
+                    doc_id = orjson.loads(line)["event"]["id"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    doc_id = None
+                if doc_id in ids:
+                    gone += 1
+                else:
+                    kept.append(line)
+        if gone:
+            self.head = 0
+            self.closing[:0] = kept
+            self.write([])
+        return gone
 
     def close(self, lines: Iterable[bytes]) -> None:
         """Lines that will not change any more: kept at the head from the next write on."""

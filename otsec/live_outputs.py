@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ class AlertChanges:
 
     def __init__(self, sensor: Sensor) -> None:
         self.sensor = sensor
-        self._seen: dict[str, tuple[object, ...]] = {}  # alert id -> signature built
+        self._seen: dict[str, tuple[tuple[object, ...], dict[str, Any]]] = {}  # id -> built
 
     def take(self, pipe: Any, now: float | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """(documents by id of the alerts that changed, ids of the alerts that closed);
@@ -65,13 +65,18 @@ class AlertChanges:
         changed: dict[str, dict[str, Any]] = {}
         for alert in [*pipe.detector.alerts, *retired]:
             sig = alert.signature()
-            if self._seen.get(alert.id) != sig:
-                self._seen[alert.id] = sig
-                changed[self.sensor.alert_id(alert.id)] = alert_document(
-                    alert, None, baseline_state(dev, alert.start), self.sensor)
+            seen = self._seen.get(alert.id)
+            if seen is None or seen[0] != sig:
+                doc = alert_document(alert, None, baseline_state(dev, alert.start), self.sensor)
+                self._seen[alert.id] = (sig, doc)
+                changed[self.sensor.alert_id(alert.id)] = doc
         for alert in retired:
             self._seen.pop(alert.id, None)
         return changed, [self.sensor.alert_id(a.id) for a in retired]
+
+    def documents(self) -> dict[str, dict[str, Any]]:
+        """The newest document of each open alert, by the alert's own id."""
+        return {aid: doc for aid, (_sig, doc) in self._seen.items()}
 
 
 @dataclass
@@ -99,6 +104,7 @@ class LiveOutputs:
                  shipper: Any = None, spool: Any = None,
                  heartbeat_every: float = 60.0, started: float | None = None,
                  merge: Callable[[dict[int, dict[str, Any]]], dict[str, Any]] | None = None,
+                 reopened: Sequence[dict[str, Any]] = (),
                  on_summary: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.out = out
         self.iface = iface
@@ -115,6 +121,10 @@ class LiveOutputs:
         self.merge = merge  # the snapshots of the capture processes -> one view
         self.alert_file = KeptNdjson(out / "alerts.ndjson")
         self.incident_file = KeptNdjson(out / "incidents.ndjson")
+        if reopened:  # alerts a past run left open come back open: not twice in the files
+            self.alert_file.drop({d["event"]["id"] for d in reopened})
+            self.incident_file.drop({d["otsec"]["incident"]["id"] for d in reopened
+                                     if "incident" in d.get("otsec", {})})
         self.docs: dict[str, dict[str, Any]] = {}  # open alerts' documents, by id
         self.closed: set[str] = set()  # of those, the alerts that closed
         self.closed_severities: Counter[str] = Counter()  # alerts moved to the head

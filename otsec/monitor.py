@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from otsec import state, workers
+from otsec.atomic import write_json_atomic
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
 from otsec.detect.ruleset import RuleSet, load
@@ -37,6 +38,7 @@ __all__ = ["Monitor", "MonitorOptions", "changed_documents"]
 
 DRAIN_EVERY = 0.2  # seconds between hand-overs from the core to the policy
 STATE_EVERY = 60.0  # seconds between saves of state.json (and on the way out)
+OPEN_ALERTS = "alerts-open.json"  # the alerts a stopped sensor left open
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,8 @@ class Monitor:
         self.pipe = start_pipeline(opts, self.ruleset) if opts.workers <= 1 else None
         self.changes = AlertChanges(opts.sensor)
         self.state_file = opts.out_dir / "state.json"
+        self.open_file = opts.out_dir / OPEN_ALERTS
+        self.reopened = self._reopen()
         self.restored = state.load(self.state_file)  # hosts, ARP and edges a past run saw
         self.capture: LiveCapture | None = None
         self.started = time.monotonic()
@@ -144,7 +148,8 @@ class Monitor:
             self.opts.out_dir, self.opts.iface, self.opts.sensor, self.ruleset, self.health,
             MetricsFile(self.opts.out_dir / "metrics.ndjson"), self.opts.workers,
             shipper=shipper, spool=spool, heartbeat_every=self.opts.heartbeat_every,
-            started=self.started, merge=self._merged, on_summary=self._keep)
+            started=self.started, merge=self._merged, on_summary=self._keep,
+            reopened=self.reopened)
         return self.outputs
 
     def _keep(self, summary: dict[str, Any]) -> None:
@@ -205,6 +210,7 @@ class Monitor:
                 signal.signal(s, handler)
             pipe.finish()
             summary = outputs.close(self._snapshot(final=True))
+            self._save_open()
             save_baseline(pipe, opts)
             self.capture.close()
         return summary
@@ -216,6 +222,30 @@ class Monitor:
         drops = self._drops()
         snap = snapshot(self.pipe, drops, self.metrics_fd, self.changes, final)
         return Snapshot({0: snap}, snap["alerts"], set(snap["closed"]), final)
+
+    def _reopen(self) -> list[dict[str, Any]]:
+        """The alerts the last run left open, open again (one process only: with workers
+        the flows a past alert belongs to could land on any of them); their documents."""
+        if self.pipe is None or not self.open_file.exists():
+            return []
+        try:
+            items = json.loads(self.open_file.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("%s: not read (%s); its alerts are raised anew", self.open_file, exc)
+            return []
+        book = self.pipe.detector.book
+        n = book.restore(items.get("alerts", []) if isinstance(items, dict) else [],
+                         self.ruleset.catalog)
+        if n:
+            log.info("%d alerts of the last run are open again", n)
+        return [a.document for a in book.alerts if a.document is not None]
+
+    def _save_open(self) -> None:
+        """The open alerts, for the next run to take over (one process only)."""
+        assert self.pipe is not None
+        docs = self.changes.documents()
+        items = self.pipe.detector.book.export(docs)
+        write_json_atomic(self.open_file, {"version": 1, "alerts": items})
 
     def _drops(self) -> int:
         """The kernel's drops since the start (its counters reset on each read)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from otsec.detect.catalog import Rule
 from otsec.detect.fields import render
@@ -75,6 +76,8 @@ class Alert:
     actor_count: int = 0  # an overflow's distinct actors (up to MAX_COUNTED)
     others: set[str] = field(default_factory=set, repr=False)
     _id: str = field(default="", repr=False, compare=False)
+    #: a restored alert's last document (its event did not survive the restart)
+    document: dict[str, object] | None = field(default=None, repr=False, compare=False)
     again_after: float | None = None  # the same finding alerted before, then was quiet this
     # long (the alert window) at least
     #: the compiled core's findings folded into it (it counts their repeats)
@@ -264,6 +267,54 @@ class AlertBook:
                 watched[1].append(alert)
         return alert
 
+    def export(self, documents: dict[str, dict[str, object]]) -> list[dict[str, object]]:
+        """The open alerts as plain data (with their newest ``documents``, by alert id), for
+        a restarted sensor to go on with them."""
+        out = []
+        for key, a in self._open.items():
+            doc = documents.get(a.id)
+            if doc is None:
+                continue
+            out.append({"key": list(key), "alert_key": list(a.key), "start": a.start,
+                        "end": a.end, "count": a.count, "accepted": a.accepted,
+                        "rejected": a.rejected, "reasons": a.reasons, "details": a.details,
+                        "approve": a.approve, "action": a.action, "target": a.target,
+                        "answerable": a.answerable, "swap": a.swap, "overflow": a.overflow,
+                        "actors": a.actors, "again_after": a.again_after, "document": doc})
+        return out
+
+    def restore(self, items: list[dict[str, Any]], rules: dict[str, Rule]) -> int:
+        """Open again the alerts a past run exported (those of rules still loaded): the
+        same findings fold into them instead of raising new alerts."""
+        restored = 0
+        for item in items:
+            try:
+                key = _tuple(item["key"])
+                rule = rules.get(str(key[0]))
+                if rule is None or key in self._open:
+                    continue
+                alert = Alert(rule=rule, key=_tuple(item["alert_key"]), event=None,  # type: ignore[arg-type]
+                              action=str(item["action"]), answerable=bool(item["answerable"]),
+                              target=str(item["target"]), swap=bool(item["swap"]),
+                              start=float(item["start"]), end=float(item["end"]),
+                              count=int(item["count"]), accepted=int(item["accepted"]),
+                              rejected=int(item["rejected"]),
+                              reasons=dict(item["reasons"]),
+                              details=list(item["details"]),
+                              approve=list(item["approve"]),
+                              overflow=bool(item["overflow"]),
+                              actors=list(item["actors"]),
+                              again_after=item["again_after"],
+                              document=dict(item["document"]))
+            except (KeyError, TypeError, ValueError, IndexError):
+                continue  # a file from another version: those alerts start anew
+            alert.others = set(alert.actors)
+            alert.actor_count = len(alert.actors)
+            self._open[key] = alert
+            self.alerts.append(alert)
+            restored += 1
+        return restored
+
     def retire(self, now: float) -> list[Alert]:
         """Take out the alerts quiet for longer than the window (a later finding opens a
         new one, "again"): what a long-running sensor holds is what is active."""
@@ -289,6 +340,12 @@ class AlertBook:
                 alert.rejected += 1
                 if reason:
                     alert.reasons[reason] = alert.reasons.get(reason, 0) + 1
+
+
+def _tuple(value: object) -> tuple[object, ...]:
+    """A key read back from JSON: its lists are tuples again."""
+    assert isinstance(value, list)
+    return tuple(_tuple(v) if isinstance(v, list) else v for v in value)
 
 
 def endpoints(finding: Finding) -> tuple[str, str]:

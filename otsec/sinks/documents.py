@@ -5,6 +5,7 @@ Field names follow output-schema.md; ICS detail lives under ``otsec.<protocol>``
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +56,8 @@ def alert_document(
     sensor: Sensor = LOCAL,
 ) -> dict[str, Any]:
     """The ECS alert for one aggregated alert."""
+    if alert.document is not None:
+        return restored_document(alert)
     rule = alert.rule
     ev = alert.event
     flow = ev.flow
@@ -117,6 +120,21 @@ def alert_document(
         "labels": sensor.labels,
         "otsec": otsec,
     }
+    return doc
+
+
+def restored_document(alert: Alert) -> dict[str, Any]:
+    """The document of an alert a restarted sensor took over: the one it had, with what
+    changed since (counts, end, outcome, message)."""
+    doc = copy.deepcopy(alert.document)
+    assert doc is not None
+    doc["message"] = alert.message
+    doc["event"].update(end=iso(alert.end), outcome=alert.outcome)
+    doc["otsec"]["alert"] = {"count": alert.count, "accepted": alert.accepted,
+                             "rejected": alert.rejected}
+    if alert.approve:
+        doc["otsec"]["baseline"]["approve"] = alert.approve
+    doc["otsec"].pop("incident", None)
     return doc
 
 
