@@ -1242,6 +1242,7 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             c.since,
             c.at,
             c.requests,
+            c.refused,
         )
             .into_pyobject(py),
         Fact::Probe(Probe::Scan {
