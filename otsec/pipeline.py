@@ -104,7 +104,7 @@ class Pipeline:
         self.probes = Probes(self.detector)
         self.availability = Availability(self.detector)
         self.inventory.scanners = self.probes.scanners
-        self.reload(self.detector.ruleset)
+        self._use_rules(self.detector.ruleset)
         self.detector.hosts = self._host
         self.detector.counts_of = self.core.hit_counts
         self.core.set_role_source(self._role_for_rules)
@@ -142,8 +142,13 @@ class Pipeline:
                             lasting=True)
 
     def reload(self, ruleset: RuleSet) -> None:
-        """New rules from now on (in the core too); the alerts raised so far stay."""
+        """New rules from the next packet on (in the core too); the alerts raised so far
+        stay. What crossed under the old rules is settled first: its hits name them."""
+        self.drain()
         self.detector.sync(self.core.hit_counts())  # the core's counters start again
+        self._use_rules(ruleset)
+
+    def _use_rules(self, ruleset: RuleSet) -> None:
         specs, compiled = compile_rules(ruleset)
         passthrough = {c.rule.id for c, spec in zip(compiled, specs, strict=True) if spec[3]}
         self.detector.use_core(compiled, passthrough)

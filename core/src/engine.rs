@@ -434,6 +434,14 @@ impl Engine {
         if flags & (FIN | RST) != 0 {
             flow.closed += 1;
         }
+        if flags & RST != 0 && Self::refusal(flow, side) {
+            self.send(Msg::Refused {
+                client: flow.ips[1 - side],
+                server: flow.ips[side],
+                port: flow.ports[side],
+                ts,
+            });
+        }
         if not_ours {
             return;
         }
@@ -602,6 +610,15 @@ impl Engine {
             frame,
             count: count as u32,
         });
+    }
+
+    /// A reset from `side` is the server's first word on a connection its client opened
+    /// with a SYN and sent nothing on: the connection was refused.
+    fn refusal(flow: &Flow, side: usize) -> bool {
+        flow.client == Some(1 - side)
+            && flow.side_packets[side] == 1
+            && flow.probe_tries == 0
+            && matches!(flow.parser, ParserState::Unknown)
     }
 
     /// A connection's TCP health for the operations view (flows otsec dissects, or may).

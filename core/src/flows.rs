@@ -66,6 +66,8 @@ pub struct Flow {
     pub tcp: crate::metrics::Tcp,
     /// the availability slot of its server for one protocol (see availability.rs)
     pub device: Option<(crate::events::Proto, u32)>,
+    /// availability knows its server answered this client at this port
+    pub served: bool,
     /// requests that crossed into Python (their answers cross too)
     pub crossed: Vec<u32>,
     /// requests that counted repeats of findings in the core: (token, keys)
@@ -127,6 +129,7 @@ impl Flow {
             view_macs: None,
             requests: 0,
             device: None,
+            served: false,
             tcp: crate::metrics::Tcp::default(),
             crossed: Vec::new(),
             repeated: Vec::new(),

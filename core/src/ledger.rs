@@ -109,6 +109,13 @@ pub enum Msg {
         ts: f64,
     },
     Probe(crate::probes::Probe),
+    /// `server` answered a SYN of `client` to `port` with a reset
+    Refused {
+        client: Addr,
+        server: Addr,
+        port: u16,
+        ts: f64,
+    },
     /// the learning window closed: protecting from here
     Pause,
 }
@@ -193,6 +200,15 @@ impl Ledger {
                 }
                 Msg::Arp { mac, ip, ts } => self.arp(mac, ip, ts),
                 Msg::Probe(p) => self.facts.push(Fact::Probe(p)),
+                Msg::Refused {
+                    client,
+                    server,
+                    port,
+                    ts,
+                } => {
+                    self.availability.refused(client, server, port, ts);
+                    self.availability_changes();
+                }
                 Msg::Pause => self.watch.forget_seen(),
             }
         }
@@ -375,7 +391,17 @@ impl Ledger {
             a.request(slot, ts);
         } else {
             a.answer(slot, ts);
+            if !flow.served && flow.client.is_some() {
+                let c = flow.client_side();
+                a.served(slot, flow.ips[c], flow.ports[1 - c]);
+                flow.served = true;
+            }
         }
+        self.availability_changes();
+    }
+
+    fn availability_changes(&mut self) {
+        let a = &mut self.availability;
         if !a.changes.is_empty() {
             self.facts
                 .extend(a.changes.drain(..).map(Fact::Availability));

@@ -422,8 +422,9 @@ impl Engine {
     }
 
     /// The rule set (see otsec/detect/compiled.py): rules as (protocols, anomaly?,
-    /// conditions, passthrough?, threshold, key fields, actor, answerable); the alert
-    /// window; the times at which site policy changes.
+    /// conditions, passthrough?, threshold, key fields, actor, answerable, id); the alert
+    /// window; the times at which site policy changes. Called again, it replaces the set
+    /// from the next packet on: state kept by rule id stands, folded findings restart.
     #[allow(clippy::type_complexity)]
     fn set_rules(
         &mut self,
@@ -436,11 +437,12 @@ impl Engine {
             Vec<String>,
             String,
             Option<bool>,
+            String,
         )>,
         window: f64,
         boundaries: Vec<f64>,
     ) -> PyResult<()> {
-        use crate::rules::{Actor, By, Matcher, Op, Rule, Threshold};
+        use crate::rules::{Actor, By, Op, Rule, Threshold};
         let mut out = Vec::new();
         for (
             protocols,
@@ -451,6 +453,7 @@ impl Engine {
             key_fields,
             actor,
             answerable,
+            rule_id,
         ) in rules
         {
             let protocols = protocols.iter().filter_map(|p| parse_proto(p)).collect();
@@ -492,6 +495,7 @@ impl Engine {
                 _ => Actor::Sender,
             };
             out.push(Rule {
+                id: rule_id,
                 protocols,
                 anomaly,
                 conditions: conds,
@@ -504,9 +508,7 @@ impl Engine {
         }
         let mut boundaries = boundaries;
         boundaries.sort_by(f64::total_cmp);
-        let context = std::mem::take(&mut self.engine.ledger.matcher.context);
-        self.engine.ledger.matcher = Matcher::new(out, window, boundaries);
-        self.engine.ledger.matcher.context = context;
+        self.engine.ledger.matcher.reload(out, window, boundaries);
         self.engine.ledger.track_roles();
         Ok(())
     }
@@ -571,20 +573,15 @@ impl Engine {
         u64,
         std::collections::BTreeMap<String, u64>,
     )> {
-        let counts = &self.engine.ledger.matcher.counts;
-        let ids: Box<dyn Iterator<Item = usize>> = match keys {
-            Some(keys) => Box::new(
-                keys.into_iter()
-                    .map(|k| k as usize)
-                    .filter(|&k| k < counts.len()),
-            ),
-            None => Box::new(0..counts.len()),
+        let m = &self.engine.ledger.matcher;
+        let ids: Box<dyn Iterator<Item = (u32, &crate::rules::Counts)>> = match keys {
+            Some(keys) => Box::new(keys.into_iter().filter_map(|k| Some(k).zip(m.counts(k)))),
+            None => Box::new(m.all_counts()),
         };
-        ids.map(|i| (i, &counts[i]))
-            .filter(|(_, c)| c.repeats > 0 || c.accepted > 0 || c.rejected > 0)
+        ids.filter(|(_, c)| c.repeats > 0 || c.accepted > 0 || c.rejected > 0)
             .map(|(i, c)| {
                 (
-                    i as u32,
+                    i,
                     c.repeats,
                     c.last,
                     c.accepted,
@@ -1245,6 +1242,7 @@ fn fact<'py>(py: Python<'py>, f: &Fact) -> PyResult<Bound<'py, PyTuple>> {
             c.since,
             c.at,
             c.requests,
+            c.refused,
         )
             .into_pyobject(py),
         Fact::Probe(Probe::Scan {

@@ -502,6 +502,7 @@ pub enum Actor {
     TcpClient,
 }
 
+#[derive(Clone, Debug, PartialEq)]
 pub struct Threshold {
     pub count: usize,
     pub window: f64,
@@ -510,6 +511,9 @@ pub struct Threshold {
 }
 
 pub struct Rule {
+    /// what the rule's state (threshold windows, per-flow findings) is kept by, so that it
+    /// survives a reload that adds, removes or reorders rules
+    pub id: String,
     pub protocols: Vec<Proto>,
     pub anomaly: bool,
     pub conditions: Vec<(u8, Op, Val)>,
@@ -525,6 +529,7 @@ pub struct Rule {
 /// One folded finding: everything that decides how Python treats it is in the key.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 struct Key {
+    /// the rule's number (see `Matcher::numbers`)
     rule: u32,
     source: Addr,
     destination: Addr,
@@ -553,7 +558,7 @@ pub struct Counts {
 /// Where a rule is indexed: (protocol, anomaly record?, request?).
 type Slot = (Proto, bool, bool);
 
-/// A finding to hand over: (rule index, key id).
+/// A finding to hand over: (rule index in the current set, key id).
 pub type Hit = (u32, u32);
 
 /// Keys kept before the oldest are forgotten (their next finding crosses again).
@@ -577,6 +582,10 @@ const BUCKETS: f64 = 64.0;
 #[derive(Default)]
 pub struct Matcher {
     pub rules: Vec<Rule>,
+    /// per rule (by index), the number of its id: state is kept by number, never by index
+    numbers: Vec<u32>,
+    /// every rule id seen, numbered in order of appearance (kept across reloads)
+    names: FxHashMap<String, u32>,
     /// rule indices per (protocol, anomaly?, request?): by function code, and the rest
     by_code: FxHashMap<(Slot, i64), Vec<u32>>,
     rest: FxHashMap<Slot, Vec<u32>>,
@@ -586,7 +595,11 @@ pub struct Matcher {
     /// sorted times at which policy changes (maintenance windows open or close)
     pub boundaries: Vec<f64>,
     keys: FxHashMap<Key, u32>,
-    pub counts: Vec<Counts>,
+    /// the counts of key ids `base..`: ids below were given before the last reload (flows
+    /// may still hold them; they no longer count)
+    counts: Vec<Counts>,
+    base: u32,
+    /// threshold states by (rule number, party)
     windows: FxHashMap<(u32, Addr), Window>,
     pub context: Context,
 }
@@ -602,12 +615,39 @@ pub struct Verdict {
 }
 
 impl Matcher {
-    pub fn new(mut rules: Vec<Rule>, window: f64, boundaries: Vec<f64>) -> Matcher {
-        let mut m = Matcher {
-            window,
-            boundaries,
-            ..Default::default()
-        };
+    pub fn new(rules: Vec<Rule>, window: f64, boundaries: Vec<f64>) -> Matcher {
+        let mut m = Matcher::default();
+        m.reload(rules, window, boundaries);
+        m
+    }
+
+    /// A new rule set from the next record on (the caller holds the matcher: no record is
+    /// between two sets). Threshold windows of rules whose id and threshold stand are kept;
+    /// folded findings start again (their next record crosses, as Python's counters restart).
+    pub fn reload(&mut self, mut rules: Vec<Rule>, window: f64, boundaries: Vec<f64>) {
+        let before: FxHashMap<u32, Option<Threshold>> = self
+            .numbers
+            .iter()
+            .zip(&self.rules)
+            .map(|(&n, r)| (n, r.threshold.clone()))
+            .collect();
+        self.numbers = rules.iter().map(|r| self.number(&r.id)).collect();
+        let kept: FxHashSet<u32> = self
+            .numbers
+            .iter()
+            .zip(&rules)
+            .filter(|(n, r)| before.get(n).is_some_and(|t| *t == r.threshold))
+            .map(|(&n, _)| n)
+            .collect();
+        self.windows.retain(|(n, _), _| kept.contains(n));
+        self.base += self.counts.len() as u32;
+        self.counts.clear();
+        self.keys.clear();
+        self.window = window;
+        self.boundaries = boundaries;
+        self.by_code.clear();
+        self.rest.clear();
+        let m = self;
         for (i, r) in rules.iter_mut().enumerate() {
             let mut codes: Option<Vec<i64>> = None;
             let mut request: Option<bool> = None;
@@ -667,7 +707,30 @@ impl Matcher {
             }
         }
         m.rules = rules;
-        m
+    }
+
+    /// The number of a rule id (given on first sight, kept for the matcher's life).
+    fn number(&mut self, id: &str) -> u32 {
+        if let Some(&n) = self.names.get(id) {
+            return n;
+        }
+        let n = self.names.len() as u32;
+        self.names.insert(id.to_string(), n);
+        n
+    }
+
+    /// The counts of a key id given since the last reload.
+    pub fn counts(&self, id: u32) -> Option<&Counts> {
+        self.counts.get(id.checked_sub(self.base)? as usize)
+    }
+
+    /// Every key id given since the last reload, with its counts.
+    pub fn all_counts(&self) -> impl Iterator<Item = (u32, &Counts)> {
+        (self.base..).zip(&self.counts)
+    }
+
+    fn counts_mut(&mut self, id: u32) -> Option<&mut Counts> {
+        counted(&mut self.counts, self.base, id)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -755,7 +818,7 @@ impl Matcher {
         let Some(t) = &self.rules[i].threshold else {
             return true;
         };
-        let key = (i as u32, Self::party(flow, ev, t.by));
+        let key = (self.numbers[i], Self::party(flow, ev, t.by));
         if !self.windows.contains_key(&key) && self.windows.len() > MAX_WINDOWS {
             self.windows.clear();
         }
@@ -806,6 +869,7 @@ impl Matcher {
 
     /// The key of a finding, recognised without building it when the flow's last finding
     /// of this rule had the same fingerprint (steady repeats: no allocation, one hash).
+    /// The flow remembers it by the rule's number, which a reload never gives another rule.
     fn found(
         &mut self,
         rule: u32,
@@ -816,6 +880,7 @@ impl Matcher {
         out: &mut Verdict,
     ) {
         use std::hash::{Hash, Hasher};
+        let number = self.numbers[rule as usize];
         let r = &self.rules[rule as usize];
         let swap = r.actor == Actor::Receiver || (r.actor == Actor::TcpClient && !ev.from_client);
         let request = ev.is_request();
@@ -833,11 +898,12 @@ impl Matcher {
         let cached = flow
             .hits
             .iter()
-            .find(|(r, p, _)| *r == rule && *p == print)
+            .find(|(n, p, _)| *n == number && *p == print)
             .map(|x| x.2);
-        let id = match cached {
-            Some(id) if ts - self.counts[id as usize].last <= self.window => {
-                let c = &mut self.counts[id as usize];
+        let window = self.window;
+        let counts = cached.and_then(|id| Some(id).zip(counted(&mut self.counts, self.base, id)));
+        let id = match counts {
+            Some((id, c)) if ts - c.last <= window => {
                 c.repeats += 1;
                 c.last = c.last.max(ts);
                 id
@@ -851,7 +917,7 @@ impl Matcher {
                 };
                 let client = flow.client_side();
                 let key = Key {
-                    rule,
+                    rule: number,
                     source: flow.ips[src],
                     destination: flow.ips[dst],
                     values: r
@@ -868,11 +934,11 @@ impl Matcher {
                     epoch,
                 };
                 let (id, new) = self.key(key, ts, rule, out);
-                flow.hits.retain(|(r, _, _)| *r != rule);
+                flow.hits.retain(|(n, _, _)| *n != number);
                 if flow.hits.len() >= 8 {
                     flow.hits.remove(0);
                 }
-                flow.hits.push((rule, print, id));
+                flow.hits.push((number, print, id));
                 if new {
                     return; // a first finding: it crosses, and Python settles it
                 }
@@ -886,9 +952,15 @@ impl Matcher {
 
     /// The id of a finding's key, and whether it is new (a hit) rather than a repeat.
     fn key(&mut self, key: Key, ts: f64, rule: u32, out: &mut Verdict) -> (u32, bool) {
-        if let Some(&id) = self.keys.get(&key) {
-            let c = &mut self.counts[id as usize];
-            if ts - c.last <= self.window {
+        let window = self.window;
+        if let Some(c) = self
+            .keys
+            .get(&key)
+            .copied()
+            .and_then(|id| Some(id).zip(self.counts_mut(id)))
+        {
+            let (id, c) = c;
+            if ts - c.last <= window {
                 c.repeats += 1;
                 c.last = c.last.max(ts);
                 return (id, false);
@@ -897,7 +969,7 @@ impl Matcher {
         if self.keys.len() >= MAX_KEYS {
             self.keys.clear(); // the counts stay; new findings cross again
         }
-        let id = self.counts.len() as u32;
+        let id = self.base + self.counts.len() as u32;
         self.counts.push(Counts {
             last: ts,
             ..Default::default()
@@ -910,7 +982,9 @@ impl Matcher {
     /// A response to a request that counted repeats: the device's answer, on those keys.
     pub fn settle(&mut self, keys: &[u32], accepted: bool, reason: Option<String>) {
         for &id in keys {
-            let c = &mut self.counts[id as usize];
+            let Some(c) = self.counts_mut(id) else {
+                continue; // given before a reload: its finding no longer counts
+            };
             if accepted {
                 c.accepted += 1;
             } else {
@@ -921,6 +995,11 @@ impl Matcher {
             }
         }
     }
+}
+
+/// The counts of key `id`, of those given from `base` on.
+fn counted(counts: &mut [Counts], base: u32, id: u32) -> Option<&mut Counts> {
+    counts.get_mut(id.checked_sub(base)? as usize)
 }
 
 /// Why a device refused a request, as a short key Python turns into words.

@@ -1,5 +1,6 @@
 """Devices that stop answering: the core finds each outage (requests left unanswered for
-10 s by a device that answered before) and its end; this raises one alert per device and
+10 s by a device that answered before, or 3 connections refused to a client it served)
+and its end; this raises one alert per device and
 protocol, keeps the outages for the operations view, and says in the alert when the
 device answered again."""
 
@@ -25,12 +26,13 @@ class Outage:
     found: float  # when it was called down
     requests: int  # left unanswered (so far, or in all)
     back: float | None = None  # when it answered again
+    refused: int = 0  # connections refused (so far, or in all)
 
     def to_json(self) -> dict[str, Any]:
         return {"device": self.device, "protocol": self.protocol, "since": iso(self.since),
                 "found": iso(self.found), "back": iso(self.back) if self.back else None,
                 "seconds": round(self.back - self.since, 3) if self.back else None,
-                "unanswered": self.requests}
+                "unanswered": self.requests, "refused": self.refused}
 
 
 class Availability:
@@ -42,16 +44,16 @@ class Availability:
         self._open: dict[tuple[str, str], tuple[Outage, Alert | None]] = {}
 
     def on_fact(self, fact: tuple[Any, ...]) -> None:
-        kind, device, protocol, since, at, requests = fact
+        kind, device, protocol, since, at, requests, refused = fact
         if kind == "down":
-            outage = Outage(device, protocol, since, at, requests)
+            outage = Outage(device, protocol, since, at, requests, refused=refused)
             self.outages.append(outage)
             self._open[(device, protocol)] = (outage, self._raise(outage))
             return
         outage, alert = self._open.pop((device, protocol), (None, None))
         if outage is None:
             return
-        outage.back, outage.requests = at, requests
+        outage.back, outage.requests, outage.refused = at, requests, refused
         if alert is not None:
             alert.action = _action(outage)
             alert.end = max(alert.end, at)
@@ -68,8 +70,10 @@ class Availability:
 
 
 def _action(o: Outage) -> str:
-    text = (f"stopped answering {o.protocol} ({o.requests} requests unanswered from "
-            f"{iso(o.since)})")
+    lost = [f"{o.requests} requests unanswered"] if o.requests or not o.refused else []
+    if o.refused:
+        lost.append(f"{o.refused} connections refused")
+    text = f"stopped answering {o.protocol} ({', '.join(lost)} from {iso(o.since)})"
     if o.back is not None:
         text += f"; answered again after {o.back - o.since:.0f} s"
     return text

@@ -54,7 +54,7 @@ def _spec(c: CompiledRule) -> tuple[Any, ...]:
         threshold = (t.count, t.window, t.by, t.distinct)
     protocols = list(RECORD_PROTOCOLS) if rule.protocol == "any" else [rule.protocol]
     return (protocols, c.event == "anomaly", conditions, passthrough, threshold, keys or [],
-            c.actor, c.answerable)
+            c.actor, c.answerable, rule.id)
 
 
 def compile_rules(ruleset: RuleSet) -> tuple[list[tuple[Any, ...]], list[CompiledRule]]:
