@@ -74,7 +74,7 @@ class Facts:
         self.flows: dict[int, FlowView] = {}
         self.requests: dict[tuple[int, int], Event] = {}  # (flow, txn) -> crossed request
         self.max_requests = max_requests
-        self.hits: list[tuple[int, int]] = []
+        self.hits: list[tuple[int, int, int]] = []
         self.request_index = 0
         self.rate: int | None = None
         self.values: list[ValueDeviation] = []  # written values the baseline did not see

@@ -111,3 +111,23 @@ def test_kept_ndjson_rotates_instead_of_growing(tmp_path: Path) -> None:
     lines = [json.loads(x) for f in [*rotated, path] for x in f.read_text().splitlines()]
     assert [d["n"] for d in lines if "n" in d] == list(range(30))  # none lost, in order
     assert path.stat().st_size < 200 and rotated
+
+
+def test_a_spoofed_flood_of_findings_folds_in_the_core(tmp_path: Path) -> None:
+    """3,000 one-packet writes from 3,000 spoofed sources: the first 1,000 become alerts,
+    the rest are counted by the core and never cross one by one; the overflow names and
+    counts its sources."""
+    packets = []
+    for i in range(MAX_PER_RULE * 3):
+        src = f"10.{100 + (i >> 16)}.{(i >> 8) & 0xFF}.{i & 0xFF}"
+        payload = g.mbap(i & 0xFFFF, 1, bytes([6, 0, 10, 0, i & 0xFF]))
+        packets.append((T0 + i * 0.001, g.ether(g.ipv4_tcp(src, "10.1.0.10", 40000 + i % 20000,
+                                                           502, 7, 1, 0x18, payload))))
+    summary, alerts, _ = audit(tmp_path, packets)
+    assert summary["records_to_policy"] <= MAX_PER_RULE + 10
+    writes = [a for a in alerts if a["rule"]["id"] == "otsec-modbus-write"]
+    assert len(writes) == MAX_PER_RULE + 1
+    (rest,) = [a for a in writes if "beyond its first" in a["message"]]
+    assert rest["otsec"]["alert"]["count"] == 2 * MAX_PER_RULE
+    assert "from 2,000 sources (10.100.3.232, 10.100.3.233, " in rest["message"]
+    assert "and 1,900 more" in rest["message"]

@@ -572,6 +572,8 @@ impl Engine {
         u64,
         u64,
         std::collections::BTreeMap<String, u64>,
+        Vec<String>,
+        u32,
     )> {
         let m = &self.engine.ledger.matcher;
         let ids: Box<dyn Iterator<Item = (u32, &crate::rules::Counts)>> = match keys {
@@ -587,9 +589,21 @@ impl Engine {
                     c.accepted,
                     c.rejected,
                     c.reasons.clone(),
+                    c.actors.iter().map(|a| a.text()).collect(),
+                    c.actor_count,
                 )
             })
             .collect()
+    }
+
+    /// The caps on new findings: (per rule, per rule and actor, window in seconds).
+    #[staticmethod]
+    fn finding_caps() -> (u32, u32, f64) {
+        (
+            crate::rules::MAX_PER_RULE,
+            crate::rules::MAX_PER_ACTOR,
+            crate::rules::CAP_WINDOW,
+        )
     }
 
     /// Protecting with a baseline: report what is new, watch the learned rates

@@ -553,13 +553,46 @@ pub struct Counts {
     pub accepted: u64,
     pub rejected: u64,
     pub reasons: BTreeMap<String, u64>,
+    /// an overflow key's actors: the first `MAX_NAMED` of them, and how many in all (up to
+    /// `MAX_COUNTED`)
+    pub actors: Vec<Addr>,
+    pub actor_count: u32,
+    seen: FxHashSet<Addr>,
 }
+
+impl Counts {
+    fn actor(&mut self, a: Addr) {
+        if self.seen.len() < MAX_COUNTED && self.seen.insert(a) {
+            self.actor_count += 1;
+            if self.actors.len() < MAX_NAMED {
+                self.actors.push(a);
+            }
+        }
+    }
+}
+
+/// New findings of one rule within `CAP_WINDOW` that each become an alert; beyond, they
+/// fold into one overflow finding per rule (many actors at once) ...
+pub const MAX_PER_RULE: u32 = 1_000;
+/// ... or per rule and actor (one actor, many targets or details).
+pub const MAX_PER_ACTOR: u32 = 100;
+/// Seconds: the caps count anew in each (Python's alert book caps the same way).
+pub const CAP_WINDOW: f64 = 3600.0;
+const MAX_NAMED: usize = 100;
+const MAX_COUNTED: usize = 65_536;
+/// Actors' cap states kept before those of past windows are forgotten.
+const MAX_CAPS: usize = 100_000;
+
+/// What a finding that crosses is: one of its own, or the first of an overflow.
+pub const OWN: u8 = 0;
+pub const ACTOR_OVERFLOW: u8 = 1;
+pub const RULE_OVERFLOW: u8 = 2;
 
 /// Where a rule is indexed: (protocol, anomaly record?, request?).
 type Slot = (Proto, bool, bool);
 
-/// A finding to hand over: (rule index in the current set, key id).
-pub type Hit = (u32, u32);
+/// A finding to hand over: (rule index in the current set, key id, `OWN` or an overflow).
+pub type Hit = (u32, u32, u8);
 
 /// Keys kept before the oldest are forgotten (their next finding crosses again).
 const MAX_KEYS: usize = 200_000;
@@ -601,6 +634,8 @@ pub struct Matcher {
     base: u32,
     /// threshold states by (rule number, party)
     windows: FxHashMap<(u32, Addr), Window>,
+    /// new findings per rule number (and actor) in the current cap window: (since, count)
+    caps: FxHashMap<(u32, Option<Addr>), (f64, u32)>,
     pub context: Context,
 }
 
@@ -951,18 +986,48 @@ impl Matcher {
     }
 
     /// The id of a finding's key, and whether it is new (a hit) rather than a repeat.
+    /// Beyond the caps a new finding folds into its rule's (or actor's) overflow key, so
+    /// that a flood of spoofed sources costs a count here, not an alert each in Python.
     fn key(&mut self, key: Key, ts: f64, rule: u32, out: &mut Verdict) -> (u32, bool) {
-        let window = self.window;
-        if let Some(c) = self
-            .keys
-            .get(&key)
-            .copied()
-            .and_then(|id| Some(id).zip(self.counts_mut(id)))
-        {
-            let (id, c) = c;
-            if ts - c.last <= window {
-                c.repeats += 1;
-                c.last = c.last.max(ts);
+        if let Some(id) = self.repeat(&key, ts) {
+            return (id, false);
+        }
+        let actor = key.source;
+        let fold = if self.capped((key.rule, Some(actor)), ts, MAX_PER_ACTOR) {
+            ACTOR_OVERFLOW
+        } else if self.capped((key.rule, None), ts, MAX_PER_RULE) {
+            RULE_OVERFLOW
+        } else {
+            OWN
+        };
+        let key = if fold == OWN {
+            for cap in [(key.rule, Some(actor)), (key.rule, None)] {
+                if let Some(c) = self.caps.get_mut(&cap) {
+                    c.1 += 1;
+                }
+            }
+            key
+        } else {
+            Key {
+                source: if fold == ACTOR_OVERFLOW {
+                    actor
+                } else {
+                    Addr::default()
+                },
+                destination: Addr::default(),
+                values: Vec::new(),
+                client: Addr::default(),
+                server: Addr::default(),
+                port: 0,
+                code: u32::MAX,
+                ..key
+            }
+        };
+        if fold != OWN {
+            if let Some(id) = self.repeat(&key, ts) {
+                if let Some(c) = self.counts_mut(id) {
+                    c.actor(actor);
+                }
                 return (id, false);
             }
         }
@@ -970,13 +1035,48 @@ impl Matcher {
             self.keys.clear(); // the counts stay; new findings cross again
         }
         let id = self.base + self.counts.len() as u32;
-        self.counts.push(Counts {
+        let mut counts = Counts {
             last: ts,
             ..Default::default()
-        });
+        };
+        if fold != OWN {
+            counts.actor(actor);
+        }
+        self.counts.push(counts);
         self.keys.insert(key, id);
-        out.hits.push((rule, id));
+        out.hits.push((rule, id, fold));
         (id, true)
+    }
+
+    /// A repeat of a known key within the window: counted, and its id.
+    fn repeat(&mut self, key: &Key, ts: f64) -> Option<u32> {
+        let window = self.window;
+        let id = *self.keys.get(key)?;
+        let c = self.counts_mut(id)?;
+        if ts - c.last > window {
+            return None;
+        }
+        c.repeats += 1;
+        c.last = c.last.max(ts);
+        Some(id)
+    }
+
+    /// Whether the cap of a rule (or of a rule and actor) is used up in its window.
+    fn capped(&mut self, cap: (u32, Option<Addr>), ts: f64, max: u32) -> bool {
+        if self.caps.len() >= MAX_CAPS && !self.caps.contains_key(&cap) {
+            // past windows go, then actors seen once (a spoofed flood's); never more than
+            // half is kept, so this runs once per MAX_CAPS / 2 new actors at most
+            self.caps
+                .retain(|(_, a), (since, n)| a.is_none() || (ts - *since < CAP_WINDOW && *n > 1));
+            if self.caps.len() >= MAX_CAPS / 2 {
+                self.caps.retain(|(_, a), _| a.is_none());
+            }
+        }
+        let c = self.caps.entry(cap).or_insert((ts, 0));
+        if ts - c.0 >= CAP_WINDOW {
+            *c = (ts, 0);
+        }
+        c.1 >= max
     }
 
     /// A response to a request that counted repeats: the device's answer, on those keys.

@@ -99,7 +99,7 @@ fn run(sets: &[&[&str]], every: usize, threads: bool) -> BTreeMap<String, Vec<(u
         });
         for fact in std::mem::take(&mut engine.ledger.facts) {
             if let Fact::Event { found, .. } = fact {
-                for (i, key) in found.hits {
+                for (i, key, _fold) in found.hits {
                     let id = engine.ledger.matcher.rules[i as usize].id.clone();
                     hits.entry(id).or_default().push((n, key));
                 }

@@ -16,8 +16,9 @@ from otsec.graph.functions import describe
 from otsec.inventory.assets import HostRecord
 from otsec.inventory.roles import role_for_rules
 
-#: the core's counts of one finding: key, repeats, last time, accepted, rejected, reasons
-HitCount = tuple[int, int, float, int, int, dict[str, int]]
+#: the core's counts of one finding: key, repeats, last time, accepted, rejected, reasons,
+#: and for an overflow the actors it folded (the first of them, and how many)
+HitCount = tuple[int, int, float, int, int, dict[str, int], list[str], int]
 #: core findings remembered per alert (to bring its end up to date before folding into it)
 MAX_CORE_KEYS = 256
 #: core findings remembered in all before those that policy dropped are forgotten
@@ -100,7 +101,7 @@ class Detector:
             return self.baseline.assets[ip].role, math.inf
         return role_for_rules(host, now)
 
-    def on_event(self, event: Event, hits: Sequence[tuple[int, int]] = (),
+    def on_event(self, event: Event, hits: Sequence[tuple[int, int, int]] = (),
                  request_index: int | None = None) -> None:
         """One record that crossed; ``hits`` are the core rules' first findings on it."""
         req = getattr(event, "request", None)
@@ -108,8 +109,10 @@ class Detector:
             self.book.settle(req, req.accepted, resolve(event, "reason"))
         findings = self.matcher.evaluate(event, request_index)
         keys: list[int | None] = [None] * len(findings)
-        for rule, key in hits:
-            findings.append(self.matcher.finding(self.core_rules[rule], event))
+        for rule, key, fold in hits:
+            finding = self.matcher.finding(self.core_rules[rule], event)
+            finding.fold = fold  # beyond the core's caps: the first of an overflow
+            findings.append(finding)
             keys.append(key)
         if not findings:
             return
@@ -154,7 +157,7 @@ class Detector:
     def sync(self, counts: Iterable[HitCount]) -> None:
         """Fold the repeats the core counted into the alerts (again and again: only what is
         new since the last call is added)."""
-        for key, repeats, last, accepted, rejected, reasons in counts:
+        for key, repeats, last, accepted, rejected, reasons, actors, folded in counts:
             target = self.hit_alerts.get(key)
             if target is None:
                 continue
@@ -165,6 +168,9 @@ class Detector:
                 continue
             target.count += repeats - before[0]
             target.end = max(target.end, last)
+            if target.overflow:
+                target.add_actors(actors)
+                target.actor_count = max(target.actor_count, folded)
             target.accepted += accepted - before[1]
             target.rejected += rejected - before[2]
             for reason, n in reasons.items():

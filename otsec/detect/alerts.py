@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from otsec import _core
 from otsec.detect.catalog import Rule
 from otsec.detect.fields import render
 from otsec.events import Event
@@ -20,11 +22,11 @@ from otsec.timefmt import iso
 
 MAX_DETAILS = 16
 MAX_WATCHED = 50_000  # requests waiting for their response to settle an alert's outcome
-MAX_PER_RULE = 1_000  # alerts of one rule per cap window; the findings beyond fold into one
-MAX_PER_ACTOR = 100  # alerts of one rule from one actor per cap window; likewise
+#: alerts of one rule per cap window (the findings beyond fold into one more), of one rule
+#: from one actor (likewise), and the window's seconds: the core folds its findings the same
+MAX_PER_RULE, MAX_PER_ACTOR, CAP_WINDOW = _core.Engine.finding_caps()
 MAX_ACTORS = 100  # actors an overflow alert names (it counts them all)
 MAX_COUNTED = 65_536  # distinct actors an overflow alert counts
-CAP_WINDOW = 3600.0  # seconds: the caps above count anew in each
 
 
 @dataclass(slots=True, kw_only=True)
@@ -52,6 +54,7 @@ class Finding:
     detail: str = ""  # one value folded into the alert's list, e.g. a function code
     approve: dict[str, object] | None = None  # what `baseline approve` adds to the baseline
     templates: tuple[str, str] | None = None  # (action, target) still to render, if any
+    fold: int = 0  # the core folded it: 1 the first beyond its actor's cap, 2 its rule's
 
 
 @dataclass(slots=True)
@@ -119,16 +122,26 @@ class Alert:
         phrase = self.outcome_phrase()
         return f"{text}; {phrase}." if phrase else f"{text}."
 
+    def add_actors(self, actors: Iterable[str]) -> None:
+        """Actors an overflow folded (named up to MAX_ACTORS, counted up to MAX_COUNTED)."""
+        for actor in actors:
+            if actor not in self.others and len(self.others) < MAX_COUNTED:
+                self.others.add(actor)
+                self.actor_count = max(self.actor_count, len(self.others))
+                if len(self.actors) < MAX_ACTORS:
+                    self.actors.append(actor)
+
     def _overflow_message(self, first: str) -> str:
         named = ", ".join(self.actors)
         more = self.actor_count - len(self.actors)
         if more > 0:
-            named += f" and {more:,}{'+' if self.actor_count >= MAX_COUNTED else ''} more"
+            named += f" and {more:,} more"
         if self.key[3] == "*":  # the rule's cap: many actors at once
+            many = f"{self.actor_count:,}{' or more' if self.actor_count >= MAX_COUNTED else ''}"
             return (f"{self.count:,} more findings of this rule beyond its first "
-                    f"{MAX_PER_RULE:,} alerts within {_duration(CAP_WINDOW)}, from "
-                    f"{self.actor_count:,} source{'s' if self.actor_count > 1 else ''} "
-                    f"({named}); the first: {first}.")
+                    f"{MAX_PER_RULE:,} alerts within {_duration(CAP_WINDOW)}, from {many} "
+                    f"source{'s' if self.actor_count > 1 else ''} ({named}); the first: "
+                    f"{first}.")
         return (f"{self.count:,} more findings of this rule by {self.source_ip} beyond its "
                 f"first {MAX_PER_ACTOR:,} alerts within {_duration(CAP_WINDOW)}; the first: "
                 f"{first}.")
@@ -211,7 +224,11 @@ class AlertBook:
         alert = self._open.get(key)
         overflow = False
         if alert is None or ev.ts - alert.end > self.window:
-            if self._capped((rule_id, src), ev.ts, MAX_PER_ACTOR):
+            if finding.fold == 1:
+                key, overflow = (rule_id, src, "*"), True
+            elif finding.fold == 2:
+                key, overflow = (rule_id, "*", "*"), True
+            elif self._capped((rule_id, src), ev.ts, MAX_PER_ACTOR):
                 key, overflow = (rule_id, src, "*"), True  # one actor, many targets/keys
             elif self._capped(rule_id, ev.ts, MAX_PER_RULE):
                 key, overflow = (rule_id, "*", "*"), True  # many actors at once
@@ -243,11 +260,8 @@ class AlertBook:
         else:
             alert.count += 1
             alert.end = max(alert.end, ev.ts)
-        if alert.overflow and src not in alert.others and len(alert.others) < MAX_COUNTED:
-            alert.others.add(src)
-            alert.actor_count = len(alert.others)
-            if len(alert.actors) < MAX_ACTORS:
-                alert.actors.append(src)
+        if alert.overflow:
+            alert.add_actors((src,))
         approve = finding.approve
         if approve is not None and approve not in alert.approve and len(
                 alert.approve) < MAX_DETAILS:
