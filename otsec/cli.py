@@ -446,29 +446,59 @@ def baseline() -> None:
 
 @baseline.command("show")
 @click.argument("baseline_file", type=click.Path(dir_okay=False))
-def baseline_show(baseline_file: str) -> int:
-    """Print the assets and edges a baseline holds."""
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Rows shown per table (0: all of them).")
+@click.option("--grep", "pattern", default=None, metavar="TEXT",
+              help="Only the assets and edges whose row contains TEXT.")
+def baseline_show(baseline_file: str, limit: int, pattern: str | None) -> int:
+    """Print the assets and edges a baseline holds (through a pager on a terminal)."""
+    from rich.console import Console
     from rich.table import Table
 
     base = load_baseline(baseline_file)
-    from rich.console import Console
-
     console = Console()
-    assets = Table(title=f"{len(base.assets)} assets")
-    for col in ("ip", "role", "MAC", "identity"):
-        assets.add_column(col)
-    for ip, a in sorted(base.assets.items()):
+
+    def rows(items: Any, make: Any) -> tuple[list[tuple[str, ...]], int]:
+        """The first ``limit`` rows that match, and how many match in all."""
+        out, total = [], 0
+        for item in items:
+            row = make(*item)
+            if pattern and not any(pattern in cell for cell in row):
+                continue
+            total += 1
+            if not limit or len(out) < limit:
+                out.append(row)
+        return out, total
+
+    def asset_row(ip: str, a: Any) -> tuple[str, ...]:
         ident = " / ".join(x for x in (a.manufacturer, a.model, a.firmware) if x)
-        assets.add_row(*map(shown, (ip, a.role, ", ".join(a.macs), ident)))
-    console.print(assets)
-    edges = Table(title=f"{len(base.edges)} edges")
-    for col in ("edge", "request functions", "units", "period s", "requests/s"):
-        edges.add_column(col)
-    for key, e in sorted(base.edges.items()):
-        edges.add_row(shown(key), ", ".join(map(str, e.functions.get("request", []))),
-                      ", ".join(map(str, e.units)), f"{e.period:.2f}" if e.period else "",
-                      f"{e.rate:.3f}")
-    console.print(edges)
+        return ip, a.role, ", ".join(a.macs), ident
+
+    def edge_row(key: str, e: Any) -> tuple[str, ...]:
+        return (key, ", ".join(map(str, e.functions.get("request", []))),
+                ", ".join(map(str, e.units)), f"{e.period:.2f}" if e.period else "",
+                f"{e.rate:.3f}")
+
+    tables = []
+    for title, items, make, cols in (
+            ("assets", sorted(base.assets.items()), asset_row,
+             ("ip", "role", "MAC", "identity")),
+            ("edges", sorted(base.edges.items()), edge_row,
+             ("edge", "request functions", "units", "period s", "requests/s"))):
+        shown_rows, total = rows(items, make)
+        more = f", the first {len(shown_rows)} (--limit 0 for all)" \
+            if len(shown_rows) < total else ""
+        table = Table(title=f"{total} {title}{more}")
+        for col in cols:
+            table.add_column(col)
+        for row in shown_rows:
+            table.add_row(*map(shown, row))
+        tables.append(table)
+    if console.is_terminal:
+        with console.pager(styles=True):
+            console.print(*tables)
+    else:
+        console.print(*tables)
     return 0
 
 

@@ -252,3 +252,56 @@ def test_responses_never_count_as_used_and_approve_takes_several_ids(tmp_path: P
     assert len(codes) == len(set(codes))  # one alert per new function, not one per direction
     assert main(["baseline", "approve", "", "--baseline", str(bfile), "--alerts",
                  str(out / "alerts.ndjson")]) == 2  # a prefix every alert has
+
+
+def _big_baseline(n: int) -> dict:
+    edges, assets = {}, {}
+    for i in range(n):
+        c, s = f"10.1.{i >> 8}.{i & 0xFF}", "10.0.0.10"
+        assets[c] = {"macs": [], "role": "hmi"}
+        key = f"{c} -> {s} tcp/502 modbus"
+        edges[key] = {"client": c, "server": s, "transport": "tcp", "port": 502,
+                      "protocol": "modbus", "functions": {"request": [16, 3]},
+                      "ranges": {"1/holding_register": [[0, 9]]}}
+    return {"version": 1, "sources": ["x"], "assets": assets, "edges": edges, "values": {}}
+
+
+def test_a_large_baseline_reads_entry_by_entry_as_the_whole(tmp_path: Path) -> None:
+    data = _big_baseline(3000)
+    spaced, compact = tmp_path / "spaced.json", tmp_path / "compact.json"
+    spaced.write_text(json.dumps(data, indent=2))
+    compact.write_text(json.dumps(data, separators=(",", ":")))
+    whole = Baseline.from_json(json.loads(spaced.read_text()))
+    for path in (spaced, compact):
+        read = Baseline.load(path)
+        assert read.to_json() == whole.to_json()
+    read.save(tmp_path / "saved.json")  # written as to_json says, byte for byte
+    assert (tmp_path / "saved.json").read_bytes() == \
+        json.dumps(whole.to_json(), indent=2, sort_keys=True).encode() + b"\n"
+    assert Baseline.load(tmp_path / "saved.json").to_json() == whole.to_json()
+
+
+def test_a_bad_entry_deep_in_a_large_baseline_is_named(tmp_path: Path) -> None:
+    data = _big_baseline(2000)
+    data["edges"]["10.1.7.7 -> 10.0.0.10 tcp/502 modbus"]["port"] = "502"
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError, match=r"b\.json: edges\['10\.1\.7\.7 .*\.port: must be"):
+        Baseline.load(path)
+    data["edges"]["10.1.7.7 -> 10.0.0.10 tcp/502 modbus"]["port"] = 502
+    path.write_text(json.dumps(data)[:-40])  # cut short
+    with pytest.raises(BaselineError, match="not a readable baseline"):
+        Baseline.load(path)
+
+
+def test_baseline_show_pages_a_large_baseline(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(_big_baseline(500)))
+    assert main(["baseline", "show", str(path), "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "500 assets, the first 5" in out and "500 edges, the first 5" in out
+    assert sum(line.startswith("│ 10.1.") for line in out.splitlines()) == 10
+    assert main(["baseline", "show", str(path), "--grep", "10.1.1.44", "--limit", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "1 assets" in out and "1 edges" in out

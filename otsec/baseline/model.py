@@ -8,7 +8,8 @@ offline audit and a live sensor.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ class BaselineError(Exception):
     """The baseline file is missing, unreadable or not a baseline (a user error)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class AssetEntry:
     macs: list[str] = field(default_factory=list)
     role: str = "unknown"
@@ -34,7 +35,7 @@ class AssetEntry:
     last_seen: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class EdgeEntry:
     """One learned edge: ``functions`` maps direction -> sorted function codes."""
 
@@ -59,7 +60,7 @@ class EdgeEntry:
         return edge_key(self.client, self.server, self.transport, self.port, self.protocol)
 
 
-@dataclass
+@dataclass(slots=True)
 class ValueEntry:
     """A point written while learning: the range of the values written, and by whom.
     Values are numbers as on the wire (registers unsigned, coils 0/1)."""
@@ -186,15 +187,23 @@ class Baseline:
         }
 
     def save(self, path: Path) -> None:
-        write_json_atomic(path, self.to_json())
+        """The same file as ``to_json`` gives, without its deep copies (orjson sorts the
+        keys)."""
+        for e in self.edges.values():
+            e.functions = {k: sorted(v) for k, v in e.functions.items()}
+        write_json_atomic(path, {"version": self.version, "sources": sorted(self.sources),
+                                 "assets": _plain(self.assets), "edges": _plain(self.edges),
+                                 "values": _plain(self.values)})
 
     @classmethod
     def load(cls, path: Path) -> Baseline:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = _stream(Path(path).read_text(encoding="utf-8"), str(path))
         except FileNotFoundError:
             raise BaselineError(f"{path}: no such baseline file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
+            raise BaselineError(f"{path}: not a readable baseline ({exc.strerror})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BaselineError(f"{path}: not a readable baseline ({exc})") from None
         except RecursionError:
             raise BaselineError(f"{path}: not a baseline (nested too deeply)") from None
@@ -210,22 +219,99 @@ class Baseline:
                            ("sources", list)):
             if not isinstance(data.get(name, kind()), kind):
                 raise BaselineError(f"{where}: '{name}' must be a {_NAMES[kind]}")
-        for ip, a in data.get("assets", {}).items():
-            _check(a, ASSET_FIELDS, f"{where}: assets[{ip!r}]")
-        for key, e in data.get("edges", {}).items():
-            _check(e, EDGE_FIELDS, f"{where}: edges[{key!r}]", REQUIRED_EDGE)
-        for key, v in data.get("values", {}).items():
-            _check(v, VALUE_FIELDS, f"{where}: values[{key!r}]", REQUIRED_VALUE)
         if not all(isinstance(x, str) for x in data.get("sources", [])):
             raise BaselineError(f"{where}: 'sources' is a list of texts")
-        assets = {ip: AssetEntry(**a) for ip, a in data.get("assets", {}).items()}
-        edges = {k: EdgeEntry(**e) for k, e in data.get("edges", {}).items()}
-        values = {k: ValueEntry(**v) for k, v in data.get("values", {}).items()}
-        return cls(assets=assets, edges=edges, values=values,
+        return cls(assets=_entries(data.get("assets", {}), AssetEntry, where),
+                   edges=_entries(data.get("edges", {}), EdgeEntry, where),
+                   values=_entries(data.get("values", {}), ValueEntry, where),
                    sources=list(data.get("sources", [])))
 
 
 _NAMES = {dict: "mapping", list: "list"}
+
+
+def _plain(entries: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Entries as mappings of their fields (values shared, not copied)."""
+    if not entries:
+        return {}
+    names = [f.name for f in fields(next(iter(entries.values())))]
+    return {k: {n: getattr(e, n) for n in names} for k, e in entries.items()}
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_SECTIONS = ("assets", "edges", "values")
+
+
+class _Entries(dict):  # type: ignore[type-arg]
+    """A section's entries, already built (``from_json`` takes them as they are)."""
+
+
+def _stream(text: str, where: str) -> Any:
+    """The baseline's top-level mapping, its sections parsed entry by entry: each entry is
+    checked and built as it is read, so the file is never held as one parsed tree (a
+    300 MB baseline would be several GB of it). Anything not laid out as otsec writes it
+    is parsed whole, as before."""
+    decode = json.JSONDecoder().raw_decode
+    pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if not text.startswith("{", pos):
+        return json.loads(text)
+    top: dict[str, Any] = {}
+    pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+    while not text.startswith("}", pos):
+        key, pos = decode(text, pos)
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if not text.startswith(":", pos):
+            raise json.JSONDecodeError("expected ':'", text, pos)
+        pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        if key in _SECTIONS and text.startswith("{", pos):
+            top[key], pos = _section(text, pos, decode, key, where)
+        else:
+            top[key], pos = decode(text, pos)
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if text.startswith(",", pos):
+            pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        elif not text.startswith("}", pos):
+            raise json.JSONDecodeError("expected ',' or '}'", text, pos)
+    if _SPACE.match(text, pos + 1).end() != len(text):  # type: ignore[union-attr]
+        raise json.JSONDecodeError("extra data", text, pos + 1)
+    return top
+
+
+def _section(text: str, pos: int, decode: Any, name: str, where: str
+             ) -> tuple[_Entries, int]:
+    kind, fields_, required = _KINDS[name]
+    out = _Entries()
+    pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+    while not text.startswith("}", pos):
+        key, pos = decode(text, pos)
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if not text.startswith(":", pos):
+            raise json.JSONDecodeError("expected ':'", text, pos)
+        entry, pos = decode(text, _SPACE.match(text, pos + 1).end())  # type: ignore[union-attr]
+        _check(entry, fields_, f"{where}: {name}[{key!r}]", required)
+        out[key] = kind(**entry)
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if text.startswith(",", pos):
+            pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        elif not text.startswith("}", pos):
+            raise json.JSONDecodeError("expected ',' or '}'", text, pos)
+    return out, pos + 1
+
+
+def _entries(raw: dict[str, Any], kind: type, where: str) -> dict[str, Any]:
+    """Checked entries of one section (built already when streamed); each parsed mapping
+    is let go as its entry is built, so a baseline is not held twice."""
+    if isinstance(raw, _Entries):
+        return dict(raw)
+    name = {AssetEntry: "assets", EdgeEntry: "edges", ValueEntry: "values"}[kind]
+    _kind, fields_, required = _KINDS[name]
+    for key, entry in raw.items():
+        _check(entry, fields_, f"{where}: {name}[{key!r}]", required)
+    out = {}
+    while raw:
+        key, entry = raw.popitem()
+        out[key] = kind(**entry)
+    return dict(reversed(out.items()))
 
 
 def _text(v: Any) -> bool:
@@ -285,6 +371,11 @@ VALUE_FIELDS = {
     "writes": (_int, "a whole number"),
 }
 REQUIRED_VALUE = ("device", "protocol", "unit", "table", "address", "min", "max")
+_KINDS: dict[str, tuple[type, dict[str, tuple[Any, str]], tuple[str, ...]]] = {
+    "assets": (AssetEntry, ASSET_FIELDS, ()),
+    "edges": (EdgeEntry, EDGE_FIELDS, REQUIRED_EDGE),
+    "values": (ValueEntry, VALUE_FIELDS, REQUIRED_VALUE),
+}
 
 
 def _check(entry: Any, fields: dict[str, tuple[Any, str]], where: str,
