@@ -91,8 +91,8 @@ def test_spool_is_bounded(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s", max_bytes=2000)
     actions = [{"_op_type": "create", "_index": "x", "_id": str(i), "_source": {"n": "y" * 50}}
                for i in range(100)]
-    stored, dropped = spool.put(actions)
-    assert stored + dropped == 100 and dropped > 0 and spool.size() <= 2000
+    put = spool.put(actions)
+    assert put.stored + put.dropped == 100 and put.dropped > 0 and spool.size() <= 2000
 
 
 def alert_actions(out: Path, namespace: str) -> list[dict]:
