@@ -43,7 +43,7 @@ def alert(i: int) -> dict:
 def test_a_full_spool_sheds_metrics_and_events_before_alerts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(spool_module, "FILE_BYTES", 2000)
+    monkeypatch.setattr(spool_module, "FILE_BYTES", 2000, raising=False)
     spool = Spool(tmp_path / "s", max_bytes=20_000)
     first = spool.put(event(i) for i in range(300))
     assert first.stored < 300 and first.shed == {BULK: 300 - first.stored}
@@ -222,3 +222,15 @@ def test_finding_actions_keep_one_current_document_per_alert_and_incident() -> N
     assert actions[3]["version"] == 1704067205000
     assert actions[3]["version_type"] == "external_gte"
     assert all(spool_module.worth(a) == FINDING for a in actions)
+
+
+def test_plain_http_credentials_are_warned_about_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(spool_module, "_warned", set(), raising=False)
+    monkeypatch.setenv("OTSEC_ES_USERNAME", "otsec")
+    monkeypatch.setenv("OTSEC_ES_PASSWORD", "secret")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # three flushes of a live sensor
+            deliver(NOWHERE, [], Spool(tmp_path / "s"))
+    assert caplog.text.count("plain http") == 1
