@@ -37,6 +37,8 @@ class FaultProxy:
         self.fault: Fault = lambda _op, _meta, _seen: None
         self.shuffle = False
         self.delay = 0.0  # seconds before each _bulk answer
+        # the metadata of a request's actions -> a status refusing the whole request
+        self.refuse: Callable[[list[dict[str, Any]]], int | None] = lambda _metas: None
         self.seen: Counter[tuple[str, str]] = Counter()
         self.injected: list[tuple[str, str, int]] = []  # (op, id, status)
         self.lock = threading.Lock()
@@ -97,6 +99,11 @@ class FaultProxy:
             has_body = op != "delete"
             pairs.append((op, meta, lines[i:i + 1 + has_body]))
             i += 1 + has_body
+        refused = self.refuse([meta for _op, meta, _raw in pairs])
+        if refused is not None:
+            error = {"error": {"type": "injected", "reason": "request refused"},
+                     "status": refused}
+            return refused, {"Content-Type": "application/json"}, json.dumps(error).encode()
         answers: list[dict[str, Any] | None] = []
         passed: list[bytes] = []
         with self.lock:

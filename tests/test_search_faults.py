@@ -119,6 +119,23 @@ def test_a_rejected_alert_is_set_aside_with_its_own_error_and_nothing_else(
     assert count_where("otsec-alerts-latest", prefixed("xa")) == 300
 
 
+def test_a_request_refused_as_a_whole_sets_aside_only_the_document_that_causes_it(
+        cluster: str, spool_dir: Path, fast_retries: None,
+        findings: tuple[list[dict], list[dict]]) -> None:
+    """413 for any request holding one oversized document: it alone is set aside."""
+    assert main(["setup", "--es", cluster]) == 0
+    alerts = many(findings[0], 40, "ba")
+    big = alerts[17]["event"]["id"]
+    with fault_proxy(cluster) as proxy:
+        proxy.refuse = lambda metas: 413 if any(m["_id"] == big for m in metas) else None
+        outcome = deliver(proxy.url, audit_actions(alerts, [], [], namespace="big"), Spool())
+    dead = [json.loads(x)["action"] for x in Spool().dead_letter.read_text().splitlines()]
+    assert sorted(d["_index"] for d in dead) == ["logs-otsec.alert-big", "otsec-alerts-latest"]
+    assert {d["_id"] for d in dead} == {big}
+    assert outcome.dead_lettered == 2 and outcome.spooled == 0 and not Spool().files()
+    assert count_where("logs-otsec.alert-big", prefixed("ba")) == 39
+
+
 def test_a_hanging_cluster_gets_the_documents_later(
         cluster: str, spool_dir: Path, monkeypatch: pytest.MonkeyPatch,
         findings: tuple[list[dict], list[dict]]) -> None:

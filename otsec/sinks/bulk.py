@@ -151,33 +151,64 @@ def send(client: Any, flavor: str, actions: list[Action], spool: Spool | None = 
     retries = retries or RETRIES
     result = Delivery()
     failed: list[Action] = []
-    for chunk in _chunks([with_id(a) for a in actions]):
-        pending = chunk
-        for attempt in range(retries.attempts):
-            if attempt:
-                time.sleep(min(retries.max_backoff, retries.backoff * 2 ** (attempt - 1)))
-            try:
-                items = _request(client, flavor, pending)
-            except Exception as exc:
-                status = status_of(exc)
-                _note(result, f"{type(exc).__name__}: {exc}")
-                if status == 429 or (status is not None and status >= 500):
-                    continue  # the whole request throttled or refused for now
-                break  # unreachable, timed out, refused: the rest waits in the spool
-            again = []
-            for (action, data), info in zip(pending, matched([a for a, _ in pending], items),
-                                            strict=True):
-                if _settled(result, action, info, spool):
-                    continue
-                if info is not None and not _retry_now(info.get("status")):
-                    failed.append(action)  # retried later (auth, missing index ...)
-                    continue
-                again.append((action, data))
-            pending = again
-            if not pending:
-                break
+    chunks = _chunks([with_id(a) for a in actions])
+    for chunk in chunks:
+        pending, down = _send_chunk(client, flavor, chunk, spool, retries, result, failed)
         failed.extend(a for a, _d in pending)
+        if down:  # unreachable or hanging: the rest waits in the spool, not for timeouts
+            failed.extend(a for rest in chunks for a, _d in rest)
+            break
     return result, failed
+
+
+def _send_chunk(client: Any, flavor: str, chunk: list[tuple[Action, bytes]],
+                spool: Spool | None, retries: Retries, result: Delivery,
+                failed: list[Action]) -> tuple[list[tuple[Action, bytes]], bool]:
+    """One chunk, retried; what is left of it, and whether the cluster is out of reach."""
+    pending = chunk
+    for attempt in range(retries.attempts):
+        if attempt:
+            time.sleep(min(retries.max_backoff, retries.backoff * 2 ** (attempt - 1)))
+        try:
+            items = _request(client, flavor, pending)
+        except Exception as exc:
+            status = status_of(exc)
+            _note(result, f"{type(exc).__name__}: {exc}")
+            if status == 429 or (status is not None and status >= 500):
+                continue  # the whole request throttled or refused for now
+            if _rejected(status):  # the request as a whole (too large, a bad line)
+                return _split(client, flavor, pending, spool, retries, result, failed,
+                              status, exc), False
+            return pending, status is None
+        again = []
+        for (action, data), info in zip(pending, matched([a for a, _ in pending], items),
+                                        strict=True):
+            if _settled(result, action, info, spool):
+                continue
+            if info is not None and not _retry_now(info.get("status")):
+                failed.append(action)  # retried later (auth, missing index ...)
+                continue
+            again.append((action, data))
+        pending = again
+        if not pending:
+            break
+    return pending, False
+
+
+def _split(client: Any, flavor: str, pending: list[tuple[Action, bytes]],
+           spool: Spool | None, retries: Retries, result: Delivery, failed: list[Action],
+           status: int | None, exc: Exception) -> list[tuple[Action, bytes]]:
+    """A request refused as a whole: its halves are sent apart until the one action that
+    causes it is alone, and set aside (so it never blocks the spool)."""
+    if len(pending) == 1:
+        info = {"status": status, "error": f"the request was refused: {exc}"[:500]}
+        return [] if _settled(result, pending[0][0], info, spool) else pending
+    half = len(pending) // 2
+    first, down = _send_chunk(client, flavor, pending[:half], spool, retries, result, failed)
+    if down:
+        return first + pending[half:]
+    second, _down = _send_chunk(client, flavor, pending[half:], spool, retries, result, failed)
+    return first + second
 
 
 def _settled(result: Delivery, action: Action, info: dict[str, Any] | None,
