@@ -10,15 +10,20 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otsec.cli import main
 from otsec.sinks import spool as spool_module
+from otsec.sinks.bulk import matched
 from otsec.sinks.search import Spool, deliver, finding_actions
-from otsec.sinks.spool import BULK, FINDING, default_spool_dir
+from otsec.sinks.spool import BULK, FINDING, STATE, default_spool_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 INTRUSION = ROOT / "pcaps" / "modbus-intrusion.pcap"
@@ -234,3 +239,64 @@ def test_plain_http_credentials_are_warned_about_once(
         for _ in range(3):  # three flushes of a live sensor
             deliver(NOWHERE, [], Spool(tmp_path / "s"))
     assert caplog.text.count("plain http") == 1
+
+
+ops = st.sampled_from(["create", "index", "update"])
+ids = st.sampled_from(["a", "b", "c", "d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(ops, ids), max_size=12), st.randoms(use_true_random=False),
+       st.integers(min_value=0, max_value=12))
+def test_each_answer_goes_to_the_action_with_its_operation_and_id(
+        keys: list[tuple[str, str]], rng: Any, missing: int) -> None:
+    """Whatever the order of the answers, and with some missing, each action gets an
+    answer of its own operation and id (one each), or none."""
+    actions = [{"_op_type": op, "_id": i, "n": n} for n, (op, i) in enumerate(keys)]
+    items = [{op: {"_id": i, "status": 200 + n}} for n, (op, i) in enumerate(keys)]
+    rng.shuffle(items)
+    items = items[missing:]
+    answers = matched(actions, items)
+    got = [a for a in answers if a is not None]
+    assert len(got) == len(items) and len({id(a) for a in got}) == len(got)
+    for action, answer in zip(actions, answers, strict=True):
+        if answer is not None:
+            assert answer["_id"] == action["_id"]
+            (op,) = [o for item in items for o, info in item.items() if info is answer]
+            assert op == action["_op_type"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([FINDING, STATE, BULK]), min_size=1, max_size=40),
+                min_size=1, max_size=6))
+def test_a_spool_never_outgrows_its_room_nor_sheds_upward(puts: list[list[int]]) -> None:
+    """Puts of documents of any worth in any order: the spool stays in its bytes, every
+    document is kept or counted, and nothing gives way to what is worth less or the same
+    (alerts and incidents to nothing at all)."""
+    index = {FINDING: "logs-otsec.alert-p", STATE: "otsec-assets-latest",
+             BULK: "logs-otsec.event-p"}
+
+    def census(spool: Spool) -> dict[int, int]:
+        kinds = [spool_module.worth(a) for a in spooled(spool.dir)]
+        return {k: kinds.count(k) for k in index}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(Path(tmp) / "s", max_bytes=2500)
+        old = spool_module.FILE_BYTES
+        spool_module.FILE_BYTES = 600
+        try:
+            for n, kinds in enumerate(puts):
+                before = census(spool)
+                put = spool.put({"_index": index[k], "_id": f"{n}-{i}",
+                                 "_source": {"m": "z" * 90}} for i, k in enumerate(kinds))
+                after = census(spool)
+                assert spool.size() <= 2500
+                for k in index:
+                    assert before[k] + kinds.count(k) - after[k] == put.shed.get(k, 0)
+                assert sum(after.values()) - sum(before.values()) <= put.stored
+                assert put.stored == sum(1 for a in spooled(spool.dir)
+                                         if a["_id"].startswith(f"{n}-"))
+                if put.shed.get(FINDING):  # alerts turned away: no room even without the rest
+                    assert after[STATE] + after[BULK] <= kinds.count(STATE) + kinds.count(BULK)
+        finally:
+            spool_module.FILE_BYTES = old

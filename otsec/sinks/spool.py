@@ -234,6 +234,7 @@ class Spool:
             return self._lose(actions, result)
         room = self.max_bytes - self.size()
         writers: dict[int, _Writer] = {}
+        mine: dict[Path, int] = {}  # files this put wrote: their lines
         stream = iter(actions)
         pending: Action | None = None  # the action being written when writing fails
         try:
@@ -244,8 +245,9 @@ class Spool:
                 if len(line) > room:
                     for w in [w for k, w in writers.items() if k > kind]:
                         w.finish()
+                        mine[w.final] = w.lines
                         del writers[w.kind]
-                    room += self._shed(len(line) - room, kind, result)
+                    room += self._shed(len(line) - room, kind, result, mine)
                 if len(line) > room:
                     result.count(kind)
                     pending = None
@@ -253,6 +255,7 @@ class Spool:
                 w = writers.get(kind)
                 if w is not None and w.bytes + len(line) > FILE_BYTES:
                     w.finish()
+                    mine[w.final] = w.lines
                     w = None
                 if w is None:
                     w = writers[kind] = _Writer(self, kind)
@@ -281,9 +284,10 @@ class Spool:
             result.lost += 1
         return result
 
-    def _shed(self, need: int, kind: int, result: Stored) -> int:
+    def _shed(self, need: int, kind: int, result: Stored, mine: dict[Path, int]) -> int:
         """Remove whole files of what is worth less than ``kind``, the worst and oldest
-        first, until ``need`` bytes are free; return the bytes freed."""
+        first, until ``need`` bytes are free; return the bytes freed. (A file this put
+        wrote itself was not stored after all.)"""
         freed = 0
         victims = sorted((f for f in self.files() if _worth_of(f) > kind),
                          key=lambda f: (-_worth_of(f), f.name))
@@ -297,6 +301,7 @@ class Spool:
                 continue
             freed += len(data)
             result.count(_worth_of(f), data.count(b"\n"))
+            result.stored -= mine.pop(f, 0)
         return freed
 
     def recover(self) -> int:
