@@ -23,7 +23,7 @@ from otsec.cli import main
 from otsec.sinks import spool as spool_module
 from otsec.sinks.bulk import matched
 from otsec.sinks.search import Spool, deliver, finding_actions
-from otsec.sinks.spool import BULK, FINDING, STATE, default_spool_dir
+from otsec.sinks.spool import BULK, FINDING, STATE, default_spool_dir, sensor_spool
 
 ROOT = Path(__file__).resolve().parents[1]
 INTRUSION = ROOT / "pcaps" / "modbus-intrusion.pcap"
@@ -133,6 +133,11 @@ def test_the_default_spool_lies_under_a_state_directory_its_sensor_owns(
     done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
     assert done.stdout.strip() == "1", done.stderr  # after giving up root, it still spools
+    monkeypatch.setenv("OTSEC_SPOOL_DIR", str(state / "chosen"))
+    chosen = sensor_spool(state, owner=(nobody.pw_uid, nobody.pw_gid))
+    assert chosen.dir == state / "chosen" and chosen.dir.stat().st_uid == nobody.pw_uid
+    monkeypatch.delenv("OTSEC_SPOOL_DIR")
+    assert sensor_spool(state).dir == path
 
 
 def test_a_spool_that_is_no_folder_costs_documents_not_the_audit(

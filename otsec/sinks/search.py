@@ -41,12 +41,13 @@ from otsec.sinks.spool import (
     Stored,
     default_spool_dir,
     default_state_dir,
+    sensor_spool,
     warn_once,
 )
 from otsec.timefmt import epoch
 
 __all__ = ["Delivery", "Spool", "default_spool_dir", "default_state_dir", "deliver", "digest",
-           "send"]
+           "send", "sensor_spool"]
 
 log = logging.getLogger(__name__)
 for _noisy in ("opensearch", "elastic_transport.transport"):  # they log every refused request

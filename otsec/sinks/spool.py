@@ -71,6 +71,22 @@ def default_spool_dir(state_dir: Path | None = None, owner: tuple[int, int] | No
     return path
 
 
+def sensor_spool(state_dir: Path | None = None, owner: tuple[int, int] | None = None
+                 ) -> Spool:
+    """The spool a live sensor keeps for its whole run, made ready while it is still root:
+    OTSEC_SPOOL_DIR, else the spool under ``state_dir`` (default_state_dir() when None),
+    created 0700 and given to ``owner`` (uid, gid), the user it is about to become."""
+    env = os.environ.get("OTSEC_SPOOL_DIR")
+    if env:
+        path = Path(env)
+        _make_private(path)
+        if owner is not None:
+            for p in [path, *path.iterdir()]:
+                os.chown(p, *owner)
+        return Spool(path)
+    return Spool(default_spool_dir(state_dir, owner))
+
+
 def _make_private(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = path.stat()
