@@ -303,11 +303,13 @@ def deliver(url: str | None, actions: Iterable[Action], spool: Spool,
             total.errors.append(str(exc))
     kind = flavor or "opensearch"
     if client is not None:
-        spool.recover()
-    for path in spool.files():
-        if client is None:
-            break
-        client = _ship_file(client, kind, spool, path, total)
+        spool.recover()  # files whose writer died are shipped like the others
+    if client is not None and spool.files():
+        with spool.delivering() as ours:  # else another process is delivering them now
+            for path in spool.files() if ours else []:
+                if client is None:
+                    break
+                client = _ship_file(client, kind, spool, path, total)
     stream = iter(actions)
     if client is not None:
         for batch in _batches(stream):

@@ -12,6 +12,8 @@ time the spool is used, so it is shipped and never blocks later runs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import json
 import logging
 import os
@@ -242,16 +244,20 @@ class Spool:
     def put(self, actions: Iterable[Action]) -> Stored:
         """Write actions to new spool files; shed what is worth less to make room."""
         result = Stored()
+        stream = iter(actions)
+        first = next(stream, None)
+        if first is None:
+            return result  # nothing to keep: the disk is not touched
+        stream = itertools.chain([first], stream)
         try:
             _make_private(self.dir)
             self.recover()
         except OSError as exc:
             self.failed("create its directory", exc)
-            return self._lose(actions, result)
+            return self._lose(stream, result)
         room = self.max_bytes - self.size()
         writers: dict[int, _Writer] = {}
         mine: dict[Path, int] = {}  # files this put wrote: their lines
-        stream = iter(actions)
         pending: Action | None = None  # the action being written when writing fails
         try:
             for a in stream:
@@ -343,6 +349,25 @@ class Spool:
                 done += 1
                 log.info("spool %s: recovered %s, left unfinished", self.dir, final.name)
         return done
+
+    @contextlib.contextmanager
+    def delivering(self) -> Iterator[bool]:
+        """Whether this process may deliver the spool's files now: one at a time (a live
+        sensor and `otsec ship` would send the same files twice)."""
+        try:
+            fd = os.open(self.dir / ".delivering", os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError:
+            yield True  # no lock to be had: delivering twice only costs duplicates (409)
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def rewrite(self, path: Path, actions: Iterable[Action]) -> None:
         """Replace a spool file by ``actions`` (what of it is still to deliver)."""
