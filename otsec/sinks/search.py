@@ -344,7 +344,7 @@ def _ship_file(client: Any, kind: str, spool: Spool, path: Path, total: Delivery
                 return None
         path.unlink()
     except OSError as exc:
-        spool.failed(f"read or rewrite {path.name}", exc)
+        spool.failed("read or rewrite its files", exc, losing=False)
         return None
     return client
 

@@ -232,12 +232,13 @@ class Spool:
                 continue
         return min(times) if times else None
 
-    def failed(self, what: str, exc: OSError) -> None:
+    def failed(self, what: str, exc: OSError, losing: bool = True) -> None:
+        """Count a failed spool operation; say it once per process and kind."""
         self.errors += 1
-        warn_once(f"{self.dir}:{what}:{exc.errno}",
-                  "spool %s: cannot %s (%s): documents the search cluster does not take "
-                  "now are lost; detection and the local files go on", self.dir, what,
-                  exc.strerror or exc)
+        cost = ("documents the search cluster does not take now are lost" if losing else
+                "its files wait for a later delivery")
+        warn_once(f"{self.dir}:{what}:{exc.errno}", "spool %s: cannot %s (%s): %s; detection "
+                  "and the local files go on", self.dir, what, exc.strerror or exc, cost)
 
     # -- writing ------------------------------------------------------------------------
 
