@@ -276,8 +276,8 @@ def test_each_answer_goes_to_the_action_with_its_operation_and_id(
                 min_size=1, max_size=6))
 def test_a_spool_never_outgrows_its_room_nor_sheds_upward(puts: list[list[int]]) -> None:
     """Puts of documents of any worth in any order: the spool stays in its bytes, every
-    document is kept or counted, and nothing gives way to what is worth less or the same
-    (alerts and incidents to nothing at all)."""
+    document is kept or counted, nothing gives way to what is worth less, and alerts and
+    incidents give way to nothing at all."""
     index = {FINDING: "logs-otsec.alert-p", STATE: "otsec-assets-latest",
              BULK: "logs-otsec.event-p"}
 
@@ -292,6 +292,7 @@ def test_a_spool_never_outgrows_its_room_nor_sheds_upward(puts: list[list[int]])
         try:
             for n, kinds in enumerate(puts):
                 before = census(spool)
+                had = {(a["_id"], spool_module.worth(a)) for a in spooled(spool.dir)}
                 put = spool.put({"_index": index[k], "_id": f"{n}-{i}",
                                  "_source": {"m": "z" * 90}} for i, k in enumerate(kinds))
                 after = census(spool)
@@ -301,6 +302,9 @@ def test_a_spool_never_outgrows_its_room_nor_sheds_upward(puts: list[list[int]])
                 assert sum(after.values()) - sum(before.values()) <= put.stored
                 assert put.stored == sum(1 for a in spooled(spool.dir)
                                          if a["_id"].startswith(f"{n}-"))
+                have = {a["_id"] for a in spooled(spool.dir)}
+                for gone in {k for i, k in had if i not in have}:  # gave way: to better
+                    assert gone != FINDING and any(k <= gone for k in kinds)
                 if put.shed.get(FINDING):  # alerts turned away: no room even without the rest
                     assert after[STATE] + after[BULK] <= kinds.count(STATE) + kinds.count(BULK)
         finally:

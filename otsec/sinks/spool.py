@@ -2,8 +2,8 @@
 
 Files hold NDJSON actions, one class of worth per file, delivered oldest first. When the
 spool is full, what is worth least goes first (metrics, PDU events and heartbeats, then
-asset, edge and sensor state; never alerts or incidents for anything below them), a
-whole file of the oldest at a time, and what went is counted. A spool that cannot be
+asset, edge and sensor state, each also for newer of its kind; alerts and incidents never
+give way), a whole file of the oldest at a time, and what went is counted. A spool that cannot be
 written (disk full, no permission) costs the documents it could not keep, counted and
 logged once, never the sensor. A file whose writer died (``.tmp``) is completed the next
 time the spool is used, so it is shipped and never blocks later runs.
@@ -29,6 +29,7 @@ Action = dict[str, Any]  # {"_op_type", "_index", "_id"?, "_source", ...}
 
 DEFAULT_MAX_BYTES = 1 << 30
 FILE_BYTES = 4 << 20  # one spool file at most: the unit shed when the spool is full
+FILES_MIN = 64  # a spool holds at least this many files' worth (a small spool sheds finely)
 
 # what a document is worth keeping, best first
 FINDING, STATE, BULK = 0, 1, 2
@@ -257,6 +258,7 @@ class Spool:
             self.failed("create its directory", exc)
             return self._lose(stream, result)
         room = self.max_bytes - self.size()
+        file_bytes = min(FILE_BYTES, max(1024, self.max_bytes // FILES_MIN))
         writers: dict[int, _Writer] = {}
         mine: dict[Path, int] = {}  # files this put wrote: their lines
         pending: Action | None = None  # the action being written when writing fails
@@ -276,7 +278,7 @@ class Spool:
                     pending = None
                     continue
                 w = writers.get(kind)
-                if w is not None and w.bytes + len(line) > FILE_BYTES:
+                if w is not None and w.bytes + len(line) > file_bytes:
                     w.finish()
                     mine[w.final] = w.lines
                     w = None
@@ -309,11 +311,17 @@ class Spool:
 
     def _shed(self, need: int, kind: int, result: Stored, mine: dict[Path, int]) -> int:
         """Remove whole files of what is worth less than ``kind``, the worst and oldest
-        first, until ``need`` bytes are free; return the bytes freed. (A file this put
-        wrote itself was not stored after all.)"""
+        first, until ``need`` bytes are free; then older files of state, metrics and
+        events like it (their newest says more; alerts and incidents never give way to
+        others). Return the bytes freed. (A file this put wrote and shed itself was not
+        stored after all.)"""
         freed = 0
-        victims = sorted((f for f in self.files() if _worth_of(f) > kind),
-                         key=lambda f: (-_worth_of(f), f.name))
+
+        def victim(f: Path) -> bool:
+            worth_f = _worth_of(f)
+            return worth_f > kind or (worth_f == kind != FINDING and f not in mine)
+
+        victims = sorted(filter(victim, self.files()), key=lambda f: (-_worth_of(f), f.name))
         for f in victims:
             if freed >= need:
                 break
