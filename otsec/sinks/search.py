@@ -305,7 +305,9 @@ def deliver(url: str | None, actions: Iterable[Action], spool: Spool,
     if client is not None:
         spool.recover()  # files whose writer died are shipped like the others
     if client is not None and spool.files():
-        with spool.delivering() as ours:  # else another process is delivering them now
+        with spool.delivering() as ours:
+            if not ours:
+                total.errors.append(f"another otsec process is delivering {spool.dir} now")
             for path in spool.files() if ours else []:
                 if client is None:
                     break
