@@ -309,3 +309,13 @@ def test_a_spool_never_outgrows_its_room_nor_sheds_upward(puts: list[list[int]])
                     assert after[STATE] + after[BULK] <= kinds.count(STATE) + kinds.count(BULK)
         finally:
             spool_module.FILE_BYTES = old
+
+
+def test_one_process_at_a_time_delivers_a_spool(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s")
+    spool.put([alert(1)])
+    other = Spool(tmp_path / "s")  # e.g. `otsec ship` while a sensor delivers
+    with spool.delivering() as first, other.delivering() as second:
+        assert first and not second
+    with spool.delivering() as again:
+        assert again
