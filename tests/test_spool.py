@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from otsec.cli import main
 from otsec.sinks import spool as spool_module
 from otsec.sinks.bulk import matched
-from otsec.sinks.search import Spool, deliver, finding_actions
+from otsec.sinks.search import Spool, changed_findings, deliver, finding_actions
 from otsec.sinks.spool import BULK, FINDING, STATE, default_spool_dir, sensor_spool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,3 +319,13 @@ def test_one_process_at_a_time_delivers_a_spool(tmp_path: Path) -> None:
         assert first and not second
     with spool.delivering() as again:
         assert again
+
+
+def test_a_live_sensor_sends_the_alerts_and_incidents_that_changed() -> None:
+    sent: dict[str, str] = {}
+    docs = [{"event": {"id": "a1"}, "otsec": {"alert": {"count": 1}}},
+            {"event": {"id": "i1"}, "otsec": {"incident": {"alerts": 1}}}]
+    assert changed_findings(docs, sent) == docs
+    assert changed_findings(docs, sent) == []
+    grown = [docs[0], {"event": {"id": "i1"}, "otsec": {"incident": {"alerts": 2}}}]
+    assert changed_findings(grown, sent) == [grown[1]]
