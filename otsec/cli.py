@@ -267,6 +267,7 @@ def ship_audit(result: Any, url: str, with_events: bool, namespace: str) -> dict
         logging.getLogger("otsec").warning("search cluster: %s", printable(err))
     return {"delivered": outcome.delivered, "duplicates": outcome.duplicates,
             "spooled": outcome.spooled, "dropped": outcome.dropped,
+            "dropped_by": outcome.dropped_by, "lost": outcome.lost,
             "dead_lettered": outcome.dead_lettered}
 
 
@@ -299,13 +300,17 @@ def setup(es_url: str, kibana_url: str | None) -> int:
 
 @cli.command()
 @click.option("--es", "es_url", required=True, metavar="URL", callback=_search_url)
-def ship(es_url: str) -> int:
+@click.option("--spool", "spool_dir", type=click.Path(file_okay=False), default=None,
+              help="The spool to deliver [default: OTSEC_SPOOL_DIR, else the spool of "
+                   "/var/lib/otsec as root, of ~/.local/state/otsec otherwise].")
+def ship(es_url: str, spool_dir: str | None) -> int:
     """Deliver documents spooled while the cluster was unreachable (OTSEC_SPOOL_DIR)."""
     from otsec.sinks.search import Spool, deliver
 
-    spool = Spool()
-    before = len(spool.files())
+    spool = Spool(Path(spool_dir) if spool_dir else None)
     _, flavor = _client(es_url)  # a wrong URL or unreadable secret: say so first
+    spool.recover()  # files whose writer died are shipped too
+    before = len(spool.files())
     outcome = deliver(es_url, [], spool, flavor)
     click.echo(f"delivered {outcome.delivered} ({outcome.duplicates} already there) from "
                f"{before} spool file(s); {len(spool.files())} left")

@@ -18,7 +18,8 @@ OUT = Path(__file__).resolve().parents[1] / "otsec" / "kibana" / "otsec.ndjson"
 VERSION = {"coreMigrationVersion": "8.8.0"}
 
 VIEWS = {
-    "otsec-incidents": ("logs-otsec.incident-*", "@timestamp", "otsec incidents"),
+    # the current state of each incident (its data stream keeps the first one)
+    "otsec-incidents": ("otsec-incidents-latest", "@timestamp", "otsec incidents (current)"),
     "otsec-alerts": ("logs-otsec.alert-*", "@timestamp", "otsec alerts"),
     "otsec-events": ("logs-otsec.event-*", "@timestamp", "otsec PDU events"),
     "otsec-metrics": ("logs-otsec.metric-*", "@timestamp", "otsec operations (per edge and "

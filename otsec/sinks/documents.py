@@ -193,11 +193,13 @@ def sensor_alert_document(rule: Rule, sensor: Sensor, start: float, end: float, 
 
 def incident_document(incident: Incident, sensor: Sensor = LOCAL) -> dict[str, Any]:
     """One incident: its alerts' documents folded (the worst one gives the addresses), with
-    the evidence an analyst reads first. Each alert document gets the incident's id."""
+    the evidence an analyst reads first. Each alert document gets the incident's id (told
+    apart per site and sensor, like an alert's: it is the incident's id in the cluster)."""
     docs = incident.alerts
     worst = incident.worst
+    stable = sensor.alert_id(incident.id)
     for d in docs:
-        d["otsec"]["incident"] = {"id": incident.id}
+        d["otsec"]["incident"] = {"id": stable}
     level = worst["event"]["severity"]
 
     def union(path: tuple[str, ...]) -> list[Any]:
@@ -220,7 +222,7 @@ def incident_document(incident: Incident, sensor: Sensor = LOCAL) -> dict[str, A
         "event": {
             "kind": "alert", "category": ["network", "intrusion_detection"], "type": ["info"],
             "action": "incident", "severity": level, "risk_score": RISK[level],
-            "id": incident.id, "start": iso(incident.start), "end": iso(incident.end),
+            "id": stable, "start": iso(incident.start), "end": iso(incident.end),
             "dataset": "otsec.incident", "module": "otsec",
         },
         "rule": {"id": union(("rule", "id")), "name": union(("rule", "name")),
@@ -241,7 +243,7 @@ def incident_document(incident: Incident, sensor: Sensor = LOCAL) -> dict[str, A
         "labels": sensor.labels,
         "otsec": {
             "incident": {
-                "id": incident.id,
+                "id": stable,
                 "cause": incident.cause,
                 "actor": incident.actor,
                 "target": incident.target,

@@ -16,8 +16,9 @@ POLICY = "otsec"
 # logs-otsec.<stream>-<namespace>
 STREAMS = ("alert", "incident", "metric", "event", "asset", "edge")
 HEARTBEATS = "metrics-otsec.sensor"  # metrics-otsec.sensor-<namespace>: sensor health
+LATEST_ALERTS, LATEST_INCIDENTS = "otsec-alerts-latest", "otsec-incidents-latest"
 LATEST = ("otsec-assets-latest", "otsec-edges-latest", "otsec-sensors-latest",
-          "otsec-baselines")
+          "otsec-baselines", LATEST_ALERTS, LATEST_INCIDENTS)
 
 K, L, D, IP, F, T, N = "keyword", "long", "date", "ip", "float", "text", "double"
 IGNORE_ABOVE = 1024

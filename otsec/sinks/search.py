@@ -2,41 +2,57 @@
 
 Alerts go to data stream ``logs-otsec.alert-<namespace>`` with ``create`` and their
 deterministic ``event.id`` as ``_id`` (a retry answered 409 counts as delivered, so
-delivery is exactly-once); the current inventory and graph are merged per site into
+delivery is exactly-once), incidents likewise to ``logs-otsec.incident-<namespace>``; the
+current state of each alert and incident is kept by id in ``otsec-alerts-latest`` /
+``otsec-incidents-latest`` (overwritten, versioned by its end: a replayed older state
+changes nothing). The current inventory and graph are merged per site into
 ``otsec-assets-latest`` / ``otsec-edges-latest`` by the cluster (see merge.py). Whatever
-the cluster does not take goes to a bounded on-disk spool, delivered in order by the next
-run or `otsec ship`.
+the cluster does not take goes to a bounded on-disk spool (spool.py), delivered in order
+by the next run or `otsec ship`.
 Credentials come from the environment (or files it names), never from the command line.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import os
-import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from otsec.sinks.bulk import Delivery, digest, send
 from otsec.sinks.mappings import (
     HEARTBEATS,
+    LATEST_ALERTS,
+    LATEST_INCIDENTS,
     POLICY,
     component_templates,
     index_templates,
     lifecycle_policy,
 )
 from otsec.sinks.merge import merge_action
+from otsec.sinks.spool import (
+    FINDING,
+    WORTH_NAMES,
+    Action,
+    Spool,
+    Stored,
+    default_spool_dir,
+    default_state_dir,
+    sensor_spool,
+    warn_once,
+)
 from otsec.timefmt import epoch
+
+__all__ = ["Delivery", "Spool", "default_spool_dir", "default_state_dir", "deliver", "digest",
+           "send", "sensor_spool"]
 
 log = logging.getLogger(__name__)
 for _noisy in ("opensearch", "elastic_transport.transport"):  # they log every refused request
     logging.getLogger(_noisy).setLevel(logging.ERROR)
-SPOOL_MAX_BYTES = int(os.environ.get("OTSEC_SPOOL_MAX_BYTES", str(1 << 30)))
+REQUEST_TIMEOUT = 30.0  # seconds a request may take before it counts as failed
 
 
 class SearchError(Exception):
@@ -45,9 +61,6 @@ class SearchError(Exception):
 
 class SecretError(SearchError):
     """A secret the environment names cannot be read (a user error)."""
-
-
-Action = dict[str, Any]  # {"_op_type", "_index", "_id"?, "_source"}
 
 
 def _secret(name: str) -> str | None:
@@ -72,7 +85,7 @@ def redact(url: str) -> str:
 
 def _options(url: str) -> dict[str, Any]:
     """Client options from the environment: auth, CA, fingerprint; TLS verified by default."""
-    opts: dict[str, Any] = {"hosts": [url], "request_timeout": 30}
+    opts: dict[str, Any] = {"hosts": [url], "request_timeout": REQUEST_TIMEOUT}
     api_key = _secret("OTSEC_ES_API_KEY")
     user, password = os.environ.get("OTSEC_ES_USERNAME"), _secret("OTSEC_ES_PASSWORD")
     if api_key:
@@ -80,8 +93,8 @@ def _options(url: str) -> dict[str, Any]:
     elif user and password:
         opts["basic_auth"] = (user, password)
     if ("api_key" in opts or "basic_auth" in opts) and not url.startswith("https"):
-        log.warning("%s: credentials are sent over plain http, readable on the network; "
-                    "use https", redact(url))
+        warn_once(f"plain-http:{redact(url)}", "%s: credentials are sent over plain http, "
+                  "readable on the network; use https", redact(url), logger=log)
     if url.startswith("https"):
         verify = os.environ.get("OTSEC_ES_VERIFY", "true").lower() not in ("0", "false", "no")
         opts["verify_certs"] = verify
@@ -178,20 +191,34 @@ def _policy(client: Any, flavor: str) -> str:
 # -- documents to actions -------------------------------------------------------------
 
 
-def digest(doc: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+def finding_actions(alerts: Iterable[dict[str, Any]], incidents: Iterable[dict[str, Any]] = (),
+                    namespace: str = "default") -> Iterator[Action]:
+    """Alerts and incidents as they are now: each created once in its data stream (its
+    first state; a retry or a later state is answered 409, a duplicate), and kept
+    current by id in ``otsec-alerts-latest`` / ``otsec-incidents-latest``. A live sensor
+    sends the ones that changed since its last flush; one incident stays one document."""
+    for stream, latest, docs in (("incident", LATEST_INCIDENTS, incidents),
+                                 ("alert", LATEST_ALERTS, alerts)):
+        for doc in docs:  # incidents first: what an analyst opens first
+            yield {"_op_type": "create", "_index": f"logs-otsec.{stream}-{namespace}",
+                   "_id": doc["event"]["id"], "_source": doc}
+            yield latest_action(latest, doc)
+
+
+def latest_action(index: str, doc: dict[str, Any]) -> Action:
+    """Overwrite the document with this ``event.id`` unless the cluster holds a later
+    state of it (versioned by its end time: a replayed spool never rolls it back)."""
+    end = doc["event"].get("end") or doc["@timestamp"]
+    return {"_op_type": "index", "_index": index, "_id": doc["event"]["id"],
+            "version": int(epoch(end) * 1000), "version_type": "external_gte",
+            "_source": doc}
 
 
 def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
                   edges: list[dict[str, Any]], events: Iterable[dict[str, Any]] = (),
                   namespace: str = "default", incidents: Iterable[dict[str, Any]] = (),
                   metrics: Iterable[dict[str, Any]] = ()) -> Iterator[Action]:
-    for doc in incidents:  # first: what an analyst opens first (one per change of it)
-        yield {"_op_type": "create", "_index": f"logs-otsec.incident-{namespace}",
-               "_id": digest(doc), "_source": doc}
-    for doc in alerts:
-        yield {"_op_type": "create", "_index": f"logs-otsec.alert-{namespace}",
-               "_id": doc["event"]["id"], "_source": doc}
+    yield from finding_actions(alerts, incidents, namespace)
     for kind, docs, latest in (("asset", assets, "otsec-assets-latest"),
                                ("edge", edges, "otsec-edges-latest")):
         for doc in docs:
@@ -202,6 +229,19 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
         for doc in docs:
             yield {"_op_type": "create", "_index": f"logs-otsec.{stream}-{namespace}",
                    "_id": digest(doc), "_source": doc}
+
+
+def changed_findings(docs: Iterable[dict[str, Any]], sent: dict[str, str]
+                     ) -> list[dict[str, Any]]:
+    """The alert or incident documents that differ from what was shipped last (``sent``:
+    event ids and digests, updated): what a live sensor sends each flush."""
+    out = []
+    for doc in docs:
+        key, value = doc["event"]["id"], digest(doc)
+        if sent.get(key) != value:
+            sent[key] = value
+            out.append(doc)
+    return out
 
 
 def heartbeat_actions(doc: dict[str, Any], namespace: str = "default") -> list[Action]:
@@ -232,107 +272,9 @@ def find(client: Any, flavor: str, index: str, query: dict[str, Any], size: int 
     return [h["_source"] for h in answer["hits"]["hits"]]
 
 
-# -- delivery and the spool -----------------------------------------------------------
+# -- delivery ---------------------------------------------------------------------------
 
 BATCH = 1000  # actions read, sent or spooled at a time: shipping runs in bounded memory
-
-
-@dataclass
-class Delivery:
-    delivered: int = 0
-    duplicates: int = 0  # 409 on create: delivered before
-    spooled: int = 0
-    dropped: int = 0  # spool full
-    dead_lettered: int = 0  # unreadable spool lines and documents the cluster rejected
-    errors: list[str] = field(default_factory=list)
-
-
-class Spool:
-    """Append-only NDJSON files, delivered oldest first; bounded in bytes. What can never
-    be delivered (a line that is not JSON, a document the cluster rejects as such) goes to
-    ``dead-letter.ndjson`` with its reason, so that it never blocks what comes after it."""
-
-    def __init__(self, directory: Path | None = None, max_bytes: int = SPOOL_MAX_BYTES) -> None:
-        default = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-        self.dir = directory or Path(os.environ.get("OTSEC_SPOOL_DIR", default / "otsec" /
-                                                    "spool"))
-        self.max_bytes = max_bytes
-
-    @property
-    def dead_letter(self) -> Path:
-        return self.dir / "dead-letter.ndjson"
-
-    def files(self) -> list[Path]:
-        return sorted(self.dir.glob("spool-*.ndjson")) if self.dir.is_dir() else []
-
-    def size(self) -> int:
-        return sum(f.stat().st_size for f in self.files())
-
-    def oldest(self) -> float | None:
-        """When the oldest spooled file was written (epoch seconds), None when empty."""
-        files = self.files()
-        return min(f.stat().st_mtime for f in files) if files else None
-
-    def put(self, actions: Iterable[Action]) -> tuple[int, int]:
-        """Write actions to a new spool file; return (spooled, dropped for lack of room)."""
-        room = self.max_bytes - self.size()
-        stored = dropped = 0
-        tmp = name = None
-        fh = None
-        try:
-            for a in actions:
-                line = json.dumps(a, separators=(",", ":")) + "\n"
-                if room < len(line):
-                    dropped += 1
-                    continue
-                if fh is None:
-                    self.dir.mkdir(parents=True, exist_ok=True)
-                    name = self.dir / (f"spool-{time.time_ns():020d}-{os.getpid()}-"
-                                       f"{digest({'n': line})[:8]}.ndjson")
-                    tmp = name.with_suffix(".tmp")
-                    fh = tmp.open("w", encoding="utf-8")
-                room -= len(line)
-                stored += 1
-                fh.write(line)
-        finally:
-            if fh is not None:
-                fh.close()
-        if tmp is not None and name is not None:
-            os.replace(tmp, name)
-        return stored, dropped
-
-    def bury(self, reason: str, action: Action | None = None, line: str | None = None) -> None:
-        """Set aside what cannot be delivered, with why (appended, one JSON line each)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        entry: dict[str, Any] = {"reason": reason[:1000], "at": time.time()}
-        if action is not None:
-            entry["action"] = action
-        if line is not None:
-            entry["line"] = line[:100_000]
-        with self.dead_letter.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
-
-    def dead_count(self) -> int:
-        if not self.dead_letter.exists():
-            return 0
-        with self.dead_letter.open("rb") as fh:
-            return sum(1 for _ in fh)
-
-    def read(self, path: Path, result: Delivery) -> Iterator[Action]:
-        """The actions of one spool file, streamed; lines that are not actions are buried."""
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    action = json.loads(line)
-                    if not isinstance(action, dict) or "_index" not in action:
-                        raise ValueError("not a bulk action")
-                except ValueError as exc:
-                    self.bury(f"{path.name}:{n}: unreadable spool line ({exc})", line=line)
-                    result.dead_lettered += 1
-                    continue
-                yield action
 
 
 def _batches(actions: Iterable[Action]) -> Iterator[list[Action]]:
@@ -346,54 +288,12 @@ def _batches(actions: Iterable[Action]) -> Iterator[list[Action]]:
         yield batch
 
 
-def _rejected(status: Any) -> bool:
-    """The cluster refuses this document as it is (mapping, parsing, size): sending it again
-    cannot succeed. Throttling, server errors and refusals of the whole request (auth,
-    blocks) are retried later instead."""
-    return status in (400, 413)
-
-
-def send(client: Any, flavor: str, actions: list[Action], spool: Spool | None = None
-         ) -> tuple[Delivery, list[Action]]:
-    """Bulk with retries and backoff on 429/5xx; returns the result and what is still to
-    be delivered. Documents the cluster rejects go to the spool's dead letters."""
-    if flavor == "opensearch":
-        from opensearchpy import helpers
-    else:
-        from elasticsearch import helpers  # type: ignore[no-redef]
-    result = Delivery()
-    failed: list[Action] = []
-    try:
-        for (ok, item), action in zip(helpers.streaming_bulk(
-                client, actions, chunk_size=500, max_retries=5, initial_backoff=1,
-                max_backoff=30, raise_on_error=False, raise_on_exception=False), actions,
-                strict=False):
-            info = next(iter(item.values()))
-            status = info.get("status")
-            if ok:
-                result.delivered += 1
-            elif status == 409 and (action.get("_op_type") == "create" or
-                                    action.get("version_type") == "external"):
-                result.duplicates += 1  # there, or newer there (an update's 409 is a
-                # conflict: retried later)
-            elif _rejected(status) and spool is not None:
-                spool.bury(f"rejected by the cluster ({status}): {info.get('error')}", action)
-                result.dead_lettered += 1
-            else:
-                failed.append(action)
-                if len(result.errors) < 5:
-                    result.errors.append(str(info.get("error"))[:300])
-    except Exception as exc:
-        done = result.delivered + result.duplicates + result.dead_lettered + len(failed)
-        failed.extend(actions[done:])
-        result.errors.append(f"{type(exc).__name__}: {exc}"[:300])
-    return result, failed
-
-
 def deliver(url: str | None, actions: Iterable[Action], spool: Spool,
             flavor: str | None = None) -> Delivery:
     """Ship the spool first (order), then ``actions``; spool whatever does not get through.
-    Everything is streamed in batches; nothing holds the whole spool in memory."""
+    Everything is streamed in batches; nothing holds the whole spool in memory. A spool
+    that cannot be read or written costs what it could not keep (counted), never the
+    caller."""
     total = Delivery()
     client = None
     if url is not None:
@@ -402,19 +302,16 @@ def deliver(url: str | None, actions: Iterable[Action], spool: Spool,
         except SearchError as exc:
             total.errors.append(str(exc))
     kind = flavor or "opensearch"
-    for path in spool.files():
-        if client is None:
-            break
-        pending = spool.read(path, total)
-        for batch in _batches(pending):
-            result, failed = send(client, kind, batch, spool)
-            _add(total, result)
-            if failed:  # keep the order: nothing newer goes before what is still spooled
-                _rewrite(path, itertools.chain(failed, pending))
-                client = None
-                break
-        else:
-            path.unlink()
+    if client is not None:
+        spool.recover()  # files whose writer died are shipped like the others
+    if client is not None and spool.files():
+        with spool.delivering() as ours:
+            if not ours:
+                total.errors.append(f"another otsec process is delivering {spool.dir} now")
+            for path in spool.files() if ours else []:
+                if client is None:
+                    break
+                client = _ship_file(client, kind, spool, path, total)
     stream = iter(actions)
     if client is not None:
         for batch in _batches(stream):
@@ -425,20 +322,50 @@ def deliver(url: str | None, actions: Iterable[Action], spool: Spool,
                 break
         else:
             stream = iter(())
-    total.spooled, total.dropped = spool.put(stream)
+    stored = spool.put(stream)
+    total.spooled = stored.stored
+    total.dropped, total.lost = stored.dropped, stored.lost
+    total.dropped_by = {WORTH_NAMES[k]: n for k, n in sorted(stored.shed.items()) if n}
+    if total.dropped:
+        _say_dropped(spool, stored)
     return total
 
 
-def _rewrite(path: Path, actions: Iterable[Action]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for a in actions:
-            fh.write(json.dumps(a, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+def _ship_file(client: Any, kind: str, spool: Spool, path: Path, total: Delivery) -> Any:
+    """Deliver one spool file; the client, or None when the cluster stopped taking."""
+    def bad() -> None:
+        total.dead_lettered += 1
+
+    try:
+        pending = spool.read(path, bad)
+        for batch in _batches(pending):
+            result, failed = send(client, kind, batch, spool)
+            _add(total, result)
+            if failed:  # keep the order: nothing newer goes before what is still spooled
+                spool.rewrite(path, itertools.chain(failed, pending))
+                return None
+        path.unlink()
+    except OSError as exc:
+        spool.failed("read or rewrite its files", exc, losing=False)
+        return None
+    return client
+
+
+def _say_dropped(spool: Spool, stored: Stored) -> None:
+    """One line: the spool is full (or cannot be written), and what it did not keep."""
+    what = ", ".join(f"{n} {WORTH_NAMES[k]}" for k, n in sorted(stored.shed.items()) if n)
+    if stored.lost:
+        why, hint = "could not be written", "see the warning about it"
+    else:
+        why = f"is full ({spool.size():,} of {spool.max_bytes:,} bytes)"
+        hint = ("what is worth least goes first; ship it (otsec ship) or give it room "
+                "(OTSEC_SPOOL_MAX_BYTES)")
+    level = logging.ERROR if stored.shed.get(FINDING) else logging.WARNING
+    log.log(level, "spool %s %s: dropped %s; %s", spool.dir, why, what, hint)
 
 
 def _add(total: Delivery, part: Delivery) -> None:
     total.delivered += part.delivered
     total.duplicates += part.duplicates
     total.dead_lettered += part.dead_lettered
-    total.errors.extend(part.errors)
+    total.errors.extend(part.errors[: max(0, 20 - len(total.errors))])
