@@ -132,7 +132,7 @@ class LiveOutputs:
         self._lines: dict[str, tuple[int, str, bytes]] = {}  # id -> (doc id(), incident, line)
         self.book = IncidentBook()
         self._incidents: dict[str, dict[str, Any]] = {}  # incident id -> its document
-        self.shipped: set[str] = set()  # alert ids created in the cluster
+        self.health_sent: dict[str, str] = {}  # the sensor's own alerts: id -> digest
         self.inventory_sent: dict[str, str] = {}
         self.next_inventory = 0.0
         self.next_report = 0.0
@@ -208,7 +208,8 @@ class LiveOutputs:
                                      for role in ("source", "destination")}
         self.docs.update(snap.alerts)
         self.closed |= snap.closed & self.docs.keys()
-        incident_docs, finished = self._incidents_of(snap.alerts)
+        incident_docs, finished, touched = self._incidents_of(snap.alerts)
+        finished_docs = [self._incidents[i.id] for i in finished if i.id in touched]
         ip_of = {a.id: a.ips[0] for a in assets if a.ips}
         health_docs = self.health.alerts(self.ruleset)
         heartbeat = self._beat(view, len(self.docs) + sum(self.closed_severities.values()),
@@ -255,14 +256,16 @@ class LiveOutputs:
                 edge_docs = changed_documents(edge_docs, self.inventory_sent)
             else:
                 asset_docs, edge_docs = [], []
-            self._ship(list(snap.alerts.values()) + health_docs, asset_docs, edge_docs,
-                       incident_docs, metric_docs, heartbeat)
+            changed_health = changed_documents(health_docs, self.health_sent)
+            self._ship([*snap.alerts.values(), *changed_health], asset_docs, edge_docs,
+                       [self._incidents[i] for i in touched if i in self._incidents] +
+                       finished_docs, metric_docs, heartbeat)
         if self.on_summary is not None:
             self.on_summary(summary)
         return summary
 
     def _incidents_of(self, changed: dict[str, dict[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], list[Incident]]:
+                      ) -> tuple[list[dict[str, Any]], list[Incident], set[str]]:
         """The incidents of the open alerts (documents rebuilt only where an alert changed),
         and the incidents whose alerts all closed."""
         touched = self.book.update(list(changed.values()))
@@ -274,7 +277,7 @@ class LiveOutputs:
             docs.append(doc)
             if all(d["event"]["id"] in self.closed for d in inc.alerts):
                 finished.append(inc)
-        return docs, finished
+        return docs, finished, touched
 
     def _finish(self, finished: list[Incident]) -> None:
         """Closed incidents and their alerts: to the files' final head, out of memory."""
@@ -291,7 +294,6 @@ class LiveOutputs:
                 del self.docs[aid]
                 self.closed.discard(aid)
                 self._lines.pop(aid, None)
-                self.shipped.discard(aid)
             self.alert_file.close(lines)
 
     def _line(self, doc: dict[str, Any]) -> bytes:
@@ -332,16 +334,13 @@ class LiveOutputs:
     def _ship(self, alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
               edges: list[dict[str, Any]], incidents: list[dict[str, Any]],
               metrics: list[dict[str, Any]], heartbeat: dict[str, Any] | None) -> None:
-        from otsec.sinks.search import audit_actions, digest, heartbeat_actions
+        """What changed since the last flush: alerts and incidents (created once, kept
+        current by id), the inventory that changed, the minutes, the heartbeat."""
+        from otsec.sinks.search import audit_actions, finding_actions, heartbeat_actions
 
-        new = [a for a in alerts if a["event"]["id"] not in self.shipped]
-        self.shipped.update(a["event"]["id"] for a in new)
-        changed = {digest(d): d for d in incidents}  # an incident that grew is a new version
-        fresh = [d for key, d in changed.items() if key not in self.shipped]
-        self.shipped.update(changed)
-        actions = list(audit_actions(new, assets, edges, incidents=fresh, metrics=metrics))
-        if heartbeat is not None:
-            actions = heartbeat_actions(heartbeat) + actions
+        actions = [*(heartbeat_actions(heartbeat) if heartbeat is not None else []),
+                   *finding_actions(alerts, incidents),
+                   *audit_actions([], assets, edges, metrics=metrics)]
         self.shipper.submit(actions)
 
     def spool_text(self) -> str:

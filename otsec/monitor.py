@@ -133,16 +133,14 @@ class Monitor:
         self.health = Health(opts.sensor)
         self.metrics_fd = open_metrics(opts.out_dir) if opts.workers <= 1 else -1
         self.outputs: LiveOutputs | None = None
+        self.spool: Any = None
         self.next_state = 0.0
         self.summary: dict[str, Any] = {}
 
     def _start_outputs(self) -> LiveOutputs:
         """The writer (and shipper) threads, once the files they write are open."""
-        spool = shipper = None
-        if self.opts.es_url:
-            from otsec.sinks.search import Spool
-
-            spool = Spool()
+        spool, shipper = self.spool, None
+        if self.opts.es_url and spool is not None:
             shipper = Shipper(self.opts.es_url, spool)
         self.outputs = LiveOutputs(
             self.opts.out_dir, self.opts.iface, self.opts.sensor, self.ruleset, self.health,
@@ -151,6 +149,22 @@ class Monitor:
             started=self.started, merge=self._merged, on_summary=self._keep,
             reopened=self.reopened)
         return self.outputs
+
+    def _ready_spool(self) -> None:
+        """The spool, made while still root and given to the user the sensor becomes."""
+        if not self.opts.es_url:
+            return
+        from otsec.sinks.spool import sensor_spool
+
+        owner = None
+        if os.geteuid() == 0 and self.opts.user:
+            try:
+                pw = pwd.getpwnam(self.opts.user)
+            except KeyError:
+                raise PermissionError(f"no such user {self.opts.user!r} to run as "
+                                      "(see --user)") from None
+            owner = (pw.pw_uid, pw.pw_gid)
+        self.spool = sensor_spool(owner=owner)
 
     def _keep(self, summary: dict[str, Any]) -> None:
         self.summary = summary
@@ -179,6 +193,7 @@ class Monitor:
         opts, pipe = self.opts, self.pipe
         assert pipe is not None
         self.capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)
+        self._ready_spool()
         _before_dropping(opts)
         if os.geteuid() == 0 and opts.user:
             drop_privileges(opts.user, _writable(opts))
@@ -294,6 +309,7 @@ class Monitor:
             ready += crew.collect(0.5).count("ready")
             if any(not p.is_alive() for p in crew.procs):
                 raise RuntimeError("a capture worker failed to start")
+        self._ready_spool()
         _before_dropping(opts)
         if os.geteuid() == 0 and opts.user:
             drop_privileges(opts.user, _writable(opts))

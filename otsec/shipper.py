@@ -37,27 +37,21 @@ class Shipper:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
-        self._spool_error = ""
         self._thread = threading.Thread(target=self._run, name="otsec-shipper", daemon=True)
         self._thread.start()
 
     def submit(self, actions: list[dict[str, Any]]) -> None:
-        """Spool ``actions`` and wake the thread that delivers them."""
+        """Spool ``actions`` and wake the thread that delivers them. The spool survives a
+        full disk or a lost permission itself (it counts what it could not keep)."""
+        from otsec.sinks.search import say_dropped
+
         if not actions:
             return
-        try:
-            _stored, dropped = self.spool.put(actions)
-        except OSError as exc:  # disk full, permissions: detection goes on, said once
-            dropped = len(actions)
-            text = f"{exc.strerror or exc}: {getattr(exc, 'filename', '')}"
-            if text != self._spool_error:
-                log.error("spool: %s; %d documents not kept for the cluster", text, dropped)
-                self._spool_error = text
-        else:
-            self._spool_error = ""
-        if dropped:
+        stored = self.spool.put(actions)
+        if stored.dropped:
+            say_dropped(self.spool, stored)
             with self._lock:
-                self.totals.dropped += dropped
+                self.totals.dropped += stored.dropped
         self._wake.set()
 
     def _run(self) -> None:

@@ -327,7 +327,7 @@ def deliver(url: str | None, actions: Iterable[Action], spool: Spool,
     total.dropped, total.lost = stored.dropped, stored.lost
     total.dropped_by = {WORTH_NAMES[k]: n for k, n in sorted(stored.shed.items()) if n}
     if total.dropped:
-        _say_dropped(spool, stored)
+        say_dropped(spool, stored)
     return total
 
 
@@ -351,7 +351,7 @@ def _ship_file(client: Any, kind: str, spool: Spool, path: Path, total: Delivery
     return client
 
 
-def _say_dropped(spool: Spool, stored: Stored) -> None:
+def say_dropped(spool: Spool, stored: Stored) -> None:
     """One line: the spool is full (or cannot be written), and what it did not keep."""
     what = ", ".join(f"{n} {WORTH_NAMES[k]}" for k, n in sorted(stored.shed.items()) if n)
     if stored.lost:
