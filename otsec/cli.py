@@ -19,6 +19,7 @@ from otsec.baseline.model import BaselineError
 from otsec.capture import CaptureError, NothingAnalysed
 from otsec.detect.catalog import SEVERITIES
 from otsec.detect.ruleset import RuleError
+from otsec.privileges import PrivilegeError
 from otsec.text import printable, shown
 
 EXIT_RUNTIME = 1
@@ -606,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(exc.format_message().split())
         click.echo(f"otsec: error: {message}", err=True)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
-    except (CaptureError, UserError, BaselineError, RuleError) as exc:
+    except (CaptureError, UserError, BaselineError, RuleError, PrivilegeError) as exc:
         click.echo(f"otsec: error: {exc}", err=True)
         return EXIT_USAGE
     except NothingAnalysed as exc:

@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import os
-import pwd
 import signal
 import time
 from collections import deque
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otsec import state, workers
+from otsec import privileges, state, workers
 from otsec.atomic import write_json_atomic
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
@@ -29,7 +28,6 @@ from otsec.detect.deviations import baseline_state
 from otsec.detect.incidents import incidents
 from otsec.detect.ruleset import RuleSet, load
 from otsec.health import HEARTBEAT_EVERY, Health, Reading
-from otsec.inventory.oui import mac_vendor
 from otsec.inventory.roles import flag_actors
 from otsec.pipeline import Pipeline
 from otsec.process import merged
@@ -100,7 +98,7 @@ def two_cores_each(processes: int) -> bool:
 
 
 def save_baseline(pipe: Pipeline, opts: MonitorOptions) -> None:
-    if pipe.deviations is not None and opts.baseline_file is not None:
+    if pipe.deviations is not None and opts.baseline_file is not None and opts.learn_for:
         pipe.deviations.baseline.save(opts.baseline_file)
 
 
@@ -130,11 +128,26 @@ def snapshot(pipe: Pipeline, drops: int, metrics_fd: int) -> dict[str, Any]:
             "outages": pipe.availability.outages}
 
 
+def open_captures(opts: MonitorOptions) -> list[LiveCapture]:
+    """The capture sockets, opened while privileged: one, or one per worker (a fanout
+    group named after this process, as the workers' own)."""
+    if opts.workers <= 1:
+        return [LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)]
+    group = os.getpid() & 0xFFFF
+    return [LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous, fanout=group)
+            for _ in range(opts.workers)]
+
+
 class Monitor:
     def __init__(self, opts: MonitorOptions, ruleset: RuleSet | None = None) -> None:
         self.opts = opts
-        opts.out_dir.mkdir(parents=True, exist_ok=True)
+        run_as = privileges.prepare(opts.user, opts.out_dir,
+                                    opts.baseline_file if opts.learn_for else None,
+                                    spool=opts.es_url is not None)
         self.ruleset = ruleset if ruleset is not None else load(list(opts.rule_paths))
+        self.captures = open_captures(opts)
+        privileges.before_dropping(opts.es_url is not None, opts.workers > 1)
+        privileges.drop_privileges(run_as)  # nothing in the folders was opened as root
         self.pipe = start_pipeline(opts, self.ruleset) if opts.workers <= 1 else None
         self.state_file = opts.out_dir / "state.json"
         self.restored = state.load(self.state_file)  # hosts, ARP and edges a past run saw
@@ -176,10 +189,7 @@ class Monitor:
             return self._run_workers()
         opts, pipe = self.opts, self.pipe
         assert pipe is not None
-        self.capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)
-        _before_dropping(opts)
-        if os.geteuid() == 0 and opts.user:
-            drop_privileges(opts.user, _writable(opts))
+        self.capture = self.captures[0]
         previous = self._signals()
         log.info("monitoring %s (filter: %s)", opts.iface, opts.bpf or "none")
         next_flush = time.monotonic() + opts.flush_every
@@ -250,7 +260,10 @@ class Monitor:
             raise ValueError("learning needs one process: drop --workers or --learn-for")
         for name in ("events.ndjson", "anomalies.ndjson"):
             (opts.out_dir / name).write_bytes(b"")
-        procs, results, stop = workers.start(opts.workers, _worker, (opts, self.ruleset))
+        procs, results, stop = workers.start(opts.workers, _worker,
+                                             (opts, self.ruleset, self.captures))
+        for capture in self.captures:  # each worker holds its own
+            capture.close()
         latest: dict[int, dict[str, Any]] = {}
         ready = 0
         end = time.monotonic() + 60
@@ -258,9 +271,6 @@ class Monitor:
             ready += workers.collect(results, latest, 0.5).count("ready")
             if any(not p.is_alive() for p in procs):
                 raise RuntimeError("a capture worker failed to start")
-        _before_dropping(opts)
-        if os.geteuid() == 0 and opts.user:
-            drop_privileges(opts.user, _writable(opts))
         previous = self._signals()
         log.info("monitoring %s with %d workers", opts.iface, opts.workers)
         next_flush = time.monotonic() + opts.flush_every
@@ -446,15 +456,16 @@ class MetricsFile:
         return docs
 
 
-def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOptions,
-            ruleset: RuleSet) -> None:
-    """One capture process of a fanout group: its share of the flows, its own engine."""
-    capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous, fanout=group)
+def _worker(index: int, _group: int, results: Any, stop: Any, opts: MonitorOptions,
+            ruleset: RuleSet, captures: list[LiveCapture]) -> None:
+    """One capture process of a fanout group: its share of the flows, its own engine (it
+    runs as its parent does after dropping root)."""
+    capture = captures[index]
+    for other in captures:
+        if other is not capture:
+            other.close()
     pipe = start_pipeline(opts, ruleset, append=True)
     metrics_fd = open_metrics(opts.out_dir)
-    _before_dropping(opts)
-    if os.geteuid() == 0 and opts.user:
-        drop_privileges(opts.user, [])
     results.put(("ready", index, None))
     next_snap = time.monotonic() + opts.flush_every / 2
     next_drain = 0.0
@@ -482,32 +493,3 @@ def _worker(index: int, group: int, results: Any, stop: Any, opts: MonitorOption
     capture.stats()
     results.put(("final", index, snapshot(pipe, capture.drops, metrics_fd)))
     capture.close()
-
-
-def _before_dropping(opts: MonitorOptions) -> None:
-    """Load what is read lazily from disk while the files are still readable."""
-    if opts.es_url:
-        from otsec.sinks.search import preload
-
-        preload()
-    mac_vendor("00-1B-1B-00-00-00")
-
-
-def _writable(opts: MonitorOptions) -> list[Path]:
-    return [opts.out_dir, *([opts.baseline_file.parent] if opts.baseline_file else [])]
-
-
-def drop_privileges(user: str, writable: list[Path]) -> None:
-    """Give up root for good once the capture socket is open (it stays usable)."""
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise PermissionError(f"no such user {user!r} to run as (see --user)") from None
-    for directory in writable:
-        directory.mkdir(parents=True, exist_ok=True)
-        for path in [directory, *directory.iterdir()]:
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-    os.setgroups([])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
-    log.info("dropped root: running as %s (uid %d)", user, pw.pw_uid)
