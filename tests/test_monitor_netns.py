@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -282,3 +285,139 @@ def test_live_sensor_protects_with_a_baseline(veth: object, tmp_path: Path,
     expected = {a["rule"]["id"] for a in offline.alerts}
     assert {"otsec-baseline-new-asset", "otsec-baseline-rogue-master"} <= expected
     assert live_rules == expected
+
+
+def open_folder(prefix: str) -> Path:
+    """A folder of root's that any user can pass through (as /etc/otsec or a work folder)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    return folder
+
+
+def status(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def with_children(pid: int) -> list[int]:
+    """The sensor (started by `ip netns exec`, which usually execs it) and the worker
+    processes it forked."""
+    if Path(f"/proc/{pid}/comm").read_text().strip() == "ip":
+        pid = sensor_pid(pid)
+    kids = [int(k) for task in Path(f"/proc/{pid}/task").iterdir()
+            for k in (task / "children").read_text().split()]
+    return [pid, *kids]
+
+
+def owner_mode(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_uid, stat.S_IMODE(st.st_mode)
+
+
+OUTPUTS = {"events.ndjson", "anomalies.ndjson", "metrics.ndjson", "alerts.ndjson",
+           "incidents.ndjson", "assets.json", "edges.json", "summary.json", "report.html",
+           "state.json"}
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_sensor_and_its_workers_keep_no_privilege(veth: object, workers: int) -> None:
+    """Root opens the ring and goes: every capture process runs as nobody with no capability,
+    an empty bounding set and no-new-privileges; what it writes is 0640 in the 0750 folder
+    it made for itself."""
+    base = open_folder("otsec-priv-")
+    out = base / "out"
+    nobody = pwd.getpwnam("nobody")
+    try:
+        sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                                   "monitor", "-i", "mirror0", "--out", str(out),
+                                   "--flush-every", "1", "--workers", str(workers)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(100):
+                if (out / "summary.json").exists():
+                    break
+                time.sleep(0.1)
+            assert sensor.poll() is None, sensor.stderr.read() if sensor.stderr else ""
+            processes = with_children(sensor.pid)
+            assert len(processes) == (1 if workers == 1 else 1 + workers)
+            for pid in processes:
+                st = status(pid)
+                assert st["Uid"].split() == [str(nobody.pw_uid)] * 4
+                assert st["NoNewPrivs"].strip() == "1"
+                for name in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                    assert int(st[name], 16) == 0, (pid, name, st[name])
+            send_sample()  # the ring opened as root still delivers
+            time.sleep(1.5)
+            sensor.send_signal(signal.SIGTERM)
+            _stdout, stderr = sensor.communicate(timeout=30)
+        finally:
+            if sensor.poll() is None:
+                sensor.kill()
+        assert sensor.returncode == 0, stderr[-2000:]
+        assert sum(json.loads((out / "summary.json").read_text())["pdus"].values()) > 0
+        assert owner_mode(out) == (nobody.pw_uid, 0o750)
+        files = {p.name: owner_mode(p) for p in out.iterdir()}
+        assert files.keys() >= OUTPUTS
+        assert {name: mode for name, (_uid, mode) in files.items()} == dict.fromkeys(files, 0o640)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_links_and_secrets_left_around_are_never_followed(veth: object,
+                                                          public_tmp: PublicTmp) -> None:
+    """Started by root from a folder holding the baseline beside the cluster's secrets (as
+    /etc/otsec), with links to a root-only file left in --out by the user it runs as: no
+    link is followed, nothing of root's changes owner, mode or content."""
+    from otsec.audit import run_learn
+
+    out = public_tmp("otsec-links-")  # the user's, from a previous run
+    vault = open_folder("otsec-vault-")
+    secret = vault / "root-only"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    planted = ("assets.json", "summary.json", "state.json", "report.html", "alerts.ndjson")
+    nobody = pwd.getpwnam("nobody")
+    for name in planted:
+        (out / name).symlink_to(secret)
+        os.lchown(out / name, nobody.pw_uid, nobody.pw_gid)
+    etc = open_folder("otsec-etc-")
+    env = etc / "otsec.env"
+    env.write_text("OTSEC_ES_PASSWORD=hunter2\n")
+    env.chmod(0o600)
+    run_learn([ROOT / "pcaps" / "modbus-normal.pcap"]).save(etc / "plant.json")
+    (etc / "plant.json").chmod(0o600)
+    baseline = (etc / "plant.json").read_bytes()
+    try:
+        sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                                   "monitor", "-i", "mirror0", "--out", str(out), "--baseline",
+                                   "plant.json", "--flush-every", "1"],
+                                  cwd=etc, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(100):
+                if not (out / "summary.json").is_symlink():
+                    break
+                time.sleep(0.1)
+            send_sample()
+            time.sleep(1.5)
+            sensor.send_signal(signal.SIGTERM)
+            _stdout, stderr = sensor.communicate(timeout=30)
+        finally:
+            if sensor.poll() is None:
+                sensor.kill()
+        assert sensor.returncode == 0, stderr[-2000:]
+        assert owner_mode(secret) == (0, 0o600) and secret.read_text() == "root's\n"
+        for name in planted:  # replaced by the sensor's own files
+            assert (out / name).is_file() and not (out / name).is_symlink(), name
+        assert json.loads((out / "assets.json").read_text())
+        assert owner_mode(etc) == (0, 0o755)  # the work folder, with the secrets in it
+        assert owner_mode(env) == (0, 0o600)
+        assert env.read_text() == "OTSEC_ES_PASSWORD=hunter2\n"
+        assert owner_mode(etc / "plant.json") == (0, 0o600)
+        assert (etc / "plant.json").read_bytes() == baseline  # protecting: only read
+        assert sorted(p.name for p in etc.iterdir()) == ["otsec.env", "plant.json"]
+    finally:
+        shutil.rmtree(vault, ignore_errors=True)
+        shutil.rmtree(etc, ignore_errors=True)
