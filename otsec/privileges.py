@@ -101,7 +101,8 @@ def prepare(user: str | None, out_dir: Path, saved: Path | None = None,
             folders.append((spool_dir.parent, "the state directory", STATE_MODE))
         folders.append((spool_dir, "the spool", SPOOL_MODE))
         os.environ["OTSEC_SPOOL_DIR"] = str(spool_dir)  # where the spool code looks
-    for path, what, mode in folders:
+    # a folder inside another is made after it (the baseline's folder holding --out)
+    for path, what, mode in sorted(folders, key=lambda f: len(Path(os.path.abspath(f[0])).parts)):
         made = make_directory(path, mode, run_as)
         if run_as is not None and not writable_by(run_as, path):
             raise PrivilegeError(_not_writable(path, what, run_as, made))
@@ -113,9 +114,8 @@ def _not_writable(path: Path, what: str, run_as: RunAs, made: bool) -> str:
     if made:
         return (f"{what} {path}: user {who} cannot reach it (a folder above it is closed to "
                 f"{who}); choose a place {who} can reach, or another --user")
-    return (f"{what} {path}: user {who} cannot write there, and otsec does not change the owner "
-            f"of a folder it did not make; name a folder that does not exist yet (otsec makes "
-            f"it, owned by {who}), make this one writable by {who}, or use another --user")
+    return (f"{what} {path}: user {who} cannot write there (otsec gives away only a folder it "
+            f"makes): name a new folder, or make this one writable by {who} (chown {who} {path})")
 
 
 def make_directory(path: Path, mode: int, owner: RunAs | None = None) -> bool:

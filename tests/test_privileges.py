@@ -76,6 +76,15 @@ def test_a_folder_the_sensor_makes_is_the_users_and_nothing_above_it(open_tmp: O
     assert os.umask(0o022) == privileges.UMASK  # what the sensor writes: 0640, folders 0750
 
 
+def test_the_folder_of_a_baseline_being_learned_is_made_before_an_out_inside_it(
+        open_tmp: OpenTmp) -> None:
+    """--out /var/lib/otsec/out --baseline /var/lib/otsec/baseline.json --learn-for 7d."""
+    state = open_tmp("otsec-priv-") / "otsec"
+    prepare("nobody", state / "out", saved=state / "baseline.json")
+    assert owner_mode(state) == (NOBODY.pw_uid, NOBODY.pw_gid, 0o750)
+    assert owner_mode(state / "out") == (NOBODY.pw_uid, NOBODY.pw_gid, 0o750)
+
+
 def test_an_existing_folder_is_never_taken_over(open_tmp: OpenTmp) -> None:
     """A work folder of root's as --out: refused with what to do, owner and modes as they were."""
     work = open_tmp("otsec-work-")
