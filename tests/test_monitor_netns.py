@@ -93,6 +93,16 @@ while not cap.finished:
 """
 
 
+def wait_running(sensor: subprocess.Popen, out: Path) -> None:
+    """Until the sensor's first flush (its signal handlers are set by then): a loaded machine
+    may take seconds to start it."""
+    for _ in range(300):
+        if (out / "summary.json").exists() or sensor.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert sensor.poll() is None, sensor.communicate()[1][-2000:]
+
+
 def send_sample() -> None:
     """Send the sample into the mirror port, from the other namespace."""
     subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
@@ -178,11 +188,12 @@ def test_state_survives_a_restart(veth: object, public_tmp: PublicTmp, workers: 
     out = public_tmp("otsec-state-")
 
     def run(replay: bool) -> dict:
+        (out / "summary.json").unlink(missing_ok=True)
         sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
                                    "monitor", "-i", "mirror0", "--out", str(out),
                                    "--flush-every", "1", "--workers", str(workers)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.5)
+        wait_running(sensor, out)
         if replay:
             send_sample()
             time.sleep(2.5)
@@ -236,7 +247,7 @@ def test_sighup_reloads_rules(veth: object, public_tmp: PublicTmp, workers: int)
                                "monitor", "-i", "mirror0", "--out", str(out), "--rules",
                                str(rules), "--flush-every", "1", "--workers", str(workers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    wait_running(sensor, out)
     rules.write_text(SITE_RULE)
     os.kill(sensor.pid, signal.SIGHUP)
     time.sleep(1.5)
