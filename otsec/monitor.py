@@ -129,8 +129,8 @@ def snapshot(pipe: Pipeline, drops: int, metrics_fd: int) -> dict[str, Any]:
 
 
 def open_captures(opts: MonitorOptions) -> list[LiveCapture]:
-    """The capture sockets, opened while privileged: one, or one per worker (a fanout
-    group named after this process, as the workers' own)."""
+    """The capture sockets, opened while privileged: one, or one per worker in a fanout
+    group named after this process (the workers, forked later, inherit them)."""
     if opts.workers <= 1:
         return [LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)]
     group = os.getpid() & 0xFFFF
