@@ -36,6 +36,7 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAP_VERSION_3 = 0x20080522
 MAX_LINKS = 40
+SECRETS = ("OTSEC_ES_PASSWORD", "OTSEC_ES_API_KEY")  # each may come from NAME_FILE
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -213,8 +214,8 @@ def writable_by(run_as: RunAs, path: Path) -> bool:
 
 def before_dropping(search: bool, processes: bool = False) -> None:
     """Load what is read lazily from disk while the files are still readable (the Python
-    installation may be root's only): the search clients, the vendor table and what
-    starting worker processes imports."""
+    installation may be root's only): the search clients and the cluster's secrets, the
+    vendor table and what starting worker processes imports."""
     from otsec.inventory.oui import mac_vendor
 
     if processes:
@@ -227,7 +228,24 @@ def before_dropping(search: bool, processes: bool = False) -> None:
         from otsec.sinks.search import preload
 
         preload()
+        read_secrets()
     mac_vendor("00-1B-1B-00-00-00")
+
+
+def read_secrets() -> None:
+    """A secret named by a file (``OTSEC_ES_PASSWORD_FILE``, root's only as it should be) is
+    read now into this process's environment, where the search code looks first: the user
+    the sensor becomes cannot read the file (it never reaches /proc/PID/environ)."""
+    for name in SECRETS:
+        path = os.environ.get(f"{name}_FILE")
+        if path and name not in os.environ:
+            try:
+                value = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise PrivilegeError(f"{name}_FILE: cannot read {path} ({exc.strerror})"
+                                     ) from None
+            os.environ[name] = value
+            del os.environ[f"{name}_FILE"]
 
 
 def drop_privileges(run_as: RunAs | None) -> None:

@@ -221,3 +221,30 @@ def test_capabilities_alone_are_cleared_too() -> None:
                          "print(open('/proc/self/status').read())")
     assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
     assert status["NoNewPrivs"].strip() == "1"
+
+
+def test_a_root_only_secret_file_is_read_before_root_is_given_up(open_tmp: OpenTmp) -> None:
+    """The user the sensor becomes has the password it cannot read, and no other process
+    sees it in the sensor's /proc/PID/environ."""
+    etc = open_tmp("otsec-etc-")
+    (etc / "es-password").write_text("hunter2\n")
+    (etc / "es-password").chmod(0o600)
+    code = ("import sys\n"
+            "from otsec import privileges\n"
+            "privileges.before_dropping(search=True)\n"
+            "privileges.drop_privileges(privileges.RunAs.named('nobody'))\n"
+            "from otsec.sinks.search import _options\n"
+            "print(_options('https://es.invalid:9200')['basic_auth'][1], flush=True)\n"
+            "sys.stdin.readline()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OTSEC_ES_USERNAME": "u",
+                                 "OTSEC_ES_PASSWORD_FILE": str(etc / "es-password")})
+    try:
+        said = proc.stdout.readline() if proc.stdout else ""
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+    finally:
+        _out, err = proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert said.strip() == "hunter2"
+    assert b"hunter2" not in environ and b"OTSEC_ES_PASSWORD_FILE" in environ
