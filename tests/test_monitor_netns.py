@@ -334,15 +334,17 @@ OUTPUTS = {"events.ndjson", "anomalies.ndjson", "metrics.ndjson", "alerts.ndjson
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_sensor_and_its_workers_keep_no_privilege(veth: object, workers: int) -> None:
     """Root opens the ring and goes: every capture process runs as nobody with no capability,
-    an empty bounding set and no-new-privileges; what it writes is 0640 in the 0750 folder
-    it made for itself."""
+    an empty bounding set and no-new-privileges; what it writes is 0640 in the 0750 folders
+    it made for itself (the baseline it learns too)."""
     base = open_folder("otsec-priv-")
     out = base / "out"
+    baseline = base / "state" / "baseline.json"
+    learning = ["--baseline", str(baseline), "--learn-for", "1h"] if workers == 1 else []
     nobody = pwd.getpwnam("nobody")
     try:
         sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
                                    "monitor", "-i", "mirror0", "--out", str(out),
-                                   "--flush-every", "1", "--workers", str(workers)],
+                                   "--flush-every", "1", "--workers", str(workers), *learning],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             for _ in range(100):
@@ -371,6 +373,9 @@ def test_the_sensor_and_its_workers_keep_no_privilege(veth: object, workers: int
         files = {p.name: owner_mode(p) for p in out.iterdir()}
         assert files.keys() >= OUTPUTS
         assert {name: mode for name, (_uid, mode) in files.items()} == dict.fromkeys(files, 0o640)
+        if learning:
+            assert owner_mode(baseline.parent) == (nobody.pw_uid, 0o750)
+            assert owner_mode(baseline) == (nobody.pw_uid, 0o640)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
