@@ -437,3 +437,37 @@ def test_links_and_secrets_left_around_are_never_followed(veth: object,
     finally:
         shutil.rmtree(vault, ignore_errors=True)
         shutil.rmtree(etc, ignore_errors=True)
+
+
+@pytest.mark.skipif(REASON is not None or not shutil.which("setpriv"),
+                    reason=REASON or "setpriv (util-linux) is not installed")
+def test_started_as_a_user_with_capabilities_it_gives_them_up(veth: object,
+                                                             public_tmp: PublicTmp) -> None:
+    """As the systemd unit starts it: a user with CAP_NET_RAW in its ambient set (and here
+    CAP_DAC_READ_SEARCH, to reach an interpreter under /root). Once the ring is open it
+    keeps no capability and sets no-new-privileges; the ring still delivers."""
+    out = public_tmp("otsec-caps-")
+    nobody = pwd.getpwnam("nobody")
+    caps = "+net_raw,+dac_read_search"
+    sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, "setpriv", f"--reuid={nobody.pw_uid}",
+                               f"--regid={nobody.pw_gid}", "--clear-groups", f"--inh-caps={caps}",
+                               f"--ambient-caps={caps}", sys.executable, "-m", "otsec", "monitor",
+                               "-i", "mirror0", "--out", str(out), "--flush-every", "1"],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=out,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_running(sensor, out)
+        st = status(with_children(sensor.pid)[0])
+        assert st["Uid"].split() == [str(nobody.pw_uid)] * 4
+        assert st["NoNewPrivs"].strip() == "1"
+        for name in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert int(st[name], 16) == 0, (name, st[name])
+        send_sample()
+        time.sleep(1.5)
+        sensor.send_signal(signal.SIGTERM)
+        _stdout, stderr = sensor.communicate(timeout=30)
+    finally:
+        if sensor.poll() is None:
+            sensor.kill()
+    assert sensor.returncode == 0, stderr[-2000:]
+    assert sum(json.loads((out / "summary.json").read_text())["pdus"].values()) > 0
