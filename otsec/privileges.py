@@ -138,9 +138,28 @@ def make_directory(path: Path, mode: int, owner: RunAs | None = None) -> bool:
     return made
 
 
-def _walk(path: Path, mode: int, owner: RunAs | None) -> tuple[int, bool]:
-    """A descriptor of the folder ``path`` (made where missing) and whether its last part
-    was made here."""
+def read_file(path: Path) -> bytes:
+    """A file's bytes; as root without following a link the sensor's user could have left
+    (the folders on the way walked as make_directory walks them, the file itself opened
+    O_NOFOLLOW): a baseline kept in the state directory."""
+    if os.geteuid() != 0:
+        return path.read_bytes()
+    try:
+        folder, _made = _walk(path.parent, 0, None, create=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(path.parent)) from None
+    try:
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    finally:
+        os.close(folder)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _walk(path: Path, mode: int, owner: RunAs | None,
+          create: bool = True) -> tuple[int, bool]:
+    """A descriptor of the folder ``path`` (made where missing, with ``create``) and whether
+    its last part was made here."""
     parts = deque(PurePosixPath(os.path.abspath(path)).parts[1:])
     fd = os.open("/", _DIR)
     made, links = False, 0
@@ -151,6 +170,8 @@ def _walk(path: Path, mode: int, owner: RunAs | None) -> tuple[int, bool]:
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
+                if not create:
+                    raise
                 os.mkdir(name, 0o700, dir_fd=fd)  # private until its mode and owner are set
                 made = True
             else:

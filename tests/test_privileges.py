@@ -248,3 +248,32 @@ def test_a_root_only_secret_file_is_read_before_root_is_given_up(open_tmp: OpenT
     assert proc.returncode == 0, err[-2000:]
     assert said.strip() == "hunter2"
     assert b"hunter2" not in environ and b"OTSEC_ES_PASSWORD_FILE" in environ
+
+
+def test_a_baseline_link_left_in_the_users_folder_is_not_read_as_root(open_tmp: OpenTmp
+                                                                       ) -> None:
+    """--baseline in the state directory, where the user the sensor runs as could leave a
+    link to a root-only baseline: root refuses to follow it (exit 2, before any socket)."""
+    from otsec.baseline.model import Baseline
+
+    vault = open_tmp("otsec-vault-")
+    vault.chmod(0o700)
+    Baseline().save(vault / "root-only.json")
+    state = open_tmp("otsec-state-")
+    os.chown(state, NOBODY.pw_uid, NOBODY.pw_gid)
+    inner = state / "site"
+    for link, target in ((state / "baseline.json", vault / "root-only.json"), (inner, vault)):
+        link.symlink_to(target)
+        os.lchown(link, NOBODY.pw_uid, NOBODY.pw_gid)
+    for baseline, says in ((state / "baseline.json", "symbolic links"),
+                           (inner / "root-only.json", "symbolic link owned by uid")):
+        proc = subprocess.run([sys.executable, "-m", "otsec", "monitor", "-i", "lo", "--out",
+                               str(state / "out"), "--baseline", str(baseline)],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert proc.returncode == 2, proc.stderr
+        assert says in proc.stderr and proc.stderr.count("\n") == 1
+    # the sensor's own baseline file is read as ever
+    (state / "baseline.json").unlink()
+    Baseline().save(state / "baseline.json")
+    assert privileges.read_file(state / "baseline.json") == \
+        (vault / "root-only.json").read_bytes()

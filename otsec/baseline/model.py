@@ -8,6 +8,7 @@ offline audit and a live sensor.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,9 +190,10 @@ class Baseline:
         write_json_atomic(path, self.to_json())
 
     @classmethod
-    def load(cls, path: Path) -> Baseline:
+    def load(cls, path: Path, read: Callable[[Path], bytes] | None = None) -> Baseline:
+        """``read``: how to get the bytes (a sensor started as root follows no one's link)."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads((read or Path.read_bytes)(Path(path)).decode("utf-8"))
         except FileNotFoundError:
             raise BaselineError(f"{path}: no such baseline file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
