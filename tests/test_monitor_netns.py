@@ -395,7 +395,7 @@ def test_links_and_secrets_left_around_are_never_followed(veth: object,
     secret.chmod(0o600)
     planted = ("assets.json", "summary.json", "state.json", "report.html", "alerts.ndjson")
     nobody = pwd.getpwnam("nobody")
-    for name in planted:
+    for name in (*planted, "incidents.ndjson.tmp"):
         (out / name).symlink_to(secret)
         os.lchown(out / name, nobody.pw_uid, nobody.pw_gid)
     etc = open_folder("otsec-etc-")
@@ -427,6 +427,7 @@ def test_links_and_secrets_left_around_are_never_followed(veth: object,
         assert owner_mode(secret) == (0, 0o600) and secret.read_text() == "root's\n"
         for name in planted:  # replaced by the sensor's own files
             assert (out / name).is_file() and not (out / name).is_symlink(), name
+        assert not (out / "incidents.ndjson.tmp").exists()
         assert json.loads((out / "assets.json").read_text())
         assert owner_mode(etc) == (0, 0o755)  # the work folder, with the secrets in it
         assert owner_mode(env) == (0, 0o600)
