@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 import orjson
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK  # what open() would give: every output file alike
-
 
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
@@ -23,10 +18,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write temp, fsync, rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write temp, fsync, rename: readers never see half a file. The temp file is new
+    (never a link someone left) and has the mode open() gives under the process's umask, as
+    every other output (the live sensor's: 0640)."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o666)
     try:
-        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(orjson.dumps(obj, option=JSON_OPTIONS))
             fh.write(b"\n")
@@ -34,5 +32,5 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -19,6 +19,7 @@ from otsec.baseline.model import BaselineError
 from otsec.capture import CaptureError, NothingAnalysed
 from otsec.detect.catalog import SEVERITIES
 from otsec.detect.ruleset import RuleError
+from otsec.privileges import PrivilegeError
 from otsec.text import printable, shown
 
 EXIT_RUNTIME = 1
@@ -185,7 +186,10 @@ def monitor(iface: str, out_dir: str, bpf: str | None, baseline_file: str | None
     path = Path(baseline_file) if baseline_file else None
     if path is not None and not path.exists() and es_url is not None:
         site_baseline(path, es_url, site)
-    baseline = load_baseline(baseline_file) if path is not None and path.exists() else None
+    from otsec.privileges import read_file
+
+    baseline = (load_baseline(baseline_file, read_file) if path is not None and path.exists()
+                else None)
     opts = MonitorOptions(
         iface=iface, out_dir=Path(out_dir), bpf=DEFAULT_FILTER if bpf is None else bpf,
         baseline=baseline, baseline_file=path,
@@ -606,10 +610,10 @@ def progress_bar(what: str, total: int) -> Iterator[Callable[[int], None] | None
         yield lambda done: bar.update(task, completed=done)
 
 
-def load_baseline(path: str):
+def load_baseline(path: str, read: Callable[[Path], bytes] | None = None):
     from otsec.baseline.model import Baseline
 
-    return Baseline.load(Path(path))
+    return Baseline.load(Path(path), read)
 
 
 def parse_duration(text: str) -> float:
@@ -641,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(exc.format_message().split())
         click.echo(f"otsec: error: {message}", err=True)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
-    except (CaptureError, UserError, BaselineError, RuleError) as exc:
+    except (CaptureError, UserError, BaselineError, RuleError, PrivilegeError) as exc:
         click.echo(f"otsec: error: {exc}", err=True)
         return EXIT_USAGE
     except NothingAnalysed as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pwd
 import signal
 import time
 from collections import deque
@@ -20,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otsec import state, workers
+from otsec import privileges, state, workers
 from otsec.atomic import write_json_atomic
 from otsec.baseline.model import Baseline
 from otsec.capture.live import DEFAULT_FILTER, LiveCapture
 from otsec.detect.ruleset import RuleSet, load
 from otsec.health import HEARTBEAT_EVERY, Health
-from otsec.inventory.oui import mac_vendor
 from otsec.live_outputs import AlertChanges, LiveOutputs, Snapshot, changed_documents
 from otsec.pipeline import Pipeline
 from otsec.process import merged
@@ -85,7 +83,7 @@ def two_cores_each(processes: int) -> bool:
 
 
 def save_baseline(pipe: Pipeline, opts: MonitorOptions) -> None:
-    if pipe.deviations is not None and opts.baseline_file is not None:
+    if pipe.deviations is not None and opts.baseline_file is not None and opts.learn_for:
         pipe.deviations.baseline.save(opts.baseline_file)
 
 
@@ -115,11 +113,26 @@ def snapshot(pipe: Pipeline, drops: int, metrics_fd: int, changes: AlertChanges,
             "values": values, "outages": list(pipe.availability.outages)}
 
 
+def open_captures(opts: MonitorOptions) -> list[LiveCapture]:
+    """The capture sockets, opened while privileged: one, or one per worker in a fanout
+    group named after this process (the workers, forked later, inherit them)."""
+    if opts.workers <= 1:
+        return [LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)]
+    group = os.getpid() & 0xFFFF
+    return [LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous, fanout=group)
+            for _ in range(opts.workers)]
+
+
 class Monitor:
     def __init__(self, opts: MonitorOptions, ruleset: RuleSet | None = None) -> None:
         self.opts = opts
-        opts.out_dir.mkdir(parents=True, exist_ok=True)
+        run_as = privileges.prepare(opts.user, opts.out_dir,
+                                    opts.baseline_file if opts.learn_for else None,
+                                    spool=opts.es_url is not None)
         self.ruleset = ruleset if ruleset is not None else load(list(opts.rule_paths))
+        self.captures = open_captures(opts)
+        privileges.before_dropping(opts.es_url is not None, opts.workers > 1)
+        privileges.drop_privileges(run_as)  # nothing in the folders was opened as root
         self.pipe = start_pipeline(opts, self.ruleset) if opts.workers <= 1 else None
         self.changes = AlertChanges(opts.sensor)
         self.state_file = opts.out_dir / "state.json"
@@ -151,20 +164,11 @@ class Monitor:
         return self.outputs
 
     def _ready_spool(self) -> None:
-        """The spool, made while still root and given to the user the sensor becomes."""
-        if not self.opts.es_url:
-            return
-        from otsec.sinks.spool import sensor_spool
+        """The spool, in the folder made for it before root was given up."""
+        if self.opts.es_url:
+            from otsec.sinks.spool import sensor_spool
 
-        owner = None
-        if os.geteuid() == 0 and self.opts.user:
-            try:
-                pw = pwd.getpwnam(self.opts.user)
-            except KeyError:
-                raise PermissionError(f"no such user {self.opts.user!r} to run as "
-                                      "(see --user)") from None
-            owner = (pw.pw_uid, pw.pw_gid)
-        self.spool = sensor_spool(owner=owner)
+            self.spool = sensor_spool()
 
     def _keep(self, summary: dict[str, Any]) -> None:
         self.summary = summary
@@ -192,11 +196,8 @@ class Monitor:
             return self._run_workers()
         opts, pipe = self.opts, self.pipe
         assert pipe is not None
-        self.capture = LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous)
+        self.capture = self.captures[0]
         self._ready_spool()
-        _before_dropping(opts)
-        if os.geteuid() == 0 and opts.user:
-            drop_privileges(opts.user, _writable(opts))
         outputs = self._start_outputs()
         previous = self._signals()
         log.info("monitoring %s (filter: %s)", opts.iface, opts.bpf or "none")
@@ -298,11 +299,9 @@ class Monitor:
             raise ValueError("learning needs one process: drop --workers or --learn-for")
         for name in ("events.ndjson", "anomalies.ndjson"):
             (opts.out_dir / name).write_bytes(b"")
-        group = os.getpid() & 0xFFFF
+        group = os.getpid() & 0xFFFF  # the fanout group open_captures named
         # the rings are this process's: a worker that dies is replaced and reads on
-        captures = [LiveCapture(opts.iface, bpf=opts.bpf, promiscuous=opts.promiscuous,
-                                fanout=group) for _ in range(opts.workers)]
-        crew = Crew(opts, self.ruleset, captures, group)
+        crew = Crew(opts, self.ruleset, self.captures, group)
         ready = 0
         end = time.monotonic() + 60
         while ready < opts.workers and time.monotonic() < end:
@@ -310,9 +309,6 @@ class Monitor:
             if any(not p.is_alive() for p in crew.procs):
                 raise RuntimeError("a capture worker failed to start")
         self._ready_spool()
-        _before_dropping(opts)
-        if os.geteuid() == 0 and opts.user:
-            drop_privileges(opts.user, _writable(opts))
         outputs = self._start_outputs()
         previous = self._signals()
         log.info("monitoring %s with %d workers", opts.iface, opts.workers)
@@ -349,7 +345,7 @@ class Monitor:
                 finals += crew.collect(0.5).count("final")
             for p in crew.procs:
                 p.join(timeout=5)
-            for capture in captures:
+            for capture in self.captures:
                 capture.close()
         return outputs.close(crew.take())
 
@@ -397,7 +393,7 @@ class Crew:
 
     def _spawn(self, index: int) -> Any:
         return workers.spawn(index, self.group, self.results, self.stop, _worker,
-                             (self.opts, self.ruleset, self.captures[index]))
+                             (self.opts, self.ruleset, self.captures))
 
     def collect(self, timeout: float) -> list[str]:
         kinds = []
@@ -489,15 +485,16 @@ class MetricsFile:
 
 
 def _worker(index: int, _group: int, results: Any, stop: Any, opts: MonitorOptions,
-            ruleset: RuleSet, capture: LiveCapture) -> None:
-    """One capture process of a fanout group (its ring opened by the parent): its share
-    of the flows, its own engine."""
+            ruleset: RuleSet, captures: list[LiveCapture]) -> None:
+    """One capture process of a fanout group: its share of the flows, its own engine (it
+    runs as its parent does after dropping root; its ring is its parent's, so that one
+    started in its place reads on)."""
+    capture = captures[index]
+    for other in captures:
+        if other is not capture:
+            other.close()
     pipe = start_pipeline(opts, ruleset, append=True)
     metrics_fd = open_metrics(opts.out_dir)
-    _before_dropping(opts)
-    if os.geteuid() == 0 and opts.user:
-        drop_privileges(opts.user, [])
-        workers.die_with_parent()
     results.put(("ready", index, None))
     changes = AlertChanges(opts.sensor)
     next_snap = time.monotonic() + opts.flush_every / 2
@@ -525,32 +522,4 @@ def _worker(index: int, _group: int, results: Any, stop: Any, opts: MonitorOptio
     pipe.finish()
     capture.stats()
     results.put(("final", index, snapshot(pipe, capture.drops, metrics_fd, changes, True)))
-
-
-def _before_dropping(opts: MonitorOptions) -> None:
-    """Load what is read lazily from disk while the files are still readable."""
-    if opts.es_url:
-        from otsec.sinks.search import preload
-
-        preload()
-    mac_vendor("00-1B-1B-00-00-00")
-
-
-def _writable(opts: MonitorOptions) -> list[Path]:
-    return [opts.out_dir, *([opts.baseline_file.parent] if opts.baseline_file else [])]
-
-
-def drop_privileges(user: str, writable: list[Path]) -> None:
-    """Give up root for good once the capture socket is open (it stays usable)."""
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise PermissionError(f"no such user {user!r} to run as (see --user)") from None
-    for directory in writable:
-        directory.mkdir(parents=True, exist_ok=True)
-        for path in [directory, *directory.iterdir()]:
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-    os.setgroups([])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
-    log.info("dropped root: running as %s (uid %d)", user, pw.pw_uid)
+    capture.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -33,12 +35,16 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def public_tmp() -> Iterator[Callable[[str], Path]]:
-    """Folders under /tmp that a sensor which dropped its privileges can still reach (pytest's
-    own lie under root's private folder); removed after the test, whatever it left there."""
+    """Folders under /tmp that a sensor which dropped its privileges can still reach and write
+    (pytest's own lie under root's private folder), made over to ``nobody`` as an operator
+    would; removed after the test, whatever it left there."""
     made: list[Path] = []
 
     def make(prefix: str) -> Path:
         made.append(Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")))
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(made[-1], nobody.pw_uid, nobody.pw_gid)
         return made[-1]
 
     yield make

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +91,16 @@ while not cap.finished:
         if i % 50 == 0:
             time.sleep(0.002)
 """
+
+
+def wait_running(sensor: subprocess.Popen, out: Path) -> None:
+    """Until the sensor's first flush (its signal handlers are set by then): a loaded machine
+    may take seconds to start it."""
+    for _ in range(300):
+        if (out / "summary.json").exists() or sensor.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert sensor.poll() is None, sensor.communicate()[1][-2000:]
 
 
 def send_sample() -> None:
@@ -175,11 +188,12 @@ def test_state_survives_a_restart(veth: object, public_tmp: PublicTmp, workers: 
     out = public_tmp("otsec-state-")
 
     def run(replay: bool) -> dict:
+        (out / "summary.json").unlink(missing_ok=True)
         sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
                                    "monitor", "-i", "mirror0", "--out", str(out),
                                    "--flush-every", "1", "--workers", str(workers)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.5)
+        wait_running(sensor, out)
         if replay:
             send_sample()
             time.sleep(2.5)
@@ -233,7 +247,7 @@ def test_sighup_reloads_rules(veth: object, public_tmp: PublicTmp, workers: int)
                                "monitor", "-i", "mirror0", "--out", str(out), "--rules",
                                str(rules), "--flush-every", "1", "--workers", str(workers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    wait_running(sensor, out)
     rules.write_text(SITE_RULE)
     os.kill(sensor.pid, signal.SIGHUP)
     time.sleep(1.5)
@@ -282,6 +296,182 @@ def test_live_sensor_protects_with_a_baseline(veth: object, tmp_path: Path,
     expected = {a["rule"]["id"] for a in offline.alerts}
     assert {"otsec-baseline-new-asset", "otsec-baseline-rogue-master"} <= expected
     assert live_rules == expected
+
+
+def open_folder(prefix: str) -> Path:
+    """A folder of root's that any user can pass through (as /etc/otsec or a work folder)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    return folder
+
+
+def status(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def with_children(pid: int) -> list[int]:
+    """The sensor (started by `ip netns exec`, which usually execs it) and the worker
+    processes it forked."""
+    if Path(f"/proc/{pid}/comm").read_text().strip() == "ip":
+        pid = sensor_pid(pid)
+    kids = [int(k) for task in Path(f"/proc/{pid}/task").iterdir()
+            for k in (task / "children").read_text().split()]
+    return [pid, *kids]
+
+
+def owner_mode(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_uid, stat.S_IMODE(st.st_mode)
+
+
+OUTPUTS = {"events.ndjson", "anomalies.ndjson", "metrics.ndjson", "alerts.ndjson",
+           "incidents.ndjson", "assets.json", "edges.json", "summary.json", "report.html",
+           "state.json"}
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_sensor_and_its_workers_keep_no_privilege(veth: object, workers: int) -> None:
+    """Root opens the ring and goes: every capture process runs as nobody with no capability,
+    an empty bounding set and no-new-privileges; what it writes is 0640 in the 0750 folders
+    it made for itself (the baseline it learns too)."""
+    base = open_folder("otsec-priv-")
+    out = base / "out"
+    baseline = base / "state" / "baseline.json"
+    learning = ["--baseline", str(baseline), "--learn-for", "1h"] if workers == 1 else []
+    nobody = pwd.getpwnam("nobody")
+    try:
+        sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                                   "monitor", "-i", "mirror0", "--out", str(out),
+                                   "--flush-every", "1", "--workers", str(workers), *learning],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(100):
+                if (out / "summary.json").exists():
+                    break
+                time.sleep(0.1)
+            assert sensor.poll() is None, sensor.stderr.read() if sensor.stderr else ""
+            processes = with_children(sensor.pid)
+            assert len(processes) == (1 if workers == 1 else 1 + workers)
+            for pid in processes:
+                st = status(pid)
+                assert st["Uid"].split() == [str(nobody.pw_uid)] * 4
+                assert st["NoNewPrivs"].strip() == "1"
+                for name in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                    assert int(st[name], 16) == 0, (pid, name, st[name])
+            send_sample()  # the ring opened as root still delivers
+            time.sleep(1.5)
+            sensor.send_signal(signal.SIGTERM)
+            _stdout, stderr = sensor.communicate(timeout=30)
+        finally:
+            if sensor.poll() is None:
+                sensor.kill()
+        assert sensor.returncode == 0, stderr[-2000:]
+        assert sum(json.loads((out / "summary.json").read_text())["pdus"].values()) > 0
+        assert owner_mode(out) == (nobody.pw_uid, 0o750)
+        files = {p.name: owner_mode(p) for p in out.iterdir()}
+        assert files.keys() >= OUTPUTS
+        assert {name: mode for name, (_uid, mode) in files.items()} == dict.fromkeys(files, 0o640)
+        if learning:
+            assert owner_mode(baseline.parent) == (nobody.pw_uid, 0o750)
+            assert owner_mode(baseline) == (nobody.pw_uid, 0o640)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_links_and_secrets_left_around_are_never_followed(veth: object,
+                                                          public_tmp: PublicTmp) -> None:
+    """Started by root from a folder holding the baseline beside the cluster's secrets (as
+    /etc/otsec), with links to a root-only file left in --out by the user it runs as: no
+    link is followed, nothing of root's changes owner, mode or content."""
+    from otsec.audit import run_learn
+
+    out = public_tmp("otsec-links-")  # the user's, from a previous run
+    vault = open_folder("otsec-vault-")
+    secret = vault / "root-only"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    planted = ("assets.json", "summary.json", "state.json", "report.html", "alerts.ndjson")
+    nobody = pwd.getpwnam("nobody")
+    for name in (*planted, "incidents.ndjson.tmp"):
+        (out / name).symlink_to(secret)
+        os.lchown(out / name, nobody.pw_uid, nobody.pw_gid)
+    etc = open_folder("otsec-etc-")
+    env = etc / "otsec.env"
+    env.write_text("OTSEC_ES_PASSWORD=hunter2\n")
+    env.chmod(0o600)
+    run_learn([ROOT / "pcaps" / "modbus-normal.pcap"]).save(etc / "plant.json")
+    (etc / "plant.json").chmod(0o600)
+    baseline = (etc / "plant.json").read_bytes()
+    try:
+        sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                                   "monitor", "-i", "mirror0", "--out", str(out), "--baseline",
+                                   "plant.json", "--flush-every", "1"],
+                                  cwd=etc, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(100):
+                if not (out / "summary.json").is_symlink():
+                    break
+                time.sleep(0.1)
+            send_sample()
+            time.sleep(1.5)
+            sensor.send_signal(signal.SIGTERM)
+            _stdout, stderr = sensor.communicate(timeout=30)
+        finally:
+            if sensor.poll() is None:
+                sensor.kill()
+        assert sensor.returncode == 0, stderr[-2000:]
+        assert owner_mode(secret) == (0, 0o600) and secret.read_text() == "root's\n"
+        for name in planted:  # replaced by the sensor's own files
+            assert (out / name).is_file() and not (out / name).is_symlink(), name
+        assert not (out / "incidents.ndjson.tmp").exists()
+        assert json.loads((out / "assets.json").read_text())
+        assert owner_mode(etc) == (0, 0o755)  # the work folder, with the secrets in it
+        assert owner_mode(env) == (0, 0o600)
+        assert env.read_text() == "OTSEC_ES_PASSWORD=hunter2\n"
+        assert owner_mode(etc / "plant.json") == (0, 0o600)
+        assert (etc / "plant.json").read_bytes() == baseline  # protecting: only read
+        assert sorted(p.name for p in etc.iterdir()) == ["otsec.env", "plant.json"]
+    finally:
+        shutil.rmtree(vault, ignore_errors=True)
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+@pytest.mark.skipif(REASON is not None or not shutil.which("setpriv"),
+                    reason=REASON or "setpriv (util-linux) is not installed")
+def test_started_as_a_user_with_capabilities_it_gives_them_up(veth: object,
+                                                             public_tmp: PublicTmp) -> None:
+    """As the systemd unit starts it: a user with CAP_NET_RAW in its ambient set (and here
+    CAP_DAC_READ_SEARCH, to reach an interpreter under /root). Once the ring is open it
+    keeps no capability and sets no-new-privileges; the ring still delivers."""
+    out = public_tmp("otsec-caps-")
+    nobody = pwd.getpwnam("nobody")
+    caps = "+net_raw,+dac_read_search"
+    sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, "setpriv", f"--reuid={nobody.pw_uid}",
+                               f"--regid={nobody.pw_gid}", "--clear-groups", f"--inh-caps={caps}",
+                               f"--ambient-caps={caps}", sys.executable, "-m", "otsec", "monitor",
+                               "-i", "mirror0", "--out", str(out), "--flush-every", "1"],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=out,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_running(sensor, out)
+        st = status(with_children(sensor.pid)[0])
+        assert st["Uid"].split() == [str(nobody.pw_uid)] * 4
+        assert st["NoNewPrivs"].strip() == "1"
+        for name in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert int(st[name], 16) == 0, (name, st[name])
+        send_sample()
+        time.sleep(1.5)
+        sensor.send_signal(signal.SIGTERM)
+        _stdout, stderr = sensor.communicate(timeout=30)
+    finally:
+        if sensor.poll() is None:
+            sensor.kill()
+    assert sensor.returncode == 0, stderr[-2000:]
+    assert sum(json.loads((out / "summary.json").read_text())["pdus"].values()) > 0
 
 
 HUNG = """

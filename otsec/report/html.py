@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import ipaddress
 import re
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -555,4 +556,12 @@ def _sensor(summary: dict[str, Any]) -> str:
 
 
 def write_report(path: Path, result: AuditResult) -> None:
-    path.write_text(render(result), encoding="utf-8")
+    """Written aside and renamed (a live sensor rewrites it while people read it)."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(render(result))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -51,12 +51,11 @@ def worth(action: Action) -> int:
 
 
 def default_state_dir() -> Path:
-    """Where otsec keeps its state unless told: /var/lib/otsec when started as root (a
-    sensor makes it its own before giving root up), else $XDG_STATE_HOME/otsec."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/otsec")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "otsec"
+    """Where otsec keeps its state unless told (see privileges.state_directory): the same
+    folder for the sensor that fills the spool and for `otsec ship`."""
+    from otsec.privileges import state_directory
+
+    return state_directory()
 
 
 def default_spool_dir(state_dir: Path | None = None, owner: tuple[int, int] | None = None,
