@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,7 +37,7 @@ class KeptNdjson:
         if not ids or not self.head:
             return 0
         kept, gone = [], 0
-        with self.path.open("rb") as fh:
+        with open(os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             for line in fh:
                 try:
                     doc_id = orjson.loads(line)["event"]["id"]
@@ -60,8 +61,9 @@ class KeptNdjson:
         """The file anew: the final head, then ``tail`` (one JSON document a line each)."""
         if self.head + sum(map(len, self.closing)) > self.rotate_bytes:
             self._rotate()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, MODE)
+        tmp = self.path.with_name(f"{self.path.name}.tmp")
+        tmp.unlink(missing_ok=True)  # whatever is there (a link too) is replaced, not followed
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, MODE)
         try:
             self._copy_head(fd)
             closing = b"".join(self.closing)
@@ -112,14 +114,17 @@ class KeptNdjson:
 
 
 def _complete_lines(path: Path) -> int:
-    """How many bytes of ``path`` are whole lines (a line cut by a crash is dropped)."""
+    """How many bytes of ``path`` are whole lines (a line cut by a crash is dropped). Only a
+    regular file counts: a link left in its place is replaced, never followed."""
     try:
-        size = path.stat().st_size
+        st = os.lstat(path)
     except FileNotFoundError:
         return 0
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
         return 0
-    with path.open("rb") as fh:
+    size = st.st_size
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as fh:
         back = min(size, 1 << 20)
         fh.seek(size - back)
         last = fh.read(back).rfind(b"\n")
