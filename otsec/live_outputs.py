@@ -143,6 +143,7 @@ class LiveOutputs:
         self._busy = False
         self._stop = False
         self.writes = 0
+        self.flush_seconds = self.flush_max = 0.0  # the writer's last and longest write
         self.worker_deaths = 0  # set by the parent of capture workers
         self.workers_down = 0
         self.error: BaseException | None = None
@@ -188,7 +189,10 @@ class LiveOutputs:
                 return
             assert snap is not None
             try:
+                began = time.monotonic()
                 self.summary = self.write(snap)
+                self.flush_seconds = time.monotonic() - began
+                self.flush_max = max(self.flush_max, self.flush_seconds)
             except Exception as exc:  # said, and the next flush tries again
                 log.exception("writing the outputs failed: %s", exc)
                 if snap.final:
@@ -236,7 +240,10 @@ class LiveOutputs:
             by_sev[name] = by_sev.get(name, 0) + n
         by_sev["total"] = sum(n for k, n in by_sev.items() if k != "total")
         summary["incidents"] = by_sev
-        summary["sensor"] = self._sensor_summary()
+        summary["sensor"] = {**self._sensor_summary(),
+                             "flush_seconds": {"last": round(self.flush_seconds, 3),
+                                               "max": round(self.flush_max, 3)},
+                             "alerts_open": len(self.docs)}
         summary["kernel_drops"] = view["drops"]
         metric_docs = self.metrics.new_documents()
         summary["operations"] = operations(self.metrics.rows, view["outages"], values)

@@ -106,8 +106,8 @@ def snapshot(pipe: Pipeline, drops: int, metrics_fd: int, changes: AlertChanges,
     if text:
         os.write(metrics_fd, text)
     ip_edges, values = pipe.counters()
-    last = pipe.stats()["last_ts"]
-    alerts, closed = changes.take(pipe, None if final or last is None else last)
+    now = pipe.core.now  # capture time: the alerts' own clock
+    alerts, closed = changes.take(pipe, None if final or now is None else now)
     return {"hosts": pipe.inventory.hosts, "arp": pipe.inventory.arp, "edges": ip_edges,
             "alerts": alerts, "closed": closed, "stats": pipe.stats(), "drops": drops,
             "values": values, "outages": list(pipe.availability.outages)}

@@ -4,8 +4,11 @@ whom they fold, alerts that close and leave memory, files kept across restarts."
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
+
+import pytest
 
 from otsec.detect.alerts import CAP_WINDOW, MAX_PER_ACTOR, MAX_PER_RULE
 from otsec.kept_ndjson import KeptNdjson
@@ -131,3 +134,30 @@ def test_a_spoofed_flood_of_findings_folds_in_the_core(tmp_path: Path) -> None:
     assert rest["otsec"]["alert"]["count"] == 2 * MAX_PER_RULE
     assert "from 2,000 sources (10.100.3.232, 10.100.3.233, " in rest["message"]
     assert "and 1,900 more" in rest["message"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a sensor opens a capture socket (root)")
+def test_a_long_running_sensor_holds_only_the_alerts_still_active(tmp_path: Path) -> None:
+    """Five HMIs writing every 2 h for two days (120 alerts, each closing an hour after it
+    came): the sensor holds five, and every alert is in the files once."""
+    from otsec.monitor import Monitor, MonitorOptions
+
+    packets = []
+    for n in range(24):
+        for h in range(5):
+            c = Conversation(client=f"10.2.0.{10 + h}", cport=30000 + n * 10 + h)
+            packets += [(T0 + 7200 * n + h, f) for f in write(c, 6, 10, 50 + n)]
+    cap = tmp_path / "in.pcap"
+    cap.write_bytes(g.pcap(packets))
+    mon = Monitor(MonitorOptions(iface="lo", out_dir=tmp_path / "out", user=None))
+    outputs = mon._start_outputs()
+    assert mon.pipe is not None
+    mon.pipe.run([cap])
+    outputs.write(mon._snapshot())
+    assert len(mon.pipe.detector.alerts) == 5 and len(outputs.docs) == 5
+    summary = outputs.close(mon._snapshot(final=True))
+    assert summary["alerts"]["total"] == 120
+    lines = [json.loads(x) for x in (tmp_path / "out" / "alerts.ndjson").open()]
+    assert len(lines) == 120 == len({d["event"]["id"] for d in lines})
+    incidents = [json.loads(x) for x in (tmp_path / "out" / "incidents.ndjson").open()]
+    assert sum(i["otsec"]["incident"]["alerts"] for i in incidents) == 120

@@ -677,6 +677,11 @@ impl Engine {
     }
 
     /// Flush every open flow; the counters then hold the final state.
+    /// The capture time of the newest packet read (None before the first).
+    pub fn now(&self) -> Option<f64> {
+        (self.now != 0.0).then_some(self.now)
+    }
+
     pub fn finish(&mut self) {
         for slot in self.flows.all() {
             self.end(slot);

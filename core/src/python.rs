@@ -347,6 +347,12 @@ impl Engine {
         self.io_result()
     }
 
+    /// The capture time of the newest packet read (None before the first).
+    #[getter]
+    fn now(&self) -> Option<f64> {
+        self.engine.now()
+    }
+
     /// The counters, as plain Python values.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.engine.stats;

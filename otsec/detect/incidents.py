@@ -156,7 +156,11 @@ class IncidentBook:
 
     def forget(self, inc: Incident) -> None:
         """An incident that ended (its alerts closed): out of memory."""
+        key = (inc.actor, inc.target, inc.cause)
+        if self._open.get(key) is inc:
+            del self._open[key]
         for d in inc.alerts:
             self.of.pop(d["event"]["id"], None)
-        self._open = {k: i for k, i in self._open.items() if i is not inc}
-        self._steps = {k: i for k, i in self._steps.items() if i is not inc}
+            step = (d["source"]["ip"], d["destination"]["ip"], d["event"]["start"])
+            if self._steps.get(step) is inc:
+                del self._steps[step]
