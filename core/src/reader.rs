@@ -104,23 +104,17 @@ impl Clock {
             for (unit, offset) in [(1e-6, iface.offset), (iface.unit, 0.0), (1e-6, 0.0)] {
                 let t = ticks as f64 * unit + offset;
                 if possible(t) {
+                    let mut how = Vec::new();
+                    if unit != iface.unit {
+                        how.push("as microseconds");
+                    }
+                    if offset != iface.offset {
+                        how.push("without its offset");
+                    }
                     self.notes.push(format!(
                         "interface {index}: its timestamp options give impossible times \
-                         (from packet {packet}); read {}{}",
-                        if unit != iface.unit {
-                            "as microseconds"
-                        } else {
-                            ""
-                        },
-                        if offset != iface.offset {
-                            if unit != iface.unit {
-                                ", without its offset"
-                            } else {
-                                "without its offset"
-                            }
-                        } else {
-                            ""
-                        }
+                         (from packet {packet}); read {}",
+                        how.join(", ")
                     ));
                     (iface.unit, iface.offset) = (unit, offset);
                     self.repairs.interfaces += 1;
