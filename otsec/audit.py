@@ -152,6 +152,7 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         summary["operations"] = operations(metrics, pipe.availability.outages, view.values)
         summary["suppressed"] = pipe.detector.suppressed
         summary["unreadable"] = pipe.unreadable
+        summary["repaired"] = pipe.repaired
         summary["baseline"] = {
             "mode": "protecting" if deviations else "none",
             "learn_for": learn_for,

@@ -39,6 +39,8 @@ def _nothing_analysed(capture: Any, unknown_linktype: int) -> str | None:
     """Why a capture gave nothing to analyse (None when it gave something)."""
     if capture.packets == 0:
         return "no valid record (the file is corrupt)" if capture.corrupt else "no packets"
+    if capture.repairs["empty"] >= capture.packets:
+        return "no valid record (the file is corrupt)"  # records of no bytes, nothing else
     if unknown_linktype >= capture.packets:
         return "no packet has a link type otsec reads"
     return None
@@ -87,6 +89,8 @@ class Pipeline:
         self.sources = list(sources)
         self.sensor = sensor
         self.unreadable: list[dict[str, str]] = []
+        #: what reading repaired in damaged captures, over every file (see ``Capture.repairs``)
+        self.repaired: dict[str, int] = {}
         if out_dir is not None and not events and not append:
             (out_dir / "events.ndjson").write_bytes(b"")  # the file exists, and is empty
         # Python needs findings, identities and their answers; with a baseline also what
@@ -172,6 +176,8 @@ class Pipeline:
             self.drain()
             consumed += capture.size or capture.position
             warnings.extend(capture.warnings)
+            for kind, n in capture.repairs.items():
+                self.repaired[kind] = self.repaired.get(kind, 0) + n
             reason = _nothing_analysed(capture, self.core.stats()["unknown_linktype"] - unknown)
             if reason:
                 self.unreadable.append({"file": str(path), "reason": reason})

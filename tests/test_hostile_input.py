@@ -51,36 +51,54 @@ def epb(ticks: int, data: bytes) -> bytes:
 SHB = g._block("<", 0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
 
 
-@pytest.mark.parametrize("idb", [
-    idb_with(struct.pack("<HHB3x", 9, 1, 0)),  # if_tsresol 0: seconds, a 2^64 s timestamp
-    idb_with(struct.pack("<HHq", 14, 8, -2**63)),  # if_tsoffset -2^63
-], ids=["tsresol-0", "tsoffset-min"])
-def test_impossible_timestamps_end_the_file_as_corrupt(tmp_path: Path, idb: bytes) -> None:
-    frame = polling_frames(1)[0]
-    bad = tmp_path / "bad.pcapng"
-    bad.write_bytes(SHB + idb + epb(2**64 - 1, frame))
-    assert_one_line_failure(otsec("audit", str(bad), "--out", str(tmp_path / "o")),
-                            "no valid record (the file is corrupt)")
-
-
-def test_good_packets_before_a_corrupt_record_are_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("idb", "ticks", "first"), [
+    # if_tsresol 0 (seconds): every time impossible, read as microseconds
+    (idb_with(struct.pack("<HHB3x", 9, 1, 0)), 1_700_000_000_000_000, 1_700_000_000.0),
+    # if_tsoffset -2^63: read without it
+    (idb_with(struct.pack("<HHq", 14, 8, -2**63)), 1_700_000_000_000_000, 1_700_000_000.0),
+    # a time no option explains: the first record has no earlier time to take
+    (idb_with(b""), 2**64 - 100, 0.0),
+], ids=["tsresol-0", "tsoffset-min", "no-time-before"])
+def test_impossible_timestamps_are_repaired_and_counted(tmp_path: Path, idb: bytes, ticks: int,
+                                                        first: float) -> None:
     frames = polling_frames()
-    ok = SHB + idb_with(b"") + b"".join(epb(1_700_000_000_000_000 + i, f)
-                                         for i, f in enumerate(frames))
+    bad = tmp_path / "bad.pcapng"
+    bad.write_bytes(SHB + idb + b"".join(epb(ticks + i, f) for i, f in enumerate(frames)))
+    out = tmp_path / "o"
+    proc = otsec("audit", str(bad), "--out", str(out), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["packets"] == len(frames) and summary["pdus"] == {"modbus": 8}
+    repaired = summary["repaired"]
+    if first:
+        assert summary["capture"]["start"] == "2023-11-14T22:13:20.000000Z"
+        assert repaired["interfaces"] == 1 and repaired["times"] == 0
+        assert any("interface 0: its timestamp options give impossible times" in w
+                   for w in summary["warnings"])
+    else:
+        assert repaired["times"] == len(frames)
+
+
+def test_good_packets_around_damaged_records_are_kept(tmp_path: Path) -> None:
+    frames = polling_frames()
+    t0 = 1_700_000_000_000_000
+    ok = SHB + idb_with(b"") + b"".join(epb(t0 + i, f) for i, f in enumerate(frames))
     short = g._block("<", 6, struct.pack("<II", 0, 0))  # an EPB shorter than its header
     f = tmp_path / "x.pcapng"
-    f.write_bytes(ok + short + epb(2**63, frames[0]) + epb(1, frames[1]))
+    f.write_bytes(ok + short + epb(2**63, frames[0]) + epb(t0 + 99, frames[1]))
     out = tmp_path / "o"
     proc = otsec("audit", str(f), "--out", str(out), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["packets"] == len(frames)
-    assert summary["pdus"] == {"modbus": 8}  # after the handshake
-    assert any("bad enhanced packet block" in w for w in summary["warnings"])
-    assert any("impossible timestamp" in w and "corrupt" in w for w in summary["warnings"])
+    assert summary["packets"] == len(frames) + 2
+    assert summary["capture"]["end"] == "2023-11-14T22:13:20.000099Z"
+    assert any("bad packet block at packet 11 skipped" in w for w in summary["warnings"])
+    assert any("1 records with an impossible time were given the last possible time" in w
+               for w in summary["warnings"])
+    assert summary["repaired"] | {"blocks": 1, "times": 1} == summary["repaired"]
 
 
-def test_a_zero_length_record_ends_the_file(tmp_path: Path) -> None:
+def test_a_zero_length_record_is_read_and_reading_goes_on(tmp_path: Path) -> None:
     frames = polling_frames()
     data = g.pcap([(1.0, frames[0]), (2.0, frames[1]), (3.0, b""), (4.0, frames[2])])
     f = tmp_path / "z.pcap"
@@ -88,8 +106,8 @@ def test_a_zero_length_record_ends_the_file(tmp_path: Path) -> None:
     out = tmp_path / "o"
     assert otsec("audit", str(f), "--out", str(out)).returncode == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["packets"] == 2
-    assert any("empty record at packet 3" in w for w in summary["warnings"])
+    assert summary["packets"] == 4  # as Wireshark reads it
+    assert summary["repaired"]["empty"] == 1
 
 
 @pytest.mark.parametrize(("content", "needle"), [

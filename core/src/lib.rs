@@ -23,6 +23,7 @@ pub mod readahead;
 pub mod reader;
 pub mod reassembly;
 pub mod ring;
+pub mod rule_index;
 pub mod rules;
 pub mod timefmt;
 pub mod values;

@@ -78,6 +78,23 @@ impl Capture {
         self.reader.corrupt
     }
 
+    /// What reading repaired in a damaged capture: {"times": records given the last
+    /// possible time, "interfaces": interfaces whose timestamp options were set aside,
+    /// "blocks": damaged blocks skipped, "bytes": bytes passed over to find the next,
+    /// "empty": records of no bytes}.
+    #[getter]
+    fn repairs(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let r = self.reader.repairs();
+        [
+            ("times", r.times),
+            ("interfaces", r.interfaces),
+            ("blocks", r.blocks),
+            ("bytes", r.bytes),
+            ("empty", r.empty),
+        ]
+        .into()
+    }
+
     /// The packets of the next chunk as (ts, linktype, bytes, wirelen) (tests, replays).
     fn read<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let mut out = Vec::new();

@@ -17,18 +17,28 @@ pub type Source = Box<dyn Read + Send + Sync>;
 pub const CHUNK: usize = 4 * 1024 * 1024;
 /// Larger records mean a corrupt file, not a jumbo frame.
 pub const MAX_RECORD: usize = 16 * 1024 * 1024;
-/// Timestamps outside 1970-01-01 .. 9999-12-31 are corrupt fields, not packets.
+/// Timestamps outside 1970-01-01 .. 9999-12-31 are corrupt fields, not times.
 pub const MAX_TS: f64 = 253_402_300_799.0;
 
-/// Why a record ends the file: its fields cannot describe a captured packet.
-fn absurd(p: &Packet<'_>) -> Option<&'static str> {
-    if p.data.is_empty() {
-        Some("an empty record")
-    } else if !(0.0..=MAX_TS).contains(&p.ts) {
-        Some("an impossible timestamp")
-    } else {
-        None
-    }
+fn possible(ts: f64) -> bool {
+    (0.0..=MAX_TS).contains(&ts)
+}
+
+/// What reading repaired in a damaged capture: each kind is counted, and warned once
+/// with its count when the capture ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// records with an impossible time, given the last possible one before them
+    pub times: u64,
+    /// interfaces whose timestamp resolution or offset made their times impossible,
+    /// read as the format's default (microseconds) or without the offset
+    pub interfaces: u64,
+    /// blocks skipped by their length (an unknown interface, data past the block, a
+    /// length that is no multiple of 4) and bytes passed over to find the next block
+    pub blocks: u64,
+    pub bytes: u64,
+    /// records of no bytes (Wireshark shows them; a file of nothing else is corrupt)
+    pub empty: u64,
 }
 
 /// One packet as the reader sees it.
@@ -66,6 +76,56 @@ struct Iface {
     linktype: u32,
     unit: f64,
     offset: f64,
+    /// its first packet's time was checked (bad options are repaired there, once)
+    judged: bool,
+}
+
+/// Where the time of the packets stands: the last possible time read, and the repairs.
+#[derive(Default)]
+struct Clock {
+    last: Option<f64>,
+    repairs: Repairs,
+    notes: Vec<String>,
+}
+
+impl Clock {
+    /// The time of a record of `iface` (`ticks` of its unit); an impossible one is
+    /// repaired: a first packet whose interface options give impossible times makes the
+    /// interface read as microseconds or without its offset (what gives a possible time),
+    /// any other takes the last possible time.
+    fn time(&mut self, iface: &mut Iface, index: usize, ticks: u64, packet: u64) -> f64 {
+        let ts = ticks as f64 * iface.unit + iface.offset;
+        let judged = std::mem::replace(&mut iface.judged, true);
+        if possible(ts) {
+            self.last = Some(ts);
+            return ts;
+        }
+        if !judged {
+            for (unit, offset) in [(1e-6, iface.offset), (iface.unit, 0.0), (1e-6, 0.0)] {
+                let t = ticks as f64 * unit + offset;
+                if possible(t) {
+                    let mut how = Vec::new();
+                    if unit != iface.unit {
+                        how.push("as microseconds");
+                    }
+                    if offset != iface.offset {
+                        how.push("without its offset");
+                    }
+                    self.notes.push(format!(
+                        "interface {index}: its timestamp options give impossible times \
+                         (from packet {packet}); read {}",
+                        how.join(", ")
+                    ));
+                    (iface.unit, iface.offset) = (unit, offset);
+                    self.repairs.interfaces += 1;
+                    self.last = Some(t);
+                    return t;
+                }
+            }
+        }
+        self.repairs.times += 1;
+        self.last.unwrap_or(0.0)
+    }
 }
 
 enum State {
@@ -89,6 +149,7 @@ pub struct Reader {
     pub warnings: Vec<String>,
     /// reading stopped at a record or block that cannot be a packet
     pub corrupt: bool,
+    clock: Clock,
     pub size: u64,
     /// the callback asked to stop before the end of the buffered records
     interrupted: bool,
@@ -229,6 +290,7 @@ impl Reader {
             packets: 0,
             warnings: Vec::new(),
             corrupt: false,
+            clock: Clock::default(),
             size,
             interrupted: false,
             reads_ahead,
@@ -260,6 +322,33 @@ impl Reader {
 
     pub fn finished(&self) -> bool {
         self.done
+    }
+
+    /// What reading repaired so far.
+    pub fn repairs(&self) -> Repairs {
+        self.clock.repairs
+    }
+
+    /// The capture ended: what was repaired, warned once per kind with its count.
+    fn ended(&mut self) {
+        self.done = true;
+        let r = self.clock.repairs;
+        if r.times > 0 {
+            let n = r.times;
+            self.warn(format!(
+                "{n} records with an impossible time were given the last possible time before them"
+            ));
+        }
+        if r.blocks > 0 {
+            let n = r.blocks;
+            self.warn(format!("{n} damaged blocks skipped by their length"));
+        }
+        if r.bytes > 0 {
+            let n = r.bytes;
+            self.warn(format!(
+                "{n} damaged bytes passed over to find the next record"
+            ));
+        }
     }
 
     fn warn(&mut self, msg: String) {
@@ -317,15 +406,18 @@ impl Reader {
             let have = self.buf.len() - self.pos;
             self.fill(have + CHUNK);
         };
+        for note in std::mem::take(&mut self.clock.notes) {
+            self.warn(note);
+        }
         if !more {
-            self.done = true;
+            self.ended();
             return false;
         }
         if std::mem::take(&mut self.interrupted) {
             return true;
         }
         if self.eof && self.pos >= self.buf.len() {
-            self.done = true;
+            self.ended();
         } else if self.eof {
             // what is left cannot form a record
             let left = self.buf.len() - self.pos;
@@ -338,7 +430,7 @@ impl Reader {
             self.warn(format!(
                 "truncated last {what} ({left} bytes) after {n} packets"
             ));
-            self.done = true;
+            self.ended();
         }
         !self.done
     }
@@ -363,22 +455,36 @@ impl Reader {
             let caplen = u32_at(buf, pos + 8, big) as usize;
             let wirelen = u32_at(buf, pos + 12, big);
             if caplen > MAX_RECORD {
-                corrupt = Some("a corrupt record header");
-                break;
+                match next_record(buf, pos, big, unit, self.clock.last, self.eof) {
+                    Seek::Found(next) => {
+                        self.clock.repairs.bytes += (next - pos) as u64;
+                        pos = next;
+                        continue;
+                    }
+                    Seek::More => break,
+                    Seek::None => {
+                        corrupt = Some("a corrupt record header");
+                        break;
+                    }
+                }
             }
             if pos + 16 + caplen > end {
                 break;
             }
+            let mut ts = sec as f64 + frac as f64 * unit;
+            if possible(ts) {
+                self.clock.last = Some(ts);
+            } else {
+                self.clock.repairs.times += 1;
+                ts = self.clock.last.unwrap_or(0.0);
+            }
             let packet = Packet {
-                ts: sec as f64 + frac as f64 * unit,
+                ts,
                 linktype,
                 data: &buf[pos + 16..pos + 16 + caplen],
                 wirelen,
             };
-            if let Some(why) = absurd(&packet) {
-                corrupt = Some(why);
-                break;
-            }
+            self.clock.repairs.empty += (caplen == 0) as u64;
             packets += 1;
             let go = f(packet);
             pos += 16 + caplen;
@@ -406,16 +512,18 @@ impl Reader {
             _ => unreachable!(),
         };
         let end = self.buf.len();
+        let eof = self.eof;
         let mut pos = self.pos;
         let mut corrupt = None;
         let mut warnings: Vec<String> = Vec::new();
         let mut packets = self.packets;
         let mut interrupted = false;
+        let clock = &mut self.clock;
         {
             let buf = &self.buf;
             let mut go = true;
             while pos + 12 <= end {
-                if buf[pos..pos + 4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+                if buf[pos..pos + 4] == SHB {
                     match &buf[pos + 8..pos + 12] {
                         [0x4d, 0x3c, 0x2b, 0x1a] => big = false,
                         [0x1a, 0x2b, 0x3c, 0x4d] => big = true,
@@ -428,35 +536,63 @@ impl Reader {
                 }
                 let btype = u32_at(buf, pos, big);
                 let blen = u32_at(buf, pos + 4, big) as usize;
-                if blen < 12 || !blen.is_multiple_of(4) || blen > MAX_RECORD {
-                    corrupt = Some("a corrupt block header");
-                    break;
+                let sane = (12..=MAX_RECORD).contains(&blen) && blen.is_multiple_of(4);
+                if sane && pos + blen > end && !eof {
+                    break; // read on
                 }
-                if pos + blen > end {
-                    break;
+                // a block whose length its copy at the end confirms, or a known block
+                // followed by another (its copy alone was damaged)
+                let whole = sane
+                    && pos + blen <= end
+                    && (u32_at(buf, pos + blen - 4, big) as usize == blen
+                        || (known(btype) && block_at(buf, pos + blen, big).is_some()));
+                if !whole {
+                    let cut = sane && pos + blen > end; // at the end of the capture
+                    match next_block(buf, pos, big, eof) {
+                        Seek::Found(next) => {
+                            // a length its copy at the block's end confirms is skipped by;
+                            // otherwise the bytes up to the next whole block are passed over
+                            if next == pos + blen {
+                                clock.repairs.blocks += 1;
+                            } else {
+                                clock.repairs.bytes += (next - pos) as u64;
+                            }
+                            pos = next;
+                            continue;
+                        }
+                        Seek::More => break,
+                        Seek::None if cut => break, // a truncated last block
+                        Seek::None => {
+                            corrupt = Some("a corrupt block header");
+                            break;
+                        }
+                    }
                 }
                 let body = pos + 8;
                 let bend = pos + blen;
                 match btype {
-                    6 => {
-                        // enhanced packet block: a 32-bit interface id
-                        let iface = if blen >= 32 {
-                            u32_at(buf, body, big) as usize
-                        } else {
-                            usize::MAX
+                    6 | 2 => {
+                        // enhanced (32-bit interface id) or obsolete (16-bit) packet block
+                        let iface = match (btype, blen) {
+                            (6, 32..) => u32_at(buf, body, big) as usize,
+                            (2, 32..) => u16_at(buf, body, big) as usize,
+                            _ => usize::MAX,
                         };
-                        match timed(buf, body, bend, big, ifaces.get(iface)) {
-                            Some(p) => {
-                                if let Some(why) = absurd(&p) {
-                                    corrupt = Some(why);
-                                    break;
-                                }
+                        match timed(buf, body, bend, big, iface < ifaces.len()) {
+                            Some((ticks, mut p)) => {
                                 packets += 1;
+                                clock.repairs.empty += p.data.is_empty() as u64;
+                                p.linktype = ifaces[iface].linktype;
+                                p.ts = clock.time(&mut ifaces[iface], iface, ticks, packets);
                                 go = f(p);
                             }
                             None => {
-                                let n = packets + 1;
-                                warnings.push(format!("bad enhanced packet block at packet {n}"));
+                                clock.repairs.blocks += 1;
+                                if clock.repairs.blocks <= MAX_BLOCK_WARNINGS {
+                                    let n = packets + 1;
+                                    warnings
+                                        .push(format!("bad packet block at packet {n} skipped"));
+                                }
                             }
                         }
                     }
@@ -469,24 +605,9 @@ impl Reader {
                             data: &buf[body + 4..body + 4 + caplen],
                             wirelen,
                         };
-                        if let Some(why) = absurd(&p) {
-                            corrupt = Some(why);
-                            break;
-                        }
+                        clock.repairs.empty += (caplen == 0) as u64;
                         packets += 1;
                         go = f(p);
-                    }
-                    2 if blen >= 32 => {
-                        // obsolete packet block: a 16-bit interface id (bad ones are skipped)
-                        let iface = u16_at(buf, body, big) as usize;
-                        if let Some(p) = timed(buf, body, bend, big, ifaces.get(iface)) {
-                            if let Some(why) = absurd(&p) {
-                                corrupt = Some(why);
-                                break;
-                            }
-                            packets += 1;
-                            go = f(p);
-                        }
                     }
                     1 if blen >= 16 => ifaces.push(interface(buf, body, bend - 4, big)),
                     _ => {}
@@ -518,17 +639,16 @@ impl Reader {
 }
 
 /// The packet of an enhanced or obsolete packet block (the same layout after the interface
-/// id: timestamp high and low, captured and wire length, data), or None when its interface
-/// is unknown or its data runs past the block.
-fn timed<'a>(
-    buf: &'a [u8],
+/// id: timestamp high and low, captured and wire length, data) with its time in ticks of
+/// its interface, or None when its interface is unknown or its data runs past the block.
+fn timed(
+    buf: &[u8],
     body: usize,
     bend: usize,
     big: bool,
-    iface: Option<&Iface>,
-) -> Option<Packet<'a>> {
-    let i = iface?;
-    if bend < body + 20 {
+    known: bool,
+) -> Option<(u64, Packet<'_>)> {
+    if !known || bend < body + 20 {
         return None;
     }
     let caplen = u32_at(buf, body + 12, big) as usize;
@@ -537,14 +657,123 @@ fn timed<'a>(
     }
     let hi = u32_at(buf, body + 4, big) as u64;
     let lo = u32_at(buf, body + 8, big) as u64;
-    let ts = ((hi << 32) | lo) as f64 * i.unit + i.offset;
     let wirelen = u32_at(buf, body + 16, big);
-    Some(Packet {
-        ts,
-        linktype: i.linktype,
-        data: &buf[body + 20..body + 20 + caplen],
-        wirelen,
-    })
+    Some((
+        (hi << 32) | lo,
+        Packet {
+            ts: 0.0,
+            linktype: 0,
+            data: &buf[body + 20..body + 20 + caplen],
+            wirelen,
+        },
+    ))
+}
+
+const SHB: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+/// Bad packet blocks warned one by one; the rest are in the count at the end.
+const MAX_BLOCK_WARNINGS: u64 = 10;
+/// How far past a damaged block header the next whole block is looked for.
+const MAX_SCAN: usize = 1 << 20;
+
+/// Where reading goes on after a block header whose length cannot be right.
+enum Seek {
+    Found(usize),
+    /// not in what is buffered: read more first
+    More,
+    None,
+}
+
+/// The next whole block after a damaged header at `pos`: the block itself when the copy
+/// of its length at the end confirms it (a length that is no multiple of 4), else the
+/// first 4-aligned position after it holding a block of a known type whose two lengths
+/// agree (within `MAX_SCAN` bytes).
+fn next_block(buf: &[u8], pos: usize, big: bool, eof: bool) -> Seek {
+    let block = |at: usize| block_at(buf, at, big);
+    let blen = u32_at(buf, pos + 4, big) as usize;
+    if (12..=MAX_RECORD).contains(&blen) {
+        if pos + blen > buf.len() && !eof {
+            return Seek::More;
+        }
+        if pos + blen <= buf.len() && u32_at(buf, pos + blen - 4, big) as usize == blen {
+            return Seek::Found(pos + blen);
+        }
+    }
+    // byte by byte: what damaged the file may have added or removed any number of bytes
+    for at in pos + 1..(pos + MAX_SCAN).min(buf.len().saturating_sub(11)) {
+        let Some(n) = block(at) else {
+            continue;
+        };
+        if at + n > buf.len() {
+            if !eof {
+                return Seek::More; // its end decides
+            }
+        } else if u32_at(buf, at + n - 4, big) as usize == n {
+            return Seek::Found(at);
+        }
+    }
+    if !eof && buf.len() < pos + MAX_SCAN {
+        Seek::More
+    } else {
+        Seek::None
+    }
+}
+
+/// Block types a damaged file's next block is recognised by.
+fn known(btype: u32) -> bool {
+    matches!(btype, 1..=10 | 0x0A0D0D0A | 0xBAD | 0x4000_0BAD)
+}
+
+/// The length of the block at `at` if a block of a known type with a possible length
+/// starts there (0 past what is buffered: nothing tells against one).
+fn block_at(buf: &[u8], at: usize, big: bool) -> Option<usize> {
+    if at + 8 > buf.len() {
+        return Some(0);
+    }
+    let blen = u32_at(buf, at + 4, big) as usize;
+    (known(u32_at(buf, at, big)) && (12..=MAX_RECORD).contains(&blen) && blen.is_multiple_of(4))
+        .then_some(blen)
+}
+
+/// The next record after a damaged pcap record header at `pos`: the first position where
+/// a header could stand (lengths within bounds, a sub-second part below a second, a time
+/// within a day of the last possible one) whose data is followed by another such header
+/// or by the end of the capture (within `MAX_SCAN` bytes).
+fn next_record(buf: &[u8], pos: usize, big: bool, unit: f64, last: Option<f64>, eof: bool) -> Seek {
+    const MAX_SNAP: usize = 262_144;
+    let header = |at: usize| -> Option<usize> {
+        let sec = u32_at(buf, at, big) as f64;
+        let frac = u32_at(buf, at + 4, big) as f64 * unit;
+        let caplen = u32_at(buf, at + 8, big) as usize;
+        let wirelen = u32_at(buf, at + 12, big) as usize;
+        let near = last.is_none_or(|t| (sec - t).abs() <= 86_400.0);
+        (frac < 1.0
+            && (1..=MAX_SNAP).contains(&caplen)
+            && (caplen..=MAX_RECORD).contains(&wirelen)
+            && near)
+            .then_some(at + 16 + caplen)
+    };
+    for at in pos + 1..(pos + MAX_SCAN).min(buf.len().saturating_sub(15)) {
+        let Some(next) = header(at) else {
+            continue;
+        };
+        if next + 16 > buf.len() {
+            if eof && next == buf.len() {
+                return Seek::Found(at); // the last record
+            }
+            if !eof {
+                return Seek::More; // what follows decides
+            }
+            continue;
+        }
+        if header(next).is_some() {
+            return Seek::Found(at);
+        }
+    }
+    if !eof && buf.len() < pos + MAX_SCAN {
+        Seek::More
+    } else {
+        Seek::None
+    }
 }
 
 /// An interface description block: link type, timestamp unit and offset.
@@ -582,6 +811,7 @@ fn interface(buf: &[u8], body: usize, end: usize, big: bool) -> Iface {
         linktype,
         unit,
         offset,
+        judged: false,
     }
 }
 

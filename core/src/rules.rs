@@ -588,9 +588,6 @@ pub const OWN: u8 = 0;
 pub const ACTOR_OVERFLOW: u8 = 1;
 pub const RULE_OVERFLOW: u8 = 2;
 
-/// Where a rule is indexed: (protocol, anomaly record?, request?).
-type Slot = (Proto, bool, bool);
-
 /// A finding to hand over: (rule index in the current set, key id, `OWN` or an overflow).
 pub type Hit = (u32, u32, u8);
 
@@ -619,9 +616,8 @@ pub struct Matcher {
     numbers: Vec<u32>,
     /// every rule id seen, numbered in order of appearance (kept across reloads)
     names: FxHashMap<String, u32>,
-    /// rule indices per (protocol, anomaly?, request?): by function code, and the rest
-    by_code: FxHashMap<(Slot, i64), Vec<u32>>,
-    rest: FxHashMap<Slot, Vec<u32>>,
+    /// where the rules that may match a record are found (see rule_index.rs)
+    index: crate::rule_index::Index,
     candidates: Vec<u32>,
     /// findings of one key closer than this fold together (the alert window)
     pub window: f64,
@@ -680,9 +676,8 @@ impl Matcher {
         self.keys.clear();
         self.window = window;
         self.boundaries = boundaries;
-        self.by_code.clear();
-        self.rest.clear();
         let m = self;
+        let mut placed = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter_mut().enumerate() {
             let mut codes: Option<Vec<i64>> = None;
             let mut request: Option<bool> = None;
@@ -721,26 +716,26 @@ impl Matcher {
                     items.sort(); // membership tests search it
                 }
             }
-            // a rule is found by the function codes and direction it names: most records
-            // meet none of the rules
+            // a rule is found by the function codes and direction it names, then by one
+            // value it tests for equality: most records meet none of the rules
             let directions = match request {
                 Some(d) => vec![d],
                 None => vec![true, false],
             };
+            let mut places = Vec::new();
             for &p in &r.protocols {
                 for &d in &directions {
                     let slot = (p, r.anomaly, d);
                     match &codes {
-                        Some(codes) => {
-                            for &c in codes {
-                                m.by_code.entry((slot, c)).or_default().push(i as u32);
-                            }
-                        }
-                        None => m.rest.entry(slot).or_default().push(i as u32),
+                        Some(codes) => places.extend(codes.iter().map(|&c| (slot, Some(c)))),
+                        None => places.push((slot, None)),
                     }
                 }
             }
+            let keys = crate::rule_index::keys(&r.conditions);
+            placed.push((i as u32, places, keys));
         }
+        m.index = crate::rule_index::Index::build(placed);
         m.rules = rules;
     }
 
@@ -799,18 +794,16 @@ impl Matcher {
             _ => None,
         };
         let slot = (proto, anomaly, request);
-        let coded = code.and_then(|c| self.by_code.get(&(slot, c)));
-        let rest = self.rest.get(&slot);
         // the candidates' indices are copied out (the matcher changes while they run) into
         // a buffer kept between records, so the steady state allocates nothing
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
-        candidates.extend(
-            coded
-                .into_iter()
-                .flatten()
-                .chain(rest.into_iter().flatten()),
-        );
+        let value = |id: u8| field(ev, id, request_index);
+        if let Some(c) = code {
+            self.index
+                .candidates((slot, Some(c)), &value, &mut candidates);
+        }
+        self.index.candidates((slot, None), &value, &mut candidates);
         for &i in &candidates {
             let i = i as usize;
             let rule = &self.rules[i];

@@ -45,6 +45,17 @@ fn codes(events: &[Event]) -> Vec<u8> {
         .collect()
 }
 
+/// Packets, their times, and whether reading stopped at a corrupt record.
+fn read(file: Vec<u8>) -> (usize, Vec<f64>, bool) {
+    let mut r = Reader::from_reader("t".into(), Box::new(std::io::Cursor::new(file)), 0).unwrap();
+    let mut times = Vec::new();
+    while r.next_chunk(&mut |p: Packet<'_>| {
+        times.push(p.ts);
+        true
+    }) {}
+    (times.len(), times, r.corrupt)
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -156,5 +167,64 @@ proptest! {
         }
         engine.finish();
         prop_assert_eq!(engine.stats.packets, frames.len() as u64);
+    }
+}
+
+proptest! {
+    // each case reads two files through a reader's 4 MiB buffer: fewer cases
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_headers_never_refuse_intact_records(
+        pcap_header in prop::collection::vec(any::<u8>(), 20),
+        shb in prop::collection::vec(any::<u8>(), 12),
+        idb in prop::collection::vec(any::<u8>(), 8),
+        tsresol in any::<u8>(),
+        tsoffset in any::<i64>(),
+        ticks in prop::collection::vec(any::<u64>(), 0..3),
+    ) {
+        // a pcap file's header after its magic: any version, zone, snap length, link type
+        let mut file = vec![0xd4, 0xc3, 0xb2, 0xa1];
+        file.extend_from_slice(&pcap_header);
+        for i in 0..8u32 {
+            for v in [1_700_000_000 + i, i * 1000, 40, 40] {
+                file.extend_from_slice(&v.to_le_bytes());
+            }
+            file.extend_from_slice(&[i as u8; 40]);
+        }
+        let (n, times, corrupt) = read(file);
+        prop_assert_eq!((n, corrupt), (8, false));
+        prop_assert!(times.iter().all(|t| (1.7e9..1.8e9).contains(t)));
+        // a pcapng file: any version, section length, link type, snap length and timestamp
+        // options; a few records with any time
+        let block = |btype: u32, body: &[u8]| -> Vec<u8> {
+            let n = (body.len() + 12) as u32;
+            let mut b = btype.to_le_bytes().to_vec();
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend_from_slice(body);
+            b.extend_from_slice(&n.to_le_bytes());
+            b
+        };
+        let mut head = vec![0x4d, 0x3c, 0x2b, 0x1a];
+        head.extend_from_slice(&shb);
+        let mut file = block(0x0A0D0D0A, &head);
+        let mut iface = idb.clone();
+        iface.extend_from_slice(&[9, 0, 1, 0, tsresol, 0, 0, 0, 14, 0, 8, 0]);
+        iface.extend_from_slice(&tsoffset.to_le_bytes());
+        iface.extend_from_slice(&[0; 4]);
+        file.extend(block(1, &iface));
+        for i in 0..8u64 {
+            let t = ticks.get(i as usize % 4).copied().unwrap_or(1_700_000_000_000_000 + i);
+            let mut epb = 0u32.to_le_bytes().to_vec();
+            epb.extend_from_slice(&((t >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(t as u32).to_le_bytes());
+            epb.extend_from_slice(&40u32.to_le_bytes());
+            epb.extend_from_slice(&40u32.to_le_bytes());
+            epb.extend_from_slice(&[i as u8; 40]);
+            file.extend(block(6, &epb));
+        }
+        let (n, times, corrupt) = read(file);
+        prop_assert_eq!((n, corrupt), (8, false));
+        prop_assert!(times.iter().all(|t| (0.0..=_core::reader::MAX_TS).contains(t)));
     }
 }
