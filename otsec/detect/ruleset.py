@@ -175,15 +175,18 @@ def parse_yaml(path: Path, error: type[Exception] = RuleError, trusted: bool = F
     memory exhaustion); ``trusted``: the package's own file, not checked."""
     where = str(path)
     try:
-        loader = _Loader(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise error(f"{where}: cannot read ({why})") from None
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        if not trusted:
+        # without an anchor there is no alias: the graph is the file's own size, and only
+        # its depth needs a look (a large generated ruleset is not walked twice)
+        if not trusted and ("&" in text or _deeper(text)):
             _check_size(node, where, error)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
@@ -198,6 +201,20 @@ def parse_yaml(path: Path, error: type[Exception] = RuleError, trusted: bool = F
 
 MAX_NODES = 1_000_000  # values in a file once its aliases are expanded
 MAX_DEPTH = 64
+
+
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _deeper(text: str) -> bool:
+    """Whether the text may nest deeper than MAX_DEPTH: by indentation (two columns a level
+    at the least) or by brackets of flow style."""
+    indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    depth = deepest = 0
+    for c in _NOT_BRACKETS.sub("", text):
+        depth += 1 if c in "[{" else -1
+        deepest = max(deepest, depth)
+    return indent // 2 + deepest >= MAX_DEPTH // 2
 
 
 def _check_size(root: yaml.Node, where: str, error: type[Exception]) -> None:
