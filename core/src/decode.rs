@@ -1,7 +1,11 @@
-//! Link, IP and transport headers on buffer offsets (nothing is copied).
+//! Link, tunnel, IP and transport headers on buffer offsets (nothing is copied).
 //!
 //! Link types: Ethernet (802.1Q/802.1ad tags), Linux cooked v1/v2, raw IPv4/IPv6, BSD
-//! null/loopback. IPv6 extension headers are walked; non-first IP fragments are skipped.
+//! null/loopback. Tunnels and label stacks are opened down to the innermost IP packet:
+//! MPLS (IP, or Ethernet behind a pseudowire control word), GRE (IP, Ethernet, MPLS,
+//! ERSPAN type I, II and III), VXLAN (UDP port 4789), NSH, IP in IP. IPv6 extension
+//! headers are walked. A fragment is reported as such, with where its IP header starts,
+//! for `defrag` to put its datagram together.
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -104,13 +108,20 @@ impl Addr {
     }
 }
 
-/// What the link layer says: where the network layer starts and its ethertype.
-pub struct Link<'a> {
+/// What the link layer says: where the network layer starts and its ethertype (after
+/// `decode_network`: the innermost one's), and the MACs and VLAN of the innermost
+/// Ethernet header.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
     pub off: usize,
     pub ethertype: u16,
-    pub src_mac: &'a [u8],
-    pub dst_mac: &'a [u8],
+    pub src_mac: Option<[u8; 6]>,
+    pub dst_mac: Option<[u8; 6]>,
     pub vlan: i32,
+}
+
+fn mac(b: &[u8], off: usize) -> Option<[u8; 6]> {
+    b.get(off..off + 6)?.try_into().ok()
 }
 
 fn be16(b: &[u8], off: usize) -> u16 {
@@ -129,31 +140,35 @@ fn raw_ip(b: &[u8], off: usize) -> u16 {
     }
 }
 
-pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link<'_>> {
+/// An Ethernet header at `start` (with its 802.1Q/802.1ad tags).
+fn ethernet(b: &[u8], start: usize) -> Option<Link> {
+    let end = b.len();
+    if end < start + 14 {
+        return None;
+    }
+    let mut etype = be16(b, start + 12);
+    let mut off = start + 14;
+    let mut vlan = -1;
+    while matches!(etype, 0x8100 | 0x88A8 | 0x9100 | 0x9200) && off + 4 <= end {
+        if vlan < 0 {
+            vlan = (be16(b, off) & 0x0FFF) as i32;
+        }
+        etype = be16(b, off + 2);
+        off += 4;
+    }
+    Some(Link {
+        off,
+        ethertype: etype,
+        src_mac: mac(b, start + 6),
+        dst_mac: mac(b, start),
+        vlan,
+    })
+}
+
+pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link> {
     let end = b.len();
     match linktype {
-        LINKTYPE_ETHERNET => {
-            if end < 14 {
-                return None;
-            }
-            let mut etype = be16(b, 12);
-            let mut off = 14;
-            let mut vlan = -1;
-            while matches!(etype, 0x8100 | 0x88A8 | 0x9100 | 0x9200) && off + 4 <= end {
-                if vlan < 0 {
-                    vlan = (be16(b, off) & 0x0FFF) as i32;
-                }
-                etype = be16(b, off + 2);
-                off += 4;
-            }
-            Some(Link {
-                off,
-                ethertype: etype,
-                src_mac: &b[6..12],
-                dst_mac: &b[0..6],
-                vlan,
-            })
-        }
+        LINKTYPE_ETHERNET => ethernet(b, 0),
         LINKTYPE_RAW | 12 | 14 | LINKTYPE_IPV4 | LINKTYPE_IPV6 => {
             if end == 0 {
                 return None;
@@ -161,8 +176,8 @@ pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link<'_>> {
             Some(Link {
                 off: 0,
                 ethertype: raw_ip(b, 0),
-                src_mac: &[],
-                dst_mac: &[],
+                src_mac: None,
+                dst_mac: None,
                 vlan: -1,
             })
         }
@@ -187,8 +202,8 @@ pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link<'_>> {
             Some(Link {
                 off: 4,
                 ethertype: etype,
-                src_mac: &[],
-                dst_mac: &[],
+                src_mac: None,
+                dst_mac: None,
                 vlan: -1,
             })
         }
@@ -196,12 +211,11 @@ pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link<'_>> {
             if end < 16 {
                 return None;
             }
-            let mac: &[u8] = if be16(b, 4) == 6 { &b[6..12] } else { &[] };
             Some(Link {
                 off: 16,
                 ethertype: be16(b, 14),
-                src_mac: mac,
-                dst_mac: &[],
+                src_mac: if be16(b, 4) == 6 { mac(b, 6) } else { None },
+                dst_mac: None,
                 vlan: -1,
             })
         }
@@ -209,12 +223,11 @@ pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link<'_>> {
             if end < 20 {
                 return None;
             }
-            let mac: &[u8] = if b[11] == 6 { &b[12..18] } else { &[] };
             Some(Link {
                 off: 20,
                 ethertype: be16(b, 0),
-                src_mac: mac,
-                dst_mac: &[],
+                src_mac: if b[11] == 6 { mac(b, 12) } else { None },
+                dst_mac: None,
                 vlan: -1,
             })
         }
@@ -248,7 +261,16 @@ pub enum NotTransport {
     Arp(usize),
 }
 
-pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotTransport> {
+/// An IP header: its addresses, the protocol it carries and where that lies.
+struct Ip {
+    src: Addr,
+    dst: Addr,
+    proto: u8,
+    off: usize,
+    end: usize,
+}
+
+fn ip_header(b: &[u8], off: usize, ethertype: u16) -> Result<Ip, NotTransport> {
     let mut end = b.len();
     let mut off = off;
     let (proto, src, dst);
@@ -265,7 +287,7 @@ pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotT
         if total >= ihl && off + total < end {
             end = off + total;
         }
-        if be16(b, off + 6) & 0x1FFF != 0 {
+        if be16(b, off + 6) & 0x3FFF != 0 {
             return Err(NotTransport::Fragment);
         }
         proto = b[off + 9];
@@ -289,7 +311,8 @@ pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotT
                 return Err(NotTransport::Invalid);
             }
             if p == 44 {
-                if be16(b, off + 2) & 0xFFF8 != 0 {
+                // an atomic fragment (offset 0, no more) is the whole datagram
+                if be16(b, off + 2) & 0xFFF9 != 0 {
                     return Err(NotTransport::Fragment);
                 }
                 p = b[off];
@@ -304,6 +327,23 @@ pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotT
     } else {
         return Err(NotTransport::Invalid);
     }
+    Ok(Ip {
+        src,
+        dst,
+        proto,
+        off,
+        end,
+    })
+}
+
+fn transport(b: &[u8], ip: Ip) -> Result<Transport, NotTransport> {
+    let Ip {
+        src,
+        dst,
+        proto,
+        off,
+        mut end,
+    } = ip;
     if proto == TCP {
         if end < off + 20 {
             return Err(NotTransport::Invalid);
@@ -352,18 +392,174 @@ pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotT
     Err(NotTransport::OtherIp)
 }
 
-/// Link, IP and transport headers of one frame.
-pub fn decode_frame(linktype: u32, b: &[u8]) -> Result<(Link<'_>, Transport), NotTransport> {
-    let link = decode_link(linktype, b).ok_or(NotTransport::NotIp)?;
+/// The IP packet at `off` down to its TCP or UDP header (no tunnels opened).
+pub fn decode_ip(b: &[u8], off: usize, ethertype: u16) -> Result<Transport, NotTransport> {
+    transport(b, ip_header(b, off, ethertype)?)
+}
+
+/// Tunnels and label stacks opened, at most.
+const MAX_LAYERS: usize = 8;
+pub const VXLAN_PORT: u16 = 4789;
+const GRE: u8 = 47;
+const IPIP: u8 = 4;
+const IPV6_IN_IP: u8 = 41;
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86DD;
+const ETH_MPLS: u16 = 0x8847;
+const ETH_MPLS_MULTICAST: u16 = 0x8848;
+const ETH_NSH: u16 = 0x894F;
+const ETH_BRIDGED: u16 = 0x6558;
+const ETH_ERSPAN_2: u16 = 0x88BE;
+const ETH_ERSPAN_3: u16 = 0x22EB;
+/// what an inner Ethernet header is called here (not a real ethertype)
+const INNER_ETHERNET: u16 = 1;
+
+/// The layer after `link.off` until TCP or UDP: tunnels are opened, `link` ends on the
+/// innermost network header (on a fragment: the fragment's IP header) and carries the
+/// innermost Ethernet header's MACs and VLAN.
+pub fn decode_network(b: &[u8], link: &mut Link) -> Result<Transport, NotTransport> {
+    for _ in 0..MAX_LAYERS {
+        let (off, et) = (link.off, link.ethertype);
+        let next = match et {
+            ETH_IPV4 | ETH_IPV6 => {
+                let ip = ip_header(b, off, et)?;
+                match ip.proto {
+                    GRE => gre(b, ip.off, ip.end),
+                    IPIP => Some((ip.off, ETH_IPV4)),
+                    IPV6_IN_IP => Some((ip.off, ETH_IPV6)),
+                    _ => {
+                        let t = transport(b, ip)?;
+                        match vxlan(b, &t) {
+                            Some(inner) => Some(inner),
+                            None => return Ok(t),
+                        }
+                    }
+                }
+                .ok_or(NotTransport::OtherIp)?
+            }
+            ETH_MPLS | ETH_MPLS_MULTICAST => mpls(b, off).ok_or(NotTransport::NotIp)?,
+            ETH_NSH => nsh(b, off).ok_or(NotTransport::NotIp)?,
+            INNER_ETHERNET => {
+                let inner = ethernet(b, off).ok_or(NotTransport::NotIp)?;
+                link.src_mac = inner.src_mac;
+                link.dst_mac = inner.dst_mac;
+                if inner.vlan >= 0 {
+                    link.vlan = inner.vlan;
+                }
+                (inner.off, inner.ethertype)
+            }
+            _ => return Err(NotTransport::NotIp),
+        };
+        link.off = next.0;
+        link.ethertype = match next.1 {
+            ETH_BRIDGED => INNER_ETHERNET,
+            other => other,
+        };
+    }
+    Err(NotTransport::Invalid)
+}
+
+/// GRE (version 0) at `off`: where its payload starts and what it is.
+fn gre(b: &[u8], off: usize, end: usize) -> Option<(usize, u16)> {
+    if end < off + 4 || end > b.len() {
+        return None;
+    }
+    let flags = be16(b, off);
+    if flags & 0x4007 != 0 {
+        return None; // source routing, or not version 0 (PPTP's enhanced GRE)
+    }
+    let proto = be16(b, off + 2);
+    let mut p = off + 4;
+    for bit in [0x8000u16, 0x2000] {
+        if flags & bit != 0 {
+            p += 4; // checksum, key
+        }
+    }
+    let sequenced = flags & 0x1000 != 0;
+    if sequenced {
+        p += 4;
+    }
+    if p > end {
+        return None;
+    }
+    match proto {
+        ETH_ERSPAN_2 if !sequenced => Some((p, INNER_ETHERNET)), // type I: no header
+        ETH_ERSPAN_2 => {
+            if p + 8 > end || b[p] >> 4 != 1 {
+                return None;
+            }
+            Some((p + 8, INNER_ETHERNET))
+        }
+        ETH_ERSPAN_3 => {
+            if p + 12 > end || b[p] >> 4 != 2 {
+                return None;
+            }
+            let frame_type = (b[p + 10] >> 2) & 0x1F;
+            let sub = if b[p + 11] & 1 != 0 { 8 } else { 0 };
+            (frame_type == 0).then_some((p + 12 + sub, INNER_ETHERNET))
+        }
+        ETH_BRIDGED => Some((p, INNER_ETHERNET)),
+        _ => Some((p, proto)),
+    }
+}
+
+/// A VXLAN packet (UDP to port 4789, "I" flag set): its inner Ethernet frame.
+fn vxlan(b: &[u8], t: &Transport) -> Option<(usize, u16)> {
+    if t.proto != UDP || t.dport != VXLAN_PORT || t.pend < t.pstart + 8 + 14 {
+        return None;
+    }
+    (b[t.pstart] & 0x08 != 0).then_some((t.pstart + 8, INNER_ETHERNET))
+}
+
+/// An MPLS label stack at `off`: what follows its bottom label (IPv4 or IPv6 by their
+/// version, or Ethernet behind a pseudowire control word).
+fn mpls(b: &[u8], off: usize) -> Option<(usize, u16)> {
+    let mut p = off;
+    for _ in 0..MAX_LAYERS {
+        if p + 4 > b.len() {
+            return None;
+        }
+        let bottom = b[p + 2] & 1 != 0;
+        p += 4;
+        if bottom {
+            return match b.get(p)? >> 4 {
+                4 => Some((p, ETH_IPV4)),
+                6 => Some((p, ETH_IPV6)),
+                0 => Some((p + 4, INNER_ETHERNET)),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// A network service header at `off`: what it carries.
+fn nsh(b: &[u8], off: usize) -> Option<(usize, u16)> {
+    if off + 8 > b.len() || b[off] >> 6 != 0 {
+        return None;
+    }
+    let len = (be16(b, off) & 0x3F) as usize * 4;
+    if len < 8 {
+        return None;
+    }
+    let next = match b[off + 3] {
+        1 => ETH_IPV4,
+        2 => ETH_IPV6,
+        3 => INNER_ETHERNET,
+        5 => ETH_MPLS,
+        _ => return None,
+    };
+    Some((off + len, next))
+}
+
+/// Link, tunnel, IP and transport headers of one frame.
+pub fn decode_frame(linktype: u32, b: &[u8]) -> Result<(Link, Transport), NotTransport> {
+    let mut link = decode_link(linktype, b).ok_or(NotTransport::NotIp)?;
     if link.ethertype == 0x0806 {
         return Err(NotTransport::Arp(link.off));
     }
-    let et = link.ethertype;
-    match decode_ip(b, link.off, et) {
-        Ok(t) => Ok((link, t)),
-        Err(_) if et != 0x0800 && et != 0x86DD => Err(NotTransport::NotIp),
-        Err(e) => Err(e),
-    }
+    let t = decode_network(b, &mut link)?;
+    Ok((link, t))
 }
 
 /// Sender (MAC, IPv4 address) of an Ethernet/IPv4 ARP packet.
