@@ -587,6 +587,143 @@ mod tests {
         Addr::new(&a.octets()).text()
     }
 
+    /// An IPv4 header (no options) around `payload`.
+    pub fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x45, 0];
+        v.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        v.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+        v.extend_from_slice(&src);
+        v.extend_from_slice(&dst);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// A TCP header (PSH, ACK) from `sport` to `dport` around `payload`.
+    pub fn tcp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = sport.to_be_bytes().to_vec();
+        v.extend_from_slice(&dport.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 1, 0x50, 0x18, 0x20, 0, 0, 0, 0, 0]);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn eth(dst: u8, src: u8, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0, 0x80, 0xF4, 0, 0, dst, 0, 0x0C, 0x29, 0, 0, src];
+        v.extend_from_slice(&ethertype.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    const WRITE: [u8; 12] = [0, 1, 0, 0, 0, 6, 1, 6, 0, 10, 0, 42];
+
+    fn inner() -> Vec<u8> {
+        ipv4(
+            TCP,
+            [10, 0, 0, 20],
+            [10, 0, 0, 10],
+            &tcp(40000, 502, &WRITE),
+        )
+    }
+
+    /// The frame decodes to the inner Modbus write, from 10.0.0.20 to 10.0.0.10:502.
+    fn the_write(frame: &[u8]) -> Link {
+        let (link, t) = decode_frame(LINKTYPE_ETHERNET, frame).expect("decodes");
+        assert_eq!(
+            (t.src.text(), t.dst.text()),
+            ("10.0.0.20".into(), "10.0.0.10".into())
+        );
+        assert_eq!((t.sport, t.dport), (40000, 502));
+        assert_eq!(&frame[t.pstart..t.pend], &WRITE);
+        link
+    }
+
+    fn outer_ip(proto: u8, payload: &[u8]) -> Vec<u8> {
+        ipv4(proto, [192, 168, 1, 1], [192, 168, 1, 2], payload)
+    }
+
+    #[test]
+    fn tunnels_are_opened_down_to_the_inner_packet() {
+        let ip = inner();
+        let ether = eth(10, 20, 0x0800, &ip);
+        // MPLS: two labels, then IPv4; a pseudowire carrying Ethernet
+        let mut mpls = vec![0, 0x64, 0x00, 64, 0, 0xC8, 0x01, 64];
+        mpls.extend_from_slice(&ip);
+        the_write(&eth(1, 2, 0x8847, &mpls));
+        let mut pw = vec![0, 0x64, 0x01, 64, 0, 0, 0, 0];
+        pw.extend_from_slice(&ether);
+        assert_eq!(the_write(&eth(1, 2, 0x8847, &pw)).src_mac.unwrap()[5], 20);
+        // GRE with IPv4, with a key and Ethernet, with MPLS
+        let mut gre = vec![0, 0, 0x08, 0x00];
+        gre.extend_from_slice(&ip);
+        the_write(&eth(1, 2, 0x0800, &outer_ip(47, &gre)));
+        let mut gre = vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 7];
+        gre.extend_from_slice(&ether);
+        the_write(&eth(1, 2, 0x0800, &outer_ip(47, &gre)));
+        let mut gre = vec![0, 0, 0x88, 0x47];
+        gre.extend_from_slice(&mpls);
+        the_write(&eth(1, 2, 0x0800, &outer_ip(47, &gre)));
+        // ERSPAN type II (sequenced GRE) and type III (with its platform subheader)
+        let mut e2 = vec![0x10, 0, 0x88, 0xBE, 0, 0, 0, 1, 0x10, 0, 0, 1, 0, 0, 0, 0];
+        e2.extend_from_slice(&ether);
+        let link = the_write(&eth(1, 2, 0x0800, &outer_ip(47, &e2)));
+        assert_eq!(link.dst_mac.unwrap()[5], 10);
+        let mut e3 = vec![0x10, 0, 0x22, 0xEB, 0, 0, 0, 1, 0x20, 0, 0, 1, 0, 0, 0, 0];
+        e3.extend_from_slice(&[0, 0, 0, 1]);
+        e3.extend_from_slice(&[0; 8]);
+        e3.extend_from_slice(&ether);
+        the_write(&eth(1, 2, 0x0800, &outer_ip(47, &e3)));
+        // VXLAN: the inner Ethernet's MACs and VLAN are the flow's
+        let tagged = {
+            let mut v = ether[..12].to_vec();
+            v.extend_from_slice(&[0x81, 0, 0, 42, 0x08, 0]);
+            v.extend_from_slice(&ip);
+            v
+        };
+        let mut vx = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        vx.extend_from_slice(&tagged);
+        let mut udp = 50000u16.to_be_bytes().to_vec();
+        udp.extend_from_slice(&VXLAN_PORT.to_be_bytes());
+        udp.extend_from_slice(&((8 + vx.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&vx);
+        let link = the_write(&eth(1, 2, 0x0800, &outer_ip(UDP, &udp)));
+        assert_eq!((link.src_mac.unwrap()[5], link.vlan), (20, 42));
+        // NSH (MD type 2, no metadata) carrying IPv4; IP in IP
+        let mut nsh = vec![0x0F, 0xC2, 0x02, 0x01, 0, 0, 1, 0xFF];
+        nsh.extend_from_slice(&ip);
+        the_write(&eth(1, 2, 0x894F, &nsh));
+        the_write(&eth(1, 2, 0x0800, &outer_ip(4, &ip)));
+    }
+
+    #[test]
+    fn broken_tunnels_are_counted_not_followed() {
+        let ip = inner();
+        // PPTP's enhanced GRE (version 1), a label stack without a bottom, VXLAN without
+        // its flag: none is opened
+        let mut gre = vec![0x30, 0x01, 0x88, 0x0B];
+        gre.extend_from_slice(&ip);
+        let frame = eth(1, 2, 0x0800, &outer_ip(47, &gre));
+        assert_eq!(decode_frame(1, &frame).err(), Some(NotTransport::OtherIp));
+        let frame = eth(1, 2, 0x8847, &[0, 0x64, 0, 64, 0, 0x64, 0, 64]);
+        assert_eq!(decode_frame(1, &frame).err(), Some(NotTransport::NotIp));
+        // a first fragment is a fragment (its datagram is put together by defrag)
+        let mut frag = ip.clone();
+        frag[6] = 0x20;
+        assert_eq!(
+            decode_frame(1, &eth(1, 2, 0x0800, &frag)).err(),
+            Some(NotTransport::Fragment)
+        );
+        // tunnels in tunnels end after a few layers
+        let mut deep = ip.clone();
+        for _ in 0..10 {
+            deep = outer_ip(4, &deep);
+        }
+        assert_eq!(
+            decode_frame(1, &eth(1, 2, 0x0800, &deep)).err(),
+            Some(NotTransport::Invalid)
+        );
+    }
+
     #[test]
     fn ipv6_text_like_inet_ntop() {
         assert_eq!(v6("2001:db8::1"), "2001:db8::1");

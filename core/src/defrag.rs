@@ -241,6 +241,7 @@ impl Defrag {
         if whole {
             let d = self.take(&p.key).unwrap();
             self.stats.reassembled += 1;
+            self.note();
             return Some(assemble(d));
         }
         while self.bytes > MAX_BYTES && !self.table.is_empty() {
@@ -353,5 +354,118 @@ fn assemble(d: Datagram) -> Whole {
     Whole {
         bytes,
         conflict: d.conflict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 fragment (id 7, protocol TCP) of `data` at byte `offset`.
+    fn v4(offset: usize, more: bool, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x45, 0];
+        v.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        let frag = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        v.extend_from_slice(&[0, 7]);
+        v.extend_from_slice(&frag.to_be_bytes());
+        v.extend_from_slice(&[64, 6, 0, 0, 10, 0, 0, 20, 10, 0, 0, 10]);
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// An IPv6 fragment (id 9, next header TCP) behind a hop-by-hop header.
+    fn v6(offset: usize, more: bool, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x60, 0, 0, 0];
+        v.extend_from_slice(&((16 + data.len()) as u16).to_be_bytes());
+        v.extend_from_slice(&[0, 64]);
+        v.extend_from_slice(&[0xFD; 16]);
+        v.extend_from_slice(&[0xFE; 16]);
+        v.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        let frag = offset as u16 | more as u16;
+        v.extend_from_slice(&[6, 0]);
+        v.extend_from_slice(&frag.to_be_bytes());
+        v.extend_from_slice(&9u32.to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn payload() -> Vec<u8> {
+        (0..40u8).collect()
+    }
+
+    #[test]
+    fn fragments_in_any_order_give_the_datagram() {
+        let p = payload();
+        let frags = [
+            v4(0, true, &p[..16]),
+            v4(16, true, &p[16..32]),
+            v4(32, false, &p[32..]),
+        ];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let mut d = Defrag::default();
+            let mut got = None;
+            for (n, &i) in order.iter().enumerate() {
+                let out = d.add(&frags[i], 0, 0x0800, 1.0);
+                assert_eq!(out.is_some(), n == 2);
+                got = got.or(out);
+            }
+            let whole = got.unwrap();
+            assert!(!whole.conflict);
+            assert_eq!(&whole.bytes[20..], &p[..]);
+            assert_eq!(u16::from_be_bytes([whole.bytes[2], whole.bytes[3]]), 60);
+            assert_eq!(&whole.bytes[6..8], &[0, 0]);
+            assert_eq!(
+                (d.stats.reassembled, d.stats.in_progress, d.bytes),
+                (1, 0, 0)
+            );
+        }
+        let frags = [v6(0, true, &p[..24]), v6(24, false, &p[24..])];
+        let mut d = Defrag::default();
+        assert!(d.add(&frags[1], 0, 0x86DD, 1.0).is_none());
+        let whole = d.add(&frags[0], 0, 0x86DD, 1.0).unwrap();
+        assert_eq!((whole.bytes[6], whole.bytes.len()), (6, 40 + 40));
+        assert_eq!(&whole.bytes[40..], &p[..]);
+    }
+
+    #[test]
+    fn the_first_copy_of_an_overlap_stays_and_a_difference_is_reported() {
+        let p = payload();
+        let mut forged = p.clone();
+        forged[20] ^= 0xFF;
+        let mut d = Defrag::default();
+        d.add(&v4(0, true, &p[..24]), 0, 0x0800, 1.0);
+        d.add(&v4(16, true, &p[16..32]), 0, 0x0800, 1.0); // the same bytes again
+        assert_eq!((d.stats.overlaps, d.stats.overlap_conflicts), (1, 0));
+        d.add(&v4(16, true, &forged[16..32]), 0, 0x0800, 1.0);
+        let whole = d.add(&v4(32, false, &p[32..]), 0, 0x0800, 1.0).unwrap();
+        assert!(whole.conflict);
+        assert_eq!(&whole.bytes[20..], &p[..]);
+        assert_eq!(d.stats.overlap_conflicts, 1);
+    }
+
+    #[test]
+    fn datagrams_in_progress_stay_within_their_bounds() {
+        let mut d = Defrag::default();
+        // one datagram in more fragments than allowed
+        for i in 0..=MAX_FRAGMENTS {
+            d.add(&v4(i * 8, true, &[0; 8]), 0, 0x0800, 1.0);
+        }
+        assert_eq!((d.stats.too_many_fragments, d.table.len()), (1, 0));
+        // many datagrams, each missing its end
+        for id in 0..(MAX_DATAGRAMS as u32 + 100) {
+            let mut f = v4(0, true, &[1; 1024]);
+            f[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+            f[12] = (id >> 16) as u8;
+            d.add(&f, 0, 0x0800, 2.0);
+            assert!(d.table.len() <= MAX_DATAGRAMS && d.bytes <= MAX_BYTES);
+        }
+        assert!(d.stats.evicted >= 100);
+        assert!(d.order.len() <= 2 * d.table.len() + 64 + 1);
+        // the rest time out
+        d.expire(2.0 + TIMEOUT + 1.0);
+        assert_eq!((d.table.len(), d.bytes, d.stats.in_progress), (0, 0, 0));
+        // past 65,535 bytes is no datagram
+        assert!(d.add(&v4(65528, false, &[0; 16]), 0, 0x0800, 9.0).is_none());
+        assert_eq!(d.stats.invalid, 1);
     }
 }

@@ -9,8 +9,9 @@
 //! already seen and differs from them is the ambiguity an insertion or evasion attack
 //! creates (the receiver may have kept either copy, by its operating system's policy): the
 //! stream counts it as a *conflict* for the engine to report. Bytes already delivered are
-//! compared while they are among the stream's last `RECENT` bytes; bytes still waiting
-//! behind a hole, always.
+//! compared while they are among the stream's last bytes (256 at least, `RECENT` at
+//! most); bytes still waiting behind a hole, always. (Choosing per target operating
+//! system which copy a host keeps, as some stream engines do, is not done.)
 
 const HALF: u32 = 0x8000_0000;
 /// Segments waiting behind one hole before it is declared lost.
@@ -21,8 +22,8 @@ pub const MAX_PENDING_BYTES: usize = 256 * 1024;
 /// stream that wants to hold more gives up its holes (thousands of stalled connections
 /// cannot take the memory).
 pub const MAX_HELD_BYTES: u64 = 64 * 1024 * 1024;
-/// Delivered bytes a stream keeps to compare retransmissions against (a Modbus ADU or a
-/// DNP3 frame fits).
+/// Delivered bytes a stream keeps to compare retransmissions against: the last `RECENT`
+/// at most and half of it at least (a Modbus ADU or a DNP3 frame fits).
 pub const RECENT: usize = 512;
 
 /// Counters shared by every stream of an engine.
@@ -105,9 +106,14 @@ impl TcpStream {
             self.recent.extend_from_slice(&data[data.len() - RECENT..]);
             return;
         }
-        let over = (self.recent.len() + data.len()).saturating_sub(RECENT);
-        if over > 0 {
-            self.recent.drain(..over);
+        let len = self.recent.len();
+        if len + data.len() > RECENT {
+            // the newest half stays (at least): bytes move once per half of `RECENT`
+            // delivered, not at every segment
+            let cut = len
+                .saturating_sub(RECENT / 2)
+                .max(len + data.len() - RECENT);
+            self.recent.drain(..cut);
         }
         self.recent.extend_from_slice(data);
     }
@@ -387,6 +393,59 @@ mod tests {
         s.add(&mut st, 101, b"bcdefg", tag(), &mut out);
         assert_eq!(joined(&out), b"abcdefg");
         assert_eq!(st.retransmitted_bytes, 5);
+    }
+
+    #[test]
+    fn overlapping_data_that_differs_is_a_conflict_and_the_first_stays() {
+        let mut st = ReassemblyStats::default();
+        let mut s = TcpStream::default();
+        s.syn(99);
+        let mut out = Vec::new();
+        s.add(
+            &mut st,
+            100,
+            b"\x00\x01\x00\x00\x00\x06\x01\x06",
+            tag(),
+            &mut out,
+        );
+        // a plain retransmission, and a keep-alive probe: no conflict
+        s.add(&mut st, 100, b"\x00\x01\x00\x00", tag(), &mut out);
+        s.add(&mut st, 107, b"\xFF", tag(), &mut out);
+        assert_eq!(s.conflicts.segments, 0);
+        // the same positions with other bytes, reaching past what was delivered
+        s.add(&mut st, 104, b"\x00\x07\x09\x06tail", tag(), &mut out);
+        assert_eq!(
+            s.conflicts,
+            Conflicts {
+                segments: 1,
+                bytes: 2,
+                seq: 105
+            }
+        );
+        assert_eq!(joined(&out), b"\x00\x01\x00\x00\x00\x06\x01\x06tail");
+        // waiting segments: the first copy stays, a differing one is a conflict
+        s.add(&mut st, 120, b"first", tag(), &mut out);
+        s.add(&mut st, 120, b"FIRST!", tag(), &mut out);
+        s.add(&mut st, 112, b"12345678", tag(), &mut out);
+        assert_eq!(&joined(&out)[12..], b"12345678first!");
+        assert_eq!((st.overlap_conflicts, st.overlap_conflict_bytes), (2, 7));
+    }
+
+    #[test]
+    fn delivered_bytes_are_compared_while_recent() {
+        let mut st = ReassemblyStats::default();
+        let mut s = TcpStream::default();
+        s.syn(0);
+        let mut out = Vec::new();
+        let data: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        for (i, piece) in data.chunks(12).enumerate() {
+            s.add(&mut st, 1 + 12 * i as u32, piece, tag(), &mut out);
+        }
+        // the last 256 bytes at least are kept: a forged copy of them is seen
+        let end = 1 + data.len() as u32;
+        s.add(&mut st, end - 256, &[0xEE; 256], tag(), &mut out);
+        assert_eq!(s.conflicts.segments, 1);
+        assert!(s.recent.len() >= RECENT / 2 && s.recent.len() <= RECENT);
     }
 
     #[test]
