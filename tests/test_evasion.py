@@ -7,6 +7,7 @@ differs is kept first and raised as an alert. tshark confirms the captures hold 
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from otsec.protocols import capture_filter
 from tests import pcapgen as g
 from tests.oracle import TSHARK, tshark_modbus
 from tests.test_dnp3 import app, fragment
@@ -301,3 +303,16 @@ def test_overlapping_fragments_that_differ_are_kept_first_and_raised(tmp_path: P
     assert "otsec-net-ip-fragment-overlap-conflict" in rules
     assert summary["defrag"]["overlap_conflicts"] == 1
     assert len(events) == 2
+
+
+@pytest.mark.skipif(not shutil.which("tcpdump"), reason="tcpdump not installed")
+@pytest.mark.parametrize("variant", ["ipv4-fragments", "ipv6-fragments", *OUTER])
+def test_the_live_sensors_filter_keeps_fragments_and_tunnels(variant: str, tmp_path: Path) -> None:
+    pcap = capture(variant, tmp_path / f"{variant}.pcap")
+
+    def count(*expression: str) -> int:
+        proc = subprocess.run(["tcpdump", "-nr", str(pcap), *expression], capture_output=True,
+                              text=True, timeout=60, check=True)
+        return len(proc.stdout.splitlines())
+
+    assert count(capture_filter()) == count() > 0
