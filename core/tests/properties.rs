@@ -4,6 +4,7 @@
 //! fragments in any order, from a connection's first byte on); reassembly gives back the
 //! stream whatever the order of its segments.
 
+use _core::defrag::{self, Defrag};
 use _core::engine::{Config, Engine, Fact};
 use _core::events::{Body, Event};
 use _core::protocols::{dnp3, modbus, REGISTRY};
@@ -398,6 +399,38 @@ proptest! {
         let got: Vec<u8> = out.iter().flat_map(|c| c.data.clone()).collect();
         prop_assert_eq!(got, data);
         prop_assert_eq!(st.gaps, 0);
+    }
+
+    #[test]
+    fn defrag_survives_any_fragments(frags in prop::collection::vec(
+        (0u16..4, 0u16..8192, any::<bool>(), prop::collection::vec(any::<u8>(), 0..64), any::<bool>()), 0..200)) {
+        let mut d = Defrag::default();
+        for (i, (id, offset, more, data, v6)) in frags.iter().enumerate() {
+            let f = if *v6 {
+                let mut f = vec![0x60, 0, 0, 0];
+                f.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+                f.extend_from_slice(&[44, 64]);
+                f.extend_from_slice(&[1; 32]);
+                f.extend_from_slice(&[6, 0]);
+                f.extend_from_slice(&((offset << 3) | *more as u16).to_be_bytes());
+                f.extend_from_slice(&(*id as u32).to_be_bytes());
+                f.extend_from_slice(data);
+                f
+            } else {
+                let mut f = vec![0x45, 0];
+                f.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+                f.extend_from_slice(&id.to_be_bytes());
+                f.extend_from_slice(&(offset | if *more { 0x2000 } else { 0 }).to_be_bytes());
+                f.extend_from_slice(&[64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+                f.extend_from_slice(data);
+                f
+            };
+            if let Some(whole) = d.add(&f, 0, if *v6 { 0x86DD } else { 0x0800 }, i as f64) {
+                prop_assert!(whole.bytes.len() <= 65_535 + 40);
+            }
+            prop_assert!(d.stats.held_bytes <= defrag::MAX_BYTES as u64);
+            prop_assert!(d.stats.in_progress <= defrag::MAX_DATAGRAMS as u64);
+        }
     }
 
     #[test]
