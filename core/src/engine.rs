@@ -348,8 +348,8 @@ impl Engine {
             }
         }
         if conflict {
-            let detail = "overlapping IP fragments carried different bytes; the first were \
-                          kept"
+            let detail = "overlapping IP fragments carried different bytes; the first copy is \
+                          dissected"
                 .to_string();
             let tag = Tag {
                 ts,
@@ -543,8 +543,8 @@ impl Engine {
             self.chunks = chunks;
             if conflicts.segments > 0 {
                 let detail = format!(
-                    "{} bytes from sequence number {} differ from the data seen first ({} \
-                     segment(s)); the first data was kept",
+                    "{} bytes from sequence number {} on differ from the first copy, in {} \
+                     segment(s); the first copy is dissected",
                     conflicts.bytes, conflicts.seq, conflicts.segments
                 );
                 self.network_anomaly(flow, side, TCP_OVERLAP_CONFLICT, detail, tag);
