@@ -120,6 +120,7 @@ pub struct Link {
     pub vlan: i32,
 }
 
+#[inline]
 fn mac(b: &[u8], off: usize) -> Option<[u8; 6]> {
     b.get(off..off + 6)?.try_into().ok()
 }
@@ -141,6 +142,7 @@ fn raw_ip(b: &[u8], off: usize) -> u16 {
 }
 
 /// An Ethernet header at `start` (with its 802.1Q/802.1ad tags).
+#[inline]
 fn ethernet(b: &[u8], start: usize) -> Option<Link> {
     let end = b.len();
     if end < start + 14 {
@@ -165,6 +167,7 @@ fn ethernet(b: &[u8], start: usize) -> Option<Link> {
     })
 }
 
+#[inline]
 pub fn decode_link(linktype: u32, b: &[u8]) -> Option<Link> {
     let end = b.len();
     match linktype {
@@ -270,6 +273,7 @@ struct Ip {
     end: usize,
 }
 
+#[inline]
 fn ip_header(b: &[u8], off: usize, ethertype: u16) -> Result<Ip, NotTransport> {
     let mut end = b.len();
     let mut off = off;
@@ -336,6 +340,7 @@ fn ip_header(b: &[u8], off: usize, ethertype: u16) -> Result<Ip, NotTransport> {
     })
 }
 
+#[inline]
 fn transport(b: &[u8], ip: Ip) -> Result<Transport, NotTransport> {
     let Ip {
         src,
@@ -417,12 +422,16 @@ const INNER_ETHERNET: u16 = 1;
 /// The layer after `link.off` until TCP or UDP: tunnels are opened, `link` ends on the
 /// innermost network header (on a fragment: the fragment's IP header) and carries the
 /// innermost Ethernet header's MACs and VLAN.
+#[inline]
 pub fn decode_network(b: &[u8], link: &mut Link) -> Result<Transport, NotTransport> {
     for _ in 0..MAX_LAYERS {
         let (off, et) = (link.off, link.ethertype);
         let next = match et {
             ETH_IPV4 | ETH_IPV6 => {
                 let ip = ip_header(b, off, et)?;
+                if ip.proto == TCP {
+                    return transport(b, ip); // the common case first
+                }
                 match ip.proto {
                     GRE => gre(b, ip.off, ip.end),
                     IPIP => Some((ip.off, ETH_IPV4)),
@@ -504,6 +513,7 @@ fn gre(b: &[u8], off: usize, end: usize) -> Option<(usize, u16)> {
 }
 
 /// A VXLAN packet (UDP to port 4789, "I" flag set): its inner Ethernet frame.
+#[inline]
 fn vxlan(b: &[u8], t: &Transport) -> Option<(usize, u16)> {
     if t.proto != UDP || t.dport != VXLAN_PORT || t.pend < t.pstart + 8 + 14 {
         return None;
@@ -553,6 +563,7 @@ fn nsh(b: &[u8], off: usize) -> Option<(usize, u16)> {
 }
 
 /// Link, tunnel, IP and transport headers of one frame.
+#[inline]
 pub fn decode_frame(linktype: u32, b: &[u8]) -> Result<(Link, Transport), NotTransport> {
     let mut link = decode_link(linktype, b).ok_or(NotTransport::NotIp)?;
     if link.ethertype == 0x0806 {

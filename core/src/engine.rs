@@ -364,6 +364,7 @@ impl Engine {
     /// `link`): a fragment is kept until its datagram is whole, which `whole` then holds
     /// (the transport's offsets are into it). None: nothing to dissect (counted). With it:
     /// overlapping fragments of the datagram differed.
+    #[inline]
     fn network(
         &mut self,
         frame: &[u8],

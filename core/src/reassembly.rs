@@ -9,9 +9,9 @@
 //! already seen and differs from them is the ambiguity an insertion or evasion attack
 //! creates (the receiver may have kept either copy, by its operating system's policy): the
 //! stream counts it as a *conflict* for the engine to report. Bytes already delivered are
-//! compared while they are among the stream's last bytes (256 at least, `RECENT` at
-//! most); bytes still waiting behind a hole, always. (Choosing per target operating
-//! system which copy a host keeps, as some stream engines do, is not done.)
+//! compared while they are among the stream's last `RECENT`; bytes still waiting behind a
+//! hole, always. (Choosing per target operating system which copy a host keeps, as some
+//! stream engines do, is not done.)
 
 const HALF: u32 = 0x8000_0000;
 /// Segments waiting behind one hole before it is declared lost.
@@ -22,8 +22,8 @@ pub const MAX_PENDING_BYTES: usize = 256 * 1024;
 /// stream that wants to hold more gives up its holes (thousands of stalled connections
 /// cannot take the memory).
 pub const MAX_HELD_BYTES: u64 = 64 * 1024 * 1024;
-/// Delivered bytes a stream keeps to compare retransmissions against: the last `RECENT`
-/// at most and half of it at least (a Modbus ADU or a DNP3 frame fits).
+/// Delivered bytes a stream keeps to compare retransmissions against (a Modbus ADU or a
+/// DNP3 frame fits).
 pub const RECENT: usize = 512;
 
 /// Counters shared by every stream of an engine.
@@ -75,8 +75,11 @@ pub struct TcpStream {
     pending: Vec<(u32, Vec<u8>, Tag)>,
     pending_bytes: usize,
     pub acked: Option<u32>,
-    /// the last bytes delivered (at most `RECENT`), ending at `next_seq`
-    recent: Vec<u8>,
+    /// the last bytes delivered, a ring: `recent_len` of them (at most `RECENT`) end at
+    /// `next_seq`, the newest just before `recent_at`
+    recent: Option<Box<[u8; RECENT]>>,
+    recent_len: u16,
+    recent_at: u16,
     /// overlaps that differed since the engine last took them
     pub conflicts: Conflicts,
 }
@@ -97,25 +100,19 @@ impl TcpStream {
     }
 
     /// Keep the tail of what was delivered; after a gap the bytes kept restart.
+    #[inline]
     fn remember(&mut self, data: &[u8], gap: bool) {
         if gap {
-            self.recent.clear();
+            self.recent_len = 0;
         }
-        if data.len() >= RECENT {
-            self.recent.clear();
-            self.recent.extend_from_slice(&data[data.len() - RECENT..]);
-            return;
-        }
-        let len = self.recent.len();
-        if len + data.len() > RECENT {
-            // the newest half stays (at least): bytes move once per half of `RECENT`
-            // delivered, not at every segment
-            let cut = len
-                .saturating_sub(RECENT / 2)
-                .max(len + data.len() - RECENT);
-            self.recent.drain(..cut);
-        }
-        self.recent.extend_from_slice(data);
+        let ring = self.recent.get_or_insert_with(|| Box::new([0; RECENT]));
+        let data = &data[data.len().saturating_sub(RECENT)..];
+        let at = self.recent_at as usize;
+        let first = (RECENT - at).min(data.len());
+        ring[at..at + first].copy_from_slice(&data[..first]);
+        ring[..data.len() - first].copy_from_slice(&data[first..]);
+        self.recent_at = ((at + data.len()) % RECENT) as u16;
+        self.recent_len = (self.recent_len as usize + data.len()).min(RECENT) as u16;
     }
 
     /// Compare the part of a segment at `seq` that lies before `nxt` (already delivered)
@@ -126,14 +123,22 @@ impl TcpStream {
         if data.len() == 1 && before == 1 {
             return;
         }
-        let kept = self.recent.len();
+        let kept = self.recent_len as usize;
         let lo = before.saturating_sub(kept);
         let hi = data.len().min(before);
+        let Some(ring) = self.recent.as_deref() else {
+            return;
+        };
         if lo >= hi {
             return;
         }
-        let start = kept - (before - lo);
-        let theirs = &self.recent[start..start + (hi - lo)];
+        // data[i] lies `before - i` bytes before `nxt`, as does the ring's byte that far
+        // behind `recent_at`
+        let at = self.recent_at as usize;
+        let theirs: Vec<u8> = (lo..hi)
+            .map(|i| ring[(at + RECENT - (before - i)) % RECENT])
+            .collect();
+        let theirs = theirs.as_slice();
         conflict(
             st,
             &mut self.conflicts,
@@ -441,11 +446,14 @@ mod tests {
         for (i, piece) in data.chunks(12).enumerate() {
             s.add(&mut st, 1 + 12 * i as u32, piece, tag(), &mut out);
         }
-        // the last 256 bytes at least are kept: a forged copy of them is seen
+        // the last 512 bytes are kept: a forged copy of them is seen
         let end = 1 + data.len() as u32;
-        s.add(&mut st, end - 256, &[0xEE; 256], tag(), &mut out);
+        s.add(&mut st, end - 512, &[0xEE; 512], tag(), &mut out);
         assert_eq!(s.conflicts.segments, 1);
-        assert!(s.recent.len() >= RECENT / 2 && s.recent.len() <= RECENT);
+        assert_eq!(s.recent_len as usize, RECENT);
+        // further back, nothing is known
+        s.add(&mut st, end - 600, &[0xEE; 80], tag(), &mut out);
+        assert_eq!(s.conflicts.segments, 1);
     }
 
     #[test]
