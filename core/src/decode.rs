@@ -424,14 +424,30 @@ const INNER_ETHERNET: u16 = 1;
 /// innermost Ethernet header's MACs and VLAN.
 #[inline]
 pub fn decode_network(b: &[u8], link: &mut Link) -> Result<Transport, NotTransport> {
+    // the common case, plain IP with TCP or UDP, without a call
+    if matches!(link.ethertype, ETH_IPV4 | ETH_IPV6) {
+        let ip = ip_header(b, link.off, link.ethertype)?;
+        if ip.proto == TCP {
+            return transport(b, ip);
+        }
+        if ip.proto == UDP {
+            let t = transport(b, ip)?;
+            if t.dport != VXLAN_PORT {
+                return Ok(t);
+            }
+        }
+    }
+    tunnels(b, link)
+}
+
+/// `decode_network` through tunnels.
+#[inline(never)]
+fn tunnels(b: &[u8], link: &mut Link) -> Result<Transport, NotTransport> {
     for _ in 0..MAX_LAYERS {
         let (off, et) = (link.off, link.ethertype);
         let next = match et {
             ETH_IPV4 | ETH_IPV6 => {
                 let ip = ip_header(b, off, et)?;
-                if ip.proto == TCP {
-                    return transport(b, ip); // the common case first
-                }
                 match ip.proto {
                     GRE => gre(b, ip.off, ip.end),
                     IPIP => Some((ip.off, ETH_IPV4)),
