@@ -510,6 +510,11 @@ impl Engine {
                     self.deliver(flow, 1 - side, &mut chunks);
                 }
                 self.chunks = chunks;
+                let tag = Tag {
+                    ts,
+                    frame: self.frame,
+                };
+                self.overlaps(flow, 1 - side, tag);
             } else {
                 peer.acked = Some(t.ack);
             }
@@ -535,22 +540,31 @@ impl Engine {
                 ts,
                 frame: self.frame,
             };
-            let stream = &mut streams(flow)[side];
-            stream.add(&mut self.reassembly, t.seq, payload, tag, &mut chunks);
-            let conflicts = std::mem::take(&mut stream.conflicts);
+            streams(flow)[side].add(&mut self.reassembly, t.seq, payload, tag, &mut chunks);
             if !chunks.is_empty() {
                 self.deliver(flow, side, &mut chunks);
             }
             self.chunks = chunks;
-            if conflicts.segments > 0 {
-                let detail = format!(
-                    "{} bytes from sequence number {} on differ from the first copy, in {} \
-                     segment(s); the first copy is dissected",
-                    conflicts.bytes, conflicts.seq, conflicts.segments
-                );
-                self.network_anomaly(flow, side, TCP_OVERLAP_CONFLICT, detail, tag);
-            }
+            self.overlaps(flow, side, tag);
         }
+    }
+
+    /// Overlapping data of one side's stream that differed from the first copy: an
+    /// anomaly of the flow.
+    fn overlaps(&mut self, flow: &mut Flow, side: usize, tag: Tag) {
+        let Some(streams) = flow.streams.as_mut() else {
+            return;
+        };
+        let c = std::mem::take(&mut streams[side].conflicts);
+        if c.segments == 0 {
+            return;
+        }
+        let detail = format!(
+            "{} bytes from sequence number {} on differ from the first copy, in {} \
+             segment(s); the first copy is dissected",
+            c.bytes, c.seq, c.segments
+        );
+        self.network_anomaly(flow, side, TCP_OVERLAP_CONFLICT, detail, tag);
     }
 
     /// A network-layer anomaly of a flow: reported under its protocol once that is known
@@ -759,6 +773,11 @@ impl Engine {
                     self.deliver(&mut flow, side, &mut chunks);
                 }
                 self.chunks = chunks;
+                let tag = Tag {
+                    ts: flow.last_ts,
+                    frame: self.frame,
+                };
+                self.overlaps(&mut flow, side, tag);
             }
         }
         if let Some(streams) = flow.streams.as_mut() {
