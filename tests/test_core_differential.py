@@ -75,7 +75,10 @@ def compare(path: Path, tmp: Path) -> None:
     st = py.stats
     assert stats["packets"] == st.packets and stats["bytes"] == st.bytes
     assert stats["pdus"] == dict(st.pdus)
-    assert stats["anomalies"] == dict(st.anomalies)
+    # the reference engine does not compare overlapping TCP data or IP fragments
+    network = ("tcp_overlap_conflict", "ip_fragment_overlap_conflict")
+    anomalies = {k: n for k, n in stats["anomalies"].items() if k.split(".")[1] not in network}
+    assert anomalies == dict(st.anomalies)
     for name in ("tcp_packets", "udp_packets", "arp_packets", "not_ip", "invalid", "other_ip",
                  "unrecognised_on_ot_port"):
         assert stats[name] == getattr(st, name), name
@@ -103,7 +106,8 @@ class _Policy:
 
 
 #: rules whose counting came with the core (the former engine had nothing like them)
-CORE_ONLY = {"otsec-net-connection-flood", "otsec-net-scan", "otsec-net-device-unresponsive"}
+CORE_ONLY = {"otsec-net-connection-flood", "otsec-net-scan", "otsec-net-device-unresponsive",
+             "otsec-net-tcp-overlap-conflict", "otsec-net-ip-fragment-overlap-conflict"}
 
 
 def former_audit(path: Path, out: Path) -> tuple[list, list, list]:

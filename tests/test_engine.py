@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import communityid
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otsec.protocols.modbus import ModbusPdu
 from tests import pcapgen as g
@@ -109,3 +111,49 @@ def test_flow_table_is_bounded_and_counts_evictions() -> None:
     assert stats["flows"]["evicted_when_full"] > 0
     assert stats["flows"]["peak"] <= 100
     assert len(modbus(sink)) == 300  # nothing lost by evicting idle flows
+
+
+def _cut_session(sizes: list[int], frag: int, reverse: bool) -> list[bytes]:
+    """Four Modbus writes and their answers, each side's bytes cut into segments of
+    ``sizes`` (in turn, from the connection's first byte), each segment's IPv4 packet in
+    fragments of ``frag`` bytes (0: whole), last first when ``reverse``."""
+    c = Conversation()
+    n = 0
+    for tid in range(1, 5):
+        pdu = g.mbap(tid, 1, bytes([6]) + struct.pack("!HH", tid, 100 + tid))
+        for from_client in (True, False):
+            pos = 0
+            while pos < len(pdu):
+                size = sizes[n % len(sizes)]
+                n += 1
+                c.send(from_client, pdu[pos:pos + size])
+                pos += size
+    if not frag:
+        return c.frames
+    frames = []
+    for i, f in enumerate(c.frames):
+        eth, ip = f[:14], f[14:]
+        body = ip[20:]
+        pieces = []
+        for off in range(0, len(body), frag):
+            more = 0x2000 if off + frag < len(body) else 0
+            part = body[off:off + frag]
+            head = ip[:2] + struct.pack("!HHH", 20 + len(part), i, more | off // 8) + ip[8:20]
+            pieces.append(eth + head + part)
+        frames += reversed(pieces) if reverse else pieces
+    return frames
+
+
+def _writes(frames: list[bytes]) -> list[tuple]:
+    return [(p.direction, p.transaction_id, p.function_code, p.address, p.value)
+            for p in modbus(run_frames(frames)[1])]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 13), min_size=1, max_size=12),
+       st.sampled_from([0, 8, 16, 24]), st.booleans())
+def test_any_cutting_of_a_connection_gives_the_same_pdus(sizes: list[int], frag: int,
+                                                         reverse: bool) -> None:
+    whole = _writes(_cut_session([1 << 16], 0, False))
+    assert len(whole) == 8 and whole[0] == ("request", 1, 6, 1, 101)
+    assert _writes(_cut_session(sizes, frag, reverse)) == whole

@@ -103,10 +103,10 @@ def wait_running(sensor: subprocess.Popen, out: Path) -> None:
     assert sensor.poll() is None, sensor.communicate()[1][-2000:]
 
 
-def send_sample() -> None:
+def send_sample(pcap: Path = SAMPLE) -> None:
     """Send the sample into the mirror port, from the other namespace."""
     subprocess.run(["ip", "netns", "exec", NS_TX, sys.executable, "-c",
-                    REPLAY.format(root=str(ROOT), pcap=str(SAMPLE))], check=True, timeout=120)
+                    REPLAY.format(root=str(ROOT), pcap=str(pcap))], check=True, timeout=120)
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -158,6 +158,55 @@ def test_live_sensor_sees_every_pdu_and_stops_cleanly(veth: object, tmp_path: Pa
     while not cap.finished:
         sent += len(cap.read())
     assert live["packets"] <= sent  # the kernel filter kept only what otsec needs
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_live_sensor_reads_fragments_and_tunnels(veth: object, tmp_path: Path,
+                                                 public_tmp: PublicTmp, workers: int) -> None:
+    """Modbus writes whose requests alone come in IPv4 fragments (six connections), an S7
+    PLC stop over MPLS and a DNP3 restart in VXLAN: past the kernel filter and the workers'
+    flow hash, the sensor sees what an audit of the capture sees."""
+    pytest.importorskip("scapy")
+    from tests.test_evasion import OUTER, SESSIONS, fragmented, session, wrpcap
+
+    packets = []
+    for name, port, exchanges, net in SESSIONS:
+        if name == "modbus":  # six connections: each may hash apart from its fragments
+            for n in range(net, net + 6):
+                s = session(port, exchanges, n, [1 << 16])
+                packets += [q for i, p in enumerate(s)
+                            for q in (fragmented([p], 8) if i % 2 == 0 and i > 1 else [p])]
+            continue
+        s = session(port, exchanges, net, [1 << 16])
+        packets += [OUTER["mpls" if name == "s7comm" else "vxlan"](p) for p in s]
+    pcap = public_tmp("otsec-tunnels-") / "tunnels.pcap"
+    wrpcap(str(pcap), packets)
+    out = public_tmp("otsec-live-")
+    sensor = subprocess.Popen(["ip", "netns", "exec", NS_RX, sys.executable, "-m", "otsec",
+                               "monitor", "-i", "mirror0", "--out", str(out),
+                               "--flush-every", "1", "--workers", str(workers)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if (out / "summary.json").exists():
+                break
+            time.sleep(0.1)
+        send_sample(pcap)
+        time.sleep(1.5)
+        sensor.send_signal(signal.SIGTERM)
+        _, stderr = sensor.communicate(timeout=30)
+    finally:
+        if sensor.poll() is None:
+            sensor.kill()
+    assert sensor.returncode == 0, stderr[-2000:]
+    offline = run_audit([pcap], tmp_path / "offline")
+    live = json.loads((out / "summary.json").read_text())
+    assert offline.summary["pdus"] == {"modbus": 48, "s7comm": 4, "dnp3": 4}
+    assert live["pdus"] == offline.summary["pdus"]
+    assert live["anomalies"] == offline.summary["anomalies"] == {}
+    live_rules = {json.loads(x)["rule"]["id"] for x in (out / "alerts.ndjson").open()}
+    assert live_rules == {a["rule"]["id"] for a in offline.alerts}
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")

@@ -5,17 +5,20 @@
 //! and the alerts is decided after it, never inside a dissector.
 
 use crate::decode::{
-    decode_arp, decode_frame, NotTransport, Transport, ACK, FIN, RST, SYN, TCP, UDP,
+    decode_arp, decode_link, decode_network, Link, NotTransport, Transport, ACK, FIN, RST, SYN,
+    TCP, UDP,
 };
 use crate::events::{Event, Proto};
 use crate::flows::{Flow, FlowKey, FlowStats, FlowTable, ParserState};
 use crate::ledger::{Batch, Ledger, Msg};
 pub use crate::ledger::{Fact, FlowSnapshot, Found, RoleSource, ViewKey};
-use crate::protocols::{is_other_protocol, Dissector, REGISTRY};
+use crate::protocols::is_other_protocol;
 use crate::reader::{Packet, Reader};
 use crate::reassembly::{Chunk, ReassemblyStats, Tag, TcpStream};
+use crate::recognition::{judge, on_our_port, Judgement, MAX_HELD, MAX_HELD_TOTAL};
 
-/// payload chunks examined before a flow is declared "not ours"
+/// first bytes judged "not ours" (a stream's start, or what followed bytes judged so)
+/// before a flow is declared "not ours"
 const PROBE_TRIES: u32 = 4;
 /// seconds of capture time between idle-flow sweeps
 const SWEEP_EVERY: f64 = 10.0;
@@ -68,10 +71,14 @@ pub struct Config {
 pub struct Engine {
     pub stats: Stats,
     pub reassembly: ReassemblyStats,
+    /// IP datagrams in fragments, put together
+    pub defrag: crate::defrag::Defrag,
     pub flows: FlowTable,
     frame: u64,
     now: f64,
     chunks: Vec<Chunk>,
+    /// bytes flows hold while their protocol is not known (see recognition.rs)
+    pub held_bytes: u64,
     pub probes: crate::probes::Probes,
     probe_reports: Vec<crate::probes::Probe>,
     learn_for: Option<f64>,
@@ -102,10 +109,12 @@ impl Engine {
         Engine {
             stats: Stats::default(),
             reassembly: ReassemblyStats::default(),
+            defrag: crate::defrag::Defrag::default(),
             flows: FlowTable::new(cfg.max_flows.max(1)),
             frame: 0,
             now: 0.0,
             chunks: Vec::new(),
+            held_bytes: 0,
             probes: crate::probes::Probes::default(),
             probe_reports: Vec::new(),
             learn_for: cfg.learn_for,
@@ -269,28 +278,25 @@ impl Engine {
         if !crate::decode::supported(pkt.linktype) {
             self.stats.linktypes_unknown += 1;
         }
-        let (link, t) = match decode_frame(pkt.linktype, pkt.data) {
-            Ok(v) => v,
-            Err(reason) => {
-                let st = &mut self.stats;
-                match reason {
-                    NotTransport::Arp(off) => {
-                        st.arp_packets += 1;
-                        if let Some((mac, ip)) = decode_arp(pkt.data, off) {
-                            if ip != [0; 4] && self.first_record.is_none() {
-                                self.first_record = Some(ts);
-                            }
-                            self.send(Msg::Arp { mac, ip, ts });
-                        }
-                    }
-                    NotTransport::NotIp => st.not_ip += 1,
-                    NotTransport::Invalid => st.invalid += 1,
-                    NotTransport::Fragment => st.ip_fragments += 1,
-                    NotTransport::OtherIp => st.other_ip += 1,
-                }
-                return;
-            }
+        let Some(mut link) = decode_link(pkt.linktype, pkt.data) else {
+            self.stats.not_ip += 1;
+            return;
         };
+        if link.ethertype == 0x0806 {
+            self.stats.arp_packets += 1;
+            if let Some((mac, ip)) = decode_arp(pkt.data, link.off) {
+                if ip != [0; 4] && self.first_record.is_none() {
+                    self.first_record = Some(ts);
+                }
+                self.send(Msg::Arp { mac, ip, ts });
+            }
+            return;
+        }
+        let mut whole = None;
+        let Some((t, conflict)) = self.network(pkt.data, &mut link, &mut whole, ts) else {
+            return;
+        };
+        let data: &[u8] = whole.as_deref().unwrap_or(pkt.data);
         let key = FlowKey {
             src: t.src,
             dst: t.dst,
@@ -317,12 +323,11 @@ impl Engine {
         flow.side_packets[side] += 1;
         flow.side_bytes[side] += pkt.wirelen as u64;
         flow.last_ts = ts;
-        if link.src_mac.len() == 6 {
-            let smac: [u8; 6] = link.src_mac.try_into().unwrap();
+        if let Some(smac) = link.src_mac {
             match flow.macs[side] {
                 None => {
                     flow.macs[side] = Some(smac);
-                    flow.macs[1 - side] = link.dst_mac.try_into().ok();
+                    flow.macs[1 - side] = link.dst_mac;
                     flow.vlan = link.vlan;
                 }
                 Some(known) if known != smac => {
@@ -335,14 +340,71 @@ impl Engine {
         }
         if t.proto == TCP {
             self.stats.tcp_packets += 1;
-            self.tcp(&mut flow, side, ts, &t, pkt.data);
+            self.tcp(&mut flow, side, ts, &t, data);
         } else if t.proto == UDP {
             self.stats.udp_packets += 1;
             if t.pend > t.pstart {
-                self.udp(&mut flow, side, ts, &pkt.data[t.pstart..t.pend]);
+                self.udp(&mut flow, side, ts, &data[t.pstart..t.pend]);
             }
         }
+        if conflict {
+            let detail = "overlapping IP fragments carried different bytes; the first copy is \
+                          dissected"
+                .to_string();
+            let tag = Tag {
+                ts,
+                frame: self.frame,
+            };
+            self.network_anomaly(&mut flow, side, IP_FRAGMENT_OVERLAP_CONFLICT, detail, tag);
+        }
         self.flows.slots[slot as usize] = Some(flow);
+    }
+
+    /// The network layers of a frame down to TCP or UDP (its link layer read into
+    /// `link`): a fragment is kept until its datagram is whole, which `whole` then holds
+    /// (the transport's offsets are into it). None: nothing to dissect (counted). With it:
+    /// overlapping fragments of the datagram differed.
+    #[inline]
+    fn network(
+        &mut self,
+        frame: &[u8],
+        link: &mut Link,
+        whole: &mut Option<Vec<u8>>,
+        ts: f64,
+    ) -> Option<(Transport, bool)> {
+        let mut conflict = false;
+        // a datagram put together may carry a tunnel with fragments inside: bounded
+        for _ in 0..3 {
+            let b: &[u8] = whole.as_deref().unwrap_or(frame);
+            let reason = match decode_network(b, link) {
+                Ok(t) => return Some((t, conflict)),
+                Err(reason) => reason,
+            };
+            let st = &mut self.stats;
+            match reason {
+                NotTransport::Fragment => {
+                    st.ip_fragments += 1;
+                    let done = self.defrag.add(b, link.off, link.ethertype, ts)?;
+                    conflict |= done.conflict;
+                    link.off = 0;
+                    *whole = Some(done.bytes);
+                }
+                NotTransport::NotIp | NotTransport::Arp(_) => {
+                    st.not_ip += 1;
+                    return None;
+                }
+                NotTransport::Invalid => {
+                    st.invalid += 1;
+                    return None;
+                }
+                NotTransport::OtherIp => {
+                    st.other_ip += 1;
+                    return None;
+                }
+            }
+        }
+        self.stats.invalid += 1;
+        None
     }
 
     fn report_probes(&mut self) {
@@ -402,6 +464,7 @@ impl Engine {
     /// End flows idle past their timeout.
     pub fn sweep(&mut self, now: f64) {
         self.flows.last_sweep = now;
+        self.defrag.expire(now);
         for slot in self.flows.expired(now) {
             self.flows.stats.expired += 1;
             self.end(slot);
@@ -455,6 +518,11 @@ impl Engine {
                     self.deliver(flow, 1 - side, &mut chunks);
                 }
                 self.chunks = chunks;
+                let tag = Tag {
+                    ts,
+                    frame: self.frame,
+                };
+                self.overlaps(flow, 1 - side, tag);
             } else {
                 peer.acked = Some(t.ack);
             }
@@ -466,7 +534,7 @@ impl Engine {
             let steady = stream.next_seq == Some(t.seq) && !stream.has_pending();
             if steady && active {
                 // the steady state: the next in-order segment of a dissected stream
-                stream.next_seq = Some(t.seq.wrapping_add(payload.len() as u32));
+                stream.advance(t.seq, payload);
                 let from_client = Some(side) == flow.client;
                 let before = self.batch.records.len();
                 guarded(flow, from_client, &mut self.batch.records, |p, out| {
@@ -485,7 +553,62 @@ impl Engine {
                 self.deliver(flow, side, &mut chunks);
             }
             self.chunks = chunks;
+            self.overlaps(flow, side, tag);
         }
+    }
+
+    /// Overlapping data of one side's stream that differed from the first copy: an
+    /// anomaly of the flow.
+    fn overlaps(&mut self, flow: &mut Flow, side: usize, tag: Tag) {
+        let Some(streams) = flow.streams.as_mut() else {
+            return;
+        };
+        let c = std::mem::take(&mut streams[side].conflicts);
+        if c.segments == 0 {
+            return;
+        }
+        let detail = format!(
+            "{} bytes from sequence number {} on differ from the first copy, in {} \
+             segment(s); the first copy is dissected",
+            c.bytes, c.seq, c.segments
+        );
+        self.network_anomaly(flow, side, TCP_OVERLAP_CONFLICT, detail, tag);
+    }
+
+    /// A network-layer anomaly of a flow: reported under its protocol once that is known
+    /// (a flow never recognised keeps it in the counters only).
+    pub fn network_anomaly(
+        &mut self,
+        flow: &mut Flow,
+        side: usize,
+        kind: &'static str,
+        detail: String,
+        tag: Tag,
+    ) {
+        if matches!(flow.parser, ParserState::NotOurs) {
+            return;
+        }
+        if flow.unreported.len() < crate::flows::MAX_UNREPORTED {
+            flow.unreported.push((side, kind, detail));
+        }
+        self.report_unreported(flow, tag);
+    }
+
+    /// The network-layer anomalies a recognised flow kept go to the record side.
+    fn report_unreported(&mut self, flow: &mut Flow, tag: Tag) {
+        let Some(kind) = flow.protocol else {
+            return;
+        };
+        if flow.unreported.is_empty() {
+            return;
+        }
+        let before = self.batch.records.len();
+        for (side, name, detail) in std::mem::take(&mut flow.unreported) {
+            let from_client = Some(side) == flow.client;
+            let ev = Event::anomaly(from_client, kind.proto, name, detail);
+            self.batch.records.push(ev);
+        }
+        self.records(flow, tag.ts, tag.frame, before);
     }
 
     fn deliver(&mut self, flow: &mut Flow, side: usize, chunks: &mut Vec<Chunk>) {
@@ -493,34 +616,97 @@ impl Engine {
             if matches!(flow.parser, ParserState::NotOurs) {
                 break;
             }
-            let mut gap = chunk.gap;
             if matches!(flow.parser, ParserState::Unknown) {
-                if !self.identify(flow, side, &chunk.data, true) {
-                    continue;
-                }
-                if matches!(flow.parser, ParserState::NotOurs) {
-                    break;
-                }
-                gap = gap || flow.probe_tries > 1;
+                self.recognise(flow, side, &chunk);
+                continue;
             }
-            let from_client = Some(side) == flow.client;
-            let before = self.batch.records.len();
-            guarded(flow, from_client, &mut self.batch.records, |p, out| {
-                p.feed(&chunk.data, from_client, gap, out)
-            });
-            self.records(flow, chunk.tag.ts, chunk.tag.frame, before);
+            self.feed(flow, side, &chunk.data, chunk.gap, chunk.tag);
         }
         chunks.clear();
+    }
+
+    /// Stream bytes to the flow's dissector; its records go to the record side.
+    fn feed(&mut self, flow: &mut Flow, side: usize, data: &[u8], gap: bool, tag: Tag) {
+        let from_client = Some(side) == flow.client;
+        let before = self.batch.records.len();
+        guarded(flow, from_client, &mut self.batch.records, |p, out| {
+            p.feed(data, from_client, gap, out)
+        });
+        self.records(flow, tag.ts, tag.frame, before);
+    }
+
+    /// Bytes of a stream whose protocol is not known yet: held until its header can be
+    /// judged (bounded, see recognition.rs), then everything held is dissected in the order
+    /// it came.
+    fn recognise(&mut self, flow: &mut Flow, side: usize, chunk: &Chunk) {
+        let held = flow.held.get_or_insert_with(Default::default);
+        let was = held.bytes();
+        held.push(side, &chunk.data, chunk.gap, chunk.tag);
+        let now = held.bytes();
+        self.held_bytes = self.held_bytes + now as u64 - was as u64;
+        let full = held.data[side].len() >= MAX_HELD || self.held_bytes > MAX_HELD_TOTAL;
+        match judge(flow.ports, flow.client, side, &held.data[side], true) {
+            Judgement::Wait if !full => {}
+            Judgement::Is(kind, server) => {
+                self.attach(flow, kind, server);
+                let held = flow.held.take().unwrap();
+                self.held_bytes -= now as u64;
+                held.replay(|s, data, gap, tag| {
+                    if matches!(flow.parser, ParserState::Active(_)) {
+                        self.feed(flow, s, data, gap, tag);
+                    }
+                });
+                self.report_unreported(flow, chunk.tag);
+            }
+            Judgement::Not | Judgement::Wait => {
+                flow.probe_tries += 1;
+                let held = flow.held.as_mut().unwrap();
+                let other = is_other_protocol(&held.data[side]);
+                held.forget(side);
+                self.held_bytes = self.held_bytes + held.bytes() as u64 - now as u64;
+                if other || flow.probe_tries >= PROBE_TRIES {
+                    self.not_ours(flow, true);
+                }
+            }
+        }
+    }
+
+    /// A flow otsec does not dissect: what it held goes.
+    fn not_ours(&mut self, flow: &mut Flow, tcp: bool) {
+        if on_our_port(flow.ports, tcp) {
+            self.stats.unrecognised_on_ot_port += 1;
+        }
+        if let Some(held) = flow.held.take() {
+            self.held_bytes -= held.bytes() as u64;
+        }
+        flow.parser = ParserState::NotOurs;
+        flow.streams = None;
+        flow.unreported.clear();
+    }
+
+    /// The flow speaks `kind`, its server on side `server`.
+    fn attach(&mut self, flow: &mut Flow, kind: crate::protocols::Kind, server: usize) {
+        if flow.client.is_none() {
+            flow.set_client(1 - server);
+        }
+        flow.protocol = Some(kind);
+        flow.parser = ParserState::Active((kind.parser)());
     }
 
     fn udp(&mut self, flow: &mut Flow, side: usize, ts: f64, data: &[u8]) {
         match flow.parser {
             ParserState::NotOurs => return,
             ParserState::Unknown => {
-                if !self.identify(flow, side, data, false)
-                    || matches!(flow.parser, ParserState::NotOurs)
-                {
-                    return;
+                // every datagram stands alone: judged on itself
+                flow.probe_tries += 1;
+                match judge(flow.ports, flow.client, side, data, false) {
+                    Judgement::Is(kind, server) => self.attach(flow, kind, server),
+                    Judgement::Not | Judgement::Wait => {
+                        if is_other_protocol(data) || flow.probe_tries >= PROBE_TRIES {
+                            self.not_ours(flow, false);
+                        }
+                        return;
+                    }
                 }
             }
             ParserState::Active(_) => {}
@@ -531,57 +717,6 @@ impl Engine {
             p.feed_datagram(data, from_client, out)
         });
         self.records(flow, ts, self.frame, before);
-    }
-
-    /// Attach a dissector when the flow is recognised (true), or mark it as never going
-    /// to be (true, NotOurs); false: not decided yet.
-    fn identify(&mut self, flow: &mut Flow, side: usize, data: &[u8], tcp: bool) -> bool {
-        flow.probe_tries += 1;
-        let mut by_port = None;
-        let mut server_side = None;
-        for s in [1 - side, side] {
-            if let Some(k) = Dissector::by_port(tcp, flow.ports[s]) {
-                by_port = Some(k);
-                server_side = Some(s);
-                break;
-            }
-        }
-        let mut chosen = None;
-        match by_port {
-            Some(k) if (k.looks_like)(data, false) => chosen = Some(k),
-            Some(_) => {}
-            None => {
-                for k in &REGISTRY {
-                    if (k.looks_like)(data, true) {
-                        chosen = Some(k);
-                        server_side = Some(match flow.client {
-                            None => 1 - side,
-                            Some(c) => 1 - c,
-                        });
-                        break;
-                    }
-                }
-            }
-        }
-        let Some(kind) = chosen else {
-            if is_other_protocol(data) || flow.probe_tries >= PROBE_TRIES {
-                if by_port.is_some() {
-                    self.stats.unrecognised_on_ot_port += 1;
-                }
-                flow.parser = ParserState::NotOurs;
-                flow.streams = None;
-                return true;
-            }
-            return false;
-        };
-        if flow.client.is_none() {
-            if let Some(s) = server_side {
-                flow.set_client(1 - s);
-            }
-        }
-        flow.protocol = Some(kind);
-        flow.parser = ParserState::Active((kind.parser)());
-        true
     }
 
     /// The records a dissector added to the batch after its first `first` go to the record
@@ -655,12 +790,20 @@ impl Engine {
                     self.deliver(&mut flow, side, &mut chunks);
                 }
                 self.chunks = chunks;
+                let tag = Tag {
+                    ts: flow.last_ts,
+                    frame: self.frame,
+                };
+                self.overlaps(&mut flow, side, tag);
             }
         }
         if let Some(streams) = flow.streams.as_mut() {
             for s in streams.iter_mut() {
                 s.release(&mut self.reassembly);
             }
+        }
+        if let Some(held) = flow.held.take() {
+            self.held_bytes -= held.bytes() as u64;
         }
         if self.threads {
             let head = flow.head();
@@ -723,6 +866,11 @@ fn guarded(
         flow.streams = None;
     }
 }
+
+/// Overlapping TCP data differed from the bytes seen first (see reassembly.rs).
+pub const TCP_OVERLAP_CONFLICT: &str = "tcp_overlap_conflict";
+/// Overlapping IP fragments differed (see defrag.rs).
+pub const IP_FRAGMENT_OVERLAP_CONFLICT: &str = "ip_fragment_overlap_conflict";
 
 fn streams(flow: &mut Flow) -> &mut [TcpStream; 2] {
     flow.streams.get_or_insert_with(Default::default)

@@ -47,6 +47,11 @@ pub struct Flow {
     pub parser: ParserState,
     pub protocol: Option<Kind>,
     pub probe_tries: u32,
+    /// what its streams sent while the protocol was not known yet
+    pub held: Option<Box<crate::recognition::Held>>,
+    /// anomalies of the network layers (side, kind, detail) waiting for the protocol to be
+    /// known, to be reported under it (at most `MAX_UNREPORTED`)
+    pub unreported: Vec<(usize, &'static str, String)>,
     pub closed: u32,
     cid: Option<String>,
     /// the flow's network and endpoint objects, rendered at its first event (and again
@@ -119,6 +124,8 @@ impl Flow {
             parser: ParserState::Unknown,
             protocol: None,
             probe_tries: 0,
+            held: None,
+            unreported: Vec::new(),
             closed: 0,
             cid: None,
             context: None,
@@ -282,6 +289,9 @@ pub struct FlowStats {
     pub evicted_full: u64,
     pub peak: u64,
 }
+
+/// Network-layer anomalies a flow keeps while its protocol is not known.
+pub const MAX_UNREPORTED: usize = 8;
 
 pub const TCP_IDLE: f64 = 600.0;
 pub const UDP_IDLE: f64 = 120.0;

@@ -195,7 +195,8 @@ fn check_capture(py: Python<'_>, path: &str) -> PyResult<()> {
 /// Does this first payload look like the protocol? (`strict`: off its well-known port)
 #[pyfunction]
 fn looks_like(protocol: &str, payload: &[u8], strict: bool) -> bool {
-    crate::protocols::Dissector::by_name(protocol).is_some_and(|k| (k.looks_like)(payload, strict))
+    crate::protocols::Dissector::by_name(protocol)
+        .is_some_and(|k| (k.looks_like)(payload, strict) == crate::protocols::Sniff::Yes)
 }
 
 /// Link, IP and transport headers of one frame: (source, destination, transport, source
@@ -205,7 +206,7 @@ fn decode<'py>(py: Python<'py>, linktype: u32, frame: &[u8]) -> PyResult<Bound<'
     use crate::decode::{decode_frame, NotTransport};
     Ok(match decode_frame(linktype, frame) {
         Ok((link, t)) => {
-            let smac = (link.src_mac.len() == 6).then(|| mac_text(link.src_mac));
+            let smac = link.src_mac.map(|m| mac_text(&m));
             (
                 t.src.text(),
                 t.dst.text(),
@@ -419,7 +420,20 @@ impl Engine {
         ra.set_item("retransmitted_bytes", r.retransmitted_bytes)?;
         ra.set_item("out_of_order_segments", r.out_of_order_segments)?;
         ra.set_item("over_budget_gaps", r.over_budget_gaps)?;
+        ra.set_item("overlap_conflicts", r.overlap_conflicts)?;
+        ra.set_item("overlap_conflict_bytes", r.overlap_conflict_bytes)?;
         d.set_item("reassembly", ra)?;
+        let g = &self.engine.defrag.stats;
+        let df = PyDict::new(py);
+        df.set_item("reassembled", g.reassembled)?;
+        df.set_item("timed_out", g.timed_out)?;
+        df.set_item("evicted", g.evicted)?;
+        df.set_item("too_many_fragments", g.too_many_fragments)?;
+        df.set_item("invalid", g.invalid)?;
+        df.set_item("overlaps", g.overlaps)?;
+        df.set_item("overlap_conflicts", g.overlap_conflicts)?;
+        df.set_item("in_progress", g.in_progress)?;
+        d.set_item("defrag", df)?;
         let f = self.engine.flow_stats();
         let fl = PyDict::new(py);
         fl.set_item("created", f.created)?;

@@ -4,6 +4,14 @@
 //! the hole to fill, and a hole that will not fill (the peer acknowledged past it, or too
 //! much waits behind it) becomes a *gap*: the stream jumps ahead, counts what it skipped,
 //! and tells the dissector to resynchronise on the next PDU boundary.
+//!
+//! Overlap policy: the bytes seen first are kept ("first"). Data that overlaps bytes
+//! already seen and differs from them is the ambiguity an insertion or evasion attack
+//! creates (the receiver may have kept either copy, by its operating system's policy): the
+//! stream counts it as a *conflict* for the engine to report. Bytes already delivered are
+//! compared while they are among the stream's last `RECENT`; bytes still waiting behind a
+//! hole, always. (Choosing per target operating system which copy a host keeps, as some
+//! stream engines do, is not done.)
 
 const HALF: u32 = 0x8000_0000;
 /// Segments waiting behind one hole before it is declared lost.
@@ -14,6 +22,9 @@ pub const MAX_PENDING_BYTES: usize = 256 * 1024;
 /// stream that wants to hold more gives up its holes (thousands of stalled connections
 /// cannot take the memory).
 pub const MAX_HELD_BYTES: u64 = 64 * 1024 * 1024;
+/// Delivered bytes a stream keeps to compare retransmissions against (a Modbus ADU or a
+/// DNP3 frame fits).
+pub const RECENT: usize = 512;
 
 /// Counters shared by every stream of an engine.
 #[derive(Default, Clone, Copy, Debug)]
@@ -26,6 +37,21 @@ pub struct ReassemblyStats {
     pub held_bytes: u64,
     /// holes given up because the engine held `MAX_HELD_BYTES`
     pub over_budget_gaps: u64,
+    /// segments whose overlapping data differed from the bytes seen first
+    pub overlap_conflicts: u64,
+    /// bytes that differed
+    pub overlap_conflict_bytes: u64,
+}
+
+/// Overlapping data that differed from what the stream kept, not yet reported.
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+pub struct Conflicts {
+    /// segments
+    pub segments: u32,
+    /// bytes that differed
+    pub bytes: u32,
+    /// sequence number of the first differing byte of the first such segment
+    pub seq: u32,
 }
 
 /// Where a segment came from: its packet's timestamp and frame number.
@@ -49,6 +75,13 @@ pub struct TcpStream {
     pending: Vec<(u32, Vec<u8>, Tag)>,
     pending_bytes: usize,
     pub acked: Option<u32>,
+    /// the last bytes delivered, a ring: `recent_len` of them (at most `RECENT`) end at
+    /// `next_seq`, the newest just before `recent_at`
+    recent: Option<Box<[u8; RECENT]>>,
+    recent_len: u16,
+    recent_at: u16,
+    /// overlaps that differed since the engine last took them
+    pub conflicts: Conflicts,
 }
 
 impl TcpStream {
@@ -58,6 +91,61 @@ impl TcpStream {
 
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
+    }
+
+    /// The next in-order segment, delivered by the caller itself (the steady state).
+    pub fn advance(&mut self, seq: u32, data: &[u8]) {
+        self.next_seq = Some(seq.wrapping_add(data.len() as u32));
+        self.remember(data, false);
+    }
+
+    /// Keep the tail of what was delivered; after a gap the bytes kept restart.
+    #[inline]
+    fn remember(&mut self, data: &[u8], gap: bool) {
+        if gap {
+            self.recent_len = 0;
+        }
+        let ring = self.recent.get_or_insert_with(|| Box::new([0; RECENT]));
+        let data = &data[data.len().saturating_sub(RECENT)..];
+        let at = self.recent_at as usize;
+        let first = (RECENT - at).min(data.len());
+        ring[at..at + first].copy_from_slice(&data[..first]);
+        ring[..data.len() - first].copy_from_slice(&data[first..]);
+        self.recent_at = ((at + data.len()) % RECENT) as u16;
+        self.recent_len = (self.recent_len as usize + data.len()).min(RECENT) as u16;
+    }
+
+    /// Compare the part of a segment at `seq` that lies before `nxt` (already delivered)
+    /// with the bytes kept; a difference is a conflict. A one-byte keep-alive probe
+    /// (sequence number one before `nxt`, any byte) is no conflict.
+    fn compare(&mut self, st: &mut ReassemblyStats, seq: u32, data: &[u8], nxt: u32) {
+        let before = nxt.wrapping_sub(seq) as usize;
+        if data.len() == 1 && before == 1 {
+            return;
+        }
+        let kept = self.recent_len as usize;
+        let lo = before.saturating_sub(kept);
+        let hi = data.len().min(before);
+        let Some(ring) = self.recent.as_deref() else {
+            return;
+        };
+        if lo >= hi {
+            return;
+        }
+        // data[i] lies `before - i` bytes before `nxt`, as does the ring's byte that far
+        // behind `recent_at`
+        let at = self.recent_at as usize;
+        let theirs: Vec<u8> = (lo..hi)
+            .map(|i| ring[(at + RECENT - (before - i)) % RECENT])
+            .collect();
+        let theirs = theirs.as_slice();
+        conflict(
+            st,
+            &mut self.conflicts,
+            seq.wrapping_add(lo as u32),
+            &data[lo..hi],
+            theirs,
+        );
     }
 
     /// A SYN fixes the initial sequence number; data starts one after it.
@@ -80,6 +168,7 @@ impl TcpStream {
             None => {
                 // picked up mid-connection
                 self.next_seq = Some(seq.wrapping_add(data.len() as u32));
+                self.remember(data, true);
                 out.push(Chunk {
                     data: data.to_vec(),
                     gap: true,
@@ -91,7 +180,7 @@ impl TcpStream {
         };
         let diff = seq.wrapping_sub(nxt);
         if diff == 0 {
-            self.next_seq = Some(seq.wrapping_add(data.len() as u32));
+            self.advance(seq, data);
             out.push(Chunk {
                 data: data.to_vec(),
                 gap: false,
@@ -105,13 +194,14 @@ impl TcpStream {
         if diff >= HALF {
             // starts before what we have: a retransmission or an overlap
             let overlap = nxt.wrapping_sub(seq) as usize;
+            self.compare(st, seq, data, nxt);
             if overlap >= data.len() {
                 st.retransmitted_bytes += data.len() as u64;
                 return;
             }
             st.retransmitted_bytes += overlap as u64;
             let rest = &data[overlap..];
-            self.next_seq = Some(nxt.wrapping_add(rest.len() as u32));
+            self.advance(nxt, rest);
             out.push(Chunk {
                 data: rest.to_vec(),
                 gap: false,
@@ -124,14 +214,18 @@ impl TcpStream {
         }
         // a hole before this segment: keep it until the hole fills or is proven lost
         st.out_of_order_segments += 1;
-        match self.pending.iter_mut().find(|p| p.0 == seq) {
-            Some(old) => {
-                if old.1.len() < data.len() {
-                    self.pending_bytes += data.len() - old.1.len();
-                    st.held_bytes += (data.len() - old.1.len()) as u64;
-                    old.1 = data.to_vec();
-                    old.2 = tag;
+        match self.pending.iter().position(|p| p.0 == seq) {
+            Some(i) => {
+                // the bytes that came first stay; a longer copy only adds its tail
+                let old = std::mem::take(&mut self.pending[i].1);
+                conflict(st, &mut self.conflicts, seq, data, &old);
+                let mut old = old;
+                if old.len() < data.len() {
+                    self.pending_bytes += data.len() - old.len();
+                    st.held_bytes += (data.len() - old.len()) as u64;
+                    old.extend_from_slice(&data[old.len()..]);
                 }
+                self.pending[i].1 = old;
             }
             None => {
                 self.pending.push((seq, data.to_vec(), tag));
@@ -190,6 +284,7 @@ impl TcpStream {
         self.pending_bytes -= data.len();
         st.held_bytes -= data.len() as u64;
         self.next_seq = Some(first.wrapping_add(data.len() as u32));
+        self.remember(&data, true);
         out.push(Chunk {
             data,
             gap: true,
@@ -216,12 +311,13 @@ impl TcpStream {
                     let overlap = if diff == 0 {
                         0
                     } else {
+                        self.compare(st, seq, &data, nxt);
                         nxt.wrapping_sub(seq) as usize
                     };
                     if overlap < data.len() {
                         st.retransmitted_bytes += overlap as u64;
                         let rest = data[overlap..].to_vec();
-                        self.next_seq = Some(nxt.wrapping_add(rest.len() as u32));
+                        self.advance(nxt, &rest);
                         out.push(Chunk {
                             data: rest,
                             gap: false,
@@ -256,6 +352,28 @@ impl TcpStream {
     }
 }
 
+/// Count the bytes of `new` that differ from `kept` (both at `seq`).
+fn conflict(st: &mut ReassemblyStats, c: &mut Conflicts, seq: u32, new: &[u8], kept: &[u8]) {
+    let mut first = None;
+    let mut differ = 0u32;
+    for (i, (a, b)) in new.iter().zip(kept).enumerate() {
+        if a != b {
+            differ += 1;
+            first.get_or_insert(i);
+        }
+    }
+    let Some(first) = first else {
+        return;
+    };
+    st.overlap_conflicts += 1;
+    st.overlap_conflict_bytes += differ as u64;
+    if c.segments == 0 {
+        c.seq = seq.wrapping_add(first as u32);
+    }
+    c.segments += 1;
+    c.bytes = c.bytes.saturating_add(differ);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +398,62 @@ mod tests {
         s.add(&mut st, 101, b"bcdefg", tag(), &mut out);
         assert_eq!(joined(&out), b"abcdefg");
         assert_eq!(st.retransmitted_bytes, 5);
+    }
+
+    #[test]
+    fn overlapping_data_that_differs_is_a_conflict_and_the_first_stays() {
+        let mut st = ReassemblyStats::default();
+        let mut s = TcpStream::default();
+        s.syn(99);
+        let mut out = Vec::new();
+        s.add(
+            &mut st,
+            100,
+            b"\x00\x01\x00\x00\x00\x06\x01\x06",
+            tag(),
+            &mut out,
+        );
+        // a plain retransmission, and a keep-alive probe: no conflict
+        s.add(&mut st, 100, b"\x00\x01\x00\x00", tag(), &mut out);
+        s.add(&mut st, 107, b"\xFF", tag(), &mut out);
+        assert_eq!(s.conflicts.segments, 0);
+        // the same positions with other bytes, reaching past what was delivered
+        s.add(&mut st, 104, b"\x00\x07\x09\x06tail", tag(), &mut out);
+        assert_eq!(
+            s.conflicts,
+            Conflicts {
+                segments: 1,
+                bytes: 2,
+                seq: 105
+            }
+        );
+        assert_eq!(joined(&out), b"\x00\x01\x00\x00\x00\x06\x01\x06tail");
+        // waiting segments: the first copy stays, a differing one is a conflict
+        s.add(&mut st, 120, b"first", tag(), &mut out);
+        s.add(&mut st, 120, b"FIRST!", tag(), &mut out);
+        s.add(&mut st, 112, b"12345678", tag(), &mut out);
+        assert_eq!(&joined(&out)[12..], b"12345678first!");
+        assert_eq!((st.overlap_conflicts, st.overlap_conflict_bytes), (2, 7));
+    }
+
+    #[test]
+    fn delivered_bytes_are_compared_while_recent() {
+        let mut st = ReassemblyStats::default();
+        let mut s = TcpStream::default();
+        s.syn(0);
+        let mut out = Vec::new();
+        let data: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        for (i, piece) in data.chunks(12).enumerate() {
+            s.add(&mut st, 1 + 12 * i as u32, piece, tag(), &mut out);
+        }
+        // the last 512 bytes are kept: a forged copy of them is seen
+        let end = 1 + data.len() as u32;
+        s.add(&mut st, end - 512, &[0xEE; 512], tag(), &mut out);
+        assert_eq!(s.conflicts.segments, 1);
+        assert_eq!(s.recent_len as usize, RECENT);
+        // further back, nothing is known
+        s.add(&mut st, end - 600, &[0xEE; 80], tag(), &mut out);
+        assert_eq!(s.conflicts.segments, 1);
     }
 
     #[test]

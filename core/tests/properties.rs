@@ -1,10 +1,13 @@
 //! Property tests of the per-packet path on stable Rust (proptest): hostile bytes never
 //! panic and never grow the parsers' state beyond their bounds; any segmentation gives the
-//! same PDUs; reassembly gives back the stream whatever the order of its segments.
+//! same PDUs, to a dissector and through the whole engine (TCP segments of any size, IP
+//! fragments in any order, from a connection's first byte on); reassembly gives back the
+//! stream whatever the order of its segments.
 
-use _core::engine::{Config, Engine};
+use _core::defrag::{self, Defrag};
+use _core::engine::{Config, Engine, Fact};
 use _core::events::{Body, Event};
-use _core::protocols::{modbus, REGISTRY};
+use _core::protocols::{dnp3, modbus, REGISTRY};
 use _core::reader::{Packet, Reader};
 use _core::reassembly::{Chunk, ReassemblyStats, Tag, TcpStream};
 use proptest::prelude::*;
@@ -54,6 +57,281 @@ fn read(file: Vec<u8>) -> (usize, Vec<f64>, bool) {
         true
     }) {}
     (times.len(), times, r.corrupt)
+}
+
+/// One side of a connection: what it sends, in order.
+struct Side {
+    ip: [u8; 4],
+    port: u16,
+    seq: u32,
+}
+
+/// A frame of `from` to `to`: Ethernet, IPv4 (identification `id`), TCP.
+fn tcp_frame(
+    from: &Side,
+    to: &Side,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    id: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![
+        0, 0x80, 0xF4, 0, 0, to.ip[3], 0, 0x0C, 0x29, 0, 0, from.ip[3], 8, 0,
+    ];
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((40 + data.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&from.ip);
+    f.extend_from_slice(&to.ip);
+    f.extend_from_slice(&from.port.to_be_bytes());
+    f.extend_from_slice(&to.port.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.extend_from_slice(&[0x50, flags, 0x20, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(data);
+    f
+}
+
+/// An IPv4 frame (as `tcp_frame` makes them) in fragments of `size` bytes (a multiple of
+/// 8), last first when `reverse`.
+fn fragments(frame: &[u8], size: usize, reverse: bool) -> Vec<Vec<u8>> {
+    let (head, body) = (&frame[..34], &frame[34..]);
+    let mut out: Vec<Vec<u8>> = body
+        .chunks(size)
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut f = head.to_vec();
+            f[16..18].copy_from_slice(&((20 + piece.len()) as u16).to_be_bytes());
+            let more = if (i + 1) * size < body.len() {
+                0x2000
+            } else {
+                0
+            };
+            f[20..22].copy_from_slice(&(((i * size) / 8) as u16 | more).to_be_bytes());
+            f.extend_from_slice(piece);
+            f
+        })
+        .collect();
+    if reverse {
+        out.reverse();
+    }
+    out
+}
+
+/// How a session is cut: segment sizes (taken in turn, from the first byte on) and, per
+/// segment, a fragment size (0: not fragmented) and order.
+#[derive(Debug, Clone)]
+struct Cutting {
+    sizes: Vec<usize>,
+    frags: Vec<(usize, bool)>,
+}
+
+impl Cutting {
+    fn whole() -> Cutting {
+        Cutting {
+            sizes: vec![usize::MAX],
+            frags: vec![(0, false)],
+        }
+    }
+}
+
+/// The frames of a TCP connection to `port` carrying `exchanges` (request, answer), cut
+/// as `cut` says.
+fn session(port: u16, exchanges: &[(Vec<u8>, Vec<u8>)], cut: &Cutting) -> Vec<Vec<u8>> {
+    let mut c = Side {
+        ip: [10, 0, 0, 20],
+        port: 40000,
+        seq: 1000,
+    };
+    let mut s = Side {
+        ip: [10, 0, 0, 10],
+        port,
+        seq: 5000,
+    };
+    let mut frames = vec![
+        tcp_frame(&c, &s, 0x02, c.seq - 1, 0, 1, &[]),
+        tcp_frame(&s, &c, 0x12, s.seq - 1, c.seq, 1, &[]),
+    ];
+    let (mut n, mut id) = (0usize, 100u16);
+    for (req, answer) in exchanges {
+        for (from_client, bytes) in [(true, req), (false, answer)] {
+            let mut pos = 0;
+            while pos < bytes.len() {
+                let size = cut.sizes[n % cut.sizes.len()].clamp(1, bytes.len() - pos);
+                let (frag, reverse) = cut.frags[n % cut.frags.len()];
+                n += 1;
+                id = id.wrapping_add(1);
+                let piece = &bytes[pos..pos + size];
+                let (from, to) = if from_client {
+                    (&mut c, &mut s)
+                } else {
+                    (&mut s, &mut c)
+                };
+                let f = tcp_frame(from, to, 0x18, from.seq, to.seq, id, piece);
+                from.seq = from.seq.wrapping_add(size as u32);
+                pos += size;
+                if frag > 0 && 20 + size > frag {
+                    frames.extend(fragments(&f, frag, reverse));
+                } else {
+                    frames.push(f);
+                }
+            }
+        }
+    }
+    frames
+}
+
+/// Every record the engine makes of these frames, without time or frame number.
+fn records(frames: &[Vec<u8>]) -> Vec<String> {
+    let mut engine = Engine::new(Config {
+        max_flows: 100,
+        threads: false,
+        cross_all: true,
+        learn_for: None,
+    });
+    for (i, f) in frames.iter().enumerate() {
+        engine.packet(Packet {
+            ts: 1000.0 + i as f64 * 1e-3,
+            linktype: 1,
+            data: f,
+            wirelen: f.len() as u32,
+        });
+    }
+    engine.finish();
+    engine
+        .ledger
+        .facts
+        .iter()
+        .filter_map(|f| match f {
+            Fact::Event { ev, .. } => Some(format!(
+                "{} {:?} {:?} {:?}",
+                ev.from_client, ev.body, ev.req, ev.points
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn modbus_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for tid in 1..5u16 {
+        let write = [6, 0, tid as u8, 0, 100 + tid as u8];
+        out.push((mbap(tid, &write), mbap(tid, &write)));
+    }
+    out.push((
+        mbap(9, &[16, 0, 10, 0, 2, 4, 1, 2, 3, 4]),
+        mbap(9, &[16, 0, 10, 0, 2]),
+    ));
+    out.push((mbap(10, &[3, 0, 0, 0, 2]), mbap(10, &[3, 4, 0, 7, 0, 8])));
+    out
+}
+
+fn tpkt(cotp_and_data: &[u8]) -> Vec<u8> {
+    let mut v = vec![3, 0];
+    v.extend_from_slice(&((4 + cotp_and_data.len()) as u16).to_be_bytes());
+    v.extend_from_slice(cotp_and_data);
+    v
+}
+
+fn s7(rosctr: u8, reference: u16, params: &[u8]) -> Vec<u8> {
+    let mut v = vec![2, 0xF0, 0x80, 0x32, rosctr, 0, 0];
+    v.extend_from_slice(&reference.to_be_bytes());
+    v.extend_from_slice(&(params.len() as u16).to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    if rosctr == 3 {
+        v.extend_from_slice(&[0, 0]);
+    }
+    v.extend_from_slice(params);
+    tpkt(&v)
+}
+
+fn s7_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let cr = tpkt(&[
+        17, 0xE0, 0, 0, 0, 1, 0, 0xC1, 2, 1, 0, 0xC2, 2, 1, 2, 0xC0, 1, 10,
+    ]);
+    let cc = tpkt(&[
+        17, 0xD0, 0, 1, 0, 1, 0, 0xC0, 1, 10, 0xC1, 2, 1, 0, 0xC2, 2, 1, 2,
+    ]);
+    let setup = [0xF0, 0, 0, 1, 0, 1, 1, 0xE0];
+    let mut stop = vec![0x29, 0, 0, 0, 0, 0, 9];
+    stop.extend_from_slice(b"P_PROGRAM");
+    vec![
+        (cr, cc),
+        (s7(1, 1, &setup), s7(3, 1, &setup)),
+        (s7(1, 2, &stop), s7(3, 2, &[0x29])),
+    ]
+}
+
+fn dnp3_frame(dst: u16, src: u16, apdu: &[u8]) -> Vec<u8> {
+    let mut user = vec![0xC0 | 0x01];
+    user.extend_from_slice(apdu);
+    let mut f = vec![0x05, 0x64, (5 + user.len()) as u8, 0xC4];
+    f.extend_from_slice(&dst.to_le_bytes());
+    f.extend_from_slice(&src.to_le_bytes());
+    f.extend_from_slice(&dnp3::crc(&f).to_le_bytes());
+    for block in user.chunks(16) {
+        f.extend_from_slice(block);
+        f.extend_from_slice(&dnp3::crc(block).to_le_bytes());
+    }
+    f
+}
+
+fn dnp3_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let operate = [
+        0xC1, 5, 12, 1, 0x28, 1, 0, 3, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let mut answer = vec![0xC1, 129, 0, 0];
+    answer.extend_from_slice(&operate[2..]);
+    vec![
+        (
+            dnp3_frame(10, 1, &[0xC0, 1, 60, 1, 6]),
+            dnp3_frame(1, 10, &[0xC0, 129, 0, 0]),
+        ),
+        (dnp3_frame(10, 1, &operate), dnp3_frame(1, 10, &answer)),
+        (
+            dnp3_frame(10, 1, &[0xC2, 13]),
+            dnp3_frame(1, 10, &[0xC2, 129, 0, 0]),
+        ),
+    ]
+}
+
+fn cutting() -> impl Strategy<Value = Cutting> {
+    (
+        prop::collection::vec(
+            prop_oneof![3 => 1usize..4, 2 => 4usize..11, 1 => 11usize..300],
+            1..40,
+        ),
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![0usize, 0, 8, 16, 24, 48]),
+                any::<bool>(),
+            ),
+            1..8,
+        ),
+    )
+        .prop_map(|(sizes, frags)| Cutting { sizes, frags })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Any segmentation (from one byte a segment on, cuts in the first bytes included)
+    /// and any IP fragmentation of a session: the same records as the session whole.
+    #[test]
+    fn any_cutting_of_a_session_gives_the_same_records(cut in cutting(), which in 0usize..3) {
+        let (port, exchanges) = match which {
+            0 => (502, modbus_exchanges()),
+            1 => (102, s7_exchanges()),
+            _ => (20000, dnp3_exchanges()),
+        };
+        let whole = records(&session(port, &exchanges, &Cutting::whole()));
+        prop_assert!(whole.len() >= 4, "{:?}", whole);
+        prop_assert!(!whole.iter().any(|r| r.contains("Anomaly")), "{:?}", whole);
+        let cut_up = records(&session(port, &exchanges, &cut));
+        prop_assert_eq!(whole, cut_up);
+    }
 }
 
 proptest! {
@@ -132,6 +410,38 @@ proptest! {
         let got: Vec<u8> = out.iter().flat_map(|c| c.data.clone()).collect();
         prop_assert_eq!(got, data);
         prop_assert_eq!(st.gaps, 0);
+    }
+
+    #[test]
+    fn defrag_survives_any_fragments(frags in prop::collection::vec(
+        (0u16..4, 0u16..8192, any::<bool>(), prop::collection::vec(any::<u8>(), 0..64), any::<bool>()), 0..200)) {
+        let mut d = Defrag::default();
+        for (i, (id, offset, more, data, v6)) in frags.iter().enumerate() {
+            let f = if *v6 {
+                let mut f = vec![0x60, 0, 0, 0];
+                f.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+                f.extend_from_slice(&[44, 64]);
+                f.extend_from_slice(&[1; 32]);
+                f.extend_from_slice(&[6, 0]);
+                f.extend_from_slice(&((offset << 3) | *more as u16).to_be_bytes());
+                f.extend_from_slice(&(*id as u32).to_be_bytes());
+                f.extend_from_slice(data);
+                f
+            } else {
+                let mut f = vec![0x45, 0];
+                f.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+                f.extend_from_slice(&id.to_be_bytes());
+                f.extend_from_slice(&(offset | if *more { 0x2000 } else { 0 }).to_be_bytes());
+                f.extend_from_slice(&[64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+                f.extend_from_slice(data);
+                f
+            };
+            if let Some(whole) = d.add(&f, 0, if *v6 { 0x86DD } else { 0x0800 }, i as f64) {
+                prop_assert!(whole.bytes.len() <= 65_535 + 40);
+            }
+            prop_assert!(d.stats.held_bytes <= defrag::MAX_BYTES as u64);
+            prop_assert!(d.stats.in_progress <= defrag::MAX_DATAGRAMS as u64);
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T0846": ("Remote System Discovery", ("TA0102",)),
     "T0848": ("Rogue Master", ("TA0108",)),
     "T0855": ("Unauthorized Command Message", ("TA0106",)),
+    "T0856": ("Spoof Reporting Message", ("TA0103", "TA0106")),
     "T0858": ("Change Operating Mode", ("TA0104", "TA0103")),
     "T0861": ("Point & Tag Identification", ("TA0100",)),
     "T0869": ("Standard Application Layer Protocol", ("TA0101",)),

@@ -47,14 +47,22 @@ WELL_KNOWN = {
 OTHER_OT_PORTS = ((6, 2404), (6, 44818), (17, 44818), (17, 47808))
 
 
+#: what may carry the dissected protocols past a filter on ports: IP fragments (only the
+#: first has ports), MPLS, GRE (and ERSPAN in it), IP in IP, VXLAN, NSH
+CARRIERS = ("(ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44) or ether proto 0x8847 or "
+            "ether proto 0x8848 or ip proto 47 or ip6 proto 47 or ip proto 4 or ip proto 41 or "
+            "udp port 4789 or ether proto 0x894f")
+
+
 def capture_filter() -> str:
     """The live sensor's default kernel filter: the dissected protocols' ports, the other
-    OT ports, and what the inventory needs beside them (ARP, DNS, DHCP); VLAN-tagged
-    traffic of the dissected protocols too."""
+    OT ports, what may carry them in pieces or tunnels, and what the inventory needs
+    beside them (ARP, DNS, DHCP); VLAN-tagged traffic of the dissected protocols too."""
     names = {6: "tcp", 17: "udp"}
     ports = sorted({(6, p) for spec in REGISTRY for p in spec.tcp_ports}
                    | {(17, p) for spec in REGISTRY for p in spec.udp_ports}
                    | set(OTHER_OT_PORTS), key=lambda tp: (tp[1], tp[0]))
     ot = " or ".join(f"{names[t]} port {p}" for t, p in ports)
     tagged = " or ".join(f"tcp port {p}" for spec in REGISTRY for p in sorted(spec.tcp_ports))
-    return f"{ot} or arp or port 53 or port 67 or port 68 or (vlan and ({tagged} or arp))"
+    return (f"{ot} or {CARRIERS} or arp or port 53 or port 67 or port 68 or "
+            f"(vlan and ({tagged} or arp))")

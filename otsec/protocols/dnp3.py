@@ -24,6 +24,8 @@ class Dnp3Anomaly(StrEnum):
     TRUNCATED_OBJECTS = "truncated_objects"  # an object header or its data is cut short
     RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next 0x05 0x64
     DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
+    TCP_OVERLAP_CONFLICT = "tcp_overlap_conflict"  # overlapping TCP data differed
+    IP_FRAGMENT_OVERLAP_CONFLICT = "ip_fragment_overlap_conflict"  # overlapping fragments differed
 
 
 @dataclass(frozen=True, slots=True)

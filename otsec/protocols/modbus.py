@@ -23,6 +23,8 @@ class ModbusAnomaly(StrEnum):
     FLOODED = "flooded"  # too many requests waiting for responses on one flow
     RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next PDU header
     DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
+    TCP_OVERLAP_CONFLICT = "tcp_overlap_conflict"  # overlapping TCP data differed
+    IP_FRAGMENT_OVERLAP_CONFLICT = "ip_fragment_overlap_conflict"  # overlapping fragments differed
 
 
 @dataclass(slots=True, kw_only=True)

@@ -26,6 +26,8 @@ class S7Anomaly(StrEnum):
     FLOODED = "flooded"  # too many jobs waiting for an answer
     RESYNCHRONISED = "resynchronised"  # bytes skipped to find the next TPKT header
     DISSECTOR_FAILURE = "dissector_failure"  # the dissector failed; the flow is not parsed
+    TCP_OVERLAP_CONFLICT = "tcp_overlap_conflict"  # overlapping TCP data differed
+    IP_FRAGMENT_OVERLAP_CONFLICT = "ip_fragment_overlap_conflict"  # overlapping fragments differed
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from tests.pyengine.protocols import REGISTRY, ProtocolSpec, is_other_protocol
 
 log = logging.getLogger(__name__)
 
-PROBE_TRIES = 4  # payload chunks examined before a flow is declared "not ours"
+PROBE_TRIES = 4  # first bytes judged "not ours" before a flow is declared so
+MAX_HELD = 512  # bytes one side holds before its protocol is known
 SWEEP_EVERY = 10.0  # seconds of capture time between idle-flow sweeps
 
 
@@ -178,26 +179,63 @@ class Engine:
         parser = flow.parser
         if parser is False:
             return
-        for data, gap, (ts, frame) in chunks:
+        for data, gap, tag in chunks:
             if parser is None:
-                parser = self._identify(flow, side, data, TCP)
-                if parser is None:
-                    continue
+                parser = self._recognise(flow, side, data, gap, tag)
                 if parser is False:
                     return
-                gap = gap or flow.probe_tries > 1
+                continue
             events = parser.feed(data, side == flow.client, gap)
             if events:
-                self._emit(flow, ts, frame, events)
+                self._emit(flow, tag[0], tag[1], events)
+
+    def _recognise(self, flow: Flow, side: int, data: bytes, gap: bool, tag: tuple):
+        """Hold a stream's bytes until its protocol can be judged, then dissect all that
+        was held in the order it came; None while undecided, False once never."""
+        if flow.held is None:
+            flow.held = ([bytearray(), bytearray()], [False, False], [])
+        bufs, gaps, pieces = flow.held
+        if gap:
+            bufs[side].clear()
+            pieces[:] = [p for p in pieces if p[0] != side]
+            gaps[side] = True
+        pieces.append((side, len(data), gaps[side] or gap, tag))
+        gaps[side] = False
+        bufs[side] += data
+        verdict, spec, server = self._judge(flow, side, bytes(bufs[side]), TCP)
+        if verdict == "yes":
+            parser = self._attach(flow, spec, server)
+            flow.held = None
+            at = [0, 0]
+            for s, n, g, (ts, frame) in pieces:
+                events = parser.feed(bytes(bufs[s][at[s]:at[s] + n]), s == flow.client, g)
+                at[s] += n
+                if events:
+                    self._emit(flow, ts, frame, events)
+            return parser
+        if verdict == "more" and len(bufs[side]) < MAX_HELD:
+            return None
+        flow.probe_tries += 1
+        other = is_other_protocol(bytes(bufs[side]))
+        bufs[side].clear()
+        pieces[:] = [p for p in pieces if p[0] != side]
+        gaps[side] = True
+        if other or flow.probe_tries >= PROBE_TRIES:
+            return self._not_ours(flow, TCP)
+        return None
 
     def _udp(self, flow: Flow, side: int, ts: float, data: bytes) -> None:
         parser = flow.parser
         if parser is False:
             return
         if parser is None:
-            parser = self._identify(flow, side, data, UDP)
-            if not parser:
+            flow.probe_tries += 1
+            verdict, spec, server = self._judge(flow, side, data, UDP)
+            if verdict != "yes":
+                if is_other_protocol(data) or flow.probe_tries >= PROBE_TRIES:
+                    self._not_ours(flow, UDP)
                 return
+            parser = self._attach(flow, spec, server)
         events = parser.feed_datagram(data, side == flow.client)
         if events:
             self._emit(flow, ts, self._frame, events)
@@ -219,39 +257,37 @@ class Engine:
 
     # -- protocol recognition -----------------------------------------------------
 
-    def _identify(self, flow: Flow, side: int, data: bytes, proto: int):
-        """Attach a parser when the flow is recognised; False once it never will be."""
+    def _judge(self, flow: Flow, side: int, data: bytes, proto: int) -> tuple:
+        """(verdict, protocol, server side) of the first bytes one side sent."""
         specs = self._tcp_specs if proto == TCP else self._udp_specs
-        flow.probe_tries += 1
-        by_port: ProtocolSpec | None = None
-        server_side = None
         for s in (1 - side, side):
             spec = specs.get(flow.ports[s])
             if spec is not None:
-                by_port, server_side = spec, s
-                break
-        chosen: ProtocolSpec | None = None
-        if by_port is not None and by_port.probe(data, False):
-            chosen = by_port
-        elif by_port is None:
-            for spec in REGISTRY:
-                if spec.probe(data, True):
-                    chosen = spec
-                    server_side = 1 - side if flow.client is None else 1 - flow.client
-                    break
-        if chosen is None:
-            if is_other_protocol(data) or flow.probe_tries >= PROBE_TRIES:
-                if by_port is not None:
-                    self.stats.unrecognised_on_ot_port += 1
-                flow.parser = False
-                flow.streams = None
-                return False
-            return None
-        if flow.client is None and server_side is not None:
+                return spec.probe(data, False), spec, s
+        more = False
+        for spec in REGISTRY:
+            verdict = spec.probe(data, True)
+            if verdict == "yes":
+                return "yes", spec, 1 - side if flow.client is None else 1 - flow.client
+            more = more or verdict == "more"
+        other = len(data) >= 4 and is_other_protocol(data)
+        return ("more" if more and not other else "no"), None, None
+
+    def _attach(self, flow: Flow, spec: ProtocolSpec, server_side: int):
+        if flow.client is None:
             flow.set_client(1 - server_side, "protocol")
-        flow.protocol = chosen.name
-        flow.parser = chosen.parser()
+        flow.protocol = spec.name
+        flow.parser = spec.parser()
         return flow.parser
+
+    def _not_ours(self, flow: Flow, proto: int) -> bool:
+        specs = self._tcp_specs if proto == TCP else self._udp_specs
+        if any(p in specs for p in flow.ports):
+            self.stats.unrecognised_on_ot_port += 1
+        flow.parser = False
+        flow.streams = None
+        flow.held = None
+        return False
 
     # -- the end ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::Sniff;
 use crate::events::{Body, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::*;
 use crate::meaning::{Evidence, Table, Use};
@@ -114,11 +115,15 @@ pub fn frame_size(length: usize) -> usize {
 }
 
 /// Start bytes, a sane length and (`strict`) a valid header CRC.
-pub fn looks_like(p: &[u8], strict: bool) -> bool {
-    if p.len() < 10 || p[0] != 0x05 || p[1] != 0x64 || p[2] < 5 {
-        return false;
+pub fn looks_like(p: &[u8], strict: bool) -> Sniff {
+    let fits = |i: usize, ok: fn(u8) -> bool| p.get(i).is_none_or(|&b| ok(b));
+    if !fits(0, |b| b == 0x05) || !fits(1, |b| b == 0x64) || !fits(2, |b| b >= 5) {
+        return Sniff::No;
     }
-    !strict || crc(&p[..8]) == u16::from_le_bytes([p[8], p[9]])
+    if p.len() < 10 {
+        return Sniff::More;
+    }
+    Sniff::from(!strict || crc(&p[..8]) == u16::from_le_bytes([p[8], p[9]]))
 }
 
 /// Per-connection (or per UDP flow) state: buffers, transport reassembly, requests.

@@ -21,10 +21,32 @@ pub struct Dissector {
     pub proto: Proto,
     pub tcp_port: u16,
     pub udp_port: Option<u16>,
-    /// does a first payload look like it? (`strict`: off its well-known port)
-    pub looks_like: fn(&[u8], bool) -> bool,
+    /// do a stream's first bytes look like it? (`strict`: off its well-known port)
+    pub looks_like: fn(&[u8], bool) -> Sniff,
     /// a new flow's state
     pub parser: fn() -> Parser,
+}
+
+/// What a protocol makes of the first bytes of a stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sniff {
+    /// it is this protocol
+    Yes,
+    /// it is not
+    No,
+    /// too few bytes to tell: what came so far fits a header
+    More,
+}
+
+impl Sniff {
+    /// `Yes` when `ok`, else `No`.
+    pub fn from(ok: bool) -> Sniff {
+        if ok {
+            Sniff::Yes
+        } else {
+            Sniff::No
+        }
+    }
 }
 
 /// A registered protocol (its entry in `REGISTRY`).
@@ -113,7 +135,7 @@ pub trait Record {
     fn py_fields(&self, d: &pyo3::Bound<'_, pyo3::types::PyDict>) -> pyo3::PyResult<()>;
 }
 
-/// Clearly something else (HTTP, TLS, SSH), whatever the port says.
+/// Clearly something else (HTTP, TLS, SSH), whatever the port says (judged on 4 bytes).
 pub fn is_other_protocol(p: &[u8]) -> bool {
     const PREFIXES: [&[u8]; 8] = [
         b"GET ",

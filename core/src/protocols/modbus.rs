@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::Sniff;
 use crate::events::{Body, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::latin1;
 use crate::json::*;
@@ -75,29 +76,41 @@ fn be16(b: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([b[off], b[off + 1]])
 }
 
-/// Does this first payload of a flow start with Modbus/TCP PDUs? `strict` (used off port
-/// 502) also wants known function codes and whole PDUs exactly.
-pub fn looks_like(payload: &[u8], strict: bool) -> bool {
+/// Do a stream's first bytes start with Modbus/TCP PDUs? Judged on the MBAP header (8
+/// bytes; `More` before that while the bytes so far fit one). `strict` (used off port 502)
+/// also wants known function codes and whole PDUs, ending where the bytes end (`More`
+/// while the last one is incomplete).
+pub fn looks_like(payload: &[u8], strict: bool) -> Sniff {
     let n = payload.len();
     let mut pos = 0;
-    while pos + 8 <= n {
-        let pid = be16(payload, pos + 2);
-        let length = be16(payload, pos + 4) as usize;
-        if pid != 0 || !(2..=MAX_LENGTH).contains(&length) {
-            return false;
+    while pos < n {
+        let avail = n - pos;
+        let pid_ok = match avail {
+            0..=2 => true,
+            3 => payload[pos + 2] == 0,
+            _ => be16(payload, pos + 2) == 0,
+        };
+        if !pid_ok {
+            return Sniff::No;
+        }
+        if avail >= 6 && !(2..=MAX_LENGTH).contains(&(be16(payload, pos + 4) as usize)) {
+            return Sniff::No;
+        }
+        if avail < 8 {
+            return Sniff::More;
         }
         if strict && !probe_function(payload[pos + 7] & 0x7F) {
-            return false;
+            return Sniff::No;
         }
-        pos += 6 + length;
         if !strict {
-            return true;
+            return Sniff::Yes;
         }
+        pos += 6 + be16(payload, pos + 4) as usize;
     }
-    if strict {
-        pos == n
+    if pos == n && n > 0 {
+        Sniff::Yes
     } else {
-        false
+        Sniff::More
     }
 }
 

@@ -6,6 +6,7 @@
 //! reference. S7comm-plus (0x72): version, integrity digest, opcode and function from the
 //! clear header; the object model behind it is not decoded.
 
+use super::Sniff;
 use crate::events::{Body, Event, Points, Proto, Req, MAX_POINTS};
 use crate::json::latin1;
 use crate::json::*;
@@ -104,28 +105,53 @@ fn be16(b: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([b[off], b[off + 1]])
 }
 
-/// TPKT version 3 with a COTP header inside; `strict` wants a whole TPKT of a connection
-/// request, or a data TPDU carrying S7comm (0x32) or S7comm-plus (0x72).
-pub fn looks_like(p: &[u8], strict: bool) -> bool {
-    if p.len() < 7 || p[0] != 3 || p[1] != 0 {
-        return false;
+/// TPKTs (version 3) with COTP inside, up to the first data TPDU, which must carry S7comm
+/// (0x32) or S7comm-plus (0x72): ISO connection requests and confirms before it are
+/// walked over (MMS and other ISO protocols share port 102 and its connection setup).
+/// `More` while the bytes so far fit. `strict` (off port 102) also wants the data TPDU's
+/// usual 2-byte COTP header.
+pub fn looks_like(p: &[u8], strict: bool) -> Sniff {
+    let n = p.len();
+    let mut pos = 0;
+    loop {
+        let q = &p[pos..];
+        let m = q.len();
+        if m == 0 {
+            return Sniff::More;
+        }
+        if q[0] != 3 || (m > 1 && q[1] != 0) {
+            return Sniff::No;
+        }
+        if m < 4 {
+            return Sniff::More;
+        }
+        let length = be16(q, 2) as usize;
+        if length < 7 || (m >= 5 && q[4] as usize + 5 > length) {
+            return Sniff::No;
+        }
+        if m < 6 {
+            return Sniff::More;
+        }
+        if !cotp_type(q[5]) {
+            return Sniff::No;
+        }
+        let li = q[4] as usize;
+        if q[5] & 0xF0 == DT {
+            if strict && li != 2 {
+                return Sniff::No;
+            }
+            return match q.get(5 + li) {
+                None if length > 5 + li => Sniff::More,
+                Some(0x32) | Some(0x72) => Sniff::Yes,
+                _ => Sniff::No,
+            };
+        }
+        // a connection request, confirm or other TPDU: judged on the data that follows
+        if pos + length > n {
+            return Sniff::More;
+        }
+        pos += length;
     }
-    let length = be16(p, 2) as usize;
-    let li = p[4] as usize;
-    if length < 7 || li + 5 > length || !cotp_type(p[5]) {
-        return false;
-    }
-    if !strict {
-        return true;
-    }
-    if length > p.len() {
-        return false;
-    }
-    let tpdu = p[5] & 0xF0;
-    if tpdu == CR {
-        return true;
-    }
-    tpdu == DT && li == 2 && length > 7 && (p[7] == 0x32 || p[7] == 0x72)
 }
 
 enum Unit {

@@ -36,6 +36,7 @@ class Flow:
         "closed",
         "context",
         "first_ts",
+        "held",
         "ips",
         "last_ts",
         "macs",
@@ -69,6 +70,8 @@ class Flow:
         self.parser: Any = None
         self.protocol: str | None = None  # dissected protocol, once recognised
         self.probe_tries = 0
+        # before recognition: per side (bytes, gap before the next), pieces in order
+        self.held: Any = None
         self.closed = 0  # FIN/RST count
         self._cid: str | None = None
         self._ip_text: tuple[str, str] | None = None

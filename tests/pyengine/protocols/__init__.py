@@ -21,7 +21,7 @@ class ProtocolSpec:
     name: str
     tcp_ports: frozenset[int]
     udp_ports: frozenset[int]
-    probe: Callable[[bytes, bool], bool]  # (first payload, strict) -> looks like it
+    probe: Callable[[bytes, bool], str]  # (first bytes, strict) -> "yes", "no", "more"
     parser: Callable[[], Any]
 
 
@@ -35,5 +35,5 @@ _NOT_OT_PREFIXES = (b"GET ", b"POST", b"HEAD", b"PUT ", b"HTTP", b"\x16\x03", b"
 
 
 def is_other_protocol(payload: bytes) -> bool:
-    """Clearly something else (HTTP, TLS, SSH), whatever the port says."""
+    """Clearly something else (HTTP, TLS, SSH), whatever the port says (on 4 bytes)."""
     return payload.startswith(_NOT_OT_PREFIXES)

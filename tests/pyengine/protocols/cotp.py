@@ -30,23 +30,37 @@ class CotpUnit:
     dst_tsap: int | None = None
 
 
-def looks_like_tpkt(payload: bytes, strict: bool) -> bool:
-    """TPKT version 3 with a COTP header inside; ``strict`` wants a whole TPKT of a
-    connection request or data TPDU carrying S7comm (0x32) or S7comm-plus (0x72)."""
-    if len(payload) < 7 or payload[0] != 3 or payload[1] != 0:
-        return False
-    length = (payload[2] << 8) | payload[3]
-    li = payload[4]
-    if length < 7 or li + 5 > length or (payload[5] & 0xF0) not in COTP_TYPES:
-        return False
-    if not strict:
-        return True
-    if length > len(payload):
-        return False
-    tpdu = payload[5] & 0xF0
-    if tpdu == CR:
-        return True
-    return tpdu == DT and li == 2 and length > 7 and payload[7] in (0x32, 0x72)
+def looks_like_tpkt(payload: bytes, strict: bool) -> str:
+    """TPKTs (version 3) with COTP inside up to the first data TPDU, which must carry
+    S7comm (0x32) or S7comm-plus (0x72); connection TPDUs before it are walked over.
+    "yes", "no", or "more" while the bytes so far fit. ``strict`` also wants the data
+    TPDU's 2-byte COTP header."""
+    pos, n = 0, len(payload)
+    while True:
+        q = payload[pos:]
+        if not q:
+            return "more"
+        if q[0] != 3 or (len(q) > 1 and q[1] != 0):
+            return "no"
+        if len(q) < 4:
+            return "more"
+        length = (q[2] << 8) | q[3]
+        if length < 7 or (len(q) >= 5 and q[4] + 5 > length):
+            return "no"
+        if len(q) < 6:
+            return "more"
+        if (q[5] & 0xF0) not in COTP_TYPES:
+            return "no"
+        li = q[4]
+        if q[5] & 0xF0 == DT:
+            if strict and li != 2:
+                return "no"
+            if len(q) <= 5 + li:
+                return "more" if length > 5 + li else "no"
+            return "yes" if q[5 + li] in (0x32, 0x72) else "no"
+        if pos + length > n:
+            return "more"
+        pos += length
 
 
 def _tsap(params: bytes, code: int) -> int | None:

@@ -71,11 +71,15 @@ def frame_size(length: int) -> int:
     return 10 + user + 2 * ((user + 15) // 16)
 
 
-def looks_like_dnp3(payload: bytes, strict: bool) -> bool:
-    """Start bytes, a sane length and (``strict``) a valid header CRC."""
-    if len(payload) < 10 or payload[:2] != START or payload[2] < 5:
-        return False
-    return not strict or crc(payload[:8]) == int.from_bytes(payload[8:10], "little")
+def looks_like_dnp3(payload: bytes, strict: bool) -> str:
+    """Start bytes, a sane length and (``strict``) a valid header CRC: "yes", "no", or
+    "more" while the bytes so far fit."""
+    if not START.startswith(payload[:2]) or (len(payload) > 2 and payload[2] < 5):
+        return "no"
+    if len(payload) < 10:
+        return "more"
+    ok = not strict or crc(payload[:8]) == int.from_bytes(payload[8:10], "little")
+    return "yes" if ok else "no"
 
 
 class Dnp3Parser:

@@ -40,26 +40,30 @@ _H = struct.Struct("!H").unpack_from
 _MBAP = struct.Struct("!HHHB").unpack_from
 
 
-def looks_like_modbus(payload: bytes, strict: bool) -> bool:
-    """Does this first payload of a flow start with Modbus/TCP PDUs?
+def looks_like_modbus(payload: bytes, strict: bool) -> str:
+    """Do a stream's first bytes start with Modbus/TCP PDUs? "yes", "no", or "more" while
+    the bytes so far fit an MBAP header.
 
-    ``strict`` (used off port 502) also requires a known function code and that the
-    payload holds whole PDUs exactly, so other binary protocols are not mistaken for it.
+    ``strict`` (used off port 502) also requires a known function code and whole PDUs
+    ending where the bytes end, so other binary protocols are not mistaken for it.
     HTTP and TLS never pass: their first bytes cannot form protocol id 0.
     """
     pos = 0
     n = len(payload)
-    while pos + 8 <= n:
-        _tid, pid, length, _unit = _MBAP(payload, pos)
-        if pid != 0 or not 2 <= length <= MAX_LENGTH:
-            return False
-        fc = payload[pos + 7]
-        if strict and (fc & 0x7F) not in PROBE_FUNCTIONS:
-            return False
-        pos += 6 + length
+    while pos < n:
+        head = payload[pos:pos + 8]
+        if any(head[2:4]):
+            return "no"
+        if len(head) >= 6 and not 2 <= _H(head, 4)[0] <= MAX_LENGTH:
+            return "no"
+        if len(head) < 8:
+            return "more"
+        if strict and (head[7] & 0x7F) not in PROBE_FUNCTIONS:
+            return "no"
         if not strict:
-            return True
-    return pos == n if strict else False
+            return "yes"
+        pos += 6 + _H(head, 4)[0]
+    return "yes" if pos == n and n else "more"
 
 
 class ModbusParser:
