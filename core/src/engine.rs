@@ -321,6 +321,9 @@ impl Engine {
         };
         let mut flow = self.flows.slots[slot as usize].take().unwrap();
         flow.side_packets[side] += 1;
+        if side == 1 && flow.side_packets[1] == 1 {
+            self.flows.answered();
+        }
         flow.side_bytes[side] += pkt.wirelen as u64;
         flow.last_ts = ts;
         if let Some(smac) = link.src_mac {
@@ -444,6 +447,10 @@ impl Engine {
     }
 
     fn create(&mut self, key: FlowKey, ts: f64) -> u32 {
+        if let Some(slot) = self.flows.unanswered_victim() {
+            self.flows.stats.evicted_unanswered += 1;
+            self.end(slot);
+        }
         if self.flows.live >= self.flows.max_flows {
             self.make_room(ts);
         }

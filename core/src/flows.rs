@@ -5,6 +5,7 @@
 //! is decided from the SYN, the protocol's well-known port, or the first payload.
 
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 
 use crate::community_id::community_id;
 use crate::decode::{Addr, TCP};
@@ -287,8 +288,15 @@ pub struct FlowStats {
     pub created: u64,
     pub expired: u64,
     pub evicted_full: u64,
+    /// flows the other side never answered, ended to keep them within their share
+    pub evicted_unanswered: u64,
     pub peak: u64,
 }
+
+/// Of the table, the share flows that only one side has spoken in may hold: a flood of
+/// spoofed one-packet flows ends its own flows first, not the plant's conversations, and
+/// costs a quarter of the table's memory at most.
+pub const UNANSWERED_SHARE: usize = 4;
 
 /// Network-layer anomalies a flow keeps while its protocol is not known.
 pub const MAX_UNREPORTED: usize = 8;
@@ -307,6 +315,10 @@ pub struct FlowTable {
     pub stats: FlowStats,
     pub last_sweep: f64,
     next_seq: u64,
+    /// flows in the order they were made, while only their first side has spoken (entries
+    /// of flows answered or gone since are skipped when met)
+    unanswered: VecDeque<(u64, u32)>,
+    pub unanswered_live: usize,
 }
 
 impl FlowTable {
@@ -320,7 +332,30 @@ impl FlowTable {
             stats: FlowStats::default(),
             last_sweep: 0.0,
             next_seq: 0,
+            unanswered: VecDeque::new(),
+            unanswered_live: 0,
         }
+    }
+
+    /// The other side of a flow spoke for the first time.
+    pub fn answered(&mut self) {
+        self.unanswered_live -= 1;
+    }
+
+    /// The oldest flow only one side has spoken in, when such flows hold their share of
+    /// the table: the one to end before another is made.
+    pub fn unanswered_victim(&mut self) -> Option<u32> {
+        if self.unanswered_live < (self.max_flows / UNANSWERED_SHARE).max(1) {
+            return None;
+        }
+        while let Some((seq, slot)) = self.unanswered.pop_front() {
+            if let Some(Some(f)) = self.slots.get(slot as usize) {
+                if f.seq == seq && f.side_packets[1] == 0 {
+                    return Some(slot);
+                }
+            }
+        }
+        None
     }
 
     /// Insert a new flow (the caller has made room).
@@ -335,6 +370,14 @@ impl FlowTable {
             }
         };
         flow.slot = slot;
+        if self.unanswered.len() > 2 * self.max_flows.max(16) {
+            let slots = &self.slots;
+            self.unanswered.retain(|&(seq, s)| {
+                matches!(slots.get(s as usize), Some(Some(f)) if f.seq == seq && f.side_packets[1] == 0)
+            });
+        }
+        self.unanswered.push_back((flow.seq, slot));
+        self.unanswered_live += 1;
         self.slots[slot as usize] = Some(flow);
         self.index.insert(key, (slot, 0));
         let rev = FlowKey {
@@ -354,6 +397,9 @@ impl FlowTable {
     /// Take a flow out of the table for good.
     pub fn remove(&mut self, slot: u32) -> Option<Box<Flow>> {
         let flow = self.slots[slot as usize].take()?;
+        if flow.side_packets[1] == 0 {
+            self.unanswered_live -= 1;
+        }
         let key = flow.key();
         self.index.remove(&key);
         let rev = FlowKey {

@@ -440,6 +440,7 @@ impl Engine {
         fl.set_item("peak", f.peak)?;
         fl.set_item("expired", f.expired)?;
         fl.set_item("evicted_when_full", f.evicted_full)?;
+        fl.set_item("evicted_unanswered", f.evicted_unanswered)?;
         fl.set_item("live", self.engine.flows.live)?;
         d.set_item("flows", fl)?;
         let events = self

@@ -77,7 +77,8 @@ pub struct TcpStream {
     pub acked: Option<u32>,
     /// the last bytes delivered, a ring: `recent_len` of them (at most `RECENT`) end at
     /// `next_seq`, the newest just before `recent_at`
-    recent: Option<Box<[u8; RECENT]>>,
+    /// (grown as bytes come, up to `RECENT`: a flood of one-request flows holds a few each)
+    recent: Vec<u8>,
     recent_len: u16,
     recent_at: u16,
     /// overlaps that differed since the engine last took them
@@ -105,9 +106,14 @@ impl TcpStream {
         if gap {
             self.recent_len = 0;
         }
-        let ring = self.recent.get_or_insert_with(|| Box::new([0; RECENT]));
         let data = &data[data.len().saturating_sub(RECENT)..];
         let at = self.recent_at as usize;
+        let ring = &mut self.recent;
+        // until it is full the ring ends where the next byte goes (`at` is its length)
+        let need = (at + data.len()).min(RECENT);
+        if ring.len() < need {
+            ring.resize(need, 0);
+        }
         let first = (RECENT - at).min(data.len());
         ring[at..at + first].copy_from_slice(&data[..first]);
         ring[..data.len() - first].copy_from_slice(&data[first..]);
@@ -126,10 +132,8 @@ impl TcpStream {
         let kept = self.recent_len as usize;
         let lo = before.saturating_sub(kept);
         let hi = data.len().min(before);
-        let Some(ring) = self.recent.as_deref() else {
-            return;
-        };
-        if lo >= hi {
+        let ring = self.recent.as_slice();
+        if lo >= hi || ring.is_empty() {
             return;
         }
         // data[i] lies `before - i` bytes before `nxt`, as does the ring's byte that far
