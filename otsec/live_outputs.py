@@ -123,8 +123,8 @@ class LiveOutputs:
         self.incident_file = KeptNdjson(out / "incidents.ndjson")
         if reopened:  # alerts a past run left open come back open: not twice in the files
             self.alert_file.drop({d["event"]["id"] for d in reopened})
-            self.incident_file.drop({d["otsec"]["incident"]["id"] for d in reopened
-                                     if "incident" in d.get("otsec", {})})
+            self.incident_file.drop({str(d["otsec"]["incident"].get("id")) for d in reopened
+                                     if isinstance(d["otsec"].get("incident"), dict)})
         self.docs: dict[str, dict[str, Any]] = {}  # open alerts' documents, by id
         self.closed: set[str] = set()  # of those, the alerts that closed
         self.closed_severities: Counter[str] = Counter()  # alerts moved to the head
@@ -147,6 +147,7 @@ class LiveOutputs:
         self.worker_deaths = 0  # set by the parent of capture workers
         self.workers_down = 0
         self.error: BaseException | None = None
+        self._failing = ""  # the error the writes fail with, while they do
         self._thread = threading.Thread(target=self._run, name="otsec-writer", daemon=True)
         self._thread.start()
 
@@ -193,10 +194,16 @@ class LiveOutputs:
                 self.summary = self.write(snap)
                 self.flush_seconds = time.monotonic() - began
                 self.flush_max = max(self.flush_max, self.flush_seconds)
-            except Exception as exc:  # said, and the next flush tries again
-                log.exception("writing the outputs failed: %s", exc)
+            except Exception as exc:  # said (once while it lasts); the next flush tries again
+                if str(exc) != self._failing:
+                    log.exception("writing the outputs failed: %s", exc)
+                    self._failing = str(exc)
                 if snap.final:
                     self.error = exc
+            else:
+                if self._failing:
+                    log.info("writing the outputs works again")
+                self._failing = ""
             if snap.final:
                 return
 

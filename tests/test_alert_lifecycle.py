@@ -161,3 +161,26 @@ def test_a_long_running_sensor_holds_only_the_alerts_still_active(tmp_path: Path
     assert len(lines) == 120 == len({d["event"]["id"] for d in lines})
     incidents = [json.loads(x) for x in (tmp_path / "out" / "incidents.ndjson").open()]
     assert sum(i["otsec"]["incident"]["alerts"] for i in incidents) == 120
+
+
+def test_open_alerts_of_another_version_or_tampered_are_raised_anew() -> None:
+    from otsec.detect.alerts import AlertBook
+    from otsec.detect.ruleset import load
+
+    rules = load().catalog
+    good_doc = {"event": {"id": "x" * 32, "end": "2024-01-01T00:00:00Z"},
+                "otsec": {"baseline": {"state": "none"}, "alert": {"count": 1}},
+                "message": "m"}
+    item = {"key": ["otsec-modbus-write", "10.0.0.1", "10.0.0.2", 1, 6],
+            "alert_key": ["10.0.0.1", "10.0.0.2", 1, 6], "start": T0, "end": T0, "count": 3,
+            "accepted": 1, "rejected": 0, "reasons": {}, "details": [], "approve": [],
+            "action": "wrote", "target": "", "answerable": True, "swap": False,
+            "overflow": False, "actors": [], "again_after": None, "document": good_doc}
+    broken = [5, "x", {"key": "x"}, {**item, "key": []}, {**item, "document": {"event": 1}},
+              {**item, "document": None}, {**item, "start": "soon"},
+              {**item, "key": ["no-such-rule", "a", "b"]}]
+    book = AlertBook()
+    assert book.restore(broken, rules) == 0 and not book.alerts
+    assert book.restore([item], rules) == 1
+    (alert,) = book.alerts
+    assert alert.count == 3 and alert.key == ("10.0.0.1", "10.0.0.2", 1, 6)

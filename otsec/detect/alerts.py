@@ -303,6 +303,12 @@ class AlertBook:
         restored = 0
         for item in items:
             try:
+                doc = item["document"]
+                if not (isinstance(doc, dict) and isinstance(doc.get("event"), dict)
+                        and isinstance(doc["event"].get("id"), str)
+                        and isinstance(doc.get("otsec"), dict)
+                        and isinstance(doc["otsec"].get("baseline", {}), dict)):
+                    continue
                 key = _tuple(item["key"])
                 rule = rules.get(str(key[0]))
                 if rule is None or key in self._open:
@@ -358,7 +364,8 @@ class AlertBook:
 
 def _tuple(value: object) -> tuple[object, ...]:
     """A key read back from JSON: its lists are tuples again."""
-    assert isinstance(value, list)
+    if not isinstance(value, list):
+        raise TypeError("a key is a list")
     return tuple(_tuple(v) if isinstance(v, list) else v for v in value)
 
 
