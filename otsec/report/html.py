@@ -467,7 +467,8 @@ def _points(result: AuditResult, limit: int = 200) -> str:
                     f"<td>{_e(', '.join(sorted(p.writers)))}</td>"
                     f"<td>{_range_bar(low, high, last)}</td><td>{_sparkline(p.history)}</td>"
                     "</tr>")
-    more = _more(len(shown) - limit) if len(shown) > limit else ""
+    told = max(len(shown), result.points_telling or 0)
+    more = _more(told - limit) if told > limit else ""
     return ("<h3>Process values</h3><p>Values as numbers on the wire (registers unsigned "
             "16-bit, coils 0/1, DNP3 outputs by their variation); every point is in "
             "assets.json.</p><table id='points' class='sortable'><tr><th>device</th>"
