@@ -29,14 +29,21 @@ type BlockKey = (Addr, Proto, u32, Table, u32, u32, u32);
 /// The points one kind of read returns again and again.
 struct Block {
     last: Vec<f64>,
-    min: Vec<f64>,
-    max: Vec<f64>,
-    changes: Vec<u32>,
+    /// the rest of each point's figures, together: a poll whose values all move touches
+    /// two arrays, not five
+    stats: Vec<Stat>,
     reads: u64,
     last_ts: f64,
-    /// where each point's history is kept (`UNASKED`, `NO_HISTORY` or its index), so a
-    /// point that changes on every read costs no lookup of its key
-    slots: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct Stat {
+    min: f64,
+    max: f64,
+    changes: u32,
+    /// where its history is kept (`UNASKED`, `NO_HISTORY` or its index), so a point that
+    /// changes on every read costs no lookup of its key
+    slot: u32,
 }
 
 /// A point of a block whose history was not looked for yet.
@@ -51,9 +58,9 @@ impl Block {
         Read {
             reads: self.reads,
             last: self.last[i],
-            min: self.min[i],
-            max: self.max[i],
-            changes: self.changes[i] as u64,
+            min: self.stats[i].min,
+            max: self.stats[i].max,
+            changes: self.stats[i].changes as u64,
             last_ts: self.last_ts,
         }
     }
@@ -154,35 +161,41 @@ impl Values {
                 if b.last == p.values {
                     continue;
                 }
-                for (i, &v) in p.values.iter().enumerate() {
-                    let old = b.last[i];
+                let points = b.last.iter_mut().zip(b.stats.iter_mut());
+                for (i, ((last, st), &v)) in points.zip(p.values.iter()).enumerate() {
+                    let old = *last;
                     if old == v {
                         continue;
                     }
-                    b.changes[i] += 1;
-                    b.last[i] = v;
-                    b.min[i] = b.min[i].min(v);
-                    b.max[i] = b.max[i].max(v);
-                    if b.slots[i] == UNASKED {
+                    *last = v;
+                    st.changes += 1;
+                    st.min = st.min.min(v);
+                    st.max = st.max.max(v);
+                    if st.slot == UNASKED {
                         let point = (device, proto, unit, p.table, p.address(i));
-                        b.slots[i] = history_slot(histories, kept, point).unwrap_or(NO_HISTORY);
+                        st.slot = history_slot(histories, kept, point).unwrap_or(NO_HISTORY);
                     }
-                    if let Some(h) = kept.get_mut(b.slots[i] as usize) {
+                    if let Some(h) = kept.get_mut(st.slot as usize) {
                         remember(h, Some((before, old)), ts, v);
                     }
                 }
             } else if blocks.len() < MAX_BLOCKS {
-                let n = p.values.len();
                 blocks.insert(
                     key,
                     Block {
                         last: p.values.clone(),
-                        min: p.values.clone(),
-                        max: p.values.clone(),
-                        changes: vec![0; n],
+                        stats: p
+                            .values
+                            .iter()
+                            .map(|&v| Stat {
+                                min: v,
+                                max: v,
+                                changes: 0,
+                                slot: UNASKED,
+                            })
+                            .collect(),
                         reads: 1,
                         last_ts: ts,
-                        slots: vec![UNASKED; n],
                     },
                 );
             } else {
