@@ -85,14 +85,24 @@ PROTOCOL_COLOURS = COLOURS
 
 
 def _e(value: Any) -> str:
-    """Escaped for HTML, controls spelled out, length bounded (names come off the wire)."""
+    """Escaped for HTML, controls spelled out, length bounded (names come off the wire).
+    A report names the same addresses, rules and times thousands of times: each text is
+    escaped once."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    # most names and addresses need nothing: one scan to know it
-    if len(text) <= MAX_SHOWN and not _SPECIAL.search(text):
-        return text
-    return html.escape(printable(text))
+    done = _escaped.get(text)
+    if done is None:
+        # most names and addresses need nothing: one scan to know it
+        done = (text if len(text) <= MAX_SHOWN and not _SPECIAL.search(text)
+                else html.escape(printable(text)))
+        if len(_escaped) >= 65_536:
+            _escaped.clear()
+        _escaped[text] = done
+    return done
+
+
+_escaped: dict[str, str] = {}
 
 
 _SPECIAL = re.compile(f"[&<>\"'{CONTROL_CHARS}]")
