@@ -2,11 +2,13 @@
 """Throughput and memory of ``otsec audit`` against tshark's full dissection, on the same
 files in the same run.
 
-    python bench/run.py [--repeat 3] [--memory] [--against REV]
+    python bench/run.py [--repeat 3] [--memory] [--against REV] [--only NAME]
 
 Captures (built under bench/out/ when missing): the 500k-packet Modbus/TCP benchmark, a
-500k-packet mixed plant capture made from the real-stack samples (Modbus, S7comm, DNP3)
-and the mixed capture gzipped (both tools decompress it as they read).
+500k-packet mixed plant capture made from the real-stack samples (Modbus, S7comm, DNP3),
+the mixed capture gzipped (both tools decompress it as they read), a 500k-packet Modbus
+capture whose register values move on every read (make_values.py) and 500k packets of 100
+plants under attack (make_plants.py: thousands of alerts and incidents).
 Prints seconds, packets/s and the ratio tshark time / otsec time (higher is better), also
 for an audit with a site rule on roles (bench/site-rules.yaml). ``--memory`` adds peak RSS
 on 10M packets of steady polling and on a flood of 1M one-shot flows from 200k spoofed
@@ -37,6 +39,8 @@ sys.path.insert(0, str(HERE))
 from make_capture import PCAP_HEADER, frame, record  # noqa: E402
 from make_capture import write as write_modbus  # noqa: E402
 from make_mixed import write as write_mixed  # noqa: E402
+from make_plants import write as write_plants  # noqa: E402
+from make_values import write as write_values  # noqa: E402
 
 
 def best_of(cmd: list[str], repeat: int, fresh_out: bool = False,
@@ -83,6 +87,14 @@ def write_gzipped(plain: Path, path: Path) -> None:
     """``plain`` (made first), gzipped at the default level."""
     with plain.open("rb") as src, gzip.open(path, "wb") as dst:
         shutil.copyfileobj(src, dst)
+
+
+def mixed(out: Path, packets: int) -> Path:
+    """The mixed capture (made when missing)."""
+    path = out / "mixed-500k.pcap"
+    if not path.exists():
+        write_mixed(path, packets)
+    return path
 
 
 def build_revision(rev: str, out: Path) -> tuple[str, Path]:
@@ -133,6 +145,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--memory", action="store_true", help="also the 10M and flood runs")
     ap.add_argument("--against", metavar="REV", help="also time this git revision's otsec")
+    ap.add_argument("--only", metavar="NAME", action="append",
+                    help="only the captures whose file name contains NAME (repeatable)")
     args = ap.parse_args()
     if not shutil.which("tshark"):
         print("bench: tshark is missing (apt-get install tshark)", file=sys.stderr)
@@ -140,7 +154,10 @@ def main() -> int:
     out = HERE / "out"
     out.mkdir(exist_ok=True)
     captures = {"modbus-500k.pcap": write_modbus, "mixed-500k.pcap": write_mixed,
-                "mixed-500k.pcap.gz": lambda p, _n: write_gzipped(out / "mixed-500k.pcap", p)}
+                "mixed-500k.pcap.gz": lambda p, n: write_gzipped(mixed(out, n), p),
+                "modbus-values-500k.pcap": write_values, "plants-500k.pcap": write_plants}
+    if args.only:
+        captures = {k: v for k, v in captures.items() if any(o in k for o in args.only)}
     audit = [sys.executable, "-m", "otsec", "audit", "--format", "json"]
     spec = importlib.util.find_spec("otsec")  # the otsec that ``-m otsec`` runs
     if spec is not None and spec.origin is not None:

@@ -162,6 +162,6 @@ def _audit(pipe: Pipeline, paths: Sequence[str | Path], out_dir: Path,
         write_json(out_dir / "summary.json", summary)
         result = AuditResult(out_dir, summary, alert_docs, view.assets, view.edges, warnings,
                              asset_docs, edge_docs, incident_docs, view.values.points,
-                             metrics, sensor)
+                             metrics, sensor, view.values.telling)
         write_report(out_dir / "report.html", result)
     return result

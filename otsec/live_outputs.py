@@ -261,7 +261,7 @@ class LiveOutputs:
             self.next_report = now + REPORT_EVERY
             result = AuditResult(out, summary, [*alert_docs, *health_docs], assets, edges, [],
                                  asset_docs, edge_docs, incident_docs, values.points,
-                                 list(self.metrics.rows), sensor)
+                                 list(self.metrics.rows), sensor, values.telling)
             write_report(out / "report.html", result)
         if self.shipper is not None:
             if final or now >= self.next_inventory:  # alerts go at once, the inventory less

@@ -12,7 +12,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from otsec import __version__
@@ -32,7 +32,9 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+@lru_cache(maxsize=1)
 def _hostname() -> str:
+    """This machine's short name (asked once: every alert id compares with it)."""
     host = socket.gethostname().split(".")[0]
     return host if NAME.fullmatch(host) else "sensor"
 

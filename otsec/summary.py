@@ -32,6 +32,7 @@ class AuditResult:
     points: list[Point] = field(default_factory=list)  # process values
     metrics: list[tuple] = field(default_factory=list)  # the operations view's minutes
     sensor: Sensor = LOCAL  # who wrote the documents
+    points_telling: int | None = None  # the points written or changed (points may list fewer)
 
     @cached_property
     def asset_by_id(self) -> dict[str, Asset]:

@@ -73,8 +73,16 @@ pub fn int(out: &mut Vec<u8>, v: i64) {
 
 /// A big-endian unsigned integer of any length, in decimal (COTP parameters may be long).
 pub fn big_uint(out: &mut Vec<u8>, be: &[u8]) {
+    let first = be.iter().position(|&b| b != 0).unwrap_or(be.len());
+    if be.len() - first <= 8 {
+        // the usual TSAP or parameter: fits a machine word
+        return uint(
+            out,
+            be[first..].iter().fold(0, |n, &b| n << 8 | u64::from(b)),
+        );
+    }
     let mut digits: Vec<u8> = Vec::new();
-    let mut num: Vec<u8> = be.iter().copied().skip_while(|&b| b == 0).collect();
+    let mut num: Vec<u8> = be[first..].to_vec();
     if num.is_empty() {
         out.push(b'0');
         return;
@@ -184,5 +192,19 @@ mod tests {
         let mut v = Vec::new();
         big_uint(&mut v, &[0x02, 0x01]);
         assert_eq!(String::from_utf8(v).unwrap(), "513");
+    }
+
+    proptest::proptest! {
+        /// Any length, leading zeros or not: the decimal of the number.
+        #[test]
+        fn big_uint_is_the_decimal_of_any_bytes(be in proptest::collection::vec(0u8..=255, 0..20)) {
+            let mut v = Vec::new();
+            big_uint(&mut v, &be);
+            let significant: Vec<u8> = be.iter().copied().skip_while(|&b| b == 0).collect();
+            if significant.len() <= 16 {
+                let n = significant.iter().fold(0u128, |n, &b| n << 8 | u128::from(b));
+                proptest::prop_assert_eq!(String::from_utf8(v).unwrap(), n.to_string());
+            }
+        }
     }
 }

@@ -803,16 +803,21 @@ impl Engine {
     /// {device: [point as the asset document lists it]}: the telling ones (written, then
     /// changed, in address order), at most ``limit`` per device; with ``constant`` also the
     /// points whose value never changed (a plant's thousands of idle registers and status
-    /// points: counted, not listed, unless asked for).
-    #[pyo3(signature = (limit=200, constant=false))]
+    /// points: counted, not listed, unless asked for). ``changed``: of the points changed
+    /// but never written, only the first so many rows, by device (as text), unit, table
+    /// (by name) and address (the report's order): a plant's analog values change on every
+    /// read, and what is not shown need not cross. The counts are (points, written,
+    /// changing, written or changing).
+    #[pyo3(signature = (limit=200, constant=false, changed=None))]
     #[allow(clippy::type_complexity)]
     fn process_values<'py>(
         &self,
         py: Python<'py>,
         limit: usize,
         constant: bool,
+        changed: Option<usize>,
     ) -> PyResult<(
-        (usize, usize, usize),
+        (usize, usize, usize, usize),
         Vec<Bound<'py, PyTuple>>,
         Bound<'py, PyDict>,
     )> {
@@ -827,20 +832,38 @@ impl Engine {
             .iter()
             .filter(|r| r.read.is_some_and(|x| x.changes > 0))
             .count();
-        let counts = (total, written, changing);
         let telling =
             |r: &crate::values::Row| (r.written.is_none(), r.read.is_none_or(|x| x.changes == 0));
         let mut rows = Vec::new();
-        let mut by_device: Vec<&crate::values::Row> = all
+        let by_device: Vec<(usize, &crate::values::Row)> = all
             .iter()
-            .filter(|r| constant || telling(r) != (true, true))
+            .enumerate()
+            .filter(|(_, r)| constant || telling(r) != (true, true))
             .collect();
-        by_device.sort_by_key(|r| (r.key.0, telling(r), r.key));
+        let told = by_device
+            .iter()
+            .filter(|(_, r)| telling(r) != (true, true))
+            .count();
+        let counts = (total, written, changing, told);
+        let shown = changed.map(|n| only_changed_shown(&all, n));
+        // the rows are in key order, device first: per device, each class in key order
+        let mut sorted = Vec::with_capacity(by_device.len());
+        for run in by_device.chunk_by(|(_, a), (_, b)| a.key.0 == b.key.0) {
+            for class in [(false, false), (false, true), (true, false), (true, true)] {
+                sorted.extend(run.iter().filter(|(_, r)| telling(r) == class));
+            }
+        }
+        let by_device = sorted;
         let docs = PyDict::new(py);
         let mut device: Option<(crate::decode::Addr, Bound<'py, pyo3::types::PyList>)> = None;
         let mut names = std::collections::HashMap::new();
-        for r in by_device {
-            if telling(r) != (true, true) {
+        for (at, r) in by_device {
+            let crosses = match telling(r) {
+                (true, true) => false,
+                (true, false) => shown.as_ref().is_none_or(|s| s[at]),
+                _ => true,
+            };
+            if crosses {
                 let history = self.engine.ledger.values.history(&r.key);
                 rows.push(value_row(py, r, history)?);
             }
@@ -1395,6 +1418,60 @@ fn value_row<'py>(
         history,
     )
         .into_pyobject(py)
+}
+
+/// Of the points changed but never written, the first `n` by device (as text), unit, table
+/// (by name) and address (the order the report lists them in), marked by their place in
+/// `rows`.
+fn only_changed_shown(rows: &[crate::values::Row], n: usize) -> Vec<bool> {
+    // devices and tables ranked by their texts, so that comparing is comparing numbers
+    let mut devices: Vec<(String, crate::decode::Addr)> = Vec::new();
+    let mut tables: Vec<(String, crate::meaning::Table)> = Vec::new();
+    for r in rows {
+        let (device, _, _, table, _) = r.key;
+        if devices.last().is_none_or(|(_, d)| *d != device) {
+            devices.push((device.text(), device));
+        }
+        if !tables.iter().any(|(_, t)| *t == table) {
+            tables.push((table.name(), table));
+        }
+    }
+    devices.sort_unstable();
+    tables.sort_unstable();
+    let device_rank: rustc_hash::FxHashMap<_, _> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| (*d, i))
+        .collect();
+    let mut only: Vec<(usize, u32, usize, u32, usize)> = Vec::new();
+    let mut last: Option<(crate::decode::Addr, usize, crate::meaning::Table, usize)> = None;
+    for (i, r) in rows.iter().enumerate() {
+        if r.written.is_some() || r.read.is_none_or(|x| x.changes == 0) {
+            continue;
+        }
+        let (device, _, unit, table, address) = r.key;
+        let (d, t) = match last {
+            Some((ld, d, lt, t)) if ld == device && lt == table => (d, t),
+            _ => {
+                let d = device_rank[&device];
+                let at = tables.iter().position(|(_, x)| *x == table).unwrap_or(0);
+                let t = tables.iter().position(|(name, _)| *name == tables[at].0);
+                let t = t.unwrap_or(at); // tables of one name rank together
+                last = Some((device, d, table, t));
+                (d, t)
+            }
+        };
+        only.push((d, unit, t, address, i));
+    }
+    if only.len() > n {
+        only.select_nth_unstable(n);
+        only.truncate(n);
+    }
+    let mut shown = vec![false; rows.len()];
+    for (.., i) in only {
+        shown[i] = true;
+    }
+    shown
 }
 
 /// A point as the asset document lists it (see otsec/process); ``names``: the texts of

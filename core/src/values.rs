@@ -29,12 +29,28 @@ type BlockKey = (Addr, Proto, u32, Table, u32, u32, u32);
 /// The points one kind of read returns again and again.
 struct Block {
     last: Vec<f64>,
-    min: Vec<f64>,
-    max: Vec<f64>,
-    changes: Vec<u32>,
+    /// the rest of each point's figures, together: a poll whose values all move touches
+    /// two arrays, not five
+    stats: Vec<Stat>,
     reads: u64,
     last_ts: f64,
 }
+
+#[derive(Clone, Copy)]
+struct Stat {
+    min: f64,
+    max: f64,
+    changes: u32,
+    /// where its history is kept (`UNASKED`, `NO_HISTORY` or its index), so a point that
+    /// changes on every read costs no lookup of its key
+    slot: u32,
+}
+
+/// A point of a block whose history was not looked for yet.
+const UNASKED: u32 = u32::MAX;
+/// A point without history: the histories were full when it first changed (they never
+/// shrink, so it never gets one).
+const NO_HISTORY: u32 = u32::MAX - 1;
 
 impl Block {
     /// What was read of its `i`-th point.
@@ -42,9 +58,9 @@ impl Block {
         Read {
             reads: self.reads,
             last: self.last[i],
-            min: self.min[i],
-            max: self.max[i],
-            changes: self.changes[i] as u64,
+            min: self.stats[i].min,
+            max: self.stats[i].max,
+            changes: self.stats[i].changes as u64,
             last_ts: self.last_ts,
         }
     }
@@ -88,52 +104,102 @@ pub type History = VecDeque<(f64, f64)>;
 pub struct Values {
     blocks: FxHashMap<BlockKey, Block>,
     written: FxHashMap<PointKey, Written>,
-    histories: FxHashMap<PointKey, History>,
+    /// the points that keep a history: where it is in `kept`
+    histories: FxHashMap<PointKey, u32>,
+    kept: Vec<History>,
     /// answers and written values not tracked because the tables were full
     pub untracked: u64,
+}
+
+/// The history of a point, made when there is room (None when the histories are full).
+fn history_slot(
+    histories: &mut FxHashMap<PointKey, u32>,
+    kept: &mut Vec<History>,
+    key: PointKey,
+) -> Option<u32> {
+    if let Some(&i) = histories.get(&key) {
+        return Some(i);
+    }
+    if kept.len() >= MAX_HISTORIES {
+        return None;
+    }
+    let i = kept.len() as u32;
+    kept.push(History::new());
+    histories.insert(key, i);
+    Some(i)
+}
+
+/// Keep a value in a history (`before`: the value the point had, when the history starts
+/// with this one).
+fn remember(h: &mut History, before: Option<(f64, f64)>, ts: f64, v: f64) {
+    if h.is_empty() {
+        h.extend(before);
+    }
+    h.push_back((ts, v));
+    while h.len() > HISTORY {
+        h.pop_front();
+    }
 }
 
 impl Values {
     /// Values a device reported in an answer.
     pub fn read(&mut self, device: Addr, proto: Proto, unit: u32, points: &[Points], ts: f64) {
+        let Values {
+            blocks,
+            histories,
+            kept,
+            untracked,
+            ..
+        } = self;
         for p in points {
             let len = p.values.len() as u32;
             let key = (device, proto, unit, p.table, p.start, p.step, len);
-            if let Some(b) = self.blocks.get_mut(&key) {
+            if let Some(b) = blocks.get_mut(&key) {
                 let before = b.last_ts;
                 b.reads += 1;
                 b.last_ts = ts;
-                if b.last != p.values {
-                    let mut changed = Vec::new();
-                    for (i, &v) in p.values.iter().enumerate() {
-                        if b.last[i] != v {
-                            changed.push((i, b.last[i], v));
-                            b.changes[i] += 1;
-                            b.last[i] = v;
-                            b.min[i] = b.min[i].min(v);
-                            b.max[i] = b.max[i].max(v);
-                        }
+                if b.last == p.values {
+                    continue;
+                }
+                let points = b.last.iter_mut().zip(b.stats.iter_mut());
+                for (i, ((last, st), &v)) in points.zip(p.values.iter()).enumerate() {
+                    let old = *last;
+                    if old == v {
+                        continue;
                     }
-                    for (i, old, v) in changed {
+                    *last = v;
+                    st.changes += 1;
+                    st.min = st.min.min(v);
+                    st.max = st.max.max(v);
+                    if st.slot == UNASKED {
                         let point = (device, proto, unit, p.table, p.address(i));
-                        self.remember(point, Some((before, old)), ts, v);
+                        st.slot = history_slot(histories, kept, point).unwrap_or(NO_HISTORY);
+                    }
+                    if let Some(h) = kept.get_mut(st.slot as usize) {
+                        remember(h, Some((before, old)), ts, v);
                     }
                 }
-            } else if self.blocks.len() < MAX_BLOCKS {
-                let n = p.values.len();
-                self.blocks.insert(
+            } else if blocks.len() < MAX_BLOCKS {
+                blocks.insert(
                     key,
                     Block {
                         last: p.values.clone(),
-                        min: p.values.clone(),
-                        max: p.values.clone(),
-                        changes: vec![0; n],
+                        stats: p
+                            .values
+                            .iter()
+                            .map(|&v| Stat {
+                                min: v,
+                                max: v,
+                                changes: 0,
+                                slot: UNASKED,
+                            })
+                            .collect(),
                         reads: 1,
                         last_ts: ts,
                     },
                 );
             } else {
-                self.untracked += 1;
+                *untracked += 1;
             }
         }
     }
@@ -177,110 +243,92 @@ impl Values {
                 } else {
                     w.other_writes += 1;
                 }
-                self.remember(key, before, ts, v);
+                if let Some(i) = history_slot(&mut self.histories, &mut self.kept, key) {
+                    remember(&mut self.kept[i as usize], before, ts, v);
+                }
             }
-        }
-    }
-
-    /// Keep a value of a point in its history (`before`: the value it had, when the
-    /// history starts with this one).
-    fn remember(&mut self, key: PointKey, before: Option<(f64, f64)>, ts: f64, v: f64) {
-        let full = self.histories.len() >= MAX_HISTORIES;
-        let h = match self.histories.get_mut(&key) {
-            Some(h) => h,
-            None if full => return,
-            None => self.histories.entry(key).or_default(),
-        };
-        if h.is_empty() {
-            h.extend(before);
-        }
-        h.push_back((ts, v));
-        while h.len() > HISTORY {
-            h.pop_front();
         }
     }
 
     /// The last values of a point that changed or was written (empty for the others).
     pub fn history(&self, key: &PointKey) -> Option<&History> {
-        self.histories.get(key)
+        self.histories.get(key).map(|&i| &self.kept[i as usize])
     }
 
     /// The number of points, and the rows of those written or changed (reads of
     /// overlapping blocks folded together), in key order: without a row per idle point.
+    /// Worked out per table of a device, so a plant whose values all move costs no lookup
+    /// per point.
     pub fn telling(&self) -> (usize, Vec<Row>) {
-        type Group<'a> = Vec<(u32, u32, &'a Block)>; // (start, step, block)
+        type Group<'a> = (Vec<(u32, u32, &'a Block)>, Vec<(u32, &'a Written)>);
         let mut groups: FxHashMap<(Addr, Proto, u32, Table), Group> = FxHashMap::default();
         for (&(device, proto, unit, table, start, step, _), b) in &self.blocks {
             groups
                 .entry((device, proto, unit, table))
                 .or_default()
+                .0
                 .push((start, step, b));
         }
-        let at = |start: u32, step: u32, b: &Block, address: u32| -> Option<usize> {
-            let off = address.checked_sub(start)?;
-            let i = (off % step.max(1) == 0).then_some((off / step.max(1)) as usize)?;
-            (i < b.last.len()).then_some(i)
-        };
+        for (&(device, proto, unit, table, address), w) in &self.written {
+            groups
+                .entry((device, proto, unit, table))
+                .or_default()
+                .1
+                .push((address, w));
+        }
+        let mut order: Vec<_> = groups.keys().copied().collect();
+        order.sort_unstable();
         let mut total = 0;
-        let mut keys: Vec<PointKey> = Vec::new();
-        for (&(device, proto, unit, table), blocks) in &groups {
-            let mut addresses: Vec<u32> = blocks
-                .iter()
-                .flat_map(|&(start, step, b)| {
-                    (0..b.last.len()).map(move |i| nth_address(start, step, i))
-                })
-                .collect();
-            addresses.sort_unstable();
-            addresses.dedup();
-            total += addresses.len();
-            for &(start, step, b) in blocks {
-                for (i, &n) in b.changes.iter().enumerate() {
-                    if n > 0 {
-                        keys.push((device, proto, unit, table, nth_address(start, step, i)));
-                    }
-                }
+        let mut rows = Vec::new();
+        let mut points: Vec<(u32, Read)> = Vec::new();
+        for g in order {
+            let (device, proto, unit, table) = g;
+            let (blocks, written) = groups.get_mut(&g).expect("a group");
+            blocks.sort_unstable_by_key(|&(start, step, b)| (start, step, b.last.len()));
+            written.sort_unstable_by_key(|&(address, _)| address);
+            points.clear();
+            for &(start, step, b) in blocks.iter() {
+                points.extend((0..b.last.len()).map(|i| (nth_address(start, step, i), b.read(i))));
             }
-        }
-        for &key in self.written.keys() {
-            let (device, proto, unit, table, address) = key;
-            let covered = groups
-                .get(&(device, proto, unit, table))
-                .is_some_and(|blocks| {
-                    blocks
-                        .iter()
-                        .any(|&(start, step, b)| at(start, step, b, address).is_some())
-                });
-            total += usize::from(!covered);
-            keys.push(key);
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        let rows = keys
-            .into_iter()
-            .map(|key| {
-                let (device, proto, unit, table, address) = key;
-                let mut read: Option<Read> = None;
-                for &(start, step, b) in groups
-                    .get(&(device, proto, unit, table))
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    let Some(i) = at(start, step, b, address) else {
-                        continue;
-                    };
-                    let here = b.read(i);
-                    read = Some(match read {
-                        None => here,
-                        Some(r) => fold(r, here),
+            points.sort_by_key(|&(address, _)| address); // in order but where blocks overlap
+            points.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    kept.1 = fold(kept.1, later.1);
+                }
+                same
+            });
+            total += points.len();
+            let mut w = written.iter().peekable();
+            for &(address, read) in points.iter() {
+                while let Some(&(only_written, wr)) = w.next_if(|(a, _)| *a < address) {
+                    total += 1;
+                    rows.push(Row {
+                        key: (device, proto, unit, table, only_written),
+                        read: None,
+                        written: Some(wr.clone()),
                     });
                 }
-                Row {
-                    key,
-                    read,
-                    written: self.written.get(&key).cloned(),
+                let wrote = w
+                    .next_if(|(a, _)| *a == address)
+                    .map(|(_, wr)| (*wr).clone());
+                if wrote.is_some() || read.changes > 0 {
+                    rows.push(Row {
+                        key: (device, proto, unit, table, address),
+                        read: Some(read),
+                        written: wrote,
+                    });
                 }
-            })
-            .collect();
+            }
+            for &(only_written, wr) in w {
+                total += 1;
+                rows.push(Row {
+                    key: (device, proto, unit, table, only_written),
+                    read: None,
+                    written: Some(wr.clone()),
+                });
+            }
+        }
         (total, rows)
     }
 
@@ -393,5 +441,49 @@ mod tests {
         assert_eq!(w.writers, vec![(a, 2), (b, 1)]);
         let h: Vec<_> = v.history(&rows[0].key).unwrap().iter().copied().collect();
         assert_eq!(h, vec![(1.0, 50.0), (2.0, 950.0), (3.0, 45.0)]);
+    }
+
+    proptest::proptest! {
+        /// The telling rows are every point's rows (worked out point by point) that were
+        /// written or changed, whatever the blocks' overlaps, steps and writes.
+        #[test]
+        fn telling_rows_are_the_written_or_changed_of_all_rows(
+            reads in proptest::collection::vec(
+                (0u8..2, 0u32..3, 0u32..40, 1u32..3, proptest::collection::vec(0u8..3, 1..6)),
+                0..40),
+            writes in proptest::collection::vec((0u8..2, 0u32..3, 0u32..60, 0u8..3), 0..20),
+        ) {
+            let mut v = Values::default();
+            let table = |t: u32| if t == 0 { Table::Modbus("coils") } else { Table::Dnp3(t as u8) };
+            let mut ts = 0.0;
+            for (dev, t, start, step, values) in &reads {
+                ts += 1.0;
+                let p = Points { table: table(*t), start: *start, step: *step,
+                                 values: values.iter().map(|&x| f64::from(x)).collect() };
+                v.read(Addr::new(&[10, 0, 0, *dev]), Proto::Dnp3, 1, &[p], ts);
+            }
+            for (dev, t, address, value) in &writes {
+                ts += 1.0;
+                let p = Points { table: table(*t), start: *address, step: 1,
+                                 values: vec![f64::from(*value)] };
+                v.write(Addr::new(&[10, 0, 0, *dev]), Proto::Dnp3, 1,
+                        Addr::new(&[10, 0, 0, 9]), &[p], ts);
+            }
+            let all = v.rows();
+            let (total, telling) = v.telling();
+            proptest::prop_assert_eq!(total, all.len());
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|r| r.written.is_some() || r.read.is_some_and(|x| x.changes > 0))
+                .map(|r| (r.key, r.read.map(|x| (x.reads, x.last, x.min, x.max, x.changes)),
+                          r.written.as_ref().map(|w| (w.writes, w.last))))
+                .collect();
+            let got: Vec<_> = telling
+                .iter()
+                .map(|r| (r.key, r.read.map(|x| (x.reads, x.last, x.min, x.max, x.changes)),
+                          r.written.as_ref().map(|w| (w.writes, w.last))))
+                .collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
     }
 }

@@ -33,6 +33,12 @@ def mac_vendor(mac: str) -> str | None:
         return None
     if first & 0x02:
         return None  # locally administered: no vendor behind it
+    return _vendor(prefix)
+
+
+@lru_cache(maxsize=4096)
+def _vendor(prefix: int) -> str | None:
+    """The organisation registered for an OUI (a plant's devices share a few)."""
     registry = _registry()
     if registry is None:
         return None

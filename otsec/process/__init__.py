@@ -55,6 +55,9 @@ def number(v: float | None) -> float | int | None:
 
 #: points listed per asset document (written ones first, then those that changed)
 MAX_POINTS_PER_ASSET = 200
+#: points changed but never written that cross as records (by device, unit, table,
+#: address): the report lists 200; the others are counted and in the asset documents
+MAX_CHANGED_POINTS = 200
 
 
 @dataclass(slots=True)
@@ -64,10 +67,13 @@ class ProcessValues:
     total: int = 0
     written: int = 0
     changing: int = 0
-    #: the telling points: written, or read with changing values
+    #: the telling points: every point written, and of those only read with changing
+    #: values the first ``MAX_CHANGED_POINTS`` (by device, unit, table, address)
     points: list[Point] = field(default_factory=list)
     #: device -> its points as the asset document lists them (built by the core)
     documents: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: the points written or changed (``points`` may list fewer)
+    telling: int = 0
 
     def counts(self) -> dict[str, int]:
         return {"total": self.total, "written": self.written, "changing": self.changing}
@@ -84,17 +90,20 @@ def merged(parts: list[ProcessValues]) -> ProcessValues:
     for p in parts:
         out.total, out.written = out.total + p.total, out.written + p.written
         out.changing += p.changing
+        out.telling += p.telling
         out.points += p.points
         for device, docs in p.documents.items():
             out.documents.setdefault(device, []).extend(docs)
     return out
 
 
-def process_values(core: Any, limit: int = MAX_POINTS_PER_ASSET,
-                   constant: bool = False) -> ProcessValues:
+def process_values(core: Any, limit: int = MAX_POINTS_PER_ASSET, constant: bool = False,
+                   changed: int | None = MAX_CHANGED_POINTS) -> ProcessValues:
     """The core's process values: counts, the telling points, the asset documents' lists
-    (``constant``: with the points whose value never changed)."""
-    (total, written, changing), rows, documents = core.process_values(limit, constant)
+    (``constant``: with the points whose value never changed; ``changed``: how many of the
+    points changed but never written become records, None for all)."""
+    (total, written, changing, telling), rows, documents = core.process_values(
+        limit, constant, changed)
     points = []
     for device, protocol, unit, table, address, read, wrote, history in rows:
         p = Point(device, protocol, unit, table, address, history=history)
@@ -105,4 +114,4 @@ def process_values(core: Any, limit: int = MAX_POINTS_PER_ASSET,
              p.other_writes) = wrote
             p.writers = dict(writers)
         points.append(p)
-    return ProcessValues(total, written, changing, points, documents)
+    return ProcessValues(total, written, changing, points, documents, telling)

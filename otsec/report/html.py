@@ -86,14 +86,24 @@ PROTOCOL_COLOURS = COLOURS
 
 
 def _e(value: Any) -> str:
-    """Escaped for HTML, controls spelled out, length bounded (names come off the wire)."""
+    """Escaped for HTML, controls spelled out, length bounded (names come off the wire).
+    A report names the same addresses, rules and times thousands of times: each text is
+    escaped once."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    # most names and addresses need nothing: one scan to know it
-    if len(text) <= MAX_SHOWN and not _SPECIAL.search(text):
-        return text
-    return html.escape(printable(text))
+    done = _escaped.get(text)
+    if done is None:
+        # most names and addresses need nothing: one scan to know it
+        done = (text if len(text) <= MAX_SHOWN and not _SPECIAL.search(text)
+                else html.escape(printable(text)))
+        if len(_escaped) >= 65_536:
+            _escaped.clear()
+        _escaped[text] = done
+    return done
+
+
+_escaped: dict[str, str] = {}
 
 
 _SPECIAL = re.compile(f"[&<>\"'{CONTROL_CHARS}]")
@@ -468,7 +478,8 @@ def _points(result: AuditResult, limit: int = 200) -> str:
                     f"<td>{_e(', '.join(sorted(p.writers)))}</td>"
                     f"<td>{_range_bar(low, high, last)}</td><td>{_sparkline(p.history)}</td>"
                     "</tr>")
-    more = _more(len(shown) - limit) if len(shown) > limit else ""
+    told = max(len(shown), result.points_telling or 0)
+    more = _more(told - limit) if told > limit else ""
     return ("<h3>Process values</h3><p>Values as numbers on the wire (registers unsigned "
             "16-bit, coils 0/1, DNP3 outputs by their variation); every point is in "
             "assets.json.</p><table id='points' class='sortable'><tr><th>device</th>"

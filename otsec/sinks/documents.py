@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from otsec.core import FlowView
@@ -138,8 +139,10 @@ def restored_document(alert: Alert) -> dict[str, Any]:
     return doc
 
 
+@lru_cache(maxsize=1024)
 def rule_fields(rule: Rule) -> dict[str, Any]:
-    """An alert's ``rule`` and ``threat`` (its ATT&CK for ICS mapping)."""
+    """An alert's ``rule`` and ``threat`` (its ATT&CK for ICS mapping), made once per rule:
+    the alerts of a rule share them (no one changes a document's parts)."""
     tactics = rule.tactics
     return {
         "rule": {
@@ -203,14 +206,18 @@ def incident_document(incident: Incident, sensor: Sensor = LOCAL) -> dict[str, A
     level = worst["event"]["severity"]
 
     def union(path: tuple[str, ...]) -> list[Any]:
+        """The values at ``path`` in the alerts' documents, each once, in order."""
         seen: dict[Any, None] = {}
         for d in docs:
             value: Any = d
             for k in path:
-                value = value.get(k, {}) if isinstance(value, dict) else {}
-            for v in value if isinstance(value, list) else [value]:
-                if v not in ({}, None):
-                    seen.setdefault(v, None)
+                value = value.get(k) if type(value) is dict else None
+                if value is None:
+                    break
+            else:
+                for v in value if type(value) is list else (value,):
+                    if v is not None and v != {}:
+                        seen[v] = None  # the first place stays
         return list(seen)
 
     tactics, techniques = union(("threat", "tactic", "id")), union(("threat", "technique", "id"))
