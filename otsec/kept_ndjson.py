@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 log = logging.getLogger(__name__)
-ROTATE_BYTES = 256 << 20
+ROTATE_BYTES = 64 << 20  # copied at each change: kept small enough to cost little
 MODE = 0o640
 
 
@@ -30,6 +30,7 @@ class KeptNdjson:
         self.rotate_bytes = rotate_bytes
         self.head = _complete_lines(path)  # bytes of final lines at the start of the file
         self.closing: list[bytes] = []  # lines that became final since the last write
+        self._tail: bytes | None = None  # the open tail last written
 
     def drop(self, ids: set[str]) -> int:
         """Take out the lines of documents whose ``event.id`` is in ``ids`` (alerts a
@@ -58,7 +59,12 @@ class KeptNdjson:
         self.closing.extend(lines)
 
     def write(self, tail: Iterable[bytes]) -> None:
-        """The file anew: the final head, then ``tail`` (one JSON document a line each)."""
+        """The file anew: the final head, then ``tail`` (one JSON document a line each);
+        nothing is written when neither changed since the last write."""
+        tail_bytes = b"".join(tail)
+        if not self.closing and tail_bytes == self._tail and self.path.exists():
+            return
+        self._tail = tail_bytes
         if self.head + sum(map(len, self.closing)) > self.rotate_bytes:
             self._rotate()
         tmp = self.path.with_name(f"{self.path.name}.tmp")
@@ -67,7 +73,7 @@ class KeptNdjson:
         try:
             self._copy_head(fd)
             closing = b"".join(self.closing)
-            _write_all(fd, closing + b"".join(tail))
+            _write_all(fd, closing + tail_bytes)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)

@@ -184,3 +184,17 @@ def test_open_alerts_of_another_version_or_tampered_are_raised_anew() -> None:
     assert book.restore([item], rules) == 1
     (alert,) = book.alerts
     assert alert.count == 3 and alert.key == ("10.0.0.1", "10.0.0.2", 1, 6)
+
+
+def test_kept_ndjson_is_not_rewritten_when_nothing_changed(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.ndjson"
+    kept = KeptNdjson(path)
+    kept.write([b'{"open": 1}\n'])
+    before = os.stat(path).st_ino
+    kept.write([b'{"open": 1}\n'])  # a quiet flush: the same file, not a copy of it
+    assert os.stat(path).st_ino == before
+    kept.write([b'{"open": 2}\n'])
+    assert os.stat(path).st_ino != before and path.read_bytes() == b'{"open": 2}\n'
+    path.unlink()  # gone under it: written again
+    kept.write([b'{"open": 2}\n'])
+    assert path.read_bytes() == b'{"open": 2}\n'
