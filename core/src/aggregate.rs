@@ -18,6 +18,9 @@ pub const MAX_RANGES: usize = 64;
 /// must not grow memory without bound).
 pub const MAX_HOSTS: usize = 20_000;
 pub const MAX_EDGES: usize = 20_000;
+/// Hosts, and edges, known only from flows nobody answered that are tracked: beyond, a
+/// flood of spoofed sources is counted (`untracked_hosts`), not listed one by one.
+pub const MAX_UNANSWERED: usize = 2_000;
 /// Peers remembered per host (the count of those beyond is kept).
 pub const MAX_PEERS: usize = 10_000;
 /// The first requests of a connection are its start-up (a DNP3 master disables and enables
@@ -64,6 +67,8 @@ pub struct Host {
     pub vlans: BTreeSet<i32>,
     pub evidence: BTreeMap<&'static str, u64>,
     pub dnp3_addresses: BTreeSet<u16>,
+    /// seen so far only in flows nobody answered (a spoofed source looks like this)
+    pub unanswered: bool,
 }
 
 impl Host {
@@ -81,6 +86,7 @@ impl Host {
             vlans: BTreeSet::new(),
             evidence: BTreeMap::new(),
             dnp3_addresses: BTreeSet::new(),
+            unanswered: false,
         }
     }
 }
@@ -194,6 +200,9 @@ pub struct Aggregates {
     pub untracked_hosts: u64,
     pub untracked_edges: u64,
     pub untracked_peers: u64,
+    /// hosts and edges tracked that only flows nobody answered made
+    unanswered_hosts: usize,
+    unanswered_edges: FxHashSet<EdgeKey>,
     /// finished minutes of the operations view
     pub metrics: crate::metrics::Rows,
     /// rules ask for roles: note the hosts whose role may have changed (`role_inputs`)
@@ -216,6 +225,8 @@ impl Default for Aggregates {
             untracked_hosts: 0,
             untracked_edges: 0,
             untracked_peers: 0,
+            unanswered_hosts: 0,
+            unanswered_edges: FxHashSet::default(),
             track_roles: false,
             role_inputs: Vec::new(),
         }
@@ -223,19 +234,26 @@ impl Default for Aggregates {
 }
 
 impl Aggregates {
-    fn host(&mut self, ip: Addr, ts: f64) -> Option<&mut Host> {
-        self.host_noted(ip, ts).map(|(h, _)| h)
+    fn host(&mut self, ip: Addr, ts: f64, answered: bool) -> Option<&mut Host> {
+        self.host_noted(ip, ts, answered).map(|(h, _)| h)
     }
 
     /// A host (None beyond the bound), and where to note that its role may have changed
     /// (None when no rule asks for roles). A new host is noted.
-    fn host_noted(&mut self, ip: Addr, ts: f64) -> Option<(&mut Host, Option<&mut Vec<Addr>>)> {
+    /// `answered`: what speaks of the host came from a flow both sides spoke in.
+    fn host_noted(
+        &mut self,
+        ip: Addr,
+        ts: f64,
+        answered: bool,
+    ) -> Option<(&mut Host, Option<&mut Vec<Addr>>)> {
         let Aggregates {
             hosts,
             max_hosts,
             untracked_hosts,
             track_roles,
             role_inputs,
+            unanswered_hosts,
             ..
         } = self;
         if hosts.len() >= *max_hosts && !hosts.contains_key(&ip) {
@@ -248,20 +266,42 @@ impl Aggregates {
             None
         };
         match hosts.entry(ip) {
-            Entry::Occupied(e) => Some((e.into_mut(), notes)),
+            Entry::Occupied(e) => {
+                let h = e.into_mut();
+                if answered && h.unanswered {
+                    h.unanswered = false;
+                    *unanswered_hosts -= 1;
+                }
+                Some((h, notes))
+            }
             Entry::Vacant(e) => {
+                if !answered && *unanswered_hosts >= MAX_UNANSWERED {
+                    *untracked_hosts += 1;
+                    return None;
+                }
                 let mut notes = notes;
                 if let Some(n) = notes.as_mut() {
                     n.push(ip);
                 }
-                Some((e.insert(Host::new(ts)), notes))
+                let mut h = Host::new(ts);
+                if !answered {
+                    h.unanswered = true;
+                    *unanswered_hosts += 1;
+                }
+                Some((e.insert(h), notes))
             }
         }
     }
 
     /// Count one piece of role evidence; a new kind may change the host's role.
-    fn evidence(&mut self, ip: Addr, name: &'static str, ts: f64) -> Option<&mut Host> {
-        let (h, notes) = self.host_noted(ip, ts)?;
+    fn evidence(
+        &mut self,
+        ip: Addr,
+        name: &'static str,
+        ts: f64,
+        answered: bool,
+    ) -> Option<&mut Host> {
+        let (h, notes) = self.host_noted(ip, ts, answered)?;
         let n = h.evidence.entry(name).or_insert(0);
         *n += 1;
         if let (1, Some(notes)) = (*n, notes) {
@@ -291,7 +331,7 @@ impl Aggregates {
         if ip == [0; 4] {
             return;
         }
-        let Some(h) = self.host(Addr::new(&ip), ts) else {
+        let Some(h) = self.host(Addr::new(&ip), ts, true) else {
             return;
         };
         h.last_seen = h.last_seen.max(ts);
@@ -303,6 +343,9 @@ impl Aggregates {
     fn edge(&mut self, flow: &mut Flow, protocol: Option<u16>) -> Option<EdgeKey> {
         if let Some(k) = flow.edge {
             if protocol.is_none_or(|p| p == k.protocol) {
+                if !self.unanswered_edges.is_empty() && both_spoke(flow) {
+                    self.unanswered_edges.remove(&k);
+                }
                 return Some(k);
             }
         }
@@ -319,9 +362,19 @@ impl Aggregates {
             port: flow.ports[server],
             protocol,
         };
-        if self.edges.len() >= self.max_edges && !self.edges.contains_key(&key) {
-            self.untracked_edges += 1;
-            return None;
+        let answered = both_spoke(flow);
+        if !self.edges.contains_key(&key) {
+            if self.edges.len() >= self.max_edges
+                || (!answered && self.unanswered_edges.len() >= MAX_UNANSWERED)
+            {
+                self.untracked_edges += 1;
+                return None;
+            }
+            if !answered {
+                self.unanswered_edges.insert(key);
+            }
+        } else if answered && !self.unanswered_edges.is_empty() {
+            self.unanswered_edges.remove(&key);
         }
         let (first, last) = (flow.first_ts, flow.last_ts);
         self.edges
@@ -365,11 +418,12 @@ impl Aggregates {
                 }
             }
         }
+        let answered = both_spoke(flow);
         if let Some(name) = obs.client {
-            self.evidence(flow.ips[client], name, ts);
+            self.evidence(flow.ips[client], name, ts, answered);
         }
         if let Some(name) = obs.server {
-            if let Some(h) = self.evidence(flow.ips[server], name, ts) {
+            if let Some(h) = self.evidence(flow.ips[server], name, ts, answered) {
                 if let Some(address) = record.and_then(|r| r.station_address()) {
                     h.dnp3_addresses.insert(address);
                 }
@@ -429,7 +483,7 @@ impl Aggregates {
         let bytes = flow.side_bytes[0] + flow.side_bytes[1];
         for side in 0..2 {
             let (first, last) = (flow.first_ts, flow.last_ts);
-            let Some((h, notes)) = self.host_noted(flow.ips[side], first) else {
+            let Some((h, notes)) = self.host_noted(flow.ips[side], first, both_spoke(flow)) else {
                 continue;
             };
             if let (true, Some(notes)) = (first < h.first_seen, notes) {
@@ -495,4 +549,10 @@ impl Aggregates {
         e.first_seen = e.first_seen.min(flow.first_ts);
         e.last_seen = e.last_seen.max(flow.last_ts);
     }
+}
+
+/// Whether both sides of a flow have spoken (a SYN-ACK counts): what a spoofed source's
+/// flows never show.
+fn both_spoke(flow: &Flow) -> bool {
+    flow.side_packets[0] > 0 && flow.side_packets[1] > 0
 }
