@@ -35,6 +35,9 @@ type Take<'t> = &'t mut dyn FnMut(Packet<'_>) -> bool;
 
 /// messages per batch handed to the record side
 const BATCH: usize = 256;
+/// Records in a batch before it goes over anyway: a packet of hostile bytes can carry
+/// hundreds of anomalies, and the batches in flight must stay small however many.
+const BATCH_RECORDS: usize = 4096;
 /// batches on their way to the record side at most (memory stays bounded)
 const IN_FLIGHT: usize = 8;
 
@@ -429,7 +432,7 @@ impl Engine {
     /// A full batch goes to the record side's thread (checked after every message: a
     /// sweep can end thousands of flows within one packet).
     fn ship(&mut self) {
-        if self.batch.msgs.len() < self.batch_size {
+        if self.batch.msgs.len() < self.batch_size && self.batch.records.len() < BATCH_RECORDS {
             return;
         }
         let Some(pipe) = &self.pipe else {
