@@ -254,27 +254,19 @@ def _stream(text: str, where: str) -> Any:
     300 MB baseline would be several GB of it). Anything not laid out as otsec writes it
     is parsed whole, as before."""
     decode = json.JSONDecoder().raw_decode
-    pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    pos = _skip(text, 0)
     if not text.startswith("{", pos):
         return json.loads(text)
     top: dict[str, Any] = {}
-    pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+    pos = _skip(text, pos + 1)
     while not text.startswith("}", pos):
-        key, pos = decode(text, pos)
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
-        if not text.startswith(":", pos):
-            raise json.JSONDecodeError("expected ':'", text, pos)
-        pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        key, pos = _key(text, pos, decode)
         if key in _SECTIONS and text.startswith("{", pos):
             top[key], pos = _section(text, pos, decode, key, where)
         else:
             top[key], pos = decode(text, pos)
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
-        if text.startswith(",", pos):
-            pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
-        elif not text.startswith("}", pos):
-            raise json.JSONDecodeError("expected ',' or '}'", text, pos)
-    if _SPACE.match(text, pos + 1).end() != len(text):  # type: ignore[union-attr]
+        pos = _next(text, pos)
+    if _skip(text, pos + 1) != len(text):
         raise json.JSONDecodeError("extra data", text, pos + 1)
     return top
 
@@ -283,21 +275,37 @@ def _section(text: str, pos: int, decode: Any, name: str, where: str
              ) -> tuple[_Entries, int]:
     kind, fields_, required = _KINDS[name]
     out = _Entries()
-    pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+    pos = _skip(text, pos + 1)
     while not text.startswith("}", pos):
-        key, pos = decode(text, pos)
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
-        if not text.startswith(":", pos):
-            raise json.JSONDecodeError("expected ':'", text, pos)
-        entry, pos = decode(text, _SPACE.match(text, pos + 1).end())  # type: ignore[union-attr]
+        key, pos = _key(text, pos, decode)
+        entry, pos = decode(text, pos)
         _check(entry, fields_, f"{where}: {name}[{key!r}]", required)
         out[key] = kind(**entry)
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
-        if text.startswith(",", pos):
-            pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
-        elif not text.startswith("}", pos):
-            raise json.JSONDecodeError("expected ',' or '}'", text, pos)
+        pos = _next(text, pos)
     return out, pos + 1
+
+
+def _skip(text: str, pos: int) -> int:
+    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+
+
+def _key(text: str, pos: int, decode: Any) -> tuple[str, int]:
+    """A member's key, and where its value starts."""
+    key, pos = decode(text, pos)
+    pos = _skip(text, pos)
+    if not text.startswith(":", pos):
+        raise json.JSONDecodeError("expected ':'", text, pos)
+    return key, _skip(text, pos + 1)
+
+
+def _next(text: str, pos: int) -> int:
+    """After a member's value: where the next key starts, or the closing brace."""
+    pos = _skip(text, pos)
+    if text.startswith(",", pos):
+        return _skip(text, pos + 1)
+    if not text.startswith("}", pos):
+        raise json.JSONDecodeError("expected ',' or '}'", text, pos)
+    return pos
 
 
 def _entries(raw: dict[str, Any], kind: type, where: str) -> dict[str, Any]:
