@@ -48,6 +48,19 @@ def frame(smac: bytes, dmac: bytes, src: bytes, dst: bytes, sport: int, dport: i
     return dmac + smac + b"\x08\x00" + ip + tcp
 
 
+def handshakes(conns: list[dict], put: Callable[[bytes], None]) -> None:
+    """Each connection's three-way handshake (its sequence numbers move past the SYNs)."""
+    for c in conns:
+        put(frame(c["cmac"], c["smac"], c["cip"], c["sip"], c["cport"], 502, c["cseq"], 0,
+                  0x02, b""))
+        put(frame(c["smac"], c["cmac"], c["sip"], c["cip"], 502, c["cport"], c["sseq"],
+                  c["cseq"] + 1, 0x12, b""))
+        c["cseq"] += 1
+        c["sseq"] += 1
+        put(frame(c["cmac"], c["smac"], c["cip"], c["sip"], c["cport"], 502, c["cseq"],
+                  c["sseq"], 0x10, b""))
+
+
 def write(path: Path, packets: int, clients: int = 20, servers: int = 5) -> int:
     rnd = random.Random(7)
     conns = []
@@ -70,15 +83,7 @@ def write(path: Path, packets: int, clients: int = 20, servers: int = 5) -> int:
             fh.write(record(ts, data))
             n += 1
 
-        for c in conns:  # handshakes
-            put(frame(c["cmac"], c["smac"], c["cip"], c["sip"], c["cport"], 502, c["cseq"], 0,
-                      0x02, b""))
-            put(frame(c["smac"], c["cmac"], c["sip"], c["cip"], 502, c["cport"], c["sseq"],
-                      c["cseq"] + 1, 0x12, b""))
-            c["cseq"] += 1
-            c["sseq"] += 1
-            put(frame(c["cmac"], c["smac"], c["cip"], c["sip"], c["cport"], 502, c["cseq"],
-                      c["sseq"], 0x10, b""))
+        handshakes(conns, put)
         while n < packets:
             c = conns[rnd.randrange(clients)]
             fc, req, resp = REQUESTS[rnd.randrange(len(REQUESTS))]

@@ -11,7 +11,7 @@ import random
 import struct
 from pathlib import Path
 
-from make_capture import PCAP_HEADER, frame, record
+from make_capture import PCAP_HEADER, frame, handshakes, record
 from make_capture import main as command_line
 
 PLCS = 28
@@ -57,15 +57,7 @@ def write(path: Path, packets: int) -> int:
             fh.write(record(ts, data))
             n += 1
 
-        for c in conns:  # handshakes
-            put(frame(c["cmac"], c["smac"], c["cip"], c["sip"], c["cport"], 502, c["cseq"], 0,
-                      0x02, b""))
-            put(frame(c["smac"], c["cmac"], c["sip"], c["cip"], 502, c["cport"], c["sseq"],
-                      c["cseq"] + 1, 0x12, b""))
-            c["cseq"] += 1
-            c["sseq"] += 1
-            put(frame(c["cmac"], c["smac"], c["cip"], c["sip"], c["cport"], 502, c["cseq"],
-                      c["sseq"], 0x10, b""))
+        handshakes(conns, put)
         while n < packets:
             c = conns[rnd.randrange(len(conns))]
             c["tid"] = (c["tid"] + 1) & 0xFFFF

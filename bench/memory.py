@@ -23,15 +23,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from make_burst import mbap  # noqa: E402
 from make_capture import PCAP_HEADER, frame, record  # noqa: E402
 
 SMAC, DMAC = bytes([0, 0x0C, 0x29, 9, 9, 9]), bytes([0, 0x80, 0xF4, 0, 2, 1])
 PLC = bytes([10, 1, 0, 10])
 T0 = 1_700_000_000.0
-
-
-def mbap(tid: int, pdu: bytes) -> bytes:
-    return struct.pack("!HHHB", tid & 0xFFFF, 0, len(pdu) + 1, 1) + pdu
 
 
 def flood(flows: int, sources: int = 200_000) -> Iterator[bytes]:
@@ -44,9 +41,8 @@ def flood(flows: int, sources: int = 200_000) -> Iterator[bytes]:
         ts += 0.00005
         yield record(ts, frame(SMAC, DMAC, src, PLC, sport, 502, seq, 0, 0x02, b""))
         ts += 0.00005
-        pdu = bytes([6]) + struct.pack("!HH", 10 + i % 5, i & 0xFFFF)
-        yield record(ts, frame(SMAC, DMAC, src, PLC, sport, 502, seq + 1, 1, 0x18,
-                               mbap(i, pdu)))
+        write = mbap(i & 0xFFFF, 6, struct.pack("!HH", 10 + i % 5, i & 0xFFFF))
+        yield record(ts, frame(SMAC, DMAC, src, PLC, sport, 502, seq + 1, 1, 0x18, write))
 
 
 def drift(packets: int, new_share: float = 0.02) -> Iterator[bytes]:
@@ -54,7 +50,7 @@ def drift(packets: int, new_share: float = 0.02) -> Iterator[bytes]:
     rnd = random.Random(5)
     every = round(1 / new_share)
     seqs = [rnd.randrange(1 << 31) for _ in range(20)]
-    read = bytes([3]) + struct.pack("!HH", 0, 10)
+    read = struct.pack("!HH", 0, 10)
     newcomer = 0
     for i in range(packets):
         ts = T0 + i * 0.0005
@@ -63,18 +59,18 @@ def drift(packets: int, new_share: float = 0.02) -> Iterator[bytes]:
             src = bytes([172, 16 + (newcomer >> 16 & 0x0F), newcomer >> 8 & 0xFF,
                          newcomer & 0xFF])
             yield record(ts, frame(SMAC, DMAC, src, PLC, 1024 + newcomer % 60000, 502,
-                                   newcomer, 1, 0x18, mbap(newcomer, read)))
+                                   newcomer, 1, 0x18, mbap(newcomer & 0xFFFF, 3, read)))
             continue
         c = i % 20
         client, server = bytes([10, 1, 0, 100 + c]), bytes([10, 1, 0, 10 + c % 5])
         if (i // 20) % 2 == 0:
             yield record(ts, frame(SMAC, DMAC, client, server, 40000 + c, 502, seqs[c], 1,
-                                   0x18, mbap(i, read)))
+                                   0x18, mbap(i & 0xFFFF, 3, read)))
             seqs[c] = (seqs[c] + 12) & 0xFFFFFFFF
         else:
-            reply = bytes([3, 20]) + bytes(20)
+            reply = bytes([20]) + bytes(20)
             yield record(ts, frame(DMAC, SMAC, server, client, 502, 40000 + c, 1, seqs[c],
-                                   0x18, mbap(i - 20, reply)))
+                                   0x18, mbap((i - 20) & 0xFFFF, 3, reply)))
 
 
 def rss_mb(pid: int) -> float:

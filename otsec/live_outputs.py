@@ -372,13 +372,6 @@ class LiveOutputs:
 def changed_documents(docs: list[dict[str, Any]], sent: dict[str, str]) -> list[dict[str, Any]]:
     """The asset or edge documents that differ from what was shipped last (``sent``: their
     ids and digests, updated)."""
-    from otsec.sinks.search import digest
+    from otsec.sinks.search import changed_findings
 
-    out = []
-    for doc in docs:
-        key = local_id(doc)
-        value = digest(doc)
-        if sent.get(key) != value:
-            sent[key] = value
-            out.append(doc)
-    return out
+    return changed_findings(docs, sent, local_id)

@@ -139,11 +139,8 @@ class Detector:
 
     def retire(self, now: float) -> list[Alert]:
         """The alerts quiet for longer than the window, taken out (their documents are
-        final; the core counts their findings anew); bring counts up to date first."""
-        if self.counts_of is not None:
-            keys = [k for a in self.book.alerts for k in a.core_keys]
-            if keys:
-                self.sync(self.counts_of(keys))
+        final; the core counts their findings anew). The caller has synced the core's
+        counts (``Pipeline.counters`` does)."""
         gone = self.book.retire(now)
         for alert in gone:
             for key in alert.core_keys:

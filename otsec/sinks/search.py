@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -231,13 +231,14 @@ def audit_actions(alerts: list[dict[str, Any]], assets: list[dict[str, Any]],
                    "_id": digest(doc), "_source": doc}
 
 
-def changed_findings(docs: Iterable[dict[str, Any]], sent: dict[str, str]
+def changed_findings(docs: Iterable[dict[str, Any]], sent: dict[str, str],
+                     key_of: Callable[[dict[str, Any]], str] = lambda d: d["event"]["id"]
                      ) -> list[dict[str, Any]]:
-    """The alert or incident documents that differ from what was shipped last (``sent``:
-    event ids and digests, updated): what a live sensor sends each flush."""
+    """The documents that differ from what was shipped last (``sent``: their keys, by
+    default event ids, and digests, updated): what a live sensor sends each flush."""
     out = []
     for doc in docs:
-        key, value = doc["event"]["id"], digest(doc)
+        key, value = key_of(doc), digest(doc)
         if sent.get(key) != value:
             sent[key] = value
             out.append(doc)
